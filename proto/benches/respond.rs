@@ -1,0 +1,78 @@
+//! Cost of one `respond()` decision: a plain client request answered with a full reply, and the
+//! cheapest drop, so the two ends of the per-packet budget are both visible.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use stratum_proto::{
+    respond, ClockCorrection, LeapIndicator, NtpPacket, NtpShort, NtpTimestamp, RefId, RxMeta,
+    ServeAll, ServerSnapshot,
+};
+
+fn snapshot() -> ServerSnapshot {
+    ServerSnapshot {
+        leap: LeapIndicator::NoWarning,
+        stratum: 1,
+        precision: -24,
+        ref_id: RefId(*b"GPS\0"),
+        reference_time: NtpTimestamp::from_parts(0xEC00_0000, 0),
+        root_delay: NtpShort::ZERO,
+        root_dispersion: NtpShort::from_micros(10),
+        dispersion_base: NtpTimestamp::from_parts(0xEC00_0000, 0),
+        dispersion_rate: 64_425,
+        tai_offset: 37,
+        correction: ClockCorrection::IDENTITY,
+    }
+}
+
+fn bench_respond(c: &mut Criterion) {
+    let snap = snapshot();
+    let request =
+        NtpPacket::client_request(4, NtpTimestamp::from_parts(0xEC00_0010, 0x1234_5678)).to_bytes();
+    let mut group = c.benchmark_group("respond");
+    group.throughput(Throughput::Elements(1));
+
+    let mut noise = 0x9E37_79B9_7F4A_7C15u64;
+    group.bench_function("client_request_v4", |b| {
+        let mut buf = request;
+        b.iter(|| {
+            buf = request;
+            noise = noise.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let rx = RxMeta {
+                client: "198.51.100.7:123".parse().unwrap(),
+                rx_time: NtpTimestamp::from_parts(0xEC00_0011, 0),
+                noise,
+            };
+            black_box(respond(
+                black_box(&mut buf),
+                rx,
+                &snap,
+                &mut ServeAll,
+                || NtpTimestamp::from_parts(0xEC00_0011, 0x100),
+            ))
+        })
+    });
+
+    group.bench_function("drop_mode_4", |b| {
+        let mut spoofed = request;
+        spoofed[0] = (spoofed[0] & !7) | 4;
+        b.iter(|| {
+            let rx = RxMeta {
+                client: "198.51.100.7:123".parse().unwrap(),
+                rx_time: NtpTimestamp::ZERO,
+                noise: 0,
+            };
+            black_box(respond(
+                black_box(&mut spoofed),
+                rx,
+                &snap,
+                &mut ServeAll,
+                || NtpTimestamp::ZERO,
+            ))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_respond);
+criterion_main!(benches);

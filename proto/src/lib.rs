@@ -1,0 +1,19 @@
+//! stratum-proto: the pure half of stratumd.
+//!
+//! Bytes and timestamps go in, decisions come out. This crate owns the NTP wire format, timestamp
+//! arithmetic, the published server state ([`ServerSnapshot`]) and the server's per-request decision
+//! ([`respond`]). It must never do IO, read a clock, allocate on the request path, or panic on any
+//! input: every other crate depends on it, and the data plane calls it millions of times a second.
+#![forbid(unsafe_code)]
+
+pub mod packet;
+pub mod respond;
+pub mod snapshot;
+pub mod time;
+
+pub use packet::{KissCode, LeapIndicator, NtpHeader, NtpMode, NtpPacket, RefId};
+pub use respond::{
+    respond, AdmissionPolicy, AdmitAction, ClientRequest, DropReason, RxMeta, ServeAll, Verdict,
+};
+pub use snapshot::{ClockCorrection, ServerSnapshot};
+pub use time::{NtpDuration, NtpShort, NtpTimestamp};

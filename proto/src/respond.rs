@@ -1,0 +1,667 @@
+//! The server's decision for one request: reply, Kiss-o'-Death, or a counted drop.
+//!
+//! [`respond`] reads a request from a buffer and, when it answers, writes the reply over the
+//! request in the same buffer (both backends then send the buffer back as it is). It owes the
+//! behaviour in BAD_INPUTS.md rows 1-16: every request ends in exactly one [`Verdict`], a reply is
+//! never longer than its request, the client's transmit timestamp is echoed bit for bit, and the
+//! transmit timestamp is read from the clock last and written last.
+//!
+//! Admission (access lists, rate limiting) is a seam: the caller passes an [`AdmissionPolicy`] that
+//! sees only well-formed client requests.
+
+use core::net::SocketAddr;
+
+use crate::packet::{
+    scan_trailer, write_transmit_timestamp, KissCode, LeapIndicator, NtpHeader, NtpMode, NtpPacket,
+    RefId, HEADER_LEN, MAX_PACKET_LEN,
+};
+use crate::snapshot::ServerSnapshot;
+use crate::time::{NtpShort, NtpTimestamp};
+
+/// The smallest poll exponent we put in a reply: clients are told not to poll faster than 16 s.
+pub const MIN_REPLY_POLL: i8 = 4;
+/// The largest poll exponent in a reply (36 h, RFC 5905's maximum).
+pub const MAX_REPLY_POLL: i8 = 17;
+
+/// What the backend learned about a request before handing it to [`respond`].
+#[derive(Clone, Copy, Debug)]
+pub struct RxMeta {
+    /// The request's source address and port.
+    pub client: SocketAddr,
+    /// When the request arrived, read from the host clock (UTC), before the snapshot's correction.
+    pub rx_time: NtpTimestamp,
+    /// Fresh unpredictable bits; they fill the timestamp bits below the clock's precision.
+    pub noise: u64,
+}
+
+/// The outcome of one request. Every request ends in exactly one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the first `len` bytes of the buffer back to the client.
+    Reply(usize),
+    /// Send the Kiss-o'-Death now in the first [`HEADER_LEN`] bytes of the buffer.
+    Kod(KissCode),
+    /// Send nothing; count the reason.
+    Drop(DropReason),
+}
+
+impl Verdict {
+    /// How many bytes of the buffer to send, if any.
+    pub const fn reply_len(&self) -> Option<usize> {
+        match self {
+            Self::Reply(len) => Some(*len),
+            Self::Kod(_) => Some(HEADER_LEN),
+            Self::Drop(_) => None,
+        }
+    }
+}
+
+/// Why a request got no answer. The names are the `reason` label of the drop counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Payload shorter than the 48-byte header.
+    Short,
+    /// Not a multiple of 4 bytes, or a bad extension field.
+    Malformed,
+    /// Longer than [`MAX_PACKET_LEN`].
+    TooLong,
+    /// Version 0 or above 4.
+    Version,
+    /// A mode other than client (symmetric, server, broadcast replies never start state here).
+    Mode,
+    /// Mode 6 or 7 (control and private) is never answered on the data plane.
+    Control,
+    /// Carries a MAC or crypto-NAK; we hold no keys, so it is never treated as authenticated.
+    Authenticated,
+    /// Source port 0.
+    SourcePort,
+    /// Refused by the access list.
+    Denied,
+    /// Over the client's rate limit (and not picked to be answered anyway).
+    RateLimited,
+}
+
+impl DropReason {
+    pub const ALL: [Self; 10] = [
+        Self::Short,
+        Self::Malformed,
+        Self::TooLong,
+        Self::Version,
+        Self::Mode,
+        Self::Control,
+        Self::Authenticated,
+        Self::SourcePort,
+        Self::Denied,
+        Self::RateLimited,
+    ];
+
+    /// Position in [`DropReason::ALL`], for counter arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Short => "short",
+            Self::Malformed => "malformed",
+            Self::TooLong => "too_long",
+            Self::Version => "version",
+            Self::Mode => "mode",
+            Self::Control => "control",
+            Self::Authenticated => "authenticated",
+            Self::SourcePort => "source_port",
+            Self::Denied => "denied",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// A well-formed client request, as admission sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientRequest {
+    pub version: u8,
+    pub poll: i8,
+    pub transmit: NtpTimestamp,
+}
+
+/// Admission's answer for one well-formed request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdmitAction {
+    Serve,
+    /// Answer with a Kiss-o'-Death; the reply's poll is at least `poll`.
+    Kod {
+        code: KissCode,
+        poll: i8,
+    },
+    Drop(DropReason),
+}
+
+/// Decides whether a client is served: access lists and rate limiting plug in here.
+pub trait AdmissionPolicy {
+    fn admit(&mut self, client: &SocketAddr, request: &ClientRequest) -> AdmitAction;
+}
+
+/// Admits everything: the policy when no access list or rate limit is configured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServeAll;
+
+impl AdmissionPolicy for ServeAll {
+    fn admit(&mut self, _: &SocketAddr, _: &ClientRequest) -> AdmitAction {
+        AdmitAction::Serve
+    }
+}
+
+/// Decides what to do with the request in `buf` (exactly the UDP payload) and, when answering,
+/// writes the reply over it.
+///
+/// `tx_clock` reads the host clock; it is called once, last, and only for a normal reply.
+pub fn respond<A, C>(
+    buf: &mut [u8],
+    rx: RxMeta,
+    snapshot: &ServerSnapshot,
+    admission: &mut A,
+    tx_clock: C,
+) -> Verdict
+where
+    A: AdmissionPolicy + ?Sized,
+    C: FnOnce() -> NtpTimestamp,
+{
+    let request = match parse_request(buf, &rx.client) {
+        Ok(request) => request,
+        Err(reason) => return Verdict::Drop(reason),
+    };
+    let Some(out) = buf.first_chunk_mut::<HEADER_LEN>() else {
+        return Verdict::Drop(DropReason::Short);
+    };
+    match admission.admit(&rx.client, &request) {
+        AdmitAction::Serve => {}
+        AdmitAction::Drop(reason) => return Verdict::Drop(reason),
+        AdmitAction::Kod { code, poll } => {
+            kiss_of_death(
+                out,
+                request.version,
+                code,
+                request.poll.max(poll),
+                request.transmit,
+            );
+            return Verdict::Kod(code);
+        }
+    }
+
+    let receive = randomize_below_precision(
+        snapshot.correction.apply(rx.rx_time),
+        snapshot.precision,
+        rx.noise as u32,
+    );
+    let reply = NtpPacket {
+        leap: snapshot.leap,
+        version: request.version,
+        mode: NtpMode::Server,
+        stratum: snapshot.stratum,
+        poll: request.poll.clamp(MIN_REPLY_POLL, MAX_REPLY_POLL),
+        precision: snapshot.precision,
+        root_delay: snapshot.root_delay,
+        root_dispersion: snapshot.root_dispersion_at(receive),
+        ref_id: snapshot.ref_id,
+        reference_timestamp: snapshot.reference_time,
+        origin_timestamp: request.transmit,
+        receive_timestamp: receive,
+        transmit_timestamp: NtpTimestamp::ZERO,
+    };
+    reply.emit_before_transmit(out);
+    let transmit = randomize_below_precision(
+        snapshot.correction.apply(tx_clock()),
+        snapshot.precision,
+        (rx.noise >> 32) as u32,
+    );
+    write_transmit_timestamp(out, transmit);
+    Verdict::Reply(HEADER_LEN)
+}
+
+/// Checks everything about a request that does not depend on who sent it or on policy.
+fn parse_request(buf: &[u8], client: &SocketAddr) -> Result<ClientRequest, DropReason> {
+    if client.port() == 0 {
+        return Err(DropReason::SourcePort);
+    }
+    if buf.len() > MAX_PACKET_LEN {
+        return Err(DropReason::TooLong);
+    }
+    let header = NtpHeader::new(buf).ok_or(DropReason::Short)?;
+    if buf.len() % 4 != 0 {
+        return Err(DropReason::Malformed);
+    }
+    let version = header.version();
+    if !(1..=4).contains(&version) {
+        return Err(DropReason::Version);
+    }
+    match (header.mode(), version) {
+        (NtpMode::Client, _) | (NtpMode::Reserved, 1) => {}
+        (NtpMode::Control | NtpMode::Private, _) => return Err(DropReason::Control),
+        _ => return Err(DropReason::Mode),
+    }
+    let trailer = scan_trailer(version, &buf[HEADER_LEN..]).map_err(|_| DropReason::Malformed)?;
+    if trailer.mac.is_some() {
+        return Err(DropReason::Authenticated);
+    }
+    Ok(ClientRequest {
+        version,
+        poll: header.poll(),
+        transmit: header.transmit_timestamp(),
+    })
+}
+
+/// Writes a Kiss-o'-Death (RFC 5905 section 7.4): stratum 0, the kiss code as reference id, the
+/// client's transmit timestamp as origin, and no usable time anywhere else.
+pub fn kiss_of_death(
+    out: &mut [u8; HEADER_LEN],
+    version: u8,
+    code: KissCode,
+    poll: i8,
+    origin: NtpTimestamp,
+) {
+    NtpPacket {
+        leap: LeapIndicator::Unsynchronized,
+        version,
+        mode: NtpMode::Server,
+        stratum: 0,
+        poll: poll.clamp(MIN_REPLY_POLL, MAX_REPLY_POLL),
+        precision: 0,
+        root_delay: NtpShort::ZERO,
+        root_dispersion: NtpShort::ZERO,
+        ref_id: code.ref_id(),
+        reference_timestamp: NtpTimestamp::ZERO,
+        origin_timestamp: origin,
+        receive_timestamp: NtpTimestamp::ZERO,
+        transmit_timestamp: NtpTimestamp::ZERO,
+    }
+    .emit(out);
+}
+
+/// Replaces the fraction bits finer than the clock's precision with random ones, so that a client
+/// cannot predict our timestamps from earlier replies and the low bits carry no false accuracy.
+pub const fn randomize_below_precision(t: NtpTimestamp, precision: i8, noise: u32) -> NtpTimestamp {
+    let bits = 32 + precision as i32;
+    let mask: u64 = if bits <= 0 {
+        0
+    } else if bits >= 32 {
+        u32::MAX as u64
+    } else {
+        (1u64 << bits) - 1
+    };
+    NtpTimestamp::from_bits((t.to_bits() & !mask) | (noise as u64 & mask))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::NtpDuration;
+    use crate::ClockCorrection;
+    use proptest::prelude::*;
+
+    const CLIENT: &str = "192.0.2.10:40000";
+    const T1: NtpTimestamp = NtpTimestamp::from_parts(0xE000_0000, 0x1234_5678);
+    const T2: NtpTimestamp = NtpTimestamp::from_parts(0xE000_0001, 0x8000_0000);
+    const T3: NtpTimestamp = NtpTimestamp::from_parts(0xE000_0001, 0x8000_1000);
+
+    fn synced() -> ServerSnapshot {
+        ServerSnapshot {
+            leap: LeapIndicator::NoWarning,
+            stratum: 2,
+            precision: -20,
+            ref_id: RefId([192, 0, 2, 1]),
+            reference_time: NtpTimestamp::from_parts(0xE000_0000, 0),
+            root_delay: NtpShort::from_micros(1500),
+            root_dispersion: NtpShort::from_micros(300),
+            dispersion_base: NtpTimestamp::from_parts(0xE000_0000, 0),
+            dispersion_rate: 0,
+            tai_offset: 37,
+            correction: ClockCorrection::IDENTITY,
+        }
+    }
+
+    fn request(version: u8, mode: u8) -> Vec<u8> {
+        let mut p = NtpPacket::client_request(version, T1).to_bytes().to_vec();
+        p[0] = (p[0] & !7) | mode;
+        p
+    }
+
+    fn meta() -> RxMeta {
+        RxMeta {
+            client: CLIENT.parse().unwrap(),
+            rx_time: T2,
+            noise: 0,
+        }
+    }
+
+    fn run(buf: &mut [u8]) -> Verdict {
+        respond(buf, meta(), &synced(), &mut ServeAll, || T3)
+    }
+
+    struct Fixed(AdmitAction);
+    impl AdmissionPolicy for Fixed {
+        fn admit(&mut self, _: &SocketAddr, _: &ClientRequest) -> AdmitAction {
+            self.0
+        }
+    }
+
+    #[test]
+    fn row1_short_payloads_are_dropped() {
+        for len in 0..48 {
+            assert_eq!(
+                run(&mut request(4, 3)[..len]),
+                Verdict::Drop(DropReason::Short),
+                "len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn row2_unaligned_lengths_are_malformed() {
+        for extra in [1, 2, 3, 5, 50] {
+            let mut p = request(4, 3);
+            p.extend(vec![0u8; extra]);
+            assert_eq!(
+                run(&mut p),
+                Verdict::Drop(DropReason::Malformed),
+                "extra {extra}"
+            );
+        }
+    }
+
+    #[test]
+    fn row3_unknown_versions_are_dropped() {
+        for v in [0, 5, 6, 7] {
+            assert_eq!(
+                run(&mut request(v, 3)),
+                Verdict::Drop(DropReason::Version),
+                "v{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn row4_versions_1_to_4_get_a_mode_4_reply_in_their_version() {
+        for v in 1..=4 {
+            let mut p = request(v, 3);
+            assert_eq!(run(&mut p), Verdict::Reply(48));
+            let r = NtpPacket::parse(&p).unwrap();
+            assert_eq!((r.version, r.mode), (v, NtpMode::Server));
+        }
+    }
+
+    #[test]
+    fn row5_ntpv1_mode_0_gets_mode_4() {
+        let mut p = request(1, 0);
+        assert_eq!(run(&mut p), Verdict::Reply(48));
+        assert_eq!(NtpPacket::parse(&p).unwrap().mode, NtpMode::Server);
+        // Mode 0 is only the old NTPv1 convention; in later versions it is reserved.
+        assert_eq!(run(&mut request(4, 0)), Verdict::Drop(DropReason::Mode));
+    }
+
+    #[test]
+    fn row6_non_client_modes_are_dropped_untouched() {
+        for mode in [1, 2, 4, 5] {
+            let mut p = request(4, mode);
+            let before = p.clone();
+            assert_eq!(run(&mut p), Verdict::Drop(DropReason::Mode), "mode {mode}");
+            assert_eq!(p, before, "a dropped request is not written over");
+        }
+    }
+
+    #[test]
+    fn row7_control_and_private_modes_are_dropped() {
+        for mode in [6, 7] {
+            assert_eq!(
+                run(&mut request(2, mode)),
+                Verdict::Drop(DropReason::Control)
+            );
+        }
+    }
+
+    #[test]
+    fn row8_bad_extension_fields_are_malformed() {
+        let mut p = request(4, 3);
+        p.extend([0x01, 0x04, 0x00, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // length 12 < 16
+        assert_eq!(run(&mut p), Verdict::Drop(DropReason::Malformed));
+    }
+
+    #[test]
+    fn row9_many_extension_fields_are_answered_without_echo() {
+        let mut p = request(4, 3);
+        for _ in 0..60 {
+            p.extend([
+                0x20, 0x05, 0x00, 0x10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+            ]);
+        }
+        assert_eq!(run(&mut p), Verdict::Reply(48));
+    }
+
+    #[test]
+    fn row10_macs_and_crypto_nak_are_never_authenticated() {
+        for mac_len in [4, 20, 24] {
+            let mut p = request(4, 3);
+            p.extend(vec![0u8; mac_len]);
+            assert_eq!(
+                run(&mut p),
+                Verdict::Drop(DropReason::Authenticated),
+                "mac {mac_len}"
+            );
+        }
+    }
+
+    #[test]
+    fn row11_oversized_payloads_are_dropped() {
+        let mut p = request(4, 3);
+        p.resize(MAX_PACKET_LEN + 4, 0);
+        assert_eq!(run(&mut p), Verdict::Drop(DropReason::TooLong));
+        let mut p = request(4, 3);
+        p.resize(9000, 0);
+        assert_eq!(run(&mut p), Verdict::Drop(DropReason::TooLong));
+    }
+
+    #[test]
+    fn row12_client_header_garbage_is_ignored() {
+        let mut p = request(4, 3);
+        p[0] |= 0xC0; // LI 3
+        p[1] = 200;
+        p[4..40].fill(0xA5);
+        assert_eq!(run(&mut p), Verdict::Reply(48));
+        let r = NtpPacket::parse(&p).unwrap();
+        assert_eq!(r.stratum, 2);
+        assert_eq!(r.leap, LeapIndicator::NoWarning);
+        assert_eq!(r.origin_timestamp, T1);
+    }
+
+    #[test]
+    fn row13_poll_is_clamped() {
+        for (poll, expected) in [(-128i8, MIN_REPLY_POLL), (127, MAX_REPLY_POLL), (6, 6)] {
+            let mut p = request(4, 3);
+            p[2] = poll as u8;
+            run(&mut p);
+            assert_eq!(NtpPacket::parse(&p).unwrap().poll, expected);
+        }
+    }
+
+    #[test]
+    fn row14_odd_transmit_timestamps_are_echoed_bit_for_bit() {
+        for t in [
+            0,
+            u64::MAX,
+            0xFFFF_FFFF_0000_0000,
+            0x0000_0000_FFFF_FFFF,
+            0x8000_0000_0000_0001,
+        ] {
+            let mut p = request(4, 3);
+            p[40..48].copy_from_slice(&t.to_be_bytes());
+            assert_eq!(run(&mut p), Verdict::Reply(48));
+            assert_eq!(p[24..32], t.to_be_bytes());
+        }
+    }
+
+    #[test]
+    fn row16_low_bits_are_random_and_high_bits_exact() {
+        let mut a = request(4, 3);
+        let mut b = request(4, 3);
+        let snap = synced();
+        respond(
+            &mut a,
+            RxMeta { noise: 0, ..meta() },
+            &snap,
+            &mut ServeAll,
+            || T3,
+        );
+        respond(
+            &mut b,
+            RxMeta {
+                noise: u64::MAX,
+                ..meta()
+            },
+            &snap,
+            &mut ServeAll,
+            || T3,
+        );
+        let (ra, rb) = (NtpPacket::parse(&a).unwrap(), NtpPacket::parse(&b).unwrap());
+        let mask = (1u64 << 12) - 1; // precision -20: 12 bits below it
+        assert_eq!(ra.receive_timestamp.to_bits() & mask, 0);
+        assert_eq!(rb.receive_timestamp.to_bits() & mask, mask);
+        assert_eq!(
+            ra.transmit_timestamp.to_bits() & !mask,
+            T3.to_bits() & !mask
+        );
+        assert_eq!(ra.receive_timestamp.to_bits() & !mask, T2.to_bits() & !mask);
+        assert_eq!(rb.transmit_timestamp.to_bits() & mask, mask);
+    }
+
+    #[test]
+    fn reply_carries_the_snapshot() {
+        let mut p = request(4, 3);
+        run(&mut p);
+        let r = NtpPacket::parse(&p).unwrap();
+        let s = synced();
+        assert_eq!(r.ref_id, s.ref_id);
+        assert_eq!(r.precision, s.precision);
+        assert_eq!(r.root_delay, s.root_delay);
+        assert_eq!(r.root_dispersion, s.root_dispersion);
+        assert_eq!(r.reference_timestamp, s.reference_time);
+    }
+
+    #[test]
+    fn unsynchronized_snapshot_answers_li3_stratum_16() {
+        let mut p = request(4, 3);
+        respond(
+            &mut p,
+            meta(),
+            &ServerSnapshot::unsynchronized(-20),
+            &mut ServeAll,
+            || T3,
+        );
+        let r = NtpPacket::parse(&p).unwrap();
+        assert_eq!((r.leap, r.stratum), (LeapIndicator::Unsynchronized, 16));
+    }
+
+    #[test]
+    fn correction_shifts_both_server_timestamps() {
+        let snap = ServerSnapshot {
+            correction: ClockCorrection {
+                offset: NtpDuration::from_seconds(3),
+                ..ClockCorrection::IDENTITY
+            },
+            precision: -32,
+            ..synced()
+        };
+        let mut p = request(4, 3);
+        respond(&mut p, meta(), &snap, &mut ServeAll, || T3);
+        let r = NtpPacket::parse(&p).unwrap();
+        assert_eq!(r.receive_timestamp.since(T2), NtpDuration::from_seconds(3));
+        assert_eq!(r.transmit_timestamp.since(T3), NtpDuration::from_seconds(3));
+    }
+
+    #[test]
+    fn source_port_zero_is_dropped() {
+        let mut p = request(4, 3);
+        let rx = RxMeta {
+            client: "192.0.2.10:0".parse().unwrap(),
+            ..meta()
+        };
+        assert_eq!(
+            respond(&mut p, rx, &synced(), &mut ServeAll, || T3),
+            Verdict::Drop(DropReason::SourcePort)
+        );
+    }
+
+    #[test]
+    fn kod_rate_follows_rfc5905() {
+        let mut p = request(4, 3);
+        p[2] = 2;
+        let mut policy = Fixed(AdmitAction::Kod {
+            code: KissCode::Rate,
+            poll: 6,
+        });
+        let mut clock_read = false;
+        let v = respond(&mut p, meta(), &synced(), &mut policy, || {
+            clock_read = true;
+            T3
+        });
+        assert_eq!(v, Verdict::Kod(KissCode::Rate));
+        assert!(
+            !clock_read,
+            "a KoD carries no time, so the clock is not read"
+        );
+        let r = NtpPacket::parse(&p).unwrap();
+        assert_eq!(
+            (r.stratum, r.ref_id, r.poll, r.origin_timestamp),
+            (0, RefId(*b"RATE"), 6, T1)
+        );
+        assert_eq!(
+            (r.receive_timestamp, r.transmit_timestamp),
+            (NtpTimestamp::ZERO, NtpTimestamp::ZERO)
+        );
+        assert!(NtpHeader::new(&p).unwrap().is_kiss_of_death());
+    }
+
+    #[test]
+    fn admission_drop_is_reported() {
+        let mut p = request(4, 3);
+        let mut policy = Fixed(AdmitAction::Drop(DropReason::Denied));
+        assert_eq!(
+            respond(&mut p, meta(), &synced(), &mut policy, || T3),
+            Verdict::Drop(DropReason::Denied)
+        );
+    }
+
+    #[test]
+    fn drop_reason_indices_match_all() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_and_never_grow(bytes in proptest::collection::vec(any::<u8>(), 0..1200), port in any::<u16>(), noise in any::<u64>()) {
+            let mut buf = bytes.clone();
+            let rx = RxMeta { client: SocketAddr::from(([198, 51, 100, 7], port)), rx_time: T2, noise };
+            let verdict = respond(&mut buf, rx, &synced(), &mut ServeAll, || T3);
+            match verdict.reply_len() {
+                Some(len) => {
+                    prop_assert!(len <= bytes.len());
+                    let r = NtpPacket::parse(&buf).unwrap();
+                    prop_assert_eq!(r.mode, NtpMode::Server);
+                    prop_assert_eq!(&buf[24..32], &bytes[40..48]);
+                }
+                None => prop_assert_eq!(&buf, &bytes),
+            }
+        }
+
+        #[test]
+        fn valid_requests_with_random_fields_are_answered(header in proptest::array::uniform32(any::<u8>()), xmt in any::<u64>(), version in 1u8..=4) {
+            let mut buf = [0u8; 48];
+            buf[..32].copy_from_slice(&header);
+            buf[40..].copy_from_slice(&xmt.to_be_bytes());
+            buf[0] = (buf[0] & 0xC0) | (version << 3) | 3;
+            let verdict = respond(&mut buf, meta(), &synced(), &mut ServeAll, || T3);
+            prop_assert_eq!(verdict, Verdict::Reply(48));
+            prop_assert_eq!(NtpHeader::new(&buf).unwrap().origin_timestamp().to_bits(), xmt);
+        }
+    }
+}
