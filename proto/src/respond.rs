@@ -13,7 +13,7 @@ use core::net::SocketAddr;
 
 use crate::packet::{
     scan_trailer, write_transmit_timestamp, KissCode, LeapIndicator, NtpHeader, NtpMode, NtpPacket,
-    RefId, HEADER_LEN, MAX_PACKET_LEN,
+    HEADER_LEN, MAX_PACKET_LEN,
 };
 use crate::snapshot::ServerSnapshot;
 use crate::time::{NtpShort, NtpTimestamp};
@@ -79,10 +79,12 @@ pub enum DropReason {
     Denied,
     /// Over the client's rate limit (and not picked to be answered anyway).
     RateLimited,
+    /// Addressed to a broadcast or multicast address (seen by the backend, not by [`respond`]).
+    Destination,
 }
 
 impl DropReason {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Short,
         Self::Malformed,
         Self::TooLong,
@@ -93,6 +95,7 @@ impl DropReason {
         Self::SourcePort,
         Self::Denied,
         Self::RateLimited,
+        Self::Destination,
     ];
 
     /// Position in [`DropReason::ALL`], for counter arrays.
@@ -112,6 +115,7 @@ impl DropReason {
             Self::SourcePort => "source_port",
             Self::Denied => "denied",
             Self::RateLimited => "rate_limited",
+            Self::Destination => "destination",
         }
     }
 }

@@ -1,0 +1,59 @@
+//! `local`: serve the host clock at a fixed stratum, like chrony's `local stratum N`.
+//!
+//! Nothing vouches for the host clock here; the operator asserts it. The start-up summary says so.
+
+use stratum_proto::{LeapIndicator, NtpShort, NtpTimestamp, RefId, ServerSnapshot};
+
+use super::ClockSource;
+
+#[derive(Debug)]
+pub struct LocalClock {
+    stratum: u8,
+    ref_id: RefId,
+}
+
+impl LocalClock {
+    pub fn new(stratum: u8, ref_id: RefId) -> Self {
+        Self { stratum, ref_id }
+    }
+}
+
+impl ClockSource for LocalClock {
+    fn describe(&self) -> String {
+        format!(
+            "local: serving the host clock as stratum {}, not disciplined by any source",
+            self.stratum
+        )
+    }
+
+    fn snapshot(&mut self, now: NtpTimestamp, precision: i8) -> std::io::Result<ServerSnapshot> {
+        Ok(ServerSnapshot {
+            leap: LeapIndicator::NoWarning,
+            stratum: self.stratum,
+            ref_id: self.ref_id,
+            reference_time: now,
+            root_delay: NtpShort::ZERO,
+            root_dispersion: NtpShort::ZERO,
+            dispersion_base: now,
+            ..ServerSnapshot::unsynchronized(precision)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_is_synchronised_at_the_configured_stratum() {
+        let now = NtpTimestamp::from_parts(0xEC00_0000, 0);
+        let s = LocalClock::new(3, RefId(*b"LOCL"))
+            .snapshot(now, -24)
+            .unwrap();
+        assert!(s.is_synchronized());
+        assert_eq!(
+            (s.stratum, s.ref_id, s.reference_time, s.precision),
+            (3, RefId(*b"LOCL"), now, -24)
+        );
+    }
+}

@@ -1,0 +1,34 @@
+//! Clock sources: what the served time's state (stratum, leap, dispersion...) is right now.
+//!
+//! A [`ClockSource`] turns "what is true about the host clock" into a [`ServerSnapshot`]. The sync
+//! thread asks it once a second and publishes the result. The upstream/refclock discipline (a later
+//! piece of work) becomes another implementation of this trait.
+
+pub mod external;
+pub mod local;
+
+use stratum_proto::{NtpTimestamp, ServerSnapshot};
+
+use crate::config::{ClockSourceKind, Config};
+
+pub trait ClockSource: Send {
+    /// How the source describes itself in the start-up summary.
+    fn describe(&self) -> String;
+
+    /// The snapshot to serve as of `now` (host clock). An error means the state cannot be known;
+    /// the caller then serves "unsynchronised" and reports the error.
+    fn snapshot(&mut self, now: NtpTimestamp, precision: i8) -> std::io::Result<ServerSnapshot>;
+}
+
+pub fn from_config(config: &Config) -> Box<dyn ClockSource> {
+    match config.clock.source {
+        ClockSourceKind::Local => Box::new(local::LocalClock::new(
+            config.clock.stratum,
+            config.ref_id(),
+        )),
+        ClockSourceKind::External => Box::new(external::ExternalClock::new(
+            config.clock.stratum,
+            config.ref_id(),
+        )),
+    }
+}

@@ -1,0 +1,410 @@
+//! The TOML configuration: its types, defaults, and errors that name the file, line and key.
+//!
+//! Parsing is strict (unknown keys are errors) so that a typo never silently changes behaviour.
+//! Every problem becomes one [`ConfigError`] line: `FILE:LINE: KEY: what is wrong`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use stratum_proto::RefId;
+
+/// The configuration compiled into the binary, used when no `--config` is given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../deploy/stratumd.toml");
+pub const EMBEDDED_NAME: &str = "<embedded default>";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    pub server: ServerConfig,
+    pub clock: ClockConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    Socket,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerConfig {
+    #[serde(default = "default_backend")]
+    pub backend: Backend,
+    #[serde(deserialize_with = "listen_addresses")]
+    pub listen: Vec<SocketAddr>,
+    #[serde(default)]
+    pub workers: Workers,
+    /// CPU cores to pin workers to, one per worker; default: worker i on the i-th available core.
+    #[serde(default)]
+    pub cores: Option<toml::Spanned<Vec<usize>>>,
+    #[serde(default)]
+    pub timestamping: Timestamping,
+    /// The NIC whose hardware receive stamps to enable (with `timestamping = "hardware"`).
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// Datagrams moved per recvmmsg/sendmmsg call.
+    #[serde(default = "default_batch", deserialize_with = "batch_size")]
+    pub batch: usize,
+}
+
+fn default_backend() -> Backend {
+    Backend::Socket
+}
+
+fn default_batch() -> usize {
+    64
+}
+
+pub const MAX_BATCH: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Workers {
+    /// One worker per CPU core this process may run on.
+    #[default]
+    Auto,
+    Count(usize),
+}
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Workers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a worker count from 1 to 1024, or \"auto\"")
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Workers, E> {
+                match usize::try_from(n) {
+                    Ok(n @ 1..=1024) => Ok(Workers::Count(n)),
+                    _ => Err(E::invalid_value(de::Unexpected::Signed(n), &self)),
+                }
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Workers, E> {
+                match s {
+                    "auto" => Ok(Workers::Auto),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(s), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Timestamping {
+    /// Kernel software receive stamps (SO_TIMESTAMPING).
+    #[default]
+    Software,
+    /// NIC hardware receive stamps where the interface has them, else software.
+    Hardware,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClockSourceKind {
+    Local,
+    External,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClockConfig {
+    pub source: ClockSourceKind,
+    /// Served stratum while synchronised.
+    #[serde(default = "default_stratum", deserialize_with = "stratum")]
+    pub stratum: u8,
+    /// Reference id: up to four ASCII characters, or an IPv4 address.
+    #[serde(default, deserialize_with = "ref_id")]
+    pub refid: Option<RefId>,
+}
+
+fn default_stratum() -> u8 {
+    10
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LogConfig {
+    /// A tracing filter such as "info" or "stratumd=debug"; RUST_LOG overrides it.
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+fn listen_addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    if texts.is_empty() {
+        return Err(de::Error::custom("at least one address is needed"));
+    }
+    let mut addrs = Vec::with_capacity(texts.len());
+    for text in &texts {
+        let addr: SocketAddr = text.parse().map_err(|_| {
+            de::Error::custom(format!(
+                "`{text}` is not a socket address (like \"0.0.0.0:123\" or \"[::]:123\")"
+            ))
+        })?;
+        if addrs.contains(&addr) {
+            return Err(de::Error::custom(format!("`{text}` is listed twice")));
+        }
+        addrs.push(addr);
+    }
+    Ok(addrs)
+}
+
+fn stratum<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let n = i64::deserialize(d)?;
+    match u8::try_from(n) {
+        Ok(s @ 1..=15) => Ok(s),
+        _ => Err(de::Error::custom(format!("stratum {n} is outside 1..=15"))),
+    }
+}
+
+fn batch_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = i64::deserialize(d)?;
+    match usize::try_from(n) {
+        Ok(b @ 1..=MAX_BATCH) => Ok(b),
+        _ => Err(de::Error::custom(format!(
+            "batch {n} is outside 1..={MAX_BATCH}"
+        ))),
+    }
+}
+
+fn ref_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RefId>, D::Error> {
+    let text = String::deserialize(d)?;
+    if let Ok(v4) = text.parse::<std::net::Ipv4Addr>() {
+        return Ok(Some(RefId::from_ipv4(v4)));
+    }
+    RefId::from_ascii(&text).map(Some).ok_or_else(|| {
+        de::Error::custom(format!(
+            "`{text}` is neither up to 4 ASCII characters nor an IPv4 address"
+        ))
+    })
+}
+
+/// One line: where the problem is and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: ", self.file, line)?,
+            None => write!(f, "{}: ", self.file)?,
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: name.clone(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &name)
+    }
+
+    pub fn embedded_default() -> Self {
+        Self::parse(EMBEDDED_DEFAULT, EMBEDDED_NAME)
+            .expect("the embedded default configuration is valid")
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let deserializer = toml::Deserializer::new(text);
+        let config: Self = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigError {
+                file: file.to_string(),
+                line: inner.span().map(|s| line_of(text, s.start)),
+                key: if key == "." { String::new() } else { key },
+                message: one_line(inner.message()),
+            }
+        })?;
+        config
+            .validate()
+            .map_err(|(key, span, message)| ConfigError {
+                file: file.to_string(),
+                line: span.map(|s| line_of(text, s.start)),
+                key: key.to_string(),
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Checks that span several keys, after every key parsed on its own.
+    fn validate(&self) -> Result<(), (&'static str, Option<std::ops::Range<usize>>, String)> {
+        let s = &self.server;
+        if let (Some(cores), Workers::Count(n)) = (&s.cores, s.workers) {
+            if cores.get_ref().len() != n {
+                return Err((
+                    "server.cores",
+                    Some(cores.span()),
+                    format!(
+                        "{} cores listed for {} workers; list one core per worker",
+                        cores.get_ref().len(),
+                        n
+                    ),
+                ));
+            }
+        }
+        if let Some(cores) = &s.cores {
+            if cores.get_ref().is_empty() {
+                return Err((
+                    "server.cores",
+                    Some(cores.span()),
+                    "list at least one core".into(),
+                ));
+            }
+        }
+        if s.timestamping == Timestamping::Hardware && s.interface.is_none() {
+            return Err((
+                "server.interface",
+                None,
+                "timestamping = \"hardware\" needs the interface to enable".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn ref_id(&self) -> RefId {
+        self.clock.refid.unwrap_or(match self.clock.source {
+            ClockSourceKind::Local => RefId(*b"LOCL"),
+            ClockSourceKind::External => RefId(*b"XTRN"),
+        })
+    }
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .unwrap_or(text)
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+backend = "socket"
+listen = ["127.0.0.1:11123", "[::1]:11123"]
+workers = 2
+
+[clock]
+source = "local"
+stratum = 3
+"#;
+
+    fn error_for(text: &str) -> String {
+        Config::parse(text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn embedded_default_parses() {
+        let c = Config::embedded_default();
+        assert_eq!(c.server.workers, Workers::Auto);
+        assert_eq!(c.clock.source, ClockSourceKind::Local);
+    }
+
+    #[test]
+    fn issue_example_parses() {
+        let c = Config::parse(GOOD, "test.toml").unwrap();
+        assert_eq!(c.server.listen.len(), 2);
+        assert_eq!(c.server.workers, Workers::Count(2));
+        assert_eq!(c.clock.stratum, 3);
+        assert_eq!(c.server.batch, 64);
+        assert_eq!(c.ref_id(), RefId(*b"LOCL"));
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = error_for(&GOOD.replace("workers = 2", "workers = 2\nwrokers = 3"));
+        assert!(e.starts_with("test.toml:6: server"), "{e}");
+        assert!(e.contains("wrokers"), "{e}");
+        assert_eq!(e.lines().count(), 1);
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = error_for(&GOOD.replace("stratum = 3", "stratum = \"three\""));
+        assert!(e.starts_with("test.toml:9: clock.stratum: "), "{e}");
+        let e = error_for(&GOOD.replace("workers = 2", "workers = 0"));
+        assert!(e.starts_with("test.toml:5: server.workers: "), "{e}");
+        let e = error_for(&GOOD.replace("workers = 2", "workers = \"many\""));
+        assert!(e.starts_with("test.toml:5: server.workers: "), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = error_for(&GOOD.replace("stratum = 3", "stratum = 16"));
+        assert!(
+            e.starts_with("test.toml:9: clock.stratum: stratum 16 is outside"),
+            "{e}"
+        );
+        let e = error_for(&GOOD.replace("127.0.0.1:11123", "127.0.0.1"));
+        assert!(
+            e.starts_with("test.toml:4: server.listen: `127.0.0.1` is not a socket address"),
+            "{e}"
+        );
+        let e = error_for(&GOOD.replace("source = \"local\"", "source = \"gps\""));
+        assert!(e.starts_with("test.toml:8: clock.source: "), "{e}");
+        let e = error_for(&GOOD.replace("stratum = 3", "stratum = 3\nrefid = \"TOOLONG\""));
+        assert!(e.starts_with("test.toml:10: clock.refid: "), "{e}");
+    }
+
+    #[test]
+    fn cross_field_errors_name_the_key() {
+        let e = error_for(&GOOD.replace("workers = 2", "workers = 2\ncores = [0]"));
+        assert!(
+            e.starts_with("test.toml:6: server.cores: 1 cores listed for 2 workers"),
+            "{e}"
+        );
+        let e = error_for(&GOOD.replace("workers = 2", "workers = 2\ntimestamping = \"hardware\""));
+        assert!(e.starts_with("test.toml: server.interface: "), "{e}");
+    }
+
+    #[test]
+    fn missing_section_and_syntax_errors() {
+        let e = error_for("[server]\nlisten = [\"127.0.0.1:1\"]\n");
+        assert!(e.contains("clock"), "{e}");
+        let e = error_for("[server\n");
+        assert!(e.starts_with("test.toml:1: "), "{e}");
+        assert_eq!(e.lines().count(), 1);
+    }
+
+    #[test]
+    fn refid_as_ipv4() {
+        let c = Config::parse(
+            &GOOD.replace("stratum = 3", "stratum = 3\nrefid = \"192.0.2.1\""),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.ref_id(), RefId([192, 0, 2, 1]));
+    }
+}

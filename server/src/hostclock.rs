@@ -1,0 +1,78 @@
+//! Reading the host clock as NTP timestamps, and measuring its precision.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use stratum_proto::NtpTimestamp;
+
+/// CLOCK_REALTIME now (a vDSO call, no syscall).
+pub fn now() -> NtpTimestamp {
+    from_system_time(SystemTime::now())
+}
+
+pub fn from_system_time(t: SystemTime) -> NtpTimestamp {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => NtpTimestamp::from_unix(d.as_secs() as i64, d.subsec_nanos()),
+        Err(before) => {
+            let d = before.duration();
+            let (secs, nanos) = if d.subsec_nanos() == 0 {
+                (-(d.as_secs() as i64), 0)
+            } else {
+                (-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
+            };
+            NtpTimestamp::from_unix(secs, nanos)
+        }
+    }
+}
+
+pub fn from_timespec(secs: i64, nanos: i64) -> NtpTimestamp {
+    NtpTimestamp::from_unix(secs, nanos.clamp(0, 999_999_999) as u32)
+}
+
+/// The clock's precision as log2 seconds: the smallest step between two distinct readings (as
+/// ntpd and chrony measure it), so that the bits we randomise are the ones we cannot vouch for.
+pub fn measure_precision() -> i8 {
+    let mut best = u64::MAX;
+    for _ in 0..64 {
+        let a = SystemTime::now();
+        let mut b = SystemTime::now();
+        while b == a {
+            b = SystemTime::now();
+        }
+        if let Ok(step) = b.duration_since(a) {
+            best = best.min(step.as_nanos() as u64);
+        }
+    }
+    precision_from_nanos(best)
+}
+
+fn precision_from_nanos(nanos: u64) -> i8 {
+    let seconds = nanos.max(1) as f64 * 1e-9;
+    (seconds.log2().ceil() as i32).clamp(-30, -1) as i8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn precision_of_common_resolutions() {
+        assert_eq!(precision_from_nanos(1), -29);
+        assert_eq!(precision_from_nanos(30), -24);
+        assert_eq!(precision_from_nanos(29), -25);
+        assert_eq!(precision_from_nanos(1000), -19);
+        assert_eq!(precision_from_nanos(1_000_000), -9);
+        let measured = measure_precision();
+        assert!((-30..=-10).contains(&measured), "{measured}");
+    }
+
+    #[test]
+    fn system_time_before_1970_converts() {
+        let t = from_system_time(UNIX_EPOCH - Duration::from_millis(1500));
+        assert_eq!(t.to_unix(0), (-2, 500_000_000));
+        assert_eq!(
+            from_system_time(UNIX_EPOCH + Duration::from_secs(5)).to_unix(0),
+            (5, 0)
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! The socket backend: N worker threads, each pinned to a core, each with its own SO_REUSEPORT
+//! socket per listen address. A worker moves requests in recvmmsg batches, answers them in place
+//! with [`stratum_proto::respond`], and sends the replies back with one sendmmsg.
+//!
+//! Per packet there is no allocation, no lock, no syscall and no log line; the kernel receive
+//! stamp (SO_TIMESTAMPING) is T2 and the clock is read for T3 as the last step of each reply.
+
+pub mod bind;
+pub mod cmsg;
+pub mod mmsg;
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use socket2::Socket;
+use stratum_proto::{respond, AdmissionPolicy, DropReason, RxMeta, ServeAll, Verdict};
+
+use crate::config::{ServerConfig, Timestamping, Workers};
+use crate::hostclock;
+use crate::stats::WorkerCounters;
+use crate::timecore::{SnapshotCell, SnapshotReader};
+use mmsg::MessageBatch;
+
+/// The running backend: its workers and their counters.
+#[derive(Debug)]
+pub struct SocketBackend {
+    pub addresses: Vec<SocketAddr>,
+    pub counters: Vec<Arc<WorkerCounters>>,
+    pub cores: Vec<Option<usize>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl SocketBackend {
+    /// Opens every socket (so that bind errors surface before anything runs) and starts the workers.
+    pub fn start(
+        config: &ServerConfig,
+        cell: &Arc<SnapshotCell>,
+        shutdown: &Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
+        let available = core_affinity::get_core_ids().unwrap_or_default();
+        let workers = match config.workers {
+            Workers::Count(n) => n,
+            Workers::Auto => available.len().max(1),
+        };
+        let cores: Vec<Option<usize>> = match &config.cores {
+            Some(list) => list
+                .get_ref()
+                .iter()
+                .copied()
+                .map(Some)
+                .cycle()
+                .take(workers)
+                .collect(),
+            None if available.is_empty() => vec![None; workers],
+            None => (0..workers)
+                .map(|i| Some(available[i % available.len()].id))
+                .collect(),
+        };
+        if config.timestamping == Timestamping::Hardware {
+            let interface = config.interface.as_deref().unwrap_or_default();
+            match bind::enable_hardware_rx_stamps(interface) {
+                Ok(()) => tracing::info!(interface, "hardware receive timestamps enabled"),
+                Err(e) => {
+                    tracing::warn!(interface, error = %e, "no hardware receive timestamps; using kernel software stamps")
+                }
+            }
+        }
+
+        let addresses = resolve_ports(&config.listen, config.timestamping)?;
+        let mut per_worker: Vec<Vec<Socket>> = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let sockets = addresses
+                .iter()
+                .map(|addr| {
+                    bind::open(*addr, config.timestamping).map_err(|e| listen_error(*addr, e))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            per_worker.push(sockets);
+        }
+
+        let mut counters = Vec::with_capacity(workers);
+        let mut threads = Vec::with_capacity(workers);
+        for (id, sockets) in per_worker.into_iter().enumerate() {
+            let worker_counters = Arc::new(WorkerCounters::default());
+            counters.push(worker_counters.clone());
+            let wildcard = addresses.iter().map(|a| a.ip().is_unspecified()).collect();
+            let worker = Worker {
+                sockets,
+                wildcard,
+                batch_size: config.batch,
+                reader: SnapshotReader::new(cell.clone()),
+                counters: worker_counters,
+                shutdown: shutdown.clone(),
+            };
+            let core = cores[id];
+            let thread = std::thread::Builder::new()
+                .name(format!("stratumd-w{id}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                            tracing::warn!(worker = id, core, "could not pin worker to its core");
+                        }
+                    }
+                    worker.run(ServeAll);
+                })
+                .context("cannot start a worker thread")?;
+            threads.push(thread);
+        }
+        Ok(Self {
+            addresses,
+            counters,
+            cores,
+            threads,
+        })
+    }
+
+    /// Waits for every worker to finish (after shutdown was raised).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Port 0 means "any free port": bind it once to learn the port, so every worker shares it.
+fn resolve_ports(listen: &[SocketAddr], ts: Timestamping) -> anyhow::Result<Vec<SocketAddr>> {
+    listen
+        .iter()
+        .map(|addr| {
+            if addr.port() != 0 {
+                return Ok(*addr);
+            }
+            let probe = bind::open(*addr, ts).map_err(|e| listen_error(*addr, e))?;
+            let local = probe
+                .local_addr()?
+                .as_socket()
+                .context("bound address is not an IP address")?;
+            Ok(local)
+        })
+        .collect()
+}
+
+fn listen_error(addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
+    let hint = match e.raw_os_error() {
+        Some(libc::EACCES) if addr.port() < 1024 => {
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE; the embedded default uses 11123)"
+        }
+        Some(libc::EADDRINUSE) => {
+            " (another process, perhaps chronyd or ntpd, already serves this port)"
+        }
+        Some(libc::EADDRNOTAVAIL) => " (no interface on this host has that address)",
+        _ => "",
+    };
+    anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
+}
+
+struct Worker {
+    sockets: Vec<Socket>,
+    wildcard: Vec<bool>,
+    batch_size: usize,
+    reader: SnapshotReader,
+    counters: Arc<WorkerCounters>,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn run<A: AdmissionPolicy>(mut self, mut admission: A) {
+        let mut batch = MessageBatch::new(self.batch_size);
+        let mut rng = StdRng::from_entropy();
+        let fds: Vec<RawFd> = self.sockets.iter().map(|s| s.as_raw_fd()).collect();
+        let mut poll_fds: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|&fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+
+        while !self.shutdown.load(Ordering::Relaxed) {
+            if fds.len() == 1 {
+                // Blocks for the first datagram (up to the socket's read timeout), then takes
+                // whatever else is already queued.
+                self.receive_and_answer(
+                    &mut batch,
+                    0,
+                    fds[0],
+                    libc::MSG_WAITFORONE,
+                    &mut rng,
+                    &mut admission,
+                );
+                continue;
+            }
+            let timeout_ms = bind::WAKE_INTERVAL.as_millis() as libc::c_int;
+            // SAFETY: poll_fds is a live, correctly sized array of pollfd.
+            let ready = unsafe {
+                libc::poll(
+                    poll_fds.as_mut_ptr(),
+                    poll_fds.len() as libc::nfds_t,
+                    timeout_ms,
+                )
+            };
+            if ready <= 0 {
+                continue;
+            }
+            for s in 0..poll_fds.len() {
+                if poll_fds[s].revents & libc::POLLIN != 0 {
+                    self.receive_and_answer(
+                        &mut batch,
+                        s,
+                        fds[s],
+                        libc::MSG_DONTWAIT,
+                        &mut rng,
+                        &mut admission,
+                    );
+                }
+            }
+        }
+    }
+
+    fn receive_and_answer<A: AdmissionPolicy>(
+        &mut self,
+        batch: &mut MessageBatch,
+        socket: usize,
+        fd: RawFd,
+        flags: libc::c_int,
+        rng: &mut StdRng,
+        admission: &mut A,
+    ) {
+        let n = match batch.receive(fd, flags) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(_) => {
+                self.counters.add_receive_error();
+                return;
+            }
+        };
+        self.counters.add_received(n as u64);
+        let snapshot = *self.reader.refresh();
+        let wildcard = self.wildcard[socket];
+        // Read once per batch, and only when a datagram came without a kernel stamp.
+        let mut fallback_rx = None;
+        for i in 0..n {
+            let (payload, truncated, source, info) = batch.datagram(i);
+            let verdict = match (source, info.packet_info) {
+                _ if truncated => Verdict::Drop(DropReason::TooLong),
+                (_, Some(dst)) if !dst.is_unicast() => Verdict::Drop(DropReason::Destination),
+                (None, _) => Verdict::Drop(DropReason::Malformed),
+                (Some(client), _) => {
+                    let rx_time = info
+                        .rx_stamp()
+                        .unwrap_or_else(|| *fallback_rx.get_or_insert_with(hostclock::now));
+                    let rx = RxMeta {
+                        client,
+                        rx_time,
+                        noise: rng.next_u64(),
+                    };
+                    respond(payload, rx, &snapshot, admission, hostclock::now)
+                }
+            };
+            self.counters.count(&verdict);
+            if let Some(len) = verdict.reply_len() {
+                let reply_from = if wildcard { info.packet_info } else { None };
+                batch.queue_reply(i, len, reply_from.as_ref());
+            }
+        }
+        let (_, failed) = batch.send_queued(fd);
+        if failed > 0 {
+            self.counters.add_send_failed(failed as u64);
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Request counters. Each worker owns one [`WorkerCounters`] on its own cache lines and is its only
+//! writer (plain load + store, no atomic read-modify-write); readers sum them when asked.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use stratum_proto::{DropReason, KissCode, Verdict};
+
+const KISS_CODES: [KissCode; 3] = [KissCode::Rate, KissCode::Deny, KissCode::Rstr];
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct WorkerCounters {
+    pub received: AtomicU64,
+    pub answered: AtomicU64,
+    pub kod: [AtomicU64; 3],
+    pub dropped: [AtomicU64; DropReason::ALL.len()],
+    /// Replies decided but not sent (socket buffer full, send error).
+    pub send_failed: AtomicU64,
+    pub receive_errors: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+impl WorkerCounters {
+    /// Counts one request's outcome. Only the owning worker calls this.
+    pub fn count(&self, verdict: &Verdict) {
+        match verdict {
+            Verdict::Reply(_) => bump(&self.answered, 1),
+            Verdict::Kod(code) => bump(&self.kod[kiss_index(*code)], 1),
+            Verdict::Drop(reason) => bump(&self.dropped[reason.index()], 1),
+        }
+    }
+
+    pub fn add_received(&self, n: u64) {
+        bump(&self.received, n);
+    }
+
+    pub fn add_send_failed(&self, n: u64) {
+        bump(&self.send_failed, n);
+    }
+
+    pub fn add_receive_error(&self) {
+        bump(&self.receive_errors, 1);
+    }
+}
+
+fn kiss_index(code: KissCode) -> usize {
+    KISS_CODES.iter().position(|c| *c == code).unwrap_or(0)
+}
+
+/// Counters summed over workers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub received: u64,
+    pub answered: u64,
+    pub kod: [u64; 3],
+    pub dropped: [u64; DropReason::ALL.len()],
+    pub send_failed: u64,
+    pub receive_errors: u64,
+}
+
+impl Totals {
+    pub fn sum<'a>(workers: impl IntoIterator<Item = &'a WorkerCounters>) -> Self {
+        let mut t = Self::default();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for w in workers {
+            t.received += get(&w.received);
+            t.answered += get(&w.answered);
+            t.send_failed += get(&w.send_failed);
+            t.receive_errors += get(&w.receive_errors);
+            for (sum, c) in t.kod.iter_mut().zip(&w.kod) {
+                *sum += get(c);
+            }
+            for (sum, c) in t.dropped.iter_mut().zip(&w.dropped) {
+                *sum += get(c);
+            }
+        }
+        t
+    }
+
+    /// One line for the log: `received=.. answered=.. kod_rate=.. dropped_short=..`, zeros omitted
+    /// after the first two.
+    pub fn summary(&self) -> String {
+        let mut s = format!("received={} answered={}", self.received, self.answered);
+        for (code, n) in KISS_CODES.iter().zip(self.kod) {
+            if n > 0 {
+                s += &format!(" kod_{}={n}", code.as_str());
+            }
+        }
+        for (reason, n) in DropReason::ALL.iter().zip(self.dropped) {
+            if n > 0 {
+                s += &format!(" dropped_{}={n}", reason.as_str());
+            }
+        }
+        if self.send_failed > 0 {
+            s += &format!(" send_failed={}", self.send_failed);
+        }
+        if self.receive_errors > 0 {
+            s += &format!(" receive_errors={}", self.receive_errors);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_lands_in_one_counter() {
+        let w = [WorkerCounters::default(), WorkerCounters::default()];
+        w[0].add_received(4);
+        w[0].count(&Verdict::Reply(48));
+        w[0].count(&Verdict::Kod(KissCode::Rate));
+        w[1].add_received(2);
+        w[1].count(&Verdict::Drop(DropReason::Short));
+        w[1].count(&Verdict::Drop(DropReason::Short));
+        w[0].count(&Verdict::Drop(DropReason::Control));
+        let t = Totals::sum(&w);
+        assert_eq!(t.received, 6);
+        let outcomes = t.answered + t.kod.iter().sum::<u64>() + t.dropped.iter().sum::<u64>();
+        assert_eq!(outcomes, 5);
+        assert_eq!(
+            t.summary(),
+            "received=6 answered=1 kod_rate=1 dropped_short=2 dropped_control=1"
+        );
+    }
+}
