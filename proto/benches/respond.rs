@@ -5,8 +5,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use stratum_proto::{
-    respond, ClockCorrection, LeapIndicator, NtpPacket, NtpShort, NtpTimestamp, RefId, RxMeta,
-    ServeAll, ServerSnapshot,
+    respond, ClockCorrection, LeapIndicator, NtpPacket, NtpShort, NtpTimestamp, RefId, RxMeta, ServeAll, ServerSnapshot,
 };
 
 fn snapshot() -> ServerSnapshot {
@@ -27,8 +26,7 @@ fn snapshot() -> ServerSnapshot {
 
 fn bench_respond(c: &mut Criterion) {
     let snap = snapshot();
-    let request =
-        NtpPacket::client_request(4, NtpTimestamp::from_parts(0xEC00_0010, 0x1234_5678)).to_bytes();
+    let request = NtpPacket::client_request(4, NtpTimestamp::from_parts(0xEC00_0010, 0x1234_5678)).to_bytes();
     let mut group = c.benchmark_group("respond");
     group.throughput(Throughput::Elements(1));
 
@@ -43,13 +41,9 @@ fn bench_respond(c: &mut Criterion) {
                 rx_time: NtpTimestamp::from_parts(0xEC00_0011, 0),
                 noise,
             };
-            black_box(respond(
-                black_box(&mut buf),
-                rx,
-                &snap,
-                &mut ServeAll,
-                || NtpTimestamp::from_parts(0xEC00_0011, 0x100),
-            ))
+            black_box(respond(black_box(&mut buf), rx, &snap, &mut ServeAll, || {
+                NtpTimestamp::from_parts(0xEC00_0011, 0x100)
+            }))
         })
     });
 
@@ -57,18 +51,8 @@ fn bench_respond(c: &mut Criterion) {
         let mut spoofed = request;
         spoofed[0] = (spoofed[0] & !7) | 4;
         b.iter(|| {
-            let rx = RxMeta {
-                client: "198.51.100.7:123".parse().unwrap(),
-                rx_time: NtpTimestamp::ZERO,
-                noise: 0,
-            };
-            black_box(respond(
-                black_box(&mut spoofed),
-                rx,
-                &snap,
-                &mut ServeAll,
-                || NtpTimestamp::ZERO,
-            ))
+            let rx = RxMeta { client: "198.51.100.7:123".parse().unwrap(), rx_time: NtpTimestamp::ZERO, noise: 0 };
+            black_box(respond(black_box(&mut spoofed), rx, &snap, &mut ServeAll, || NtpTimestamp::ZERO))
         })
     });
     group.finish();

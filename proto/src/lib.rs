@@ -12,8 +12,6 @@ pub mod snapshot;
 pub mod time;
 
 pub use packet::{KissCode, LeapIndicator, NtpHeader, NtpMode, NtpPacket, RefId};
-pub use respond::{
-    respond, AdmissionPolicy, AdmitAction, ClientRequest, DropReason, RxMeta, ServeAll, Verdict,
-};
+pub use respond::{respond, AdmissionPolicy, AdmitAction, ClientRequest, DropReason, RxMeta, ServeAll, Verdict};
 pub use snapshot::{ClockCorrection, ServerSnapshot};
 pub use time::{NtpDuration, NtpShort, NtpTimestamp};

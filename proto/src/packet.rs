@@ -103,19 +103,10 @@ impl RefId {
 impl core::fmt::Debug for RefId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         if self.0.iter().all(|b| b.is_ascii_graphic() || *b == 0) {
-            let text: String = self
-                .0
-                .iter()
-                .take_while(|b| **b != 0)
-                .map(|b| *b as char)
-                .collect();
+            let text: String = self.0.iter().take_while(|b| **b != 0).map(|b| *b as char).collect();
             write!(f, "RefId({text:?})")
         } else {
-            write!(
-                f,
-                "RefId({}.{}.{}.{})",
-                self.0[0], self.0[1], self.0[2], self.0[3]
-            )
+            write!(f, "RefId({}.{}.{}.{})", self.0[0], self.0[1], self.0[2], self.0[3])
         }
     }
 }
@@ -357,26 +348,15 @@ pub fn scan_trailer(version: u8, rest: &[u8]) -> Result<Trailer, TrailerError> {
     loop {
         let remaining = &rest[at..];
         let mac = match (version, remaining.len()) {
-            (_, 0) => {
-                return Ok(Trailer {
-                    extension_fields,
-                    mac: None,
-                })
+            (_, 0) => return Ok(Trailer { extension_fields, mac: None }),
+            (4, 4) => Some(Mac::CryptoNak { key_id: be_u32(remaining) }),
+            (4, 20 | 24) | (1..=3, 12 | 20 | 24) => {
+                Some(Mac::Digest { key_id: be_u32(remaining), digest_len: (remaining.len() - 4) as u8 })
             }
-            (4, 4) => Some(Mac::CryptoNak {
-                key_id: be_u32(remaining),
-            }),
-            (4, 20 | 24) | (1..=3, 12 | 20 | 24) => Some(Mac::Digest {
-                key_id: be_u32(remaining),
-                digest_len: (remaining.len() - 4) as u8,
-            }),
             _ => None,
         };
         if let Some(mac) = mac {
-            return Ok(Trailer {
-                extension_fields,
-                mac: Some(mac),
-            });
+            return Ok(Trailer { extension_fields, mac: Some(mac) });
         }
         if version < 4 || remaining.len() < MIN_EXTENSION_LEN {
             return Err(TrailerError::Malformed);
@@ -449,27 +429,11 @@ mod tests {
 
     #[test]
     fn trailer_empty_mac_and_crypto_nak() {
-        assert_eq!(
-            scan_trailer(4, &[]),
-            Ok(Trailer {
-                extension_fields: 0,
-                mac: None
-            })
-        );
+        assert_eq!(scan_trailer(4, &[]), Ok(Trailer { extension_fields: 0, mac: None }));
         let nak = scan_trailer(4, &[0; 4]).unwrap();
         assert_eq!(nak.mac, Some(Mac::CryptoNak { key_id: 0 }));
-        let md5 = scan_trailer(
-            4,
-            &[0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        )
-        .unwrap();
-        assert_eq!(
-            md5.mac,
-            Some(Mac::Digest {
-                key_id: 7,
-                digest_len: 16
-            })
-        );
+        let md5 = scan_trailer(4, &[0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+        assert_eq!(md5.mac, Some(Mac::Digest { key_id: 7, digest_len: 16 }));
         assert!(scan_trailer(3, &[0; 20]).unwrap().mac.is_some());
         assert_eq!(scan_trailer(3, &[0; 16]), Err(TrailerError::Malformed));
     }
@@ -478,13 +442,7 @@ mod tests {
     fn trailer_extension_fields() {
         let mut rest = ext_field(0x0104, 36);
         rest.extend(ext_field(0x0204, 28));
-        assert_eq!(
-            scan_trailer(4, &rest),
-            Ok(Trailer {
-                extension_fields: 2,
-                mac: None
-            })
-        );
+        assert_eq!(scan_trailer(4, &rest), Ok(Trailer { extension_fields: 2, mac: None }));
         rest.extend([0u8; 24]);
         let t = scan_trailer(4, &rest).unwrap();
         assert_eq!(t.extension_fields, 2);
@@ -493,10 +451,7 @@ mod tests {
 
     #[test]
     fn trailer_rejects_bad_extension_lengths() {
-        assert_eq!(
-            scan_trailer(4, &ext_field(1, 12)[..]),
-            Err(TrailerError::Malformed)
-        );
+        assert_eq!(scan_trailer(4, &ext_field(1, 12)[..]), Err(TrailerError::Malformed));
         let mut short_len = ext_field(1, 32);
         short_len[3] = 8; // claims 8 bytes, below the 16-byte minimum
         assert_eq!(scan_trailer(4, &short_len), Err(TrailerError::Malformed));

@@ -12,8 +12,8 @@
 use core::net::SocketAddr;
 
 use crate::packet::{
-    scan_trailer, write_transmit_timestamp, KissCode, LeapIndicator, NtpHeader, NtpMode, NtpPacket,
-    HEADER_LEN, MAX_PACKET_LEN,
+    scan_trailer, write_transmit_timestamp, KissCode, LeapIndicator, NtpHeader, NtpMode, NtpPacket, HEADER_LEN,
+    MAX_PACKET_LEN,
 };
 use crate::snapshot::ServerSnapshot;
 use crate::time::{NtpShort, NtpTimestamp};
@@ -159,13 +159,7 @@ impl AdmissionPolicy for ServeAll {
 /// writes the reply over it.
 ///
 /// `tx_clock` reads the host clock; it is called once, last, and only for a normal reply.
-pub fn respond<A, C>(
-    buf: &mut [u8],
-    rx: RxMeta,
-    snapshot: &ServerSnapshot,
-    admission: &mut A,
-    tx_clock: C,
-) -> Verdict
+pub fn respond<A, C>(buf: &mut [u8], rx: RxMeta, snapshot: &ServerSnapshot, admission: &mut A, tx_clock: C) -> Verdict
 where
     A: AdmissionPolicy + ?Sized,
     C: FnOnce() -> NtpTimestamp,
@@ -181,22 +175,12 @@ where
         AdmitAction::Serve => {}
         AdmitAction::Drop(reason) => return Verdict::Drop(reason),
         AdmitAction::Kod { code, poll } => {
-            kiss_of_death(
-                out,
-                request.version,
-                code,
-                request.poll.max(poll),
-                request.transmit,
-            );
+            kiss_of_death(out, request.version, code, request.poll.max(poll), request.transmit);
             return Verdict::Kod(code);
         }
     }
 
-    let receive = randomize_below_precision(
-        snapshot.correction.apply(rx.rx_time),
-        snapshot.precision,
-        rx.noise as u32,
-    );
+    let receive = randomize_below_precision(snapshot.correction.apply(rx.rx_time), snapshot.precision, rx.noise as u32);
     let reply = NtpPacket {
         leap: snapshot.leap,
         version: request.version,
@@ -213,11 +197,8 @@ where
         transmit_timestamp: NtpTimestamp::ZERO,
     };
     reply.emit_before_transmit(out);
-    let transmit = randomize_below_precision(
-        snapshot.correction.apply(tx_clock()),
-        snapshot.precision,
-        (rx.noise >> 32) as u32,
-    );
+    let transmit =
+        randomize_below_precision(snapshot.correction.apply(tx_clock()), snapshot.precision, (rx.noise >> 32) as u32);
     write_transmit_timestamp(out, transmit);
     Verdict::Reply(HEADER_LEN)
 }
@@ -247,22 +228,12 @@ fn parse_request(buf: &[u8], client: &SocketAddr) -> Result<ClientRequest, DropR
     if trailer.mac.is_some() {
         return Err(DropReason::Authenticated);
     }
-    Ok(ClientRequest {
-        version,
-        poll: header.poll(),
-        transmit: header.transmit_timestamp(),
-    })
+    Ok(ClientRequest { version, poll: header.poll(), transmit: header.transmit_timestamp() })
 }
 
 /// Writes a Kiss-o'-Death (RFC 5905 section 7.4): stratum 0, the kiss code as reference id, the
 /// client's transmit timestamp as origin, and no usable time anywhere else.
-pub fn kiss_of_death(
-    out: &mut [u8; HEADER_LEN],
-    version: u8,
-    code: KissCode,
-    poll: i8,
-    origin: NtpTimestamp,
-) {
+pub fn kiss_of_death(out: &mut [u8; HEADER_LEN], version: u8, code: KissCode, poll: i8, origin: NtpTimestamp) {
     NtpPacket {
         leap: LeapIndicator::Unsynchronized,
         version,
@@ -299,7 +270,7 @@ pub const fn randomize_below_precision(t: NtpTimestamp, precision: i8, noise: u3
 mod tests {
     use super::*;
     use crate::time::NtpDuration;
-    use crate::ClockCorrection;
+    use crate::{ClockCorrection, RefId};
     use proptest::prelude::*;
 
     const CLIENT: &str = "192.0.2.10:40000";
@@ -330,11 +301,7 @@ mod tests {
     }
 
     fn meta() -> RxMeta {
-        RxMeta {
-            client: CLIENT.parse().unwrap(),
-            rx_time: T2,
-            noise: 0,
-        }
+        RxMeta { client: CLIENT.parse().unwrap(), rx_time: T2, noise: 0 }
     }
 
     fn run(buf: &mut [u8]) -> Verdict {
@@ -351,11 +318,7 @@ mod tests {
     #[test]
     fn row1_short_payloads_are_dropped() {
         for len in 0..48 {
-            assert_eq!(
-                run(&mut request(4, 3)[..len]),
-                Verdict::Drop(DropReason::Short),
-                "len {len}"
-            );
+            assert_eq!(run(&mut request(4, 3)[..len]), Verdict::Drop(DropReason::Short), "len {len}");
         }
     }
 
@@ -364,22 +327,14 @@ mod tests {
         for extra in [1, 2, 3, 5, 50] {
             let mut p = request(4, 3);
             p.extend(vec![0u8; extra]);
-            assert_eq!(
-                run(&mut p),
-                Verdict::Drop(DropReason::Malformed),
-                "extra {extra}"
-            );
+            assert_eq!(run(&mut p), Verdict::Drop(DropReason::Malformed), "extra {extra}");
         }
     }
 
     #[test]
     fn row3_unknown_versions_are_dropped() {
         for v in [0, 5, 6, 7] {
-            assert_eq!(
-                run(&mut request(v, 3)),
-                Verdict::Drop(DropReason::Version),
-                "v{v}"
-            );
+            assert_eq!(run(&mut request(v, 3)), Verdict::Drop(DropReason::Version), "v{v}");
         }
     }
 
@@ -415,10 +370,7 @@ mod tests {
     #[test]
     fn row7_control_and_private_modes_are_dropped() {
         for mode in [6, 7] {
-            assert_eq!(
-                run(&mut request(2, mode)),
-                Verdict::Drop(DropReason::Control)
-            );
+            assert_eq!(run(&mut request(2, mode)), Verdict::Drop(DropReason::Control));
         }
     }
 
@@ -433,9 +385,7 @@ mod tests {
     fn row9_many_extension_fields_are_answered_without_echo() {
         let mut p = request(4, 3);
         for _ in 0..60 {
-            p.extend([
-                0x20, 0x05, 0x00, 0x10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-            ]);
+            p.extend([0x20, 0x05, 0x00, 0x10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
         }
         assert_eq!(run(&mut p), Verdict::Reply(48));
     }
@@ -445,11 +395,7 @@ mod tests {
         for mac_len in [4, 20, 24] {
             let mut p = request(4, 3);
             p.extend(vec![0u8; mac_len]);
-            assert_eq!(
-                run(&mut p),
-                Verdict::Drop(DropReason::Authenticated),
-                "mac {mac_len}"
-            );
+            assert_eq!(run(&mut p), Verdict::Drop(DropReason::Authenticated), "mac {mac_len}");
         }
     }
 
@@ -488,13 +434,7 @@ mod tests {
 
     #[test]
     fn row14_odd_transmit_timestamps_are_echoed_bit_for_bit() {
-        for t in [
-            0,
-            u64::MAX,
-            0xFFFF_FFFF_0000_0000,
-            0x0000_0000_FFFF_FFFF,
-            0x8000_0000_0000_0001,
-        ] {
+        for t in [0, u64::MAX, 0xFFFF_FFFF_0000_0000, 0x0000_0000_FFFF_FFFF, 0x8000_0000_0000_0001] {
             let mut p = request(4, 3);
             p[40..48].copy_from_slice(&t.to_be_bytes());
             assert_eq!(run(&mut p), Verdict::Reply(48));
@@ -507,31 +447,13 @@ mod tests {
         let mut a = request(4, 3);
         let mut b = request(4, 3);
         let snap = synced();
-        respond(
-            &mut a,
-            RxMeta { noise: 0, ..meta() },
-            &snap,
-            &mut ServeAll,
-            || T3,
-        );
-        respond(
-            &mut b,
-            RxMeta {
-                noise: u64::MAX,
-                ..meta()
-            },
-            &snap,
-            &mut ServeAll,
-            || T3,
-        );
+        respond(&mut a, RxMeta { noise: 0, ..meta() }, &snap, &mut ServeAll, || T3);
+        respond(&mut b, RxMeta { noise: u64::MAX, ..meta() }, &snap, &mut ServeAll, || T3);
         let (ra, rb) = (NtpPacket::parse(&a).unwrap(), NtpPacket::parse(&b).unwrap());
         let mask = (1u64 << 12) - 1; // precision -20: 12 bits below it
         assert_eq!(ra.receive_timestamp.to_bits() & mask, 0);
         assert_eq!(rb.receive_timestamp.to_bits() & mask, mask);
-        assert_eq!(
-            ra.transmit_timestamp.to_bits() & !mask,
-            T3.to_bits() & !mask
-        );
+        assert_eq!(ra.transmit_timestamp.to_bits() & !mask, T3.to_bits() & !mask);
         assert_eq!(ra.receive_timestamp.to_bits() & !mask, T2.to_bits() & !mask);
         assert_eq!(rb.transmit_timestamp.to_bits() & mask, mask);
     }
@@ -552,13 +474,7 @@ mod tests {
     #[test]
     fn unsynchronized_snapshot_answers_li3_stratum_16() {
         let mut p = request(4, 3);
-        respond(
-            &mut p,
-            meta(),
-            &ServerSnapshot::unsynchronized(-20),
-            &mut ServeAll,
-            || T3,
-        );
+        respond(&mut p, meta(), &ServerSnapshot::unsynchronized(-20), &mut ServeAll, || T3);
         let r = NtpPacket::parse(&p).unwrap();
         assert_eq!((r.leap, r.stratum), (LeapIndicator::Unsynchronized, 16));
     }
@@ -566,10 +482,7 @@ mod tests {
     #[test]
     fn correction_shifts_both_server_timestamps() {
         let snap = ServerSnapshot {
-            correction: ClockCorrection {
-                offset: NtpDuration::from_seconds(3),
-                ..ClockCorrection::IDENTITY
-            },
+            correction: ClockCorrection { offset: NtpDuration::from_seconds(3), ..ClockCorrection::IDENTITY },
             precision: -32,
             ..synced()
         };
@@ -583,43 +496,25 @@ mod tests {
     #[test]
     fn source_port_zero_is_dropped() {
         let mut p = request(4, 3);
-        let rx = RxMeta {
-            client: "192.0.2.10:0".parse().unwrap(),
-            ..meta()
-        };
-        assert_eq!(
-            respond(&mut p, rx, &synced(), &mut ServeAll, || T3),
-            Verdict::Drop(DropReason::SourcePort)
-        );
+        let rx = RxMeta { client: "192.0.2.10:0".parse().unwrap(), ..meta() };
+        assert_eq!(respond(&mut p, rx, &synced(), &mut ServeAll, || T3), Verdict::Drop(DropReason::SourcePort));
     }
 
     #[test]
     fn kod_rate_follows_rfc5905() {
         let mut p = request(4, 3);
         p[2] = 2;
-        let mut policy = Fixed(AdmitAction::Kod {
-            code: KissCode::Rate,
-            poll: 6,
-        });
+        let mut policy = Fixed(AdmitAction::Kod { code: KissCode::Rate, poll: 6 });
         let mut clock_read = false;
         let v = respond(&mut p, meta(), &synced(), &mut policy, || {
             clock_read = true;
             T3
         });
         assert_eq!(v, Verdict::Kod(KissCode::Rate));
-        assert!(
-            !clock_read,
-            "a KoD carries no time, so the clock is not read"
-        );
+        assert!(!clock_read, "a KoD carries no time, so the clock is not read");
         let r = NtpPacket::parse(&p).unwrap();
-        assert_eq!(
-            (r.stratum, r.ref_id, r.poll, r.origin_timestamp),
-            (0, RefId(*b"RATE"), 6, T1)
-        );
-        assert_eq!(
-            (r.receive_timestamp, r.transmit_timestamp),
-            (NtpTimestamp::ZERO, NtpTimestamp::ZERO)
-        );
+        assert_eq!((r.stratum, r.ref_id, r.poll, r.origin_timestamp), (0, RefId(*b"RATE"), 6, T1));
+        assert_eq!((r.receive_timestamp, r.transmit_timestamp), (NtpTimestamp::ZERO, NtpTimestamp::ZERO));
         assert!(NtpHeader::new(&p).unwrap().is_kiss_of_death());
     }
 
@@ -627,10 +522,7 @@ mod tests {
     fn admission_drop_is_reported() {
         let mut p = request(4, 3);
         let mut policy = Fixed(AdmitAction::Drop(DropReason::Denied));
-        assert_eq!(
-            respond(&mut p, meta(), &synced(), &mut policy, || T3),
-            Verdict::Drop(DropReason::Denied)
-        );
+        assert_eq!(respond(&mut p, meta(), &synced(), &mut policy, || T3), Verdict::Drop(DropReason::Denied));
     }
 
     #[test]

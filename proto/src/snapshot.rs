@@ -21,18 +21,10 @@ pub struct ClockCorrection {
 }
 
 impl ClockCorrection {
-    pub const IDENTITY: Self = Self {
-        offset: NtpDuration::ZERO,
-        base: NtpTimestamp::ZERO,
-        rate: 0,
-    };
+    pub const IDENTITY: Self = Self { offset: NtpDuration::ZERO, base: NtpTimestamp::ZERO, rate: 0 };
 
     pub const fn apply(&self, t: NtpTimestamp) -> NtpTimestamp {
-        let drift = if self.rate == 0 {
-            NtpDuration::ZERO
-        } else {
-            t.since(self.base).scale(self.rate as i64)
-        };
+        let drift = if self.rate == 0 { NtpDuration::ZERO } else { t.since(self.base).scale(self.rate as i64) };
         t.add(self.offset).add(drift)
     }
 }
@@ -137,15 +129,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn arbitrary_snapshot() -> impl Strategy<Value = ServerSnapshot> {
-        (
-            any::<[u64; 6]>(),
-            any::<[u32; 6]>(),
-            0u8..4,
-            any::<u8>(),
-            any::<i8>(),
-            any::<i32>(),
-        )
-            .prop_map(|(w, s, leap, stratum, precision, rate)| ServerSnapshot {
+        (any::<[u64; 6]>(), any::<[u32; 6]>(), 0u8..4, any::<u8>(), any::<i8>(), any::<i32>()).prop_map(
+            |(w, s, leap, stratum, precision, rate)| ServerSnapshot {
                 leap: LeapIndicator::from_bits(leap),
                 stratum,
                 precision,
@@ -161,7 +146,8 @@ mod tests {
                     base: NtpTimestamp::from_bits(w[3]),
                     rate,
                 },
-            })
+            },
+        )
     }
 
     proptest! {
@@ -180,25 +166,15 @@ mod tests {
             dispersion_rate: ppm_to_rate(15.0) as u32,
             ..ServerSnapshot::unsynchronized(-20)
         };
-        assert_eq!(
-            s.root_dispersion_at(NtpTimestamp::from_parts(900, 0)),
-            s.root_dispersion
-        );
+        assert_eq!(s.root_dispersion_at(NtpTimestamp::from_parts(900, 0)), s.root_dispersion);
         let day_later = s.root_dispersion_at(NtpTimestamp::from_parts(1000 + 86_400, 0));
-        assert!(
-            (day_later.to_seconds_f64() - 1.297).abs() < 1e-3,
-            "{day_later:?}"
-        );
+        assert!((day_later.to_seconds_f64() - 1.297).abs() < 1e-3, "{day_later:?}");
     }
 
     #[test]
     fn correction_applies_offset_and_rate() {
         let base = NtpTimestamp::from_parts(1000, 0);
-        let c = ClockCorrection {
-            offset: NtpDuration::from_seconds(-2),
-            base,
-            rate: ppm_to_rate(100.0) as i32,
-        };
+        let c = ClockCorrection { offset: NtpDuration::from_seconds(-2), base, rate: ppm_to_rate(100.0) as i32 };
         let later = NtpTimestamp::from_parts(1000 + 10_000, 0);
         let served = c.apply(later);
         let expected = 10_000.0 - 2.0 + 1.0; // 100 ppm over 10 000 s = 1 s
@@ -209,11 +185,7 @@ mod tests {
     #[test]
     fn unsynchronized_is_not_synchronized() {
         assert!(!ServerSnapshot::unsynchronized(-20).is_synchronized());
-        let s = ServerSnapshot {
-            leap: LeapIndicator::NoWarning,
-            stratum: 2,
-            ..ServerSnapshot::unsynchronized(-20)
-        };
+        let s = ServerSnapshot { leap: LeapIndicator::NoWarning, stratum: 2, ..ServerSnapshot::unsynchronized(-20) };
         assert!(s.is_synchronized());
     }
 }

@@ -54,11 +54,7 @@ impl NtpTimestamp {
     /// the NTP era that contains it. The fraction is rounded to the nearest 2^-32 s.
     pub const fn from_unix(seconds: i64, nanos: u32) -> Self {
         let ntp_seconds = seconds.wrapping_add(UNIX_EPOCH_NTP_SECONDS) as u32;
-        let nanos = if nanos as u64 >= NANOS_PER_SECOND {
-            NANOS_PER_SECOND - 1
-        } else {
-            nanos as u64
-        };
+        let nanos = if nanos as u64 >= NANOS_PER_SECOND { NANOS_PER_SECOND - 1 } else { nanos as u64 };
         let fraction = ((nanos << 32) + NANOS_PER_SECOND / 2) / NANOS_PER_SECOND;
         // Rounding up from 999_999_999.9 ns lands on the next second.
         Self(((ntp_seconds as u64) << 32).wrapping_add(fraction))
@@ -87,12 +83,7 @@ impl NtpTimestamp {
 
 impl fmt::Debug for NtpTimestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "NtpTimestamp({}.{:08x})",
-            self.seconds(),
-            self.fraction()
-        )
+        write!(f, "NtpTimestamp({}.{:08x})", self.seconds(), self.fraction())
     }
 }
 
@@ -241,10 +232,7 @@ mod tests {
         let t = NtpTimestamp::from_parts(5, 0); // era 1: early 2036
         assert_eq!(t.to_unix(pivot_2026).0, ERA1_UNIX + 5);
         let t = NtpTimestamp::from_parts(3_000_000_000, 0); // era 0: 1995
-        assert_eq!(
-            t.to_unix(pivot_2026).0,
-            3_000_000_000 - UNIX_EPOCH_NTP_SECONDS
-        );
+        assert_eq!(t.to_unix(pivot_2026).0, 3_000_000_000 - UNIX_EPOCH_NTP_SECONDS);
     }
 
     #[test]
@@ -259,14 +247,8 @@ mod tests {
 
     #[test]
     fn short_format_saturates() {
-        assert_eq!(
-            NtpShort::from_duration(NtpDuration::from_seconds(-1)),
-            NtpShort::ZERO
-        );
-        assert_eq!(
-            NtpShort::from_duration(NtpDuration::from_seconds(70_000)),
-            NtpShort::MAX
-        );
+        assert_eq!(NtpShort::from_duration(NtpDuration::from_seconds(-1)), NtpShort::ZERO);
+        assert_eq!(NtpShort::from_duration(NtpDuration::from_seconds(70_000)), NtpShort::MAX);
         assert_eq!(NtpShort::from_micros(1_000_000).to_bits(), 1 << 16);
         assert_eq!(NtpShort::from_micros(u64::MAX >> 16), NtpShort::MAX);
     }

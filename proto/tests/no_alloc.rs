@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use stratum_proto::respond::ClientRequest;
 use stratum_proto::{
-    respond, AdmissionPolicy, AdmitAction, KissCode, NtpPacket, NtpTimestamp, RxMeta, ServeAll,
-    ServerSnapshot,
+    respond, AdmissionPolicy, AdmitAction, KissCode, NtpPacket, NtpTimestamp, RxMeta, ServeAll, ServerSnapshot,
 };
 
 struct Counting;
@@ -35,10 +34,7 @@ impl AdmissionPolicy for KodEveryOther {
     fn admit(&mut self, _: &std::net::SocketAddr, _: &ClientRequest) -> AdmitAction {
         self.0 = !self.0;
         if self.0 {
-            AdmitAction::Kod {
-                code: KissCode::Rate,
-                poll: 6,
-            }
+            AdmitAction::Kod { code: KissCode::Rate, poll: 6 }
         } else {
             AdmitAction::Serve
         }
@@ -56,9 +52,7 @@ fn respond_does_not_allocate() {
         inputs.push(p);
     }
     let mut with_ext = good.to_vec();
-    with_ext.extend([
-        0x01, 0x04, 0x00, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ]);
+    with_ext.extend([0x01, 0x04, 0x00, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     inputs.push(with_ext);
     let client = "203.0.113.5:123".parse().unwrap();
     let mut scratch = vec![0u8; 2048];
@@ -69,19 +63,11 @@ fn respond_does_not_allocate() {
         let input = &inputs[i as usize % inputs.len()];
         let buf = &mut scratch[..input.len()];
         buf.copy_from_slice(input);
-        let rx = RxMeta {
-            client,
-            rx_time: NtpTimestamp::from_bits(i),
-            noise: i,
-        };
+        let rx = RxMeta { client, rx_time: NtpTimestamp::from_bits(i), noise: i };
         if i % 2 == 0 {
-            std::hint::black_box(respond(buf, rx, &snap, &mut ServeAll, || {
-                NtpTimestamp::from_bits(i)
-            }));
+            std::hint::black_box(respond(buf, rx, &snap, &mut ServeAll, || NtpTimestamp::from_bits(i)));
         } else {
-            std::hint::black_box(respond(buf, rx, &snap, &mut kod, || {
-                NtpTimestamp::from_bits(i)
-            }));
+            std::hint::black_box(respond(buf, rx, &snap, &mut kod, || NtpTimestamp::from_bits(i)));
         }
     }
     let after = ALLOCATIONS.load(Ordering::Relaxed);

@@ -144,9 +144,7 @@ fn listen_addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, 
     let mut addrs = Vec::with_capacity(texts.len());
     for text in &texts {
         let addr: SocketAddr = text.parse().map_err(|_| {
-            de::Error::custom(format!(
-                "`{text}` is not a socket address (like \"0.0.0.0:123\" or \"[::]:123\")"
-            ))
+            de::Error::custom(format!("`{text}` is not a socket address (like \"0.0.0.0:123\" or \"[::]:123\")"))
         })?;
         if addrs.contains(&addr) {
             return Err(de::Error::custom(format!("`{text}` is listed twice")));
@@ -168,9 +166,7 @@ fn batch_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let n = i64::deserialize(d)?;
     match usize::try_from(n) {
         Ok(b @ 1..=MAX_BATCH) => Ok(b),
-        _ => Err(de::Error::custom(format!(
-            "batch {n} is outside 1..={MAX_BATCH}"
-        ))),
+        _ => Err(de::Error::custom(format!("batch {n} is outside 1..={MAX_BATCH}"))),
     }
 }
 
@@ -179,11 +175,9 @@ fn ref_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RefId>, D::Error> {
     if let Ok(v4) = text.parse::<std::net::Ipv4Addr>() {
         return Ok(Some(RefId::from_ipv4(v4)));
     }
-    RefId::from_ascii(&text).map(Some).ok_or_else(|| {
-        de::Error::custom(format!(
-            "`{text}` is neither up to 4 ASCII characters nor an IPv4 address"
-        ))
-    })
+    RefId::from_ascii(&text)
+        .map(Some)
+        .ok_or_else(|| de::Error::custom(format!("`{text}` is neither up to 4 ASCII characters nor an IPv4 address")))
 }
 
 /// One line: where the problem is and what it is.
@@ -223,8 +217,7 @@ impl Config {
     }
 
     pub fn embedded_default() -> Self {
-        Self::parse(EMBEDDED_DEFAULT, EMBEDDED_NAME)
-            .expect("the embedded default configuration is valid")
+        Self::parse(EMBEDDED_DEFAULT, EMBEDDED_NAME).expect("the embedded default configuration is valid")
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
@@ -239,14 +232,12 @@ impl Config {
                 message: one_line(inner.message()),
             }
         })?;
-        config
-            .validate()
-            .map_err(|(key, span, message)| ConfigError {
-                file: file.to_string(),
-                line: span.map(|s| line_of(text, s.start)),
-                key: key.to_string(),
-                message,
-            })?;
+        config.validate().map_err(|(key, span, message)| ConfigError {
+            file: file.to_string(),
+            line: span.map(|s| line_of(text, s.start)),
+            key: key.to_string(),
+            message,
+        })?;
         Ok(config)
     }
 
@@ -258,29 +249,17 @@ impl Config {
                 return Err((
                     "server.cores",
                     Some(cores.span()),
-                    format!(
-                        "{} cores listed for {} workers; list one core per worker",
-                        cores.get_ref().len(),
-                        n
-                    ),
+                    format!("{} cores listed for {} workers; list one core per worker", cores.get_ref().len(), n),
                 ));
             }
         }
         if let Some(cores) = &s.cores {
             if cores.get_ref().is_empty() {
-                return Err((
-                    "server.cores",
-                    Some(cores.span()),
-                    "list at least one core".into(),
-                ));
+                return Err(("server.cores", Some(cores.span()), "list at least one core".into()));
             }
         }
         if s.timestamping == Timestamping::Hardware && s.interface.is_none() {
-            return Err((
-                "server.interface",
-                None,
-                "timestamping = \"hardware\" needs the interface to enable".into(),
-            ));
+            return Err(("server.interface", None, "timestamping = \"hardware\" needs the interface to enable".into()));
         }
         Ok(())
     }
@@ -298,12 +277,7 @@ fn one_line(message: &str) -> String {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset)
-        .unwrap_or(text)
-        .bytes()
-        .filter(|b| *b == b'\n')
-        .count()
-        + 1
+    text.get(..offset).unwrap_or(text).bytes().filter(|b| *b == b'\n').count() + 1
 }
 
 #[cfg(test)]
@@ -363,15 +337,9 @@ stratum = 3
     #[test]
     fn bad_values_name_the_key() {
         let e = error_for(&GOOD.replace("stratum = 3", "stratum = 16"));
-        assert!(
-            e.starts_with("test.toml:9: clock.stratum: stratum 16 is outside"),
-            "{e}"
-        );
+        assert!(e.starts_with("test.toml:9: clock.stratum: stratum 16 is outside"), "{e}");
         let e = error_for(&GOOD.replace("127.0.0.1:11123", "127.0.0.1"));
-        assert!(
-            e.starts_with("test.toml:4: server.listen: `127.0.0.1` is not a socket address"),
-            "{e}"
-        );
+        assert!(e.starts_with("test.toml:4: server.listen: `127.0.0.1` is not a socket address"), "{e}");
         let e = error_for(&GOOD.replace("source = \"local\"", "source = \"gps\""));
         assert!(e.starts_with("test.toml:8: clock.source: "), "{e}");
         let e = error_for(&GOOD.replace("stratum = 3", "stratum = 3\nrefid = \"TOOLONG\""));
@@ -381,10 +349,7 @@ stratum = 3
     #[test]
     fn cross_field_errors_name_the_key() {
         let e = error_for(&GOOD.replace("workers = 2", "workers = 2\ncores = [0]"));
-        assert!(
-            e.starts_with("test.toml:6: server.cores: 1 cores listed for 2 workers"),
-            "{e}"
-        );
+        assert!(e.starts_with("test.toml:6: server.cores: 1 cores listed for 2 workers"), "{e}");
         let e = error_for(&GOOD.replace("workers = 2", "workers = 2\ntimestamping = \"hardware\""));
         assert!(e.starts_with("test.toml: server.interface: "), "{e}");
     }
@@ -400,11 +365,7 @@ stratum = 3
 
     #[test]
     fn refid_as_ipv4() {
-        let c = Config::parse(
-            &GOOD.replace("stratum = 3", "stratum = 3\nrefid = \"192.0.2.1\""),
-            "t",
-        )
-        .unwrap();
+        let c = Config::parse(&GOOD.replace("stratum = 3", "stratum = 3\nrefid = \"192.0.2.1\""), "t").unwrap();
         assert_eq!(c.ref_id(), RefId([192, 0, 2, 1]));
     }
 }

@@ -70,9 +70,6 @@ mod tests {
     fn system_time_before_1970_converts() {
         let t = from_system_time(UNIX_EPOCH - Duration::from_millis(1500));
         assert_eq!(t.to_unix(0), (-2, 500_000_000));
-        assert_eq!(
-            from_system_time(UNIX_EPOCH + Duration::from_secs(5)).to_unix(0),
-            (5, 0)
-        );
+        assert_eq!(from_system_time(UNIX_EPOCH + Duration::from_secs(5)).to_unix(0), (5, 0));
     }
 }

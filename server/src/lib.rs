@@ -40,11 +40,8 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     let backend = SocketBackend::start(&config.server, &cell, &shutdown)?;
     let sync_thread = sync.spawn(shutdown.clone())?;
 
-    let cores: Vec<String> = backend
-        .cores
-        .iter()
-        .map(|c| c.map_or_else(|| "unpinned".to_string(), |c| c.to_string()))
-        .collect();
+    let cores: Vec<String> =
+        backend.cores.iter().map(|c| c.map_or_else(|| "unpinned".to_string(), |c| c.to_string())).collect();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = config_name,
@@ -59,11 +56,7 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         "stratumd started"
     );
     for addr in &backend.addresses {
-        let host = if addr.is_ipv6() {
-            format!("{}", addr.ip())
-        } else {
-            addr.ip().to_string()
-        };
+        let host = if addr.is_ipv6() { format!("{}", addr.ip()) } else { addr.ip().to_string() };
         let host = if host == "0.0.0.0" {
             "127.0.0.1".to_string()
         } else if host == "::" {
@@ -71,10 +64,7 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         } else {
             host
         };
-        tracing::info!(
-            "query it with: chronyd -Q -t 6 'server {host} port {} iburst maxsamples 1'",
-            addr.port()
-        );
+        tracing::info!("query it with: chronyd -Q -t 6 'server {host} port {} iburst maxsamples 1'", addr.port());
     }
 
     while !shutdown.load(Ordering::Relaxed) {

@@ -20,10 +20,7 @@ pub struct WorkerCounters {
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
-    counter.store(
-        counter.load(Ordering::Relaxed).wrapping_add(n),
-        Ordering::Relaxed,
-    );
+    counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
 impl WorkerCounters {
@@ -125,9 +122,6 @@ mod tests {
         assert_eq!(t.received, 6);
         let outcomes = t.answered + t.kod.iter().sum::<u64>() + t.dropped.iter().sum::<u64>();
         assert_eq!(outcomes, 5);
-        assert_eq!(
-            t.summary(),
-            "received=6 answered=1 kod_rate=1 dropped_short=2 dropped_control=1"
-        );
+        assert_eq!(t.summary(), "received=6 answered=1 kod_rate=1 dropped_short=2 dropped_control=1");
     }
 }

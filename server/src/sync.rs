@@ -27,13 +27,7 @@ pub struct SyncLoop {
 
 impl SyncLoop {
     pub fn new(source: Box<dyn ClockSource>, cell: Arc<SnapshotCell>, precision: i8) -> Self {
-        Self {
-            source,
-            cell,
-            precision,
-            last: None,
-            failing: false,
-        }
+        Self { source, cell, precision, last: None, failing: false }
     }
 
     /// Computes and publishes the current snapshot.
@@ -55,11 +49,7 @@ impl SyncLoop {
             }
         };
         self.cell.publish(&snapshot);
-        let state = (
-            snapshot.is_synchronized(),
-            snapshot.stratum,
-            snapshot.leap.to_bits(),
-        );
+        let state = (snapshot.is_synchronized(), snapshot.stratum, snapshot.leap.to_bits());
         if self.last != Some(state) {
             if snapshot.is_synchronized() {
                 tracing::info!(stratum = snapshot.stratum, leap = ?snapshot.leap, refid = ?snapshot.ref_id,
@@ -73,18 +63,16 @@ impl SyncLoop {
     }
 
     pub fn spawn(mut self, shutdown: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("stratumd-sync".into())
-            .spawn(move || {
-                while !shutdown.load(Ordering::Relaxed) {
-                    let mut waited = Duration::ZERO;
-                    while waited < UPDATE_INTERVAL && !shutdown.load(Ordering::Relaxed) {
-                        std::thread::sleep(SHUTDOWN_CHECK);
-                        waited += SHUTDOWN_CHECK;
-                    }
-                    self.update();
+        std::thread::Builder::new().name("stratumd-sync".into()).spawn(move || {
+            while !shutdown.load(Ordering::Relaxed) {
+                let mut waited = Duration::ZERO;
+                while waited < UPDATE_INTERVAL && !shutdown.load(Ordering::Relaxed) {
+                    std::thread::sleep(SHUTDOWN_CHECK);
+                    waited += SHUTDOWN_CHECK;
                 }
-            })
+                self.update();
+            }
+        })
     }
 }
 

@@ -20,10 +20,7 @@ pub struct SnapshotCell {
 
 impl SnapshotCell {
     pub fn new(initial: ServerSnapshot) -> Arc<Self> {
-        Arc::new(Self {
-            seq: AtomicU64::new(0),
-            words: initial.to_words().map(AtomicU64::new),
-        })
+        Arc::new(Self { seq: AtomicU64::new(0), words: initial.to_words().map(AtomicU64::new) })
     }
 
     /// Publishes a new snapshot. Callers guarantee a single writer (the sync thread).
@@ -69,11 +66,7 @@ pub struct SnapshotReader {
 impl SnapshotReader {
     pub fn new(cell: Arc<SnapshotCell>) -> Self {
         let (seq, snapshot) = cell.load();
-        Self {
-            cell,
-            seq,
-            snapshot,
-        }
+        Self { cell, seq, snapshot }
     }
 
     /// The current snapshot; re-read only when the writer has published since the last call.

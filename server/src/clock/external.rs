@@ -52,12 +52,7 @@ fn interpret(
     } else {
         LeapIndicator::NoWarning
     };
-    KernelClockState {
-        synchronized,
-        leap,
-        max_error_us: max_error_us.max(0) as u64,
-        tai_offset: tai,
-    }
+    KernelClockState { synchronized, leap, max_error_us: max_error_us.max(0) as u64, tai_offset: tai }
 }
 
 #[derive(Debug)]
@@ -71,12 +66,9 @@ impl ExternalClock {
         Self { stratum, ref_id }
     }
 
-    fn from_state(&self, k: KernelClockState, now: NtpTimestamp, precision: i8) -> ServerSnapshot {
+    fn snapshot_for(&self, k: KernelClockState, now: NtpTimestamp, precision: i8) -> ServerSnapshot {
         if !k.synchronized {
-            return ServerSnapshot {
-                tai_offset: k.tai_offset,
-                ..ServerSnapshot::unsynchronized(precision)
-            };
+            return ServerSnapshot { tai_offset: k.tai_offset, ..ServerSnapshot::unsynchronized(precision) };
         }
         ServerSnapshot {
             leap: k.leap,
@@ -100,7 +92,7 @@ impl ClockSource for ExternalClock {
     }
 
     fn snapshot(&mut self, now: NtpTimestamp, precision: i8) -> io::Result<ServerSnapshot> {
-        Ok(self.from_state(read_kernel_state()?, now, precision))
+        Ok(self.snapshot_for(read_kernel_state()?, now, precision))
     }
 }
 
@@ -113,7 +105,7 @@ mod tests {
     #[test]
     fn unsynchronised_kernel_serves_li3_stratum_16() {
         let k = interpret(libc::TIME_ERROR, libc::STA_UNSYNC, 16_000_000, 0);
-        let s = ExternalClock::new(2, RefId(*b"XTRN")).from_state(k, NOW, -24);
+        let s = ExternalClock::new(2, RefId(*b"XTRN")).snapshot_for(k, NOW, -24);
         assert_eq!((s.leap, s.stratum), (LeapIndicator::Unsynchronized, 16));
         // TIME_ERROR alone (e.g. after a PPS fault) also means unsynchronised.
         assert!(!interpret(libc::TIME_ERROR, 0, 0, 0).synchronized);
@@ -122,11 +114,8 @@ mod tests {
     #[test]
     fn synchronised_kernel_serves_configured_stratum_and_maxerror() {
         let k = interpret(libc::TIME_OK, libc::STA_PLL, 1500, 37);
-        let s = ExternalClock::new(2, RefId(*b"XTRN")).from_state(k, NOW, -24);
-        assert_eq!(
-            (s.leap, s.stratum, s.tai_offset),
-            (LeapIndicator::NoWarning, 2, 37)
-        );
+        let s = ExternalClock::new(2, RefId(*b"XTRN")).snapshot_for(k, NOW, -24);
+        assert_eq!((s.leap, s.stratum, s.tai_offset), (LeapIndicator::NoWarning, 2, 37));
         assert!((s.root_dispersion.to_seconds_f64() - 0.0015).abs() < 1e-4);
         let later = s.root_dispersion_at(NtpTimestamp::from_parts(0xEC00_0000 + 10, 0));
         assert!((later.to_seconds_f64() - 0.0065).abs() < 1e-4, "{later:?}");
@@ -134,14 +123,8 @@ mod tests {
 
     #[test]
     fn kernel_leap_flags_become_leap_indicator() {
-        assert_eq!(
-            interpret(libc::TIME_INS, libc::STA_INS, 0, 37).leap,
-            LeapIndicator::InsertSecond
-        );
-        assert_eq!(
-            interpret(libc::TIME_DEL, libc::STA_DEL, 0, 37).leap,
-            LeapIndicator::DeleteSecond
-        );
+        assert_eq!(interpret(libc::TIME_INS, libc::STA_INS, 0, 37).leap, LeapIndicator::InsertSecond);
+        assert_eq!(interpret(libc::TIME_DEL, libc::STA_DEL, 0, 37).leap, LeapIndicator::DeleteSecond);
     }
 
     #[test]

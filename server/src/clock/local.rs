@@ -20,10 +20,7 @@ impl LocalClock {
 
 impl ClockSource for LocalClock {
     fn describe(&self) -> String {
-        format!(
-            "local: serving the host clock as stratum {}, not disciplined by any source",
-            self.stratum
-        )
+        format!("local: serving the host clock as stratum {}, not disciplined by any source", self.stratum)
     }
 
     fn snapshot(&mut self, now: NtpTimestamp, precision: i8) -> std::io::Result<ServerSnapshot> {
@@ -47,13 +44,8 @@ mod tests {
     #[test]
     fn local_is_synchronised_at_the_configured_stratum() {
         let now = NtpTimestamp::from_parts(0xEC00_0000, 0);
-        let s = LocalClock::new(3, RefId(*b"LOCL"))
-            .snapshot(now, -24)
-            .unwrap();
+        let s = LocalClock::new(3, RefId(*b"LOCL")).snapshot(now, -24).unwrap();
         assert!(s.is_synchronized());
-        assert_eq!(
-            (s.stratum, s.ref_id, s.reference_time, s.precision),
-            (3, RefId(*b"LOCL"), now, -24)
-        );
+        assert_eq!((s.stratum, s.ref_id, s.reference_time, s.precision), (3, RefId(*b"LOCL"), now, -24));
     }
 }

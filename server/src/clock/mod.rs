@@ -22,13 +22,7 @@ pub trait ClockSource: Send {
 
 pub fn from_config(config: &Config) -> Box<dyn ClockSource> {
     match config.clock.source {
-        ClockSourceKind::Local => Box::new(local::LocalClock::new(
-            config.clock.stratum,
-            config.ref_id(),
-        )),
-        ClockSourceKind::External => Box::new(external::ExternalClock::new(
-            config.clock.stratum,
-            config.ref_id(),
-        )),
+        ClockSourceKind::Local => Box::new(local::LocalClock::new(config.clock.stratum, config.ref_id())),
+        ClockSourceKind::External => Box::new(external::ExternalClock::new(config.clock.stratum, config.ref_id())),
     }
 }

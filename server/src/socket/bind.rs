@@ -16,11 +16,7 @@ pub const WAKE_INTERVAL: Duration = Duration::from_millis(200);
 const RECEIVE_BUFFER_BYTES: usize = 8 << 20;
 
 pub fn open(addr: SocketAddr, timestamping: Timestamping) -> io::Result<Socket> {
-    let domain = if addr.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
+    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         // [::] and 0.0.0.0 are separate listeners; never take IPv4 traffic on a v6 socket.
@@ -43,12 +39,7 @@ fn enable_timestamping(socket: &Socket, mode: Timestamping) -> io::Result<()> {
     if mode == Timestamping::Hardware {
         flags |= libc::SOF_TIMESTAMPING_RX_HARDWARE | libc::SOF_TIMESTAMPING_RAW_HARDWARE;
     }
-    set_int(
-        socket,
-        libc::SOL_SOCKET,
-        libc::SO_TIMESTAMPING,
-        flags as libc::c_int,
-    )
+    set_int(socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, flags as libc::c_int)
 }
 
 fn enable_packet_info(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
@@ -59,12 +50,7 @@ fn enable_packet_info(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
     }
 }
 
-fn set_int(
-    socket: &Socket,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
+fn set_int(socket: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: `value` is a live c_int and the length passed is its size.
     let rc = unsafe {
@@ -104,24 +90,13 @@ pub fn enable_hardware_rx_stamps(interface: &str) -> io::Result<()> {
         _pad: [u8; 16],
     }
     if interface.is_empty() || interface.len() >= libc::IFNAMSIZ || interface.contains('\0') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("bad interface name `{interface}`"),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name `{interface}`")));
     }
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
     let mut last = io::Error::from(io::ErrorKind::Unsupported);
     for filter in [HWTSTAMP_FILTER_ALL, HWTSTAMP_FILTER_NTP_ALL] {
-        let mut config = HwTstampConfig {
-            flags: 0,
-            tx_type: HWTSTAMP_TX_OFF,
-            rx_filter: filter,
-        };
-        let mut req = IfReq {
-            name: [0; libc::IFNAMSIZ],
-            data: &mut config,
-            _pad: [0; 16],
-        };
+        let mut config = HwTstampConfig { flags: 0, tx_type: HWTSTAMP_TX_OFF, rx_filter: filter };
+        let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: &mut config, _pad: [0; 16] };
         for (dst, src) in req.name.iter_mut().zip(interface.bytes()) {
             *dst = src as libc::c_char;
         }
@@ -153,9 +128,6 @@ mod tests {
     fn hardware_stamps_on_a_missing_interface_fail_cleanly() {
         assert!(enable_hardware_rx_stamps("no-such-if0").is_err());
         assert!(enable_hardware_rx_stamps("").is_err());
-        assert!(
-            enable_hardware_rx_stamps("lo").is_err(),
-            "loopback has no hardware clock"
-        );
+        assert!(enable_hardware_rx_stamps("lo").is_err(), "loopback has no hardware clock");
     }
 }

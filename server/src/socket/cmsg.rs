@@ -47,9 +47,7 @@ impl PacketInfo {
     /// alone (subnet-directed broadcast).
     pub fn is_unicast(&self) -> bool {
         match self.destination {
-            IpAddr::V4(d) => {
-                !d.is_multicast() && !d.is_broadcast() && self.local == self.destination
-            }
+            IpAddr::V4(d) => !d.is_multicast() && !d.is_broadcast() && self.local == self.destination,
             IpAddr::V6(d) => !d.is_multicast(),
         }
     }
@@ -181,16 +179,9 @@ mod tests {
         ts[0..8].copy_from_slice(&1_700_000_000i64.to_ne_bytes());
         ts[8..16].copy_from_slice(&500_000_000i64.to_ne_bytes());
         let mut buf = message(libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &ts);
-        buf.extend(message(
-            libc::IPPROTO_IP,
-            libc::IP_PKTINFO,
-            &[2, 0, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1],
-        ));
+        buf.extend(message(libc::IPPROTO_IP, libc::IP_PKTINFO, &[2, 0, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]));
         let info = parse(&buf);
-        assert_eq!(
-            info.software_stamp.unwrap().to_unix(1_700_000_000),
-            (1_700_000_000, 500_000_000)
-        );
+        assert_eq!(info.software_stamp.unwrap().to_unix(1_700_000_000), (1_700_000_000, 500_000_000));
         assert_eq!(info.hardware_stamp, None);
         let pi = info.packet_info.unwrap();
         assert!(pi.is_unicast());
@@ -205,11 +196,8 @@ mod tests {
             interface: 2,
         };
         assert!(!bcast.is_unicast());
-        let mcast = PacketInfo {
-            destination: "ff02::101".parse().unwrap(),
-            local: "ff02::101".parse().unwrap(),
-            interface: 2,
-        };
+        let mcast =
+            PacketInfo { destination: "ff02::101".parse().unwrap(), local: "ff02::101".parse().unwrap(), interface: 2 };
         assert!(!mcast.is_unicast());
     }
 
@@ -228,18 +216,11 @@ mod tests {
     #[test]
     fn source_round_trips_through_parse() {
         let mut out = [0u8; SEND_SPACE];
-        let v6 = PacketInfo {
-            destination: "::1".parse().unwrap(),
-            local: "::1".parse().unwrap(),
-            interface: 1,
-        };
+        let v6 = PacketInfo { destination: "::1".parse().unwrap(), local: "::1".parse().unwrap(), interface: 1 };
         let n = write_source(&mut out, &v6);
         assert_eq!(parse(&out[..n]).packet_info, Some(v6));
-        let v4 = PacketInfo {
-            destination: "127.0.0.1".parse().unwrap(),
-            local: "127.0.0.1".parse().unwrap(),
-            interface: 0,
-        };
+        let v4 =
+            PacketInfo { destination: "127.0.0.1".parse().unwrap(), local: "127.0.0.1".parse().unwrap(), interface: 0 };
         let n = write_source(&mut out, &v4);
         assert_eq!(n, space(IN_PKTINFO_LEN));
         assert_eq!(parse(&out[..n]).packet_info.unwrap().local, v4.local);

@@ -31,27 +31,22 @@ pub struct MessageBatch {
 
 impl std::fmt::Debug for MessageBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MessageBatch")
-            .field("capacity", &self.capacity)
-            .field("queued", &self.queued)
-            .finish()
+        f.debug_struct("MessageBatch").field("capacity", &self.capacity).field("queued", &self.queued).finish()
     }
 }
 
 impl MessageBatch {
     pub fn new(capacity: usize) -> Self {
-        // SAFETY (all four calls): sockaddr_storage, iovec and mmsghdr are plain C structs for
-        // which all-zero bytes (null pointers, zero lengths) are valid values.
         let mut batch = Self {
             capacity,
             buffers: vec![[0u8; BUFFER_LEN]; capacity],
-            names: unsafe { zeroed_vec(capacity) },
+            names: zeroed_vec(capacity),
             recv_control: vec![Control([0; RECV_SPACE]); capacity],
-            recv_iov: unsafe { zeroed_vec(capacity) },
-            recv_headers: unsafe { zeroed_vec(capacity) },
+            recv_iov: zeroed_vec(capacity),
+            recv_headers: zeroed_vec(capacity),
             send_control: vec![Control([0; SEND_SPACE]); capacity],
-            send_iov: unsafe { zeroed_vec(capacity) },
-            send_headers: unsafe { zeroed_vec(capacity) },
+            send_iov: zeroed_vec(capacity),
+            send_headers: zeroed_vec(capacity),
             queued: 0,
         };
         for i in 0..capacity {
@@ -121,11 +116,8 @@ impl MessageBatch {
         let h = &mut self.send_headers[j].msg_hdr;
         h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
         h.msg_namelen = self.recv_headers[i].msg_hdr.msg_namelen;
-        h.msg_control = if control_len == 0 {
-            std::ptr::null_mut()
-        } else {
-            self.send_control[j].0.as_mut_ptr().cast()
-        };
+        h.msg_control =
+            if control_len == 0 { std::ptr::null_mut() } else { self.send_control[j].0.as_mut_ptr().cast() };
         h.msg_controllen = control_len;
         self.queued += 1;
     }
@@ -168,13 +160,19 @@ impl MessageBatch {
     }
 }
 
-/// `n` values of an all-zero `T`.
-///
 /// # Safety
-/// All-zero bytes must be a valid value of `T` (true of plain C structs with integer and pointer
-/// fields).
-unsafe fn zeroed_vec<T>(n: usize) -> Vec<T> {
-    // SAFETY: guaranteed by the caller.
+/// Implementors guarantee that all-zero bytes are a valid value of the type.
+unsafe trait ZeroIsValid {}
+// SAFETY: plain C structs of integers and raw pointers; zero means null pointers and zero lengths.
+unsafe impl ZeroIsValid for libc::sockaddr_storage {}
+// SAFETY: as above.
+unsafe impl ZeroIsValid for libc::iovec {}
+// SAFETY: as above.
+unsafe impl ZeroIsValid for libc::mmsghdr {}
+
+/// `n` all-zero values.
+fn zeroed_vec<T: ZeroIsValid>(n: usize) -> Vec<T> {
+    // SAFETY: ZeroIsValid says all-zero bytes are a valid T.
     (0..n).map(|_| unsafe { std::mem::zeroed() }).collect()
 }
 
@@ -184,26 +182,15 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Op
         libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
             // SAFETY: the family says the storage holds a sockaddr_in, and sockaddr_storage is
             // large and aligned enough for any address type.
-            let sin =
-                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
             Some(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)).into())
         }
         libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
             // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe {
-                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
+            let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Some(
-                SocketAddrV6::new(
-                    ip,
-                    u16::from_be(sin6.sin6_port),
-                    sin6.sin6_flowinfo,
-                    sin6.sin6_scope_id,
-                )
-                .into(),
-            )
+            Some(SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), sin6.sin6_flowinfo, sin6.sin6_scope_id).into())
         }
         _ => None,
     }
@@ -219,23 +206,15 @@ mod tests {
     fn receives_a_batch_and_echoes_it() {
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-        client
-            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
-            .unwrap();
+        client.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
         for i in 0..5u8 {
-            client
-                .send_to(&[i; 48], server.local_addr().unwrap())
-                .unwrap();
+            client.send_to(&[i; 48], server.local_addr().unwrap()).unwrap();
         }
-        client
-            .send_to(&[9u8; 3000], server.local_addr().unwrap())
-            .unwrap();
+        client.send_to(&[9u8; 3000], server.local_addr().unwrap()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
 
         let mut batch = MessageBatch::new(8);
-        let n = batch
-            .receive(server.as_raw_fd(), libc::MSG_DONTWAIT)
-            .unwrap();
+        let n = batch.receive(server.as_raw_fd(), libc::MSG_DONTWAIT).unwrap();
         assert_eq!(n, 6);
         for i in 0..n {
             let (payload, truncated, source, _) = batch.datagram(i);
@@ -254,11 +233,6 @@ mod tests {
             assert_eq!((len, from, buf[0]), (48, server.local_addr().unwrap(), i));
         }
         // Nothing waiting: a non-blocking receive returns zero, not an error.
-        assert_eq!(
-            batch
-                .receive(server.as_raw_fd(), libc::MSG_DONTWAIT)
-                .unwrap(),
-            0
-        );
+        assert_eq!(batch.receive(server.as_raw_fd(), libc::MSG_DONTWAIT).unwrap(), 0);
     }
 }

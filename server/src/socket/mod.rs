@@ -38,29 +38,16 @@ pub struct SocketBackend {
 
 impl SocketBackend {
     /// Opens every socket (so that bind errors surface before anything runs) and starts the workers.
-    pub fn start(
-        config: &ServerConfig,
-        cell: &Arc<SnapshotCell>,
-        shutdown: &Arc<AtomicBool>,
-    ) -> anyhow::Result<Self> {
+    pub fn start(config: &ServerConfig, cell: &Arc<SnapshotCell>, shutdown: &Arc<AtomicBool>) -> anyhow::Result<Self> {
         let available = core_affinity::get_core_ids().unwrap_or_default();
         let workers = match config.workers {
             Workers::Count(n) => n,
             Workers::Auto => available.len().max(1),
         };
         let cores: Vec<Option<usize>> = match &config.cores {
-            Some(list) => list
-                .get_ref()
-                .iter()
-                .copied()
-                .map(Some)
-                .cycle()
-                .take(workers)
-                .collect(),
+            Some(list) => list.get_ref().iter().copied().map(Some).cycle().take(workers).collect(),
             None if available.is_empty() => vec![None; workers],
-            None => (0..workers)
-                .map(|i| Some(available[i % available.len()].id))
-                .collect(),
+            None => (0..workers).map(|i| Some(available[i % available.len()].id)).collect(),
         };
         if config.timestamping == Timestamping::Hardware {
             let interface = config.interface.as_deref().unwrap_or_default();
@@ -77,9 +64,7 @@ impl SocketBackend {
         for _ in 0..workers {
             let sockets = addresses
                 .iter()
-                .map(|addr| {
-                    bind::open(*addr, config.timestamping).map_err(|e| listen_error(*addr, e))
-                })
+                .map(|addr| bind::open(*addr, config.timestamping).map_err(|e| listen_error(*addr, e)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             per_worker.push(sockets);
         }
@@ -112,12 +97,7 @@ impl SocketBackend {
                 .context("cannot start a worker thread")?;
             threads.push(thread);
         }
-        Ok(Self {
-            addresses,
-            counters,
-            cores,
-            threads,
-        })
+        Ok(Self { addresses, counters, cores, threads })
     }
 
     /// Waits for every worker to finish (after shutdown was raised).
@@ -137,10 +117,7 @@ fn resolve_ports(listen: &[SocketAddr], ts: Timestamping) -> anyhow::Result<Vec<
                 return Ok(*addr);
             }
             let probe = bind::open(*addr, ts).map_err(|e| listen_error(*addr, e))?;
-            let local = probe
-                .local_addr()?
-                .as_socket()
-                .context("bound address is not an IP address")?;
+            let local = probe.local_addr()?.as_socket().context("bound address is not an IP address")?;
             Ok(local)
         })
         .collect()
@@ -151,9 +128,7 @@ fn listen_error(addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
         Some(libc::EACCES) if addr.port() < 1024 => {
             " (ports below 1024 need root or CAP_NET_BIND_SERVICE; the embedded default uses 11123)"
         }
-        Some(libc::EADDRINUSE) => {
-            " (another process, perhaps chronyd or ntpd, already serves this port)"
-        }
+        Some(libc::EADDRINUSE) => " (another process, perhaps chronyd or ntpd, already serves this port)",
         Some(libc::EADDRNOTAVAIL) => " (no interface on this host has that address)",
         _ => "",
     };
@@ -174,51 +149,25 @@ impl Worker {
         let mut batch = MessageBatch::new(self.batch_size);
         let mut rng = StdRng::from_entropy();
         let fds: Vec<RawFd> = self.sockets.iter().map(|s| s.as_raw_fd()).collect();
-        let mut poll_fds: Vec<libc::pollfd> = fds
-            .iter()
-            .map(|&fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
+        let mut poll_fds: Vec<libc::pollfd> =
+            fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
 
         while !self.shutdown.load(Ordering::Relaxed) {
             if fds.len() == 1 {
                 // Blocks for the first datagram (up to the socket's read timeout), then takes
                 // whatever else is already queued.
-                self.receive_and_answer(
-                    &mut batch,
-                    0,
-                    fds[0],
-                    libc::MSG_WAITFORONE,
-                    &mut rng,
-                    &mut admission,
-                );
+                self.receive_and_answer(&mut batch, 0, fds[0], libc::MSG_WAITFORONE, &mut rng, &mut admission);
                 continue;
             }
             let timeout_ms = bind::WAKE_INTERVAL.as_millis() as libc::c_int;
             // SAFETY: poll_fds is a live, correctly sized array of pollfd.
-            let ready = unsafe {
-                libc::poll(
-                    poll_fds.as_mut_ptr(),
-                    poll_fds.len() as libc::nfds_t,
-                    timeout_ms,
-                )
-            };
+            let ready = unsafe { libc::poll(poll_fds.as_mut_ptr(), poll_fds.len() as libc::nfds_t, timeout_ms) };
             if ready <= 0 {
                 continue;
             }
             for s in 0..poll_fds.len() {
                 if poll_fds[s].revents & libc::POLLIN != 0 {
-                    self.receive_and_answer(
-                        &mut batch,
-                        s,
-                        fds[s],
-                        libc::MSG_DONTWAIT,
-                        &mut rng,
-                        &mut admission,
-                    );
+                    self.receive_and_answer(&mut batch, s, fds[s], libc::MSG_DONTWAIT, &mut rng, &mut admission);
                 }
             }
         }
@@ -253,14 +202,8 @@ impl Worker {
                 (_, Some(dst)) if !dst.is_unicast() => Verdict::Drop(DropReason::Destination),
                 (None, _) => Verdict::Drop(DropReason::Malformed),
                 (Some(client), _) => {
-                    let rx_time = info
-                        .rx_stamp()
-                        .unwrap_or_else(|| *fallback_rx.get_or_insert_with(hostclock::now));
-                    let rx = RxMeta {
-                        client,
-                        rx_time,
-                        noise: rng.next_u64(),
-                    };
+                    let rx_time = info.rx_stamp().unwrap_or_else(|| *fallback_rx.get_or_insert_with(hostclock::now));
+                    let rx = RxMeta { client, rx_time, noise: rng.next_u64() };
                     respond(payload, rx, &snapshot, admission, hostclock::now)
                 }
             };

@@ -1,0 +1,114 @@
+//! The operator interface: --version, --check-config, start-up errors and a clean, quick stop.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn check(config: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(BIN).arg("--check-config").arg(&path).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string(), path.display().to_string())
+}
+
+#[test]
+fn version_is_printed() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("stratumd {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn check_config_accepts_shipped_and_example_configs() {
+    let (ok, err, _) = check(&config(&["127.0.0.1:11123".into()], 2, "source = \"local\"\nstratum = 3"));
+    assert!(ok, "{err}");
+    let out = Command::new(BIN).arg("--print-default-config").output().unwrap();
+    let (ok, err, _) = check(&String::from_utf8_lossy(&out.stdout));
+    assert!(ok, "embedded default: {err}");
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = Command::new(BIN).arg("--check-config").arg(&path).output().unwrap();
+            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+#[test]
+fn bad_configs_fail_with_one_line_naming_file_line_and_key() {
+    let cases = [
+        (
+            "[server]\nlisten = [\"127.0.0.1:1\"]\nworkers = 1\nbogus = 1\n[clock]\nsource = \"local\"\n",
+            ":4: server.bogus: ",
+            "unknown field",
+        ),
+        (
+            "[server]\nlisten = [\"127.0.0.1:1\"]\nworkers = -2\n[clock]\nsource = \"local\"\n",
+            ":3: server.workers: ",
+            "",
+        ),
+        ("[server]\nlisten = [\"127.0.0.1\"]\n[clock]\nsource = \"local\"\n", ":2: server.listen: ", "socket address"),
+        (
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n[clock]\nsource = \"local\"\nstratum = 0\n",
+            ":5: clock.stratum: ",
+            "outside",
+        ),
+        (
+            "[server]\nlisten = [\"127.0.0.1:1\"]\nbackend = \"dpdk\"\n[clock]\nsource = \"local\"\n",
+            ":3: server.backend: ",
+            "dpdk",
+        ),
+    ];
+    for (text, location, detail) in cases {
+        let (ok, err, path) = check(text);
+        assert!(!ok, "accepted: {text}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.starts_with(&format!("{path}{location}")), "{err} (wanted {location})");
+        assert!(err.contains(detail), "{err}");
+    }
+    let out = Command::new(BIN).args(["--check-config", "/nonexistent/stratumd.toml"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("/nonexistent/stratumd.toml: cannot read"));
+}
+
+#[test]
+fn a_taken_port_is_a_clear_start_up_error() {
+    let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config(&[format!("127.0.0.1:{port}")], 1, "source = \"local\"")).unwrap();
+    let out = Command::new(BIN).arg("--config").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{log}");
+}
+
+#[test]
+fn sigterm_stops_within_a_second_under_load() {
+    let port = free_port();
+    let mut server = Server::start(&config(&[format!("127.0.0.1:{port}")], 2, "source = \"local\""), port);
+    // Keep requests flowing while the signal arrives (bounded: at most 2 s, loopback only).
+    let flood = std::thread::spawn(move || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let req = stratum_proto::NtpPacket::client_request(4, now_ntp()).to_bytes();
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < until {
+            for _ in 0..100 {
+                let _ = s.send_to(&req, ("127.0.0.1", port));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, log, took) = server.stop();
+    flood.join().unwrap();
+    assert!(status.success(), "{log}");
+    assert!(took < Duration::from_secs(1), "took {took:?} to stop");
+    assert!(log.contains("stopped: received="), "{log}");
+}

@@ -1,0 +1,237 @@
+//! Shared test harness: start the built `stratumd`, talk NTP to it, run real peers, and make
+//! network namespaces. Privileged or tool-dependent tests skip with one line outside CI and fail
+//! when `CI` is set (CI runs as root with every tool installed by the test command).
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::Read;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use stratum_proto::{NtpPacket, NtpTimestamp};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_stratumd");
+
+/// Whether a prerequisite holds; outside CI a missing one skips the test with a reason, in CI it
+/// fails it.
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set but {what}; the test command installs and runs everything as root");
+    }
+    eprintln!("skipped: {what}");
+    false
+}
+
+pub fn have_tool(name: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A port nobody listens on right now (bound and released).
+pub fn free_port() -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = s.local_addr().unwrap().port();
+    // Also free on ::1, since most tests listen on both.
+    if UdpSocket::bind(("::1", port)).is_err() {
+        return free_port();
+    }
+    port
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Server {
+    /// Starts stratumd with `config` (a TOML text) and waits until 127.0.0.1:`port` answers,
+    /// or, when `wait_addr` is None, only until the process has started.
+    pub fn start(config: &str, port: u16) -> Self {
+        Self::start_with(Command::new(BIN), config, port, Some(SocketAddr::from(([127, 0, 0, 1], port))))
+    }
+
+    pub fn start_with(mut cmd: Command, config: &str, port: u16, wait_addr: Option<SocketAddr>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stratumd.toml");
+        std::fs::write(&path, config).unwrap();
+        let child = cmd
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start stratumd");
+        let mut server = Self { child: Some(child), dir, port };
+        if let Some(addr) = wait_addr {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while query(addr, 4, Duration::from_millis(200)).is_none() {
+                if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
+                    panic!("stratumd exited early ({status}): {}", server.stop_output());
+                }
+                assert!(Instant::now() < deadline, "stratumd did not answer on {addr}");
+            }
+        }
+        server
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("stratumd.toml")
+    }
+
+    /// SIGTERM, wait, and return what it logged.
+    pub fn stop_output(&mut self) -> String {
+        self.stop().1
+    }
+
+    pub fn stop(&mut self) -> (ExitStatus, String, Duration) {
+        let mut child = self.child.take().expect("already stopped");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let took = started.elapsed();
+        let mut log = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+        (status, log, took)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn now_ntp() -> NtpTimestamp {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    NtpTimestamp::from_unix(d.as_secs() as i64, d.subsec_nanos())
+}
+
+/// Sends raw bytes from a fresh socket and returns the reply, if one comes within `wait`.
+pub fn exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    let bind: SocketAddr = if addr.is_ipv4() { "127.0.0.1:0".parse().unwrap() } else { "[::1]:0".parse().unwrap() };
+    let socket = UdpSocket::bind(bind).unwrap();
+    socket.set_read_timeout(Some(wait)).unwrap();
+    socket.send_to(request, addr).unwrap();
+    let mut buf = [0u8; 2048];
+    match socket.recv_from(&mut buf) {
+        Ok((len, from)) => {
+            assert_eq!(from, addr, "reply from an unexpected address");
+            Some(buf[..len].to_vec())
+        }
+        Err(_) => None,
+    }
+}
+
+/// One client exchange: (reply, offset seconds, round-trip seconds).
+pub fn query(addr: SocketAddr, version: u8, wait: Duration) -> Option<(NtpPacket, f64, f64)> {
+    let t1 = now_ntp();
+    let reply = exchange(addr, &NtpPacket::client_request(version, t1).to_bytes(), wait)?;
+    let t4 = now_ntp();
+    let p = NtpPacket::parse(&reply)?;
+    assert_eq!(p.origin_timestamp, t1, "origin must echo our transmit timestamp");
+    let (t2, t3) = (p.receive_timestamp, p.transmit_timestamp);
+    let offset = (t2.since(t1).to_seconds_f64() + t3.since(t4).to_seconds_f64()) / 2.0;
+    let delay = t4.since(t1).to_seconds_f64() - t3.since(t2).to_seconds_f64();
+    Some((p, offset, delay))
+}
+
+pub fn config(listen: &[String], workers: usize, clock: &str) -> String {
+    let listen: Vec<String> = listen.iter().map(|a| format!("\"{a}\"")).collect();
+    format!("[server]\nlisten = [{}]\nworkers = {workers}\n\n[clock]\n{clock}\n", listen.join(", "))
+}
+
+/// `chronyd -Q` against a server: Ok(offset) when chronyd accepted the server, Err(log) if not.
+pub fn chronyd_query(host: &str, port: u16, timeout_s: u32) -> Result<f64, String> {
+    let out = Command::new("chronyd")
+        .args(["-Q", "-t", &timeout_s.to_string(), &format!("server {host} port {port} iburst maxsamples 1")])
+        .output()
+        .expect("run chronyd");
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    if !out.status.success() {
+        return Err(log);
+    }
+    // "System clock wrong by -0.000006 seconds (ignored)"
+    let offset = log
+        .lines()
+        .find_map(|l| l.split("System clock wrong by ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .ok_or_else(|| format!("no offset line in: {log}"))?;
+    Ok(offset)
+}
+
+/// A network namespace with loopback up, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        let name = format!("stratum-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        run_ok(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        Self { name }
+    }
+
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Everything ntpdig needs: root (a namespace, since it only speaks to port 123) and the tool.
+pub fn ntpdig_available() -> bool {
+    require(is_root(), "ntpdig only queries port 123, which needs root and a network namespace")
+        && require(
+            have_tool("ntpdig") && have_tool("ip"),
+            "ntpdig or ip is not installed (apt-get install ntpsec-ntpdate iproute2)",
+        )
+}
+
+/// Waits until a server inside `ns` answers on 127.0.0.1:123 (probing with ntpdig itself).
+pub fn ntpdig(ns: &Netns, host: &str) -> Output {
+    ns.command("ntpdig").args(["-j", "-t", "2", host]).output().expect("run ntpdig")
+}
