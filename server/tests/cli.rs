@@ -112,3 +112,21 @@ fn sigterm_stops_within_a_second_under_load() {
     assert!(took < Duration::from_secs(1), "took {took:?} to stop");
     assert!(log.contains("stopped: received="), "{log}");
 }
+
+#[test]
+fn systemd_unit_uses_real_flags_and_a_shipped_config_shape() {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/stratumd.service")).unwrap();
+    let help = String::from_utf8(Command::new(BIN).arg("--help").output().unwrap().stdout).unwrap();
+    let exec_lines: Vec<&str> = unit.lines().filter(|l| l.starts_with("ExecStart")).collect();
+    assert_eq!(exec_lines.len(), 2, "{unit}");
+    for line in exec_lines {
+        let flags: Vec<&str> = line.split_whitespace().filter(|w| w.starts_with("--")).collect();
+        assert!(!flags.is_empty(), "{line}");
+        for flag in flags {
+            assert!(help.contains(flag), "unit uses {flag}, which stratumd --help does not list");
+        }
+    }
+    // The unit grants exactly what port 123 needs and stops within its timeout.
+    assert!(unit.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE"));
+    assert!(unit.contains("TimeoutStopSec="));
+}
