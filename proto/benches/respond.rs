@@ -30,17 +30,14 @@ fn bench_respond(c: &mut Criterion) {
     let mut group = c.benchmark_group("respond");
     group.throughput(Throughput::Elements(1));
 
+    let client: std::net::SocketAddr = "198.51.100.7:123".parse().unwrap();
     let mut noise = 0x9E37_79B9_7F4A_7C15u64;
     group.bench_function("client_request_v4", |b| {
         let mut buf = request;
         b.iter(|| {
             buf = request;
             noise = noise.wrapping_mul(6364136223846793005).wrapping_add(1);
-            let rx = RxMeta {
-                client: "198.51.100.7:123".parse().unwrap(),
-                rx_time: NtpTimestamp::from_parts(0xEC00_0011, 0),
-                noise,
-            };
+            let rx = RxMeta { client, rx_time: NtpTimestamp::from_parts(0xEC00_0011, 0), noise };
             black_box(respond(black_box(&mut buf), rx, &snap, &mut ServeAll, || {
                 NtpTimestamp::from_parts(0xEC00_0011, 0x100)
             }))
@@ -51,7 +48,7 @@ fn bench_respond(c: &mut Criterion) {
         let mut spoofed = request;
         spoofed[0] = (spoofed[0] & !7) | 4;
         b.iter(|| {
-            let rx = RxMeta { client: "198.51.100.7:123".parse().unwrap(), rx_time: NtpTimestamp::ZERO, noise: 0 };
+            let rx = RxMeta { client, rx_time: NtpTimestamp::ZERO, noise: 0 };
             black_box(respond(black_box(&mut spoofed), rx, &snap, &mut ServeAll, || NtpTimestamp::ZERO))
         })
     });
