@@ -6,9 +6,12 @@
 //! input: every other crate depends on it, and the data plane calls it millions of times a second.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod packet;
+pub mod ratelimit;
 pub mod respond;
 pub mod snapshot;
+mod sync;
 pub mod time;
 
 pub use packet::{KissCode, LeapIndicator, NtpHeader, NtpMode, NtpPacket, RefId};

@@ -81,10 +81,12 @@ pub enum DropReason {
     RateLimited,
     /// Addressed to a broadcast or multicast address (seen by the backend, not by [`respond`]).
     Destination,
+    /// A source address no real client can have (see [`crate::access::is_martian`]).
+    Martian,
 }
 
 impl DropReason {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Short,
         Self::Malformed,
         Self::TooLong,
@@ -96,6 +98,7 @@ impl DropReason {
         Self::Denied,
         Self::RateLimited,
         Self::Destination,
+        Self::Martian,
     ];
 
     /// Position in [`DropReason::ALL`], for counter arrays.
@@ -116,6 +119,7 @@ impl DropReason {
             Self::Denied => "denied",
             Self::RateLimited => "rate_limited",
             Self::Destination => "destination",
+            Self::Martian => "martian",
         }
     }
 }
@@ -142,7 +146,8 @@ pub enum AdmitAction {
 
 /// Decides whether a client is served: access lists and rate limiting plug in here.
 pub trait AdmissionPolicy {
-    fn admit(&mut self, client: &SocketAddr, request: &ClientRequest) -> AdmitAction;
+    /// `rx` carries the client's address and the receive time (the rate limiter's clock).
+    fn admit(&mut self, rx: &RxMeta, request: &ClientRequest) -> AdmitAction;
 }
 
 /// Admits everything: the policy when no access list or rate limit is configured.
@@ -150,7 +155,7 @@ pub trait AdmissionPolicy {
 pub struct ServeAll;
 
 impl AdmissionPolicy for ServeAll {
-    fn admit(&mut self, _: &SocketAddr, _: &ClientRequest) -> AdmitAction {
+    fn admit(&mut self, _: &RxMeta, _: &ClientRequest) -> AdmitAction {
         AdmitAction::Serve
     }
 }
@@ -171,7 +176,7 @@ where
     let Some(out) = buf.first_chunk_mut::<HEADER_LEN>() else {
         return Verdict::Drop(DropReason::Short);
     };
-    match admission.admit(&rx.client, &request) {
+    match admission.admit(&rx, &request) {
         AdmitAction::Serve => {}
         AdmitAction::Drop(reason) => return Verdict::Drop(reason),
         AdmitAction::Kod { code, poll } => {
@@ -310,7 +315,7 @@ mod tests {
 
     struct Fixed(AdmitAction);
     impl AdmissionPolicy for Fixed {
-        fn admit(&mut self, _: &SocketAddr, _: &ClientRequest) -> AdmitAction {
+        fn admit(&mut self, _: &RxMeta, _: &ClientRequest) -> AdmitAction {
             self.0
         }
     }

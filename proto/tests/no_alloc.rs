@@ -31,7 +31,7 @@ static GLOBAL: Counting = Counting;
 
 struct KodEveryOther(bool);
 impl AdmissionPolicy for KodEveryOther {
-    fn admit(&mut self, _: &std::net::SocketAddr, _: &ClientRequest) -> AdmitAction {
+    fn admit(&mut self, _: &RxMeta, _: &ClientRequest) -> AdmitAction {
         self.0 = !self.0;
         if self.0 {
             AdmitAction::Kod { code: KissCode::Rate, poll: 6 }

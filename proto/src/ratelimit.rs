@@ -1,0 +1,645 @@
+//! Per-client rate limiting with chrony's semantics, lock-free and of fixed size.
+//!
+//! Clients are keyed by address prefix (IPv4 /32 and IPv6 /64 by default) through a hash with a
+//! per-process random seed, into a set-associative table: each set is one cache line of eight
+//! 64-bit records, `fingerprint:32 | tat:32`. The bucket is a GCRA ("virtual scheduling") token
+//! bucket, so its whole state is one theoretical arrival time (`tat`) and every update is a single
+//! compare-and-swap of one word:
+//!
+//! - a request is within the limit when `tat - now <= (burst - 1) * interval`; then
+//!   `tat = max(tat, now) + interval`;
+//! - over the limit it is still answered with probability 1/2^leak (so a spoofed flood carrying a
+//!   victim's address never silences the victim), else answered with a KoD RATE with probability
+//!   1/2^kod when `kod > 0`, else dropped. Requests over the limit change nothing: hammering does not
+//!   buy more than the leak gives.
+//!
+//! A miss replaces an empty record, else one whose bucket is full again (it carries no limiting
+//! state), else the one with the fewest sampled requests: heavy hitters stay tracked while floods of
+//! fresh addresses churn through the rest. Two cores meeting a new client at the same instant may each create a record for it; the
+//! lookup then always uses the first, so the over-allowance is at most one request per racing core,
+//! once, and the spare record ages out. Statistics (request and drop estimates, fast-retry detection) are sampled, one request in
+//! 16, so a single hot key shared by every core writes its cache line only when it is allowed.
+//!
+//! Time and randomness are parameters; nothing here reads a clock or allocates after [`RateLimiter::new`].
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::sync::{AtomicU64, Ordering};
+use crate::time::NtpTimestamp;
+
+/// Records per set: 8 x 8 bytes = one 64-byte cache line.
+pub const WAYS: usize = 8;
+/// Bytes the table spends per tracked client: record, prefix, statistics, detection state.
+pub const BYTES_PER_CLIENT: usize = 32;
+/// Table time runs in 1/16 s units: NTP 32.32 shifted right by 28.
+const TIME_SHIFT: u32 = 28;
+/// Smallest `interval` (log2 seconds) the 1/16 s time unit can express.
+pub const MIN_INTERVAL: i8 = -4;
+pub const MAX_INTERVAL: i8 = 12;
+/// Statistics are updated for one request in 2^SAMPLE_BITS, weighted accordingly.
+const SAMPLE_BITS: u32 = 4;
+const SAMPLE_WEIGHT: u64 = 1 << SAMPLE_BITS;
+/// Consecutive fast sampled requests while limited before a client is flagged.
+const FAST_STREAK_LIMIT: u16 = 8;
+const FLAG_FAST: u16 = 1;
+/// Bounded retries when another core changes the same record between our read and our CAS.
+const MAX_ATTEMPTS: usize = 4;
+
+/// chrony's `ratelimit` knobs plus the table size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// log2 of the mean seconds between answered requests of one client.
+    pub interval: i8,
+    /// Requests a quiet client may send back to back.
+    pub burst: u8,
+    /// Over the limit, 1/2^leak of requests are still answered.
+    pub leak: u8,
+    /// Over the limit and not leaked, 1/2^kod of requests get a KoD RATE; 0 sends none.
+    pub kod: u8,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    /// Clients tracked (rounded up to a power of two).
+    pub clients: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self { interval: 3, burst: 8, leak: 2, kod: 0, ipv4_prefix: 32, ipv6_prefix: 64, clients: 1 << 20 }
+    }
+}
+
+/// What the limiter decided for one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateDecision {
+    /// Within the client's limit.
+    Allow,
+    /// Over the limit but picked (1/2^leak) to be answered anyway.
+    Leak,
+    /// Over the limit: answer with a Kiss-o'-Death RATE.
+    Kod,
+    /// Over the limit: no answer.
+    Drop,
+}
+
+impl RateDecision {
+    pub const fn is_answered(self) -> bool {
+        matches!(self, Self::Allow | Self::Leak)
+    }
+}
+
+/// The decision plus what happened to the table, for the caller's counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateOutcome {
+    pub decision: RateDecision,
+    /// A new record was created for this client.
+    pub inserted: bool,
+    /// Creating it evicted another client's record.
+    pub evicted: bool,
+    /// This request made the client count as one that retries fast while limited.
+    pub flagged_fast: bool,
+}
+
+impl RateOutcome {
+    const fn just(decision: RateDecision) -> Self {
+        Self { decision, inserted: false, evicted: false, flagged_fast: false }
+    }
+}
+
+/// One tracked client, as `stratumctl clients` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientUsage {
+    /// The client's prefix as an address (host bits zero).
+    pub address: IpAddr,
+    pub prefix_len: u8,
+    /// Estimated requests since the record was created (sampled).
+    pub requests: u64,
+    /// Estimated requests not answered (dropped or KoD).
+    pub limited: u64,
+    /// Keeps sending fast while being limited.
+    pub fast_retries: bool,
+}
+
+#[derive(Debug)]
+#[repr(align(64))]
+struct Set([AtomicU64; WAYS]);
+
+/// The rate-limiter table. Shared by all workers (`&self` everywhere); the only shared mutable state
+/// of the data plane.
+#[derive(Debug)]
+pub struct RateLimiter {
+    sets: Box<[Set]>,
+    /// Per record: the client prefix, for display.
+    prefixes: Box<[AtomicU64]>,
+    /// Per record: sampled `requests:32 | limited:32`.
+    stats: Box<[AtomicU64]>,
+    /// Per record: `last_sampled:32 | streak:16 | flags:16`.
+    meta: Box<[AtomicU64]>,
+    set_mask: usize,
+    seed: [u64; 2],
+    interval_units: u32,
+    tolerance: u32,
+    config: RateLimitConfig,
+}
+
+impl RateLimiter {
+    /// Allocates the whole table now; nothing allocates later. `seed` must be random per process.
+    pub fn new(config: &RateLimitConfig, seed: [u64; 2]) -> Self {
+        let interval = config.interval.clamp(MIN_INTERVAL, MAX_INTERVAL);
+        let records = config.clients.max(WAYS).next_power_of_two();
+        let sets = records / WAYS;
+        let interval_units = 1u32 << (interval - MIN_INTERVAL) as u32;
+        let zeroes = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect::<Box<[_]>>();
+        Self {
+            sets: (0..sets).map(|_| Set(core::array::from_fn(|_| AtomicU64::new(0)))).collect(),
+            prefixes: zeroes(records),
+            stats: zeroes(records),
+            meta: zeroes(records),
+            set_mask: sets - 1,
+            seed,
+            interval_units,
+            tolerance: interval_units.saturating_mul(u32::from(config.burst.max(1)) - 1),
+            config: RateLimitConfig { interval, ..*config },
+        }
+    }
+
+    pub fn config(&self) -> &RateLimitConfig {
+        &self.config
+    }
+
+    /// Clients the table can track at once.
+    pub fn capacity(&self) -> usize {
+        self.sets.len() * WAYS
+    }
+
+    /// Bytes the table occupies.
+    pub fn memory_bytes(&self) -> usize {
+        self.capacity() * BYTES_PER_CLIENT
+    }
+
+    /// Decides for one request from `client` arriving at `now`. `random` must be fresh random bits
+    /// for every call.
+    pub fn check(&self, client: IpAddr, now: NtpTimestamp, random: u64) -> RateOutcome {
+        let now = (now.to_bits() >> TIME_SHIFT) as u32;
+        let (prefix, is_v6) = self.prefix_of(client);
+        let hash = self.hash(prefix, is_v6);
+        let fingerprint = (((hash >> 32) as u32) & 0x7FFF_FFFF | (is_v6 as u32) << 31).max(1);
+        let set_index = hash as usize & self.set_mask;
+        let set = &self.sets[set_index].0;
+
+        for _ in 0..MAX_ATTEMPTS {
+            let found = set.iter().enumerate().find_map(|(way, cell)| {
+                let word = cell.load(Ordering::Relaxed);
+                ((word >> 32) as u32 == fingerprint).then_some((way, word))
+            });
+            let Some((way, word)) = found else {
+                let (way, old) = self.victim(set, set_index, now);
+                let new = record(fingerprint, now.wrapping_add(self.interval_units));
+                if set[way].compare_exchange(old, new, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+                    continue;
+                }
+                let index = set_index * WAYS + way;
+                self.prefixes[index].store(prefix, Ordering::Relaxed);
+                self.stats[index].store(0, Ordering::Relaxed);
+                self.meta[index].store(u64::from(now) << 32, Ordering::Relaxed);
+                return RateOutcome {
+                    decision: RateDecision::Allow,
+                    inserted: true,
+                    evicted: old != 0,
+                    flagged_fast: false,
+                };
+            };
+            let index = set_index * WAYS + way;
+            let tat = word as u32;
+            let debt = tat.wrapping_sub(now) as i32 as i64;
+            let max_debt = i64::from(self.tolerance) + i64::from(self.interval_units);
+            if debt <= i64::from(self.tolerance) || debt > max_debt {
+                // Within the limit (or a record so old its time wrapped: as good as new).
+                let base = if debt < 0 || debt > max_debt { now } else { tat };
+                let new = record(fingerprint, base.wrapping_add(self.interval_units));
+                if set[way].compare_exchange(word, new, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+                    continue;
+                }
+                self.sample(index, now, random, false);
+                return RateOutcome::just(RateDecision::Allow);
+            }
+            let decision = self.over_limit(random);
+            let flagged_fast = self.sample(index, now, random, !decision.is_answered());
+            return RateOutcome { flagged_fast, ..RateOutcome::just(decision) };
+        }
+        // Four lost races on one set in a row: answer rather than guess; never silence a client.
+        RateOutcome::just(RateDecision::Allow)
+    }
+
+    /// The record to replace: an empty one; else one whose bucket is full again (it carries no
+    /// limiting state), the longest idle first; else the one with the fewest sampled requests, so a
+    /// heavy hitter outlives a flood of one-off addresses.
+    fn victim(&self, set: &[AtomicU64; WAYS], set_index: usize, now: u32) -> (usize, u64) {
+        let mut best = (0, 0, (2u8, u64::MAX, i64::MAX));
+        for (way, cell) in set.iter().enumerate() {
+            let word = cell.load(Ordering::Relaxed);
+            if word == 0 {
+                return (way, 0);
+            }
+            let debt = (word as u32).wrapping_sub(now) as i32 as i64;
+            let score = if debt <= 0 {
+                (0, 0, debt)
+            } else {
+                (1, self.stats[set_index * WAYS + way].load(Ordering::Relaxed) >> 32, debt)
+            };
+            if score < best.2 {
+                best = (way, word, score);
+            }
+        }
+        (best.0, best.1)
+    }
+
+    fn over_limit(&self, random: u64) -> RateDecision {
+        let leak_mask = (1u64 << self.config.leak.min(16)) - 1;
+        if random & leak_mask == 0 {
+            return RateDecision::Leak;
+        }
+        let kod = self.config.kod.min(16);
+        if kod > 0 && (random >> 16) & ((1u64 << kod) - 1) == 0 {
+            return RateDecision::Kod;
+        }
+        RateDecision::Drop
+    }
+
+    /// Updates the sampled statistics; returns true when this request flags the client as one
+    /// that keeps retrying fast while limited.
+    fn sample(&self, index: usize, now: u32, random: u64, limited: bool) -> bool {
+        if (random >> 32) & (SAMPLE_WEIGHT - 1) != 0 {
+            return false;
+        }
+        self.stats[index].fetch_add((SAMPLE_WEIGHT << 32) | if limited { SAMPLE_WEIGHT } else { 0 }, Ordering::Relaxed);
+        let meta = self.meta[index].load(Ordering::Relaxed);
+        let (last, mut streak, mut flags) = ((meta >> 32) as u32, (meta >> 16) as u16, meta as u16);
+        // Sampled requests come SAMPLE_WEIGHT times less often than real ones.
+        let fast = now.wrapping_sub(last) < self.interval_units.saturating_mul(SAMPLE_WEIGHT as u32);
+        streak = if limited && fast { streak.saturating_add(1) } else { 0 };
+        let newly_flagged = streak >= FAST_STREAK_LIMIT && flags & FLAG_FAST == 0;
+        if newly_flagged {
+            flags |= FLAG_FAST;
+        }
+        self.meta[index].store(u64::from(now) << 32 | u64::from(streak) << 16 | u64::from(flags), Ordering::Relaxed);
+        newly_flagged
+    }
+
+    /// Records in use (a scan; for metrics, not the data plane).
+    pub fn occupancy(&self) -> usize {
+        self.sets.iter().flat_map(|s| s.0.iter()).filter(|w| w.load(Ordering::Relaxed) != 0).count()
+    }
+
+    /// The `n` clients with the most (estimated) requests, read without stopping anyone.
+    pub fn top(&self, n: usize) -> Vec<ClientUsage> {
+        let mut all: Vec<ClientUsage> = Vec::new();
+        for (set_index, set) in self.sets.iter().enumerate() {
+            for (way, cell) in set.0.iter().enumerate() {
+                let word = cell.load(Ordering::Relaxed);
+                if word == 0 {
+                    continue;
+                }
+                let index = set_index * WAYS + way;
+                let is_v6 = (word >> 63) == 1;
+                let prefix = self.prefixes[index].load(Ordering::Relaxed);
+                let stats = self.stats[index].load(Ordering::Relaxed);
+                let (address, prefix_len) = if is_v6 {
+                    (IpAddr::V6(Ipv6Addr::from(u128::from(prefix) << 64)), self.config.ipv6_prefix)
+                } else {
+                    (IpAddr::V4(Ipv4Addr::from(prefix as u32)), self.config.ipv4_prefix)
+                };
+                all.push(ClientUsage {
+                    address,
+                    prefix_len,
+                    requests: stats >> 32,
+                    limited: stats & 0xFFFF_FFFF,
+                    fast_retries: self.meta[index].load(Ordering::Relaxed) as u16 & FLAG_FAST != 0,
+                });
+            }
+        }
+        all.sort_unstable_by(|a, b| b.requests.cmp(&a.requests).then(b.limited.cmp(&a.limited)));
+        all.truncate(n);
+        all
+    }
+
+    /// The client's key: its address masked to the configured prefix.
+    fn prefix_of(&self, client: IpAddr) -> (u64, bool) {
+        match client {
+            IpAddr::V4(v4) => (u64::from(mask32(u32::from(v4), self.config.ipv4_prefix)), false),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => (u64::from(mask32(u32::from(v4), self.config.ipv4_prefix)), false),
+                None => (mask64((u128::from(v6) >> 64) as u64, self.config.ipv6_prefix), true),
+            },
+        }
+    }
+
+    fn hash(&self, prefix: u64, is_v6: bool) -> u64 {
+        let family = if is_v6 { 0x6A09_E667_F3BC_C908 } else { 0xBB67_AE85_84CA_A73B };
+        let h = fold_mul(prefix ^ self.seed[0], self.seed[1] ^ family);
+        fold_mul(h ^ (h >> 29), 0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+const fn record(fingerprint: u32, tat: u32) -> u64 {
+    (fingerprint as u64) << 32 | tat as u64
+}
+
+const fn mask32(v: u32, len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else if len >= 32 {
+        v
+    } else {
+        v & !(u32::MAX >> len)
+    }
+}
+
+const fn mask64(v: u64, len: u8) -> u64 {
+    if len == 0 {
+        0
+    } else if len >= 64 {
+        v
+    } else {
+        v & !(u64::MAX >> len)
+    }
+}
+
+/// Folded 64x64->128 multiply: the mixing step of fast keyed hashes (foldhash, ahash's fallback).
+const fn fold_mul(a: u64, b: u64) -> u64 {
+    let full = (a as u128) * (b as u128);
+    (full as u64) ^ ((full >> 64) as u64)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    const SEED: [u64; 2] = [0x0123_4567_89AB_CDEF, 0xFEDC_BA98_7654_3210];
+
+    fn at(seconds: f64) -> NtpTimestamp {
+        NtpTimestamp::from_bits(((3_900_000_000.0 + seconds) * 4_294_967_296.0) as u64)
+    }
+
+    fn limiter(config: RateLimitConfig) -> RateLimiter {
+        RateLimiter::new(&RateLimitConfig { clients: 1024, ..config }, SEED)
+    }
+
+    /// A small deterministic generator for the random bits, so tests repeat exactly.
+    struct Bits(u64);
+    impl Bits {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 ^ (self.0 >> 31)
+        }
+    }
+
+    const NEVER_LEAK: u64 = 1; // low bits non-zero: not leaked; bits 16.. zero
+    const NEVER_SAMPLED: u64 = 1 << 32;
+
+    #[test]
+    fn burst_then_one_per_interval() {
+        let l = limiter(RateLimitConfig::default());
+        let c: IpAddr = "192.0.2.1".parse().unwrap();
+        for i in 0..8 {
+            assert_eq!(l.check(c, at(0.0), NEVER_LEAK).decision, RateDecision::Allow, "burst request {i}");
+        }
+        assert_eq!(l.check(c, at(0.0), NEVER_LEAK | 0xFF00).decision, RateDecision::Drop);
+        assert_eq!(l.check(c, at(7.9), NEVER_LEAK | 0xFF00).decision, RateDecision::Drop);
+        assert_eq!(l.check(c, at(8.0), NEVER_LEAK).decision, RateDecision::Allow);
+        assert_eq!(l.check(c, at(8.5), NEVER_LEAK | 0xFF00).decision, RateDecision::Drop);
+        // After a long quiet spell the whole burst is back, and no more.
+        let allowed = (0..20).filter(|_| l.check(c, at(10_000.0), NEVER_LEAK | 0xFF00).decision.is_answered()).count();
+        assert_eq!(allowed, 8);
+    }
+
+    #[test]
+    fn row23_steady_one_per_second_gets_about_one_in_2_pow_leak() {
+        let l = limiter(RateLimitConfig { leak: 2, ..Default::default() });
+        let c: IpAddr = "192.0.2.2".parse().unwrap();
+        let mut bits = Bits(7);
+        let n = 20_000;
+        let answered = (0..n).filter(|i| l.check(c, at(*i as f64), bits.next()).decision.is_answered()).count();
+        // 1/8 within the limit plus 1/4 of the remaining 7/8 leaked: 0.125 + 0.219 = 0.344.
+        let fraction = answered as f64 / n as f64;
+        assert!((fraction - 0.344).abs() < 0.02, "{fraction}");
+    }
+
+    #[test]
+    fn kod_only_when_configured_and_at_its_rate() {
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        let mut bits = Bits(9);
+        let none = limiter(RateLimitConfig { kod: 0, burst: 1, ..Default::default() });
+        assert!((0..2000).all(|_| none.check(c, at(1.0), bits.next()).decision != RateDecision::Kod));
+        let some = limiter(RateLimitConfig { kod: 1, leak: 2, burst: 1, ..Default::default() });
+        let kods = (0..20_000).filter(|_| some.check(c, at(1.0), bits.next()).decision == RateDecision::Kod).count();
+        // Of the 3/4 not leaked, half get a KoD: 0.375.
+        assert!((kods as f64 / 20_000.0 - 0.375).abs() < 0.02, "{kods}");
+    }
+
+    #[test]
+    fn row24_and_26_ports_and_one_ipv6_64_are_one_client() {
+        let l = limiter(RateLimitConfig { burst: 2, ..Default::default() });
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(l.check(a, at(0.0), NEVER_LEAK).decision.is_answered());
+        assert!(l.check(b, at(0.0), NEVER_LEAK).decision.is_answered());
+        assert_eq!(l.check(a, at(0.0), NEVER_LEAK | 0xFF00).decision, RateDecision::Drop, "same /64");
+        assert!(l.check(other, at(0.0), NEVER_LEAK).decision.is_answered(), "another /64");
+        // IPv4-mapped IPv6 is the IPv4 client.
+        let v4: IpAddr = "192.0.2.9".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.9".parse().unwrap();
+        assert!(l.check(v4, at(0.0), NEVER_LEAK).decision.is_answered());
+        assert!(l.check(mapped, at(0.0), NEVER_LEAK).decision.is_answered());
+        assert_eq!(l.check(v4, at(0.0), NEVER_LEAK | 0xFF00).decision, RateDecision::Drop);
+    }
+
+    #[test]
+    fn prefix_lengths_are_configurable() {
+        let l = limiter(RateLimitConfig { burst: 1, ipv4_prefix: 24, ipv6_prefix: 48, ..Default::default() });
+        assert!(l.check("198.51.100.1".parse().unwrap(), at(0.0), NEVER_LEAK).decision.is_answered());
+        let same_24 = l.check("198.51.100.200".parse().unwrap(), at(0.0), NEVER_LEAK | 0xFF00);
+        assert_eq!(same_24.decision, RateDecision::Drop);
+        assert!(l.check("2001:db8:5::1".parse().unwrap(), at(0.0), NEVER_LEAK).decision.is_answered());
+        let same_48 = l.check("2001:db8:5:ffff::1".parse().unwrap(), at(0.0), NEVER_LEAK | 0xFF00);
+        assert_eq!(same_48.decision, RateDecision::Drop);
+    }
+
+    #[test]
+    fn row25_victim_of_a_spoofed_flood_still_gets_answers() {
+        let l = limiter(RateLimitConfig { leak: 2, ..Default::default() });
+        let victim: IpAddr = "203.0.113.7".parse().unwrap();
+        let mut bits = Bits(3);
+        // The flood: 1000 spoofed requests a second for 60 s.
+        for i in 0..60_000 {
+            l.check(victim, at(i as f64 / 1000.0), bits.next());
+        }
+        // The victim's own requests, one every 64 s, are answered at least 1 in 4.
+        let answered = (0..400)
+            .filter(|i| l.check(victim, at(60.0 + *i as f64 * 0.5), bits.next()).decision.is_answered())
+            .count();
+        assert!(answered as f64 / 400.0 >= 0.2, "{answered}");
+    }
+
+    #[test]
+    fn row27_many_distinct_sources_keep_memory_flat_and_heavy_hitters_tracked() {
+        let l = RateLimiter::new(&RateLimitConfig { clients: 4096, burst: 1, ..Default::default() }, SEED);
+        let bytes = l.memory_bytes();
+        let heavy: IpAddr = "198.51.100.99".parse().unwrap();
+        let mut bits = Bits(5);
+        let mut evictions = 0;
+        for i in 0..200_000u32 {
+            let t = at(i as f64 / 100_000.0);
+            // The heavy hitter keeps hammering; everyone else appears once.
+            assert!(l.check(heavy, t, bits.next() | NEVER_LEAK).decision != RateDecision::Allow || i == 0);
+            let spoofed = IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + i * 7));
+            evictions += l.check(spoofed, t, bits.next()).evicted as u32;
+        }
+        assert_eq!(l.memory_bytes(), bytes, "memory fixed");
+        assert!(evictions > 150_000, "the table churned: {evictions}");
+        assert!(l.occupancy() <= l.capacity());
+        assert_eq!(l.top(1)[0].address, heavy, "the heavy hitter is still tracked and on top");
+    }
+
+    #[test]
+    fn row28_seed_changes_the_placement() {
+        let a = RateLimiter::new(&RateLimitConfig { clients: 1 << 16, ..Default::default() }, SEED);
+        let b = RateLimiter::new(&RateLimitConfig { clients: 1 << 16, ..Default::default() }, [1, 2]);
+        let same = (0..1000u32)
+            .filter(|i| {
+                let (p, v6) = a.prefix_of(IpAddr::V4(Ipv4Addr::from(*i)));
+                (a.hash(p, v6) as usize & a.set_mask) == (b.hash(p, v6) as usize & b.set_mask)
+            })
+            .count();
+        assert!(same < 10, "{same} of 1000 addresses share a set under two seeds");
+    }
+
+    #[test]
+    fn row29_pool_monitor_and_iburst_are_always_answered() {
+        let l = limiter(RateLimitConfig::default());
+        let mut bits = Bits(11);
+        // iburst: 8 requests 2 s apart, then polling every 64 s; never limited.
+        let client: IpAddr = "192.0.2.50".parse().unwrap();
+        for i in 0..8 {
+            assert_eq!(l.check(client, at(i as f64 * 2.0), bits.next()).decision, RateDecision::Allow);
+        }
+        for i in 1..50 {
+            assert_eq!(l.check(client, at(14.0 + i as f64 * 64.0), bits.next()).decision, RateDecision::Allow);
+        }
+        // The pool monitor: 3 requests 2 s apart, every few minutes.
+        let monitor: IpAddr = "2001:db8:feed::123".parse().unwrap();
+        for round in 0..20 {
+            for i in 0..3 {
+                let t = round as f64 * 240.0 + i as f64 * 2.0;
+                assert_eq!(l.check(monitor, at(t), bits.next()).decision, RateDecision::Allow);
+            }
+        }
+    }
+
+    #[test]
+    fn row32_fast_retries_while_limited_are_flagged_without_more_answers() {
+        let l = limiter(RateLimitConfig { leak: 2, ..Default::default() });
+        let c: IpAddr = "192.0.2.77".parse().unwrap();
+        let mut bits = Bits(13);
+        let mut flagged = 0;
+        let mut answered = 0;
+        let n = 10_000;
+        for i in 0..n {
+            let o = l.check(c, at(i as f64 / 100.0), bits.next());
+            flagged += o.flagged_fast as u32;
+            answered += o.decision.is_answered() as u32;
+        }
+        assert_eq!(flagged, 1, "flagged once");
+        assert!(l.top(1)[0].fast_retries);
+        // At 100 requests/s the answered fraction is the leak (1/4), not more.
+        assert!((answered as f64 / n as f64) < 0.27, "{answered}");
+        // A client at its limit is never flagged.
+        let polite: IpAddr = "192.0.2.78".parse().unwrap();
+        let flagged_polite =
+            (0..500).filter(|i| l.check(polite, at(*i as f64 * 8.0), bits.next()).flagged_fast).count();
+        assert_eq!(flagged_polite, 0);
+    }
+
+    #[test]
+    fn top_reports_prefixes_and_estimates() {
+        let l = limiter(RateLimitConfig { burst: 1, ..Default::default() });
+        let mut bits = Bits(17);
+        for _ in 0..1600 {
+            l.check("198.51.100.1".parse().unwrap(), at(0.0), bits.next());
+        }
+        for _ in 0..160 {
+            l.check("2001:db8::5".parse().unwrap(), at(0.0), bits.next());
+        }
+        let top = l.top(5);
+        assert_eq!(top.len(), 2);
+        assert_eq!((top[0].address, top[0].prefix_len), ("198.51.100.1".parse().unwrap(), 32));
+        assert_eq!((top[1].address, top[1].prefix_len), ("2001:db8::".parse().unwrap(), 64));
+        assert!((1000..2200).contains(&top[0].requests), "{top:?}");
+        assert!(top[0].limited > top[0].requests / 2);
+    }
+
+    #[test]
+    fn never_sampled_requests_leave_no_statistics() {
+        let l = limiter(RateLimitConfig::default());
+        l.check("192.0.2.1".parse().unwrap(), at(0.0), NEVER_SAMPLED);
+        assert_eq!(l.top(1)[0].requests, 0);
+    }
+
+    #[test]
+    fn sizes() {
+        let l = RateLimiter::new(&RateLimitConfig { clients: 1_000_000, ..Default::default() }, SEED);
+        assert_eq!(l.capacity(), 1 << 20);
+        assert_eq!(l.memory_bytes(), 32 << 20);
+        assert_eq!(core::mem::size_of::<Set>(), 64);
+        assert_eq!(core::mem::align_of::<Set>(), 64);
+    }
+
+    #[test]
+    fn threads_contending_on_one_key_never_exceed_the_burst() {
+        let l = std::sync::Arc::new(limiter(RateLimitConfig { burst: 8, leak: 16, ..Default::default() }));
+        let c: IpAddr = "192.0.2.200".parse().unwrap();
+        let allowed: usize = (0..4)
+            .map(|t| {
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    let mut bits = Bits(t + 100);
+                    (0..50_000).filter(|_| l.check(c, at(0.0), bits.next() | 1).decision == RateDecision::Allow).count()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum();
+        // The burst, plus at most one per racing thread when they all meet the new client at once.
+        assert!((8..=11).contains(&allowed), "allowed {allowed} at one instant");
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+
+    /// Every interleaving of two workers racing on one client's record: the burst is allowed at
+    /// one instant, plus at most one request from the insert race, never more.
+    #[test]
+    fn concurrent_updates_of_one_record_are_linearizable() {
+        loom::model(|| {
+            let l = loom::sync::Arc::new(RateLimiter::new(
+                &RateLimitConfig { clients: 8, burst: 2, leak: 16, ..Default::default() },
+                [1, 2],
+            ));
+            let c: IpAddr = "192.0.2.1".parse().unwrap();
+            let now = NtpTimestamp::from_parts(3_900_000_000, 0);
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    let l = l.clone();
+                    loom::thread::spawn(move || {
+                        (0..2).filter(|_| l.check(c, now, 1).decision == RateDecision::Allow).count()
+                    })
+                })
+                .collect();
+            let allowed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+            assert!(allowed >= 2 && allowed <= 3, "allowed {allowed}");
+        });
+    }
+}
