@@ -9,6 +9,8 @@ use std::path::Path;
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use stratum_proto::access::Cidr;
+use stratum_proto::ratelimit::{RateLimitConfig, MAX_INTERVAL, MIN_INTERVAL};
 use stratum_proto::RefId;
 
 /// The configuration compiled into the binary, used when no `--config` is given.
@@ -20,8 +22,138 @@ pub const EMBEDDED_NAME: &str = "<embedded default>";
 pub struct Config {
     pub server: ServerConfig,
     pub clock: ClockConfig,
+    /// Absent: no rate limiting.
+    #[serde(default)]
+    pub ratelimit: Option<RateLimitSection>,
+    #[serde(default)]
+    pub access: AccessSection,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `[ratelimit]`: chrony's `ratelimit` semantics (see proto's ratelimit module).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RateLimitSection {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_interval", deserialize_with = "interval")]
+    pub interval: i8,
+    #[serde(default = "default_burst", deserialize_with = "burst")]
+    pub burst: u8,
+    #[serde(default = "default_leak", deserialize_with = "leak")]
+    pub leak: u8,
+    #[serde(default, deserialize_with = "kod")]
+    pub kod: u8,
+    #[serde(default = "default_v4_prefix", deserialize_with = "ipv4_prefix")]
+    pub ipv4_prefix: u8,
+    #[serde(default = "default_v6_prefix", deserialize_with = "ipv6_prefix")]
+    pub ipv6_prefix: u8,
+    #[serde(default = "default_clients", deserialize_with = "clients")]
+    pub clients: usize,
+}
+
+impl RateLimitSection {
+    pub fn to_proto(&self) -> RateLimitConfig {
+        RateLimitConfig {
+            interval: self.interval,
+            burst: self.burst,
+            leak: self.leak,
+            kod: self.kod,
+            ipv4_prefix: self.ipv4_prefix,
+            ipv6_prefix: self.ipv6_prefix,
+            clients: self.clients,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_interval() -> i8 {
+    3
+}
+fn default_burst() -> u8 {
+    8
+}
+fn default_leak() -> u8 {
+    2
+}
+fn default_v4_prefix() -> u8 {
+    32
+}
+fn default_v6_prefix() -> u8 {
+    64
+}
+fn default_clients() -> usize {
+    1 << 20
+}
+
+/// Reads an integer and checks it is within `min..=max`.
+fn ranged<'de, D: Deserializer<'de>>(d: D, min: i64, max: i64) -> Result<i64, D::Error> {
+    let n = i64::deserialize(d)?;
+    if (min..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(de::Error::custom(format!("{n} is outside {min}..={max}")))
+    }
+}
+
+fn interval<'de, D: Deserializer<'de>>(d: D) -> Result<i8, D::Error> {
+    ranged(d, MIN_INTERVAL.into(), MAX_INTERVAL.into()).map(|n| n as i8)
+}
+fn burst<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    ranged(d, 1, 255).map(|n| n as u8)
+}
+fn leak<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    ranged(d, 1, 16).map(|n| n as u8)
+}
+fn kod<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    ranged(d, 0, 16).map(|n| n as u8)
+}
+fn ipv4_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    ranged(d, 8, 32).map(|n| n as u8)
+}
+fn ipv6_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    ranged(d, 16, 64).map(|n| n as u8)
+}
+fn clients<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    ranged(d, 1024, 1 << 28).map(|n| n as usize)
+}
+
+/// `[access]`: who may be answered.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AccessSection {
+    #[serde(default = "allow_everyone", deserialize_with = "cidrs")]
+    pub allow: Vec<Cidr>,
+    #[serde(default, deserialize_with = "cidrs")]
+    pub deny: Vec<Cidr>,
+    #[serde(default)]
+    pub deny_action: DenyAction,
+}
+
+impl Default for AccessSection {
+    fn default() -> Self {
+        Self { allow: allow_everyone(), deny: Vec::new(), deny_action: DenyAction::Drop }
+    }
+}
+
+fn allow_everyone() -> Vec<Cidr> {
+    vec!["0.0.0.0/0".parse().expect("literal"), "::/0".parse().expect("literal")]
+}
+
+fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Cidr>, D::Error> {
+    Vec::<String>::deserialize(d)?.iter().map(|t| t.parse().map_err(de::Error::custom)).collect()
+}
+
+/// What denied sources get: a silent counted drop, or (when asked) a KoD DENY / RSTR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DenyAction {
+    #[default]
+    Drop,
+    Kod,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -361,6 +493,39 @@ stratum = 3
         let e = error_for("[server\n");
         assert!(e.starts_with("test.toml:1: "), "{e}");
         assert_eq!(e.lines().count(), 1);
+    }
+
+    #[test]
+    fn ratelimit_and_access_sections() {
+        let text = format!(
+            "{GOOD}\n[ratelimit]\nenabled = true\ninterval = 3\nburst = 8\nleak = 2\nkod = 0\nipv4-prefix = 32\n\
+             ipv6-prefix = 64\nclients = 1048576\n[access]\nallow = [\"0.0.0.0/0\", \"::/0\"]\n\
+             deny = [\"192.0.2.0/24\"]\ndeny-action = \"drop\"\n"
+        );
+        let c = Config::parse(&text, "t").unwrap();
+        let r = c.ratelimit.unwrap();
+        assert_eq!((r.interval, r.burst, r.leak, r.kod, r.clients), (3, 8, 2, 0, 1 << 20));
+        assert_eq!(c.access.deny.len(), 1);
+        assert_eq!(c.access.deny_action, DenyAction::Drop);
+        let defaults = Config::parse(&format!("{GOOD}\n[ratelimit]\n"), "t").unwrap().ratelimit.unwrap();
+        assert!(defaults.enabled);
+        assert_eq!(defaults.to_proto(), RateLimitConfig::default());
+        assert!(Config::parse(GOOD, "t").unwrap().ratelimit.is_none());
+    }
+
+    #[test]
+    fn bad_ratelimit_and_access_values_name_the_key() {
+        let e = error_for(&format!("{GOOD}\n[ratelimit]\nleak = 0\n"));
+        assert!(e.starts_with("test.toml:12: ratelimit.leak: 0 is outside 1..=16"), "{e}");
+        let e = error_for(&format!("{GOOD}\n[ratelimit]\ninterval = 20\n"));
+        assert!(e.starts_with("test.toml:12: ratelimit.interval: "), "{e}");
+        let e = error_for(&format!("{GOOD}\n[access]\ndeny = [\"192.0.2.1/24\"]\n"));
+        assert!(e.starts_with("test.toml:12: access.deny: "), "{e}");
+        assert!(e.contains("did you mean 192.0.2.0/24"), "{e}");
+        let e = error_for(&format!("{GOOD}\n[access]\ndeny = [\"not-a-net\"]\n"));
+        assert!(e.starts_with("test.toml:12: access.deny: "), "{e}");
+        let e = error_for(&format!("{GOOD}\n[access]\ndeny-action = \"rstr\"\n"));
+        assert!(e.starts_with("test.toml:12: access.deny-action: "), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! stratumd: the daemon's composition root. Config, time core, clock sources, the sync thread,
 //! the socket backend and its counters; `main.rs` only parses the command line and calls [`run`].
 
+pub mod admission;
 pub mod clock;
 pub mod config;
 pub mod hostclock;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use stratum_proto::ServerSnapshot;
 
+use admission::Admission;
 use config::Config;
 use socket::SocketBackend;
 use stats::Totals;
@@ -37,7 +39,8 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     let mut sync = SyncLoop::new(source, cell.clone(), precision);
     let first = sync.update();
 
-    let backend = SocketBackend::start(&config.server, &cell, &shutdown)?;
+    let admission = Admission::from_config(config, false);
+    let backend = SocketBackend::start(&config.server, &admission, &cell, &shutdown)?;
     let sync_thread = sync.spawn(shutdown.clone())?;
 
     let cores: Vec<String> =
@@ -55,6 +58,23 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         leap = ?first.leap,
         "stratumd started"
     );
+    match &admission.limiter {
+        Some(l) => {
+            let c = l.config();
+            tracing::info!(
+                clients = l.capacity(),
+                memory_mib = l.memory_bytes() >> 20,
+                interval = c.interval,
+                burst = c.burst,
+                leak = c.leak,
+                kod = c.kod,
+                ipv4_prefix = c.ipv4_prefix,
+                ipv6_prefix = c.ipv6_prefix,
+                "rate limiting on"
+            );
+        }
+        None => tracing::info!("rate limiting off"),
+    }
     for addr in &backend.addresses {
         let host = if addr.is_ipv6() { format!("{}", addr.ip()) } else { addr.ip().to_string() };
         let host = if host == "0.0.0.0" {

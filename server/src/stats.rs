@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use stratum_proto::ratelimit::{RateDecision, RateOutcome};
 use stratum_proto::{DropReason, KissCode, Verdict};
 
 const KISS_CODES: [KissCode; 3] = [KissCode::Rate, KissCode::Deny, KissCode::Rstr];
@@ -17,6 +18,13 @@ pub struct WorkerCounters {
     /// Replies decided but not sent (socket buffer full, send error).
     pub send_failed: AtomicU64,
     pub receive_errors: AtomicU64,
+    /// Requests over their client's limit answered anyway (the leak).
+    pub ratelimit_leaked: AtomicU64,
+    /// Clients that got a new record in the rate limiter table, and of those, how many evicted one.
+    pub ratelimit_inserted: AtomicU64,
+    pub ratelimit_evicted: AtomicU64,
+    /// Clients flagged for retrying fast while limited.
+    pub ratelimit_fast_clients: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
@@ -44,6 +52,21 @@ impl WorkerCounters {
     pub fn add_receive_error(&self) {
         bump(&self.receive_errors, 1);
     }
+
+    pub fn count_rate_outcome(&self, o: &RateOutcome) {
+        if o.decision == RateDecision::Leak {
+            bump(&self.ratelimit_leaked, 1);
+        }
+        if o.inserted {
+            bump(&self.ratelimit_inserted, 1);
+        }
+        if o.evicted {
+            bump(&self.ratelimit_evicted, 1);
+        }
+        if o.flagged_fast {
+            bump(&self.ratelimit_fast_clients, 1);
+        }
+    }
 }
 
 fn kiss_index(code: KissCode) -> usize {
@@ -59,6 +82,10 @@ pub struct Totals {
     pub dropped: [u64; DropReason::ALL.len()],
     pub send_failed: u64,
     pub receive_errors: u64,
+    pub ratelimit_leaked: u64,
+    pub ratelimit_inserted: u64,
+    pub ratelimit_evicted: u64,
+    pub ratelimit_fast_clients: u64,
 }
 
 impl Totals {
@@ -70,6 +97,10 @@ impl Totals {
             t.answered += get(&w.answered);
             t.send_failed += get(&w.send_failed);
             t.receive_errors += get(&w.receive_errors);
+            t.ratelimit_leaked += get(&w.ratelimit_leaked);
+            t.ratelimit_inserted += get(&w.ratelimit_inserted);
+            t.ratelimit_evicted += get(&w.ratelimit_evicted);
+            t.ratelimit_fast_clients += get(&w.ratelimit_fast_clients);
             for (sum, c) in t.kod.iter_mut().zip(&w.kod) {
                 *sum += get(c);
             }
@@ -99,6 +130,16 @@ impl Totals {
         }
         if self.receive_errors > 0 {
             s += &format!(" receive_errors={}", self.receive_errors);
+        }
+        for (name, n) in [
+            ("ratelimit_leaked", self.ratelimit_leaked),
+            ("ratelimit_clients_inserted", self.ratelimit_inserted),
+            ("ratelimit_clients_evicted", self.ratelimit_evicted),
+            ("ratelimit_fast_clients", self.ratelimit_fast_clients),
+        ] {
+            if n > 0 {
+                s += &format!(" {name}={n}");
+            }
         }
         s
     }

@@ -19,8 +19,9 @@ use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use socket2::Socket;
-use stratum_proto::{respond, AdmissionPolicy, DropReason, RxMeta, ServeAll, Verdict};
+use stratum_proto::{respond, AdmissionPolicy, DropReason, RxMeta, Verdict};
 
+use crate::admission::Admission;
 use crate::config::{ServerConfig, Timestamping, Workers};
 use crate::hostclock;
 use crate::stats::WorkerCounters;
@@ -38,7 +39,12 @@ pub struct SocketBackend {
 
 impl SocketBackend {
     /// Opens every socket (so that bind errors surface before anything runs) and starts the workers.
-    pub fn start(config: &ServerConfig, cell: &Arc<SnapshotCell>, shutdown: &Arc<AtomicBool>) -> anyhow::Result<Self> {
+    pub fn start(
+        config: &ServerConfig,
+        admission: &Admission,
+        cell: &Arc<SnapshotCell>,
+        shutdown: &Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
         let available = core_affinity::get_core_ids().unwrap_or_default();
         let workers = match config.workers {
             Workers::Count(n) => n,
@@ -74,6 +80,7 @@ impl SocketBackend {
         for (id, sockets) in per_worker.into_iter().enumerate() {
             let worker_counters = Arc::new(WorkerCounters::default());
             counters.push(worker_counters.clone());
+            let policy = admission.for_worker(worker_counters.clone());
             let wildcard = addresses.iter().map(|a| a.ip().is_unspecified()).collect();
             let worker = Worker {
                 sockets,
@@ -92,7 +99,7 @@ impl SocketBackend {
                             tracing::warn!(worker = id, core, "could not pin worker to its core");
                         }
                     }
-                    worker.run(ServeAll);
+                    worker.run(policy);
                 })
                 .context("cannot start a worker thread")?;
             threads.push(thread);
