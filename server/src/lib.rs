@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod clock;
 pub mod config;
+pub mod histogram;
 pub mod hostclock;
 pub mod socket;
 pub mod stats;

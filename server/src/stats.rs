@@ -1,12 +1,16 @@
 //! Request counters. Each worker owns one [`WorkerCounters`] on its own cache lines and is its only
-//! writer (plain load + store, no atomic read-modify-write); readers sum them when asked.
+//! writer (plain load + store, no atomic read-modify-write); readers sum them when asked (the
+//! stop summary, `/metrics`, `stratumctl`), so a reader never makes a worker wait.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use stratum_proto::ratelimit::{RateDecision, RateOutcome};
 use stratum_proto::{DropReason, KissCode, Verdict};
 
-const KISS_CODES: [KissCode; 3] = [KissCode::Rate, KissCode::Deny, KissCode::Rstr];
+use crate::histogram::TurnaroundHistogram;
+
+/// The kiss codes counted, in the order of [`WorkerCounters::kod`].
+pub const KISS_CODES: [KissCode; 3] = [KissCode::Rate, KissCode::Deny, KissCode::Rstr];
 
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -25,6 +29,8 @@ pub struct WorkerCounters {
     pub ratelimit_evicted: AtomicU64,
     /// Clients flagged for retrying fast while limited.
     pub ratelimit_fast_clients: AtomicU64,
+    /// Turnaround (T3 − T2) of answered requests.
+    pub turnaround: TurnaroundHistogram,
 }
 
 fn bump(counter: &AtomicU64, n: u64) {

@@ -3,7 +3,8 @@
 //! with [`stratum_proto::respond`], and sends the replies back with one sendmmsg.
 //!
 //! Per packet there is no allocation, no lock, no syscall and no log line; the kernel receive
-//! stamp (SO_TIMESTAMPING) is T2 and the clock is read for T3 as the last step of each reply.
+//! stamp (SO_TIMESTAMPING) is T2 and the clock is read for T3 as the last step of each reply;
+//! T3 − T2 goes into the worker's own turnaround histogram.
 
 pub mod bind;
 pub mod cmsg;
@@ -211,7 +212,18 @@ impl Worker {
                 (Some(client), _) => {
                     let rx_time = info.rx_stamp().unwrap_or_else(|| *fallback_rx.get_or_insert_with(hostclock::now));
                     let rx = RxMeta { client, rx_time, noise: rng.next_u64() };
-                    respond(payload, rx, &snapshot, admission, hostclock::now)
+                    // T3 as respond() read it (raw host clock, like rx_time), for the turnaround
+                    // histogram; only a normal reply reads the clock.
+                    let mut tx_time = None;
+                    let verdict = respond(payload, rx, &snapshot, admission, || {
+                        let t3 = hostclock::now();
+                        tx_time = Some(t3);
+                        t3
+                    });
+                    if let Some(t3) = tx_time {
+                        self.counters.turnaround.record(t3.since(rx_time));
+                    }
+                    verdict
                 }
             };
             self.counters.count(&verdict);
