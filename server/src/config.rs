@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
@@ -29,6 +29,64 @@ pub struct Config {
     pub access: AccessSection,
     #[serde(default)]
     pub log: LogConfig,
+    /// Absent: no `/metrics` endpoint.
+    #[serde(default)]
+    pub metrics: Option<MetricsSection>,
+    /// Absent: no control socket (and no `stratumctl`).
+    #[serde(default)]
+    pub control: Option<ControlSection>,
+}
+
+/// Where `/metrics` listens when `[metrics]` gives no `listen`.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9123";
+/// Where the control socket is made when `[control]` gives no `socket`.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/stratumd/control.sock";
+/// The longest path a Unix socket address holds (sun_path, less its terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// `[metrics]`: Prometheus text exposition over HTTP on a management address.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetricsSection {
+    #[serde(default = "default_metrics_listen", deserialize_with = "management_address")]
+    pub listen: SocketAddr,
+}
+
+fn default_metrics_listen() -> SocketAddr {
+    DEFAULT_METRICS_LISTEN.parse().expect("literal")
+}
+
+fn management_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        de::Error::custom(format!("`{text}` is not a socket address (like \"127.0.0.1:9123\" or \"[::1]:9123\")"))
+    })
+}
+
+/// `[control]`: the Unix socket `stratumctl` talks to.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ControlSection {
+    #[serde(default = "default_control_socket", deserialize_with = "socket_path")]
+    pub socket: PathBuf,
+}
+
+fn default_control_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_CONTROL_SOCKET)
+}
+
+fn socket_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.is_empty() || text.ends_with('/') {
+        return Err(de::Error::custom(format!("`{text}` is not a file path")));
+    }
+    if text.len() > MAX_SOCKET_PATH {
+        return Err(de::Error::custom(format!(
+            "{} bytes is too long for a Unix socket path (at most {MAX_SOCKET_PATH})",
+            text.len()
+        )));
+    }
+    Ok(PathBuf::from(text))
 }
 
 /// `[ratelimit]`: chrony's `ratelimit` semantics (see proto's ratelimit module).
@@ -526,6 +584,34 @@ stratum = 3
         assert!(e.starts_with("test.toml:12: access.deny: "), "{e}");
         let e = error_for(&format!("{GOOD}\n[access]\ndeny-action = \"rstr\"\n"));
         assert!(e.starts_with("test.toml:12: access.deny-action: "), "{e}");
+    }
+
+    #[test]
+    fn metrics_and_control_sections() {
+        let c = Config::parse(GOOD, "t").unwrap();
+        assert!(c.metrics.is_none() && c.control.is_none(), "both off unless configured");
+        let c = Config::parse(&format!("{GOOD}\n[metrics]\n[control]\n"), "t").unwrap();
+        assert_eq!(c.metrics.unwrap().listen, "127.0.0.1:9123".parse().unwrap());
+        assert_eq!(c.control.unwrap().socket, PathBuf::from("/run/stratumd/control.sock"));
+        let text = format!("{GOOD}\n[metrics]\nlisten = \"[::1]:9200\"\n[control]\nsocket = \"/tmp/s.sock\"\n");
+        let c = Config::parse(&text, "t").unwrap();
+        assert_eq!(c.metrics.unwrap().listen, "[::1]:9200".parse().unwrap());
+        assert_eq!(c.control.unwrap().socket, PathBuf::from("/tmp/s.sock"));
+    }
+
+    #[test]
+    fn bad_metrics_and_control_values_name_the_key() {
+        let e = error_for(&format!("{GOOD}\n[metrics]\nlisten = \"localhost\"\n"));
+        assert!(e.starts_with("test.toml:12: metrics.listen: `localhost` is not a socket address"), "{e}");
+        let e = error_for(&format!("{GOOD}\n[metrics]\nport = 9123\n"));
+        assert!(e.starts_with("test.toml:12: metrics.port: unknown field"), "{e}");
+        assert!(e.contains("port"), "{e}");
+        let e = error_for(&format!("{GOOD}\n[control]\nsocket = \"/{}\"\n", "x".repeat(120)));
+        assert!(e.starts_with("test.toml:12: control.socket: 121 bytes is too long"), "{e}");
+        let e = error_for(&format!("{GOOD}\n[control]\nsocket = \"\"\n"));
+        assert!(e.starts_with("test.toml:12: control.socket: "), "{e}");
+        let e = error_for(&format!("{GOOD}\n[control]\nsocket = 5\n"));
+        assert!(e.starts_with("test.toml:12: control.socket: "), "{e}");
     }
 
     #[test]

@@ -1,31 +1,39 @@
 //! stratumd: the daemon's composition root. Config, time core, clock sources, the sync thread,
-//! the socket backend and its counters; `main.rs` only parses the command line and calls [`run`].
+//! the socket backend and its counters, `/metrics` and the control socket; `main.rs` only parses the
+//! command line and calls [`run`].
 
 pub mod admission;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod histogram;
 pub mod hostclock;
+pub mod metrics;
 pub mod socket;
 pub mod stats;
+pub mod status;
 pub mod sync;
 pub mod timecore;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use stratum_proto::ServerSnapshot;
 
 use admission::Admission;
 use config::Config;
+use control::ControlServer;
+use metrics::MetricsServer;
 use socket::SocketBackend;
 use stats::Totals;
+use status::{ServerStatus, WorkerHandle};
 use sync::SyncLoop;
 use timecore::SnapshotCell;
 
 /// Runs the server until SIGTERM or SIGINT, then stops within a second.
 pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         // A second signal while stopping ends the process at once.
@@ -42,6 +50,33 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
 
     let admission = Admission::from_config(config, false);
     let backend = SocketBackend::start(&config.server, &admission, &cell, &shutdown)?;
+    let status = Arc::new(ServerStatus {
+        version: env!("CARGO_PKG_VERSION"),
+        started,
+        backend: "socket",
+        addresses: backend.addresses.clone(),
+        workers: backend
+            .counters
+            .iter()
+            .zip(&backend.cores)
+            .enumerate()
+            .map(|(id, (counters, core))| WorkerHandle { id, core: *core, counters: counters.clone() })
+            .collect(),
+        clock_source: description.clone(),
+        cell: cell.clone(),
+        limiter: admission.limiter.clone(),
+    });
+    // Management interfaces start after the data plane, so their errors (a taken port, a live
+    // control socket) stop stratumd with a message; the workers it started stop with it.
+    let management = start_management(config, &status, &shutdown);
+    let (metrics_server, control_server) = match management {
+        Ok(m) => m,
+        Err(e) => {
+            shutdown.store(true, Ordering::Relaxed);
+            backend.join();
+            return Err(e);
+        }
+    };
     let sync_thread = sync.spawn(shutdown.clone())?;
 
     let cores: Vec<String> =
@@ -88,6 +123,13 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         tracing::info!("query it with: chronyd -Q -t 6 'server {host} port {} iburst maxsamples 1'", addr.port());
     }
 
+    if let Some(m) = &metrics_server {
+        tracing::info!("metrics on http://{}/metrics", m.address);
+    }
+    if let Some(c) = &control_server {
+        tracing::info!("control socket {} (stratumctl --socket {} status)", c.path.display(), c.path.display());
+    }
+
     while !shutdown.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -95,7 +137,40 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     let counters = backend.counters.clone();
     backend.join();
     let _ = sync_thread.join();
+    if let Some(m) = metrics_server {
+        m.join();
+    }
+    if let Some(c) = control_server {
+        c.join();
+    }
     let totals = Totals::sum(counters.iter().map(|c| c.as_ref()));
     tracing::info!("stopped: {}", totals.summary());
     Ok(())
+}
+
+type Management = (Option<MetricsServer>, Option<ControlServer>);
+
+fn start_management(
+    config: &Config,
+    status: &Arc<ServerStatus>,
+    shutdown: &Arc<AtomicBool>,
+) -> anyhow::Result<Management> {
+    let metrics = match &config.metrics {
+        Some(m) => Some(MetricsServer::start(m.listen, status.clone(), shutdown.clone())?),
+        None => None,
+    };
+    let control = match &config.control {
+        Some(c) => match ControlServer::start(&c.socket, status.clone(), shutdown.clone()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                shutdown.store(true, Ordering::Relaxed);
+                if let Some(m) = metrics {
+                    m.join();
+                }
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    Ok((metrics, control))
 }

@@ -1,0 +1,173 @@
+//! The control socket `stratumctl` talks to: a Unix stream socket (mode 0660), one JSON request
+//! line in, one JSON response line out, then the connection closes.
+//!
+//! Requests: `{"command":"status"}`, `{"command":"workers"}`, `{"command":"sources"}`,
+//! `{"command":"clients","top":N}`. A response is the command's JSON object, or
+//! `{"error":"..."}`. Served on its own threads (one per connection, a few at most); it only reads
+//! [`ServerStatus`], so it never makes a worker wait.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::metrics::{spawn_limited, wait_readable, CLIENT_TIMEOUT};
+use crate::status::ServerStatus;
+
+/// The longest request line read.
+pub const MAX_REQUEST_BYTES: u64 = 4096;
+/// The most clients `clients --top` lists.
+pub const MAX_TOP: usize = 10_000;
+/// The socket file's mode: owner and group (the operators' group) may connect.
+pub const SOCKET_MODE: u32 = 0o660;
+
+/// One request, as its JSON line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase")]
+pub enum ControlRequest {
+    Status,
+    Workers,
+    Sources,
+    Clients {
+        #[serde(default = "default_top")]
+        top: usize,
+    },
+}
+
+fn default_top() -> usize {
+    10
+}
+
+/// Answers one request line.
+pub fn handle_line(status: &ServerStatus, line: &str) -> Value {
+    match serde_json::from_str::<ControlRequest>(line.trim()) {
+        Ok(ControlRequest::Status) => status.status_json(),
+        Ok(ControlRequest::Workers) => status.workers_json(),
+        Ok(ControlRequest::Sources) => status.sources_json(),
+        Ok(ControlRequest::Clients { top }) if (1..=MAX_TOP).contains(&top) => status.clients_json(top),
+        Ok(ControlRequest::Clients { top }) => json!({ "error": format!("top {top} is outside 1..={MAX_TOP}") }),
+        Err(e) => json!({ "error": format!("bad request: {e}") }),
+    }
+}
+
+fn serve_connection(stream: UnixStream, status: &ServerStatus) {
+    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
+    let mut line = String::new();
+    let Ok(mut writer) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(stream.take(MAX_REQUEST_BYTES));
+    let response = match reader.read_line(&mut line) {
+        Ok(_) if line.ends_with('\n') => handle_line(status, &line),
+        Ok(_) if line.len() as u64 >= MAX_REQUEST_BYTES => json!({ "error": "request too long" }),
+        // EOF without a newline: take what came.
+        Ok(n) if n > 0 => handle_line(status, &line),
+        _ => return,
+    };
+    let mut out = response.to_string();
+    out.push('\n');
+    let _ = writer.write_all(out.as_bytes());
+}
+
+/// Makes the socket: creates the parent directory if missing, removes a stale socket file (one
+/// nobody answers on), refuses to replace a live one or a file that is not a socket.
+fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                bail!("{} is in use: another stratumd is running with this control socket", path.display());
+            }
+            std::fs::remove_file(path).with_context(|| format!("cannot remove the stale {}", path.display()))?;
+        }
+        Ok(_) => bail!("{} exists and is not a socket; not replacing it", path.display()),
+        Err(_) => {}
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot make the control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    Ok(listener)
+}
+
+/// The control socket, served on its own thread until shutdown; the file is removed on join.
+#[derive(Debug)]
+pub struct ControlServer {
+    pub path: PathBuf,
+    thread: JoinHandle<()>,
+}
+
+impl ControlServer {
+    pub fn start(path: &Path, status: Arc<ServerStatus>, shutdown: Arc<AtomicBool>) -> anyhow::Result<Self> {
+        let listener = bind(path)?;
+        listener.set_nonblocking(true)?;
+        let thread = std::thread::Builder::new()
+            .name("stratumd-control".into())
+            .spawn(move || {
+                let in_flight = Arc::new(AtomicUsize::new(0));
+                while !shutdown.load(Ordering::Relaxed) {
+                    if !wait_readable(listener.as_raw_fd()) {
+                        continue;
+                    }
+                    if let Ok((stream, _)) = listener.accept() {
+                        if stream.set_nonblocking(false).is_ok() {
+                            let status = status.clone();
+                            spawn_limited(&in_flight, "stratumd-ctl", move || serve_connection(stream, &status));
+                        }
+                    }
+                }
+            })
+            .context("cannot start the control thread")?;
+        Ok(Self { path: path.to_path_buf(), thread })
+    }
+
+    /// Waits for the thread (after shutdown was raised) and removes the socket file.
+    pub fn join(self) {
+        let _ = self.thread.join();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The client side, for `stratumctl`: sends one request, returns the response object.
+pub fn request(path: &Path, request: &ControlRequest, timeout: std::time::Duration) -> anyhow::Result<Value> {
+    let mut stream = UnixStream::connect(path).with_context(|| format!("cannot connect to {}", path.display()))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut response = String::new();
+    BufReader::new(stream.take(64 << 20))
+        .read_line(&mut response)
+        .with_context(|| format!("no answer from {}", path.display()))?;
+    let value: Value = serde_json::from_str(&response).context("stratumd sent something that is not JSON")?;
+    if let Some(error) = value.get("error").and_then(Value::as_str) {
+        bail!("stratumd: {error}");
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_one_json_line() {
+        let r = ControlRequest::Clients { top: 5 };
+        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"command":"clients","top":5}"#);
+        assert_eq!(serde_json::to_string(&ControlRequest::Status).unwrap(), r#"{"command":"status"}"#);
+        let parsed: ControlRequest = serde_json::from_str(r#"{"command":"clients"}"#).unwrap();
+        assert_eq!(parsed, ControlRequest::Clients { top: 10 });
+        assert!(serde_json::from_str::<ControlRequest>(r#"{"command":"reboot"}"#).is_err());
+        assert!(serde_json::from_str::<ControlRequest>(r#"{"command":"clients","top":-1}"#).is_err());
+    }
+}

@@ -1,0 +1,255 @@
+//! What the operator interfaces (`/metrics`, the control socket) read: shared handles to the
+//! workers' counters, the time core and the rate limiter, plus the facts fixed at start.
+//!
+//! Everything here is read-only and lock-free: counters and histograms are loaded atomically, the
+//! snapshot is a seqlock read, the rate limiter is scanned without stopping anyone. A reader
+//! never makes a worker wait.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+use stratum_proto::ratelimit::RateLimiter;
+use stratum_proto::{DropReason, RefId, ServerSnapshot};
+
+use crate::hostclock;
+use crate::stats::{Totals, WorkerCounters, KISS_CODES};
+use crate::timecore::SnapshotCell;
+
+/// One worker as the operator sees it.
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    pub id: usize,
+    pub core: Option<usize>,
+    pub counters: Arc<WorkerCounters>,
+}
+
+/// The running server, for readers.
+#[derive(Debug)]
+pub struct ServerStatus {
+    pub version: &'static str,
+    pub started: Instant,
+    /// The data plane: `"socket"` (the only one so far).
+    pub backend: &'static str,
+    pub addresses: Vec<SocketAddr>,
+    pub workers: Vec<WorkerHandle>,
+    /// The clock source as the start-up summary describes it.
+    pub clock_source: String,
+    pub cell: Arc<SnapshotCell>,
+    pub limiter: Option<Arc<RateLimiter>>,
+}
+
+/// The clock state as operators read it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClockState {
+    pub synchronized: bool,
+    pub stratum: u8,
+    pub leap: u8,
+    pub precision_seconds: f64,
+    pub root_delay_seconds: f64,
+    pub root_dispersion_seconds: f64,
+    pub ref_id: RefId,
+}
+
+impl ClockState {
+    pub fn of(snapshot: &ServerSnapshot) -> Self {
+        // Root dispersion grows from its base: report it as of now, as a reply now would carry it.
+        let now = snapshot.correction.apply(hostclock::now());
+        Self {
+            synchronized: snapshot.is_synchronized(),
+            stratum: snapshot.stratum,
+            leap: snapshot.leap.to_bits(),
+            precision_seconds: 2f64.powi(snapshot.precision.into()),
+            root_delay_seconds: snapshot.root_delay.to_seconds_f64(),
+            root_dispersion_seconds: snapshot.root_dispersion_at(now).to_seconds_f64(),
+            ref_id: snapshot.ref_id,
+        }
+    }
+}
+
+/// A reference id as text: four ASCII characters, or a dotted IPv4 address.
+pub fn ref_id_text(id: RefId) -> String {
+    if id.0.iter().all(|b| b.is_ascii_graphic() || *b == 0) {
+        id.0.iter().take_while(|b| **b != 0).map(|b| *b as char).collect()
+    } else {
+        IpAddr::from(id.0).to_string()
+    }
+}
+
+impl ServerStatus {
+    pub fn uptime_seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    pub fn clock(&self) -> ClockState {
+        ClockState::of(&self.cell.load().1)
+    }
+
+    pub fn totals(&self) -> Totals {
+        Totals::sum(self.workers.iter().map(|w| w.counters.as_ref()))
+    }
+
+    /// `stratumctl status`.
+    pub fn status_json(&self) -> Value {
+        let clock = self.clock();
+        json!({
+            "version": self.version,
+            "uptime_seconds": round_ms(self.uptime_seconds()),
+            "backend": self.backend,
+            "workers": self.workers.len(),
+            "listen": self.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "clock_source": self.clock_source,
+            "synchronized": clock.synchronized,
+            "stratum": clock.stratum,
+            "leap": clock.leap,
+            "refid": ref_id_text(clock.ref_id),
+            "precision_seconds": clock.precision_seconds,
+            "root_delay_seconds": clock.root_delay_seconds,
+            "root_dispersion_seconds": clock.root_dispersion_seconds,
+            "ratelimit": self.limiter.is_some(),
+            "requests": totals_json(&self.totals()),
+        })
+    }
+
+    /// `stratumctl workers`.
+    pub fn workers_json(&self) -> Value {
+        let workers: Vec<Value> = self
+            .workers
+            .iter()
+            .map(|w| {
+                let mut o = Map::new();
+                o.insert("id".into(), w.id.into());
+                o.insert("core".into(), w.core.map_or(Value::Null, Value::from));
+                if let Value::Object(counters) = totals_json(&Totals::sum([w.counters.as_ref()])) {
+                    o.extend(counters);
+                }
+                Value::Object(o)
+            })
+            .collect();
+        json!({ "workers": workers })
+    }
+
+    /// `stratumctl sources`: upstream servers and reference clocks. None exist yet (upstream and
+    /// GPS discipline are later work); the clock source in use is named instead.
+    pub fn sources_json(&self) -> Value {
+        json!({
+            "sources": [],
+            "clock_source": self.clock_source,
+            "note": "no upstream or reference-clock sources in this release; the clock source serves the host clock",
+        })
+    }
+
+    /// `stratumctl clients --top N`: the heaviest clients in the rate limiter's table.
+    pub fn clients_json(&self, top: usize) -> Value {
+        let Some(limiter) = &self.limiter else {
+            return json!({ "ratelimit": false, "clients": [] });
+        };
+        let clients: Vec<Value> = limiter
+            .top(top)
+            .iter()
+            .map(|c| {
+                json!({
+                    "prefix": format!("{}/{}", c.address, c.prefix_len),
+                    "requests": c.requests,
+                    "limited": c.limited,
+                    "fast_retries": c.fast_retries,
+                })
+            })
+            .collect();
+        json!({
+            "ratelimit": true,
+            "tracked": limiter.occupancy(),
+            "capacity": limiter.capacity(),
+            "clients": clients,
+        })
+    }
+}
+
+fn round_ms(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
+
+/// Counters as JSON: `received`, `answered`, `kod` by code, `dropped` by reason, and the rest.
+pub fn totals_json(t: &Totals) -> Value {
+    let kod: Map<String, Value> = KISS_CODES.iter().zip(t.kod).map(|(c, n)| (c.as_str().into(), n.into())).collect();
+    let dropped: Map<String, Value> =
+        DropReason::ALL.iter().zip(t.dropped).map(|(r, n)| (r.as_str().into(), n.into())).collect();
+    json!({
+        "received": t.received,
+        "answered": t.answered,
+        "kod": kod,
+        "dropped": dropped,
+        "send_failed": t.send_failed,
+        "receive_errors": t.receive_errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratum_proto::{KissCode, Verdict};
+
+    fn status(limiter: bool) -> ServerStatus {
+        let workers: Vec<WorkerHandle> = (0..2)
+            .map(|id| WorkerHandle { id, core: Some(id), counters: Arc::new(WorkerCounters::default()) })
+            .collect();
+        workers[0].counters.add_received(3);
+        workers[0].counters.count(&Verdict::Reply(48));
+        workers[0].counters.count(&Verdict::Kod(KissCode::Rate));
+        workers[1].counters.add_received(1);
+        workers[0].counters.count(&Verdict::Drop(DropReason::Short));
+        workers[1].counters.count(&Verdict::Drop(DropReason::Short));
+        let limiter =
+            limiter.then(|| Arc::new(RateLimiter::new(&stratum_proto::ratelimit::RateLimitConfig::default(), [1, 2])));
+        ServerStatus {
+            version: "0.0.0",
+            started: Instant::now(),
+            backend: "socket",
+            addresses: vec!["127.0.0.1:123".parse().unwrap()],
+            workers,
+            clock_source: "local".into(),
+            cell: SnapshotCell::new(ServerSnapshot::unsynchronized(-20)),
+            limiter,
+        }
+    }
+
+    #[test]
+    fn status_carries_clock_state_and_totals() {
+        let s = status(false).status_json();
+        assert_eq!(s["backend"], "socket");
+        assert_eq!(s["workers"], 2);
+        assert_eq!(s["synchronized"], false);
+        assert_eq!(s["stratum"], 16);
+        assert_eq!(s["leap"], 3);
+        assert_eq!(s["requests"]["received"], 4);
+        assert_eq!(s["requests"]["answered"], 1);
+        assert_eq!(s["requests"]["kod"]["rate"], 1);
+        assert_eq!(s["requests"]["dropped"]["short"], 2);
+        assert_eq!(s["listen"][0], "127.0.0.1:123");
+    }
+
+    #[test]
+    fn workers_are_listed_with_their_own_counters() {
+        let w = status(false).workers_json();
+        assert_eq!(w["workers"][0]["core"], 0);
+        assert_eq!(w["workers"][0]["received"], 3);
+        assert_eq!(w["workers"][1]["dropped"]["short"], 1);
+    }
+
+    #[test]
+    fn clients_without_rate_limiting_is_an_empty_list() {
+        assert_eq!(status(false).clients_json(5), json!({ "ratelimit": false, "clients": [] }));
+        let with = status(true).clients_json(5);
+        assert_eq!(with["ratelimit"], true);
+        assert_eq!(with["clients"], json!([]));
+        assert_eq!(status(false).sources_json()["sources"], json!([]));
+    }
+
+    #[test]
+    fn ref_ids_as_text() {
+        assert_eq!(ref_id_text(RefId(*b"LOCL")), "LOCL");
+        assert_eq!(ref_id_text(RefId(*b"GPS\0")), "GPS");
+        assert_eq!(ref_id_text(RefId([192, 0, 2, 1])), "192.0.2.1");
+    }
+}
