@@ -316,39 +316,52 @@ impl RateLimiter {
         self.sets.iter().flat_map(|s| s.0.iter()).filter(|w| w.load(Ordering::Relaxed) != 0).count()
     }
 
-    /// The `n` clients with the most (estimated) requests, read without stopping anyone.
+    /// The `n` clients with the most (estimated) requests, read without stopping anyone. One pass
+    /// over the table, keeping only the best `n` (a bounded heap), so memory stays O(n).
     pub fn top(&self, n: usize) -> Vec<ClientUsage> {
-        let mut all: Vec<ClientUsage> = Vec::new();
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        if n == 0 {
+            return Vec::new();
+        }
+        // Min-heap on (requests, limited, record index): the root is the weakest of the best n.
+        let mut best: BinaryHeap<Reverse<(u64, u64, usize)>> = BinaryHeap::with_capacity(n + 1);
         for (set_index, set) in self.sets.iter().enumerate() {
             for (way, cell) in set.0.iter().enumerate() {
                 let word = cell.load(Ordering::Relaxed);
-                if word == 0 {
-                    continue;
-                }
                 let index = set_index * WAYS + way;
-                let is_v6 = (word >> 63) == 1;
                 let stats = Stats::unpack(self.stats[index].load(Ordering::Relaxed));
-                if stats.tag != tag_of((word >> 32) as u32) {
-                    continue; // not sampled since this client took the record
+                if word == 0 || stats.tag != tag_of((word >> 32) as u32) {
+                    continue; // empty, or not sampled since this client took the record
                 }
+                best.push(Reverse((u64::from(stats.samples), u64::from(stats.limited), index)));
+                if best.len() > n {
+                    best.pop();
+                }
+            }
+        }
+        let mut top: Vec<ClientUsage> = best
+            .into_iter()
+            .map(|Reverse((_, _, index))| {
+                let word = self.sets[index / WAYS].0[index % WAYS].load(Ordering::Relaxed);
+                let stats = Stats::unpack(self.stats[index].load(Ordering::Relaxed));
                 let prefix = self.prefixes[index].load(Ordering::Relaxed);
-                let (address, prefix_len) = if is_v6 {
+                let (address, prefix_len) = if (word >> 63) == 1 {
                     (IpAddr::V6(Ipv6Addr::from(u128::from(prefix) << 64)), self.config.ipv6_prefix)
                 } else {
                     (IpAddr::V4(Ipv4Addr::from(prefix as u32)), self.config.ipv4_prefix)
                 };
-                all.push(ClientUsage {
+                ClientUsage {
                     address,
                     prefix_len,
                     requests: u64::from(stats.samples) * SAMPLE_WEIGHT,
                     limited: u64::from(stats.limited) * SAMPLE_WEIGHT,
                     fast_retries: stats.flags & FLAG_FAST != 0,
-                });
-            }
-        }
-        all.sort_unstable_by(|a, b| b.requests.cmp(&a.requests).then(b.limited.cmp(&a.limited)));
-        all.truncate(n);
-        all
+                }
+            })
+            .collect();
+        top.sort_unstable_by(|a, b| b.requests.cmp(&a.requests).then(b.limited.cmp(&a.limited)));
+        top
     }
 
     /// The client's key: its address masked to the configured prefix.

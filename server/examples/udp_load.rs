@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use socket2::{Domain, Protocol, Socket, Type};
+use stratumd::socket::bind::set_int;
 
 /// Requests per sendmmsg (and replies per recvmmsg).
 const BATCH: usize = 64;
@@ -257,24 +258,6 @@ fn open_socket(target: SocketAddr) -> anyhow::Result<Socket> {
     socket.bind(&local.into())?;
     socket.connect(&target.into())?;
     Ok(socket)
-}
-
-fn set_int(socket: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: `value` is a live c_int and the length passed is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// Sum of the kernel's per-socket drop counters (/proc/net/udp{,6}, last column) over the

@@ -7,11 +7,10 @@
 //! [`ServerStatus`], so it never makes a worker wait.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -19,7 +18,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::metrics::{spawn_limited, wait_readable, CLIENT_TIMEOUT};
+use crate::endpoint::{self, CLIENT_TIMEOUT};
 use crate::status::ServerStatus;
 
 /// The longest request line read.
@@ -113,18 +112,10 @@ impl ControlServer {
         let thread = std::thread::Builder::new()
             .name("stratumd-control".into())
             .spawn(move || {
-                let in_flight = Arc::new(AtomicUsize::new(0));
-                while !shutdown.load(Ordering::Relaxed) {
-                    if !wait_readable(listener.as_raw_fd()) {
-                        continue;
-                    }
-                    if let Ok((stream, _)) = listener.accept() {
-                        if stream.set_nonblocking(false).is_ok() {
-                            let status = status.clone();
-                            spawn_limited(&in_flight, "stratumd-ctl", move || serve_connection(stream, &status));
-                        }
-                    }
-                }
+                let accept = |l: &UnixListener| l.accept().and_then(|(s, _)| s.set_nonblocking(false).map(|()| s));
+                endpoint::accept_loop(&listener, accept, "stratumd-ctl", &shutdown, move |stream| {
+                    serve_connection(stream, &status)
+                });
             })
             .context("cannot start the control thread")?;
         Ok(Self { path: path.to_path_buf(), thread })

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod endpoint;
 pub mod histogram;
 pub mod hostclock;
 pub mod metrics;

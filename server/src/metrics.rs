@@ -11,11 +11,9 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use anyhow::Context;
 use prometheus::core::{Collector, Desc};
@@ -23,6 +21,7 @@ use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{Encoder, Registry, TextEncoder};
 use stratum_proto::DropReason;
 
+use crate::endpoint::{self, CLIENT_TIMEOUT};
 use crate::histogram::HistogramSnapshot;
 use crate::stats::{Totals, KISS_CODES};
 use crate::status::ServerStatus;
@@ -31,12 +30,6 @@ use crate::status::ServerStatus;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The longest request head we read; anything longer is refused.
 pub const MAX_REQUEST_BYTES: usize = 8192;
-/// How long a client may take to send its request or read the answer.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Connections served at once; more are closed unanswered.
-pub const MAX_CONNECTIONS: usize = 8;
-/// How often the accept loop looks at the shutdown flag.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// One exported metric: name, help, type, and its labels' names.
 struct Family {
@@ -229,8 +222,8 @@ impl Collector for StratumCollector {
 
         let totals = s.totals();
         out.gauge("stratumd_ratelimit_enabled", &[], f64::from(u8::from(s.limiter.is_some())));
-        let (tracked, capacity, memory) =
-            s.limiter.as_ref().map_or((0, 0, 0), |l| (l.occupancy(), l.capacity(), l.memory_bytes()));
+        let (capacity, memory) = s.limiter.as_ref().map_or((0, 0), |l| (l.capacity(), l.memory_bytes()));
+        let tracked = s.tracked_clients();
         out.gauge("stratumd_ratelimit_clients", &[], tracked as f64);
         out.gauge("stratumd_ratelimit_capacity_clients", &[], capacity as f64);
         out.gauge("stratumd_ratelimit_memory_bytes", &[], memory as f64);
@@ -355,32 +348,6 @@ fn serve_connection(mut stream: TcpStream, registry: &Registry) {
     let _ = stream.flush();
 }
 
-/// Runs `serve` on a short-lived thread of its own, unless [`MAX_CONNECTIONS`] are already being
-/// served (then the connection is dropped: closed unanswered). So a slow or silent client holds
-/// one slot for at most [`CLIENT_TIMEOUT`] and never delays anyone else, a worker least of all.
-pub fn spawn_limited(in_flight: &Arc<AtomicUsize>, name: &str, serve: impl FnOnce() + Send + 'static) {
-    if in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-        in_flight.fetch_sub(1, Ordering::AcqRel);
-        return;
-    }
-    let slot = in_flight.clone();
-    let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
-        serve();
-        slot.fetch_sub(1, Ordering::AcqRel);
-    });
-    if spawned.is_err() {
-        in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Waits up to [`POLL_INTERVAL`] for `fd` to become readable (a connection to accept).
-pub fn wait_readable(fd: std::os::fd::RawFd) -> bool {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: pfd is one valid pollfd that lives across the call.
-    let ready = unsafe { libc::poll(&mut pfd, 1, POLL_INTERVAL.as_millis() as libc::c_int) };
-    ready > 0 && pfd.revents & libc::POLLIN != 0
-}
-
 /// The `/metrics` endpoint: bound at start (so a taken port is a start-up error) and served on
 /// its own thread until shutdown.
 #[derive(Debug)]
@@ -398,18 +365,10 @@ impl MetricsServer {
         let thread = std::thread::Builder::new()
             .name("stratumd-metrics".into())
             .spawn(move || {
-                let in_flight = Arc::new(AtomicUsize::new(0));
-                while !shutdown.load(Ordering::Relaxed) {
-                    if !wait_readable(listener.as_raw_fd()) {
-                        continue;
-                    }
-                    if let Ok((stream, _)) = listener.accept() {
-                        if stream.set_nonblocking(false).is_ok() {
-                            let registry = registry.clone();
-                            spawn_limited(&in_flight, "stratumd-scrape", move || serve_connection(stream, &registry));
-                        }
-                    }
-                }
+                let accept = |l: &TcpListener| l.accept().and_then(|(s, _)| s.set_nonblocking(false).map(|()| s));
+                endpoint::accept_loop(&listener, accept, "stratumd-scrape", &shutdown, move |stream| {
+                    serve_connection(stream, &registry)
+                });
             })
             .context("cannot start the metrics thread")?;
         Ok(Self { address, thread })

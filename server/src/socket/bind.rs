@@ -50,7 +50,8 @@ fn enable_packet_info(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
     }
 }
 
-fn set_int(socket: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+/// setsockopt with an int value, the shape of most socket options.
+pub fn set_int(socket: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: `value` is a live c_int and the length passed is its size.
     let rc = unsafe {
