@@ -61,6 +61,12 @@ const FAMILIES: &[Family] = &[
     family("stratumd_socket_send_failures_total", COUNTER, &["worker"], "Replies decided but not sent."),
     family("stratumd_socket_receive_errors_total", COUNTER, &["worker"], "Failed receive calls."),
     family(
+        "stratumd_socket_receive_drops_total",
+        COUNTER,
+        &["worker"],
+        "Datagrams the kernel dropped on the worker's sockets for want of buffer space (never seen by stratumd).",
+    ),
+    family(
         "stratumd_turnaround_seconds",
         HISTOGRAM,
         &[],
@@ -191,6 +197,7 @@ impl Collector for StratumCollector {
             out.counter("stratumd_socket_received_total", &[("worker", &id)], t.received);
             out.counter("stratumd_socket_send_failures_total", &[("worker", &id)], t.send_failed);
             out.counter("stratumd_socket_receive_errors_total", &[("worker", &id)], t.receive_errors);
+            out.counter("stratumd_socket_receive_drops_total", &[("worker", &id)], t.socket_drops);
         }
 
         let histogram = HistogramSnapshot::merge(s.workers.iter().map(|w| &w.counters.turnaround));

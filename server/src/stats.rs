@@ -22,6 +22,9 @@ pub struct WorkerCounters {
     /// Replies decided but not sent (socket buffer full, send error).
     pub send_failed: AtomicU64,
     pub receive_errors: AtomicU64,
+    /// Datagrams the kernel dropped on this worker's sockets for want of buffer space (SO_RXQ_OVFL):
+    /// requests that never reached us, so they are in no other counter.
+    pub socket_drops: AtomicU64,
     /// Requests over their client's limit answered anyway (the leak).
     pub ratelimit_leaked: AtomicU64,
     /// Clients that got a new record in the rate limiter table, and of those, how many evicted one.
@@ -59,6 +62,10 @@ impl WorkerCounters {
         bump(&self.receive_errors, 1);
     }
 
+    pub fn set_socket_drops(&self, total: u64) {
+        self.socket_drops.store(total, Ordering::Relaxed);
+    }
+
     pub fn count_rate_outcome(&self, o: &RateOutcome) {
         if o.decision == RateDecision::Leak {
             bump(&self.ratelimit_leaked, 1);
@@ -88,6 +95,7 @@ pub struct Totals {
     pub dropped: [u64; DropReason::ALL.len()],
     pub send_failed: u64,
     pub receive_errors: u64,
+    pub socket_drops: u64,
     pub ratelimit_leaked: u64,
     pub ratelimit_inserted: u64,
     pub ratelimit_evicted: u64,
@@ -103,6 +111,7 @@ impl Totals {
             t.answered += get(&w.answered);
             t.send_failed += get(&w.send_failed);
             t.receive_errors += get(&w.receive_errors);
+            t.socket_drops += get(&w.socket_drops);
             t.ratelimit_leaked += get(&w.ratelimit_leaked);
             t.ratelimit_inserted += get(&w.ratelimit_inserted);
             t.ratelimit_evicted += get(&w.ratelimit_evicted);
@@ -136,6 +145,9 @@ impl Totals {
         }
         if self.receive_errors > 0 {
             s += &format!(" receive_errors={}", self.receive_errors);
+        }
+        if self.socket_drops > 0 {
+            s += &format!(" socket_drops={}", self.socket_drops);
         }
         for (name, n) in [
             ("ratelimit_leaked", self.ratelimit_leaked),

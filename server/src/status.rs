@@ -189,6 +189,7 @@ pub fn totals_json(t: &Totals) -> Value {
         "dropped": dropped,
         "send_failed": t.send_failed,
         "receive_errors": t.receive_errors,
+        "socket_drops": t.socket_drops,
     })
 }
 

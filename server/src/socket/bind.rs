@@ -27,6 +27,8 @@ pub fn open(addr: SocketAddr, timestamping: Timestamping) -> io::Result<Socket> 
     let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER_BYTES);
     socket.set_read_timeout(Some(WAKE_INTERVAL))?;
     enable_timestamping(&socket, timestamping)?;
+    // Each datagram then carries the socket's drop count: the kernel-side loss operators must see.
+    set_int(&socket, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)?;
     if addr.ip().is_unspecified() {
         enable_packet_info(&socket, addr)?;
     }

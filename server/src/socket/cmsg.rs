@@ -25,9 +25,11 @@ pub const fn space(data: usize) -> usize {
 const TIMESTAMPING_LEN: usize = 3 * 16;
 const IN_PKTINFO_LEN: usize = 12;
 const IN6_PKTINFO_LEN: usize = 20;
+/// SO_RXQ_OVFL: the socket's cumulative count of datagrams dropped for want of buffer space.
+const RXQ_OVFL_LEN: usize = 4;
 
 /// Room for everything we ask the kernel for on receive.
-pub const RECV_SPACE: usize = space(TIMESTAMPING_LEN) + space(IN6_PKTINFO_LEN);
+pub const RECV_SPACE: usize = space(TIMESTAMPING_LEN) + space(IN6_PKTINFO_LEN) + space(RXQ_OVFL_LEN);
 /// Room for what we attach on send.
 pub const SEND_SPACE: usize = space(IN6_PKTINFO_LEN);
 
@@ -59,6 +61,8 @@ pub struct RecvInfo {
     pub software_stamp: Option<NtpTimestamp>,
     pub hardware_stamp: Option<NtpTimestamp>,
     pub packet_info: Option<PacketInfo>,
+    /// Datagrams this socket has dropped so far (a wrapping 32-bit count), when the kernel says.
+    pub socket_drops: Option<u32>,
 }
 
 impl RecvInfo {
@@ -86,6 +90,9 @@ pub fn parse(buf: &[u8]) -> RecvInfo {
             (libc::SOL_SOCKET, libc::SO_TIMESTAMPING) if data.len() >= TIMESTAMPING_LEN => {
                 info.software_stamp = timespec(&data[0..16]);
                 info.hardware_stamp = timespec(&data[32..48]);
+            }
+            (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) if data.len() >= RXQ_OVFL_LEN => {
+                info.socket_drops = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]));
             }
             (libc::IPPROTO_IP, libc::IP_PKTINFO) if data.len() >= IN_PKTINFO_LEN => {
                 let local = Ipv4Addr::new(data[4], data[5], data[6], data[7]);
@@ -186,6 +193,9 @@ mod tests {
         let pi = info.packet_info.unwrap();
         assert!(pi.is_unicast());
         assert_eq!(pi.interface, 2);
+        assert_eq!(info.socket_drops, None);
+        buf.extend(message(libc::SOL_SOCKET, libc::SO_RXQ_OVFL, &77u32.to_ne_bytes()));
+        assert_eq!(parse(&buf).socket_drops, Some(77));
     }
 
     #[test]

@@ -90,6 +90,7 @@ impl SocketBackend {
                 reader: SnapshotReader::new(cell.clone()),
                 counters: worker_counters,
                 shutdown: shutdown.clone(),
+                socket_drops: vec![0; addresses.len()],
             };
             let core = cores[id];
             let thread = std::thread::Builder::new()
@@ -150,6 +151,8 @@ struct Worker {
     reader: SnapshotReader,
     counters: Arc<WorkerCounters>,
     shutdown: Arc<AtomicBool>,
+    /// The kernel's latest drop count for each of this worker's sockets.
+    socket_drops: Vec<u32>,
 }
 
 impl Worker {
@@ -203,8 +206,10 @@ impl Worker {
         let wildcard = self.wildcard[socket];
         // Read once per batch, and only when a datagram came without a kernel stamp.
         let mut fallback_rx = None;
+        let mut drops_seen = None;
         for i in 0..n {
             let (payload, truncated, source, info) = batch.datagram(i);
+            drops_seen = info.socket_drops.or(drops_seen);
             let verdict = match (source, info.packet_info) {
                 _ if truncated => Verdict::Drop(DropReason::TooLong),
                 (_, Some(dst)) if !dst.is_unicast() => Verdict::Drop(DropReason::Destination),
@@ -231,6 +236,11 @@ impl Worker {
                 let reply_from = if wildcard { info.packet_info } else { None };
                 batch.queue_reply(i, len, reply_from.as_ref());
             }
+        }
+        if let Some(drops) = drops_seen {
+            // The kernel's count is cumulative per socket; the worker publishes the sum.
+            self.socket_drops[socket] = drops;
+            self.counters.set_socket_drops(self.socket_drops.iter().map(|d| u64::from(*d)).sum());
         }
         let (_, failed) = batch.send_queued(fd);
         if failed > 0 {

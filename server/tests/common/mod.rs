@@ -89,6 +89,10 @@ impl Server {
         server
     }
 
+    pub fn pid(&self) -> libc::pid_t {
+        self.child.as_ref().expect("running").id() as libc::pid_t
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("stratumd.toml")
     }
