@@ -1,0 +1,159 @@
+//! The command line. Exit status: 0 done, 1 an error (bad arguments, no reply, invalid reply,
+//! refused target), 2 a kiss-o'-death answer to `query`.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::load::{self, LoadConfig};
+use crate::query::{self, QueryError};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_KISS_OF_DEATH: u8 = 2;
+const MAX_TIMEOUT_S: f64 = 60.0;
+
+/// NTP query tool and load generator for stratumd (and any NTP server you own).
+#[derive(Debug, Parser)]
+#[command(name = "stratum-bench", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One NTP exchange: offset, delay, stratum, refid, leap, root delay/dispersion, precision, poll.
+    /// Exit 2 on a kiss-o'-death, 1 on no valid reply.
+    Query(QueryArgs),
+    /// An open-loop, fixed-rate load step with every reply checked; loopback targets only unless
+    /// --i-own-this-target.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The server: HOST[:PORT] (port 123 when omitted); IPv6 as [ADDR]:PORT.
+    #[arg(value_name = "HOST[:PORT]")]
+    pub server: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for a valid reply (at most 60).
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Server to load: a loopback address and port, e.g. 127.0.0.1:11123.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub target: SocketAddr,
+    /// Requests per second offered; 0 sends as fast as possible.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub rate: u64,
+    /// Length of the send phase, in seconds (at most 60); replies are drained 200 ms more.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub duration: f64,
+    /// Client sockets (distinct source ports), used round-robin one batch of 64 at a time.
+    #[arg(long, value_name = "K", default_value_t = 16)]
+    pub sockets: usize,
+    /// Pin the generator to this CPU core.
+    #[arg(long, value_name = "C")]
+    pub core: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Allow a target that is not a loopback address (a server in a network namespace, or a lab
+    /// machine you own). Never point a load generator at someone else's server.
+    #[arg(long)]
+    pub i_own_this_target: bool,
+}
+
+/// Parses `args` (the program name first), runs the command, writes its output to `out` and any
+/// error, as one line, to `err`. Returns the exit status.
+pub fn run<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };
+            let text = e.render().to_string();
+            let _ = if e.use_stderr() { err.write_all(text.as_bytes()) } else { out.write_all(text.as_bytes()) };
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Query(a) => run_query(&a, out),
+        Command::Load(a) => run_load(&a, out).map_err(QueryError::Failed),
+    };
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            let _ = writeln!(err, "stratum-bench: {e}");
+            match e {
+                QueryError::KissOfDeath { .. } => EXIT_KISS_OF_DEATH,
+                QueryError::Failed(_) => EXIT_ERROR,
+            }
+        }
+    }
+}
+
+fn run_query(a: &QueryArgs, out: &mut dyn Write) -> Result<(), QueryError> {
+    if !(a.timeout > 0.0 && a.timeout <= MAX_TIMEOUT_S) {
+        return Err(anyhow::anyhow!("--timeout must be more than 0 and at most {MAX_TIMEOUT_S} seconds").into());
+    }
+    let server = query::resolve(&a.server)?;
+    let report = query::query(server, Duration::from_secs_f64(a.timeout))?;
+    let text =
+        if a.json { serde_json::to_string(&report).map_err(anyhow::Error::from)? + "\n" } else { report.to_text() };
+    out.write_all(text.as_bytes()).map_err(anyhow::Error::from)?;
+    Ok(())
+}
+
+fn run_load(a: &LoadArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let config = LoadConfig::new(a.target, a.i_own_this_target, a.rate, a.duration, a.sockets, a.core)?;
+    let report = load::run(&config)?;
+    let text = if a.json { serde_json::to_string(&report)? + "\n" } else { report.to_text() };
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> (u8, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run(std::iter::once("stratum-bench").chain(args.iter().copied()), &mut out, &mut err);
+        (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    }
+
+    #[test]
+    fn non_loopback_load_is_refused_before_any_socket_is_opened() {
+        let (code, out, err) = run_args(&["load", "--target", "192.0.2.1:123", "--rate", "10", "--duration", "1"]);
+        assert_eq!(code, EXIT_ERROR);
+        assert!(out.is_empty());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("not a loopback address") && err.contains("--i-own-this-target"), "{err}");
+    }
+
+    #[test]
+    fn bad_arguments_exit_1_and_help_exits_0() {
+        assert_eq!(run_args(&["load", "--target", "localhost:123"]).0, EXIT_ERROR);
+        assert_eq!(run_args(&["load"]).0, EXIT_ERROR);
+        assert_eq!(run_args(&["load", "--target", "127.0.0.1:9", "--duration", "61"]).0, EXIT_ERROR);
+        assert_eq!(run_args(&["query"]).0, EXIT_ERROR);
+        assert_eq!(run_args(&["query", "127.0.0.1:9", "--timeout", "0"]).0, EXIT_ERROR);
+        assert_eq!(run_args(&["frobnicate"]).0, EXIT_ERROR);
+        let (code, out, _) = run_args(&["--help"]);
+        assert_eq!(code, EXIT_OK);
+        assert!(out.contains("query") && out.contains("load"), "{out}");
+    }
+}

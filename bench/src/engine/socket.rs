@@ -1,0 +1,384 @@
+//! The socket engine: an open-loop NTP load generator on UDP sockets, in one thread.
+//!
+//! It offers NTPv4 client (mode 3) requests at a fixed rate in sendmmsg batches of 64, spread over
+//! `sockets` connected UDP sockets (distinct source ports, so SO_REUSEPORT spreads them across a
+//! server's workers), reads the replies with recvmmsg in the same thread, and checks every one
+//! against the request it answers (see [`crate::reply`]).
+//!
+//! Each transmit timestamp is `(run nonce << 32) | sequence number`, so a reply names its request.
+//! Batch k holds sequence numbers [64k, 64k + 64); a ring of [`RING_BATCHES`] send records, made
+//! before the run, keeps per batch its send time (monotonic, for the RTT; CLOCK_REALTIME, for the T2
+//! window) and one bit per request that is set by its first reply, so duplicates are caught. The
+//! RTT and turnaround histograms are allocated before the run too: nothing allocates per packet.
+//!
+//! The send phase runs for `duration`, then replies are drained for [`DRAIN`] (or until every
+//! request is answered).
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use socket2::{Domain, Protocol, Socket, Type};
+use stratum_proto::packet::HEADER_LEN;
+use stratum_proto::NtpTimestamp;
+
+use crate::clock::now_ntp;
+use crate::load::{Counts, LoadConfig, LoadOutcome};
+use crate::reply::{self, Invalid, ReplyClass};
+
+/// Requests per sendmmsg (and replies per recvmmsg); one u64 of "seen" bits per batch.
+pub const BATCH: usize = 64;
+/// Receive buffer length; larger than a reply so that oversized ones are seen as such.
+const RECV_LEN: usize = 512;
+/// How long replies are collected after the last request was sent.
+pub const DRAIN: Duration = Duration::from_millis(200);
+/// Socket buffers we ask for (forced past rmem_max/wmem_max when privileged).
+const SOCKET_BUFFER_BYTES: libc::c_int = 8 << 20;
+/// Send records kept: 2^16 batches = 4 M requests (2 MiB). A reply to a request older than that
+/// is counted as late; at 10 M requests/s that is 0.4 s, far more than any socket buffer holds.
+pub const RING_BATCHES: usize = 1 << 16;
+/// Histogram range: 1 ns to 1 hour, 3 significant digits.
+const HISTOGRAM_MAX_NS: u64 = 3_600_000_000_000;
+
+/// 64 datagram buffers with their iovecs and mmsghdrs. The headers point into the other vectors'
+/// heap allocations, which are never resized or reallocated after construction.
+struct Batch {
+    buffers: Vec<[u8; RECV_LEN]>,
+    iov: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+}
+
+impl Batch {
+    fn new(len: usize) -> Self {
+        // SAFETY: iovec and mmsghdr are plain C structs for which all-zero bytes are a valid value
+        // (null pointers and zero lengths).
+        let (iov, headers) = unsafe { (vec![std::mem::zeroed(); BATCH], vec![std::mem::zeroed(); BATCH]) };
+        let mut batch = Self { buffers: vec![[0u8; RECV_LEN]; BATCH], iov, headers };
+        for i in 0..BATCH {
+            batch.iov[i].iov_base = batch.buffers[i].as_mut_ptr().cast();
+            batch.iov[i].iov_len = len;
+            batch.headers[i].msg_hdr.msg_iov = &mut batch.iov[i];
+            batch.headers[i].msg_hdr.msg_iovlen = 1;
+        }
+        batch
+    }
+
+    /// Sends all 64 buffers (first `len` bytes, as set in `new`) on a connected socket; returns
+    /// how many left.
+    fn send(&mut self, fd: RawFd) -> io::Result<usize> {
+        // SAFETY: every header points at a buffer and iovec owned by `self` (set up in `new`,
+        // never moved); the socket is connected, so no address is needed.
+        let n = unsafe { libc::sendmmsg(fd, self.headers.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN | libc::EINTR | libc::ECONNREFUSED) => Ok(0),
+                _ => Err(e),
+            };
+        }
+        Ok(n as usize)
+    }
+
+    /// Receives up to 64 datagrams without blocking; returns how many arrived.
+    fn receive(&mut self, fd: RawFd) -> io::Result<usize> {
+        for h in &mut self.headers {
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: as in `send`; each iovec has the length of the buffer it points at.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                // ECONNREFUSED: an ICMP port unreachable (no server yet, or it went away).
+                Some(libc::EAGAIN | libc::EINTR | libc::ECONNREFUSED) => Ok(0),
+                _ => Err(e),
+            };
+        }
+        Ok(n as usize)
+    }
+}
+
+/// The send record of one batch.
+#[derive(Clone, Copy)]
+struct SendRecord {
+    /// The batch number this record is for; `u64::MAX` before first use.
+    batch: u64,
+    /// Monotonic send time, nanoseconds since the run started.
+    sent_ns: u64,
+    /// CLOCK_REALTIME read just before sendmmsg: T1 of every request in the batch.
+    sent_ntp: NtpTimestamp,
+    /// Bit i: request 64 * batch + i has been answered.
+    seen: u64,
+}
+
+impl SendRecord {
+    const UNUSED: Self = Self { batch: u64::MAX, sent_ns: 0, sent_ntp: NtpTimestamp::ZERO, seen: 0 };
+}
+
+struct Generator {
+    nonce: u32,
+    sockets: Vec<Socket>,
+    poll_fds: Vec<libc::pollfd>,
+    tx: Batch,
+    rx: Batch,
+    /// Sequence numbers handed out so far (a multiple of 64).
+    next_seq: u64,
+    ring: Vec<SendRecord>,
+    rtt_ns: Histogram<u64>,
+    turnaround_ns: Histogram<u64>,
+    counts: Counts,
+    start: Instant,
+}
+
+impl Generator {
+    fn send_batch(&mut self, socket: usize) -> io::Result<()> {
+        let base = self.next_seq;
+        for (i, buf) in self.tx.buffers.iter_mut().enumerate() {
+            let transmit = reply::load_transmit(self.nonce, (base + i as u64) as u32);
+            buf[40..48].copy_from_slice(&transmit.to_be_bytes());
+        }
+        let batch = base / BATCH as u64;
+        self.next_seq += BATCH as u64;
+        // T1 as late as possible, but before the requests leave.
+        self.ring[batch as usize % RING_BATCHES] =
+            SendRecord { batch, sent_ns: self.start.elapsed().as_nanos() as u64, sent_ntp: now_ntp(), seen: 0 };
+        let n = self.tx.send(self.sockets[socket].as_raw_fd())?;
+        self.counts.sent += n as u64;
+        self.counts.send_errors += (BATCH - n) as u64;
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for replies, then reads every socket that has some until it is empty.
+    fn receive_ready(&mut self, timeout: Duration) -> io::Result<()> {
+        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as _ };
+        // SAFETY: poll_fds is a live array of pollfd of the length passed; `ts` outlives the call;
+        // a null signal mask leaves the mask unchanged.
+        let ready = unsafe {
+            libc::ppoll(self.poll_fds.as_mut_ptr(), self.poll_fds.len() as libc::nfds_t, &ts, std::ptr::null())
+        };
+        if ready < 0 {
+            let e = io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::EINTR) { Ok(()) } else { Err(e) };
+        }
+        if ready == 0 {
+            return Ok(());
+        }
+        for s in 0..self.poll_fds.len() {
+            if self.poll_fds[s].revents == 0 {
+                continue;
+            }
+            let fd = self.poll_fds[s].fd;
+            loop {
+                let n = self.rx.receive(fd)?;
+                // T4 of every reply in this recvmmsg: read once, after they all arrived.
+                let now_ns = self.start.elapsed().as_nanos() as u64;
+                let now_ntp = now_ntp();
+                for i in 0..n {
+                    self.check_reply(i, now_ns, now_ntp);
+                }
+                if n < BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_reply(&mut self, i: usize, now_ns: u64, now_ntp: NtpTimestamp) {
+        self.counts.received += 1;
+        match self.classify(i, now_ns, now_ntp) {
+            Ok(ReplyClass::Served) => self.counts.valid += 1,
+            Ok(ReplyClass::Kod(_)) => self.counts.kod += 1,
+            Ok(ReplyClass::Unsynchronized) => self.counts.unsynced += 1,
+            Err(why) => self.counts.count_invalid(why),
+        }
+    }
+
+    fn classify(&mut self, i: usize, now_ns: u64, now_ntp: NtpTimestamp) -> Result<ReplyClass, Invalid> {
+        let h = &self.rx.headers[i];
+        if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            return Err(Invalid::Length);
+        }
+        let len = (h.msg_len as usize).min(RECV_LEN);
+        let r = reply::check_load_reply(&self.rx.buffers[i][..len], self.nonce)?;
+        let seq = u64::from(r.seq);
+        if seq >= self.next_seq {
+            return Err(Invalid::Origin);
+        }
+        let batch = seq / BATCH as u64;
+        let record = &mut self.ring[batch as usize % RING_BATCHES];
+        if record.batch != batch {
+            return Err(Invalid::Late);
+        }
+        let bit = 1u64 << (seq % BATCH as u64);
+        if record.seen & bit != 0 {
+            return Err(Invalid::Duplicate);
+        }
+        record.seen |= bit;
+        self.counts.answered += 1;
+        self.rtt_ns.saturating_record(now_ns.saturating_sub(record.sent_ns).max(1));
+        if r.class == ReplyClass::Served {
+            let turnaround = reply::check_timestamps(record.sent_ntp, r.receive, r.transmit, now_ntp, r.precision)?;
+            self.turnaround_ns.saturating_record(turnaround.to_nanos().max(1) as u64);
+        }
+        Ok(r.class)
+    }
+}
+
+/// setsockopt with an int value.
+fn set_int(socket: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int and the length passed is its size; the fd is open (owned by
+    // `socket`).
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn open_socket(target: SocketAddr) -> anyhow::Result<Socket> {
+    let domain = if target.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_nonblocking(true)?;
+    for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+        if set_int(&socket, libc::SOL_SOCKET, force, SOCKET_BUFFER_BYTES).is_err() {
+            // Unprivileged: capped at net.core.[rw]mem_max.
+            let _ = set_int(&socket, libc::SOL_SOCKET, plain, SOCKET_BUFFER_BYTES);
+        }
+    }
+    // Loopback targets get a loopback source (as before: the sockets never touch another
+    // interface); others an unspecified one, which the kernel fills in on connect.
+    let local: SocketAddr = match (target.is_ipv4(), target.ip().is_loopback()) {
+        (true, true) => (Ipv4Addr::LOCALHOST, 0).into(),
+        (true, false) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        (false, true) => (Ipv6Addr::LOCALHOST, 0).into(),
+        (false, false) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    socket.bind(&local.into())?;
+    socket.connect(&target.into())?;
+    Ok(socket)
+}
+
+/// Sum of the kernel's per-socket drop counters (/proc/net/udp{,6}, last column) over the
+/// sockets of this network namespace whose local port is in `ports`.
+fn socket_drops(ports: &[u16]) -> u64 {
+    let mut total = 0;
+    for file in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else { continue };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = fields.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            if port.is_some_and(|p| ports.contains(&p)) {
+                total += fields.last().and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// Runs one load step. `config` was validated by [`LoadConfig::new`].
+pub fn run(config: &LoadConfig) -> anyhow::Result<LoadOutcome> {
+    if let Some(core) = config.core {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+            bail!("cannot pin to core {core}");
+        }
+    }
+    // Best effort: 1 µs timer slack, so that short pacing waits end close to when they should.
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and touches no memory of ours.
+    let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };
+
+    let sockets = (0..config.sockets)
+        .map(|_| open_socket(config.target))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("cannot open the client sockets")?;
+    let local_ports: Vec<u16> =
+        sockets.iter().filter_map(|s| s.local_addr().ok()?.as_socket()).map(|a| a.port()).collect();
+    let poll_fds =
+        sockets.iter().map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+
+    let mut tx = Batch::new(HEADER_LEN);
+    for buf in &mut tx.buffers {
+        buf[0] = 0x23; // LI 0, version 4, mode 3 (client)
+        buf[2] = 6; // poll 2^6 s
+        buf[3] = 0xec; // precision 2^-20 s
+    }
+    let histogram = || Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_NS, 3).expect("valid histogram bounds");
+    let mut g = Generator {
+        nonce: rand::random::<u32>() | 1,
+        sockets,
+        poll_fds,
+        tx,
+        rx: Batch::new(RECV_LEN),
+        next_seq: 0,
+        ring: vec![SendRecord::UNUSED; RING_BATCHES],
+        rtt_ns: histogram(),
+        turnaround_ns: histogram(),
+        counts: Counts::default(),
+        start: Instant::now(),
+    };
+    // Only a loopback server's socket is in our view of /proc/net/udp.
+    let server_drops_before = config.target.ip().is_loopback().then(|| socket_drops(&[config.target.port()]));
+
+    // Send phase: batch k is due at start + k * 64 / rate; a late generator catches up at once.
+    // The sequence numbers are 32 bits: the send phase also stops before they would wrap.
+    let interval =
+        if config.rate == 0 { Duration::ZERO } else { Duration::from_secs_f64(BATCH as f64 / config.rate as f64) };
+    g.start = Instant::now();
+    let end = g.start + config.duration;
+    let mut batch_no: u32 = 0;
+    loop {
+        let now = Instant::now();
+        if now >= end || g.next_seq + BATCH as u64 > u64::from(u32::MAX) {
+            break;
+        }
+        let due = g.start + interval * batch_no;
+        if now >= due {
+            g.send_batch(batch_no as usize % config.sockets)?;
+            batch_no += 1;
+            g.receive_ready(Duration::ZERO)?;
+        } else {
+            g.receive_ready((due - now).min(end - now))?;
+        }
+    }
+    let send_elapsed = g.start.elapsed();
+    let drain_end = Instant::now() + DRAIN;
+    loop {
+        let now = Instant::now();
+        if now >= drain_end || g.counts.answered >= g.counts.sent {
+            break;
+        }
+        g.receive_ready((drain_end - now).min(Duration::from_millis(5)))?;
+    }
+
+    let server_socket_drops =
+        server_drops_before.map(|before| socket_drops(&[config.target.port()]).saturating_sub(before));
+    Ok(LoadOutcome {
+        counts: g.counts,
+        send_elapsed,
+        server_socket_drops,
+        client_socket_drops: socket_drops(&local_ports),
+        rtt_ns: g.rtt_ns,
+        turnaround_ns: g.turnaround_ns,
+    })
+}

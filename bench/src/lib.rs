@@ -1,0 +1,14 @@
+//! stratum-bench: an NTP query tool and an open-loop load generator that checks every reply.
+//!
+//! - [`query`]: one client exchange (offset, delay, stratum, refid, ...), as `ntpdig` does.
+//! - [`load`]: a fixed-rate step against one server, with per-reply validation, RTT and server
+//!   turnaround histograms; its engines are in [`engine`].
+//! - [`reply`]: the pure half: reply checks and timestamp arithmetic, built on stratum-proto.
+//! - [`cli`]: the command line; `main.rs` only calls [`cli::run`].
+
+pub mod cli;
+pub mod clock;
+pub mod engine;
+pub mod load;
+pub mod query;
+pub mod reply;

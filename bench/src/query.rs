@@ -1,0 +1,213 @@
+//! `stratum-bench query`: one NTP client exchange from a fresh socket, like `ntpdig` or `chronyd -Q`.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use stratum_proto::{NtpPacket, NtpTimestamp};
+
+use crate::clock::now_ntp;
+use crate::reply::{self, QueryRejection};
+
+pub const DEFAULT_PORT: u16 = 123;
+
+/// What went wrong with a query; [`QueryError::KissOfDeath`] has its own exit status.
+#[derive(Debug)]
+pub enum QueryError {
+    /// The server answered with a kiss-o'-death (RATE, DENY, RSTR, ...).
+    KissOfDeath { server: SocketAddr, code: String },
+    /// No valid reply: nothing arrived in time, the port is closed, or what came was invalid.
+    Failed(anyhow::Error),
+}
+
+impl std::fmt::Display for QueryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::KissOfDeath { server, code } => {
+                write!(f, "{server} answered with a kiss-o'-death {code}: it asks us to stop or slow down")
+            }
+            Self::Failed(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl From<anyhow::Error> for QueryError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Failed(e)
+    }
+}
+
+/// The outcome of one exchange, in the units `--json` prints (seconds; log2 fields as given).
+#[derive(Clone, Debug, Serialize)]
+pub struct QueryReport {
+    pub server: String,
+    pub version: u8,
+    /// Leap indicator: 0 none, 1 insert, 2 delete, 3 unsynchronised.
+    pub leap: u8,
+    pub leap_text: &'static str,
+    pub stratum: u8,
+    pub refid: String,
+    /// Seconds the server's clock is ahead of ours.
+    pub offset: f64,
+    /// Round-trip delay, seconds.
+    pub delay: f64,
+    pub root_delay: f64,
+    pub root_dispersion: f64,
+    /// The server's clock precision, seconds (2^precision_log2).
+    pub precision: f64,
+    pub precision_log2: i8,
+    /// The poll interval the server suggests, seconds (2^poll_log2).
+    pub poll: f64,
+    pub poll_log2: i8,
+    /// LI is not 3 and the stratum is 1..=15.
+    pub synchronized: bool,
+}
+
+impl QueryReport {
+    pub fn to_text(&self) -> String {
+        format!(
+            "server           {}\n\
+             stratum          {}\n\
+             refid            {}\n\
+             leap             {} ({})\n\
+             offset           {:+.9} s\n\
+             delay            {:.9} s\n\
+             root delay       {:.6} s\n\
+             root dispersion  {:.6} s\n\
+             precision        2^{} ({:.3e} s)\n\
+             poll             2^{} ({} s)\n",
+            self.server,
+            self.stratum,
+            self.refid,
+            self.leap,
+            self.leap_text,
+            self.offset,
+            self.delay,
+            self.root_delay,
+            self.root_dispersion,
+            self.precision_log2,
+            self.precision,
+            self.poll_log2,
+            self.poll,
+        )
+    }
+}
+
+/// `HOST[:PORT]`: an IPv4 address, an IPv6 address (bare or in brackets) or a host name, with the
+/// NTP port when none is given. A name resolves to its first address.
+pub fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(addr) = target.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = target.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, DEFAULT_PORT));
+    }
+    if let Some(ip) = target.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        let ip: Ipv6Addr = ip.parse().map_err(|_| anyhow::anyhow!("{target}: not an IPv6 address"))?;
+        return Ok(SocketAddr::new(ip.into(), DEFAULT_PORT));
+    }
+    let (host, port) = match target.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().map_err(|_| anyhow::anyhow!("{target}: bad port {port:?}"))?),
+        None => (target, DEFAULT_PORT),
+    };
+    if host.is_empty() {
+        anyhow::bail!("{target}: no host");
+    }
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{host} has no address"))
+}
+
+/// Sends one request from a fresh socket and waits up to `timeout` for a valid reply. Packets that
+/// fail the checks (wrong origin, mode, version, length) are ignored, as a client must; if no
+/// valid reply follows, the error names what was ignored.
+pub fn query(server: SocketAddr, timeout: Duration) -> Result<QueryReport, QueryError> {
+    let local: SocketAddr = match server {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(local).map_err(|e| anyhow::anyhow!("cannot open a socket: {e}"))?;
+    socket.connect(server).map_err(|e| anyhow::anyhow!("cannot reach {server}: {e}"))?;
+
+    // A random transmit timestamp (as chrony sends): it reveals nothing about our clock, and a
+    // reply can only echo it if it saw the request. T1 stays here.
+    let transmit = NtpTimestamp::from_bits(rand::random::<u64>() | 1);
+    let request = NtpPacket::client_request(reply::VERSION, transmit).to_bytes();
+    let t1 = now_ntp();
+    socket.send(&request).map_err(|e| anyhow::anyhow!("cannot send to {server}: {e}"))?;
+
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 2048];
+    let mut ignored: Vec<QueryRejection> = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let what = match ignored.first() {
+                None => String::new(),
+                Some(first) => format!(" ({} invalid ignored, first: {first})", ignored.len()),
+            };
+            return Err(anyhow::anyhow!("no valid reply from {server} within {timeout:?}{what}").into());
+        }
+        socket.set_read_timeout(Some(left)).map_err(anyhow::Error::from)?;
+        let len = match socket.recv(&mut buf) {
+            Ok(len) => len,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                return Err(anyhow::anyhow!("{server} refused the request (nothing listens on that port)").into());
+            }
+            Err(e) => return Err(anyhow::anyhow!("receive from {server}: {e}").into()),
+        };
+        let t4 = now_ntp();
+        match reply::check_query_reply(&buf[..len], transmit) {
+            Ok(h) => {
+                let (t2, t3) = (h.receive_timestamp(), h.transmit_timestamp());
+                let stratum = h.stratum();
+                return Ok(QueryReport {
+                    server: server.to_string(),
+                    version: h.version(),
+                    leap: h.leap().to_bits(),
+                    leap_text: reply::leap_text(h.leap()),
+                    stratum,
+                    refid: reply::format_refid(h.ref_id(), stratum),
+                    offset: reply::offset(t1, t2, t3, t4).to_seconds_f64(),
+                    delay: reply::delay(t1, t2, t3, t4).to_seconds_f64(),
+                    root_delay: h.root_delay().to_seconds_f64(),
+                    root_dispersion: h.root_dispersion().to_seconds_f64(),
+                    precision: reply::log2_seconds(h.precision()),
+                    precision_log2: h.precision(),
+                    poll: reply::log2_seconds(h.poll()),
+                    poll_log2: h.poll(),
+                    synchronized: h.leap() != stratum_proto::LeapIndicator::Unsynchronized
+                        && (1..=15).contains(&stratum),
+                });
+            }
+            Err(QueryRejection::KissOfDeath(code)) => {
+                return Err(QueryError::KissOfDeath { server, code: reply::format_refid(code, 0) });
+            }
+            // Bounded: at most this many remembered, the rest only counted by the loop's deadline.
+            Err(other) if ignored.len() < 1024 => ignored.push(other),
+            Err(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_with_and_without_port() {
+        assert_eq!(resolve("127.0.0.1").unwrap(), "127.0.0.1:123".parse().unwrap());
+        assert_eq!(resolve("127.0.0.1:11123").unwrap(), "127.0.0.1:11123".parse().unwrap());
+        assert_eq!(resolve("::1").unwrap(), "[::1]:123".parse().unwrap());
+        assert_eq!(resolve("[::1]").unwrap(), "[::1]:123".parse().unwrap());
+        assert_eq!(resolve("[::1]:4123").unwrap(), "[::1]:4123".parse().unwrap());
+        assert!(resolve("127.0.0.1:notaport").is_err());
+        assert!(resolve(":123").is_err());
+        assert!(resolve("[zz]").is_err());
+    }
+}
