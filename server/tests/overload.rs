@@ -37,10 +37,7 @@ fn kernel_socket_drops_are_counted_when_a_worker_falls_behind() {
     let log = server.stop_output();
     let summary = log.lines().find(|l| l.contains("stopped: ")).unwrap_or_else(|| panic!("{log}"));
     let value = |name: &str| -> u64 {
-        summary
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .map_or(0, |v| v.parse().unwrap())
+        summary.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{name}="))).map_or(0, |v| v.parse().unwrap())
     };
     let (received, drops) = (value("received"), value("socket_drops"));
     assert!(drops > 0, "the overflow was not counted: {summary}");
