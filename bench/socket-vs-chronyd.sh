@@ -4,7 +4,7 @@
 #   bench/socket-vs-chronyd.sh
 #
 # Phase 1: stratumd (1 worker pinned to core 1) and chronyd (taskset -c 1) both run for the whole
-#          phase; the generator (server/examples/udp_load.rs) is pinned to core 0. For each rate of
+#          phase; the generator (`stratum-bench load`, bench/) is pinned to core 0. For each rate of
 #          the ramp, the runs alternate A B A B A B (REPS repetitions). A server's ramp stops after
 #          the first step whose median loss is over 5 %.
 # Phase 2: stratumd with 2 workers (cores 0,1), generator unpinned (it shares both cores with the
@@ -12,15 +12,17 @@
 # Phase 3: generator ceilings at --rate 0 (as fast as possible).
 #
 # A step passes when its median loss over the repetitions is < 1 %, every reply of every repetition
-# was valid (no invalid, KoD or unsynchronised ones) and the generator's median send rate was
-# >= 98 % of the offered rate. The sustainable rate is the highest passing step. (With an even
-# REPS the "median" is the worse middle value.)
+# was valid (no invalid ones, T2/T3 outside the send/receive window included, no KoD or
+# unsynchronised ones) and the generator's median send rate was >= 98 % of the offered rate. The
+# sustainable rate is the highest passing step. (With an even REPS the "median" is the worse middle
+# value.)
 #
 # Traffic goes to 127.0.0.1 only; every run is bounded (STEP_S seconds + 200 ms drain). chronyd runs
 # with -x (never touches the clock) on a private port with a private config. Everything this script
 # starts is stopped on exit.
 #
-# Environment: STEP_S (default 3), REPS (default 3), RATES (space-separated), PORT_BASE (default 23120).
+# Environment: STEP_S (default 3), REPS (default 3), RATES (space-separated), PORT_BASE (default 23120),
+# RESULTS_DIR (default bench/results; point it elsewhere for a run that must not replace the results).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,10 +34,10 @@ P_STRATUMD=$((PORT_BASE + 1))
 P_CHRONYD=$((PORT_BASE + 2))
 P_STRATUMD2=$((PORT_BASE + 3))
 P_SINK=$((PORT_BASE + 4))
-RESULTS=$ROOT/bench/results
+RESULTS=${RESULTS_DIR:-$ROOT/bench/results}
 MD=$RESULTS/socket-vs-chronyd-2core.md
 JSON=$RESULTS/socket-vs-chronyd-2core.json
-GEN=$ROOT/target/release/examples/udp_load
+GEN=$ROOT/target/release/stratum-bench
 STRATUMD=$ROOT/target/release/stratumd
 CHRONYD=${CHRONYD:-$(command -v chronyd || echo /usr/sbin/chronyd)}
 
@@ -79,9 +81,10 @@ for port in $P_STRATUMD $P_CHRONYD $P_STRATUMD2 $P_SINK; do
 done
 
 log "building"
-(cd "$ROOT" && cargo build --release -p stratumd --example udp_load --bin stratumd)
-# What was built: the commit, and whether proto/ or server/ differed from it at build time.
-BUILT="$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- Cargo.toml Cargo.lock proto server ||
+mkdir -p "$RESULTS"
+(cd "$ROOT" && cargo build --release -p stratumd -p stratum-bench --bin stratumd --bin stratum-bench)
+# What was built: the commit, and whether proto/, server/ or bench/ differed from it at build time.
+BUILT="$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- Cargo.toml Cargo.lock proto server bench/src bench/Cargo.toml ||
     echo ' (+ uncommitted changes)')"
 
 # ---- servers ----
@@ -116,7 +119,7 @@ CONF
 wait_ready() { # NAME PORT
     local i
     for i in $(seq 1 50); do
-        if "$GEN" --target "127.0.0.1:$2" --rate 2000 --duration 0.1 --sockets 1 --json 2>/dev/null |
+        if "$GEN" load --target "127.0.0.1:$2" --rate 2000 --duration 0.1 --sockets 1 --json 2>/dev/null |
             jq -e '.valid > 0' >/dev/null; then
             return 0
         fi
@@ -129,7 +132,7 @@ wait_ready() { # NAME PORT
 CMD_STRATUMD1="$STRATUMD --config \$WORK/stratumd-$P_STRATUMD.toml   # workers = 1, cores = [1]"
 CMD_CHRONYD="taskset -c 1 $CHRONYD -x -u root -d -f \$WORK/chrony.conf"
 CMD_STRATUMD2="$STRATUMD --config \$WORK/stratumd-$P_STRATUMD2.toml   # workers = 2, cores = [0, 1]"
-CMD_GEN="$GEN --target 127.0.0.1:PORT --rate RATE --duration $STEP_S --sockets 16 --core 0 --json"
+CMD_GEN="$GEN load --target 127.0.0.1:PORT --rate RATE --duration $STEP_S --sockets 16 --core 0 --json"
 
 : >"$JSON"
 # run NAME PORT RATE REP PHASE [generator args...]: one generator run; its JSON line, tagged, goes
@@ -138,7 +141,7 @@ run() {
     local name=$1 port=$2 rate=$3 rep=$4 phase=$5
     shift 5
     local line
-    line=$("$GEN" --target "127.0.0.1:$port" --rate "$rate" --duration "$STEP_S" --sockets 16 --json "$@")
+    line=$("$GEN" load --target "127.0.0.1:$port" --rate "$rate" --duration "$STEP_S" --sockets 16 --json "$@")
     line=$(jq -c --arg s "$name" --argjson r "$rep" --arg p "$phase" '{server: $s, phase: $p, rep: $r} + .' <<<"$line")
     echo "$line" >>"$JSON"
     echo "$line"
@@ -240,8 +243,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     echo "- Method: open-loop ramp, $STEP_S s per step + 200 ms drain, 16 client sockets, batches of 64;"
     echo "  phase 1 alternates stratumd and chronyd run by run (A B A B ..., $REPS repetitions per step;"
     echo "  phase 2 runs once per step). A step passes when its median loss is < 1 %, every reply was valid"
-    echo "  (no invalid, KoD or unsynchronised) and the generator's median send rate was >= 98 % of the"
-    echo "  offered rate. Sustainable rate = highest passing step."
+    echo "  (no invalid, T2/T3 outside the send/receive window included; no KoD or unsynchronised) and the"
+    echo "  generator's median send rate was >= 98 % of the offered rate. Sustainable rate = highest passing step."
     echo
     echo "## Commands"
     echo
@@ -302,7 +305,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
          else "no" end) as $pass
         | "| \(.phase) | \(.server) | \(.rep) | \(if .phase == "ceiling" then "max" else .offered_rate end) | \(.send_rate) | \(.achieved_reply_rate) | \(.loss_pct) | \(.invalid) | \(.kod) | \(.unsynced) | \(.server_socket_drops) | \(.rtt_p50_us) / \(.rtt_p99_us) | \($pass) |"' "$JSON"
     echo
-    echo "Raw JSON lines: \`bench/results/socket-vs-chronyd-2core.json\`. \"ceiling\" rows are --rate 0 runs;"
+    echo "Raw JSON lines: \`$(basename "$JSON")\` beside this file. \"ceiling\" rows are --rate 0 runs;"
     echo "the \"sink\" is a loopback socket that is never read, so its row is the generator's send-only ceiling."
 } >"$MD"
 
