@@ -1,0 +1,257 @@
+//! The `stratum-bench` binary against small NTP servers made here, on loopback: the exit statuses,
+//! the JSON shapes, and every counter of `load` (each reply kind provoked on purpose). The same
+//! binary against the real stratumd is in server/tests/bench_smoke.rs.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stratum_bench::clock::now_ntp;
+use stratum_proto::{LeapIndicator, NtpDuration, NtpMode, NtpPacket, NtpShort, NtpTimestamp, RefId};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stratum-bench");
+
+/// What a fake server sends back for one request: zero or more datagrams.
+type Answer = dyn Fn(&NtpPacket, NtpTimestamp) -> Vec<Vec<u8>> + Send + Sync;
+
+/// A UDP server on 127.0.0.1 that answers with `answer`; stops on drop (and after 30 s anyway).
+struct FakeServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeServer {
+    fn start(answer: Box<Answer>) -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut buf = [0u8; 2048];
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let Ok((len, from)) = socket.recv_from(&mut buf) else { continue };
+                let t2 = now_ntp();
+                let Some(request) = NtpPacket::parse(&buf[..len]) else { continue };
+                for datagram in answer(&request, t2) {
+                    let _ = socket.send_to(&datagram, from);
+                }
+            }
+        });
+        Self { addr, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An honest server reply to `request`: T2 as given, T3 read now.
+fn reply(request: &NtpPacket, t2: NtpTimestamp) -> NtpPacket {
+    NtpPacket {
+        leap: LeapIndicator::NoWarning,
+        version: request.version,
+        mode: NtpMode::Server,
+        stratum: 1,
+        poll: 6,
+        precision: -25,
+        root_delay: NtpShort::from_micros(15_625),
+        root_dispersion: NtpShort::from_micros(500),
+        ref_id: RefId(*b"GPS\0"),
+        reference_timestamp: t2,
+        origin_timestamp: request.transmit_timestamp,
+        receive_timestamp: t2,
+        transmit_timestamp: now_ntp(),
+    }
+}
+
+fn stratum_bench(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run stratum-bench")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Exactly one JSON object on stdout, one line.
+fn one_json_object(out: &Output) -> Value {
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert!(v.is_object(), "{stdout}");
+    v
+}
+
+#[test]
+fn query_json_has_offset_delay_stratum_leap_refid() {
+    let server = FakeServer::start(Box::new(|req, t2| vec![reply(req, t2).to_bytes().to_vec()]));
+    let out = stratum_bench(&["query", &server.addr.to_string(), "--json", "--timeout", "5"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v = one_json_object(&out);
+    assert!(v["offset"].as_f64().unwrap().abs() < 0.05, "{v}");
+    let delay = v["delay"].as_f64().unwrap();
+    assert!((0.0..0.5).contains(&delay), "{v}");
+    assert_eq!(v["stratum"], 1);
+    assert_eq!(v["leap"], 0);
+    assert_eq!(v["refid"], "GPS");
+    assert_eq!(v["root_delay"], 0.015625);
+    assert!((v["root_dispersion"].as_f64().unwrap() - 0.0005).abs() < 1e-4, "{v}");
+    assert_eq!(
+        (v["precision_log2"].clone(), v["poll_log2"].clone(), v["poll"].clone()),
+        ((-25).into(), 6.into(), 64.0.into())
+    );
+    assert_eq!(v["synchronized"], true);
+}
+
+#[test]
+fn query_text_names_every_field() {
+    let server = FakeServer::start(Box::new(|req, t2| vec![reply(req, t2).to_bytes().to_vec()]));
+    let out = stratum_bench(&["query", &server.addr.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for field in ["offset", "delay", "stratum          1", "refid            GPS", "leap             0 (none)"] {
+        assert!(stdout.contains(field), "{field}: {stdout}");
+    }
+    for field in ["root delay", "root dispersion", "precision        2^-25", "poll             2^6 (64 s)"] {
+        assert!(stdout.contains(field), "{field}: {stdout}");
+    }
+}
+
+#[test]
+fn query_kiss_of_death_exits_2() {
+    let server = FakeServer::start(Box::new(|req, t2| {
+        let kod = NtpPacket { stratum: 0, ref_id: RefId(*b"RATE"), ..reply(req, t2) };
+        vec![kod.to_bytes().to_vec()]
+    }));
+    let out = stratum_bench(&["query", &server.addr.to_string(), "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("kiss-o'-death RATE") && stderr.lines().count() == 1, "{stderr}");
+}
+
+#[test]
+fn query_ignores_invalid_packets_and_takes_the_valid_reply() {
+    // First a reply with someone else's origin, a client-mode echo and a runt, then the real one.
+    let server = FakeServer::start(Box::new(|req, t2| {
+        let good = reply(req, t2);
+        let foreign = NtpPacket { origin_timestamp: good.origin_timestamp.add(NtpDuration::from_bits(1)), ..good };
+        let echo = NtpPacket { mode: NtpMode::Client, ..good };
+        vec![foreign.to_bytes().to_vec(), echo.to_bytes().to_vec(), vec![0x24; 20], good.to_bytes().to_vec()]
+    }));
+    let out = stratum_bench(&["query", &server.addr.to_string(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(one_json_object(&out)["refid"], "GPS");
+}
+
+#[test]
+fn query_without_a_valid_reply_exits_1_and_says_why() {
+    let server = FakeServer::start(Box::new(|req, t2| {
+        let wrong = NtpPacket { origin_timestamp: NtpTimestamp::from_bits(42), ..reply(req, t2) };
+        vec![wrong.to_bytes().to_vec()]
+    }));
+    let started = Instant::now();
+    let out = stratum_bench(&["query", &server.addr.to_string(), "--timeout", "0.5"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("no valid reply") && stderr.contains("origin"), "{stderr}");
+
+    // A closed port: refused at once, not after the timeout.
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let started = Instant::now();
+    let out = stratum_bench(&["query", &format!("127.0.0.1:{port}"), "--timeout", "10"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(5), "{}", text(&out.stderr));
+}
+
+#[test]
+fn load_refuses_a_non_loopback_target_in_one_line() {
+    let out = stratum_bench(&["load", "--target", "192.0.2.1:123", "--rate", "100", "--duration", "1", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--i-own-this-target"), "{stderr}");
+}
+
+/// The low 32 bits of a load request's transmit timestamp: its sequence number.
+fn seq(request: &NtpPacket) -> u64 {
+    request.transmit_timestamp.to_bits() & 0xffff_ffff
+}
+
+#[test]
+fn load_counts_each_kind_of_reply() {
+    // By sequence number mod 8: 0 valid, 1 valid + a duplicate, 2 T2 before the request was sent,
+    // 3 T3 before T2, 4 KoD, 5 unsynchronised, 6 no reply, 7 49 bytes.
+    let server = FakeServer::start(Box::new(|req, t2| {
+        let good = reply(req, t2);
+        let second = NtpDuration::from_seconds(1);
+        let datagram = |p: NtpPacket| p.to_bytes().to_vec();
+        match seq(req) % 8 {
+            0 => vec![datagram(good)],
+            1 => vec![datagram(good), datagram(good)],
+            2 => vec![datagram(NtpPacket {
+                receive_timestamp: t2.add(NtpDuration::from_bits(-second.to_bits())),
+                ..good
+            })],
+            3 => vec![datagram(NtpPacket { transmit_timestamp: t2.add(NtpDuration::from_nanos(-1_000_000)), ..good })],
+            4 => vec![datagram(NtpPacket { stratum: 0, ref_id: RefId(*b"RATE"), ..good })],
+            5 => vec![datagram(NtpPacket { leap: LeapIndicator::Unsynchronized, stratum: 16, ..good })],
+            6 => vec![],
+            _ => {
+                let mut long = datagram(good);
+                long.push(0);
+                vec![long]
+            }
+        }
+    }));
+    // 2000/s in batches of 64: one batch every 32 ms, 10 batches in 0.3 s.
+    let out = stratum_bench(&[
+        "load",
+        "--target",
+        &server.addr.to_string(),
+        "--rate",
+        "2000",
+        "--duration",
+        "0.3",
+        "--sockets",
+        "4",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v = one_json_object(&out);
+    let n = |key: &str| v[key].as_u64().unwrap_or_else(|| panic!("{key} missing: {v}"));
+    let sent = n("sent");
+    assert!(sent > 0 && sent % 64 == 0, "{v}");
+    let per_kind = sent / 8;
+    assert_eq!(n("valid"), 2 * per_kind, "{v}");
+    assert_eq!(n("duplicate"), per_kind, "{v}");
+    assert_eq!(n("invalid_t2_window"), per_kind, "{v}");
+    assert_eq!(n("invalid_t3_window"), per_kind, "{v}");
+    assert_eq!(n("kod"), per_kind, "{v}");
+    assert_eq!(n("unsynced"), per_kind, "{v}");
+    assert_eq!(n("invalid_length"), per_kind, "{v}");
+    assert_eq!(n("invalid"), 4 * per_kind, "{v}");
+    assert_eq!(n("received"), 8 * per_kind, "{v}");
+    // Answered: every kind but "no reply" and the 49-byte one, which cannot be trusted to name its request.
+    assert_eq!(n("answered"), 6 * per_kind, "{v}");
+    assert_eq!(v["loss_pct"], 25.0, "{v}");
+    assert_eq!((n("invalid_origin"), n("invalid_header"), n("invalid_late")), (0, 0, 0), "{v}");
+    assert!(n("rtt_p50_ns") > 0 && n("rtt_p50_ns") <= n("rtt_p99_ns") && n("rtt_p99_ns") <= n("rtt_max_ns"), "{v}");
+    assert!(n("turnaround_p50_ns") <= n("turnaround_p99_ns"), "{v}");
+    for key in ["offered_rate", "send_rate", "achieved_reply_rate", "rtt_p50_us", "rtt_p99_us", "client_socket_drops"] {
+        assert!(v[key].is_number(), "{key}: {v}");
+    }
+}
