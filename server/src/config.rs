@@ -454,10 +454,14 @@ impl Config {
         Ok(())
     }
 
+    /// The configured refid, else a default that follows the convention: ASCII at stratum 1, an
+    /// IPv4 address above it (clients show it as one). The local clock is chrony's 127.127.1.1.
     pub fn ref_id(&self) -> RefId {
-        self.clock.refid.unwrap_or(match self.clock.source {
-            ClockSourceKind::Local => RefId(*b"LOCL"),
-            ClockSourceKind::External => RefId(*b"XTRN"),
+        let local_clock = RefId::from_ipv4(std::net::Ipv4Addr::new(127, 127, 1, 1));
+        self.clock.refid.unwrap_or(match (self.clock.source, self.clock.stratum) {
+            (ClockSourceKind::Local, 1) => RefId(*b"LOCL"),
+            (ClockSourceKind::Local, _) => local_clock,
+            (ClockSourceKind::External, _) => RefId(*b"XTRN"),
         })
     }
 }
@@ -503,7 +507,9 @@ stratum = 3
         assert_eq!(c.server.workers, Workers::Count(2));
         assert_eq!(c.clock.stratum, 3);
         assert_eq!(c.server.batch, 64);
-        assert_eq!(c.ref_id(), RefId(*b"LOCL"));
+        assert_eq!(c.ref_id(), RefId([127, 127, 1, 1]), "local above stratum 1: chrony's local refid");
+        let s1 = Config::parse(&GOOD.replace("stratum = 3", "stratum = 1"), "t").unwrap();
+        assert_eq!(s1.ref_id(), RefId(*b"LOCL"));
     }
 
     #[test]
