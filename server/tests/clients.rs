@@ -81,3 +81,19 @@ fn reply_timestamps_are_sane_and_fresh() {
     }
     server.stop();
 }
+
+#[test]
+fn wildcard_listeners_answer_from_the_address_asked() {
+    let port = free_port();
+    let mut server = Server::start(
+        &config(&[format!("0.0.0.0:{port}"), format!("[::]:{port}")], 1, "source = \"local\"\nstratum = 3"),
+        port,
+    );
+    // `exchange` asserts that the reply's source is exactly the address we sent to.
+    for host in ["127.0.0.2", "127.0.0.3", "::1"] {
+        let addr = SocketAddr::new(host.parse().unwrap(), port);
+        let (reply, _, _) = query(addr, 4, Duration::from_secs(1)).unwrap_or_else(|| panic!("no reply via {host}"));
+        assert_eq!(reply.stratum, 3);
+    }
+    server.stop();
+}
