@@ -42,6 +42,11 @@ const SAMPLE_WEIGHT: u64 = 1 << SAMPLE_BITS;
 /// Consecutive fast sampled requests while limited before a client is flagged.
 const FAST_STREAK_LIMIT: u8 = 8;
 const FLAG_FAST: u8 = 1;
+/// A debt this large (about 2 years of table time) cannot be real (the most a record can owe is
+/// `(burst - 1 + 1) * interval`, at most 2^24 units): the record is so old that the 32-bit time
+/// wrapped, and it is as good as new. Any smaller "debt" is honoured, so a caller whose clock lags
+/// another worker's a little is limited, never reset.
+const STALE_DEBT: i64 = 1 << 30;
 /// Bounded retries when another core changes the same record between our read and our CAS.
 const MAX_ATTEMPTS: usize = 4;
 
@@ -208,10 +213,9 @@ impl RateLimiter {
             let index = set_index * WAYS + way;
             let tat = word as u32;
             let debt = tat.wrapping_sub(now) as i32 as i64;
-            let max_debt = i64::from(self.tolerance) + i64::from(self.interval_units);
-            if debt <= i64::from(self.tolerance) || debt > max_debt {
+            if debt <= i64::from(self.tolerance) || debt > STALE_DEBT {
                 // Within the limit (or a record so old its time wrapped: as good as new).
-                let base = if debt < 0 || debt > max_debt { now } else { tat };
+                let base = if (0..=STALE_DEBT).contains(&debt) { tat } else { now };
                 let new = record(fingerprint, base.wrapping_add(self.interval_units));
                 if set[way].compare_exchange(word, new, Ordering::Relaxed, Ordering::Relaxed).is_err() {
                     continue;
@@ -238,7 +242,7 @@ impl RateLimiter {
                 return (way, 0);
             }
             let debt = (word as u32).wrapping_sub(now) as i32 as i64;
-            let score = if debt <= 0 {
+            let score = if debt <= 0 || debt > STALE_DEBT {
                 (0, 0, debt)
             } else {
                 let stats = Stats::unpack(self.stats[set_index * WAYS + way].load(Ordering::Relaxed));
@@ -701,6 +705,20 @@ mod tests {
         let end = start + l.sets.len() * core::mem::size_of::<Set>();
         let at = l.set_address("192.0.2.1".parse().unwrap()) as usize;
         assert!((start..end).contains(&at) && at % 64 == 0);
+    }
+
+    #[test]
+    fn a_lagging_clock_is_limited_not_reset() {
+        let l = limiter(RateLimitConfig { burst: 2, ..Default::default() });
+        let c: IpAddr = "192.0.2.5".parse().unwrap();
+        assert!(l.check(c, at(100.0), NEVER_LEAK).decision.is_answered());
+        assert!(l.check(c, at(100.0), NEVER_LEAK).decision.is_answered());
+        // Another worker whose batch time is a minute older must not see a fresh bucket.
+        for _ in 0..10 {
+            assert_eq!(l.check(c, at(40.0), NEVER_LEAK | 0xFF00).decision, RateDecision::Drop);
+        }
+        // A record untouched for years (time wrapped) is as good as new.
+        assert!(l.check(c, at(100.0 + 3.0 * 365.0 * 86_400.0), NEVER_LEAK).decision.is_answered());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use stratum_proto::access::{AccessList, AccessVerdict};
 use stratum_proto::ratelimit::{RateDecision, RateLimiter};
-use stratum_proto::{AdmissionPolicy, AdmitAction, ClientRequest, DropReason, KissCode, RxMeta};
+use stratum_proto::{AdmissionPolicy, AdmitAction, ClientRequest, DropReason, KissCode, NtpTimestamp, RxMeta};
 
 use crate::config::{Config, DenyAction};
 use crate::stats::WorkerCounters;
@@ -32,7 +32,7 @@ impl Admission {
     }
 
     pub fn for_worker(&self, counters: Arc<WorkerCounters>) -> WorkerPolicy {
-        WorkerPolicy { shared: self.clone(), rng: StdRng::from_entropy(), counters }
+        WorkerPolicy { shared: self.clone(), rng: StdRng::from_entropy(), counters, now: crate::hostclock::monotonic() }
     }
 }
 
@@ -42,6 +42,15 @@ pub struct WorkerPolicy {
     shared: Admission,
     rng: StdRng,
     counters: Arc<WorkerCounters>,
+    /// The rate limiter's clock: monotonic (a step of the real-time clock must not refill or
+    /// drain every bucket), read by the worker once per batch.
+    now: NtpTimestamp,
+}
+
+impl WorkerPolicy {
+    pub fn set_time(&mut self, now: NtpTimestamp) {
+        self.now = now;
+    }
 }
 
 impl AdmissionPolicy for WorkerPolicy {
@@ -60,7 +69,7 @@ impl AdmissionPolicy for WorkerPolicy {
         let Some(limiter) = &self.shared.limiter else {
             return AdmitAction::Serve;
         };
-        let outcome = limiter.check(ip, rx.rx_time, self.rng.next_u64());
+        let outcome = limiter.check(ip, self.now, self.rng.next_u64());
         self.counters.count_rate_outcome(&outcome);
         match outcome.decision {
             RateDecision::Allow | RateDecision::Leak => AdmitAction::Serve,

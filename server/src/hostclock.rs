@@ -1,12 +1,21 @@
 //! Reading the host clock as NTP timestamps, and measuring its precision.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use stratum_proto::NtpTimestamp;
 
 /// CLOCK_REALTIME now (a vDSO call, no syscall).
 pub fn now() -> NtpTimestamp {
     from_system_time(SystemTime::now())
+}
+
+/// A monotonic clock in NTP form (seconds since this process first asked, plus one era-safe base):
+/// for the rate limiter, whose buckets must not jump when the real-time clock is stepped.
+pub fn monotonic() -> NtpTimestamp {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let elapsed = START.get_or_init(Instant::now).elapsed();
+    NtpTimestamp::from_parts(1 << 31, 0).add(stratum_proto::NtpDuration::from_nanos(elapsed.as_nanos() as i64))
 }
 
 pub fn from_system_time(t: SystemTime) -> NtpTimestamp {
@@ -64,6 +73,14 @@ mod tests {
         assert_eq!(precision_from_nanos(1_000_000), -9);
         let measured = measure_precision();
         assert!((-30..=-10).contains(&measured), "{measured}");
+    }
+
+    #[test]
+    fn monotonic_moves_forward() {
+        let a = monotonic();
+        std::thread::sleep(Duration::from_millis(5));
+        let b = monotonic();
+        assert!(b.since(a).to_nanos() >= 5_000_000);
     }
 
     #[test]

@@ -20,9 +20,9 @@ use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use socket2::Socket;
-use stratum_proto::{respond, AdmissionPolicy, DropReason, RxMeta, Verdict};
+use stratum_proto::{respond, DropReason, RxMeta, Verdict};
 
-use crate::admission::Admission;
+use crate::admission::{Admission, WorkerPolicy};
 use crate::config::{ServerConfig, Timestamping, Workers};
 use crate::hostclock;
 use crate::stats::WorkerCounters;
@@ -156,7 +156,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn run<A: AdmissionPolicy>(mut self, mut admission: A) {
+    fn run(mut self, mut admission: WorkerPolicy) {
         let mut batch = MessageBatch::new(self.batch_size);
         let mut rng = StdRng::from_entropy();
         let fds: Vec<RawFd> = self.sockets.iter().map(|s| s.as_raw_fd()).collect();
@@ -184,14 +184,14 @@ impl Worker {
         }
     }
 
-    fn receive_and_answer<A: AdmissionPolicy>(
+    fn receive_and_answer(
         &mut self,
         batch: &mut MessageBatch,
         socket: usize,
         fd: RawFd,
         flags: libc::c_int,
         rng: &mut StdRng,
-        admission: &mut A,
+        admission: &mut WorkerPolicy,
     ) {
         let n = match batch.receive(fd, flags) {
             Ok(0) => return,
@@ -203,6 +203,7 @@ impl Worker {
         };
         self.counters.add_received(n as u64);
         let snapshot = *self.reader.refresh();
+        admission.set_time(hostclock::monotonic());
         let wildcard = self.wildcard[socket];
         // Read once per batch, and only when a datagram came without a kernel stamp.
         let mut fallback_rx = None;
