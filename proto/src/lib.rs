@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod frame;
 pub mod packet;
 pub mod ratelimit;
 pub mod respond;

@@ -1,0 +1,490 @@
+//! Raw frames as the AF_XDP path sees them: Ethernet (up to two VLAN tags), IPv4 or IPv6, UDP.
+//!
+//! [`parse_frame`] decides, without ever reading past the frame, whether a frame is an NTP request
+//! for us ([`FrameVerdict::Ntp`], with the offsets of every layer), something for the kernel
+//! ([`FrameVerdict::Pass`]: ARP, ICMP, other ports, IP fragments, IPv6 extension headers), or a
+//! broken request to our port ([`FrameVerdict::Drop`]). [`write_reply`] turns the same buffer into
+//! the reply in place: addresses and ports swapped, lengths set, checksums computed from scratch
+//! (a request from a local socket over veth carries only a partial UDP checksum, so nothing is ever
+//! derived incrementally from the request's).
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::respond::DropReason;
+
+const ETH_HEADER: usize = 14;
+const VLAN_TAG: usize = 4;
+const IPV4_MIN_HEADER: usize = 20;
+const IPV6_HEADER: usize = 40;
+const UDP_HEADER: usize = 8;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86DD;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88A8;
+const PROTO_UDP: u8 = 17;
+/// TTL / hop limit of replies.
+const REPLY_HOPS: u8 = 64;
+
+/// Where each layer of an NTP request frame is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NtpFrame {
+    /// Offset of the IP header (after Ethernet and any VLAN tags).
+    pub l3: usize,
+    /// Offset of the UDP header.
+    pub l4: usize,
+    /// Length of the UDP payload (from the UDP length field: Ethernet padding excluded).
+    pub payload_len: usize,
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+}
+
+impl NtpFrame {
+    /// Offset of the NTP payload.
+    pub const fn payload(&self) -> usize {
+        self.l4 + UDP_HEADER
+    }
+}
+
+/// What to do with one received frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameVerdict {
+    /// An NTP request to our port: answer it (through `respond`) or count its drop.
+    Ntp(NtpFrame),
+    /// Not ours: hand it to the kernel untouched.
+    Pass,
+    /// Addressed to our port but unusable: count and drop.
+    Drop(DropReason),
+}
+
+/// Classifies a frame. Reads only inside `frame`; every length field is checked against what is
+/// really there before it is used.
+pub fn parse_frame(frame: &[u8], ntp_port: u16) -> FrameVerdict {
+    let Some(mut ethertype) = be16(frame, 12) else { return FrameVerdict::Pass };
+    let mut l3 = ETH_HEADER;
+    for _ in 0..2 {
+        if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {
+            break;
+        }
+        let Some(inner) = be16(frame, l3 + 2) else { return FrameVerdict::Pass };
+        ethertype = inner;
+        l3 += VLAN_TAG;
+    }
+    let parsed = match ethertype {
+        ETHERTYPE_IPV4 => ipv4(frame, l3),
+        ETHERTYPE_IPV6 => ipv6(frame, l3),
+        _ => return FrameVerdict::Pass,
+    };
+    let Some((l4, ip_end, source_ip, destination_ip)) = parsed else { return FrameVerdict::Pass };
+
+    // UDP: only now do we know whether the frame is for us.
+    let (Some(source_port), Some(destination_port), Some(udp_len)) =
+        (be16(frame, l4), be16(frame, l4 + 2), be16(frame, l4 + 4))
+    else {
+        return FrameVerdict::Pass;
+    };
+    if destination_port != ntp_port {
+        return FrameVerdict::Pass;
+    }
+    let udp_len = usize::from(udp_len);
+    if udp_len < UDP_HEADER || l4 + udp_len > ip_end {
+        return FrameVerdict::Drop(DropReason::Malformed);
+    }
+    if !is_unicast(destination_ip) {
+        return FrameVerdict::Drop(DropReason::Destination);
+    }
+    FrameVerdict::Ntp(NtpFrame {
+        l3,
+        l4,
+        payload_len: udp_len - UDP_HEADER,
+        source: SocketAddr::new(source_ip, source_port),
+        destination: SocketAddr::new(destination_ip, destination_port),
+    })
+}
+
+/// IPv4: returns (UDP offset, end of the IP packet, source, destination) for an unfragmented UDP
+/// packet whose header is sound; None (pass to the kernel) otherwise.
+fn ipv4(frame: &[u8], l3: usize) -> Option<(usize, usize, IpAddr, IpAddr)> {
+    let header = frame.get(l3..l3 + IPV4_MIN_HEADER)?;
+    let header_len = usize::from(header[0] & 0x0F) * 4;
+    if header[0] >> 4 != 4 || header_len < IPV4_MIN_HEADER {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let fragment = u16::from_be_bytes([header[6], header[7]]) & 0x3FFF; // MF flag + offset
+    if header[9] != PROTO_UDP || fragment != 0 || total < header_len + UDP_HEADER || l3 + total > frame.len() {
+        return None;
+    }
+    // A corrupt header goes to the kernel, which drops and counts it.
+    if checksum(&[frame.get(l3..l3 + header_len)?]) != 0 {
+        return None;
+    }
+    let source = Ipv4Addr::new(header[12], header[13], header[14], header[15]);
+    let destination = Ipv4Addr::new(header[16], header[17], header[18], header[19]);
+    Some((l3 + header_len, l3 + total, source.into(), destination.into()))
+}
+
+/// IPv6: the fixed header only; extension headers go to the kernel.
+fn ipv6(frame: &[u8], l3: usize) -> Option<(usize, usize, IpAddr, IpAddr)> {
+    let header = frame.get(l3..l3 + IPV6_HEADER)?;
+    if header[0] >> 4 != 6 || header[6] != PROTO_UDP {
+        return None;
+    }
+    let payload = usize::from(u16::from_be_bytes([header[4], header[5]]));
+    if payload < UDP_HEADER || l3 + IPV6_HEADER + payload > frame.len() {
+        return None;
+    }
+    let mut source = [0u8; 16];
+    let mut destination = [0u8; 16];
+    source.copy_from_slice(&header[8..24]);
+    destination.copy_from_slice(&header[24..40]);
+    Some((
+        l3 + IPV6_HEADER,
+        l3 + IPV6_HEADER + payload,
+        Ipv6Addr::from(source).into(),
+        Ipv6Addr::from(destination).into(),
+    ))
+}
+
+fn is_unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_broadcast() && !v4.is_multicast() && !v4.is_unspecified(),
+        IpAddr::V6(v6) => !v6.is_multicast() && !v6.is_unspecified(),
+    }
+}
+
+/// Rewrites the request frame in `frame` into the reply whose NTP payload (of `reply_len` bytes,
+/// never more than the request's) `respond` already wrote at `parsed.payload()`. Swaps MAC
+/// addresses, IP addresses and ports, sets every length, computes the checksums from scratch, and
+/// returns the reply frame's length.
+pub fn write_reply(frame: &mut [u8], parsed: &NtpFrame, reply_len: usize) -> Option<usize> {
+    let reply_len = reply_len.min(parsed.payload_len);
+    let udp_len = UDP_HEADER + reply_len;
+    let end = parsed.l4 + udp_len;
+    if end > frame.len() || frame.len() < ETH_HEADER {
+        return None;
+    }
+    // Ethernet: the request's source becomes the destination.
+    for i in 0..6 {
+        frame.swap(i, 6 + i);
+    }
+    let l3 = parsed.l3;
+    match (parsed.source.ip(), parsed.destination.ip()) {
+        (IpAddr::V4(client), IpAddr::V4(us)) => {
+            let header_len = parsed.l4 - l3;
+            let header = frame.get_mut(l3..parsed.l4)?;
+            header[2..4].copy_from_slice(&((header_len + udp_len) as u16).to_be_bytes());
+            header[8] = REPLY_HOPS;
+            header[10..12].fill(0);
+            header[12..16].copy_from_slice(&us.octets());
+            header[16..20].copy_from_slice(&client.octets());
+            let sum = checksum(&[header]);
+            header[10..12].copy_from_slice(&sum.to_be_bytes());
+        }
+        (IpAddr::V6(client), IpAddr::V6(us)) => {
+            let header = frame.get_mut(l3..l3 + IPV6_HEADER)?;
+            header[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+            header[7] = REPLY_HOPS;
+            header[8..24].copy_from_slice(&us.octets());
+            header[24..40].copy_from_slice(&client.octets());
+        }
+        _ => return None,
+    }
+    let l4 = parsed.l4;
+    let udp = frame.get_mut(l4..l4 + UDP_HEADER)?;
+    udp[0..2].copy_from_slice(&parsed.destination.port().to_be_bytes());
+    udp[2..4].copy_from_slice(&parsed.source.port().to_be_bytes());
+    udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    udp[6..8].fill(0);
+    let sum = udp_checksum(frame, parsed, udp_len);
+    frame[l4 + 6..l4 + 8].copy_from_slice(&sum.to_be_bytes());
+    Some(end)
+}
+
+/// The UDP checksum of the reply now in `frame` (pseudo-header: our address as source).
+fn udp_checksum(frame: &[u8], parsed: &NtpFrame, udp_len: usize) -> u16 {
+    let segment = &frame[parsed.l4..parsed.l4 + udp_len];
+    let length = (udp_len as u32).to_be_bytes();
+    let sum = match (parsed.destination.ip(), parsed.source.ip()) {
+        (IpAddr::V4(from), IpAddr::V4(to)) => {
+            checksum(&[&from.octets(), &to.octets(), &[0, PROTO_UDP], &(udp_len as u16).to_be_bytes(), segment])
+        }
+        (IpAddr::V6(from), IpAddr::V6(to)) => {
+            checksum(&[&from.octets(), &to.octets(), &length, &[0, 0, 0, PROTO_UDP], segment])
+        }
+        _ => 0,
+    };
+    // Zero means "no checksum" in UDP; its ones'-complement twin is sent instead (RFC 768).
+    if sum == 0 {
+        0xFFFF
+    } else {
+        sum
+    }
+}
+
+/// The Internet checksum (RFC 1071) over the concatenation of `parts`. Each part but the last
+/// must have even length (true of every header and pseudo-header field here).
+pub fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u64 = 0;
+    for part in parts {
+        let mut words = part.chunks_exact(2);
+        for w in &mut words {
+            sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        if let [last] = words.remainder() {
+            sum += u64::from(*last) << 8;
+        }
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    match b.get(at..at + 2) {
+        Some([hi, lo]) => Some(u16::from_be_bytes([*hi, *lo])),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::NtpPacket;
+    use crate::time::NtpTimestamp;
+    use proptest::prelude::*;
+
+    const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const OUR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+    /// Builds a request frame the way a NIC would deliver it (UDP checksum left at `udp_sum`).
+    fn frame(src: SocketAddr, dst: SocketAddr, vlans: usize, payload: &[u8], udp_sum: u16) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend(OUR_MAC);
+        f.extend(CLIENT_MAC);
+        for _ in 0..vlans {
+            f.extend(ETHERTYPE_VLAN.to_be_bytes());
+            f.extend([0x00, 0x2A]);
+        }
+        let udp_len = (UDP_HEADER + payload.len()) as u16;
+        match (src.ip(), dst.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                f.extend(ETHERTYPE_IPV4.to_be_bytes());
+                let mut ip = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, PROTO_UDP, 0, 0];
+                ip[2..4].copy_from_slice(&(20 + udp_len).to_be_bytes());
+                ip.extend(s.octets());
+                ip.extend(d.octets());
+                let sum = checksum(&[&ip]);
+                ip[10..12].copy_from_slice(&sum.to_be_bytes());
+                f.extend(ip);
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                f.extend(ETHERTYPE_IPV6.to_be_bytes());
+                f.extend([0x60, 0, 0, 0]);
+                f.extend(udp_len.to_be_bytes());
+                f.extend([PROTO_UDP, 64]);
+                f.extend(s.octets());
+                f.extend(d.octets());
+            }
+            _ => unreachable!(),
+        }
+        f.extend(src.port().to_be_bytes());
+        f.extend(dst.port().to_be_bytes());
+        f.extend(udp_len.to_be_bytes());
+        f.extend(udp_sum.to_be_bytes());
+        f.extend(payload);
+        f
+    }
+
+    fn request() -> [u8; 48] {
+        NtpPacket::client_request(4, NtpTimestamp::from_bits(0xABCD)).to_bytes()
+    }
+
+    fn v4(a: &str) -> SocketAddr {
+        a.parse().unwrap()
+    }
+
+    /// Verifies a frame's checksums as a receiving host would.
+    fn checksums_ok(f: &[u8], p: &NtpFrame) -> bool {
+        let udp_len = UDP_HEADER + p.payload_len;
+        let segment = &f[p.l4..p.l4 + udp_len];
+        let udp = match (p.source.ip(), p.destination.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                checksum(&[&s.octets(), &d.octets(), &[0, PROTO_UDP], &(udp_len as u16).to_be_bytes(), segment])
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                checksum(&[&s.octets(), &d.octets(), &(udp_len as u32).to_be_bytes(), &[0, 0, 0, PROTO_UDP], segment])
+            }
+            _ => 1,
+        };
+        let ip_ok = match p.source {
+            SocketAddr::V4(_) => checksum(&[&f[p.l3..p.l4]]) == 0,
+            SocketAddr::V6(_) => true,
+        };
+        udp == 0 && ip_ok
+    }
+
+    #[test]
+    fn ipv4_request_is_ours_and_the_reply_is_its_mirror() {
+        let (client, us) = (v4("192.0.2.10:40000"), v4("198.51.100.1:123"));
+        let mut f = frame(client, us, 0, &request(), 0xBEEF); // a partial (wrong) UDP checksum
+        let FrameVerdict::Ntp(p) = parse_frame(&f, 123) else { panic!("{:?}", parse_frame(&f, 123)) };
+        assert_eq!((p.source, p.destination, p.payload_len, p.l3, p.l4), (client, us, 48, 14, 34));
+        let len = write_reply(&mut f, &p, 48).unwrap();
+        assert_eq!(len, f.len());
+        assert_eq!((&f[0..6], &f[6..12]), (&CLIENT_MAC[..], &OUR_MAC[..]));
+        // The reply parses as a frame from us to the client, with correct checksums.
+        let FrameVerdict::Ntp(r) = parse_frame(&f, 40000) else { panic!("reply does not parse") };
+        assert_eq!((r.source, r.destination), (us, client));
+        assert!(checksums_ok(&f, &r));
+    }
+
+    #[test]
+    fn ipv6_with_two_vlan_tags() {
+        let (client, us) = ("[2001:db8::10]:40000".parse().unwrap(), "[2001:db8::1]:123".parse().unwrap());
+        let mut f = frame(client, us, 2, &request(), 0);
+        let FrameVerdict::Ntp(p) = parse_frame(&f, 123) else { panic!() };
+        assert_eq!((p.l3, p.l4), (22, 62));
+        write_reply(&mut f, &p, 48).unwrap();
+        let FrameVerdict::Ntp(r) = parse_frame(&f, 40000) else { panic!() };
+        assert_eq!((r.source, r.destination), (us, client));
+        assert!(checksums_ok(&f, &r));
+    }
+
+    #[test]
+    fn row17_odd_ip_headers() {
+        let (client, us) = (v4("192.0.2.10:40000"), v4("198.51.100.1:123"));
+        let good = frame(client, us, 0, &request(), 0);
+        // Total length past the frame: pass (never read past it).
+        let mut f = good.clone();
+        f[16..18].copy_from_slice(&2000u16.to_be_bytes());
+        assert_eq!(parse_frame(&f, 123), FrameVerdict::Pass);
+        // A fragment (MF set) goes to the kernel to reassemble.
+        let mut f = good.clone();
+        f[20] |= 0x20;
+        assert_eq!(parse_frame(&f, 123), FrameVerdict::Pass);
+        // A broken header checksum goes to the kernel.
+        let mut f = good.clone();
+        f[24] ^= 0xFF;
+        assert_eq!(parse_frame(&f, 123), FrameVerdict::Pass);
+        // UDP length beyond the IP packet: ours, malformed.
+        let mut f = good.clone();
+        f[38..40].copy_from_slice(&200u16.to_be_bytes());
+        assert_eq!(parse_frame(&f, 123), FrameVerdict::Drop(DropReason::Malformed));
+        // Ethernet padding after the packet is ignored: the payload length comes from UDP.
+        let mut f = good.clone();
+        f.extend([0u8; 20]);
+        let FrameVerdict::Ntp(p) = parse_frame(&f, 123) else { panic!() };
+        assert_eq!(p.payload_len, 48);
+    }
+
+    #[test]
+    fn row17_ipv4_options_are_parsed() {
+        let (client, us) = (v4("192.0.2.10:40000"), v4("198.51.100.1:123"));
+        let good = frame(client, us, 0, &request(), 0);
+        // Rebuild with IHL 6 (4 bytes of options).
+        let mut f = good[..14].to_vec();
+        let mut ip = good[14..34].to_vec();
+        ip[0] = 0x46;
+        ip[2..4].copy_from_slice(&((24 + 8 + 48) as u16).to_be_bytes());
+        ip[10..12].fill(0);
+        ip.extend([1, 1, 1, 1]); // NOP options
+        let sum = checksum(&[&ip]);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        f.extend(ip);
+        f.extend(&good[34..]);
+        let FrameVerdict::Ntp(p) = parse_frame(&f, 123) else { panic!("{:?}", parse_frame(&f, 123)) };
+        assert_eq!(p.l4, 38);
+        write_reply(&mut f, &p, 48).unwrap();
+        let FrameVerdict::Ntp(r) = parse_frame(&f, 40000) else { panic!() };
+        assert!(checksums_ok(&f, &r));
+    }
+
+    #[test]
+    fn row17_ipv6_extension_headers_go_to_the_kernel() {
+        let (client, us) = ("[2001:db8::10]:40000".parse().unwrap(), "[2001:db8::1]:123".parse().unwrap());
+        let mut f = frame(client, us, 0, &request(), 0);
+        f[14 + 6] = 0; // next header: hop-by-hop options
+        assert_eq!(parse_frame(&f, 123), FrameVerdict::Pass);
+    }
+
+    #[test]
+    fn row21_broadcast_and_multicast_destinations_get_no_reply() {
+        let f = frame(v4("192.0.2.10:40000"), v4("255.255.255.255:123"), 0, &request(), 0);
+        assert_eq!(parse_frame(&f, 123), FrameVerdict::Drop(DropReason::Destination));
+        let f = frame(v4("192.0.2.10:40000"), v4("224.0.1.1:123"), 0, &request(), 0);
+        assert_eq!(parse_frame(&f, 123), FrameVerdict::Drop(DropReason::Destination));
+        let f = frame("[2001:db8::10]:1".parse().unwrap(), "[ff02::101]:123".parse().unwrap(), 0, &request(), 0);
+        assert_eq!(parse_frame(&f, 123), FrameVerdict::Drop(DropReason::Destination));
+    }
+
+    #[test]
+    fn row22_other_traffic_passes_untouched() {
+        let (client, us) = (v4("192.0.2.10:40000"), v4("198.51.100.1:22"));
+        assert_eq!(parse_frame(&frame(client, us, 0, &request(), 0), 123), FrameVerdict::Pass, "other port");
+        let mut arp = vec![0xFFu8; 6];
+        arp.extend(CLIENT_MAC);
+        arp.extend([0x08, 0x06]);
+        arp.extend([0u8; 28]);
+        assert_eq!(parse_frame(&arp, 123), FrameVerdict::Pass, "ARP");
+        let mut icmp = frame(v4("192.0.2.10:40000"), v4("198.51.100.1:123"), 0, &request(), 0);
+        icmp[23] = 1;
+        let sum_at = 24;
+        icmp[sum_at..sum_at + 2].fill(0);
+        let sum = checksum(&[&icmp[14..34]]);
+        icmp[sum_at..sum_at + 2].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(parse_frame(&icmp, 123), FrameVerdict::Pass, "ICMP");
+        assert_eq!(parse_frame(&[], 123), FrameVerdict::Pass);
+        assert_eq!(parse_frame(&[0u8; 13], 123), FrameVerdict::Pass);
+    }
+
+    #[test]
+    fn checksum_known_values() {
+        // RFC 1071's example words.
+        assert_eq!(checksum(&[&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]]), !0xddf2);
+        assert_eq!(checksum(&[&[0x00, 0x01], &[0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]]), !0xddf2);
+        assert_eq!(checksum(&[&[0xAB]]), !0xAB00);
+        // The widely published IPv4 header example: 192.168.0.1 -> 192.168.0.199, checksum b861.
+        let mut header = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+            0x00, 0xc7,
+        ];
+        assert_eq!(checksum(&[&header]), 0xb861);
+        header[10..12].copy_from_slice(&[0xb8, 0x61]);
+        assert_eq!(checksum(&[&header]), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), port in any::<u16>()) {
+            let mut f = bytes.clone();
+            if let FrameVerdict::Ntp(p) = parse_frame(&f, port) {
+                prop_assert!(p.payload() + p.payload_len <= f.len());
+                let len = write_reply(&mut f, &p, p.payload_len);
+                prop_assert!(len.is_some_and(|l| l <= bytes.len()));
+            }
+        }
+
+        #[test]
+        fn every_reply_has_correct_checksums(
+            a in any::<[u8; 4]>(), b in any::<[u8; 16]>(), sport in 1u16.., vlans in 0usize..3, bogus_sum in any::<u16>(), extra in 0usize..64,
+        ) {
+            let mut payload = request().to_vec();
+            payload.extend(vec![0u8; extra * 4]);
+            let c4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(a)), sport);
+            let c6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::from(b)), sport);
+            for (client, us) in [(c4, v4("198.51.100.1:123")), (c6, "[2001:db8::1]:123".parse().unwrap())] {
+                if !is_unicast(client.ip()) {
+                    continue; // the reply would be addressed to no one in particular
+                }
+                let mut f = frame(client, us, vlans, &payload, bogus_sum);
+                let FrameVerdict::Ntp(p) = parse_frame(&f, 123) else { return Ok(()) }; // e.g. a multicast client
+                let len = write_reply(&mut f, &p, 48).unwrap();
+                prop_assert!(len <= f.len());
+                let FrameVerdict::Ntp(r) = parse_frame(&f[..len], sport) else { return Err(TestCaseError::fail("reply does not parse")) };
+                prop_assert_eq!((r.source, r.destination, r.payload_len), (us, client, 48));
+                prop_assert!(checksums_ok(&f[..len], &r));
+            }
+        }
+    }
+}
