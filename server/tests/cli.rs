@@ -130,3 +130,18 @@ fn systemd_unit_uses_real_flags_and_a_shipped_config_shape() {
     assert!(unit.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE"));
     assert!(unit.contains("TimeoutStopSec="));
 }
+
+#[test]
+fn restart_right_after_kill_9_works() {
+    let port = free_port();
+    let text = config(&[format!("127.0.0.1:{port}"), format!("[::1]:{port}")], 2, "source = \"local\"\nstratum = 4");
+    let first = Server::start(&text, port);
+    // SAFETY: SIGKILL to our own child.
+    unsafe { libc::kill(first.pid(), libc::SIGKILL) };
+    drop(first); // reaps the child
+                 // The same port at once: nothing is left bound or attached by the killed process.
+    let mut second = Server::start(&text, port);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(query(addr, 4, Duration::from_secs(1)).expect("answered after restart").0.stratum, 4);
+    second.stop();
+}
