@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::load::{self, LoadConfig};
 use crate::query::{self, QueryError};
+use crate::ramp::{self, RampConfig, RampSpec};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
@@ -29,8 +30,8 @@ pub enum Command {
     /// One NTP exchange: offset, delay, stratum, refid, leap, root delay/dispersion, precision, poll.
     /// Exit 2 on a kiss-o'-death, 1 on no valid reply.
     Query(QueryArgs),
-    /// An open-loop, fixed-rate load step with every reply checked; loopback targets only unless
-    /// --i-own-this-target.
+    /// An open-loop, fixed-rate load step with every reply checked, or with --ramp a rising rate
+    /// until the server loses requests; loopback targets only unless --i-own-this-target.
     Load(LoadArgs),
 }
 
@@ -58,6 +59,28 @@ pub struct LoadArgs {
     /// Length of the send phase, in seconds (at most 60); replies are drained 200 ms more.
     #[arg(long, value_name = "SECS", default_value_t = 3.0)]
     pub duration: f64,
+    /// A rate ramp instead of one step: START requests/s, then x FACTOR each step of STEP_SECS,
+    /// until a step loses more than --max-loss, the next would pass --max-rate, or --max-steps ran.
+    #[arg(long, value_name = "START,FACTOR,STEP_SECS", conflicts_with_all = ["rate", "duration"])]
+    pub ramp: Option<RampSpec>,
+    /// Ramp: stop after the first step that loses more than this many percent.
+    #[arg(long, value_name = "PCT", default_value_t = 5.0, requires = "ramp")]
+    pub max_loss: f64,
+    /// Ramp: never offer more than this many requests per second.
+    #[arg(long, value_name = "N", default_value_t = load::MAX_RATE, requires = "ramp")]
+    pub max_rate: u64,
+    /// Ramp: at most this many steps (the whole ramp is bounded to 10 minutes).
+    #[arg(long, value_name = "K", default_value_t = 40, requires = "ramp")]
+    pub max_steps: u32,
+    /// Ramp: pause between steps, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 200, requires = "ramp")]
+    pub settle: u64,
+    /// Ramp: a step with kiss-o'-death replies may still be sustainable (they count as answered).
+    #[arg(long, requires = "ramp")]
+    pub kod_ok: bool,
+    /// Ramp: also draw offered rate against answered rate, loss and RTT p99 into this PNG file.
+    #[arg(long, value_name = "FILE.png", requires = "ramp")]
+    pub plot: Option<std::path::PathBuf>,
     /// Client sockets (distinct source ports), used round-robin one batch of 64 at a time.
     #[arg(long, value_name = "K", default_value_t = 16)]
     pub sockets: usize,
@@ -91,6 +114,7 @@ where
     };
     let result = match cli.command {
         Command::Query(a) => run_query(&a, out),
+        Command::Load(a) if a.ramp.is_some() => run_ramp(&a, out, err).map_err(QueryError::Failed),
         Command::Load(a) => run_load(&a, out).map_err(QueryError::Failed),
     };
     match result {
@@ -125,6 +149,41 @@ fn run_load(a: &LoadArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn run_ramp(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
+    let spec = a.ramp.expect("run_ramp is called with --ramp");
+    let config = RampConfig::new(
+        a.target,
+        a.i_own_this_target,
+        spec,
+        a.max_loss,
+        a.max_rate,
+        a.max_steps,
+        a.settle,
+        a.kod_ok,
+        a.sockets,
+        a.core,
+    )?;
+    let report = ramp::run(&config, |step| {
+        // Progress, one line a step, where it cannot mix with the JSON.
+        if !a.json {
+            let _ = writeln!(
+                err,
+                "step: offered {}/s, answered {}/s, loss {:.3} %, rtt p99 {:.1} us",
+                step.offered,
+                step.answered_rate,
+                step.loss_pct,
+                step.rtt_p99_ns as f64 / 1000.0
+            );
+        }
+    })?;
+    if let Some(path) = &a.plot {
+        crate::plot::write_png(&report, path)?;
+    }
+    let text = if a.json { serde_json::to_string(&report)? + "\n" } else { report.to_text() };
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +209,16 @@ mod tests {
         assert_eq!(run_args(&["load"]).0, EXIT_ERROR);
         assert_eq!(run_args(&["load", "--target", "127.0.0.1:9", "--duration", "61"]).0, EXIT_ERROR);
         assert_eq!(run_args(&["query"]).0, EXIT_ERROR);
+        // Ramp flags: --ramp excludes --rate/--duration, and the ramp-only flags need --ramp.
+        let t = ["load", "--target", "127.0.0.1:9"];
+        let with = |extra: &[&'static str]| run_args(&[&t[..], extra].concat());
+        assert_eq!(with(&["--ramp", "1000,2,1", "--rate", "5"]).0, EXIT_ERROR);
+        assert_eq!(with(&["--ramp", "1000,2,1", "--duration", "5"]).0, EXIT_ERROR);
+        assert_eq!(with(&["--ramp", "1000,1,1"]).0, EXIT_ERROR);
+        assert_eq!(with(&["--ramp", "1000,2,15", "--max-steps", "40"]).0, EXIT_ERROR);
+        assert_eq!(with(&["--max-loss", "3"]).0, EXIT_ERROR);
+        assert_eq!(with(&["--kod-ok"]).0, EXIT_ERROR);
+        assert_eq!(with(&["--plot", "x.png"]).0, EXIT_ERROR);
         assert_eq!(run_args(&["query", "127.0.0.1:9", "--timeout", "0"]).0, EXIT_ERROR);
         assert_eq!(run_args(&["frobnicate"]).0, EXIT_ERROR);
         let (code, out, _) = run_args(&["--help"]);

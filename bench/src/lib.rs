@@ -3,6 +3,8 @@
 //! - [`query`]: one client exchange (offset, delay, stratum, refid, ...), as `ntpdig` does.
 //! - [`load`]: a fixed-rate step against one server, with per-reply validation, RTT and server
 //!   turnaround histograms; its engines are in [`engine`].
+//! - [`ramp`]: `load --ramp`, load steps at a rising rate until the server loses requests, and
+//!   the sustainable rate; [`plot`] draws a ramp into a PNG.
 //! - [`reply`]: the pure half: reply checks and timestamp arithmetic, built on stratum-proto.
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::run`].
 
@@ -10,5 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod engine;
 pub mod load;
+pub mod plot;
 pub mod query;
+pub mod ramp;
 pub mod reply;

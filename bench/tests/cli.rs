@@ -1,5 +1,6 @@
 //! The `stratum-bench` binary against small NTP servers made here, on loopback: the exit statuses,
-//! the JSON shapes, and every counter of `load` (each reply kind provoked on purpose). The same
+//! the JSON shapes, every counter of `load` (each reply kind provoked on purpose), and the stop rules
+//! of `load --ramp` (a fake that answers 1500 requests/s) with its PNG plot. The same
 //! binary against the real stratumd is in server/tests/bench_smoke.rs.
 
 use std::net::{SocketAddr, UdpSocket};
@@ -254,4 +255,84 @@ fn load_counts_each_kind_of_reply() {
     for key in ["offered_rate", "send_rate", "achieved_reply_rate", "rtt_p50_us", "rtt_p99_us", "client_socket_drops"] {
         assert!(v[key].is_number(), "{key}: {v}");
     }
+}
+
+/// Runs a ramp with `extra` flags against `server` and returns its one JSON object.
+fn ramp_json(server: &FakeServer, ramp: &str, extra: &[&str]) -> Value {
+    let target = server.addr.to_string();
+    let args = [&["load", "--target", &target, "--ramp", ramp, "--sockets", "2", "--settle", "50", "--json"], extra];
+    let out = stratum_bench(&args.concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "no progress lines with --json: {}", text(&out.stderr));
+    one_json_object(&out)
+}
+
+#[test]
+fn ramp_stops_past_the_loss_threshold_of_a_server_that_answers_1500_per_second() {
+    // A token bucket: 1500 replies/s, bursts of 256 (four batches, so the generator's jitter at
+    // 1000/s never drains it). At 1000/s every request is answered; at 4000/s about half are lost.
+    let bucket = std::sync::Mutex::new((256.0f64, Instant::now()));
+    let server = FakeServer::start(Box::new(move |req, t2| {
+        let mut b = bucket.lock().unwrap();
+        let now = Instant::now();
+        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * 1500.0).min(256.0);
+        b.1 = now;
+        if b.0 < 1.0 {
+            return vec![];
+        }
+        b.0 -= 1.0;
+        vec![reply(req, t2).to_bytes().to_vec()]
+    }));
+    let started = Instant::now();
+    let v = ramp_json(&server, "1000,4,0.3", &[]);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(v["target"], server.addr.to_string(), "{v}");
+    assert_eq!(v["stopped_because"], "loss", "{v}");
+    assert_eq!(v["sustainable_rate"], 1000, "{v}");
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{v}");
+    assert_eq!((steps[0]["offered"].clone(), steps[1]["offered"].clone()), (1000.into(), 4000.into()), "{v}");
+    let f = |s: &Value, key: &str| s[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {s}"));
+    assert!(f(&steps[0], "loss_pct") < 1.0, "{v}");
+    assert!(f(&steps[1], "loss_pct") > 5.0, "{v}");
+    for s in steps {
+        for key in ["offered", "sent", "answered", "answered_rate", "rtt_p50_ns", "rtt_p99_ns"] {
+            assert!(s[key].as_u64().is_some(), "{key}: {s}");
+        }
+        for key in ["loss_pct", "kod_pct", "invalid_pct"] {
+            assert!(f(s, key) >= 0.0, "{key}: {s}");
+        }
+        assert!(s["turnaround_p50_ns"].as_u64().unwrap() <= s["turnaround_p99_ns"].as_u64().unwrap(), "{s}");
+        assert!(s["sent"].as_u64().unwrap() > 0 && s["answered"].as_u64().unwrap() > 0, "{s}");
+    }
+}
+
+#[test]
+fn ramp_stops_at_max_rate_and_max_steps_and_draws_a_png() {
+    let server = FakeServer::start(Box::new(|req, t2| vec![reply(req, t2).to_bytes().to_vec()]));
+    let dir = std::env::temp_dir().join(format!("stratum-bench-ramp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = dir.join("ramp.png");
+    let v = ramp_json(&server, "1000,2,0.3", &["--max-rate", "2500", "--plot", png.to_str().unwrap()]);
+    assert_eq!(v["stopped_because"], "max_rate", "{v}");
+    assert_eq!(v["steps"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["sustainable_rate"], 2000, "{v}");
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(bytes.len() > 10_000, "{} bytes", bytes.len());
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // --max-steps, in text: one row a step, then the stop reason and the sustainable rate.
+    let target = server.addr.to_string();
+    let out = stratum_bench(&["load", "--target", &target, "--ramp", "1000,2,0.3", "--max-steps", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.ends_with("stopped because: max_steps\nsustainable: 1000/s\n"), "{stdout}");
+    assert_eq!(stdout.lines().count(), 5, "{stdout}");
+    assert_eq!(text(&out.stderr).lines().count(), 1, "one progress line: {}", text(&out.stderr));
+
+    // The loopback rule holds for ramps.
+    let out = stratum_bench(&["load", "--target", "192.0.2.1:123", "--ramp", "1000,2,0.3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--i-own-this-target"), "{}", text(&out.stderr));
 }

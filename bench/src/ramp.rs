@@ -1,0 +1,503 @@
+//! `stratum-bench load --ramp`: the reference method of TESTING.md, as ntpperf does it. The
+//! offered rate rises step by step (START, START x FACTOR, ...); every step is one ordinary `load`
+//! step ([`crate::load::run`], the same engine and the same checks), and the ramp stops after the
+//! first step that loses more than `--max-loss` percent, before a step would exceed `--max-rate`,
+//! or after `--max-steps`.
+//!
+//! The sustainable rate is the highest step's offered rate with less than 1 % loss, no invalid
+//! reply, no unsynchronised reply, no kiss-o'-death (unless `--kod-ok`), and a generator that kept
+//! up with the offered rate (sent at 98 % of it or more): a step the generator could not offer
+//! says nothing about the server.
+//!
+//! The pure parts (the rate sequence, the stop rule, the choice of the sustainable rate) are
+//! functions of their inputs, tested without a network.
+
+use std::net::SocketAddr;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::engine::socket::DRAIN;
+use crate::load::{self, LoadConfig, LoadReport, MAX_DURATION_S, MAX_RATE};
+
+/// A ramp's whole length is bounded before it starts: max steps x (step + drain + settle).
+pub const MAX_TOTAL: Duration = Duration::from_secs(600);
+/// A step is sustainable only with less loss than this, in percent.
+pub const SUSTAINABLE_LOSS_PCT: f64 = 1.0;
+/// A step is sustainable only if the generator sent at least this share of the offered rate.
+pub const GENERATOR_KEPT_UP: f64 = 0.98;
+pub const MAX_FACTOR: f64 = 10.0;
+pub const MAX_STEPS: u32 = 1000;
+pub const MAX_SETTLE_MS: u64 = 60_000;
+
+/// `--ramp START,FACTOR,STEP_SECS`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RampSpec {
+    pub start: u64,
+    pub factor: f64,
+    pub step: Duration,
+}
+
+impl std::str::FromStr for RampSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+        let [start, factor, step] = parts[..] else {
+            return Err(format!("expected START,FACTOR,STEP_SECS (e.g. 50000,1.25,3), got {s:?}"));
+        };
+        let start: u64 = start.parse().map_err(|_| format!("START must be a whole rate, got {start:?}"))?;
+        let factor: f64 = factor.parse().map_err(|_| format!("FACTOR must be a number, got {factor:?}"))?;
+        let step_s: f64 = step.parse().map_err(|_| format!("STEP_SECS must be a number, got {step:?}"))?;
+        if !(1..=MAX_RATE).contains(&start) {
+            return Err(format!("START must be from 1 to {MAX_RATE}"));
+        }
+        if !(factor > 1.0 && factor <= MAX_FACTOR) {
+            return Err(format!("FACTOR must be more than 1 and at most {MAX_FACTOR}"));
+        }
+        if !(step_s > 0.0 && step_s <= MAX_DURATION_S) {
+            return Err(format!("STEP_SECS must be more than 0 and at most {MAX_DURATION_S}"));
+        }
+        Ok(Self { start, factor, step: Duration::from_secs_f64(step_s) })
+    }
+}
+
+/// A validated ramp.
+#[derive(Clone, Debug)]
+pub struct RampConfig {
+    pub spec: RampSpec,
+    /// Stop after the first step losing more than this, in percent.
+    pub max_loss_pct: f64,
+    pub max_rate: u64,
+    pub max_steps: u32,
+    pub settle: Duration,
+    pub kod_ok: bool,
+    /// Every step's target, sockets and core (its rate and duration are set per step).
+    pub step: LoadConfig,
+}
+
+impl RampConfig {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        target: SocketAddr,
+        i_own_this_target: bool,
+        spec: RampSpec,
+        max_loss_pct: f64,
+        max_rate: u64,
+        max_steps: u32,
+        settle_ms: u64,
+        kod_ok: bool,
+        sockets: usize,
+        core: Option<usize>,
+    ) -> anyhow::Result<Self> {
+        let step = LoadConfig::new(target, i_own_this_target, spec.start, spec.step.as_secs_f64(), sockets, core)?;
+        if !(0.0..=100.0).contains(&max_loss_pct) {
+            bail!("--max-loss must be from 0 to 100 (percent)");
+        }
+        if !(1..=MAX_RATE).contains(&max_rate) {
+            bail!("--max-rate must be from 1 to {MAX_RATE}");
+        }
+        if spec.start > max_rate {
+            bail!("the ramp's START ({}) is above --max-rate ({max_rate})", spec.start);
+        }
+        if !(1..=MAX_STEPS).contains(&max_steps) {
+            bail!("--max-steps must be from 1 to {MAX_STEPS}");
+        }
+        if settle_ms > MAX_SETTLE_MS {
+            bail!("--settle must be at most {MAX_SETTLE_MS} ms");
+        }
+        let settle = Duration::from_millis(settle_ms);
+        let bound = worst_case_length(spec.step, settle, max_steps);
+        if bound > MAX_TOTAL {
+            bail!(
+                "this ramp could run {:.0} s ({max_steps} steps of {:.3} s + {} ms drain + {settle_ms} ms settle); \
+                 the limit is {} s: use fewer --max-steps or shorter steps",
+                bound.as_secs_f64(),
+                spec.step.as_secs_f64(),
+                DRAIN.as_millis(),
+                MAX_TOTAL.as_secs()
+            );
+        }
+        Ok(Self { spec, max_loss_pct, max_rate, max_steps, settle, kod_ok, step })
+    }
+}
+
+/// The longest a ramp can run: every step's send phase and drain, and the pauses between them.
+pub fn worst_case_length(step: Duration, settle: Duration, max_steps: u32) -> Duration {
+    (step + DRAIN) * max_steps + settle * max_steps.saturating_sub(1)
+}
+
+/// The offered rate of step `k` (0-based): START x FACTOR^k, rounded, and always at least one more
+/// than the step before (so a small START with a small FACTOR still climbs).
+pub fn step_rates(spec: &RampSpec, max_rate: u64, max_steps: u32) -> Vec<u64> {
+    let mut rates: Vec<u64> = Vec::new();
+    for k in 0..max_steps {
+        let ideal = (spec.start as f64 * spec.factor.powi(k as i32)).round();
+        let rate = match rates.last() {
+            Some(&prev) => (ideal as u64).max(prev + 1),
+            None => spec.start,
+        };
+        if !ideal.is_finite() || ideal > max_rate as f64 || rate > max_rate {
+            break;
+        }
+        rates.push(rate);
+    }
+    rates
+}
+
+/// Why a ramp ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// A step lost more than `--max-loss`.
+    Loss,
+    /// The next step would have offered more than `--max-rate`.
+    MaxRate,
+    /// `--max-steps` steps ran.
+    MaxSteps,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Loss => "loss",
+            Self::MaxRate => "max_rate",
+            Self::MaxSteps => "max_steps",
+        }
+    }
+}
+
+/// What one step measured: the ramp's row of a [`LoadReport`]. Percentages are of the requests sent.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StepResult {
+    pub offered: u64,
+    pub send_rate: u64,
+    pub sent: u64,
+    pub answered: u64,
+    /// Requests answered per second of the send phase (any reply that names its request).
+    pub answered_rate: u64,
+    pub valid: u64,
+    pub kod: u64,
+    pub invalid: u64,
+    pub unsynced: u64,
+    pub loss_pct: f64,
+    pub kod_pct: f64,
+    /// Every kind of invalid reply (length, header, origin, duplicate, late, T2 and T3 window).
+    pub invalid_pct: f64,
+    pub unsynced_pct: f64,
+    pub rtt_p50_ns: u64,
+    pub rtt_p99_ns: u64,
+    pub turnaround_p50_ns: u64,
+    pub turnaround_p99_ns: u64,
+    /// The generator sent at less than 98 % of the offered rate.
+    pub generator_behind: bool,
+    pub server_socket_drops: Option<u64>,
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        (100_000.0 * part as f64 / whole as f64).round() / 1000.0
+    }
+}
+
+impl StepResult {
+    pub fn from_report(r: &LoadReport) -> Self {
+        Self {
+            offered: r.offered_rate,
+            send_rate: r.send_rate,
+            sent: r.sent,
+            answered: r.answered,
+            answered_rate: (r.answered as f64 / r.duration_s.max(1e-9)).round() as u64,
+            valid: r.valid,
+            kod: r.kod,
+            invalid: r.invalid,
+            unsynced: r.unsynced,
+            loss_pct: r.loss_pct,
+            kod_pct: pct(r.kod, r.sent),
+            invalid_pct: pct(r.invalid, r.sent),
+            unsynced_pct: pct(r.unsynced, r.sent),
+            rtt_p50_ns: r.rtt_p50_ns,
+            rtt_p99_ns: r.rtt_p99_ns,
+            turnaround_p50_ns: r.turnaround_p50_ns,
+            turnaround_p99_ns: r.turnaround_p99_ns,
+            generator_behind: (r.send_rate as f64) < GENERATOR_KEPT_UP * r.offered_rate as f64,
+            server_socket_drops: r.server_socket_drops,
+        }
+    }
+
+    /// Less than 1 % loss with only valid replies (KoD allowed with `kod_ok`), at the offered rate.
+    pub fn is_sustainable(&self, kod_ok: bool) -> bool {
+        self.sent > 0
+            && self.loss_pct < SUSTAINABLE_LOSS_PCT
+            && self.invalid == 0
+            && self.unsynced == 0
+            && (kod_ok || self.kod == 0)
+            && !self.generator_behind
+    }
+}
+
+/// The stop rule after a step: more loss than allowed ends the ramp.
+pub fn exceeds_loss(step: &StepResult, max_loss_pct: f64) -> bool {
+    step.loss_pct > max_loss_pct
+}
+
+/// The highest offered rate among the sustainable steps; 0 when none is.
+pub fn sustainable_rate(steps: &[StepResult], kod_ok: bool) -> u64 {
+    steps.iter().filter(|s| s.is_sustainable(kod_ok)).map(|s| s.offered).max().unwrap_or(0)
+}
+
+/// The `--json` object of a ramp.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RampReport {
+    pub target: String,
+    pub engine: &'static str,
+    pub start: u64,
+    pub factor: f64,
+    pub step_s: f64,
+    pub settle_ms: u64,
+    pub max_loss_pct: f64,
+    pub max_rate: u64,
+    pub max_steps: u32,
+    pub kod_ok: bool,
+    pub sockets: usize,
+    pub core: Option<usize>,
+    pub steps: Vec<StepResult>,
+    pub sustainable_rate: u64,
+    pub stopped_because: StopReason,
+}
+
+impl RampReport {
+    pub fn to_text(&self) -> String {
+        let core = self.core.map_or_else(|| "unpinned".to_string(), |c| c.to_string());
+        let mut s = format!(
+            "target {} ({} sockets, core {core}, {} engine); ramp {} x {} every {:.3} s, stop past {} % loss\n",
+            self.target, self.sockets, self.engine, self.start, self.factor, self.step_s, self.max_loss_pct
+        );
+        s += &format!(
+            "{:>10} {:>10} {:>10} {:>8} {:>7} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
+            "offered/s",
+            "sent/s",
+            "answered/s",
+            "loss %",
+            "KoD %",
+            "invalid%",
+            "rtt p50 us",
+            "rtt p99 us",
+            "turn p50",
+            "turn p99"
+        );
+        let us = |ns: u64| ns as f64 / 1000.0;
+        for st in &self.steps {
+            let mut flags = String::new();
+            if st.is_sustainable(self.kod_ok) {
+                flags += " ok";
+            }
+            if st.generator_behind {
+                flags += " generator-behind";
+            }
+            if st.unsynced > 0 {
+                flags += &format!(" unsynced {:.3}%", st.unsynced_pct);
+            }
+            s += &format!(
+                "{:>10} {:>10} {:>10} {:>8.3} {:>7.3} {:>8.3} {:>10.1} {:>10.1} {:>10.1} {:>10.1}{flags}\n",
+                st.offered,
+                st.send_rate,
+                st.answered_rate,
+                st.loss_pct,
+                st.kod_pct,
+                st.invalid_pct,
+                us(st.rtt_p50_ns),
+                us(st.rtt_p99_ns),
+                us(st.turnaround_p50_ns),
+                us(st.turnaround_p99_ns),
+            );
+        }
+        s += &format!("stopped because: {}\n", self.stopped_because.as_str());
+        s += &format!("sustainable: {}/s\n", self.sustainable_rate);
+        s
+    }
+}
+
+/// Runs a ramp: one [`load::run`] step per rate, `settle` apart. `progress` is called after each
+/// step (the CLI prints nothing there in JSON mode).
+pub fn run(config: &RampConfig, mut progress: impl FnMut(&StepResult)) -> anyhow::Result<RampReport> {
+    let rates = step_rates(&config.spec, config.max_rate, config.max_steps);
+    let mut steps = Vec::with_capacity(rates.len());
+    let mut stopped_because =
+        if (rates.len() as u32) < config.max_steps { StopReason::MaxRate } else { StopReason::MaxSteps };
+    for (k, &rate) in rates.iter().enumerate() {
+        if k > 0 && !config.settle.is_zero() {
+            thread::sleep(config.settle);
+        }
+        let step_config = LoadConfig { rate, ..config.step.clone() };
+        let report = load::run(&step_config).with_context(|| format!("ramp step {} at {rate}/s", k + 1))?;
+        let step = StepResult::from_report(&report);
+        progress(&step);
+        let stop = exceeds_loss(&step, config.max_loss_pct);
+        steps.push(step);
+        if stop {
+            stopped_because = StopReason::Loss;
+            break;
+        }
+    }
+    Ok(RampReport {
+        target: config.step.target.to_string(),
+        engine: "socket",
+        start: config.spec.start,
+        factor: config.spec.factor,
+        step_s: config.spec.step.as_secs_f64(),
+        settle_ms: config.settle.as_millis() as u64,
+        max_loss_pct: config.max_loss_pct,
+        max_rate: config.max_rate,
+        max_steps: config.max_steps,
+        kod_ok: config.kod_ok,
+        sockets: config.step.sockets,
+        core: config.step.core,
+        sustainable_rate: sustainable_rate(&steps, config.kod_ok),
+        steps,
+        stopped_because,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(start: u64, factor: f64, step_s: f64) -> RampSpec {
+        RampSpec { start, factor, step: Duration::from_secs_f64(step_s) }
+    }
+
+    fn step(offered: u64, loss_pct: f64) -> StepResult {
+        StepResult {
+            offered,
+            send_rate: offered,
+            sent: offered,
+            answered: offered,
+            answered_rate: offered,
+            valid: offered,
+            kod: 0,
+            invalid: 0,
+            unsynced: 0,
+            loss_pct,
+            kod_pct: 0.0,
+            invalid_pct: 0.0,
+            unsynced_pct: 0.0,
+            rtt_p50_ns: 1,
+            rtt_p99_ns: 1,
+            turnaround_p50_ns: 1,
+            turnaround_p99_ns: 1,
+            generator_behind: false,
+            server_socket_drops: None,
+        }
+    }
+
+    #[test]
+    fn ramp_spec_parses_and_is_bounded() {
+        assert_eq!("50000,1.25,3".parse::<RampSpec>().unwrap(), spec(50_000, 1.25, 3.0));
+        assert_eq!(" 100 , 2 , 0.3 ".parse::<RampSpec>().unwrap(), spec(100, 2.0, 0.3));
+        for bad in ["", "50000", "50000,1.25", "50000,1.25,3,4", "x,1.25,3", "0,1.25,3", "50000,1,3", "50000,0.5,3"] {
+            assert!(bad.parse::<RampSpec>().is_err(), "{bad}");
+        }
+        for bad in ["50000,11,3", "50000,NaN,3", "50000,1.25,0", "50000,1.25,61", "50000,1.25,inf", "20000000,2,1"] {
+            assert!(bad.parse::<RampSpec>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn step_rates_grow_geometrically_and_stop_at_the_caps() {
+        assert_eq!(step_rates(&spec(50_000, 1.25, 3.0), MAX_RATE, 5), [50_000, 62_500, 78_125, 97_656, 122_070]);
+        // --max-rate: the first rate above it is not run; a rate equal to it is.
+        assert_eq!(step_rates(&spec(1000, 2.0, 1.0), 8000, 40), [1000, 2000, 4000, 8000]);
+        assert_eq!(step_rates(&spec(1000, 2.0, 1.0), 7999, 40), [1000, 2000, 4000]);
+        assert_eq!(step_rates(&spec(1000, 2.0, 1.0), 1000, 40), [1000]);
+        // A tiny factor still climbs by at least one per step.
+        assert_eq!(step_rates(&spec(3, 1.01, 1.0), MAX_RATE, 4), [3, 4, 5, 6]);
+        // Never past the global cap, even with many steps.
+        let all = step_rates(&spec(1, 10.0, 1.0), MAX_RATE, MAX_STEPS);
+        assert_eq!(all.last(), Some(&MAX_RATE));
+        assert!(all.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn stop_rule_and_ramp_bounds() {
+        assert!(!exceeds_loss(&step(1000, 5.0), 5.0));
+        assert!(exceeds_loss(&step(1000, 5.001), 5.0));
+        assert!(exceeds_loss(&step(1000, 0.1), 0.0));
+        let t = |step_s: f64, settle_ms: u64, steps: u32| {
+            worst_case_length(Duration::from_secs_f64(step_s), Duration::from_millis(settle_ms), steps)
+        };
+        assert_eq!(t(3.0, 200, 40), Duration::from_millis(40 * 3200 + 39 * 200));
+        assert_eq!(t(0.3, 0, 1), Duration::from_millis(500));
+        let target: SocketAddr = "127.0.0.1:123".parse().unwrap();
+        let config = |s: RampSpec, max_loss: f64, max_rate: u64, steps: u32, settle: u64| {
+            RampConfig::new(target, false, s, max_loss, max_rate, steps, settle, false, 16, None)
+        };
+        assert!(config(spec(50_000, 1.25, 3.0), 5.0, MAX_RATE, 40, 200).is_ok());
+        // 40 steps of 15 s is more than 10 minutes: refused before anything runs.
+        let e = config(spec(50_000, 1.25, 15.0), 5.0, MAX_RATE, 40, 200).unwrap_err().to_string();
+        assert!(e.contains("limit is 600 s"), "{e}");
+        assert!(config(spec(50_000, 1.25, 3.0), 101.0, MAX_RATE, 40, 200).is_err());
+        assert!(config(spec(50_000, 1.25, 3.0), f64::NAN, MAX_RATE, 40, 200).is_err());
+        assert!(config(spec(50_000, 1.25, 3.0), 5.0, 40_000, 40, 200).is_err());
+        assert!(config(spec(50_000, 1.25, 3.0), 5.0, MAX_RATE, 0, 200).is_err());
+        assert!(config(spec(50_000, 1.25, 3.0), 5.0, MAX_RATE, 40, MAX_SETTLE_MS + 1).is_err());
+        // The loopback rule holds for ramps too.
+        let far: SocketAddr = "192.0.2.1:123".parse().unwrap();
+        let e = RampConfig::new(far, false, spec(1000, 2.0, 1.0), 5.0, MAX_RATE, 4, 0, false, 16, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--i-own-this-target"), "{e}");
+    }
+
+    #[test]
+    fn sustainable_rate_is_the_highest_clean_step() {
+        let mut steps = vec![step(1000, 0.0), step(2000, 0.5), step(4000, 0.99), step(8000, 1.0), step(16_000, 30.0)];
+        assert_eq!(sustainable_rate(&steps, false), 4000);
+        // An invalid or unsynchronised reply disqualifies a step, whatever its loss.
+        steps[2].invalid = 1;
+        assert_eq!(sustainable_rate(&steps, false), 2000);
+        steps[1].unsynced = 3;
+        assert_eq!(sustainable_rate(&steps, false), 1000);
+        // KoD disqualifies unless --kod-ok.
+        steps[0].kod = 5;
+        assert_eq!(sustainable_rate(&steps, false), 0);
+        assert_eq!(sustainable_rate(&steps, true), 1000);
+        // A step the generator could not offer says nothing about the server.
+        let mut behind = vec![step(1000, 0.0), step(2000, 0.0)];
+        behind[1].generator_behind = true;
+        assert_eq!(sustainable_rate(&behind, false), 1000);
+        // A later clean step counts even after a lossy one.
+        assert_eq!(sustainable_rate(&[step(1000, 0.0), step(2000, 3.0), step(3000, 0.2)], false), 3000);
+        assert_eq!(sustainable_rate(&[], false), 0);
+    }
+
+    #[test]
+    fn step_result_percentages_are_of_the_requests_sent() {
+        assert_eq!(pct(1, 3), 33.333);
+        assert_eq!(pct(0, 0), 0.0);
+        let text = RampReport {
+            target: "127.0.0.1:123".into(),
+            engine: "socket",
+            start: 1000,
+            factor: 2.0,
+            step_s: 1.0,
+            settle_ms: 200,
+            max_loss_pct: 5.0,
+            max_rate: MAX_RATE,
+            max_steps: 40,
+            kod_ok: false,
+            sockets: 16,
+            core: None,
+            steps: vec![step(1000, 0.0), step(2000, 10.0)],
+            sustainable_rate: 1000,
+            stopped_because: StopReason::Loss,
+        }
+        .to_text();
+        assert_eq!(text.lines().count(), 6, "{text}");
+        assert!(text.ends_with("stopped because: loss\nsustainable: 1000/s\n"), "{text}");
+    }
+}
