@@ -1,0 +1,21 @@
+//! The AF_XDP socket layer: UMEM, the four rings, bind with zero-copy falling back to copy mode,
+//! need_wakeup, XDP_STATISTICS and TX metadata (transmit timestamps).
+//!
+//! Written here rather than taken from a crate because none supports AF_XDP TX metadata, which
+//! hardware transmit timestamps need. One UMEM per socket (one socket per queue): a worker owns
+//! its queue's frames outright, so nothing is shared between workers.
+//!
+//! A responder's cycle: frames start on the fill ring; the kernel hands them back on the RX ring
+//! with a request in each; the worker writes the reply in place and puts the same address on the
+//! TX ring (or, for a drop, straight back on the fill ring); sent frames come back on the
+//! completion ring and go onto the fill ring again. The frame count equals the fill ring's size,
+//! so recycling a frame into the fill ring always has room.
+
+mod mmap;
+mod ring;
+mod socket;
+mod umem;
+
+pub use ring::{ConsumerRing, ProducerRing};
+pub use socket::{BindMode, XskConfig, XskSocket, XskStatistics, ZeroCopy};
+pub use umem::{Umem, UmemConfig, TX_METADATA_LEN};

@@ -1,0 +1,207 @@
+//! The AF_XDP socket layer against a real kernel: a veth pair the test creates in the root
+//! namespace (unique names, removed on drop). Needs root; skips with a reason elsewhere, fails when
+//! CI is set.
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use stratum_xdp::xsk::{BindMode, XskConfig, XskSocket, ZeroCopy};
+
+fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "{test}: needs root, and CI is set");
+    eprintln!("skipping {test}: needs root (AF_XDP and veth)");
+    false
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// veth pair `a` (where the AF_XDP socket binds, no address) and `b` (10.77.N.2/24, the kernel's end).
+struct Veth {
+    a: String,
+    b: String,
+    b_addr: Ipv4Addr,
+}
+
+impl Veth {
+    fn new(tag: &str) -> Self {
+        let n = std::process::id() % 200 + 20;
+        let a = format!("sx{tag}{n}a");
+        let b = format!("sx{tag}{n}b");
+        let _ = Command::new("ip").args(["link", "del", &a]).output();
+        ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+        let b_addr = Ipv4Addr::new(10, 77, n as u8, 2);
+        ip(&["addr", "add", &format!("{b_addr}/24"), "dev", &b]);
+        ip(&["link", "set", &a, "up"]);
+        ip(&["link", "set", &b, "up"]);
+        Self { a, b, b_addr }
+    }
+
+    fn ifindex(name: &str) -> u32 {
+        let c = std::ffi::CString::new(name).unwrap();
+        // SAFETY: c is a valid NUL-terminated string.
+        let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        assert!(i != 0, "no interface {name}");
+        i
+    }
+
+    fn mac(name: &str) -> [u8; 6] {
+        let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).unwrap();
+        let mut mac = [0u8; 6];
+        for (i, part) in text.trim().split(':').enumerate() {
+            mac[i] = u8::from_str_radix(part, 16).unwrap();
+        }
+        mac
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.a]).output();
+    }
+}
+
+fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    while sum > 0xFFFF {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An Ethernet/IPv4/UDP frame (UDP checksum 0: none, legal for IPv4).
+fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let c = ipv4_checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+fn tai_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a live timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_TAI, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[test]
+fn frames_sent_on_the_tx_ring_arrive_and_complete_with_a_transmit_stamp() {
+    if !require_root("xsk tx") {
+        return;
+    }
+    let veth = Veth::new("t");
+    let receiver = UdpSocket::bind((veth.b_addr, 0)).unwrap();
+    receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let port = receiver.local_addr().unwrap().port();
+
+    let config = XskConfig { initial_fill: 1024, ..XskConfig::default() };
+    let mut xsk = XskSocket::open(Veth::ifindex(&veth.a), 0, &config).expect("open AF_XDP socket on veth");
+    assert_eq!(xsk.mode(), BindMode::Copy, "veth has no zero-copy mode");
+    assert_eq!(xsk.spare.len(), 4096 - 1024);
+    let tx_meta = xsk.umem.tx_metadata_len() > 0;
+
+    let src = Ipv4Addr::new(10, 77, veth.b_addr.octets()[2], 1);
+    let (mac_a, mac_b) = (Veth::mac(&veth.a), Veth::mac(&veth.b));
+    let before = tai_now_ns();
+    let mut descs = Vec::new();
+    for i in 0..32u32 {
+        let frame = udp_frame(mac_a, mac_b, src, veth.b_addr, port, format!("frame {i}").as_bytes());
+        // Data after a 256-byte headroom, like a received frame, so TX metadata fits in front.
+        let addr = xsk.spare.pop().unwrap() + 256;
+        xsk.umem.data_mut(addr, frame.len() as u32).unwrap().copy_from_slice(&frame);
+        let options = if tx_meta && xsk.umem.request_tx_timestamp(addr) { libc::XDP_TX_METADATA } else { 0 };
+        descs.push(libc::xdp_desc { addr, len: frame.len() as u32, options });
+    }
+    assert_eq!(xsk.tx.push(&descs), 32);
+    xsk.kick_tx().unwrap();
+
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    for _ in 0..32 {
+        let (n, from) = receiver.recv_from(&mut buf).expect("frame sent through AF_XDP arrives");
+        assert_eq!(from.ip(), src);
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(got, (0..32).map(|i| format!("frame {i}")).collect::<Vec<_>>());
+
+    // Every frame comes back on the completion ring, with a transmit stamp when asked.
+    let mut done = [0u64; 64];
+    let mut completed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while completed.len() < 32 && Instant::now() < deadline {
+        let n = xsk.completion.pop(&mut done);
+        completed.extend_from_slice(&done[..n]);
+    }
+    completed.sort_unstable();
+    let mut sent: Vec<u64> = descs.iter().map(|d| d.addr).collect();
+    sent.sort_unstable();
+    assert_eq!(completed, sent);
+    if tx_meta {
+        for d in &descs {
+            let stamp = xsk.umem.tx_timestamp(d.addr).expect("a software transmit stamp on veth");
+            assert!(stamp >= before && stamp <= tai_now_ns(), "stamp {stamp} outside [{before}, now]");
+        }
+    }
+    let stats = xsk.statistics().unwrap();
+    assert_eq!(stats.tx_invalid_descs, 0);
+}
+
+#[test]
+fn invalid_tx_descriptors_are_counted_by_the_kernel() {
+    if !require_root("xsk invalid descs") {
+        return;
+    }
+    let veth = Veth::new("i");
+    let config = XskConfig { initial_fill: 0, ..XskConfig::default() };
+    let mut xsk = XskSocket::open(Veth::ifindex(&veth.a), 0, &config).unwrap();
+    // Runs past its frame: the kernel must refuse it, count it, and return it on completion.
+    let bad = libc::xdp_desc { addr: 2048 - 10, len: 100, options: 0 };
+    assert_eq!(xsk.tx.push(&[bad]), 1);
+    let _ = xsk.kick_tx();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while xsk.statistics().unwrap().tx_invalid_descs == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(xsk.statistics().unwrap().tx_invalid_descs, 1);
+}
+
+#[test]
+fn bind_errors_name_the_problem() {
+    if !require_root("xsk bind errors") {
+        return;
+    }
+    let veth = Veth::new("e");
+    let ifindex = Veth::ifindex(&veth.a);
+    let config = XskConfig { initial_fill: 16, ..XskConfig::default() };
+    let e = XskSocket::open(ifindex, 7, &config).unwrap_err();
+    assert!(e.to_string().contains("queue 7"), "{e}");
+    let e = XskSocket::open(ifindex, 0, &XskConfig { zero_copy: ZeroCopy::Required, ..config }).unwrap_err();
+    assert!(e.to_string().contains("zero-copy") || e.to_string().contains("bind"), "{e}");
+    let _first = XskSocket::open(ifindex, 0, &config).unwrap();
+    let e = XskSocket::open(ifindex, 0, &config).unwrap_err();
+    assert!(e.to_string().contains("already") || e.to_string().contains("bound"), "{e}");
+}
