@@ -1,0 +1,33 @@
+//! Compiles the steering program (src/bpf/steer.bpf.c) to a BPF object in OUT_DIR, which
+//! src/program.rs embeds with `include_bytes!`. Needs clang and the Linux uAPI headers
+//! (Debian: clang, linux-libc-dev); libbpf's own headers (bpf_helpers.h, bpf_endian.h) come from
+//! libbpf-cargo.
+
+use std::env;
+use std::path::PathBuf;
+
+use libbpf_cargo::SkeletonBuilder;
+
+const SOURCE: &str = "src/bpf/steer.bpf.c";
+
+fn main() {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo")).join("steer.bpf.o");
+    let mut args = vec!["-Wall".to_string(), "-Werror".to_string(), "-Isrc/bpf".to_string()];
+    // Debian keeps asm/types.h (included by linux/types.h) under the multiarch directory, which
+    // clang does not search for the bpf target.
+    if let Ok(arch) = env::var("CARGO_CFG_TARGET_ARCH") {
+        let multiarch = format!("/usr/include/{arch}-linux-gnu");
+        if std::path::Path::new(&multiarch).is_dir() {
+            args.push(format!("-I{multiarch}"));
+        }
+    }
+    if let Err(e) = SkeletonBuilder::new().source(SOURCE).obj(&out).clang_args(&args).build() {
+        panic!(
+            "building {SOURCE} failed (needs clang, libelf-dev, zlib1g-dev, linux-libc-dev; \
+             scripts/test installs them): {e:#}"
+        );
+    }
+    println!("cargo:rerun-if-changed={SOURCE}");
+    println!("cargo:rerun-if-changed=src/bpf/meta.h");
+    println!("cargo:rerun-if-changed=build.rs");
+}

@@ -1,0 +1,255 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+/* stratumd's XDP steering program.
+ *
+ * NTP requests (UDP to the configured port, over Ethernet with up to two VLAN tags, IPv4 with or
+ * without options, or IPv6 with no extension header) get a receive timestamp written into the XDP
+ * metadata area (struct stratum_meta, meta.h) and are redirected to the AF_XDP socket bound to
+ * the receive queue they arrived on. Everything else goes to the kernel untouched (XDP_PASS):
+ * ARP, ICMP, TCP, other UDP ports, IPv4 fragments, IPv6 extension headers.
+ *
+ * For our port only: a UDP length that cannot hold an NTP header, or that does not fit inside the
+ * IP packet or the frame, is dropped (counted `malformed`); a source address in the deny tries is
+ * dropped (counted `denied`). A request for a queue with no AF_XDP socket falls through to the
+ * kernel (counted `no_socket`), its metadata written.
+ *
+ * Two entry points share one body: `stratum_steer` stamps with bpf_ktime_get_tai_ns() read at
+ * entry; `stratum_steer_hw` first asks the NIC for its receive stamp through the XDP metadata
+ * kfunc, which needs a device-bound program (BPF_F_XDP_DEV_BOUND_ONLY and the prog ifindex). The
+ * loader (src/program.rs) loads exactly one of them. Mirrors: meta.h <-> src/meta.rs, the counter
+ * indexes and map names here <-> src/program.rs.
+ */
+#include <stdbool.h>
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "meta.h"
+
+/* Set by the loader before load (rodata: the verifier sees it as a constant). */
+const volatile __u16 stratum_port = 123;
+
+/* Smallest NTP header (no extension fields, no MAC). */
+#define NTP_HEADER_LEN 48
+/* IPv4 flags + fragment offset: "more fragments" and the 13-bit offset. */
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+#ifndef ETH_P_8021AD
+#define ETH_P_8021AD 0x88A8
+#endif
+#define VLAN_MAX_DEPTH 2
+
+/* Counter slots (src/program.rs reads them by index). */
+enum stratum_counter {
+	COUNTER_REDIRECTED = 0,
+	COUNTER_PASSED = 1,
+	COUNTER_MALFORMED = 2,
+	COUNTER_NO_SOCKET = 3,
+	COUNTER_DENIED = 4,
+	COUNTER_MAX = 5,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* One AF_XDP socket per receive queue, keyed by queue index. */
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+/* Deny lists: longest-prefix-match tries on the source address, one per family. The key is the
+ * kernel's LPM layout: prefix length in bits (host order) followed by the address bytes in network
+ * order. The value is unused (a hit is a deny). */
+struct deny_v4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct deny_v6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct deny_v4_key);
+	__type(value, __u8);
+} deny_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct deny_v6_key);
+	__type(value, __u8);
+} deny_v6 SEC(".maps");
+
+/* XDP metadata kfunc (kernel >= 6.3): the NIC's receive stamp; 0 on success, -ENODATA or
+ * -EOPNOTSUPP where the driver has none. Callable only from device-bound programs. */
+extern int bpf_xdp_metadata_rx_timestamp(const struct xdp_md *ctx, __u64 *timestamp) __ksym __weak;
+
+struct vlan_hdr {
+	__be16 tci;
+	__be16 encapsulated_proto;
+};
+
+static __always_inline void count(__u32 slot)
+{
+	__u64 *value = bpf_map_lookup_elem(&counters, &slot);
+
+	if (value)
+		*value += 1; /* per-CPU slot: no atomic needed */
+}
+
+static __always_inline int pass(void)
+{
+	count(COUNTER_PASSED);
+	return XDP_PASS;
+}
+
+static __always_inline int drop(__u32 why)
+{
+	count(why);
+	return XDP_DROP;
+}
+
+static __always_inline int steer(struct xdp_md *ctx, const bool hw)
+{
+	/* First thing: the software receive stamp, before any parsing. */
+	__u64 rx_time_ns = bpf_ktime_get_tai_ns();
+	__u32 flags = STRATUM_META_TAI;
+
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	void *pos = data;
+
+	struct ethhdr *eth = pos;
+	if ((void *)(eth + 1) > data_end)
+		return pass();
+	pos = eth + 1;
+	__u16 proto = eth->h_proto;
+
+#pragma unroll
+	for (int i = 0; i < VLAN_MAX_DEPTH; i++) {
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		struct vlan_hdr *vlan = pos;
+		if ((void *)(vlan + 1) > data_end)
+			return pass();
+		proto = vlan->encapsulated_proto;
+		pos = vlan + 1;
+	}
+
+	struct udphdr *udp;
+	/* Bytes of IP payload the IP header says there are (counted from the UDP header). */
+	__u32 ip_payload_len;
+	/* Source address for the deny lookup; only one of the two is filled. */
+	struct deny_v4_key key4;
+	struct deny_v6_key key6;
+	bool v6;
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = pos;
+		if ((void *)(ip + 1) > data_end)
+			return pass();
+		if (ip->version != 4 || ip->protocol != IPPROTO_UDP)
+			return pass();
+		__u32 ihl = ip->ihl * 4;
+		if (ihl < sizeof(*ip))
+			return pass();
+		if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+			return pass(); /* fragments are the kernel's to reassemble */
+		if (pos + ihl > data_end)
+			return pass();
+		__u32 tot_len = bpf_ntohs(ip->tot_len);
+		/* A total length shorter than the header leaves no payload: 0, malformed below. */
+		ip_payload_len = tot_len > ihl ? tot_len - ihl : 0;
+		key4.prefixlen = 32;
+		__builtin_memcpy(key4.addr, &ip->saddr, 4);
+		v6 = false;
+		pos += ihl;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = pos;
+		if ((void *)(ip6 + 1) > data_end)
+			return pass();
+		if (ip6->version != 6 || ip6->nexthdr != IPPROTO_UDP)
+			return pass(); /* extension headers go to the kernel */
+		ip_payload_len = bpf_ntohs(ip6->payload_len);
+		key6.prefixlen = 128;
+		__builtin_memcpy(key6.addr, &ip6->saddr, 16);
+		v6 = true;
+		pos = ip6 + 1;
+	} else {
+		return pass();
+	}
+
+	udp = pos;
+	if ((void *)(udp + 1) > data_end)
+		return pass();
+	if (udp->dest != bpf_htons(stratum_port))
+		return pass();
+
+	/* Ours from here on: anything not a plausible NTP request is dropped, never passed. */
+	__u32 udp_len = bpf_ntohs(udp->len);
+	if (udp_len < sizeof(*udp) + NTP_HEADER_LEN || udp_len > ip_payload_len)
+		return drop(COUNTER_MALFORMED);
+	if ((void *)udp + udp_len > data_end)
+		return drop(COUNTER_MALFORMED);
+
+	if (v6 ? bpf_map_lookup_elem(&deny_v6, &key6) != NULL
+	       : bpf_map_lookup_elem(&deny_v4, &key4) != NULL)
+		return drop(COUNTER_DENIED);
+
+	if (hw && bpf_ksym_exists(bpf_xdp_metadata_rx_timestamp)) {
+		__u64 stamp = 0;
+		if (bpf_xdp_metadata_rx_timestamp(ctx, &stamp) == 0 && stamp != 0) {
+			rx_time_ns = stamp;
+			flags = STRATUM_META_HW;
+		}
+	}
+
+	/* The metadata area; every packet pointer is invalid after the adjust. A driver without
+	 * metadata support fails the adjust: the frame still goes to the socket, which then sees
+	 * no magic and reads its own clock. */
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct stratum_meta)) == 0) {
+		struct stratum_meta *meta = (void *)(long)ctx->data_meta;
+		if ((void *)(meta + 1) <= (void *)(long)ctx->data) {
+			meta->rx_time_ns = rx_time_ns;
+			meta->flags = flags;
+			meta->magic = STRATUM_META_MAGIC;
+		}
+	}
+
+	int action = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+	count(action == XDP_REDIRECT ? COUNTER_REDIRECTED : COUNTER_NO_SOCKET);
+	return action;
+}
+
+SEC("xdp")
+int stratum_steer(struct xdp_md *ctx)
+{
+	return steer(ctx, false);
+}
+
+SEC("xdp")
+int stratum_steer_hw(struct xdp_md *ctx)
+{
+	return steer(ctx, true);
+}
+
+/* GPL-compatible: kfunc calls need it. */
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
