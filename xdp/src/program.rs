@@ -127,7 +127,8 @@ const COUNTER_SLOTS: u32 = 5;
 /// Why the program could not be loaded or attached.
 #[derive(Debug)]
 pub enum AttachError {
-    /// Loading or attaching BPF needs privileges this process lacks (the interface name).
+    /// Loading or attaching BPF needs privileges this process lacks (the interface name; empty
+    /// for [`TestProgram::load`]).
     NoPermission(String),
     /// The interface does not exist (its name).
     NoSuchInterface(String),
@@ -142,6 +143,9 @@ pub enum AttachError {
 impl fmt::Display for AttachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::NoPermission(interface) if interface.is_empty() => {
+                write!(f, "cannot load the XDP steering program: permission denied (needs root or CAP_BPF)")
+            }
             Self::NoPermission(interface) => {
                 write!(f, "cannot attach XDP to {interface}: permission denied (needs root or CAP_BPF+CAP_NET_ADMIN)")
             }
@@ -504,7 +508,8 @@ impl SteeringProgram {
         self.loaded.map("xsks").update(&queue.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY).map_err(to_io)
     }
 
-    /// Stops steering queue `queue` (its requests fall through to the kernel).
+    /// Stops steering queue `queue` (its requests fall through to the kernel). A queue with no
+    /// socket is not an error.
     pub fn unregister_socket(&self, queue: u32) -> io::Result<()> {
         check_queue(queue)?;
         self.loaded.map("xsks").delete(&queue.to_ne_bytes()).map_err(to_io)
@@ -583,7 +588,7 @@ impl TestProgram {
     pub fn load(config: &ProgramConfig) -> Result<TestProgram, AttachError> {
         match Loaded::load(config.port, Variant::Tai) {
             Ok(loaded) => Ok(Self { loaded }),
-            Err(e) => Err(load_error("(test run)", e)),
+            Err(e) => Err(load_error("", e)),
         }
     }
 
