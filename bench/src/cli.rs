@@ -60,7 +60,8 @@ pub struct LoadArgs {
     #[arg(long, value_name = "SECS", default_value_t = 3.0)]
     pub duration: f64,
     /// A rate ramp instead of one step: START requests/s, then x FACTOR each step of STEP_SECS,
-    /// until a step loses more than --max-loss, the next would pass --max-rate, or --max-steps ran.
+    /// until a step loses more than --max-loss, the generator fell behind two steps in a row, the
+    /// next step would pass --max-rate, or --max-steps ran.
     #[arg(long, value_name = "START,FACTOR,STEP_SECS", conflicts_with_all = ["rate", "duration"])]
     pub ramp: Option<RampSpec>,
     /// Ramp: stop after the first step that loses more than this many percent.
@@ -81,12 +82,17 @@ pub struct LoadArgs {
     /// Ramp: also draw offered rate against answered rate, loss and RTT p99 into this PNG file.
     #[arg(long, value_name = "FILE.png", requires = "ramp")]
     pub plot: Option<std::path::PathBuf>,
-    /// Client sockets (distinct source ports), used round-robin one batch of 64 at a time.
+    /// Client sockets (distinct source ports), used round-robin one batch of 64 at a time; with
+    /// --cores, shared out among the generator threads.
     #[arg(long, value_name = "K", default_value_t = 16)]
     pub sockets: usize,
     /// Pin the generator to this CPU core.
-    #[arg(long, value_name = "C")]
+    #[arg(long, value_name = "C", conflicts_with = "cores")]
     pub core: Option<usize>,
+    /// One generator thread per core listed (e.g. 0,2,3), each pinned to its core with its share
+    /// of the rate and of the sockets (disjoint source ports); the step's counters add up.
+    #[arg(long, value_name = "C,C,...", value_delimiter = ',', num_args = 1..)]
+    pub cores: Vec<usize>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -141,8 +147,15 @@ fn run_query(a: &QueryArgs, out: &mut dyn Write) -> Result<(), QueryError> {
     Ok(())
 }
 
+impl LoadArgs {
+    /// --core C is --cores C.
+    fn cores(&self) -> Vec<usize> {
+        self.core.map_or_else(|| self.cores.clone(), |c| vec![c])
+    }
+}
+
 fn run_load(a: &LoadArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let config = LoadConfig::new(a.target, a.i_own_this_target, a.rate, a.duration, a.sockets, a.core)?;
+    let config = LoadConfig::new(a.target, a.i_own_this_target, a.rate, a.duration, a.sockets, a.cores())?;
     let report = load::run(&config)?;
     let text = if a.json { serde_json::to_string(&report)? + "\n" } else { report.to_text() };
     out.write_all(text.as_bytes())?;
@@ -161,7 +174,7 @@ fn run_ramp(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         a.settle,
         a.kod_ok,
         a.sockets,
-        a.core,
+        a.cores(),
     )?;
     let report = ramp::run(&config, |step| {
         // Progress, one line a step, where it cannot mix with the JSON.
@@ -221,6 +234,11 @@ mod tests {
         assert_eq!(with(&["--plot", "x.png"]).0, EXIT_ERROR);
         assert_eq!(run_args(&["query", "127.0.0.1:9", "--timeout", "0"]).0, EXIT_ERROR);
         assert_eq!(run_args(&["frobnicate"]).0, EXIT_ERROR);
+        // --core and --cores exclude each other; --cores needs distinct cores and a socket each.
+        assert_eq!(with(&["--core", "0", "--cores", "0,1"]).0, EXIT_ERROR);
+        assert_eq!(with(&["--cores", "0,0", "--duration", "0.1"]).0, EXIT_ERROR);
+        assert_eq!(with(&["--cores", "0,1", "--sockets", "1", "--duration", "0.1"]).0, EXIT_ERROR);
+        assert_eq!(with(&["--cores", "0,1", "--rate", "1", "--duration", "0.1"]).0, EXIT_ERROR);
         let (code, out, _) = run_args(&["--help"]);
         assert_eq!(code, EXIT_OK);
         assert!(out.contains("query") && out.contains("load"), "{out}");

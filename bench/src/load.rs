@@ -1,6 +1,8 @@
 //! `stratum-bench load`: one fixed-rate step, its argument checks and its report.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Barrier;
+use std::thread;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -12,6 +14,8 @@ use crate::reply::Invalid;
 pub const MAX_DURATION_S: f64 = 60.0;
 pub const MAX_RATE: u64 = 10_000_000;
 pub const MAX_SOCKETS: usize = 1024;
+/// Generator threads (one per `--cores` entry).
+pub const MAX_THREADS: usize = 256;
 
 /// A validated load step.
 #[derive(Clone, Debug)]
@@ -20,8 +24,10 @@ pub struct LoadConfig {
     /// Requests per second; 0 sends as fast as possible.
     pub rate: u64,
     pub duration: Duration,
+    /// Client sockets over all generator threads.
     pub sockets: usize,
-    pub core: Option<usize>,
+    /// One generator thread per core listed, pinned there; empty: one unpinned thread.
+    pub cores: Vec<usize>,
 }
 
 /// The loopback rule: a load generator must never be pointed at someone else's server by
@@ -61,7 +67,7 @@ impl LoadConfig {
         rate: u64,
         duration_s: f64,
         sockets: usize,
-        core: Option<usize>,
+        cores: Vec<usize>,
     ) -> anyhow::Result<Self> {
         let target = check_target(target, i_own_this_target)?;
         if !(duration_s > 0.0 && duration_s <= MAX_DURATION_S) {
@@ -73,8 +79,55 @@ impl LoadConfig {
         if !(1..=MAX_SOCKETS).contains(&sockets) {
             anyhow::bail!("--sockets must be from 1 to {MAX_SOCKETS}");
         }
-        Ok(Self { target, rate, duration: Duration::from_secs_f64(duration_s), sockets, core })
+        if cores.len() > MAX_THREADS {
+            anyhow::bail!("--cores lists at most {MAX_THREADS} cores");
+        }
+        if let Some(c) = cores.iter().enumerate().find_map(|(i, c)| cores[..i].contains(c).then_some(c)) {
+            anyhow::bail!("--cores lists core {c} twice");
+        }
+        if sockets < cores.len() {
+            anyhow::bail!("--sockets ({sockets}) must be at least the number of --cores ({})", cores.len());
+        }
+        if rate != 0 && rate < cores.len() as u64 {
+            anyhow::bail!("--rate ({rate}) must be 0 or at least the number of --cores ({})", cores.len());
+        }
+        Ok(Self { target, rate, duration: Duration::from_secs_f64(duration_s), sockets, cores })
     }
+
+    /// Generator threads: one per listed core, or one.
+    pub fn threads(&self) -> usize {
+        self.cores.len().max(1)
+    }
+
+    /// The core of a single pinned generator thread.
+    pub fn core(&self) -> Option<usize> {
+        match self.cores[..] {
+            [c] => Some(c),
+            _ => None,
+        }
+    }
+
+    /// One step config per generator thread: its core, its share of the rate and of the sockets
+    /// (so the threads' source ports are disjoint). The shares add up to the whole.
+    pub fn per_thread(&self) -> Vec<LoadConfig> {
+        let n = self.threads();
+        let rates = split(self.rate, n);
+        let sockets = split(self.sockets as u64, n);
+        (0..n)
+            .map(|i| LoadConfig {
+                rate: rates[i],
+                sockets: sockets[i] as usize,
+                cores: self.cores.get(i).map(|&c| vec![c]).unwrap_or_default(),
+                ..self.clone()
+            })
+            .collect()
+    }
+}
+
+/// `total` in `n` shares that differ by at most one, the larger ones first.
+pub fn split(total: u64, n: usize) -> Vec<u64> {
+    let n64 = n as u64;
+    (0..n64).map(|i| total / n64 + u64::from(i < total % n64)).collect()
 }
 
 /// Per-reply counters. received = valid + invalid + kod + unsynced; answered = the requests with
@@ -96,6 +149,43 @@ pub struct Counts {
     pub invalid_late: u64,
     pub invalid_t2_window: u64,
     pub invalid_t3_window: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Self) {
+        let Self {
+            sent,
+            send_errors,
+            received,
+            answered,
+            valid,
+            invalid,
+            kod,
+            unsynced,
+            invalid_length,
+            invalid_header,
+            invalid_origin,
+            duplicate,
+            invalid_late,
+            invalid_t2_window,
+            invalid_t3_window,
+        } = o;
+        self.sent += sent;
+        self.send_errors += send_errors;
+        self.received += received;
+        self.answered += answered;
+        self.valid += valid;
+        self.invalid += invalid;
+        self.kod += kod;
+        self.unsynced += unsynced;
+        self.invalid_length += invalid_length;
+        self.invalid_header += invalid_header;
+        self.invalid_origin += invalid_origin;
+        self.duplicate += duplicate;
+        self.invalid_late += invalid_late;
+        self.invalid_t2_window += invalid_t2_window;
+        self.invalid_t3_window += invalid_t3_window;
+    }
 }
 
 impl Counts {
@@ -126,6 +216,23 @@ pub struct LoadOutcome {
     pub turnaround_ns: Histogram<u64>,
 }
 
+impl LoadOutcome {
+    /// Folds another generator thread's outcome into this one: counters and histograms add up,
+    /// the send phase is the longest of the two.
+    pub fn merge(&mut self, o: LoadOutcome) -> anyhow::Result<()> {
+        self.counts += o.counts;
+        self.send_elapsed = self.send_elapsed.max(o.send_elapsed);
+        self.server_socket_drops = match (self.server_socket_drops, o.server_socket_drops) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.client_socket_drops += o.client_socket_drops;
+        self.rtt_ns.add(&o.rtt_ns)?;
+        self.turnaround_ns.add(&o.turnaround_ns)?;
+        Ok(())
+    }
+}
+
 /// The `--json` object. Keys up to `rtt_max_us` are those the earlier `udp_load` example printed,
 /// so older results stay comparable.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -136,7 +243,11 @@ pub struct LoadReport {
     pub send_rate: u64,
     pub duration_s: f64,
     pub sockets: usize,
+    /// The generator's core when it ran as one pinned thread.
     pub core: Option<usize>,
+    /// Generator threads and the cores they were pinned to (empty: one unpinned thread).
+    pub threads: usize,
+    pub cores: Vec<usize>,
     pub sent: u64,
     pub send_errors: u64,
     pub received: u64,
@@ -196,7 +307,9 @@ impl LoadReport {
             send_rate: (c.sent as f64 / secs).round() as u64,
             duration_s: round3(secs),
             sockets: config.sockets,
-            core: config.core,
+            core: config.core(),
+            threads: config.threads(),
+            cores: config.cores.clone(),
             sent: c.sent,
             send_errors: c.send_errors,
             received: c.received,
@@ -231,9 +344,9 @@ impl LoadReport {
     }
 
     pub fn to_text(&self) -> String {
-        let core = self.core.map_or_else(|| "unpinned".to_string(), |c| c.to_string());
+        let core = cores_text(&self.cores);
         let mut s =
-            format!("target        {} ({} sockets, core {core}, {} engine)\n", self.target, self.sockets, self.engine);
+            format!("target        {} ({} sockets, {core}, {} engine)\n", self.target, self.sockets, self.engine);
         s += &format!(
             "offered rate  {}/s (sent at {}/s over {:.3} s)\n",
             self.offered_rate, self.send_rate, self.duration_s
@@ -279,9 +392,46 @@ impl LoadReport {
     }
 }
 
-/// Runs one step with the socket engine.
+/// "core 3", "cores 0,1 (2 threads)" or "core unpinned", as the text reports print it.
+pub fn cores_text(cores: &[usize]) -> String {
+    match cores {
+        [] => "core unpinned".to_string(),
+        [c] => format!("core {c}"),
+        _ => {
+            let list: Vec<String> = cores.iter().map(usize::to_string).collect();
+            format!("cores {} ({} threads)", list.join(","), cores.len())
+        }
+    }
+}
+
+/// Runs one step with the socket engine: one generator thread per core of `--cores` (their send
+/// phases start together), one thread otherwise.
 pub fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
-    let outcome = engine::socket::run(config)?;
+    // Only a loopback server's socket is in our view of /proc/net/udp.
+    let port = config.target.port();
+    let server_drops_before = config.target.ip().is_loopback().then(|| engine::socket::socket_drops(&[port]));
+    let mut outcome = if config.threads() == 1 {
+        engine::socket::run(config, None)?
+    } else {
+        let parts = config.per_thread();
+        let start = Barrier::new(parts.len());
+        let outcomes: Vec<anyhow::Result<LoadOutcome>> = thread::scope(|scope| {
+            let handles: Vec<_> =
+                parts.iter().map(|part| scope.spawn(|| engine::socket::run(part, Some(&start)))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a generator thread panicked"))))
+                .collect()
+        });
+        let mut outcomes = outcomes.into_iter();
+        let mut total = outcomes.next().expect("at least one thread")?;
+        for o in outcomes {
+            total.merge(o?)?;
+        }
+        total
+    };
+    outcome.server_socket_drops =
+        server_drops_before.map(|before| engine::socket::socket_drops(&[port]).saturating_sub(before));
     Ok(LoadReport::new(config, "socket", &outcome))
 }
 
@@ -321,7 +471,8 @@ mod tests {
 
     #[test]
     fn step_arguments_are_bounded() {
-        let ok = |rate, duration, sockets| LoadConfig::new(addr("127.0.0.1:123"), false, rate, duration, sockets, None);
+        let ok =
+            |rate, duration, sockets| LoadConfig::new(addr("127.0.0.1:123"), false, rate, duration, sockets, vec![]);
         assert!(ok(1000, 1.0, 16).is_ok());
         assert!(ok(0, 60.0, 1).is_ok());
         assert!(ok(1000, 0.0, 16).is_err());
@@ -330,6 +481,87 @@ mod tests {
         assert!(ok(MAX_RATE + 1, 1.0, 16).is_err());
         assert!(ok(1000, 1.0, 0).is_err());
         assert!(ok(1000, 1.0, MAX_SOCKETS + 1).is_err());
+    }
+
+    #[test]
+    fn cores_are_distinct_with_a_socket_and_a_request_each() {
+        let cfg = |rate, sockets, cores: &[usize]| {
+            LoadConfig::new(addr("127.0.0.1:123"), false, rate, 1.0, sockets, cores.to_vec())
+        };
+        assert!(cfg(1000, 16, &[0, 1, 2]).is_ok());
+        assert!(cfg(0, 2, &[0, 1]).is_ok());
+        assert!(cfg(2, 2, &[0, 1]).is_ok());
+        let e = cfg(1000, 16, &[0, 1, 0]).unwrap_err().to_string();
+        assert!(e.contains("core 0 twice"), "{e}");
+        assert!(cfg(1000, 1, &[0, 1]).unwrap_err().to_string().contains("--sockets (1)"));
+        assert!(cfg(1, 16, &[0, 1]).unwrap_err().to_string().contains("--rate (1)"));
+        assert!(cfg(1000, MAX_SOCKETS, &(0..=MAX_THREADS).collect::<Vec<_>>()).is_err());
+        let one = cfg(1000, 16, &[3]).unwrap();
+        assert_eq!((one.threads(), one.core()), (1, Some(3)));
+        let none = cfg(1000, 16, &[]).unwrap();
+        assert_eq!((none.threads(), none.core()), (1, None));
+        assert_eq!(cfg(1000, 16, &[0, 1]).unwrap().core(), None);
+    }
+
+    #[test]
+    fn threads_share_the_rate_and_the_sockets_exactly() {
+        assert_eq!(split(10, 3), [4, 3, 3]);
+        assert_eq!(split(9, 3), [3, 3, 3]);
+        assert_eq!(split(0, 2), [0, 0]);
+        assert_eq!(split(7, 1), [7]);
+        let c = LoadConfig::new(addr("127.0.0.1:123"), false, 100_001, 2.0, 16, vec![4, 2, 7]).unwrap();
+        let parts = c.per_thread();
+        assert_eq!(parts.iter().map(|p| p.rate).collect::<Vec<_>>(), [33_334, 33_334, 33_333]);
+        assert_eq!(parts.iter().map(|p| p.sockets).collect::<Vec<_>>(), [6, 5, 5]);
+        assert_eq!(parts.iter().map(|p| p.cores.clone()).collect::<Vec<_>>(), [vec![4], vec![2], vec![7]]);
+        assert!(parts.iter().all(|p| p.target == c.target && p.duration == c.duration));
+        // As fast as possible stays so in every thread; unpinned is one unpinned thread.
+        let fast = LoadConfig::new(addr("127.0.0.1:123"), false, 0, 1.0, 2, vec![0, 1]).unwrap();
+        assert!(fast.per_thread().iter().all(|p| p.rate == 0));
+        let single = LoadConfig::new(addr("127.0.0.1:123"), false, 500, 1.0, 3, vec![]).unwrap().per_thread();
+        assert_eq!((single.len(), single[0].rate, single[0].sockets, single[0].cores.len()), (1, 500, 3, 0));
+        assert_eq!(cores_text(&[]), "core unpinned");
+        assert_eq!(cores_text(&[5]), "core 5");
+        assert_eq!(cores_text(&[0, 2]), "cores 0,2 (2 threads)");
+    }
+
+    #[test]
+    fn thread_outcomes_merge_into_one() {
+        let h = || Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).unwrap();
+        let outcome = |sent: u64, answered: u64, rtt_us: u64, ms: u64| {
+            let mut rtt = h();
+            rtt.record(rtt_us * 1000).unwrap();
+            let mut counts = Counts { sent, received: answered, answered, valid: answered, ..Counts::default() };
+            counts.count_invalid(Invalid::T3Window);
+            LoadOutcome {
+                counts,
+                send_elapsed: Duration::from_millis(ms),
+                server_socket_drops: None,
+                client_socket_drops: 1,
+                rtt_ns: rtt,
+                turnaround_ns: h(),
+            }
+        };
+        let mut a = outcome(100, 90, 10, 1000);
+        a.merge(outcome(50, 50, 30, 1010)).unwrap();
+        assert_eq!(
+            a.counts,
+            Counts {
+                sent: 150,
+                received: 140,
+                answered: 140,
+                valid: 140,
+                invalid: 2,
+                invalid_t3_window: 2,
+                ..Counts::default()
+            }
+        );
+        assert_eq!(
+            (a.send_elapsed, a.client_socket_drops, a.server_socket_drops),
+            (Duration::from_millis(1010), 2, None)
+        );
+        assert_eq!(a.rtt_ns.len(), 2);
+        assert!(a.rtt_ns.max() >= 30_000 && a.rtt_ns.min() <= 10_010);
     }
 
     #[test]
@@ -355,7 +587,7 @@ mod tests {
             rtt.record(us * 1000).unwrap();
             turnaround.record(us * 10).unwrap();
         }
-        let config = LoadConfig::new(addr("127.0.0.1:123"), false, 1000, 1.0, 4, Some(0)).unwrap();
+        let config = LoadConfig::new(addr("127.0.0.1:123"), false, 1000, 1.0, 4, vec![0]).unwrap();
         let o = LoadOutcome {
             counts: c,
             send_elapsed: Duration::from_millis(1000),
@@ -377,7 +609,7 @@ mod tests {
 
     #[test]
     fn empty_histograms_report_zero() {
-        let config = LoadConfig::new(addr("127.0.0.1:123"), false, 0, 1.0, 1, None).unwrap();
+        let config = LoadConfig::new(addr("127.0.0.1:123"), false, 0, 1.0, 1, vec![]).unwrap();
         let h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).unwrap();
         let o = LoadOutcome {
             counts: Counts::default(),

@@ -1,8 +1,9 @@
 //! `stratum-bench load --ramp`: the reference method of TESTING.md, as ntpperf does it. The
 //! offered rate rises step by step (START, START x FACTOR, ...); every step is one ordinary `load`
 //! step ([`crate::load::run`], the same engine and the same checks), and the ramp stops after the
-//! first step that loses more than `--max-loss` percent, before a step would exceed `--max-rate`,
-//! or after `--max-steps`.
+//! first step that loses more than `--max-loss` percent, after the second step in a row that the
+//! generator could not offer (a faster one is no use: the generator has reached its ceiling),
+//! before a step would exceed `--max-rate`, or after `--max-steps`.
 //!
 //! The sustainable rate is the highest step's offered rate with less than 1 % loss, no invalid
 //! reply, no unsynchronised reply, no kiss-o'-death (unless `--kod-ok`), and a generator that kept
@@ -90,9 +91,9 @@ impl RampConfig {
         settle_ms: u64,
         kod_ok: bool,
         sockets: usize,
-        core: Option<usize>,
+        cores: Vec<usize>,
     ) -> anyhow::Result<Self> {
-        let step = LoadConfig::new(target, i_own_this_target, spec.start, spec.step.as_secs_f64(), sockets, core)?;
+        let step = LoadConfig::new(target, i_own_this_target, spec.start, spec.step.as_secs_f64(), sockets, cores)?;
         if !(0.0..=100.0).contains(&max_loss_pct) {
             bail!("--max-loss must be from 0 to 100 (percent)");
         }
@@ -153,6 +154,8 @@ pub fn step_rates(spec: &RampSpec, max_rate: u64, max_steps: u32) -> Vec<u64> {
 pub enum StopReason {
     /// A step lost more than `--max-loss`.
     Loss,
+    /// The generator fell behind the offered rate in two steps in a row: it is at its ceiling.
+    GeneratorBehind,
     /// The next step would have offered more than `--max-rate`.
     MaxRate,
     /// `--max-steps` steps ran.
@@ -163,6 +166,7 @@ impl StopReason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Loss => "loss",
+            Self::GeneratorBehind => "generator_behind",
             Self::MaxRate => "max_rate",
             Self::MaxSteps => "max_steps",
         }
@@ -245,6 +249,12 @@ pub fn exceeds_loss(step: &StepResult, max_loss_pct: f64) -> bool {
     step.loss_pct > max_loss_pct
 }
 
+/// The other stop rule: the generator fell behind in the last two steps, so offering more would
+/// only measure the generator again.
+pub fn generator_exhausted(steps: &[StepResult]) -> bool {
+    matches!(steps, [.., a, b] if a.generator_behind && b.generator_behind)
+}
+
 /// The highest offered rate among the sustainable steps; 0 when none is.
 pub fn sustainable_rate(steps: &[StepResult], kod_ok: bool) -> u64 {
     steps.iter().filter(|s| s.is_sustainable(kod_ok)).map(|s| s.offered).max().unwrap_or(0)
@@ -264,7 +274,11 @@ pub struct RampReport {
     pub max_steps: u32,
     pub kod_ok: bool,
     pub sockets: usize,
+    /// The generator's core when it ran as one pinned thread.
     pub core: Option<usize>,
+    /// Generator threads and their cores (empty: one unpinned thread).
+    pub threads: usize,
+    pub cores: Vec<usize>,
     pub steps: Vec<StepResult>,
     pub sustainable_rate: u64,
     pub stopped_because: StopReason,
@@ -272,9 +286,9 @@ pub struct RampReport {
 
 impl RampReport {
     pub fn to_text(&self) -> String {
-        let core = self.core.map_or_else(|| "unpinned".to_string(), |c| c.to_string());
+        let core = load::cores_text(&self.cores);
         let mut s = format!(
-            "target {} ({} sockets, core {core}, {} engine); ramp {} x {} every {:.3} s, stop past {} % loss\n",
+            "target {} ({} sockets, {core}, {} engine); ramp {} x {} every {:.3} s, stop past {} % loss\n",
             self.target, self.sockets, self.engine, self.start, self.factor, self.step_s, self.max_loss_pct
         );
         s += &format!(
@@ -337,10 +351,14 @@ pub fn run(config: &RampConfig, mut progress: impl FnMut(&StepResult)) -> anyhow
         let report = load::run(&step_config).with_context(|| format!("ramp step {} at {rate}/s", k + 1))?;
         let step = StepResult::from_report(&report);
         progress(&step);
-        let stop = exceeds_loss(&step, config.max_loss_pct);
+        let lossy = exceeds_loss(&step, config.max_loss_pct);
         steps.push(step);
-        if stop {
+        if lossy {
             stopped_because = StopReason::Loss;
+            break;
+        }
+        if generator_exhausted(&steps) {
+            stopped_because = StopReason::GeneratorBehind;
             break;
         }
     }
@@ -356,7 +374,9 @@ pub fn run(config: &RampConfig, mut progress: impl FnMut(&StepResult)) -> anyhow
         max_steps: config.max_steps,
         kod_ok: config.kod_ok,
         sockets: config.step.sockets,
-        core: config.step.core,
+        core: config.step.core(),
+        threads: config.step.threads(),
+        cores: config.step.cores.clone(),
         sustainable_rate: sustainable_rate(&steps, config.kod_ok),
         steps,
         stopped_because,
@@ -434,7 +454,7 @@ mod tests {
         assert_eq!(t(0.3, 0, 1), Duration::from_millis(500));
         let target: SocketAddr = "127.0.0.1:123".parse().unwrap();
         let config = |s: RampSpec, max_loss: f64, max_rate: u64, steps: u32, settle: u64| {
-            RampConfig::new(target, false, s, max_loss, max_rate, steps, settle, false, 16, None)
+            RampConfig::new(target, false, s, max_loss, max_rate, steps, settle, false, 16, vec![])
         };
         assert!(config(spec(50_000, 1.25, 3.0), 5.0, MAX_RATE, 40, 200).is_ok());
         // 40 steps of 15 s is more than 10 minutes: refused before anything runs.
@@ -447,10 +467,24 @@ mod tests {
         assert!(config(spec(50_000, 1.25, 3.0), 5.0, MAX_RATE, 40, MAX_SETTLE_MS + 1).is_err());
         // The loopback rule holds for ramps too.
         let far: SocketAddr = "192.0.2.1:123".parse().unwrap();
-        let e = RampConfig::new(far, false, spec(1000, 2.0, 1.0), 5.0, MAX_RATE, 4, 0, false, 16, None)
+        let e = RampConfig::new(far, false, spec(1000, 2.0, 1.0), 5.0, MAX_RATE, 4, 0, false, 16, vec![])
             .unwrap_err()
             .to_string();
         assert!(e.contains("--i-own-this-target"), "{e}");
+    }
+
+    #[test]
+    fn two_steps_in_a_row_with_the_generator_behind_end_the_ramp() {
+        let behind = |offered| StepResult { generator_behind: true, ..step(offered, 0.0) };
+        assert!(!generator_exhausted(&[]));
+        assert!(!generator_exhausted(&[behind(1000)]));
+        // One step behind is a hiccup; the ramp goes on.
+        assert!(!generator_exhausted(&[step(1000, 0.0), behind(2000)]));
+        assert!(!generator_exhausted(&[behind(1000), step(2000, 0.0)]));
+        assert!(generator_exhausted(&[step(1000, 0.0), behind(2000), behind(4000)]));
+        assert!(generator_exhausted(&[behind(1000), behind(2000)]));
+        assert_eq!(StopReason::GeneratorBehind.as_str(), "generator_behind");
+        assert_eq!(serde_json::to_value(StopReason::GeneratorBehind).unwrap(), "generator_behind");
     }
 
     #[test]
@@ -492,6 +526,8 @@ mod tests {
             kod_ok: false,
             sockets: 16,
             core: None,
+            threads: 1,
+            cores: vec![],
             steps: vec![step(1000, 0.0), step(2000, 10.0)],
             sustainable_rate: 1000,
             stopped_because: StopReason::Loss,

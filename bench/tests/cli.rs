@@ -336,3 +336,54 @@ fn ramp_stops_at_max_rate_and_max_steps_and_draws_a_png() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--i-own-this-target"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn load_with_cores_runs_one_pinned_thread_per_core_and_adds_their_counts() {
+    let cores: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+    let [a, b, ..] = cores[..] else {
+        eprintln!("skipped: this test needs two cores to pin to, found {cores:?}");
+        return;
+    };
+    let server = FakeServer::start(Box::new(|req, t2| vec![reply(req, t2).to_bytes().to_vec()]));
+    let list = format!("{a},{b}");
+    // 2000/s over two threads: each sends a batch of 64 every 64 ms, 5 batches in 0.3 s.
+    let target = server.addr.to_string();
+    let args = ["load", "--target", &target, "--rate", "2000", "--duration", "0.3", "--sockets", "3", "--cores", &list];
+    let out = stratum_bench(&[&args[..], &["--json"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v = one_json_object(&out);
+    assert_eq!(
+        (v["threads"].clone(), v["cores"].clone(), v["core"].clone()),
+        (2.into(), vec![a, b].into(), Value::Null)
+    );
+    let sent = v["sent"].as_u64().unwrap();
+    assert!(sent > 0 && sent % 64 == 0 && sent <= 12 * 64, "{v}");
+    assert_eq!(
+        (v["valid"].as_u64(), v["answered"].as_u64(), v["invalid"].as_u64()),
+        (Some(sent), Some(sent), Some(0)),
+        "{v}"
+    );
+    assert_eq!(v["loss_pct"], 0.0, "{v}");
+    // Text names the cores.
+    let out = stratum_bench(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("cores {list} (2 threads)")), "{}", text(&out.stdout));
+}
+
+#[test]
+fn ramp_stops_when_the_generator_falls_behind_twice_in_a_row() {
+    // Nobody reads this socket: every request is lost, and --max-loss 100 lets the ramp go on
+    // anyway. No generator offers 4 M and then 6 M requests/s from one thread with every reply
+    // checked, so both steps fall behind and the ramp ends there, before its third step.
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = sink.local_addr().unwrap().to_string();
+    let args = ["load", "--target", &target, "--ramp", "4000000,1.5,0.1", "--max-steps", "3", "--max-loss", "100"];
+    let out = stratum_bench(&[&args[..], &["--settle", "0", "--sockets", "2", "--json"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v = one_json_object(&out);
+    assert_eq!(v["stopped_because"], "generator_behind", "{v}");
+    assert_eq!(v["sustainable_rate"], 0, "{v}");
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{v}");
+    assert!(steps.iter().all(|s| s["generator_behind"] == true), "{v}");
+}

@@ -17,6 +17,7 @@
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -282,7 +283,7 @@ fn open_socket(target: SocketAddr) -> anyhow::Result<Socket> {
 
 /// Sum of the kernel's per-socket drop counters (/proc/net/udp{,6}, last column) over the
 /// sockets of this network namespace whose local port is in `ports`.
-fn socket_drops(ports: &[u16]) -> u64 {
+pub fn socket_drops(ports: &[u16]) -> u64 {
     let mut total = 0;
     for file in ["/proc/net/udp", "/proc/net/udp6"] {
         let Ok(text) = std::fs::read_to_string(file) else { continue };
@@ -297,9 +298,9 @@ fn socket_drops(ports: &[u16]) -> u64 {
     total
 }
 
-/// Runs one load step. `config` was validated by [`LoadConfig::new`].
-pub fn run(config: &LoadConfig) -> anyhow::Result<LoadOutcome> {
-    if let Some(core) = config.core {
+/// The sockets and records of one generator thread, ready to send.
+fn prepare(config: &LoadConfig) -> anyhow::Result<Generator> {
+    if let Some(core) = config.core() {
         if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
             bail!("cannot pin to core {core}");
         }
@@ -312,8 +313,6 @@ pub fn run(config: &LoadConfig) -> anyhow::Result<LoadOutcome> {
         .map(|_| open_socket(config.target))
         .collect::<anyhow::Result<Vec<_>>>()
         .context("cannot open the client sockets")?;
-    let local_ports: Vec<u16> =
-        sockets.iter().filter_map(|s| s.local_addr().ok()?.as_socket()).map(|a| a.port()).collect();
     let poll_fds =
         sockets.iter().map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
 
@@ -324,7 +323,7 @@ pub fn run(config: &LoadConfig) -> anyhow::Result<LoadOutcome> {
         buf[3] = 0xec; // precision 2^-20 s
     }
     let histogram = || Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_NS, 3).expect("valid histogram bounds");
-    let mut g = Generator {
+    Ok(Generator {
         nonce: rand::random::<u32>() | 1,
         sockets,
         poll_fds,
@@ -336,9 +335,22 @@ pub fn run(config: &LoadConfig) -> anyhow::Result<LoadOutcome> {
         turnaround_ns: histogram(),
         counts: Counts::default(),
         start: Instant::now(),
-    };
-    // Only a loopback server's socket is in our view of /proc/net/udp.
-    let server_drops_before = config.target.ip().is_loopback().then(|| socket_drops(&[config.target.port()]));
+    })
+}
+
+/// Runs one generator thread of a load step: `config` was validated by [`LoadConfig::new`] and
+/// names at most one core (see [`LoadConfig::per_thread`]). With `start`, the send phase begins
+/// once every thread sharing that barrier is ready (or has failed to get ready). The server's
+/// socket drops are left to the caller (`None` here).
+pub fn run(config: &LoadConfig, start: Option<&Barrier>) -> anyhow::Result<LoadOutcome> {
+    let prepared = prepare(config);
+    // Every thread reaches the barrier, ready or not, so that none waits forever.
+    if let Some(barrier) = start {
+        barrier.wait();
+    }
+    let mut g = prepared?;
+    let local_ports: Vec<u16> =
+        g.sockets.iter().filter_map(|s| s.local_addr().ok()?.as_socket()).map(|a| a.port()).collect();
 
     // Send phase: batch k is due at start + k * 64 / rate; a late generator catches up at once.
     // The sequence numbers are 32 bits: the send phase also stops before they would wrap.
@@ -371,12 +383,10 @@ pub fn run(config: &LoadConfig) -> anyhow::Result<LoadOutcome> {
         g.receive_ready((drain_end - now).min(Duration::from_millis(5)))?;
     }
 
-    let server_socket_drops =
-        server_drops_before.map(|before| socket_drops(&[config.target.port()]).saturating_sub(before));
     Ok(LoadOutcome {
         counts: g.counts,
         send_elapsed,
-        server_socket_drops,
+        server_socket_drops: None,
         client_socket_drops: socket_drops(&local_ports),
         rtt_ns: g.rtt_ns,
         turnaround_ns: g.turnaround_ns,
