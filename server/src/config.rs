@@ -218,6 +218,17 @@ pub enum DenyAction {
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
     Socket,
+    /// AF_XDP: an XDP program steers NTP frames on `interface` into one AF_XDP socket per queue.
+    Xdp,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Socket => "socket",
+            Backend::Xdp => "xdp",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -225,7 +236,8 @@ pub enum Backend {
 pub struct ServerConfig {
     #[serde(default = "default_backend")]
     pub backend: Backend,
-    #[serde(deserialize_with = "listen_addresses")]
+    /// Socket backend: the addresses to serve (the xdp backend serves `port` on `interface`).
+    #[serde(default, deserialize_with = "listen_addresses")]
     pub listen: Vec<SocketAddr>,
     #[serde(default)]
     pub workers: Workers,
@@ -237,9 +249,71 @@ pub struct ServerConfig {
     /// The NIC whose hardware receive stamps to enable (with `timestamping = "hardware"`).
     #[serde(default)]
     pub interface: Option<String>,
-    /// Datagrams moved per recvmmsg/sendmmsg call.
+    /// Datagrams moved per recvmmsg/sendmmsg call (socket), frames per ring batch (xdp).
     #[serde(default = "default_batch", deserialize_with = "batch_size")]
     pub batch: usize,
+    /// xdp backend: the RX queues to serve, one worker each.
+    #[serde(default)]
+    pub queues: Queues,
+    /// xdp backend: the UDP port the XDP program steers to the workers.
+    #[serde(default = "default_ntp_port")]
+    pub port: u16,
+    /// xdp backend: how the XDP program is attached.
+    #[serde(default)]
+    pub xdp_mode: XdpMode,
+}
+
+fn default_ntp_port() -> u16 {
+    123
+}
+
+/// `queues = "all"` or a list of queue numbers.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Queues {
+    #[default]
+    All,
+    List(Vec<u32>),
+}
+
+impl<'de> Deserialize<'de> for Queues {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            List(Vec<i64>),
+        }
+        let expected = "\"all\" or a list of queue numbers like [0, 1]";
+        match Raw::deserialize(d).map_err(|_| de::Error::custom(format!("expected {expected}")))? {
+            Raw::Word(w) if w == "all" => Ok(Queues::All),
+            Raw::Word(w) => Err(de::Error::custom(format!("`{w}`: expected {expected}"))),
+            Raw::List(list) => {
+                let mut queues = Vec::with_capacity(list.len());
+                for n in list {
+                    let q = u32::try_from(n).ok().filter(|q| *q < 4096);
+                    let q = q.ok_or_else(|| de::Error::custom(format!("queue {n} is outside 0..4096")))?;
+                    if queues.contains(&q) {
+                        return Err(de::Error::custom(format!("queue {q} is listed twice")));
+                    }
+                    queues.push(q);
+                }
+                if queues.is_empty() {
+                    return Err(de::Error::custom("list at least one queue"));
+                }
+                Ok(Queues::List(queues))
+            }
+        }
+    }
+}
+
+/// `xdp-mode`: driver (native) XDP, generic (SKB) XDP, or driver falling back to generic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum XdpMode {
+    #[default]
+    Auto,
+    Driver,
+    Generic,
 }
 
 fn default_backend() -> Backend {
@@ -328,9 +402,6 @@ pub struct LogConfig {
 
 fn listen_addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
     let texts = Vec::<String>::deserialize(d)?;
-    if texts.is_empty() {
-        return Err(de::Error::custom("at least one address is needed"));
-    }
     let mut addrs = Vec::with_capacity(texts.len());
     for text in &texts {
         let addr: SocketAddr = text.parse().map_err(|_| {
@@ -432,8 +503,19 @@ impl Config {
     }
 
     /// Checks that span several keys, after every key parsed on its own.
-    fn validate(&self) -> Result<(), (&'static str, Option<std::ops::Range<usize>>, String)> {
+    fn validate(&self) -> Result<(), Invalid> {
         let s = &self.server;
+        match s.backend {
+            Backend::Socket if s.listen.is_empty() => {
+                return Err((
+                    "server.listen",
+                    None,
+                    "list at least one address to serve (like [\"0.0.0.0:123\"])".into(),
+                ));
+            }
+            Backend::Socket => {}
+            Backend::Xdp => validate_xdp(s)?,
+        }
         if let (Some(cores), Workers::Count(n)) = (&s.cores, s.workers) {
             if cores.get_ref().len() != n {
                 return Err((
@@ -464,6 +546,47 @@ impl Config {
             (ClockSourceKind::External, _) => RefId(*b"XTRN"),
         })
     }
+}
+
+type Invalid = (&'static str, Option<std::ops::Range<usize>>, String);
+
+fn validate_xdp(s: &ServerConfig) -> Result<(), Invalid> {
+    if !cfg!(feature = "xdp") {
+        return Err((
+            "server.backend",
+            None,
+            "this stratumd was built without the xdp backend (build with `cargo build --release -p stratumd --features xdp`, which needs clang and libelf-dev)".into(),
+        ));
+    }
+    if !s.listen.is_empty() {
+        return Err(("server.listen", None, "the xdp backend serves `port` on `interface`; remove `listen`".into()));
+    }
+    if s.workers != Workers::Auto {
+        return Err((
+            "server.workers",
+            None,
+            "the xdp backend runs one worker per queue; choose them with `queues`".into(),
+        ));
+    }
+    if s.port == 0 {
+        return Err(("server.port", None, "the xdp backend needs a port from 1 to 65535".into()));
+    }
+    let Some(interface) = &s.interface else {
+        return Err(("server.interface", None, "the xdp backend needs the interface to attach to".into()));
+    };
+    if crate::netif::index(interface).is_none() {
+        return Err(("server.interface", None, format!("no such interface `{interface}` on this host")));
+    }
+    if let (Some(cores), Queues::List(queues)) = (&s.cores, &s.queues) {
+        if cores.get_ref().len() != queues.len() {
+            return Err((
+                "server.cores",
+                Some(cores.span()),
+                format!("{} cores listed for {} queues; list one core per queue", cores.get_ref().len(), queues.len()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn one_line(message: &str) -> String {

@@ -10,11 +10,14 @@ pub mod endpoint;
 pub mod histogram;
 pub mod hostclock;
 pub mod metrics;
+pub mod netif;
 pub mod socket;
 pub mod stats;
 pub mod status;
 pub mod sync;
 pub mod timecore;
+#[cfg(feature = "xdp")]
+pub mod xdp_backend;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,7 +26,7 @@ use std::time::{Duration, Instant};
 use stratum_proto::ServerSnapshot;
 
 use admission::Admission;
-use config::Config;
+use config::{Backend, Config};
 use control::ControlServer;
 use metrics::MetricsServer;
 use socket::SocketBackend;
@@ -49,17 +52,19 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     let mut sync = SyncLoop::new(source, cell.clone(), precision);
     let first = sync.update();
 
-    let admission = Admission::from_config(config, false);
-    let backend = SocketBackend::start(&config.server, &admission, &cell, &shutdown)?;
+    // Over AF_XDP, loopback sources cannot be real clients (the kernel never routes them to a NIC).
+    let admission = Admission::from_config(config, config.server.backend == Backend::Xdp);
+    let backend = DataPlane::start(config, &admission, &cell, &shutdown)?;
     let status = Arc::new(ServerStatus {
         version: env!("CARGO_PKG_VERSION"),
         started,
-        backend: "socket",
-        addresses: backend.addresses.clone(),
+        backend: config.server.backend.as_str(),
+        xdp: backend.xdp_status(),
+        addresses: backend.addresses(),
         workers: backend
-            .counters
+            .counters()
             .iter()
-            .zip(&backend.cores)
+            .zip(backend.cores())
             .enumerate()
             .map(|(id, (counters, core))| WorkerHandle { id, core: *core, counters: counters.clone() })
             .collect(),
@@ -81,13 +86,13 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     let sync_thread = sync.spawn(shutdown.clone())?;
 
     let cores: Vec<String> =
-        backend.cores.iter().map(|c| c.map_or_else(|| "unpinned".to_string(), |c| c.to_string())).collect();
+        backend.cores().iter().map(|c| c.map_or_else(|| "unpinned".to_string(), |c| c.to_string())).collect();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = config_name,
-        backend = "socket",
-        listen = ?backend.addresses,
-        workers = backend.counters.len(),
+        backend = config.server.backend.as_str(),
+        listen = %backend.describe_listen(),
+        workers = backend.counters().len(),
         cores = %cores.join(","),
         precision,
         clock = %description,
@@ -112,7 +117,7 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         }
         None => tracing::info!("rate limiting off"),
     }
-    for addr in &backend.addresses {
+    for addr in &backend.addresses() {
         let host = if addr.is_ipv6() { format!("{}", addr.ip()) } else { addr.ip().to_string() };
         let host = if host == "0.0.0.0" {
             "127.0.0.1".to_string()
@@ -135,7 +140,7 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     tracing::info!("stopping");
-    let counters = backend.counters.clone();
+    let counters = backend.counters().to_vec();
     backend.join();
     let _ = sync_thread.join();
     if let Some(m) = metrics_server {
@@ -147,6 +152,79 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     let totals = Totals::sum(counters.iter().map(|c| c.as_ref()));
     tracing::info!("stopped: {}", totals.summary());
     Ok(())
+}
+
+/// The data plane in use.
+enum DataPlane {
+    Socket(SocketBackend),
+    #[cfg(feature = "xdp")]
+    Xdp(xdp_backend::XdpBackend),
+}
+
+impl DataPlane {
+    fn start(
+        config: &Config,
+        admission: &Admission,
+        cell: &Arc<SnapshotCell>,
+        shutdown: &Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
+        match config.server.backend {
+            Backend::Socket => Ok(Self::Socket(SocketBackend::start(&config.server, admission, cell, shutdown)?)),
+            #[cfg(feature = "xdp")]
+            Backend::Xdp => Ok(Self::Xdp(xdp_backend::XdpBackend::start(config, admission, cell, shutdown)?)),
+            #[cfg(not(feature = "xdp"))]
+            Backend::Xdp => anyhow::bail!("this stratumd was built without the xdp backend (--features xdp)"),
+        }
+    }
+
+    fn counters(&self) -> &[Arc<stats::WorkerCounters>] {
+        match self {
+            Self::Socket(b) => &b.counters,
+            #[cfg(feature = "xdp")]
+            Self::Xdp(b) => &b.counters,
+        }
+    }
+
+    fn cores(&self) -> &[Option<usize>] {
+        match self {
+            Self::Socket(b) => &b.cores,
+            #[cfg(feature = "xdp")]
+            Self::Xdp(b) => &b.cores,
+        }
+    }
+
+    /// Socket addresses served (the socket backend's; the xdp backend serves a port on an interface).
+    fn addresses(&self) -> Vec<std::net::SocketAddr> {
+        match self {
+            Self::Socket(b) => b.addresses.clone(),
+            #[cfg(feature = "xdp")]
+            Self::Xdp(_) => Vec::new(),
+        }
+    }
+
+    fn describe_listen(&self) -> String {
+        match self {
+            Self::Socket(b) => format!("{:?}", b.addresses),
+            #[cfg(feature = "xdp")]
+            Self::Xdp(b) => format!("{} queues {:?}", b.interface, b.queues),
+        }
+    }
+
+    fn xdp_status(&self) -> Option<Arc<dyn status::XdpStatusSource>> {
+        match self {
+            Self::Socket(_) => None,
+            #[cfg(feature = "xdp")]
+            Self::Xdp(b) => Some(b.status.clone()),
+        }
+    }
+
+    fn join(self) {
+        match self {
+            Self::Socket(b) => b.join(),
+            #[cfg(feature = "xdp")]
+            Self::Xdp(b) => b.join(),
+        }
+    }
 }
 
 type Management = (Option<MetricsServer>, Option<ControlServer>);

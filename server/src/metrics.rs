@@ -86,6 +86,23 @@ const FAMILIES: &[Family] = &[
     family("stratumd_ratelimit_evictions_total", COUNTER, &[], "Records evicted to make room for a new client."),
     family("stratumd_ratelimit_leaked_total", COUNTER, &[], "Requests over their limit answered anyway (the leak)."),
     family("stratumd_ratelimit_fast_clients_total", COUNTER, &[], "Clients flagged for retrying fast while limited."),
+    family(
+        "stratumd_xdp_info",
+        GAUGE,
+        &["interface", "mode", "bind", "rx_timestamps"],
+        "Always 1 with the xdp backend: attach mode (driver/generic), socket bind mode (zero-copy/copy), stamp source.",
+    ),
+    family(
+        "stratumd_xdp_program_packets_total",
+        COUNTER,
+        &["action"],
+        "Frames the XDP program handled: redirected to a worker, passed to the kernel, dropped as malformed or denied, or no socket on the queue.",
+    ),
+    family("stratumd_xdp_rx_dropped_total", COUNTER, &["queue"], "Frames the kernel dropped on the queue's AF_XDP socket."),
+    family("stratumd_xdp_rx_ring_full_total", COUNTER, &["queue"], "Frames dropped because the RX ring was full."),
+    family("stratumd_xdp_fill_ring_empty_total", COUNTER, &["queue"], "Times the kernel found the fill ring empty."),
+    family("stratumd_xdp_tx_ring_empty_total", COUNTER, &["queue"], "Times the kernel found the TX ring empty when woken."),
+    family("stratumd_xdp_invalid_descriptors_total", COUNTER, &["queue", "ring"], "Descriptors the kernel refused (rx or tx)."),
 ];
 
 /// The collector: builds every family from [`ServerStatus`] at scrape time.
@@ -238,6 +255,38 @@ impl Collector for StratumCollector {
         out.counter("stratumd_ratelimit_evictions_total", &[], totals.ratelimit_evicted);
         out.counter("stratumd_ratelimit_leaked_total", &[], totals.ratelimit_leaked);
         out.counter("stratumd_ratelimit_fast_clients_total", &[], totals.ratelimit_fast_clients);
+
+        if let Some(x) = s.xdp.as_ref().map(|x| x.read()) {
+            let stamps = if x.hardware_timestamps { "hardware" } else { "tai" };
+            let info = [
+                ("interface", x.interface.as_str()),
+                ("mode", x.attach_mode),
+                ("bind", x.bind_mode),
+                ("rx_timestamps", stamps),
+            ];
+            out.gauge("stratumd_xdp_info", &info, 1.0);
+            let program = "stratumd_xdp_program_packets_total";
+            for (action, n) in [
+                ("redirected", x.redirected),
+                ("passed", x.passed),
+                ("malformed", x.malformed),
+                ("no_socket", x.no_socket),
+                ("denied", x.denied),
+            ] {
+                out.counter(program, &[("action", action)], n);
+            }
+            for q in &x.queues {
+                let queue = q.queue.to_string();
+                let label = [("queue", queue.as_str())];
+                out.counter("stratumd_xdp_rx_dropped_total", &label, q.rx_dropped);
+                out.counter("stratumd_xdp_rx_ring_full_total", &label, q.rx_ring_full);
+                out.counter("stratumd_xdp_fill_ring_empty_total", &label, q.fill_ring_empty);
+                out.counter("stratumd_xdp_tx_ring_empty_total", &label, q.tx_ring_empty);
+                let invalid = "stratumd_xdp_invalid_descriptors_total";
+                out.counter(invalid, &[("queue", queue.as_str()), ("ring", "rx")], q.rx_invalid_descs);
+                out.counter(invalid, &[("queue", queue.as_str()), ("ring", "tx")], q.tx_invalid_descs);
+            }
+        }
         out.0
     }
 }
@@ -423,6 +472,36 @@ mod tests {
     }
 
     #[test]
+    /// The xdp backend's counters, fixed (the real source reads the XDP program's maps and the
+    /// sockets' XDP_STATISTICS; tests/xdp.rs scrapes that one).
+    #[derive(Debug)]
+    struct FixedXdp;
+
+    impl crate::status::XdpStatusSource for FixedXdp {
+        fn read(&self) -> crate::status::XdpStatus {
+            crate::status::XdpStatus {
+                interface: "eth1".into(),
+                attach_mode: "driver",
+                bind_mode: "zero-copy",
+                hardware_timestamps: false,
+                redirected: 10,
+                passed: 1,
+                malformed: 2,
+                no_socket: 3,
+                denied: 4,
+                queues: vec![crate::status::XdpQueueStatus {
+                    queue: 3,
+                    worker: 0,
+                    rx_dropped: 5,
+                    fill_ring_empty: 6,
+                    tx_invalid_descs: 7,
+                    ..Default::default()
+                }],
+            }
+        }
+    }
+
+    #[test]
     fn exposition_has_every_family_with_sane_labels() {
         let counters: Vec<Arc<WorkerCounters>> = (0..2).map(|_| Arc::new(WorkerCounters::default())).collect();
         counters[0].count(&Verdict::Reply(48));
@@ -433,7 +512,8 @@ mod tests {
         let status = Arc::new(ServerStatus {
             version: "9.9.9",
             started: Instant::now(),
-            backend: "socket",
+            backend: "xdp",
+            xdp: Some(Arc::new(FixedXdp)),
             addresses: vec![],
             workers: counters
                 .iter()
@@ -463,7 +543,13 @@ mod tests {
             "stratumd_clock_stratum 16",
             "stratumd_clock_leap_indicator 3",
             "stratumd_ratelimit_enabled 0",
-            "stratumd_backend_info{backend=\"socket\"} 1",
+            "stratumd_backend_info{backend=\"xdp\"} 1",
+            "stratumd_xdp_info{interface=\"eth1\",mode=\"driver\",bind=\"zero-copy\",rx_timestamps=\"tai\"} 1",
+            "stratumd_xdp_program_packets_total{action=\"redirected\"} 10",
+            "stratumd_xdp_program_packets_total{action=\"denied\"} 4",
+            "stratumd_xdp_rx_dropped_total{queue=\"3\"} 5",
+            "stratumd_xdp_fill_ring_empty_total{queue=\"3\"} 6",
+            "stratumd_xdp_invalid_descriptors_total{queue=\"3\",ring=\"tx\"} 7",
         ] {
             assert!(text.lines().any(|l| l == line), "no line `{line}` in:\n{text}");
         }

@@ -25,13 +25,52 @@ pub struct WorkerHandle {
     pub counters: Arc<WorkerCounters>,
 }
 
+/// The AF_XDP data plane as the operator sees it, read at scrape / query time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct XdpStatus {
+    pub interface: String,
+    /// How the XDP program is attached: "driver" or "generic".
+    pub attach_mode: &'static str,
+    /// How the AF_XDP sockets are bound: "zero-copy" or "copy".
+    pub bind_mode: &'static str,
+    /// The NIC's receive stamps are used (device-bound program), else a TAI clock read at XDP entry.
+    pub hardware_timestamps: bool,
+    /// The XDP program's own counters (summed over CPUs).
+    pub redirected: u64,
+    pub passed: u64,
+    pub malformed: u64,
+    pub no_socket: u64,
+    pub denied: u64,
+    pub queues: Vec<XdpQueueStatus>,
+}
+
+/// One queue's AF_XDP socket counters (the kernel's XDP_STATISTICS).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XdpQueueStatus {
+    pub queue: u32,
+    pub worker: usize,
+    pub rx_dropped: u64,
+    pub rx_invalid_descs: u64,
+    pub tx_invalid_descs: u64,
+    pub rx_ring_full: u64,
+    pub fill_ring_empty: u64,
+    pub tx_ring_empty: u64,
+}
+
+/// Reads the AF_XDP data plane's state (the xdp backend implements it).
+pub trait XdpStatusSource: std::fmt::Debug + Send + Sync {
+    fn read(&self) -> XdpStatus;
+}
+
 /// The running server, for readers.
 #[derive(Debug)]
 pub struct ServerStatus {
     pub version: &'static str,
     pub started: Instant,
-    /// The data plane: `"socket"` (the only one so far).
+    /// The data plane: `"socket"` or `"xdp"`.
     pub backend: &'static str,
+    /// The AF_XDP data plane's counters (xdp backend only).
+    pub xdp: Option<Arc<dyn XdpStatusSource>>,
     pub addresses: Vec<SocketAddr>,
     pub workers: Vec<WorkerHandle>,
     /// The clock source as the start-up summary describes it.
@@ -109,6 +148,7 @@ impl ServerStatus {
             "root_dispersion_seconds": clock.root_dispersion_seconds,
             "ratelimit": self.limiter.is_some(),
             "requests": totals_json(&self.totals()),
+            "xdp": self.xdp.as_ref().map(|x| xdp_json(&x.read())),
         })
     }
 
@@ -214,6 +254,7 @@ mod tests {
             version: "0.0.0",
             started: Instant::now(),
             backend: "socket",
+            xdp: None,
             addresses: vec!["127.0.0.1:123".parse().unwrap()],
             workers,
             clock_source: "local".into(),
@@ -260,4 +301,30 @@ mod tests {
         assert_eq!(ref_id_text(RefId(*b"GPS\0")), "GPS");
         assert_eq!(ref_id_text(RefId([192, 0, 2, 1])), "192.0.2.1");
     }
+}
+
+fn xdp_json(x: &XdpStatus) -> Value {
+    json!({
+        "interface": x.interface,
+        "attach_mode": x.attach_mode,
+        "bind_mode": x.bind_mode,
+        "hardware_timestamps": x.hardware_timestamps,
+        "program": {
+            "redirected": x.redirected,
+            "passed": x.passed,
+            "malformed": x.malformed,
+            "no_socket": x.no_socket,
+            "denied": x.denied,
+        },
+        "queues": x.queues.iter().map(|q| json!({
+            "queue": q.queue,
+            "worker": q.worker,
+            "rx_dropped": q.rx_dropped,
+            "rx_invalid_descs": q.rx_invalid_descs,
+            "tx_invalid_descs": q.tx_invalid_descs,
+            "rx_ring_full": q.rx_ring_full,
+            "fill_ring_empty": q.fill_ring_empty,
+            "tx_ring_empty": q.tx_ring_empty,
+        })).collect::<Vec<_>>(),
+    })
 }

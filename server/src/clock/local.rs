@@ -32,6 +32,9 @@ impl ClockSource for LocalClock {
             root_delay: NtpShort::ZERO,
             root_dispersion: NtpShort::ZERO,
             dispersion_base: now,
+            // The kernel's TAI - UTC (0 until someone sets it): converts AF_XDP's CLOCK_TAI
+            // receive stamps to the UTC this source serves.
+            tai_offset: super::external::read_kernel_state().map_or(0, |k| k.tai_offset),
             ..ServerSnapshot::unsynchronized(precision)
         })
     }

@@ -86,8 +86,10 @@ impl<T: Copy> RawRing<T> {
         if offsets.desc as usize % align_of::<T>() != 0 || offsets.map_len::<T>(size) > len {
             return Err(bad("descriptors"));
         }
-        // SAFETY (all four): each offset was just checked to lie inside the region, aligned.
-        let at = |offset: u64| unsafe { base.add(offset as usize) };
+        let at = |offset: u64| {
+            // SAFETY: each offset passed here was just checked to lie inside the region, aligned.
+            unsafe { base.add(offset as usize) }
+        };
         Ok(Self {
             producer: at(offsets.producer).cast(),
             consumer: at(offsets.consumer).cast(),

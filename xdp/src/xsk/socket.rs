@@ -158,36 +158,7 @@ impl XskSocket {
 
     /// The kernel's counters for this socket.
     pub fn statistics(&self) -> io::Result<XskStatistics> {
-        let mut s = libc::xdp_statistics {
-            rx_dropped: 0,
-            rx_invalid_descs: 0,
-            tx_invalid_descs: 0,
-            rx_ring_full: 0,
-            rx_fill_ring_empty_descs: 0,
-            tx_ring_empty_descs: 0,
-        };
-        let mut len = size_of::<libc::xdp_statistics>() as libc::socklen_t;
-        // SAFETY: s is a live xdp_statistics and len its size; the kernel writes at most len bytes.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_XDP,
-                libc::XDP_STATISTICS,
-                (&mut s as *mut libc::xdp_statistics).cast(),
-                &mut len,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(XskStatistics {
-            rx_dropped: s.rx_dropped,
-            rx_invalid_descs: s.rx_invalid_descs,
-            tx_invalid_descs: s.tx_invalid_descs,
-            rx_ring_full: s.rx_ring_full,
-            rx_fill_ring_empty: s.rx_fill_ring_empty_descs,
-            tx_ring_empty: s.tx_ring_empty_descs,
-        })
+        statistics(self.fd.as_fd())
     }
 
     /// Tells the kernel there is something on the TX ring (copy mode needs this every time; with
@@ -232,6 +203,41 @@ impl AsFd for XskSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// The kernel's counters for the AF_XDP socket `fd` (any descriptor of it: a metrics thread reads
+/// them through a duplicate while the worker owns the socket).
+pub fn statistics(fd: BorrowedFd<'_>) -> io::Result<XskStatistics> {
+    let mut s = libc::xdp_statistics {
+        rx_dropped: 0,
+        rx_invalid_descs: 0,
+        tx_invalid_descs: 0,
+        rx_ring_full: 0,
+        rx_fill_ring_empty_descs: 0,
+        tx_ring_empty_descs: 0,
+    };
+    let mut len = size_of::<libc::xdp_statistics>() as libc::socklen_t;
+    // SAFETY: s is a live xdp_statistics and len its size; the kernel writes at most len bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_XDP,
+            libc::XDP_STATISTICS,
+            (&mut s as *mut libc::xdp_statistics).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(XskStatistics {
+        rx_dropped: s.rx_dropped,
+        rx_invalid_descs: s.rx_invalid_descs,
+        tx_invalid_descs: s.tx_invalid_descs,
+        rx_ring_full: s.rx_ring_full,
+        rx_fill_ring_empty: s.rx_fill_ring_empty_descs,
+        tx_ring_empty: s.tx_ring_empty_descs,
+    })
 }
 
 fn set_u32(fd: BorrowedFd<'_>, opt: libc::c_int, value: u32) -> io::Result<()> {
