@@ -89,7 +89,9 @@ pub fn parse_frame(frame: &[u8], ntp_port: u16) -> FrameVerdict {
     if udp_len < UDP_HEADER || l4 + udp_len > ip_end {
         return FrameVerdict::Drop(DropReason::Malformed);
     }
-    if !is_unicast(destination_ip) {
+    // A broadcast or multicast destination, by IP or by the Ethernet group bit (which also catches
+    // subnet-directed broadcasts, whose IP address alone says nothing without the netmask).
+    if !is_unicast(destination_ip) || frame[0] & 0x01 != 0 {
         return FrameVerdict::Drop(DropReason::Destination);
     }
     FrameVerdict::Ntp(NtpFrame {
@@ -415,6 +417,12 @@ mod tests {
         let f = frame(v4("192.0.2.10:40000"), v4("224.0.1.1:123"), 0, &request(), 0);
         assert_eq!(parse_frame(&f, 123), FrameVerdict::Drop(DropReason::Destination));
         let f = frame("[2001:db8::10]:1".parse().unwrap(), "[ff02::101]:123".parse().unwrap(), 0, &request(), 0);
+        assert_eq!(parse_frame(&f, 123), FrameVerdict::Drop(DropReason::Destination));
+        // A subnet-directed broadcast (192.0.2.255 on a /24) looks unicast by its IP address; its
+        // Ethernet destination gives it away.
+        let mut f = frame(v4("192.0.2.10:40000"), v4("192.0.2.255:123"), 0, &request(), 0);
+        assert!(matches!(parse_frame(&f, 123), FrameVerdict::Ntp(_)));
+        f[..6].fill(0xFF);
         assert_eq!(parse_frame(&f, 123), FrameVerdict::Drop(DropReason::Destination));
     }
 
