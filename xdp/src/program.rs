@@ -322,6 +322,8 @@ pub struct SteeringProgram {
     ifindex: u32,
     mode: AttachedMode,
     hardware_timestamps: bool,
+    /// Why the device-bound variant is not the one attached, when it was asked for.
+    hardware_fallback: Option<String>,
 }
 
 impl fmt::Debug for SteeringProgram {
@@ -331,6 +333,7 @@ impl fmt::Debug for SteeringProgram {
             .field("ifindex", &self.ifindex)
             .field("mode", &self.mode)
             .field("hardware_timestamps", &self.hardware_timestamps)
+            .field("hardware_fallback", &self.hardware_fallback)
             .field("link", &self.link)
             .finish_non_exhaustive()
     }
@@ -435,6 +438,7 @@ impl SteeringProgram {
             XdpMode::Generic => &[AttachedMode::Generic],
         };
         let mut last = None;
+        let mut hardware_fallback = None;
         for &attached in modes {
             let variants: &[Variant] = if config.hardware_timestamps && attached == AttachedMode::Driver {
                 &[Variant::Hw(ifindex), Variant::Tai]
@@ -448,24 +452,37 @@ impl SteeringProgram {
                         return Err(AttachError::NoPermission(interface.to_string()))
                     }
                     // The device-bound variant may not load (old kernel, driver): the TAI one will.
-                    Err(_) if variant != Variant::Tai => continue,
+                    Err(e) if variant != Variant::Tai => {
+                        hardware_fallback = Some(format!("the device-bound program did not load: {e:#}"));
+                        continue;
+                    }
                     Err(e) => return Err(load_error(interface, e)),
                 };
                 match create_link(loaded.program().as_fd(), ifindex, attached) {
                     Ok(link) => {
+                        let hardware_timestamps = variant != Variant::Tai;
+                        if !config.hardware_timestamps || hardware_timestamps {
+                            hardware_fallback = None;
+                        } else if attached == AttachedMode::Generic {
+                            hardware_fallback = Some("generic mode has no NIC receive timestamps".to_string());
+                        }
                         return Ok(SteeringProgram {
                             link,
                             loaded,
                             interface: interface.to_string(),
                             ifindex,
                             mode: attached,
-                            hardware_timestamps: variant != Variant::Tai,
-                        })
+                            hardware_timestamps,
+                            hardware_fallback,
+                        });
                     }
                     Err(e) => {
                         let error = link_error(interface, mode, attached, &e);
                         if !matches!(error, AttachError::Unsupported { .. }) {
                             return Err(error);
+                        }
+                        if variant != Variant::Tai {
+                            hardware_fallback = Some(format!("the device-bound program did not attach: {e}"));
                         }
                         last = Some(error);
                     }
@@ -493,6 +510,12 @@ impl SteeringProgram {
     /// stamps; where the driver has none, frames still carry the TAI stamp, flagged as such).
     pub fn hardware_timestamps(&self) -> bool {
         self.hardware_timestamps
+    }
+
+    /// When [`ProgramConfig::hardware_timestamps`] was asked for but the TAI variant is attached:
+    /// why, in one line (for the log).
+    pub fn hardware_timestamps_fallback(&self) -> Option<&str> {
+        self.hardware_fallback.as_deref()
     }
 
     /// The kernel's id of the attached program (as `bpftool prog` and [`query_xdp`] show it).

@@ -702,6 +702,7 @@ fn hardware_timestamps_variant() {
     let prog = SteeringProgram::attach(&veth.a, XdpMode::Auto, &hw).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(prog.mode(), AttachedMode::Driver);
     assert!(prog.hardware_timestamps(), "the device-bound variant is attached in driver mode");
+    assert_eq!(prog.hardware_timestamps_fallback(), None);
     let index = prog.ifindex();
     drop(prog);
     assert!(wait_detached(index));
@@ -709,6 +710,49 @@ fn hardware_timestamps_variant() {
     let prog = SteeringProgram::attach(&veth.a, XdpMode::Generic, &hw).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(prog.mode(), AttachedMode::Generic);
     assert!(!prog.hardware_timestamps());
+    assert_eq!(prog.hardware_timestamps_fallback(), Some("generic mode has no NIC receive timestamps"));
+}
+
+/// A bridge interface (no native XDP; this kernel has no dummy driver), removed when dropped.
+struct Bridge(String);
+
+impl Bridge {
+    fn new(tag: &str) -> Self {
+        let name = format!("stxbr{tag}{}", std::process::id() % 10000);
+        let _ = Command::new("ip").args(["link", "del", &name]).output();
+        ip(&["link", "add", &name, "type", "bridge"]);
+        let bridge = Self(name);
+        ip(&["link", "set", &bridge.0, "up"]);
+        bridge
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
+#[test]
+fn auto_falls_back_to_generic() {
+    if !veth_ready("auto_falls_back_to_generic") {
+        return;
+    }
+    let bridge = Bridge::new("a");
+    for hw in [false, true] {
+        let config = ProgramConfig { port: PORT, hardware_timestamps: hw };
+        let prog = SteeringProgram::attach(&bridge.0, XdpMode::Auto, &config).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(prog.mode(), AttachedMode::Generic, "hw {hw}");
+        assert!(!prog.hardware_timestamps(), "generic mode runs the TAI variant");
+        assert_eq!(prog.hardware_timestamps_fallback().is_some(), hw, "{:?}", prog.hardware_timestamps_fallback());
+        if hw {
+            eprintln!("hardware timestamps on a bridge: {}", prog.hardware_timestamps_fallback().unwrap());
+        }
+        assert_eq!(query_xdp(prog.ifindex()).unwrap().generic_prog_id, prog.program_id().unwrap());
+        let index = prog.ifindex();
+        drop(prog);
+        assert!(wait_detached(index));
+    }
 }
 
 #[test]
@@ -731,13 +775,14 @@ fn attach_errors() {
     assert!(!e.to_string().contains('\n'));
     assert_eq!(query_xdp(first.ifindex()).unwrap().driver_prog_id, first.program_id().unwrap());
 
-    // The loopback device has no native XDP.
-    let e = SteeringProgram::attach("lo", XdpMode::Driver, &config()).unwrap_err();
+    // A bridge has no native XDP.
+    let bridge = Bridge::new("e");
+    let e = SteeringProgram::attach(&bridge.0, XdpMode::Driver, &config()).unwrap_err();
     match &e {
         AttachError::Unsupported { interface, mode, .. } => {
-            assert_eq!((interface.as_str(), *mode), ("lo", XdpMode::Driver))
+            assert_eq!((interface, *mode), (&bridge.0, XdpMode::Driver))
         }
-        other => panic!("lo in driver mode: {other:?}"),
+        other => panic!("bridge in driver mode: {other:?}"),
     }
     assert!(e.to_string().contains("no native XDP"), "{e}");
     eprintln!("{e}");
