@@ -1,5 +1,6 @@
-//! Load engines. Each sends paced requests, checks every reply against the request it answers and
-//! hands back a [`crate::load::LoadOutcome`]. Only the socket engine exists so far; the AF_XDP one
-//! comes with the xdp crate.
+//! Load engines. Each sends paced requests, checks every reply against the request it answers
+//! ([`book`], shared by all) and hands back a [`crate::load::LoadOutcome`]. The socket engine is
+//! here; the AF_XDP one is [`crate::xdp`] (feature `xdp`).
 
+pub mod book;
 pub mod socket;

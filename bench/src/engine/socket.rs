@@ -5,11 +5,8 @@
 //! server's workers), reads the replies with recvmmsg in the same thread, and checks every one
 //! against the request it answers (see [`crate::reply`]).
 //!
-//! Each transmit timestamp is `(run nonce << 32) | sequence number`, so a reply names its request.
-//! Batch k holds sequence numbers [64k, 64k + 64); a ring of [`RING_BATCHES`] send records, made
-//! before the run, keeps per batch its send time (monotonic, for the RTT; CLOCK_REALTIME, for the T2
-//! window) and one bit per request that is set by its first reply, so duplicates are caught. The
-//! RTT and turnaround histograms are allocated before the run too: nothing allocates per packet.
+//! The send records and the reply checks are [`super::book`]'s (shared with the AF_XDP engine):
+//! the engine clock there is monotonic time since the run started. Nothing allocates per packet.
 //!
 //! The send phase runs for `duration`, then replies are drained for [`DRAIN`] (or until every
 //! request is answered).
@@ -21,28 +18,22 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use hdrhistogram::Histogram;
 use socket2::{Domain, Protocol, Socket, Type};
 use stratum_proto::packet::HEADER_LEN;
 use stratum_proto::NtpTimestamp;
 
+pub use super::book::BATCH;
+use super::book::{Pacer, SendBook, REQUEST, TRANSMIT_AT};
 use crate::clock::now_ntp;
-use crate::load::{Counts, LoadConfig, LoadOutcome};
-use crate::reply::{self, Invalid, ReplyClass};
+use crate::load::{LoadConfig, LoadOutcome};
+use crate::reply::Invalid;
 
-/// Requests per sendmmsg (and replies per recvmmsg); one u64 of "seen" bits per batch.
-pub const BATCH: usize = 64;
 /// Receive buffer length; larger than a reply so that oversized ones are seen as such.
 const RECV_LEN: usize = 512;
 /// How long replies are collected after the last request was sent.
 pub const DRAIN: Duration = Duration::from_millis(200);
 /// Socket buffers we ask for (forced past rmem_max/wmem_max when privileged).
 const SOCKET_BUFFER_BYTES: libc::c_int = 8 << 20;
-/// Send records kept: 2^16 batches = 4 M requests (2 MiB). A reply to a request older than that
-/// is counted as late; at 10 M requests/s that is 0.4 s, far more than any socket buffer holds.
-pub const RING_BATCHES: usize = 1 << 16;
-/// Histogram range: 1 ns to 1 hour, 3 significant digits.
-const HISTOGRAM_MAX_NS: u64 = 3_600_000_000_000;
 
 /// 64 datagram buffers with their iovecs and mmsghdrs. The headers point into the other vectors'
 /// heap allocations, which are never resized or reallocated after construction.
@@ -111,53 +102,25 @@ impl Batch {
     }
 }
 
-/// The send record of one batch.
-#[derive(Clone, Copy)]
-struct SendRecord {
-    /// The batch number this record is for; `u64::MAX` before first use.
-    batch: u64,
-    /// Monotonic send time, nanoseconds since the run started.
-    sent_ns: u64,
-    /// CLOCK_REALTIME read just before sendmmsg: T1 of every request in the batch.
-    sent_ntp: NtpTimestamp,
-    /// Bit i: request 64 * batch + i has been answered.
-    seen: u64,
-}
-
-impl SendRecord {
-    const UNUSED: Self = Self { batch: u64::MAX, sent_ns: 0, sent_ntp: NtpTimestamp::ZERO, seen: 0 };
-}
-
 struct Generator {
-    nonce: u32,
     sockets: Vec<Socket>,
     poll_fds: Vec<libc::pollfd>,
     tx: Batch,
     rx: Batch,
-    /// Sequence numbers handed out so far (a multiple of 64).
-    next_seq: u64,
-    ring: Vec<SendRecord>,
-    rtt_ns: Histogram<u64>,
-    turnaround_ns: Histogram<u64>,
-    counts: Counts,
+    book: SendBook,
     start: Instant,
 }
 
 impl Generator {
     fn send_batch(&mut self, socket: usize) -> io::Result<()> {
-        let base = self.next_seq;
+        let base = self.book.next_seq();
         for (i, buf) in self.tx.buffers.iter_mut().enumerate() {
-            let transmit = reply::load_transmit(self.nonce, (base + i as u64) as u32);
-            buf[40..48].copy_from_slice(&transmit.to_be_bytes());
+            buf[TRANSMIT_AT..HEADER_LEN].copy_from_slice(&self.book.transmit_bytes(base + i as u64));
         }
-        let batch = base / BATCH as u64;
-        self.next_seq += BATCH as u64;
         // T1 as late as possible, but before the requests leave.
-        self.ring[batch as usize % RING_BATCHES] =
-            SendRecord { batch, sent_ns: self.start.elapsed().as_nanos() as u64, sent_ntp: now_ntp(), seen: 0 };
+        self.book.start_batch(self.start.elapsed().as_nanos() as u64, now_ntp());
         let n = self.tx.send(self.sockets[socket].as_raw_fd())?;
-        self.counts.sent += n as u64;
-        self.counts.send_errors += (BATCH - n) as u64;
+        self.book.sent(n);
         Ok(())
     }
 
@@ -198,43 +161,13 @@ impl Generator {
     }
 
     fn check_reply(&mut self, i: usize, now_ns: u64, now_ntp: NtpTimestamp) {
-        self.counts.received += 1;
-        match self.classify(i, now_ns, now_ntp) {
-            Ok(ReplyClass::Served) => self.counts.valid += 1,
-            Ok(ReplyClass::Kod(_)) => self.counts.kod += 1,
-            Ok(ReplyClass::Unsynchronized) => self.counts.unsynced += 1,
-            Err(why) => self.counts.count_invalid(why),
-        }
-    }
-
-    fn classify(&mut self, i: usize, now_ns: u64, now_ntp: NtpTimestamp) -> Result<ReplyClass, Invalid> {
         let h = &self.rx.headers[i];
-        if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-            return Err(Invalid::Length);
-        }
-        let len = (h.msg_len as usize).min(RECV_LEN);
-        let r = reply::check_load_reply(&self.rx.buffers[i][..len], self.nonce)?;
-        let seq = u64::from(r.seq);
-        if seq >= self.next_seq {
-            return Err(Invalid::Origin);
-        }
-        let batch = seq / BATCH as u64;
-        let record = &mut self.ring[batch as usize % RING_BATCHES];
-        if record.batch != batch {
-            return Err(Invalid::Late);
-        }
-        let bit = 1u64 << (seq % BATCH as u64);
-        if record.seen & bit != 0 {
-            return Err(Invalid::Duplicate);
-        }
-        record.seen |= bit;
-        self.counts.answered += 1;
-        self.rtt_ns.saturating_record(now_ns.saturating_sub(record.sent_ns).max(1));
-        if r.class == ReplyClass::Served {
-            let turnaround = reply::check_timestamps(record.sent_ntp, r.receive, r.transmit, now_ntp, r.precision)?;
-            self.turnaround_ns.saturating_record(turnaround.to_nanos().max(1) as u64);
-        }
-        Ok(r.class)
+        let payload = if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            Err(Invalid::Length)
+        } else {
+            Ok(&self.rx.buffers[i][..(h.msg_len as usize).min(RECV_LEN)])
+        };
+        self.book.reply(payload, now_ns, now_ntp);
     }
 }
 
@@ -318,24 +251,9 @@ fn prepare(config: &LoadConfig) -> anyhow::Result<Generator> {
 
     let mut tx = Batch::new(HEADER_LEN);
     for buf in &mut tx.buffers {
-        buf[0] = 0x23; // LI 0, version 4, mode 3 (client)
-        buf[2] = 6; // poll 2^6 s
-        buf[3] = 0xec; // precision 2^-20 s
+        buf[..HEADER_LEN].copy_from_slice(&REQUEST);
     }
-    let histogram = || Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_NS, 3).expect("valid histogram bounds");
-    Ok(Generator {
-        nonce: rand::random::<u32>() | 1,
-        sockets,
-        poll_fds,
-        tx,
-        rx: Batch::new(RECV_LEN),
-        next_seq: 0,
-        ring: vec![SendRecord::UNUSED; RING_BATCHES],
-        rtt_ns: histogram(),
-        turnaround_ns: histogram(),
-        counts: Counts::default(),
-        start: Instant::now(),
-    })
+    Ok(Generator { sockets, poll_fds, tx, rx: Batch::new(RECV_LEN), book: SendBook::new(), start: Instant::now() })
 }
 
 /// Runs one generator thread of a load step: `config` was validated by [`LoadConfig::new`] and
@@ -354,17 +272,16 @@ pub fn run(config: &LoadConfig, start: Option<&Barrier>) -> anyhow::Result<LoadO
 
     // Send phase: batch k is due at start + k * 64 / rate; a late generator catches up at once.
     // The sequence numbers are 32 bits: the send phase also stops before they would wrap.
-    let interval =
-        if config.rate == 0 { Duration::ZERO } else { Duration::from_secs_f64(BATCH as f64 / config.rate as f64) };
+    let pacer = Pacer::new(config.rate);
     g.start = Instant::now();
     let end = g.start + config.duration;
-    let mut batch_no: u32 = 0;
+    let mut batch_no: u64 = 0;
     loop {
         let now = Instant::now();
-        if now >= end || g.next_seq + BATCH as u64 > u64::from(u32::MAX) {
+        if now >= end || g.book.exhausted() {
             break;
         }
-        let due = g.start + interval * batch_no;
+        let due = g.start + pacer.due(batch_no);
         if now >= due {
             g.send_batch(batch_no as usize % config.sockets)?;
             batch_no += 1;
@@ -377,18 +294,11 @@ pub fn run(config: &LoadConfig, start: Option<&Barrier>) -> anyhow::Result<LoadO
     let drain_end = Instant::now() + DRAIN;
     loop {
         let now = Instant::now();
-        if now >= drain_end || g.counts.answered >= g.counts.sent {
+        if now >= drain_end || g.book.all_answered() {
             break;
         }
         g.receive_ready((drain_end - now).min(Duration::from_millis(5)))?;
     }
 
-    Ok(LoadOutcome {
-        counts: g.counts,
-        send_elapsed,
-        server_socket_drops: None,
-        client_socket_drops: socket_drops(&local_ports),
-        rtt_ns: g.rtt_ns,
-        turnaround_ns: g.turnaround_ns,
-    })
+    Ok(g.book.finish(send_elapsed, socket_drops(&local_ports)))
 }

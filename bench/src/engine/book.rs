@@ -1,0 +1,311 @@
+//! What every engine keeps about the requests it sent, and the check of each reply against them.
+//!
+//! Each transmit timestamp is `(run nonce << 32) | sequence number`, so a reply names its request.
+//! Batch k holds sequence numbers [64k, 64k + 64); a ring of [`RING_BATCHES`] send records, made
+//! before the run, keeps per batch its send time (on the engine's own nanosecond clock, for the
+//! RTT; CLOCK_REALTIME as an NTP timestamp, for the T2 window) and one bit per request that is set
+//! by its first reply, so duplicates are caught. The RTT and turnaround histograms are allocated
+//! before the run too: nothing here allocates per packet.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use stratum_proto::packet::HEADER_LEN;
+use stratum_proto::NtpTimestamp;
+
+use crate::load::{Counts, LoadOutcome};
+use crate::reply::{self, Invalid, ReplyClass};
+
+/// Requests per batch; one u64 of "seen" bits per batch.
+pub const BATCH: usize = 64;
+/// Send records kept: 2^16 batches = 4 M requests (2 MiB). A reply to a request older than that
+/// is counted as late; at 10 M requests/s that is 0.4 s, far more than any socket buffer holds.
+pub const RING_BATCHES: usize = 1 << 16;
+/// Histogram range: 1 ns to 1 hour, 3 significant digits.
+const HISTOGRAM_MAX_NS: u64 = 3_600_000_000_000;
+
+/// The 48-byte NTPv4 client request every engine sends; only the transmit timestamp (bytes
+/// 40..48) changes from one request to the next.
+pub const REQUEST: [u8; HEADER_LEN] = {
+    let mut r = [0u8; HEADER_LEN];
+    r[0] = 0x23; // LI 0, version 4, mode 3 (client)
+    r[2] = 6; // poll 2^6 s
+    r[3] = 0xec; // precision 2^-20 s
+    r
+};
+/// Where the transmit timestamp is in [`REQUEST`].
+pub const TRANSMIT_AT: usize = 40;
+
+/// Open-loop pacing: batch k (of [`BATCH`] requests) is due `k * BATCH / rate` seconds after the
+/// start, in exact integer nanoseconds (no drift however long the run); rate 0 = every batch due
+/// at once (as fast as possible). A late generator sends the batches it owes at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pacer {
+    rate: u64,
+}
+
+impl Pacer {
+    pub fn new(rate: u64) -> Self {
+        Self { rate }
+    }
+
+    /// When batch `k` is due, from the start of the send phase.
+    pub fn due(&self, k: u64) -> Duration {
+        if self.rate == 0 {
+            return Duration::ZERO;
+        }
+        let ns = u128::from(k) * BATCH as u128 * 1_000_000_000 / u128::from(self.rate);
+        Duration::from_nanos(ns.min(u128::from(u64::MAX)) as u64)
+    }
+
+    /// How many batches are due by `elapsed` since the start (batch 0 is due at once).
+    pub fn due_by(&self, elapsed: Duration) -> u64 {
+        if self.rate == 0 {
+            return u64::MAX;
+        }
+        let owed = elapsed.as_nanos() * u128::from(self.rate) / (BATCH as u128 * 1_000_000_000);
+        (owed + 1).min(u128::from(u64::MAX)) as u64
+    }
+}
+
+/// The send record of one batch.
+#[derive(Clone, Copy)]
+struct SendRecord {
+    /// The batch number this record is for; `u64::MAX` before first use.
+    batch: u64,
+    /// Send time on the engine's clock, in nanoseconds.
+    sent_ns: u64,
+    /// CLOCK_REALTIME read just before the batch left: T1 of every request in it.
+    sent_ntp: NtpTimestamp,
+    /// Bit i: request 64 * batch + i has been answered.
+    seen: u64,
+}
+
+impl SendRecord {
+    const UNUSED: Self = Self { batch: u64::MAX, sent_ns: 0, sent_ntp: NtpTimestamp::ZERO, seen: 0 };
+}
+
+/// The send records, counters and histograms of one generator thread.
+pub struct SendBook {
+    nonce: u32,
+    /// Sequence numbers handed out so far (a multiple of 64).
+    next_seq: u64,
+    ring: Vec<SendRecord>,
+    rtt_ns: Histogram<u64>,
+    turnaround_ns: Histogram<u64>,
+    pub counts: Counts,
+}
+
+impl std::fmt::Debug for SendBook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBook")
+            .field("nonce", &self.nonce)
+            .field("next_seq", &self.next_seq)
+            .field("counts", &self.counts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SendBook {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SendBook {
+    /// A book with a random run nonce (odd, so never zero).
+    pub fn new() -> Self {
+        Self::with_nonce(rand::random::<u32>() | 1)
+    }
+
+    pub fn with_nonce(nonce: u32) -> Self {
+        let histogram = || Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_NS, 3).expect("valid histogram bounds");
+        Self {
+            nonce,
+            next_seq: 0,
+            ring: vec![SendRecord::UNUSED; RING_BATCHES],
+            rtt_ns: histogram(),
+            turnaround_ns: histogram(),
+            counts: Counts::default(),
+        }
+    }
+
+    pub fn nonce(&self) -> u32 {
+        self.nonce
+    }
+
+    /// The sequence number of the next batch's first request.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Sequence numbers are 32 bits: the send phase stops before they would wrap.
+    pub fn exhausted(&self) -> bool {
+        self.next_seq + BATCH as u64 > u64::from(u32::MAX)
+    }
+
+    /// The transmit timestamp of request `seq` (as it goes on the wire, big-endian).
+    pub fn transmit_bytes(&self, seq: u64) -> [u8; 8] {
+        reply::load_transmit(self.nonce, seq as u32).to_be_bytes()
+    }
+
+    /// Opens the next batch of [`BATCH`] requests, sent at `sent_ns` (engine clock) and
+    /// `sent_ntp` (T1). Returns its first sequence number. Call [`sent`](Self::sent) once it left.
+    pub fn start_batch(&mut self, sent_ns: u64, sent_ntp: NtpTimestamp) -> u64 {
+        let base = self.next_seq;
+        let batch = base / BATCH as u64;
+        self.next_seq += BATCH as u64;
+        self.ring[batch as usize % RING_BATCHES] = SendRecord { batch, sent_ns, sent_ntp, seen: 0 };
+        base
+    }
+
+    /// `n` requests of the batch just started left; the rest count as send errors.
+    pub fn sent(&mut self, n: usize) {
+        self.counts.sent += n as u64;
+        self.counts.send_errors += BATCH.saturating_sub(n) as u64;
+    }
+
+    /// Every request sent has been answered.
+    pub fn all_answered(&self) -> bool {
+        self.counts.answered >= self.counts.sent
+    }
+
+    /// Counts one reply (its NTP payload, or why it could not be read) received at `now_ns`
+    /// (engine clock) and `now_ntp` (T4).
+    pub fn reply(&mut self, payload: Result<&[u8], Invalid>, now_ns: u64, now_ntp: NtpTimestamp) {
+        self.counts.received += 1;
+        match payload.and_then(|p| self.classify(p, now_ns, now_ntp)) {
+            Ok(ReplyClass::Served) => self.counts.valid += 1,
+            Ok(ReplyClass::Kod(_)) => self.counts.kod += 1,
+            Ok(ReplyClass::Unsynchronized) => self.counts.unsynced += 1,
+            Err(why) => self.counts.count_invalid(why),
+        }
+    }
+
+    fn classify(&mut self, payload: &[u8], now_ns: u64, now_ntp: NtpTimestamp) -> Result<ReplyClass, Invalid> {
+        let r = reply::check_load_reply(payload, self.nonce)?;
+        let seq = u64::from(r.seq);
+        if seq >= self.next_seq {
+            return Err(Invalid::Origin);
+        }
+        let batch = seq / BATCH as u64;
+        let record = &mut self.ring[batch as usize % RING_BATCHES];
+        if record.batch != batch {
+            return Err(Invalid::Late);
+        }
+        let bit = 1u64 << (seq % BATCH as u64);
+        if record.seen & bit != 0 {
+            return Err(Invalid::Duplicate);
+        }
+        record.seen |= bit;
+        self.counts.answered += 1;
+        self.rtt_ns.saturating_record(now_ns.saturating_sub(record.sent_ns).max(1));
+        if r.class == ReplyClass::Served {
+            let turnaround = reply::check_timestamps(record.sent_ntp, r.receive, r.transmit, now_ntp, r.precision)?;
+            self.turnaround_ns.saturating_record(turnaround.to_nanos().max(1) as u64);
+        }
+        Ok(r.class)
+    }
+
+    /// The thread's outcome (the server's socket drops are left to the caller).
+    pub fn finish(self, send_elapsed: Duration, client_socket_drops: u64) -> LoadOutcome {
+        LoadOutcome {
+            counts: self.counts,
+            send_elapsed,
+            server_socket_drops: None,
+            client_socket_drops,
+            rtt_ns: self.rtt_ns,
+            turnaround_ns: self.turnaround_ns,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use stratum_proto::{LeapIndicator, NtpDuration, NtpMode, NtpPacket, NtpShort, RefId};
+
+    use super::*;
+
+    fn served(book: &SendBook, seq: u64, t2: NtpTimestamp, t3: NtpTimestamp) -> [u8; HEADER_LEN] {
+        NtpPacket {
+            leap: LeapIndicator::NoWarning,
+            version: 4,
+            mode: NtpMode::Server,
+            stratum: 2,
+            poll: 6,
+            precision: -20,
+            root_delay: NtpShort::ZERO,
+            root_dispersion: NtpShort::ZERO,
+            ref_id: RefId::from_ipv4([192, 0, 2, 1].into()),
+            reference_timestamp: t2,
+            origin_timestamp: NtpTimestamp::from_bits(u64::from_be_bytes(book.transmit_bytes(seq))),
+            receive_timestamp: t2,
+            transmit_timestamp: t3,
+        }
+        .to_bytes()
+    }
+
+    #[test]
+    fn replies_are_matched_counted_once_and_timed() {
+        let mut book = SendBook::with_nonce(0x1234_5679);
+        assert_eq!(REQUEST.len(), HEADER_LEN);
+        let t1 = NtpTimestamp::from_parts(4_000_000_000, 0);
+        let us = |n: i64| NtpDuration::from_nanos(n * 1000);
+        assert_eq!(book.start_batch(1_000, t1), 0);
+        book.sent(60);
+        assert_eq!((book.counts.sent, book.counts.send_errors, book.next_seq()), (60, 4, 64));
+        let ok = served(&book, 5, t1.add(us(10)), t1.add(us(12)));
+        book.reply(Ok(&ok), 31_000, t1.add(us(30)));
+        book.reply(Ok(&ok), 32_000, t1.add(us(31)));
+        // Not sent yet, a foreign nonce, a broken window, a short one.
+        book.reply(Ok(&served(&book, 64, t1, t1)), 33_000, t1.add(us(31)));
+        book.reply(Ok(&served(&SendBook::with_nonce(7), 6, t1, t1)), 33_000, t1.add(us(31)));
+        book.reply(Ok(&served(&book, 7, t1.add(us(-5)), t1)), 33_000, t1.add(us(31)));
+        book.reply(Err(Invalid::Length), 33_000, t1.add(us(31)));
+        let c = book.counts;
+        // The T2-window reply still answers its request (and has an RTT); the duplicate does not.
+        assert_eq!((c.received, c.answered, c.valid, c.invalid), (6, 2, 1, 5));
+        assert_eq!((c.duplicate, c.invalid_origin, c.invalid_t2_window, c.invalid_length), (1, 2, 1, 1));
+        assert!(!book.all_answered());
+        let o = book.finish(Duration::from_secs(1), 0);
+        assert_eq!((o.rtt_ns.len(), o.turnaround_ns.len()), (2, 1));
+        assert!(o.rtt_ns.min().abs_diff(30_000) <= 30 && o.rtt_ns.max().abs_diff(32_000) <= 32, "{:?}", o.rtt_ns);
+    }
+
+    #[test]
+    fn pacing_is_exact_and_does_not_drift() {
+        let p = Pacer::new(1_000_000);
+        assert_eq!(p.due(0), Duration::ZERO);
+        assert_eq!(p.due(1), Duration::from_nanos(64_000));
+        // One hour at 1 M/s: still exact to the nanosecond.
+        let k = 3_600 * 1_000_000 / 64;
+        assert_eq!(p.due(k), Duration::from_secs(3_600));
+        // 3 requests/s: 64 requests every 21.333... s, rounded down, never accumulating error.
+        let slow = Pacer::new(3);
+        assert_eq!(slow.due(3), Duration::from_secs(64));
+        assert_eq!(slow.due(1), Duration::from_nanos(21_333_333_333));
+        assert_eq!(p.due_by(Duration::ZERO), 1);
+        assert_eq!(p.due_by(Duration::from_nanos(63_999)), 1);
+        assert_eq!(p.due_by(Duration::from_nanos(64_000)), 2);
+        assert_eq!(p.due_by(Duration::from_secs(1)), 1_000_000 / 64 + 1);
+        for k in [0u64, 1, 7, 1000, 123_457] {
+            assert_eq!(p.due_by(p.due(k)), k + 1, "batch {k} is due exactly at its time");
+        }
+        let fast = Pacer::new(0);
+        assert_eq!((fast.due(9), fast.due_by(Duration::ZERO)), (Duration::ZERO, u64::MAX));
+    }
+
+    #[test]
+    fn an_old_batch_is_late_once_its_record_is_reused() {
+        let mut book = SendBook::with_nonce(3);
+        let t = NtpTimestamp::from_parts(1, 0);
+        let first = served(&book, 0, t, t);
+        for _ in 0..=RING_BATCHES {
+            book.start_batch(0, t);
+            book.sent(BATCH);
+        }
+        book.reply(Ok(&first), 1, t);
+        assert_eq!(book.counts.invalid_late, 1);
+        assert!(!book.exhausted());
+    }
+}
