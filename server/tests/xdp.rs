@@ -187,7 +187,8 @@ fn real_clients_get_valid_replies_and_other_traffic_reaches_the_kernel() {
         return;
     }
     let pair = Pair::new("xa", 1);
-    let (mut server, control) = start_xdp(&pair, "\"all\"", "");
+    let metrics = format!("\n[metrics]\nlisten = \"{}:9123\"\n", pair.server_v4());
+    let (mut server, control) = start_xdp(&pair, "\"all\"", &metrics);
     assert!(pair.xdp_attached());
 
     // chronyd and ntpdig, IPv4 and IPv6, accept the replies.
@@ -217,6 +218,25 @@ fn real_clients_get_valid_replies_and_other_traffic_reaches_the_kernel() {
     assert!(status["requests"]["answered"].as_u64().unwrap() >= 3, "{status}");
     assert!(status["xdp"]["program"]["passed"].as_u64().unwrap() > 0, "{status}");
     assert_eq!(status["requests"]["send_failed"], 0);
+
+    // /metrics has the XDP families, and every stratumd_xdp_* name the shipped dashboard and
+    // alert rules use exists in a scrape of a server running the xdp backend.
+    let scrape = pair.python(HTTP_GET, &[&format!("http://{}:9123/metrics", pair.server_v4())]);
+    assert!(scrape.status.success(), "{}", String::from_utf8_lossy(&scrape.stderr));
+    let text = String::from_utf8_lossy(&scrape.stdout).to_string();
+    assert!(text.lines().any(|l| l.starts_with("stratumd_xdp_info{") && l.contains("mode=\"driver\"")), "{text}");
+    assert!(text.contains("stratumd_backend_info{backend=\"xdp\"} 1"), "{text}");
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+    for file in ["grafana-dashboard.json", "alerts.yml"] {
+        let shipped = std::fs::read_to_string(format!("{deploy}/{file}")).unwrap();
+        for name in shipped
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("stratumd_xdp_") && !w.ends_with('_'))
+        {
+            let exported = text.lines().any(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with([' ', '{'])));
+            assert!(exported, "{file} uses {name}, which the xdp backend does not export");
+        }
+    }
 
     let (exit, log, took) = server.stop();
     assert!(exit.success(), "{log}");
@@ -352,6 +372,26 @@ fn bad_inputs_on_the_xdp_path() {
     let s6 = send(&[bad_sum]);
     assert_eq!(answered(&s6), answered(&s5) + 1, "{s6}");
     assert_eq!(s6["requests"]["send_failed"], 0);
+}
+
+/// A denied source is dropped by the XDP program itself (deny-action = "drop" pushes the list
+/// into the program's deny map); the rest are still answered.
+#[test]
+fn deny_list_is_enforced_in_the_xdp_program() {
+    if !available() {
+        return;
+    }
+    let pair = Pair::new("xd", 1);
+    let access = format!("\n[access]\ndeny = [\"{}/32\"]\n", pair.client_v4());
+    let (_server, control) = start_xdp(&pair, "\"all\"", &access);
+    assert!(chronyd_in(&pair, &pair.server_v4()).is_err(), "a denied client gets nothing");
+    let s = ctl(&control, &["status"]).unwrap();
+    assert!(s["xdp"]["program"]["denied"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["requests"]["answered"], 0, "{s}");
+    assert_eq!(dropped(&s, "denied"), 0, "dropped before any worker saw it: {s}");
+    // The same client over IPv6 is not denied.
+    let out = pair.in_cli("ntpdig", &["-j", "-t", "2", &pair.server_v6()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn request_payload() -> Vec<u8> {
@@ -490,4 +530,9 @@ s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind((sys.argv[1], 0))
 for h in sys.argv[2:]:
     s.send(bytes.fromhex(h))
+"#;
+
+const HTTP_GET: &str = r#"
+import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())
 "#;
