@@ -226,14 +226,19 @@ fn udp_checksum(frame: &[u8], parsed: &NtpFrame, udp_len: usize) -> u16 {
 /// The Internet checksum (RFC 1071) over the concatenation of `parts`. Each part but the last
 /// must have even length (true of every header and pseudo-header field here).
 pub fn checksum(parts: &[&[u8]]) -> u16 {
+    // Big-endian 32-bit words: w0 * 2^16 + w1 folds to w0 + w1 (2^16 = 1 modulo 0xFFFF), so this is
+    // the same sum as 16-bit words at half the additions; a u64 cannot overflow on any frame.
     let mut sum: u64 = 0;
     for part in parts {
-        let mut words = part.chunks_exact(2);
+        let mut words = part.chunks_exact(4);
         for w in &mut words {
-            sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
+            sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
         }
-        if let [last] = words.remainder() {
-            sum += u64::from(*last) << 8;
+        match *words.remainder() {
+            [a, b, c] => sum += u64::from(u16::from_be_bytes([a, b])) + (u64::from(c) << 8),
+            [a, b] => sum += u64::from(u16::from_be_bytes([a, b])),
+            [a] => sum += u64::from(a) << 8,
+            _ => {}
         }
     }
     while sum >> 16 != 0 {
@@ -462,7 +467,28 @@ mod tests {
         assert_eq!(checksum(&[&header]), 0);
     }
 
+    /// RFC 1071 word by word, as the RFC's own example code does it.
+    fn reference_checksum(parts: &[&[u8]]) -> u16 {
+        let bytes: Vec<u8> = parts.concat();
+        let mut sum: u32 = 0;
+        for w in bytes.chunks(2) {
+            sum += u32::from(w[0]) << 8 | u32::from(*w.get(1).unwrap_or(&0));
+            sum = (sum & 0xFFFF) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
     proptest! {
+        #[test]
+        fn checksum_matches_rfc_1071(
+            head in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20usize).prop_map(|mut v| { v.truncate(v.len() & !1); v }), 0..4usize),
+            last in proptest::collection::vec(any::<u8>(), 0..1500usize),
+        ) {
+            let mut parts: Vec<&[u8]> = head.iter().map(Vec::as_slice).collect();
+            parts.push(&last);
+            prop_assert_eq!(checksum(&parts), reference_checksum(&parts));
+        }
+
         #[test]
         fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), port in any::<u16>()) {
             let mut f = bytes.clone();
