@@ -374,6 +374,37 @@ fn bad_inputs_on_the_xdp_path() {
     assert_eq!(s6["requests"]["send_failed"], 0);
 }
 
+/// BAD_INPUTS 47: SIGTERM while a flood is being answered stops within a second, detaches the
+/// program, and every frame a worker took is counted.
+#[test]
+fn sigterm_under_load_stops_within_a_second_and_detaches() {
+    if !available() {
+        return;
+    }
+    let pair = Pair::new("xt", 1);
+    let (mut server, control) = start_xdp(&pair, "\"all\"", "");
+    let flood = pair.cli.command("python3").args(["-c", FLOOD, &pair.server_v4(), "4"]).spawn().unwrap();
+    let _flood = KillOnDrop(flood);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = ctl(&control, &["status"]).unwrap();
+        if s["requests"]["answered"].as_u64().unwrap() > 10_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the flood is not being answered: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (exit, log, took) = server.stop();
+    assert!(exit.success(), "{log}");
+    assert!(took < Duration::from_secs(1), "stopped in {took:?} under load");
+    assert!(!pair.xdp_attached(), "SIGTERM detaches the program under load");
+    let summary = log.lines().find(|l| l.contains("stopped: ")).expect("a stop summary");
+    let field = |name: &str| -> u64 {
+        summary.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))).unwrap().parse().unwrap()
+    };
+    assert_eq!(field("received"), field("answered"), "every frame taken was answered: {summary}");
+}
+
 /// A denied source is dropped by the XDP program itself (deny-action = "drop" pushes the list
 /// into the program's deny map); the rest are still answered.
 #[test]
@@ -535,4 +566,18 @@ for h in sys.argv[2:]:
 const HTTP_GET: &str = r#"
 import sys, urllib.request
 print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())
+"#;
+
+/// Sends NTP requests as fast as Python can for N seconds.
+const FLOOD: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)
+req = bytes([0x23] + [0] * 39) + bytes.fromhex("0123456789abcdef")
+end = time.time() + float(sys.argv[2])
+while time.time() < end:
+    for _ in range(256):
+        try:
+            s.sendto(req, (sys.argv[1], 123))
+        except BlockingIOError:
+            pass
 "#;
