@@ -85,7 +85,8 @@ impl XdpBackend {
             tracing::warn!(interface, "XDP runs in generic (SKB) mode: correct but slower than driver mode");
         }
         if server.timestamping == Timestamping::Hardware && !program.hardware_timestamps() {
-            tracing::warn!(interface, "no NIC receive timestamps through XDP here; using CLOCK_TAI at XDP entry");
+            let why = program.hardware_timestamps_fallback().unwrap_or("not available");
+            tracing::warn!(interface, why, "no NIC receive timestamps through XDP; using CLOCK_TAI at XDP entry");
         }
         if admission.deny_action == crate::config::DenyAction::Drop {
             let pushed = push_deny_list(&program, &config.access.allow, &config.access.deny)?;

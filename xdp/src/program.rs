@@ -431,6 +431,7 @@ impl SteeringProgram {
     /// variant first (driver mode only: the kernel refuses device-bound programs in generic mode)
     /// and falls back to the TAI one if loading or attaching it fails.
     pub fn attach(interface: &str, mode: XdpMode, config: &ProgramConfig) -> Result<SteeringProgram, AttachError> {
+        route_libbpf_messages();
         let ifindex = ifindex_of(interface).ok_or_else(|| AttachError::NoSuchInterface(interface.to_string()))?;
         let modes: &[AttachedMode] = match mode {
             XdpMode::Auto => &[AttachedMode::Driver, AttachedMode::Generic],
@@ -714,4 +715,21 @@ mod tests {
             "cannot attach XDP to eth9: no such interface"
         );
     }
+}
+
+/// libbpf prints to stderr by default, including for failures we expect and handle (the
+/// device-bound variant not loading, say). Its messages go to the `tracing` log instead, at debug
+/// level: every failure that matters reaches the caller as an [`AttachError`] with one clear line.
+fn route_libbpf_messages() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        fn forward(level: libbpf_rs::PrintLevel, message: String) {
+            let message = message.trim_end();
+            match level {
+                libbpf_rs::PrintLevel::Warn => tracing::debug!(target: "libbpf", "{message}"),
+                _ => tracing::trace!(target: "libbpf", "{message}"),
+            }
+        }
+        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, forward)));
+    });
 }
