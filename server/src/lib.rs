@@ -11,6 +11,7 @@ pub mod histogram;
 pub mod hostclock;
 pub mod metrics;
 pub mod netif;
+pub mod pinning;
 pub mod socket;
 pub mod stats;
 pub mod status;

@@ -471,7 +471,6 @@ mod tests {
         assert_eq!(handle_request(b"", never).status, 400);
     }
 
-    #[test]
     /// The xdp backend's counters, fixed (the real source reads the XDP program's maps and the
     /// sockets' XDP_STATISTICS; tests/xdp.rs scrapes that one).
     #[derive(Debug)]

@@ -28,6 +28,7 @@ use stratum_xdp::xsk::{self, BindMode, XskConfig, XskSocket};
 use crate::admission::{Admission, WorkerPolicy};
 use crate::config::{Config, Queues, Timestamping, XdpMode};
 use crate::hostclock;
+use crate::pinning::{assign_cores, spawn_worker};
 use crate::stats::WorkerCounters;
 use crate::status::{XdpQueueStatus, XdpStatus, XdpStatusSource};
 use crate::timecore::{SnapshotCell, SnapshotReader};
@@ -66,12 +67,7 @@ impl XdpBackend {
             Queues::All => (0..crate::netif::rx_queues(&interface) as u32).collect(),
             Queues::List(list) => list.clone(),
         };
-        let available = core_affinity::get_core_ids().unwrap_or_default();
-        let cores: Vec<Option<usize>> = match &server.cores {
-            Some(list) => list.get_ref().iter().copied().map(Some).cycle().take(queues.len()).collect(),
-            None if available.is_empty() => vec![None; queues.len()],
-            None => (0..queues.len()).map(|i| Some(available[i % available.len()].id)).collect(),
-        };
+        let cores = assign_cores(queues.len(), server.cores.as_ref().map(|c| c.get_ref().as_slice()));
 
         let mode = match server.xdp_mode {
             XdpMode::Auto => ProgramMode::Auto,
@@ -127,19 +123,7 @@ impl XdpBackend {
                 counters: worker_counters,
                 shutdown: shutdown.clone(),
             };
-            let core = cores[id];
-            let thread = std::thread::Builder::new()
-                .name(format!("stratumd-x{id}"))
-                .spawn(move || {
-                    if let Some(core) = core {
-                        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                            tracing::warn!(worker = id, core, "could not pin worker to its core");
-                        }
-                    }
-                    worker.run(policy);
-                })
-                .context("cannot start a worker thread")?;
-            threads.push(thread);
+            threads.push(spawn_worker(format!("stratumd-x{id}"), id, cores[id], move || worker.run(policy))?);
         }
         let status = Arc::new(XdpStatusReader {
             attach_mode: match program.mode() {

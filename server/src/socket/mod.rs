@@ -25,6 +25,7 @@ use stratum_proto::{respond, DropReason, RxMeta, Verdict};
 use crate::admission::{Admission, WorkerPolicy};
 use crate::config::{ServerConfig, Timestamping, Workers};
 use crate::hostclock;
+use crate::pinning::{assign_cores, spawn_worker};
 use crate::stats::WorkerCounters;
 use crate::timecore::{SnapshotCell, SnapshotReader};
 use mmsg::MessageBatch;
@@ -46,16 +47,11 @@ impl SocketBackend {
         cell: &Arc<SnapshotCell>,
         shutdown: &Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
-        let available = core_affinity::get_core_ids().unwrap_or_default();
         let workers = match config.workers {
             Workers::Count(n) => n,
-            Workers::Auto => available.len().max(1),
+            Workers::Auto => core_affinity::get_core_ids().map_or(1, |c| c.len().max(1)),
         };
-        let cores: Vec<Option<usize>> = match &config.cores {
-            Some(list) => list.get_ref().iter().copied().map(Some).cycle().take(workers).collect(),
-            None if available.is_empty() => vec![None; workers],
-            None => (0..workers).map(|i| Some(available[i % available.len()].id)).collect(),
-        };
+        let cores = assign_cores(workers, config.cores.as_ref().map(|c| c.get_ref().as_slice()));
         if config.timestamping == Timestamping::Hardware {
             let interface = config.interface.as_deref().unwrap_or_default();
             match bind::enable_hardware_rx_stamps(interface) {
@@ -92,19 +88,7 @@ impl SocketBackend {
                 shutdown: shutdown.clone(),
                 socket_drops: vec![0; addresses.len()],
             };
-            let core = cores[id];
-            let thread = std::thread::Builder::new()
-                .name(format!("stratumd-w{id}"))
-                .spawn(move || {
-                    if let Some(core) = core {
-                        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                            tracing::warn!(worker = id, core, "could not pin worker to its core");
-                        }
-                    }
-                    worker.run(policy);
-                })
-                .context("cannot start a worker thread")?;
-            threads.push(thread);
+            threads.push(spawn_worker(format!("stratumd-w{id}"), id, cores[id], move || worker.run(policy))?);
         }
         Ok(Self { addresses, counters, cores, threads })
     }

@@ -144,29 +144,21 @@ impl Umem {
     /// The transmit timestamp (ns of the kernel's or NIC's TAI clock) the kernel wrote for a
     /// completed frame whose descriptor asked for one.
     pub fn tx_timestamp(&self, addr: u64) -> Option<u64> {
-        let len = self.tx_metadata_len;
-        if len == 0 {
-            return None;
-        }
-        let start = addr.checked_sub(u64::from(len))?;
-        if self.frame_of(start) != self.frame_of(addr) {
-            return None;
-        }
-        let area = self.data(start, len)?;
+        let area = self.data(self.tx_metadata_start(addr)?, self.tx_metadata_len)?;
         let stamp = u64::from_ne_bytes(area[8..16].try_into().ok()?);
         (stamp != 0).then_some(stamp)
     }
 
     fn tx_metadata_area(&mut self, addr: u64) -> Option<&mut [u8]> {
+        let start = self.tx_metadata_start(addr)?;
+        self.data_mut(start, self.tx_metadata_len)
+    }
+
+    /// Where the TX metadata of data at `addr` starts: in front of it, inside the same frame.
+    fn tx_metadata_start(&self, addr: u64) -> Option<u64> {
         let len = self.tx_metadata_len;
-        if len == 0 {
-            return None;
-        }
         let start = addr.checked_sub(u64::from(len))?;
-        if self.frame_of(start) != self.frame_of(addr) {
-            return None;
-        }
-        self.data_mut(start, len)
+        (len > 0 && self.frame_of(start) == self.frame_of(addr)).then_some(start)
     }
 
     /// (offset, len) of `len` bytes at `addr` when they stay inside one frame of the area.
