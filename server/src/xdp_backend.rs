@@ -282,6 +282,11 @@ impl Worker {
                 let _ = self.xsk.kick_tx();
             }
             self.refill(&recycle[..n_recycle]);
+            // Zero-copy drivers stop receiving when they found the fill ring empty until woken
+            // (need_wakeup); a zero-timeout poll is that wakeup. Copy mode never sets the flag.
+            if self.xsk.fill.needs_wakeup() {
+                let _ = self.xsk.wait_readable(0);
+            }
         }
     }
 
