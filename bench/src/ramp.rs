@@ -338,7 +338,18 @@ impl RampReport {
 
 /// Runs a ramp: one [`load::run`] step per rate, `settle` apart. `progress` is called after each
 /// step (the CLI prints nothing there in JSON mode).
-pub fn run(config: &RampConfig, mut progress: impl FnMut(&StepResult)) -> anyhow::Result<RampReport> {
+pub fn run(config: &RampConfig, progress: impl FnMut(&StepResult)) -> anyhow::Result<RampReport> {
+    run_with(config, "socket", load::run, progress)
+}
+
+/// [`run`] with another engine: `step` runs one load step (the AF_XDP engine keeps its sockets
+/// open across the steps) and `engine` names it in the report.
+pub fn run_with(
+    config: &RampConfig,
+    engine: &'static str,
+    mut step: impl FnMut(&LoadConfig) -> anyhow::Result<LoadReport>,
+    mut progress: impl FnMut(&StepResult),
+) -> anyhow::Result<RampReport> {
     let rates = step_rates(&config.spec, config.max_rate, config.max_steps);
     let mut steps = Vec::with_capacity(rates.len());
     let mut stopped_because =
@@ -348,7 +359,7 @@ pub fn run(config: &RampConfig, mut progress: impl FnMut(&StepResult)) -> anyhow
             thread::sleep(config.settle);
         }
         let step_config = LoadConfig { rate, ..config.step.clone() };
-        let report = load::run(&step_config).with_context(|| format!("ramp step {} at {rate}/s", k + 1))?;
+        let report = step(&step_config).with_context(|| format!("ramp step {} at {rate}/s", k + 1))?;
         let step = StepResult::from_report(&report);
         progress(&step);
         let lossy = exceeds_loss(&step, config.max_loss_pct);
@@ -364,7 +375,7 @@ pub fn run(config: &RampConfig, mut progress: impl FnMut(&StepResult)) -> anyhow
     }
     Ok(RampReport {
         target: config.step.target.to_string(),
-        engine: "socket",
+        engine,
         start: config.spec.start,
         factor: config.spec.factor,
         step_s: config.spec.step.as_secs_f64(),
