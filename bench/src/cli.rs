@@ -6,11 +6,12 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::load::{self, LoadConfig};
+use crate::load::{self, LoadConfig, LoadReport};
 use crate::query::{self, QueryError};
 use crate::ramp::{self, RampConfig, RampSpec};
+use crate::xdp::frame::{ClientNet, MacAddr};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
@@ -33,6 +34,38 @@ pub enum Command {
     /// An open-loop, fixed-rate load step with every reply checked, or with --ramp a rising rate
     /// until the server loses requests; loopback targets only unless --i-own-this-target.
     Load(LoadArgs),
+    /// A do-nothing AF_XDP responder (feature xdp, root): turns NTP requests to --port around in
+    /// place, to measure `load --engine xdp`'s own ceiling. Runs until SIGINT/SIGTERM or --duration.
+    Reflect(ReflectArgs),
+}
+
+/// How `load` sends and receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    /// UDP sockets, sendmmsg/recvmmsg batches of 64.
+    Socket,
+    /// Raw Ethernet frames over AF_XDP on --interface, from simulated clients (feature xdp, root).
+    Xdp,
+}
+
+#[derive(Debug, Args)]
+pub struct ReflectArgs {
+    /// The interface to answer on (an XDP program is attached to it while this runs).
+    #[arg(long, value_name = "IF")]
+    pub interface: String,
+    /// The UDP port whose requests are turned around; every other frame goes to the kernel.
+    #[arg(long, default_value_t = 123)]
+    pub port: u16,
+    /// One AF_XDP socket per core listed, on queues 0, 1, ..., its thread pinned to that core
+    /// (default: queue 0, unpinned).
+    #[arg(long, value_name = "C,C,...", value_delimiter = ',', num_args = 1..)]
+    pub cores: Vec<usize>,
+    /// Stop after this many seconds (default: at SIGINT or SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -96,6 +129,27 @@ pub struct LoadArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// socket, or xdp: raw frames over AF_XDP (one socket per --cores entry, on queue i), replies
+    /// steered back by an XDP program on --interface; --sockets does not apply.
+    #[arg(long, value_enum, default_value_t = Engine::Socket)]
+    pub engine: Engine,
+    /// xdp: the interface the target is reached through.
+    #[arg(long, value_name = "IF")]
+    pub interface: Option<String>,
+    /// xdp: simulated client addresses, one request each in turn.
+    #[arg(long, value_name = "N", default_value_t = crate::xdp::DEFAULT_CLIENTS)]
+    pub clients: u32,
+    /// xdp: the simulated clients' network [default: 10.200.0.0/16, fd00:5354:c1::/64 for IPv6].
+    /// The server must route it back to this host (e.g. `ip route add 10.200.0.0/16 via US`).
+    #[arg(long, value_name = "CIDR")]
+    pub client_net: Option<ClientNet>,
+    /// xdp: the clients' UDP source port (replies to it are steered to the generator).
+    #[arg(long, value_name = "PORT", default_value_t = crate::xdp::DEFAULT_CLIENT_PORT)]
+    pub client_port: u16,
+    /// xdp: the target's (or its gateway's) MAC address [default: the kernel's neighbour entry,
+    /// after one probe datagram].
+    #[arg(long, value_name = "MAC")]
+    pub dst_mac: Option<MacAddr>,
     /// Allow a target that is not a loopback address (a server in a network namespace, or a lab
     /// machine you own). Never point a load generator at someone else's server.
     #[arg(long)]
@@ -121,7 +175,8 @@ where
     let result = match cli.command {
         Command::Query(a) => run_query(&a, out),
         Command::Load(a) if a.ramp.is_some() => run_ramp(&a, out, err).map_err(QueryError::Failed),
-        Command::Load(a) => run_load(&a, out).map_err(QueryError::Failed),
+        Command::Load(a) => run_load(&a, out, err).map_err(QueryError::Failed),
+        Command::Reflect(a) => xdp::run_reflect(&a, out, err).map_err(QueryError::Failed),
     };
     match result {
         Ok(()) => EXIT_OK,
@@ -152,11 +207,26 @@ impl LoadArgs {
     fn cores(&self) -> Vec<usize> {
         self.core.map_or_else(|| self.cores.clone(), |c| vec![c])
     }
+
+    /// The engine's sockets: --sockets, or one AF_XDP socket per generator thread. The xdp-only
+    /// flags are refused with the socket engine.
+    fn sockets(&self) -> anyhow::Result<usize> {
+        match self.engine {
+            Engine::Socket if self.interface.is_some() || self.client_net.is_some() || self.dst_mac.is_some() => {
+                anyhow::bail!("--interface, --client-net and --dst-mac are for --engine xdp")
+            }
+            Engine::Socket => Ok(self.sockets),
+            Engine::Xdp => Ok(self.cores().len().max(1)),
+        }
+    }
 }
 
-fn run_load(a: &LoadArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let config = LoadConfig::new(a.target, a.i_own_this_target, a.rate, a.duration, a.sockets, a.cores())?;
-    let report = load::run(&config)?;
+fn run_load(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
+    let config = LoadConfig::new(a.target, a.i_own_this_target, a.rate, a.duration, a.sockets()?, a.cores())?;
+    let report = match a.engine {
+        Engine::Socket => load::run(&config)?,
+        Engine::Xdp => xdp::run_load(a, config, err)?,
+    };
     let text = if a.json { serde_json::to_string(&report)? + "\n" } else { report.to_text() };
     out.write_all(text.as_bytes())?;
     Ok(())
@@ -173,10 +243,10 @@ fn run_ramp(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         a.max_steps,
         a.settle,
         a.kod_ok,
-        a.sockets,
+        a.sockets()?,
         a.cores(),
     )?;
-    let report = ramp::run(&config, |step| {
+    let progress = |step: &ramp::StepResult| {
         // Progress, one line a step, where it cannot mix with the JSON.
         if !a.json {
             let _ = writeln!(
@@ -188,13 +258,81 @@ fn run_ramp(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
                 step.rtt_p99_ns as f64 / 1000.0
             );
         }
-    })?;
+    };
+    let report = match a.engine {
+        Engine::Socket => ramp::run(&config, progress)?,
+        Engine::Xdp => xdp::run_ramp(a, &config, progress)?,
+    };
     if let Some(path) = &a.plot {
         crate::plot::write_png(&report, path)?;
     }
     let text = if a.json { serde_json::to_string(&report)? + "\n" } else { report.to_text() };
     out.write_all(text.as_bytes())?;
     Ok(())
+}
+
+/// The AF_XDP commands, with the `xdp` feature.
+#[cfg(feature = "xdp")]
+mod xdp {
+    use super::*;
+    use crate::reflect::{self, ReflectConfig};
+    use crate::xdp::engine::{self, XdpLoad, XdpLoadConfig};
+
+    fn config(a: &LoadArgs, step: LoadConfig) -> anyhow::Result<XdpLoadConfig> {
+        let interface = a.interface.clone().ok_or_else(|| anyhow::anyhow!("--engine xdp needs --interface"))?;
+        XdpLoadConfig::new(step, interface, a.client_net, a.clients, a.client_port, a.dst_mac)
+    }
+
+    pub(super) fn run_load(a: &LoadArgs, step: LoadConfig, err: &mut dyn Write) -> anyhow::Result<LoadReport> {
+        let (report, notes) = engine::run(&config(a, step)?)?;
+        let _ = err.write_all(notes.to_text().as_bytes());
+        Ok(report)
+    }
+
+    pub(super) fn run_ramp(
+        a: &LoadArgs,
+        ramp_config: &RampConfig,
+        progress: impl FnMut(&ramp::StepResult),
+    ) -> anyhow::Result<ramp::RampReport> {
+        let mut load = XdpLoad::open(&config(a, ramp_config.step.clone())?)?;
+        ramp::run_with(ramp_config, "xdp", |step| load.step(step).map(|(report, _)| report), progress)
+    }
+
+    pub(super) fn run_reflect(a: &ReflectArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
+        let config = ReflectConfig::new(a.interface.clone(), a.port, a.cores.clone(), a.duration)?;
+        let report = reflect::run(&config, |line| {
+            let _ = writeln!(err, "{line}");
+            let _ = err.flush();
+        })?;
+        let text = if a.json { serde_json::to_string(&report)? + "\n" } else { report.to_text() };
+        out.write_all(text.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// Without the `xdp` feature, the AF_XDP commands say how to get them.
+#[cfg(not(feature = "xdp"))]
+mod xdp {
+    use super::*;
+
+    const NO_XDP: &str =
+        "this stratum-bench was built without AF_XDP: cargo build --release -p stratum-bench --features xdp";
+
+    pub(super) fn run_load(_: &LoadArgs, _: LoadConfig, _: &mut dyn Write) -> anyhow::Result<LoadReport> {
+        anyhow::bail!(NO_XDP)
+    }
+
+    pub(super) fn run_ramp(
+        _: &LoadArgs,
+        _: &RampConfig,
+        _: impl FnMut(&ramp::StepResult),
+    ) -> anyhow::Result<ramp::RampReport> {
+        anyhow::bail!(NO_XDP)
+    }
+
+    pub(super) fn run_reflect(_: &ReflectArgs, _: &mut dyn Write, _: &mut dyn Write) -> anyhow::Result<()> {
+        anyhow::bail!(NO_XDP)
+    }
 }
 
 #[cfg(test)]
@@ -214,6 +352,17 @@ mod tests {
         assert!(out.is_empty());
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains("not a loopback address") && err.contains("--i-own-this-target"), "{err}");
+    }
+
+    #[test]
+    fn the_xdp_engine_refuses_a_loopback_target_in_one_line() {
+        let (code, out, err) =
+            run_args(&["load", "--engine", "xdp", "--interface", "lo", "--target", "127.0.0.1:123", "--duration", "1"]);
+        assert_eq!(code, EXIT_ERROR);
+        assert!(out.is_empty());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let why = if cfg!(feature = "xdp") { "loopback" } else { "--features xdp" };
+        assert!(err.contains(why), "{err}");
     }
 
     #[test]
@@ -239,6 +388,14 @@ mod tests {
         assert_eq!(with(&["--cores", "0,0", "--duration", "0.1"]).0, EXIT_ERROR);
         assert_eq!(with(&["--cores", "0,1", "--sockets", "1", "--duration", "0.1"]).0, EXIT_ERROR);
         assert_eq!(with(&["--cores", "0,1", "--rate", "1", "--duration", "0.1"]).0, EXIT_ERROR);
+        // The AF_XDP flags: only with --engine xdp, and well-formed.
+        assert_eq!(with(&["--interface", "lo"]).0, EXIT_ERROR);
+        assert_eq!(with(&["--dst-mac", "02:00:00:00:00:01"]).0, EXIT_ERROR);
+        assert_eq!(with(&["--engine", "xdp", "--client-net", "10.0.0.0"]).0, EXIT_ERROR);
+        assert_eq!(with(&["--engine", "xdp", "--dst-mac", "02:00"]).0, EXIT_ERROR);
+        assert_eq!(with(&["--engine", "frames"]).0, EXIT_ERROR);
+        assert_eq!(run_args(&["reflect"]).0, EXIT_ERROR);
+        assert_eq!(run_args(&["reflect", "--interface", "lo", "--port", "0"]).0, EXIT_ERROR);
         let (code, out, _) = run_args(&["--help"]);
         assert_eq!(code, EXIT_OK);
         assert!(out.contains("query") && out.contains("load"), "{out}");

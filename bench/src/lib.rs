@@ -6,6 +6,8 @@
 //! - [`ramp`]: `load --ramp`, load steps at a rising rate until the server loses requests, and
 //!   the sustainable rate; [`plot`] draws a ramp into a PNG.
 //! - [`reply`]: the pure half: reply checks and timestamp arithmetic, built on stratum-proto.
+//! - [`xdp`]: `load --engine xdp`, raw frames over AF_XDP, and `reflect` ([`reflect`]), a
+//!   do-nothing AF_XDP responder for the generator's own ceiling (both need the `xdp` feature).
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::run`].
 
 pub mod cli;
@@ -15,4 +17,7 @@ pub mod load;
 pub mod plot;
 pub mod query;
 pub mod ramp;
+#[cfg(feature = "xdp")]
+pub mod reflect;
 pub mod reply;
+pub mod xdp;

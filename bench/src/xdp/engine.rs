@@ -1,0 +1,544 @@
+//! The AF_XDP engine of `stratum-bench load --engine xdp`.
+//!
+//! One AF_XDP socket per `--cores` entry, bound to RX/TX queue i of `--interface` and driven by a
+//! thread pinned to core i. Each socket has its own UMEM: half its frames sit on the fill ring for
+//! replies, the other half are transmit frames, each written once with the request template
+//! before the run ([`RequestTemplate`]) and then only stamped per request (client address,
+//! transmit timestamp, checksums). Requests come from `--clients` addresses of `--client-net`,
+//! round-robin, all from one UDP port (`--client-port`, 40123). The steering program is attached
+//! to the generator's interface with that port as its "NTP port", so the replies (addressed to the
+//! simulated clients, port 40123) are redirected to the generator's sockets by queue and never
+//! reach the kernel; everything else on the interface (ARP, neighbour discovery) passes.
+//!
+//! Pacing is by batch of 64 ([`Pacer`]): a due batch is stamped, pushed on the TX ring and sent
+//! with one wakeup (`sendto`) at most; sent frames come back on the completion ring and are reused.
+//! Replies are popped 64 at a time, checked as the socket engine checks them ([`SendBook`]:
+//! origin, duplicates, T1 <= T2 <= T3 <= T4 windows), and their frames go back to the fill ring.
+//! Nothing allocates once a step runs.
+//!
+//! Clocks: the engine's clock is CLOCK_TAI in nanoseconds (CLOCK_REALTIME + the kernel's TAI
+//! offset, read once before the run). T1 is one vDSO read per batch, just before the batch is
+//! pushed and sent: a request's RTT therefore also holds the time the kernel took to send the
+//! requests before it in the same wakeup (a few microseconds for 64 in copy mode). T4 is the
+//! steering program's receive stamp (`bpf_ktime_get_tai_ns()` at XDP entry, in the frame's
+//! metadata) of each reply, exact per reply and free; one clock read per batch of replies only
+//! where a frame has none. RTT is T4 - T1 on that clock.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Barrier;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use stratum_proto::NtpTimestamp;
+use stratum_xdp::meta::RxMetadata;
+use stratum_xdp::program::{ProgramConfig, SteeringProgram, XdpMode};
+use stratum_xdp::xsk::{BindMode, UmemConfig, XskConfig, XskSocket, XskStatistics, ZeroCopy};
+
+use super::frame::{reply_payload, ClientNet, ClientRotation, MacAddr, RequestTemplate, MAX_CLIENTS};
+use super::net;
+#[cfg(test)]
+use super::DEFAULT_CLIENT_PORT;
+use crate::engine::book::{Pacer, SendBook, BATCH};
+use crate::engine::socket::DRAIN;
+use crate::load::{split, LoadConfig, LoadOutcome, LoadReport};
+
+/// Entries per ring; the UMEM has twice as many frames (half for replies, half for requests).
+const RING: u32 = 4096;
+const FRAME_SIZE: u32 = 2048;
+/// When the next batch is further away than this and no reply waits, sleep in ppoll...
+const WAIT_MIN: Duration = Duration::from_micros(100);
+/// ... and wake this much before it is due.
+const WAIT_EARLY: Duration = Duration::from_micros(30);
+
+const EMPTY_DESC: libc::xdp_desc = libc::xdp_desc { addr: 0, len: 0, options: 0 };
+
+/// A validated `load --engine xdp` (a step's rate and duration, or a ramp's, come separately).
+#[derive(Clone, Debug)]
+pub struct XdpLoadConfig {
+    /// Target, rate, duration and cores; `sockets` is the number of AF_XDP sockets (one a core).
+    pub step: LoadConfig,
+    pub interface: String,
+    pub client_net: ClientNet,
+    pub clients: u32,
+    pub client_port: u16,
+    /// The next hop's MAC address; resolved from the kernel's neighbour table when None.
+    pub dst_mac: Option<MacAddr>,
+}
+
+impl XdpLoadConfig {
+    /// Checks what the socket engine's [`LoadConfig`] does not: an address AF_XDP can reach, a
+    /// client network of the target's family with room for `clients`, at least a client a thread.
+    pub fn new(
+        step: LoadConfig,
+        interface: String,
+        client_net: Option<ClientNet>,
+        clients: u32,
+        client_port: u16,
+        dst_mac: Option<MacAddr>,
+    ) -> anyhow::Result<Self> {
+        let target = step.target;
+        if target.ip().is_loopback() {
+            bail!("--engine xdp sends raw frames on --interface; a loopback target ({}) is not reachable so", target);
+        }
+        if interface.is_empty() {
+            bail!("--engine xdp needs --interface");
+        }
+        let client_net = client_net.unwrap_or_else(|| ClientNet::default_for(target.ip()));
+        if client_net.is_ipv4() != target.is_ipv4() {
+            bail!("--client-net {client_net} is not of the target's address family");
+        }
+        let room = client_net.capacity().min(u64::from(MAX_CLIENTS));
+        if clients == 0 || u64::from(clients) > room {
+            bail!("--clients must be from 1 to {room} (the addresses of --client-net {client_net})");
+        }
+        if (clients as usize) < step.threads() {
+            bail!("--clients ({clients}) must be at least the number of --cores ({})", step.threads());
+        }
+        if client_port == 0 {
+            bail!("--client-port must not be 0");
+        }
+        Ok(Self { step, interface, client_net, clients, client_port, dst_mac })
+    }
+}
+
+/// What the AF_XDP side saw during a step, beside the load report.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct XdpNotes {
+    pub interface: String,
+    /// XDP attach mode on the generator's interface: driver or generic.
+    pub attach_mode: String,
+    /// AF_XDP bind mode: zero-copy or copy.
+    pub bind_mode: String,
+    pub dst_mac: String,
+    /// Frames steered to us that were not a reply from the target (another source, a bad
+    /// checksum): ignored, as the kernel would drop them.
+    pub ignored_frames: u64,
+    /// The kernel's AF_XDP counters over the step, summed over the sockets.
+    pub rx_dropped: u64,
+    pub rx_ring_full: u64,
+    pub fill_ring_empty: u64,
+    pub tx_invalid_descs: u64,
+}
+
+impl XdpNotes {
+    pub fn to_text(&self) -> String {
+        format!(
+            "xdp: {} ({} mode, {} bind) to {}; ignored frames {}, rx dropped {}, rx ring full {}, fill ring empty {}, \
+             tx invalid {}\n",
+            self.interface,
+            self.attach_mode,
+            self.bind_mode,
+            self.dst_mac,
+            self.ignored_frames,
+            self.rx_dropped,
+            self.rx_ring_full,
+            self.fill_ring_empty,
+            self.tx_invalid_descs
+        )
+    }
+
+    fn add(&mut self, w: &WorkerNotes) {
+        self.ignored_frames += w.ignored;
+        self.rx_dropped += w.stats.rx_dropped;
+        self.rx_ring_full += w.stats.rx_ring_full;
+        self.fill_ring_empty += w.stats.rx_fill_ring_empty;
+        self.tx_invalid_descs += w.stats.tx_invalid_descs;
+    }
+}
+
+/// The program and the sockets of an AF_XDP load, opened once and used for one step or every
+/// step of a ramp.
+#[derive(Debug)]
+pub struct XdpLoad {
+    workers: Vec<Worker>,
+    notes: XdpNotes,
+    // Dropped last: the sockets go before the program that steers to them.
+    _program: SteeringProgram,
+}
+
+impl XdpLoad {
+    /// Attaches the steering program to the interface, opens and registers one socket per core
+    /// and writes the request template into every transmit frame.
+    pub fn open(config: &XdpLoadConfig) -> anyhow::Result<Self> {
+        let interface = &config.interface;
+        let target = config.step.target;
+        let src_mac = net::interface_mac(interface)?;
+        let dst_mac = match config.dst_mac {
+            Some(mac) => mac,
+            None => net::resolve_next_hop(interface, target)?,
+        };
+        let threads = config.step.threads();
+        let template = RequestTemplate::new(src_mac, dst_mac, target, config.client_port);
+        let tai_offset_ns = tai_offset_s()? * 1_000_000_000;
+        let shares = split(u64::from(config.clients), threads);
+        let xsk_config = XskConfig {
+            umem: UmemConfig { frame_size: FRAME_SIZE, frame_count: 2 * RING, tx_metadata: false, huge_pages: false },
+            ring_size: RING,
+            initial_fill: RING,
+            zero_copy: ZeroCopy::Auto,
+            need_wakeup: true,
+        };
+        let (program, sockets) = attach(interface, config.client_port, threads, &xsk_config)?;
+        let mut workers = Vec::with_capacity(threads);
+        let mut first = 0u32;
+        for (mut xsk, &share) in sockets.into_iter().zip(&shares) {
+            let free = std::mem::take(&mut xsk.spare);
+            for &addr in &free {
+                let frame = xsk.umem.data_mut(addr, template.len() as u32).context("UMEM frame too small")?;
+                frame.copy_from_slice(template.bytes());
+            }
+            workers.push(Worker {
+                xsk,
+                free,
+                template: template.clone(),
+                clients: ClientRotation::new(&config.client_net, first, share as u32),
+                target,
+                client_port: config.client_port,
+                tai_offset_ns,
+                rx: [EMPTY_DESC; BATCH],
+                tx: [EMPTY_DESC; BATCH],
+                recycle: [0; BATCH],
+                ignored: 0,
+            });
+            first += share as u32;
+        }
+        let notes = XdpNotes {
+            interface: interface.clone(),
+            attach_mode: program.mode().to_string(),
+            bind_mode: workers.first().map_or(BindMode::Copy, |w| w.xsk.mode()).to_string(),
+            dst_mac: dst_mac.to_string(),
+            ..XdpNotes::default()
+        };
+        Ok(Self { workers, notes, _program: program })
+    }
+
+    /// One load step at `step`'s rate and duration (its target and cores are those the load was
+    /// opened with): one pinned thread per socket, their send phases starting together.
+    pub fn step(&mut self, step: &LoadConfig) -> anyhow::Result<(LoadReport, XdpNotes)> {
+        let parts = step.per_thread();
+        if parts.len() != self.workers.len() {
+            bail!("a step of {} threads on a load opened with {}", parts.len(), self.workers.len());
+        }
+        let start = Barrier::new(parts.len());
+        let results: Vec<anyhow::Result<(LoadOutcome, WorkerNotes)>> = thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .workers
+                .iter_mut()
+                .zip(&parts)
+                .map(|(worker, part)| {
+                    let start = &start;
+                    scope.spawn(move || worker.run(part, start))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a generator thread panicked"))))
+                .collect()
+        });
+        let mut notes = XdpNotes { ignored_frames: 0, ..self.notes.clone() };
+        let mut total: Option<LoadOutcome> = None;
+        for r in results {
+            let (outcome, w) = r?;
+            notes.add(&w);
+            match &mut total {
+                Some(t) => t.merge(outcome)?,
+                None => total = Some(outcome),
+            }
+        }
+        let outcome = total.context("no generator thread")?;
+        Ok((LoadReport::new(step, "xdp", &outcome), notes))
+    }
+}
+
+/// One step with the AF_XDP engine: open, run, close.
+pub fn run(config: &XdpLoadConfig) -> anyhow::Result<(LoadReport, XdpNotes)> {
+    XdpLoad::open(config)?.step(&config.step)
+}
+
+/// Attaches the steering program to `interface` for UDP port `port` and opens and registers one
+/// AF_XDP socket on each of its queues 0..`queues` (the generator's and the reflector's setup).
+pub fn attach(
+    interface: &str,
+    port: u16,
+    queues: usize,
+    xsk_config: &XskConfig,
+) -> anyhow::Result<(SteeringProgram, Vec<XskSocket>)> {
+    let available = net::rx_queues(interface);
+    if queues > available {
+        bail!("{interface} has {available} RX queue(s); --cores lists {queues} (one AF_XDP socket a queue)");
+    }
+    let program =
+        SteeringProgram::attach(interface, XdpMode::Auto, &ProgramConfig { port, hardware_timestamps: false })
+            .with_context(|| format!("cannot attach the XDP program to {interface}"))?;
+    let mut sockets = Vec::with_capacity(queues);
+    for queue in 0..queues as u32 {
+        let xsk = XskSocket::open(program.ifindex(), queue, xsk_config)
+            .with_context(|| format!("cannot open the AF_XDP socket for {interface} queue {queue}"))?;
+        program
+            .register_socket(queue, xsk.as_fd())
+            .with_context(|| format!("cannot register the AF_XDP socket of {interface} queue {queue}"))?;
+        sockets.push(xsk);
+    }
+    Ok((program, sockets))
+}
+
+/// The kernel's TAI - UTC offset in seconds (adjtimex, read only).
+pub fn tai_offset_s() -> anyhow::Result<i64> {
+    // SAFETY: timex is a plain C struct for which all-zero bytes are valid (modes = 0: read only).
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: tx is a live timex; with modes = 0 adjtimex only writes into it.
+    if unsafe { libc::adjtimex(&mut tx) } < 0 {
+        return Err(io::Error::last_os_error()).context("adjtimex");
+    }
+    Ok(i64::from(tx.tai))
+}
+
+/// CLOCK_TAI in nanoseconds (a vDSO read).
+#[inline]
+pub fn tai_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a live timespec; CLOCK_TAI always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_TAI, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A CLOCK_TAI reading as a UTC NTP timestamp.
+#[inline]
+pub fn tai_to_ntp(tai_ns: u64, tai_offset_ns: i64) -> NtpTimestamp {
+    let unix_ns = tai_ns as i64 - tai_offset_ns;
+    NtpTimestamp::from_unix(unix_ns.div_euclid(1_000_000_000), unix_ns.rem_euclid(1_000_000_000) as u32)
+}
+
+/// What one worker saw in one step beside its outcome.
+#[derive(Debug, Default)]
+struct WorkerNotes {
+    ignored: u64,
+    stats: XskStatistics,
+}
+
+/// One AF_XDP socket and what its thread needs.
+#[derive(Debug)]
+struct Worker {
+    xsk: XskSocket,
+    /// Transmit frames not in flight (as many as the TX ring has entries: a push always fits).
+    free: Vec<u64>,
+    template: RequestTemplate,
+    clients: ClientRotation,
+    target: SocketAddr,
+    client_port: u16,
+    tai_offset_ns: i64,
+    rx: [libc::xdp_desc; BATCH],
+    tx: [libc::xdp_desc; BATCH],
+    recycle: [u64; BATCH],
+    ignored: u64,
+}
+
+impl Worker {
+    fn run(&mut self, part: &LoadConfig, ready: &Barrier) -> anyhow::Result<(LoadOutcome, WorkerNotes)> {
+        let pinned = match part.core() {
+            Some(core) if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) => {
+                Err(anyhow::anyhow!("cannot pin to core {core}"))
+            }
+            _ => Ok(()),
+        };
+        // Best effort: 1 µs timer slack, so that short pacing waits end close to when they should.
+        // SAFETY: PR_SET_TIMERSLACK takes one integer argument and touches no memory of ours.
+        let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };
+        let mut book = SendBook::new();
+        self.flush();
+        self.ignored = 0;
+        let before = self.xsk.statistics().unwrap_or_default();
+        // Every thread reaches the barrier, ready or not, so that none waits forever.
+        ready.wait();
+        pinned?;
+
+        let pacer = Pacer::new(part.rate);
+        let start = Instant::now();
+        let end = start + part.duration;
+        let mut batches: u64 = 0;
+        loop {
+            let now = Instant::now();
+            if now >= end || book.exhausted() {
+                break;
+            }
+            self.reclaim()?;
+            let owed = pacer.due_by(now - start);
+            let sent = batches < owed && self.send_batch(&mut book)?;
+            batches += u64::from(sent);
+            let received = self.receive(&mut book);
+            if !sent && received == 0 && batches >= owed {
+                let due = start + pacer.due(batches);
+                let now = Instant::now();
+                if due > now + WAIT_MIN {
+                    self.wait((due - now - WAIT_EARLY).min(end.saturating_duration_since(now)));
+                }
+            }
+        }
+        let send_elapsed = start.elapsed();
+        let drain_end = Instant::now() + DRAIN;
+        while Instant::now() < drain_end && !book.all_answered() {
+            self.reclaim()?;
+            if self.receive(&mut book) == 0 {
+                self.wait(Duration::from_millis(1));
+            }
+        }
+        let after = self.xsk.statistics().unwrap_or_default();
+        let stats = XskStatistics {
+            rx_dropped: after.rx_dropped.saturating_sub(before.rx_dropped),
+            rx_invalid_descs: after.rx_invalid_descs.saturating_sub(before.rx_invalid_descs),
+            tx_invalid_descs: after.tx_invalid_descs.saturating_sub(before.tx_invalid_descs),
+            rx_ring_full: after.rx_ring_full.saturating_sub(before.rx_ring_full),
+            rx_fill_ring_empty: after.rx_fill_ring_empty.saturating_sub(before.rx_fill_ring_empty),
+            tx_ring_empty: after.tx_ring_empty.saturating_sub(before.tx_ring_empty),
+        };
+        Ok((book.finish(send_elapsed, 0), WorkerNotes { ignored: self.ignored, stats }))
+    }
+
+    /// Stamps, pushes and sends one batch of 64 requests; false (nothing sent) when fewer than 64
+    /// transmit frames are back from the kernel yet.
+    fn send_batch(&mut self, book: &mut SendBook) -> io::Result<bool> {
+        if self.free.len() < BATCH {
+            // The kernel may need a wakeup to finish sending (and complete) what it has.
+            self.xsk.kick_tx()?;
+            return Ok(false);
+        }
+        let base = book.next_seq();
+        let len = self.template.len() as u32;
+        let first = self.free.len() - BATCH;
+        for (i, (&addr, desc)) in self.free[first..].iter().zip(&mut self.tx).enumerate() {
+            let Some(frame) = self.xsk.umem.data_mut(addr, len) else { unreachable!("transmit frames hold a request") };
+            self.template.stamp(frame, self.clients.next_client(), book.transmit_bytes(base + i as u64));
+            *desc = libc::xdp_desc { addr, len, options: 0 };
+        }
+        self.free.truncate(first);
+        // T1 as late as possible, but before the requests leave.
+        let t1 = tai_now_ns();
+        book.start_batch(t1, tai_to_ntp(t1, self.tai_offset_ns));
+        let pushed = self.xsk.tx.push(&self.tx);
+        // Never short (the ring has an entry for every transmit frame); if it were, the frames
+        // not pushed are free again and their requests count as send errors.
+        self.free.extend(self.tx[pushed..].iter().map(|d| d.addr));
+        // Copy mode sends only from a syscall; zero-copy only when the driver asks for one.
+        if pushed > 0 && (self.xsk.mode() == BindMode::Copy || self.xsk.tx.needs_wakeup()) {
+            self.xsk.kick_tx()?;
+        }
+        book.sent(pushed);
+        Ok(true)
+    }
+
+    /// Checks up to 64 waiting replies and gives their frames back to the fill ring. Returns how
+    /// many frames it popped.
+    fn receive(&mut self, book: &mut SendBook) -> usize {
+        let n = self.xsk.rx.pop(&mut self.rx);
+        if n == 0 {
+            if self.xsk.fill.needs_wakeup() {
+                let _ = self.xsk.wait_readable(0);
+            }
+            return 0;
+        }
+        let mut fallback = None;
+        for i in 0..n {
+            let desc = self.rx[i];
+            self.recycle[i] = self.xsk.umem.frame_of(desc.addr);
+            let payload =
+                self.xsk.umem.data(desc.addr, desc.len).and_then(|f| reply_payload(f, self.client_port, self.target));
+            let Some(payload) = payload else {
+                self.ignored += 1;
+                continue;
+            };
+            let t4 = match self.xsk.umem.rx_metadata(desc.addr).and_then(|m| RxMetadata::decode(&m)) {
+                Some(meta) => meta.rx_time_ns,
+                None => *fallback.get_or_insert_with(tai_now_ns),
+            };
+            book.reply(Ok(payload), t4, tai_to_ntp(t4, self.tai_offset_ns));
+        }
+        let refilled = self.xsk.fill.push(&self.recycle[..n]);
+        debug_assert_eq!(refilled, n, "the fill ring has an entry for every receive frame");
+        n
+    }
+
+    /// Sent frames come back on the completion ring: they are free again.
+    fn reclaim(&mut self) -> io::Result<()> {
+        loop {
+            let n = self.xsk.completion.pop(&mut self.recycle);
+            for &addr in &self.recycle[..n] {
+                self.free.push(self.xsk.umem.frame_of(addr));
+            }
+            if n < BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Before a step: replies left from the last one go back unread, sent frames are reclaimed.
+    fn flush(&mut self) {
+        let _ = self.reclaim();
+        loop {
+            let n = self.xsk.rx.pop(&mut self.rx);
+            for i in 0..n {
+                self.recycle[i] = self.xsk.umem.frame_of(self.rx[i].addr);
+            }
+            self.xsk.fill.push(&self.recycle[..n]);
+            if n == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Sleeps until a reply arrives or `timeout` passes (ppoll, nanosecond timeout).
+    fn wait(&self, timeout: Duration) {
+        let mut pfd = libc::pollfd { fd: self.xsk.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as _ };
+        // SAFETY: one live pollfd, a live timespec; a null signal mask leaves the mask unchanged.
+        let _ = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(target: &str, cores: Vec<usize>) -> LoadConfig {
+        LoadConfig::new(target.parse().unwrap(), true, 1000, 1.0, cores.len().max(1), cores).unwrap()
+    }
+
+    #[test]
+    fn xdp_arguments_are_checked() {
+        let ok = |target: &str, net: Option<&str>, clients: u32, cores: Vec<usize>| {
+            XdpLoadConfig::new(
+                step(target, cores),
+                "veth0".into(),
+                net.map(|n| n.parse().unwrap()),
+                clients,
+                DEFAULT_CLIENT_PORT,
+                None,
+            )
+        };
+        let c = ok("10.0.0.2:123", None, 4096, vec![0]).unwrap();
+        assert_eq!(c.client_net.to_string(), "10.200.0.0/16");
+        assert_eq!(ok("[fd00::2]:123", None, 10, vec![]).unwrap().client_net.to_string(), "fd00:5354:c1::/64");
+        let e = |r: anyhow::Result<XdpLoadConfig>| r.unwrap_err().to_string();
+        assert!(e(ok("127.0.0.1:123", None, 10, vec![])).contains("loopback"));
+        assert!(e(ok("10.0.0.2:123", Some("fd00::/64"), 10, vec![])).contains("family"));
+        assert!(e(ok("10.0.0.2:123", Some("10.9.0.0/30"), 3, vec![])).contains("from 1 to 2"));
+        assert!(e(ok("10.0.0.2:123", None, 0, vec![])).contains("--clients"));
+        assert!(e(ok("10.0.0.2:123", None, 1, vec![0, 1])).contains("at least the number of --cores"));
+        let no_if = XdpLoadConfig::new(step("10.0.0.2:123", vec![]), String::new(), None, 1, 40123, None);
+        assert!(e(no_if).contains("--interface"));
+        let port0 = XdpLoadConfig::new(step("10.0.0.2:123", vec![]), "x".into(), None, 1, 0, None);
+        assert!(e(port0).contains("--client-port"));
+    }
+
+    #[test]
+    fn tai_readings_convert_to_utc() {
+        let t = tai_to_ntp(37_000_000_000 + 1_500_000_000, 37_000_000_000);
+        assert_eq!(t, NtpTimestamp::from_unix(1, 500_000_000));
+        let realtime = crate::clock::now_ntp();
+        let tai = tai_to_ntp(tai_now_ns(), tai_offset_s().unwrap() * 1_000_000_000);
+        assert!(tai.since(realtime).to_seconds_f64().abs() < 0.1, "CLOCK_TAI - offset is CLOCK_REALTIME");
+    }
+}

@@ -1,0 +1,471 @@
+//! The raw frames of the AF_XDP engine: Ethernet + IPv4 or IPv6 + UDP + a 48-byte NTP request
+//! from a simulated client network, and the checks on a reply frame. Pure: no IO, no clock.
+//!
+//! A [`RequestTemplate`] is built once; a frame is the template with four fields changed (client
+//! address, IPv4 header checksum, transmit timestamp, UDP checksum), the checksums updated from
+//! precomputed sums rather than summed again. A reply is read with stratum-proto's
+//! [`parse_frame`] (the same parser stratumd's AF_XDP backend uses) and its UDP checksum checked,
+//! as the kernel would before a socket saw it.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+
+use stratum_proto::frame::{checksum, parse_frame, FrameVerdict};
+use stratum_proto::packet::HEADER_LEN;
+
+use crate::engine::book::{REQUEST, TRANSMIT_AT};
+
+const ETH: usize = 14;
+const IPV4: usize = 20;
+const IPV6: usize = 40;
+const UDP: usize = 8;
+const PROTO_UDP: u8 = 17;
+/// The longest request frame (IPv6): 14 + 40 + 8 + 48 bytes.
+pub const MAX_FRAME: usize = ETH + IPV6 + UDP + HEADER_LEN;
+
+/// An Ethernet address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl FromStr for MacAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.trim().split(':').collect();
+        let mut mac = [0u8; 6];
+        if parts.len() != 6 {
+            return Err(format!("expected a MAC address like 02:00:00:00:00:01, got {s:?}"));
+        }
+        for (byte, part) in mac.iter_mut().zip(&parts) {
+            if part.is_empty() || part.len() > 2 {
+                return Err(format!("expected a MAC address like 02:00:00:00:00:01, got {s:?}"));
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| format!("not a MAC address: {s:?}"))?;
+        }
+        let mac = MacAddr(mac);
+        if mac.0 == [0; 6] || mac.0[0] & 1 != 0 {
+            return Err(format!("{s} is not a unicast MAC address"));
+        }
+        Ok(mac)
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+/// Most simulated clients one run may rotate over.
+pub const MAX_CLIENTS: u32 = 1 << 24;
+
+/// The simulated client network (`--client-net`): its clients are its addresses from the first
+/// after the network address on (never the network or, for IPv4, the broadcast address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientNet {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl ClientNet {
+    /// The default for a target of this family: 10.200.0.0/16 or fd00:5354:c1::/64.
+    pub fn default_for(target: IpAddr) -> Self {
+        match target {
+            IpAddr::V4(_) => Self { network: Ipv4Addr::new(10, 200, 0, 0).into(), prefix: 16 },
+            IpAddr::V6(_) => Self { network: Ipv6Addr::new(0xfd00, 0x5354, 0xc1, 0, 0, 0, 0, 0).into(), prefix: 64 },
+        }
+    }
+
+    pub fn is_ipv4(&self) -> bool {
+        self.network.is_ipv4()
+    }
+
+    /// How many client addresses the network holds.
+    pub fn capacity(&self) -> u64 {
+        let host_bits = if self.is_ipv4() { 32 } else { 128 } - u32::from(self.prefix);
+        let all = if host_bits >= 64 { u64::MAX } else { 1u64 << host_bits };
+        // Less the network address (and the IPv4 broadcast address).
+        all.saturating_sub(if self.is_ipv4() { 2 } else { 1 })
+    }
+
+    /// Client `k` (0-based): the network address + 1 + k, as a number (IPv4 in the low 32 bits).
+    pub fn client(&self, k: u32) -> u128 {
+        addr_bits(self.network) + 1 + u128::from(k)
+    }
+}
+
+impl FromStr for ClientNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s.split_once('/').ok_or_else(|| format!("expected ADDR/PREFIX, got {s:?}"))?;
+        let network: IpAddr = addr.parse().map_err(|_| format!("not an IP address: {addr:?}"))?;
+        let prefix: u8 = prefix.parse().map_err(|_| format!("not a prefix length: {prefix:?}"))?;
+        let (width, max_prefix) = if network.is_ipv4() { (32, 30) } else { (128, 127) };
+        if prefix > max_prefix {
+            return Err(format!("--client-net /{prefix} holds no client (at most /{max_prefix})"));
+        }
+        let bits = addr_bits(network);
+        let host_bits = width - u32::from(prefix);
+        let host_mask = if host_bits >= 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+        if bits & host_mask != 0 {
+            return Err(format!("--client-net {s} has host bits set"));
+        }
+        let unusable = match network {
+            IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast() || v4.is_loopback() || v4.is_unspecified(),
+            IpAddr::V6(v6) => v6.is_multicast() || v6.is_loopback() || v6.is_unspecified(),
+        };
+        if unusable {
+            return Err(format!("--client-net {s} is not a unicast network"));
+        }
+        Ok(Self { network, prefix })
+    }
+}
+
+impl fmt::Display for ClientNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+fn addr_bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// The address a client number stands for, in the family of `net`.
+pub fn client_ip(net: &ClientNet, bits: u128) -> IpAddr {
+    if net.is_ipv4() {
+        Ipv4Addr::from(bits as u32).into()
+    } else {
+        Ipv6Addr::from(bits).into()
+    }
+}
+
+/// One generator thread's share of the clients: `count` of them from client `first` on, used
+/// round-robin, one per request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientRotation {
+    base: u128,
+    count: u32,
+    next: u32,
+}
+
+impl ClientRotation {
+    pub fn new(net: &ClientNet, first: u32, count: u32) -> Self {
+        Self { base: net.client(first), count: count.max(1), next: 0 }
+    }
+
+    /// The next request's client address (as a number; see [`ClientNet::client`]).
+    #[inline]
+    pub fn next_client(&mut self) -> u128 {
+        let c = self.base + u128::from(self.next);
+        self.next += 1;
+        if self.next == self.count {
+            self.next = 0;
+        }
+        c
+    }
+}
+
+/// A prebuilt request frame and the partial checksums of its fixed part.
+#[derive(Clone, Debug)]
+pub struct RequestTemplate {
+    bytes: [u8; MAX_FRAME],
+    len: usize,
+    ipv4: bool,
+    /// Where the client (source) address, the checksums and the transmit timestamp go.
+    source_at: usize,
+    ip_checksum_at: usize,
+    udp_checksum_at: usize,
+    transmit_at: usize,
+    /// Ones'-complement sums (folded) of the IPv4 header and of the UDP pseudo-header + datagram,
+    /// each with the source address, the checksum and the transmit timestamp zero.
+    ip_sum: u16,
+    udp_sum: u16,
+}
+
+impl RequestTemplate {
+    /// A request from `client_port` of a client (filled in per frame) to `target`, from
+    /// `src_mac` to `dst_mac`. `target` is IPv4 or IPv6; the client network must be the same
+    /// family (checked by the caller).
+    pub fn new(src_mac: MacAddr, dst_mac: MacAddr, target: SocketAddr, client_port: u16) -> Self {
+        let mut b = [0u8; MAX_FRAME];
+        b[0..6].copy_from_slice(&dst_mac.0);
+        b[6..12].copy_from_slice(&src_mac.0);
+        let udp_len = (UDP + HEADER_LEN) as u16;
+        let (l4, source_at, ip_checksum_at, ipv4) = match target.ip() {
+            IpAddr::V4(dst) => {
+                b[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+                let ip = &mut b[ETH..ETH + IPV4];
+                ip[0] = 0x45;
+                ip[2..4].copy_from_slice(&(IPV4 as u16 + udp_len).to_be_bytes());
+                ip[6] = 0x40; // don't fragment
+                ip[8] = 64;
+                ip[9] = PROTO_UDP;
+                ip[16..20].copy_from_slice(&dst.octets());
+                (ETH + IPV4, ETH + 12, ETH + 10, true)
+            }
+            IpAddr::V6(dst) => {
+                b[12..14].copy_from_slice(&0x86DDu16.to_be_bytes());
+                let ip = &mut b[ETH..ETH + IPV6];
+                ip[0] = 0x60;
+                ip[4..6].copy_from_slice(&udp_len.to_be_bytes());
+                ip[6] = PROTO_UDP;
+                ip[7] = 64;
+                ip[24..40].copy_from_slice(&dst.octets());
+                (ETH + IPV6, ETH + 8, 0, false)
+            }
+        };
+        b[l4..l4 + 2].copy_from_slice(&client_port.to_be_bytes());
+        b[l4 + 2..l4 + 4].copy_from_slice(&target.port().to_be_bytes());
+        b[l4 + 4..l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
+        let payload = l4 + UDP;
+        b[payload..payload + HEADER_LEN].copy_from_slice(&REQUEST);
+        b[payload + TRANSMIT_AT..payload + HEADER_LEN].fill(0);
+        let len = payload + HEADER_LEN;
+
+        // `checksum` returns the complement of the folded sum: complementing again gives the sum.
+        let ip_sum = if ipv4 { !checksum(&[&b[ETH..ETH + IPV4]]) } else { 0 };
+        let udp = &b[l4..len];
+        let udp_sum = match target.ip() {
+            IpAddr::V4(dst) => !checksum(&[&dst.octets(), &[0, PROTO_UDP], &udp_len.to_be_bytes(), udp]),
+            IpAddr::V6(dst) => {
+                !checksum(&[&dst.octets(), &u32::from(udp_len).to_be_bytes(), &[0, 0, 0, PROTO_UDP], udp])
+            }
+        };
+        Self {
+            bytes: b,
+            len,
+            ipv4,
+            source_at,
+            ip_checksum_at,
+            udp_checksum_at: l4 + 6,
+            transmit_at: payload + TRANSMIT_AT,
+            ip_sum,
+            udp_sum,
+        }
+    }
+
+    /// The frame's length (90 bytes for IPv4, 110 for IPv6).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The whole template, written once into every transmit frame before the run.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Turns `frame` (already holding [`bytes`](Self::bytes)) into the request of `client` with
+    /// `transmit`: only the varying fields are written, the checksums from the precomputed sums.
+    #[inline]
+    pub fn stamp(&self, frame: &mut [u8], client: u128, transmit: [u8; 8]) {
+        let mut variable = sum_words(&transmit);
+        if self.ipv4 {
+            let source = (client as u32).to_be_bytes();
+            frame[self.source_at..self.source_at + 4].copy_from_slice(&source);
+            let s = sum_words(&source);
+            let ip = !fold(u32::from(self.ip_sum) + s);
+            frame[self.ip_checksum_at..self.ip_checksum_at + 2].copy_from_slice(&ip.to_be_bytes());
+            variable += s;
+        } else {
+            let source = client.to_be_bytes();
+            frame[self.source_at..self.source_at + 16].copy_from_slice(&source);
+            variable += sum_words(&source);
+        }
+        frame[self.transmit_at..self.transmit_at + 8].copy_from_slice(&transmit);
+        let udp = match !fold(u32::from(self.udp_sum) + variable) {
+            0 => 0xFFFF, // zero means "no checksum" (RFC 768): send its ones'-complement twin
+            sum => sum,
+        };
+        frame[self.udp_checksum_at..self.udp_checksum_at + 2].copy_from_slice(&udp.to_be_bytes());
+    }
+}
+
+/// The sum of big-endian 16-bit words (even length).
+#[inline]
+fn sum_words(b: &[u8]) -> u32 {
+    b.chunks_exact(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum()
+}
+
+#[inline]
+fn fold(mut sum: u32) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// The NTP payload of a reply frame from `target` to one of our clients' `client_port`, or None
+/// for a frame that is not one: not IPv4/IPv6 UDP to that port, a bad IPv4 header checksum, a
+/// bad UDP checksum (a zero IPv4 UDP checksum means none), or from another address or port. The
+/// kernel would drop such a frame before a socket saw it, so the engine ignores it too.
+pub fn reply_payload(frame: &[u8], client_port: u16, target: SocketAddr) -> Option<&[u8]> {
+    let FrameVerdict::Ntp(p) = parse_frame(frame, client_port) else { return None };
+    if p.source != target {
+        return None;
+    }
+    let udp = frame.get(p.l4..p.l4 + UDP + p.payload_len)?;
+    let udp_len = (udp.len() as u16).to_be_bytes();
+    let sum = match (p.source.ip(), p.destination.ip()) {
+        (IpAddr::V4(_), _) if udp[6..8] == [0, 0] => 0,
+        (IpAddr::V4(s), IpAddr::V4(d)) => checksum(&[&s.octets(), &d.octets(), &[0, PROTO_UDP], &udp_len, udp]),
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            checksum(&[&s.octets(), &d.octets(), &[0, 0], &udp_len, &[0, 0, 0, PROTO_UDP], udp])
+        }
+        _ => return None,
+    };
+    (sum == 0).then(|| &udp[UDP..])
+}
+
+#[cfg(test)]
+mod tests {
+    use stratum_proto::frame::write_reply;
+
+    use super::*;
+
+    const OURS: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const THEIRS: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+
+    fn build(target: SocketAddr, client: u128, transmit: u64) -> Vec<u8> {
+        let t = RequestTemplate::new(OURS, THEIRS, target, 40123);
+        let mut frame = t.bytes().to_vec();
+        t.stamp(&mut frame, client, transmit.to_be_bytes());
+        frame
+    }
+
+    /// The request parses as stratumd parses it, with sound checksums and the right fields.
+    fn check_request(frame: &[u8], target: SocketAddr, client: IpAddr, transmit: u64) {
+        let FrameVerdict::Ntp(p) = parse_frame(frame, target.port()) else { panic!("not an NTP request") };
+        assert_eq!((p.source, p.destination, p.payload_len), (SocketAddr::new(client, 40123), target, 48));
+        assert_eq!(&frame[0..6], &THEIRS.0);
+        assert_eq!(&frame[6..12], &OURS.0);
+        let payload = &frame[p.payload()..];
+        assert_eq!(&payload[..40], &REQUEST[..40]);
+        assert_eq!(payload[40..48], transmit.to_be_bytes());
+        let udp = &frame[p.l4..];
+        let len = (udp.len() as u16).to_be_bytes();
+        let sum = match (client, target.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => checksum(&[&s.octets(), &d.octets(), &[0, 17], &len, udp]),
+            (IpAddr::V6(s), IpAddr::V6(d)) => checksum(&[&s.octets(), &d.octets(), &[0, 0], &len, &[0, 0, 0, 17], udp]),
+            _ => unreachable!(),
+        };
+        assert_eq!(sum, 0, "UDP checksum");
+        assert_ne!(&udp[6..8], &[0, 0]);
+    }
+
+    #[test]
+    fn requests_are_well_formed_ipv4_and_ipv6_frames() {
+        let v4: SocketAddr = "10.9.0.2:123".parse().unwrap();
+        let net: ClientNet = "10.200.0.0/16".parse().unwrap();
+        for (k, transmit) in
+            [(0u32, 0u64), (1, 0xdead_beef_0000_0001), (65_533, u64::MAX), (300, 0x0102_0304_0506_0708)]
+        {
+            let frame = build(v4, net.client(k), transmit);
+            assert_eq!(frame.len(), 90);
+            check_request(&frame, v4, client_ip(&net, net.client(k)), transmit);
+        }
+        let v6: SocketAddr = "[fd00::2]:11123".parse().unwrap();
+        let net6 = ClientNet::default_for(v6.ip());
+        for (k, transmit) in [(0u32, 5u64), (77_777, u64::MAX - 3)] {
+            let frame = build(v6, net6.client(k), transmit);
+            assert_eq!(frame.len(), 110);
+            check_request(&frame, v6, client_ip(&net6, net6.client(k)), transmit);
+        }
+        assert_eq!(client_ip(&net6, net6.client(0)).to_string(), "fd00:5354:c1::1");
+    }
+
+    #[test]
+    fn stamping_a_used_frame_again_gives_the_same_bytes_as_a_fresh_one() {
+        let target: SocketAddr = "192.0.2.7:123".parse().unwrap();
+        let t = RequestTemplate::new(OURS, THEIRS, target, 40123);
+        let mut reused = t.bytes().to_vec();
+        t.stamp(&mut reused, u128::from(u32::from(Ipv4Addr::new(10, 200, 3, 4))), [9; 8]);
+        t.stamp(&mut reused, u128::from(u32::from(Ipv4Addr::new(10, 200, 0, 1))), [1; 8]);
+        assert_eq!(reused, build(target, u128::from(u32::from(Ipv4Addr::new(10, 200, 0, 1))), 0x0101_0101_0101_0101));
+    }
+
+    #[test]
+    fn a_reply_built_by_proto_is_read_back_and_anything_else_is_ignored() {
+        for target in ["10.9.0.2:123".parse::<SocketAddr>().unwrap(), "[fd00::2]:123".parse().unwrap()] {
+            let net = ClientNet::default_for(target.ip());
+            let mut frame = build(target, net.client(41), 77);
+            let FrameVerdict::Ntp(p) = parse_frame(&frame, 123) else { panic!() };
+            frame[p.payload()] = 0x24;
+            let len = write_reply(&mut frame, &p, 48).unwrap();
+            let payload = reply_payload(&frame[..len], 40123, target).expect("a reply from the target");
+            assert_eq!((payload.len(), payload[0]), (48, 0x24));
+            // Another port of ours, another source, a flipped bit (bad checksum), a truncation.
+            assert!(reply_payload(&frame[..len], 40124, target).is_none());
+            let elsewhere = SocketAddr::new(target.ip(), 124);
+            assert!(reply_payload(&frame[..len], 40123, elsewhere).is_none());
+            let mut bad = frame[..len].to_vec();
+            bad[len - 1] ^= 1;
+            assert!(reply_payload(&bad, 40123, target).is_none());
+            assert!(reply_payload(&frame[..len - 1], 40123, target).is_none());
+        }
+        // A request (to port 123, from us) is not a reply to our client port.
+        let target: SocketAddr = "10.9.0.2:123".parse().unwrap();
+        assert!(reply_payload(&build(target, 1, 1), 40123, target).is_none());
+    }
+
+    #[test]
+    fn ipv4_replies_without_a_udp_checksum_are_accepted() {
+        let target: SocketAddr = "10.9.0.2:123".parse().unwrap();
+        let mut frame = build(target, ClientNet::default_for(target.ip()).client(0), 1);
+        let FrameVerdict::Ntp(p) = parse_frame(&frame, 123) else { panic!() };
+        let len = write_reply(&mut frame, &p, 48).unwrap();
+        frame[p.l4 + 6..p.l4 + 8].fill(0);
+        assert!(reply_payload(&frame[..len], 40123, target).is_some());
+    }
+
+    #[test]
+    fn clients_rotate_within_their_share_of_the_network() {
+        let net: ClientNet = "10.200.0.0/16".parse().unwrap();
+        assert_eq!(net.capacity(), 65_534);
+        assert_eq!(client_ip(&net, net.client(0)), IpAddr::from([10, 200, 0, 1]));
+        assert_eq!(client_ip(&net, net.client(65_533)), IpAddr::from([10, 200, 255, 254]));
+        let mut r = ClientRotation::new(&net, 10, 3);
+        let seen: Vec<IpAddr> = (0..7).map(|_| client_ip(&net, r.next_client())).collect();
+        let want = |last: u8| IpAddr::from([10, 200, 0, last]);
+        assert_eq!(seen, [want(11), want(12), want(13), want(11), want(12), want(13), want(11)]);
+        let mut one = ClientRotation::new(&net, 0, 1);
+        assert_eq!((one.next_client(), one.next_client()), (net.client(0), net.client(0)));
+        let six: ClientNet = "fd00:1::/120".parse().unwrap();
+        assert_eq!(six.capacity(), 255);
+        assert_eq!(ClientNet::default_for("::1".parse().unwrap()).capacity(), u64::MAX - 1);
+        assert_eq!("10.0.0.0/30".parse::<ClientNet>().unwrap().capacity(), 2);
+    }
+
+    #[test]
+    fn bad_client_networks_and_macs_are_refused() {
+        for bad in
+            ["10.200.0.0", "10.200.0.1/16", "10.0.0.0/31", "224.0.0.0/8", "::/0", "fd00::/128", "x/8", "10.0.0.0/x"]
+        {
+            assert!(bad.parse::<ClientNet>().is_err(), "{bad}");
+        }
+        assert_eq!("10.200.0.0/16".parse::<ClientNet>().unwrap().to_string(), "10.200.0.0/16");
+        let mac: MacAddr = "02:AB:00:00:0c:01".parse().unwrap();
+        assert_eq!(mac.to_string(), "02:ab:00:00:0c:01");
+        for bad in [
+            "02:00:00:00:00",
+            "02:00:00:00:00:00:01",
+            "zz:00:00:00:00:01",
+            "00:00:00:00:00:00",
+            "ff:ff:ff:ff:ff:ff",
+            "01:00:5e:00:00:01",
+            "002:00:00:00:00:01",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+    }
+}

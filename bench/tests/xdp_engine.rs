@@ -1,0 +1,153 @@
+//! `load --engine xdp` against `reflect` over a veth pair between two network namespaces the test
+//! creates (unique names, removed on drop), IPv4 and IPv6, the target's MAC found through the
+//! neighbour table. Needs root and the `xdp` feature; skips with a reason when not root, fails
+//! when CI is set.
+#![cfg(feature = "xdp")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stratum-bench");
+
+fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "{test}: needs root, and CI is set");
+    eprintln!("skipping {test}: needs root (network namespaces, XDP and AF_XDP)");
+    false
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Namespaces `gen` and `srv` joined by veth `gen_if` (10.N.M.1, fd00:5b::1) - `srv_if` (.2, ::2),
+/// with the simulated clients routed back to the generator.
+struct Pair {
+    gen: String,
+    srv: String,
+    gen_if: String,
+    srv_if: String,
+    v4: [String; 2],
+    v6: [String; 2],
+}
+
+impl Pair {
+    fn new() -> Self {
+        let n = std::process::id();
+        let (gen, srv) = (format!("sbxg{n}"), format!("sbxs{n}"));
+        let (gen_if, srv_if) = (format!("sbxg{}", n % 100_000), format!("sbxs{}", n % 100_000));
+        let (a, b) = ((n >> 8) % 200 + 20, n % 256);
+        let v4 = [format!("10.{a}.{b}.1"), format!("10.{a}.{b}.2")];
+        let v6 = [format!("fd00:5b:{n:x}::1"), format!("fd00:5b:{n:x}::2")];
+        let pair = Self { gen, srv, gen_if, srv_if, v4, v6 };
+        for ns in [&pair.gen, &pair.srv] {
+            ip(&["netns", "add", ns]);
+        }
+        ip(&["link", "add", &pair.gen_if, "type", "veth", "peer", "name", &pair.srv_if]);
+        for (ns, dev, i) in [(&pair.gen, &pair.gen_if, 0), (&pair.srv, &pair.srv_if, 1)] {
+            ip(&["link", "set", dev, "netns", ns]);
+            ip(&["-n", ns, "addr", "add", &format!("{}/24", pair.v4[i]), "dev", dev]);
+            ip(&["-n", ns, "addr", "add", &format!("{}/64", pair.v6[i]), "dev", dev, "nodad"]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        ip(&["-n", &pair.srv, "route", "add", "10.200.0.0/16", "via", &pair.v4[0]]);
+        ip(&["-n", &pair.srv, "-6", "route", "add", "fd00:5354:c1::/64", "via", &pair.v6[0]]);
+        pair
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for ns in [&self.gen, &self.srv] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// The reflector, stopped (SIGTERM) and reaped on drop.
+struct Reflector(Child);
+
+impl Reflector {
+    fn start(pair: &Pair) -> Self {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &pair.srv, BIN, "reflect", "--interface", &pair.srv_if, "--duration", "30"])
+            .args(["--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the reflector");
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.starts_with("ready"), "reflector: {line}");
+        Self(child)
+    }
+
+    fn stop(mut self) -> serde_json::Value {
+        // SAFETY: kill with a pid we spawned and have not reaped.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the reflector did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut out = String::new();
+        std::io::Read::read_to_string(self.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("reflector summary {out:?}: {e}"))
+    }
+}
+
+impl Drop for Reflector {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn load(pair: &Pair, target: &str, rate: u32) -> serde_json::Value {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &pair.gen, BIN, "load", "--engine", "xdp", "--interface", &pair.gen_if])
+        .args(["--target", target, "--i-own-this-target", "--rate", &rate.to_string(), "--duration", "1.5"])
+        .args(["--clients", "1000", "--json"])
+        .output()
+        .expect("run the load");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "load failed: {stderr}");
+    assert!(stderr.starts_with("xdp: ") && stderr.contains("ignored frames 0"), "{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("load JSON {stdout:?}: {e}"))
+}
+
+#[test]
+fn the_xdp_engine_against_the_reflector_gets_every_request_answered() {
+    if !require_root("xdp engine vs reflector") {
+        return;
+    }
+    let pair = Pair::new();
+    let reflector = Reflector::start(&pair);
+    let mut sent_total = 0;
+    for target in [format!("{}:123", pair.v4[1]), format!("[{}]:123", pair.v6[1])] {
+        let r = load(&pair, &target, 20_000);
+        let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+        assert_eq!(r["engine"], "xdp");
+        assert!(n("sent") >= 25_000, "{r}");
+        assert_eq!(n("send_errors"), 0, "{r}");
+        // Received ~ sent on a quiet link; every reply names its request once and passes the
+        // T1 <= T2 = T3 <= T4 windows.
+        assert!(n("received") * 1000 >= n("sent") * 995, "{r}");
+        assert_eq!((n("valid"), n("invalid"), n("kod")), (n("received"), 0, 0), "{r}");
+        assert_eq!(n("answered"), n("received"), "{r}");
+        assert!(n("rtt_p50_ns") > 0 && n("rtt_p50_ns") < 50_000_000, "{r}");
+        sent_total += n("sent");
+    }
+    let summary = reflector.stop();
+    let n = |k: &str| summary[k].as_u64().unwrap_or_else(|| panic!("{k} in {summary}"));
+    // Everything the generators sent, plus the two neighbour probes (ordinary UDP requests).
+    assert!(n("reflected") >= sent_total * 995 / 1000 && n("reflected") <= sent_total + 2, "{summary} vs {sent_total}");
+    assert_eq!(n("dropped"), 0, "{summary}");
+}
