@@ -75,6 +75,8 @@ pub struct ReflectReport {
     pub queues: usize,
     pub attach_mode: String,
     pub bind_mode: String,
+    /// Frames one copy-mode TX wakeup sends (64 where the kernel lets us raise its 32).
+    pub tx_budget: u32,
     pub seconds: f64,
     /// Frames the program steered to us.
     pub received: u64,
@@ -132,18 +134,19 @@ fn install_signal_handlers() {
 pub fn run(config: &ReflectConfig, ready: impl FnOnce(&str)) -> anyhow::Result<ReflectReport> {
     let interface = &config.interface;
     let queues = config.queues();
-    let (program, sockets) = attach(interface, config.port, queues, &XskConfig::default())?;
+    let (program, sockets, tx_budget) = attach(interface, config.port, queues, &XskConfig::default())?;
     let mut report = ReflectReport {
         interface: interface.clone(),
         port: config.port,
         queues,
         attach_mode: program.mode().to_string(),
         bind_mode: sockets.first().map_or(BindMode::Copy, |s| s.mode()).to_string(),
+        tx_budget,
         ..ReflectReport::default()
     };
     install_signal_handlers();
     ready(&format!(
-        "ready: reflecting UDP port {} on {interface}, {queues} queue(s), {} mode, {} bind",
+        "ready: reflecting UDP port {} on {interface}, {queues} queue(s), {} mode, {} bind, tx budget {tx_budget}",
         config.port, report.attach_mode, report.bind_mode
     ));
     let start = Instant::now();
