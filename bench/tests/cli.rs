@@ -387,3 +387,21 @@ fn ramp_stops_when_the_generator_falls_behind_twice_in_a_row() {
     assert_eq!(steps.len(), 2, "{v}");
     assert!(steps.iter().all(|s| s["generator_behind"] == true), "{v}");
 }
+
+/// bench/compare (the side-by-side benchmark script) is never run here, as no benchmark is: only
+/// its syntax and its --help, which exits before anything is checked or created.
+#[test]
+fn compare_script_parses_and_prints_its_help() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/compare");
+    let syntax = Command::new("bash").args(["-n", script]).output().unwrap();
+    assert!(syntax.status.success(), "{}", text(&syntax.stderr));
+    let help = Command::new(script).arg("--help").output().unwrap();
+    assert!(help.status.success(), "{}", text(&help.stderr));
+    let usage = text(&help.stdout);
+    for option in ["--runs", "--ramp", "--server-core", "--client-core", "--only", "--out"] {
+        assert!(usage.contains(option), "{option} missing: {usage}");
+    }
+    let bad = Command::new(script).arg("--frobnicate").output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("unknown option: --frobnicate"), "{}", text(&bad.stderr));
+}
