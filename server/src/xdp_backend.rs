@@ -102,6 +102,11 @@ impl XdpBackend {
                 .with_context(|| format!("cannot register the AF_XDP socket of {interface} queue {queue}"))?;
             sockets.push(socket);
         }
+        let batch = server.batch.clamp(1, MAX_BATCH);
+        // Copy mode sends at most this many frames per wakeup: make it a whole batch, or kick the
+        // kernel once per DEFAULT_TX_BUDGET frames where it cannot be raised.
+        let tx_budget =
+            if sockets.iter().all(|s| s.set_tx_budget(batch as u32)) { batch } else { xsk::DEFAULT_TX_BUDGET as usize };
         let bind_mode = sockets.first().map_or(BindMode::Copy, |s| s.mode());
         let stats_fds = sockets
             .iter()
@@ -118,7 +123,8 @@ impl XdpBackend {
             let worker = Worker {
                 xsk: socket,
                 port: server.port,
-                batch: server.batch.clamp(1, MAX_BATCH),
+                batch,
+                tx_budget,
                 reader: SnapshotReader::new(cell.clone()),
                 counters: worker_counters,
                 shutdown: shutdown.clone(),
@@ -237,6 +243,8 @@ struct Worker {
     xsk: XskSocket,
     port: u16,
     batch: usize,
+    /// Frames one copy-mode TX wakeup sends.
+    tx_budget: usize,
     reader: SnapshotReader,
     counters: Arc<WorkerCounters>,
     shutdown: Arc<AtomicBool>,
@@ -278,7 +286,11 @@ impl Worker {
             }
             // Copy mode sends only from a syscall; zero-copy only when the driver asks for one.
             // A failed kick loses nothing: the frames stay on the TX ring for the next one.
-            if sent > 0 && (self.xsk.mode() == BindMode::Copy || self.xsk.tx.needs_wakeup()) {
+            if sent > 0 && self.xsk.mode() == BindMode::Copy {
+                for _ in 0..sent.div_ceil(self.tx_budget) {
+                    let _ = self.xsk.kick_tx();
+                }
+            } else if sent > 0 && self.xsk.tx.needs_wakeup() {
                 let _ = self.xsk.kick_tx();
             }
             self.refill(&recycle[..n_recycle]);

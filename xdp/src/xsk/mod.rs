@@ -17,5 +17,5 @@ mod socket;
 mod umem;
 
 pub use ring::{ConsumerRing, ProducerRing};
-pub use socket::{statistics, BindMode, XskConfig, XskSocket, XskStatistics, ZeroCopy};
+pub use socket::{statistics, BindMode, XskConfig, XskSocket, XskStatistics, ZeroCopy, DEFAULT_TX_BUDGET};
 pub use umem::{Umem, UmemConfig, TX_METADATA_LEN};

@@ -33,6 +33,11 @@ impl std::fmt::Display for BindMode {
     }
 }
 
+/// `setsockopt(SOL_XDP, XDP_MAX_TX_SKB_BUDGET)` (not in the libc crate yet).
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+/// What one copy-mode TX wakeup sends when the budget cannot be set.
+pub const DEFAULT_TX_BUDGET: u32 = 32;
+
 /// Shape of one socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct XskConfig {
@@ -159,6 +164,13 @@ impl XskSocket {
     /// The kernel's counters for this socket.
     pub fn statistics(&self) -> io::Result<XskStatistics> {
         statistics(self.fd.as_fd())
+    }
+
+    /// Lets one copy-mode TX wakeup send up to `frames` frames instead of the kernel's default 32,
+    /// so a whole batch leaves with one syscall (`XDP_MAX_TX_SKB_BUDGET`, kernel 6.16+). False
+    /// where the kernel has no such option: batches then need a wakeup per 32 frames.
+    pub fn set_tx_budget(&self, frames: u32) -> bool {
+        set_u32(self.fd.as_fd(), XDP_MAX_TX_SKB_BUDGET, frames).is_ok()
     }
 
     /// Tells the kernel there is something on the TX ring (copy mode needs this every time; with
