@@ -1,11 +1,16 @@
 //! `load --engine xdp` against `reflect` over a veth pair between two network namespaces the test
 //! creates (unique names, removed on drop), IPv4 and IPv6, the target's MAC found through the
-//! neighbour table. Needs root and the `xdp` feature; skips with a reason when not root, fails
-//! when CI is set.
+//! neighbour table; and against a kernel UDP responder (whose replies leave their checksum to
+//! offload). Needs root and the `xdp` feature; skips with a reason when not root, fails when CI
+//! is set.
 #![cfg(feature = "xdp")]
 
 use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stratum-bench");
@@ -25,7 +30,7 @@ fn ip(args: &[&str]) {
     assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
 }
 
-/// Namespaces `gen` and `srv` joined by veth `gen_if` (10.N.M.1, fd00:5b::1) - `srv_if` (.2, ::2),
+/// Namespaces `gen` and `srv` joined by veth `gen_if` (10.N.M.1, fd00:5b:..::1) - `srv_if` (.2, ::2),
 /// with the simulated clients routed back to the generator.
 struct Pair {
     gen: String,
@@ -37,13 +42,14 @@ struct Pair {
 }
 
 impl Pair {
-    fn new() -> Self {
+    /// `tag` (one letter) tells apart the pairs of tests running at once.
+    fn new(tag: char) -> Self {
         let n = std::process::id();
-        let (gen, srv) = (format!("sbxg{n}"), format!("sbxs{n}"));
-        let (gen_if, srv_if) = (format!("sbxg{}", n % 100_000), format!("sbxs{}", n % 100_000));
-        let (a, b) = ((n >> 8) % 200 + 20, n % 256);
+        let (gen, srv) = (format!("sbx{tag}g{n}"), format!("sbx{tag}s{n}"));
+        let (gen_if, srv_if) = (format!("sbx{tag}g{}", n % 100_000), format!("sbx{tag}s{}", n % 100_000));
+        let (a, b) = ((n >> 8) % 200 + 20, (n + tag as u32) % 256);
         let v4 = [format!("10.{a}.{b}.1"), format!("10.{a}.{b}.2")];
-        let v6 = [format!("fd00:5b:{n:x}::1"), format!("fd00:5b:{n:x}::2")];
+        let v6 = [format!("fd00:5b:{n:x}:{:x}::1", tag as u32), format!("fd00:5b:{n:x}:{:x}::2", tag as u32)];
         let pair = Self { gen, srv, gen_if, srv_if, v4, v6 };
         for ns in [&pair.gen, &pair.srv] {
             ip(&["netns", "add", ns]);
@@ -109,6 +115,34 @@ impl Drop for Reflector {
     }
 }
 
+/// A kernel UDP responder on `addr` inside namespace `ns` (a thread that joined it): each request
+/// comes back as a server reply with origin = its transmit and T2 = T3 = now, until `stop`.
+fn kernel_responder(ns: &str, addr: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    let ns = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("the namespace's handle");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        // SAFETY: setns with an open namespace fd; it moves only this thread.
+        assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+        let socket = UdpSocket::bind(&addr).expect("bind the responder");
+        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        ready_tx.send(()).unwrap();
+        let (mut buf, mut answered) = ([0u8; 64], 0);
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((48, from)) = socket.recv_from(&mut buf) else { continue };
+            let now = stratum_bench::clock::now_ntp().to_bits().to_be_bytes();
+            buf[0] = 0x24;
+            buf[1] = 2;
+            buf.copy_within(40..48, 24);
+            buf[32..40].copy_from_slice(&now);
+            buf[40..48].copy_from_slice(&now);
+            answered += u64::from(socket.send_to(&buf[..48], from).is_ok());
+        }
+        answered
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).expect("the responder is ready");
+    handle
+}
+
 fn load(pair: &Pair, target: &str, rate: u32) -> serde_json::Value {
     let out = Command::new("ip")
         .args(["netns", "exec", &pair.gen, BIN, "load", "--engine", "xdp", "--interface", &pair.gen_if])
@@ -128,7 +162,7 @@ fn the_xdp_engine_against_the_reflector_gets_every_request_answered() {
     if !require_root("xdp engine vs reflector") {
         return;
     }
-    let pair = Pair::new();
+    let pair = Pair::new('r');
     let reflector = Reflector::start(&pair);
     let mut sent_total = 0;
     for target in [format!("{}:123", pair.v4[1]), format!("[{}]:123", pair.v6[1])] {
@@ -150,4 +184,21 @@ fn the_xdp_engine_against_the_reflector_gets_every_request_answered() {
     // Everything the generators sent, plus the two neighbour probes (ordinary UDP requests).
     assert!(n("reflected") >= sent_total * 995 / 1000 && n("reflected") <= sent_total + 2, "{summary} vs {sent_total}");
     assert_eq!(n("dropped"), 0, "{summary}");
+}
+
+#[test]
+fn the_xdp_engine_counts_the_replies_of_a_kernel_udp_server() {
+    if !require_root("xdp engine vs kernel socket") {
+        return;
+    }
+    let pair = Pair::new('k');
+    let stop = Arc::new(AtomicBool::new(false));
+    let responder = kernel_responder(&pair.srv, format!("{}:11123", pair.v4[1]), stop.clone());
+    let r = load(&pair, &format!("{}:11123", pair.v4[1]), 5_000);
+    stop.store(true, Ordering::Relaxed);
+    let answered = responder.join().unwrap();
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+    assert!(n("sent") >= 7_000, "{r}");
+    assert!(n("received") * 1000 >= n("sent") * 995, "{r} (responder answered {answered})");
+    assert_eq!((n("valid"), n("invalid")), (n("received"), 0), "{r}");
 }

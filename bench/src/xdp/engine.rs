@@ -123,6 +123,10 @@ pub struct XdpNotes {
     /// Frames steered to us that were not a reply from the target (another source, a bad
     /// checksum): ignored, as the kernel would drop them.
     pub ignored_frames: u64,
+    /// How long a batch took from its T1 to the end of its TX wakeup (the kernel sending it):
+    /// the most a request's RTT can overstate by. Mean and max over the batches, in ns.
+    pub send_call_mean_ns: u64,
+    pub send_call_max_ns: u64,
     /// The kernel's AF_XDP counters over the step, summed over the sockets.
     pub rx_dropped: u64,
     pub rx_ring_full: u64,
@@ -133,13 +137,15 @@ pub struct XdpNotes {
 impl XdpNotes {
     pub fn to_text(&self) -> String {
         format!(
-            "xdp: {} ({} mode, {} bind, tx budget {}) to {}; ignored frames {}, rx dropped {}, rx ring full {}, \
-             fill ring empty {}, tx invalid {}\n",
+            "xdp: {} ({} mode, {} bind, tx budget {}) to {}; T1 to sent: mean {:.1} us, max {:.1} us; \
+             ignored frames {}, rx dropped {}, rx ring full {}, fill ring empty {}, tx invalid {}\n",
             self.interface,
             self.attach_mode,
             self.bind_mode,
             self.tx_budget,
             self.dst_mac,
+            self.send_call_mean_ns as f64 / 1000.0,
+            self.send_call_max_ns as f64 / 1000.0,
             self.ignored_frames,
             self.rx_dropped,
             self.rx_ring_full,
@@ -148,7 +154,11 @@ impl XdpNotes {
         )
     }
 
-    fn add(&mut self, w: &WorkerNotes) {
+    /// Adds worker `w`, the `n`-th (from 0), to the notes of the workers before it.
+    fn add(&mut self, n: u64, w: &WorkerNotes) {
+        let mean = |total: u64, count: u64| total.checked_div(count).unwrap_or(0);
+        self.send_call_mean_ns = mean(self.send_call_mean_ns * n + mean(w.send_ns, w.batches), n + 1);
+        self.send_call_max_ns = self.send_call_max_ns.max(w.send_max_ns);
         self.ignored_frames += w.ignored;
         self.rx_dropped += w.stats.rx_dropped;
         self.rx_ring_full += w.stats.rx_ring_full;
@@ -209,7 +219,7 @@ impl XdpLoad {
                 rx: [EMPTY_DESC; BATCH],
                 tx: [EMPTY_DESC; BATCH],
                 recycle: [0; BATCH],
-                ignored: 0,
+                notes: WorkerNotes::default(),
             });
             first += share as u32;
         }
@@ -247,11 +257,11 @@ impl XdpLoad {
                 .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a generator thread panicked"))))
                 .collect()
         });
-        let mut notes = XdpNotes { ignored_frames: 0, ..self.notes.clone() };
+        let mut notes = self.notes.clone();
         let mut total: Option<LoadOutcome> = None;
-        for r in results {
+        for (n, r) in results.into_iter().enumerate() {
             let (outcome, w) = r?;
-            notes.add(&w);
+            notes.add(n as u64, &w);
             match &mut total {
                 Some(t) => t.merge(outcome)?,
                 None => total = Some(outcome),
@@ -351,6 +361,9 @@ pub fn tai_to_ntp(tai_ns: u64, tai_offset_ns: i64) -> NtpTimestamp {
 struct WorkerNotes {
     ignored: u64,
     stats: XskStatistics,
+    batches: u64,
+    send_ns: u64,
+    send_max_ns: u64,
 }
 
 /// One AF_XDP socket and what its thread needs.
@@ -367,7 +380,8 @@ struct Worker {
     rx: [libc::xdp_desc; BATCH],
     tx: [libc::xdp_desc; BATCH],
     recycle: [u64; BATCH],
-    ignored: u64,
+    /// This step's notes so far.
+    notes: WorkerNotes,
 }
 
 impl Worker {
@@ -383,7 +397,7 @@ impl Worker {
         let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };
         let mut book = SendBook::new();
         self.flush();
-        self.ignored = 0;
+        self.notes = WorkerNotes::default();
         let before = self.xsk.statistics().unwrap_or_default();
         // Every thread reaches the barrier, ready or not, so that none waits forever.
         ready.wait();
@@ -428,7 +442,8 @@ impl Worker {
             rx_fill_ring_empty: after.rx_fill_ring_empty.saturating_sub(before.rx_fill_ring_empty),
             tx_ring_empty: after.tx_ring_empty.saturating_sub(before.tx_ring_empty),
         };
-        Ok((book.finish(send_elapsed, 0), WorkerNotes { ignored: self.ignored, stats }))
+        self.notes.stats = stats;
+        Ok((book.finish(send_elapsed, 0), std::mem::take(&mut self.notes)))
     }
 
     /// Stamps, pushes and sends one batch of 64 requests; false (nothing sent) when fewer than 64
@@ -459,6 +474,10 @@ impl Worker {
         if pushed > 0 && (self.xsk.mode() == BindMode::Copy || self.xsk.tx.needs_wakeup()) {
             self.xsk.kick_tx()?;
         }
+        let took = tai_now_ns().saturating_sub(t1);
+        self.notes.batches += 1;
+        self.notes.send_ns += took;
+        self.notes.send_max_ns = self.notes.send_max_ns.max(took);
         book.sent(pushed);
         Ok(true)
     }
@@ -480,7 +499,7 @@ impl Worker {
             let payload =
                 self.xsk.umem.data(desc.addr, desc.len).and_then(|f| reply_payload(f, self.client_port, self.target));
             let Some(payload) = payload else {
-                self.ignored += 1;
+                self.notes.ignored += 1;
                 continue;
             };
             let t4 = match self.xsk.umem.rx_metadata(desc.addr).and_then(|m| RxMetadata::decode(&m)) {

@@ -307,24 +307,31 @@ fn fold(mut sum: u32) -> u16 {
 
 /// The NTP payload of a reply frame from `target` to one of our clients' `client_port`, or None
 /// for a frame that is not one: not IPv4/IPv6 UDP to that port, a bad IPv4 header checksum, a
-/// bad UDP checksum (a zero IPv4 UDP checksum means none), or from another address or port. The
-/// kernel would drop such a frame before a socket saw it, so the engine ignores it too.
+/// bad UDP checksum, or from another address or port. The kernel would drop such a frame before a
+/// socket saw it, so the engine ignores it too. A zero IPv4 UDP checksum means none; a checksum
+/// field holding only the pseudo-header's sum is a checksum left to offload (what a kernel
+/// socket's reply carries over veth, CHECKSUM_PARTIAL) and is accepted as the kernel would.
 pub fn reply_payload(frame: &[u8], client_port: u16, target: SocketAddr) -> Option<&[u8]> {
     let FrameVerdict::Ntp(p) = parse_frame(frame, client_port) else { return None };
     if p.source != target {
         return None;
     }
     let udp = frame.get(p.l4..p.l4 + UDP + p.payload_len)?;
+    let field = [udp[6], udp[7]];
     let udp_len = (udp.len() as u16).to_be_bytes();
-    let sum = match (p.source.ip(), p.destination.ip()) {
-        (IpAddr::V4(_), _) if udp[6..8] == [0, 0] => 0,
-        (IpAddr::V4(s), IpAddr::V4(d)) => checksum(&[&s.octets(), &d.octets(), &[0, PROTO_UDP], &udp_len, udp]),
+    let (sum, pseudo) = match (p.source.ip(), p.destination.ip()) {
+        (IpAddr::V4(_), _) if field == [0, 0] => return Some(&udp[UDP..]),
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let pseudo: [&[u8]; 4] = [&s.octets(), &d.octets(), &[0, PROTO_UDP], &udp_len];
+            (checksum(&[pseudo[0], pseudo[1], pseudo[2], pseudo[3], udp]), !checksum(&pseudo))
+        }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            checksum(&[&s.octets(), &d.octets(), &[0, 0], &udp_len, &[0, 0, 0, PROTO_UDP], udp])
+            let pseudo: [&[u8]; 5] = [&s.octets(), &d.octets(), &[0, 0], &udp_len, &[0, 0, 0, PROTO_UDP]];
+            (checksum(&[pseudo[0], pseudo[1], pseudo[2], pseudo[3], pseudo[4], udp]), !checksum(&pseudo))
         }
         _ => return None,
     };
-    (sum == 0).then(|| &udp[UDP..])
+    (sum == 0 || field == pseudo.to_be_bytes()).then(|| &udp[UDP..])
 }
 
 #[cfg(test)]
@@ -416,6 +423,30 @@ mod tests {
         // A request (to port 123, from us) is not a reply to our client port.
         let target: SocketAddr = "10.9.0.2:123".parse().unwrap();
         assert!(reply_payload(&build(target, 1, 1), 40123, target).is_none());
+    }
+
+    #[test]
+    fn replies_whose_checksum_is_left_to_offload_are_accepted() {
+        for target in ["10.9.0.2:123".parse::<SocketAddr>().unwrap(), "[fd00::2]:123".parse().unwrap()] {
+            let net = ClientNet::default_for(target.ip());
+            let client = client_ip(&net, net.client(3));
+            let mut frame = build(target, net.client(3), 1);
+            let FrameVerdict::Ntp(p) = parse_frame(&frame, 123) else { panic!() };
+            let len = write_reply(&mut frame, &p, 48).unwrap();
+            // As a kernel socket sends it over veth: the field holds the pseudo-header's sum.
+            let udp_len = ((len - p.l4) as u16).to_be_bytes();
+            let pseudo = match (target.ip(), client) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => !checksum(&[&s.octets(), &d.octets(), &[0, 17], &udp_len]),
+                (IpAddr::V6(s), IpAddr::V6(d)) => {
+                    !checksum(&[&s.octets(), &d.octets(), &[0, 0], &udp_len, &[0, 0, 0, 17]])
+                }
+                _ => unreachable!(),
+            };
+            frame[p.l4 + 6..p.l4 + 8].copy_from_slice(&pseudo.to_be_bytes());
+            assert!(reply_payload(&frame[..len], 40123, target).is_some(), "{target}");
+            frame[p.l4 + 7] ^= 1;
+            assert!(reply_payload(&frame[..len], 40123, target).is_none(), "{target}");
+        }
     }
 
     #[test]
