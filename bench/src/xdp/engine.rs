@@ -54,10 +54,6 @@ const WAIT_MIN: Duration = Duration::from_micros(100);
 /// ... and wake this much before it is due.
 const WAIT_EARLY: Duration = Duration::from_micros(30);
 
-/// `setsockopt(SOL_XDP, XDP_MAX_TX_SKB_BUDGET)`: frames one copy-mode TX wakeup may send (the
-/// kernel's default is 32, not in the libc crate yet).
-const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
-
 const EMPTY_DESC: libc::xdp_desc = libc::xdp_desc { addr: 0, len: 0, options: 0 };
 
 /// A validated `load --engine xdp` (a step's rate and duration, or a ramp's, come separately).
@@ -302,7 +298,7 @@ pub fn attach(
         program
             .register_socket(queue, xsk.as_fd())
             .with_context(|| format!("cannot register the AF_XDP socket of {interface} queue {queue}"))?;
-        if !set_tx_budget(&xsk, BATCH as u32) {
+        if !xsk.set_tx_budget(BATCH as u32) {
             budget = DEFAULT_TX_BUDGET;
         }
         sockets.push(xsk);
@@ -312,22 +308,6 @@ pub fn attach(
 
 /// The kernel's copy-mode TX budget per wakeup where it cannot be set.
 const DEFAULT_TX_BUDGET: u32 = 32;
-
-/// Lets one copy-mode TX wakeup send `frames` frames instead of the kernel's default 32, so a
-/// batch of 64 leaves with one `sendto`. False where the kernel has no such option.
-fn set_tx_budget(xsk: &XskSocket, frames: u32) -> bool {
-    // SAFETY: frames is a live u32 and its size is passed; the fd is open (owned by xsk).
-    let rc = unsafe {
-        libc::setsockopt(
-            xsk.as_fd().as_raw_fd(),
-            libc::SOL_XDP,
-            XDP_MAX_TX_SKB_BUDGET,
-            (&frames as *const u32).cast(),
-            std::mem::size_of::<u32>() as libc::socklen_t,
-        )
-    };
-    rc == 0
-}
 
 /// The kernel's TAI - UTC offset in seconds (adjtimex, read only).
 pub fn tai_offset_s() -> anyhow::Result<i64> {
