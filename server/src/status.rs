@@ -233,6 +233,32 @@ pub fn totals_json(t: &Totals) -> Value {
     })
 }
 
+fn xdp_json(x: &XdpStatus) -> Value {
+    json!({
+        "interface": x.interface,
+        "attach_mode": x.attach_mode,
+        "bind_mode": x.bind_mode,
+        "hardware_timestamps": x.hardware_timestamps,
+        "program": {
+            "redirected": x.redirected,
+            "passed": x.passed,
+            "malformed": x.malformed,
+            "no_socket": x.no_socket,
+            "denied": x.denied,
+        },
+        "queues": x.queues.iter().map(|q| json!({
+            "queue": q.queue,
+            "worker": q.worker,
+            "rx_dropped": q.rx_dropped,
+            "rx_invalid_descs": q.rx_invalid_descs,
+            "tx_invalid_descs": q.tx_invalid_descs,
+            "rx_ring_full": q.rx_ring_full,
+            "fill_ring_empty": q.fill_ring_empty,
+            "tx_ring_empty": q.tx_ring_empty,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,30 +327,4 @@ mod tests {
         assert_eq!(ref_id_text(RefId(*b"GPS\0")), "GPS");
         assert_eq!(ref_id_text(RefId([192, 0, 2, 1])), "192.0.2.1");
     }
-}
-
-fn xdp_json(x: &XdpStatus) -> Value {
-    json!({
-        "interface": x.interface,
-        "attach_mode": x.attach_mode,
-        "bind_mode": x.bind_mode,
-        "hardware_timestamps": x.hardware_timestamps,
-        "program": {
-            "redirected": x.redirected,
-            "passed": x.passed,
-            "malformed": x.malformed,
-            "no_socket": x.no_socket,
-            "denied": x.denied,
-        },
-        "queues": x.queues.iter().map(|q| json!({
-            "queue": q.queue,
-            "worker": q.worker,
-            "rx_dropped": q.rx_dropped,
-            "rx_invalid_descs": q.rx_invalid_descs,
-            "tx_invalid_descs": q.tx_invalid_descs,
-            "rx_ring_full": q.rx_ring_full,
-            "fill_ring_empty": q.fill_ring_empty,
-            "tx_ring_empty": q.tx_ring_empty,
-        })).collect::<Vec<_>>(),
-    })
 }

@@ -32,7 +32,7 @@ fn check_config_accepts_shipped_and_example_configs() {
     assert!(ok, "embedded default: {err}");
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy")).unwrap() {
         let path = entry.unwrap().path();
-        if !path.extension().is_some_and(|e| e == "toml") {
+        if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
@@ -183,6 +183,6 @@ fn xdp_config_errors_name_the_key() {
         assert_eq!(err.lines().count(), 1, "one line: {err}");
         assert!(err.starts_with(&path) && err.contains(expected), "expected `{expected}` in: {err}");
     }
-    let (ok, err, _) = check(&base);
+    let (ok, err, _) = check(base);
     assert!(ok, "{err}");
 }

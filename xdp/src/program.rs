@@ -669,6 +669,23 @@ impl TestProgram {
     }
 }
 
+/// libbpf prints to stderr by default, including for failures we expect and handle (the
+/// device-bound variant not loading, say). Its messages go to the `tracing` log instead, at debug
+/// level: every failure that matters reaches the caller as an [`AttachError`] with one clear line.
+fn route_libbpf_messages() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        fn forward(level: libbpf_rs::PrintLevel, message: String) {
+            let message = message.trim_end();
+            match level {
+                libbpf_rs::PrintLevel::Warn => tracing::debug!(target: "libbpf", "{message}"),
+                _ => tracing::trace!(target: "libbpf", "{message}"),
+            }
+        }
+        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, forward)));
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -715,21 +732,4 @@ mod tests {
             "cannot attach XDP to eth9: no such interface"
         );
     }
-}
-
-/// libbpf prints to stderr by default, including for failures we expect and handle (the
-/// device-bound variant not loading, say). Its messages go to the `tracing` log instead, at debug
-/// level: every failure that matters reaches the caller as an [`AttachError`] with one clear line.
-fn route_libbpf_messages() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        fn forward(level: libbpf_rs::PrintLevel, message: String) {
-            let message = message.trim_end();
-            match level {
-                libbpf_rs::PrintLevel::Warn => tracing::debug!(target: "libbpf", "{message}"),
-                _ => tracing::trace!(target: "libbpf", "{message}"),
-            }
-        }
-        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, forward)));
-    });
 }
