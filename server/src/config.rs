@@ -261,6 +261,24 @@ pub struct ServerConfig {
     /// xdp backend: how the XDP program is attached.
     #[serde(default)]
     pub xdp_mode: XdpMode,
+    /// xdp backend: microseconds a worker keeps polling its empty RX ring before it sleeps.
+    #[serde(default = "default_idle_spin_us", deserialize_with = "idle_spin_us")]
+    pub idle_spin_us: u64,
+}
+
+fn default_idle_spin_us() -> u64 {
+    DEFAULT_IDLE_SPIN_US
+}
+
+/// Default `idle-spin-us`: long enough to bridge the gaps inside a busy queue's bursts.
+pub const DEFAULT_IDLE_SPIN_US: u64 = 50;
+
+fn idle_spin_us<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = i64::deserialize(d)?;
+    u64::try_from(n)
+        .ok()
+        .filter(|n| *n <= 1_000_000)
+        .ok_or_else(|| de::Error::custom(format!("{n} is outside 0..=1000000 microseconds")))
 }
 
 fn default_ntp_port() -> u16 {

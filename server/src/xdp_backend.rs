@@ -35,9 +35,8 @@ use crate::timecore::{SnapshotCell, SnapshotReader};
 
 /// Most frames a worker takes off its RX ring at once.
 const MAX_BATCH: usize = 256;
-/// Empty polls of the RX ring before the worker sleeps in poll(2): spinning a little keeps the
-/// latency of a busy queue low, sleeping keeps an idle one off the CPU.
-const SPINS_BEFORE_SLEEP: u32 = 512;
+/// Empty polls of the RX ring between two looks at the clock while spinning.
+const SPINS_PER_CLOCK_READ: u32 = 64;
 /// Longest sleep, so shutdown is noticed promptly.
 const SLEEP_MS: i32 = 20;
 
@@ -125,6 +124,7 @@ impl XdpBackend {
                 port: server.port,
                 batch,
                 tx_budget,
+                idle_spin: std::time::Duration::from_micros(server.idle_spin_us),
                 reader: SnapshotReader::new(cell.clone()),
                 counters: worker_counters,
                 shutdown: shutdown.clone(),
@@ -245,6 +245,8 @@ struct Worker {
     batch: usize,
     /// Frames one copy-mode TX wakeup sends.
     tx_budget: usize,
+    /// How long to spin on an empty RX ring before sleeping in poll(2).
+    idle_spin: std::time::Duration,
     reader: SnapshotReader,
     counters: Arc<WorkerCounters>,
     shutdown: Arc<AtomicBool>,
@@ -258,21 +260,28 @@ impl Worker {
         let mut tx = [EMPTY_DESC; MAX_BATCH];
         let mut recycle = [0u64; MAX_BATCH];
         let mut rng = StdRng::from_entropy();
-        let mut idle = 0u32;
+        // Spinning on an empty ring for `idle_spin` keeps a busy queue's latency low (no wakeup
+        // from poll(2) between bursts); sleeping after it keeps an idle queue off the CPU.
+        let mut spins = 0u32;
+        let mut idle_since: Option<std::time::Instant> = None;
         while !self.shutdown.load(Ordering::Relaxed) {
             self.recycle_completions(&mut recycle);
             let n = self.xsk.rx.pop(&mut rx[..self.batch]);
             if n == 0 {
-                idle += 1;
-                if idle >= SPINS_BEFORE_SLEEP {
-                    idle = 0;
-                    if self.xsk.wait_readable(SLEEP_MS).is_err() {
-                        self.counters.add_receive_error();
+                spins += 1;
+                if spins % SPINS_PER_CLOCK_READ == 0 || self.idle_spin.is_zero() {
+                    let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= self.idle_spin {
+                        if self.xsk.wait_readable(SLEEP_MS).is_err() {
+                            self.counters.add_receive_error();
+                        }
+                        idle_since = None;
                     }
                 }
                 continue;
             }
-            idle = 0;
+            spins = 0;
+            idle_since = None;
             self.counters.add_received(n as u64);
             let (n_tx, mut n_recycle) = self.answer_batch(&rx[..n], &mut tx, &mut recycle, &mut rng, &mut admission);
             let sent = self.xsk.tx.push(&tx[..n_tx]);

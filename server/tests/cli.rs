@@ -176,6 +176,7 @@ fn xdp_config_errors_name_the_key() {
         (base.replace("[clock]", "queues = [0, 1]\ncores = [1]\n[clock]"), "server.cores: 1 cores listed for 2 queues"),
         (base.replace("[clock]", "xdp-mode = \"native\"\n[clock]"), "server.xdp-mode: "),
         (base.replace("[clock]", "port = 0\n[clock]"), "server.port: "),
+        (base.replace("[clock]", "idle-spin-us = -1\n[clock]"), "server.idle-spin-us: -1 is outside"),
     ];
     for (text, expected) in cases {
         let (ok, err, path) = check(&text);
