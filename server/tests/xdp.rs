@@ -405,6 +405,65 @@ fn sigterm_under_load_stops_within_a_second_and_detaches() {
     assert_eq!(field("received"), field("answered"), "every frame taken was answered: {summary}");
 }
 
+/// The systemd drop-in's capabilities are exactly enough: stratumd as `nobody` with only them
+/// serves over AF_XDP, and without any one of them it refuses to start with one line.
+#[test]
+fn the_drop_in_capabilities_are_exactly_what_the_xdp_backend_needs() {
+    if !available() || !require(have_tool("setpriv"), "setpriv is missing (util-linux)") {
+        return;
+    }
+    let drop_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/stratumd-xdp.conf")).unwrap();
+    let caps: Vec<String> = drop_in
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("an AmbientCapabilities line")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
+        .collect();
+    let pair = Pair::new("xp", 1);
+    // A copy of the binary and config that `nobody` can read.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("stratumd");
+    std::fs::copy(BIN, &bin).unwrap();
+    let config = dir.path().join("stratumd.toml");
+    std::fs::write(
+        &config,
+        "[server]\nbackend = \"xdp\"\ninterface = \"xs\"\n[clock]\nsource = \"local\"\nstratum = 2\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode) in [(dir.path(), 0o755), (bin.as_path(), 0o755), (config.as_path(), 0o644)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let as_nobody = |caps: &[String]| {
+        let set: String = caps.iter().map(|c| format!(",+{c}")).collect();
+        let mut cmd = pair.srv.command("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(format!("--inh-caps=-all{set}"))
+            .arg(format!("--ambient-caps=-all{set}"))
+            .arg(format!("--bounding-set=-all{set}"))
+            .arg(&bin)
+            .arg("--config")
+            .arg(&config)
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let server = KillOnDrop(as_nobody(&caps).spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while chronyd_in(&pair, &pair.server_v4()).is_err() {
+        assert!(Instant::now() < deadline, "stratumd as nobody with {caps:?} does not serve");
+    }
+    drop(server);
+    for missing in 0..caps.len() {
+        let fewer: Vec<String> =
+            caps.iter().enumerate().filter(|(i, _)| *i != missing).map(|(_, c)| c.clone()).collect();
+        let out = as_nobody(&fewer).output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "served without {}: {log}", caps[missing]);
+        assert!(log.lines().any(|l| l.contains("ERROR")), "without {}: no error line in {log}", caps[missing]);
+    }
+}
+
 /// A denied source is dropped by the XDP program itself (deny-action = "drop" pushes the list
 /// into the program's deny map); the rest are still answered.
 #[test]

@@ -144,10 +144,10 @@ impl fmt::Display for AttachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NoPermission(interface) if interface.is_empty() => {
-                write!(f, "cannot load the XDP steering program: permission denied (needs root or CAP_BPF)")
+                write!(f, "cannot load the XDP steering program: permission denied (needs root or CAP_BPF+CAP_PERFMON)")
             }
             Self::NoPermission(interface) => {
-                write!(f, "cannot attach XDP to {interface}: permission denied (needs root or CAP_BPF+CAP_NET_ADMIN)")
+                write!(f, "cannot attach XDP to {interface}: permission denied (needs root or CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN)")
             }
             Self::NoSuchInterface(interface) => {
                 write!(f, "cannot attach XDP to {interface}: no such interface")
