@@ -22,7 +22,7 @@ use anyhow::bail;
 use serde::Serialize;
 use stratum_proto::frame::{parse_frame, write_reply, FrameVerdict};
 use stratum_proto::packet::HEADER_LEN;
-use stratum_xdp::xsk::{BindMode, XskConfig, XskSocket, XskStatistics};
+use stratum_xdp::xsk::{BindMode, ReplyScratch, XskConfig, XskSocket, XskStatistics};
 
 use crate::clock::now_ntp;
 use crate::engine::book::BATCH;
@@ -206,8 +206,7 @@ struct Reflector {
 impl Reflector {
     fn run(mut self, deadline: Option<Instant>) -> Counts {
         let mut rx = [EMPTY_DESC; BATCH];
-        let mut tx = [EMPTY_DESC; BATCH];
-        let mut recycle = [0u64; BATCH];
+        let mut scratch = ReplyScratch::default();
         let mut idle = 0u32;
         let mut polls = 0u32;
         loop {
@@ -217,7 +216,7 @@ impl Reflector {
                 self.counts.stats = self.xsk.statistics().unwrap_or_default();
                 return self.counts;
             }
-            self.recycle_completions(&mut recycle);
+            self.xsk.recycle_completions(&mut scratch);
             let n = self.xsk.rx.pop(&mut rx);
             if n == 0 {
                 idle += 1;
@@ -231,45 +230,13 @@ impl Reflector {
             self.counts.received += n as u64;
             // T2 = T3 for the whole batch: read after the requests arrived, before replies leave.
             let now = now_ntp().to_bits().to_be_bytes();
-            let (mut n_tx, mut n_recycle) = (0, 0);
-            for desc in &rx[..n] {
-                let reply = self.xsk.umem.data_mut(desc.addr, desc.len).and_then(|f| turn_around(f, self.port, now));
-                match reply {
-                    Some(len) => {
-                        tx[n_tx] = libc::xdp_desc { addr: desc.addr, len: len as u32, options: 0 };
-                        n_tx += 1;
-                    }
-                    None => {
-                        recycle[n_recycle] = self.xsk.umem.frame_of(desc.addr);
-                        n_recycle += 1;
-                    }
-                }
-            }
-            self.counts.dropped += n_recycle as u64;
-            let sent = self.xsk.tx.push(&tx[..n_tx]);
-            self.counts.reflected += sent as u64;
-            self.counts.tx_full += (n_tx - sent) as u64;
-            for d in &tx[sent..n_tx] {
-                recycle[n_recycle] = self.xsk.umem.frame_of(d.addr);
-                n_recycle += 1;
-            }
-            if sent > 0 && (self.xsk.mode() == BindMode::Copy || self.xsk.tx.needs_wakeup()) {
-                let _ = self.xsk.kick_tx();
-            }
-            self.xsk.fill.push(&recycle[..n_recycle]);
-        }
-    }
-
-    fn recycle_completions(&mut self, scratch: &mut [u64; BATCH]) {
-        loop {
-            let n = self.xsk.completion.pop(scratch);
-            for addr in &mut scratch[..n] {
-                *addr = self.xsk.umem.frame_of(*addr);
-            }
-            self.xsk.fill.push(&scratch[..n]);
-            if n < BATCH {
-                return;
-            }
+            let port = self.port;
+            let outcome = self.xsk.answer_in_place(&rx[..n], &mut scratch, |umem, desc| {
+                umem.data_mut(desc.addr, desc.len).and_then(|f| turn_around(f, port, now))
+            });
+            self.counts.dropped += outcome.not_answered as u64;
+            self.counts.reflected += outcome.sent as u64;
+            self.counts.tx_full += outcome.tx_ring_full as u64;
         }
     }
 }

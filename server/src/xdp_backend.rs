@@ -23,7 +23,7 @@ use stratum_proto::frame::{parse_frame, write_reply, FrameVerdict};
 use stratum_proto::{respond, DropReason, NtpTimestamp, RxMeta, ServerSnapshot, Verdict};
 use stratum_xdp::meta::RxMetadata;
 use stratum_xdp::program::{AttachedMode, ProgramConfig, SteeringProgram, XdpMode as ProgramMode};
-use stratum_xdp::xsk::{self, BindMode, XskConfig, XskSocket};
+use stratum_xdp::xsk::{self, BatchOutcome, BindMode, ReplyScratch, XskConfig, XskSocket, MAX_BATCH};
 
 use crate::admission::{Admission, WorkerPolicy};
 use crate::config::{Config, Queues, Timestamping, XdpMode};
@@ -33,8 +33,6 @@ use crate::stats::WorkerCounters;
 use crate::status::{XdpQueueStatus, XdpStatus, XdpStatusSource};
 use crate::timecore::{SnapshotCell, SnapshotReader};
 
-/// Most frames a worker takes off its RX ring at once.
-const MAX_BATCH: usize = 256;
 /// Empty polls of the RX ring between two looks at the clock while spinning.
 const SPINS_PER_CLOCK_READ: u32 = 64;
 /// Longest sleep, so shutdown is noticed promptly.
@@ -102,10 +100,11 @@ impl XdpBackend {
             sockets.push(socket);
         }
         let batch = server.batch.clamp(1, MAX_BATCH);
-        // Copy mode sends at most this many frames per wakeup: make it a whole batch, or kick the
-        // kernel once per DEFAULT_TX_BUDGET frames where it cannot be raised.
-        let tx_budget =
-            if sockets.iter().all(|s| s.set_tx_budget(batch as u32)) { batch } else { xsk::DEFAULT_TX_BUDGET as usize };
+        // Copy mode sends at most tx_budget frames per wakeup: make it a whole batch where the
+        // kernel lets us (answer_in_place kicks once per budget otherwise).
+        for socket in &mut sockets {
+            socket.set_tx_budget(batch as u32);
+        }
         let bind_mode = sockets.first().map_or(BindMode::Copy, |s| s.mode());
         let stats_fds = sockets
             .iter()
@@ -123,7 +122,6 @@ impl XdpBackend {
                 xsk: socket,
                 port: server.port,
                 batch,
-                tx_budget,
                 idle_spin: std::time::Duration::from_micros(server.idle_spin_us),
                 reader: SnapshotReader::new(cell.clone()),
                 counters: worker_counters,
@@ -243,8 +241,6 @@ struct Worker {
     xsk: XskSocket,
     port: u16,
     batch: usize,
-    /// Frames one copy-mode TX wakeup sends.
-    tx_budget: usize,
     /// How long to spin on an empty RX ring before sleeping in poll(2).
     idle_spin: std::time::Duration,
     reader: SnapshotReader,
@@ -257,15 +253,14 @@ const EMPTY_DESC: libc::xdp_desc = libc::xdp_desc { addr: 0, len: 0, options: 0 
 impl Worker {
     fn run(mut self, mut admission: WorkerPolicy) {
         let mut rx = [EMPTY_DESC; MAX_BATCH];
-        let mut tx = [EMPTY_DESC; MAX_BATCH];
-        let mut recycle = [0u64; MAX_BATCH];
+        let mut scratch = ReplyScratch::default();
         let mut rng = StdRng::from_entropy();
         // Spinning on an empty ring for `idle_spin` keeps a busy queue's latency low (no wakeup
         // from poll(2) between bursts); sleeping after it keeps an idle queue off the CPU.
         let mut spins = 0u32;
         let mut idle_since: Option<std::time::Instant> = None;
         while !self.shutdown.load(Ordering::Relaxed) {
-            self.recycle_completions(&mut recycle);
+            self.xsk.recycle_completions(&mut scratch);
             let n = self.xsk.rx.pop(&mut rx[..self.batch]);
             if n == 0 {
                 spins += 1;
@@ -283,98 +278,42 @@ impl Worker {
             spins = 0;
             idle_since = None;
             self.counters.add_received(n as u64);
-            let (n_tx, mut n_recycle) = self.answer_batch(&rx[..n], &mut tx, &mut recycle, &mut rng, &mut admission);
-            let sent = self.xsk.tx.push(&tx[..n_tx]);
-            if sent < n_tx {
-                // TX ring full: those replies are lost (counted); their frames go back to the fill ring.
-                self.counters.add_send_failed((n_tx - sent) as u64);
-                for d in &tx[sent..n_tx] {
-                    recycle[n_recycle] = self.xsk.umem.frame_of(d.addr);
-                    n_recycle += 1;
-                }
-            }
-            // Copy mode sends only from a syscall; zero-copy only when the driver asks for one.
-            // A failed kick loses nothing: the frames stay on the TX ring for the next one.
-            if sent > 0 && self.xsk.mode() == BindMode::Copy {
-                for _ in 0..sent.div_ceil(self.tx_budget) {
-                    let _ = self.xsk.kick_tx();
-                }
-            } else if sent > 0 && self.xsk.tx.needs_wakeup() {
-                let _ = self.xsk.kick_tx();
-            }
-            self.refill(&recycle[..n_recycle]);
-            // Zero-copy drivers stop receiving when they found the fill ring empty until woken
-            // (need_wakeup); a zero-timeout poll is that wakeup. Copy mode never sets the flag.
-            if self.xsk.fill.needs_wakeup() {
-                let _ = self.xsk.wait_readable(0);
+            let outcome = self.answer_batch(&rx[..n], &mut scratch, &mut rng, &mut admission);
+            // TX ring full: those replies are lost (counted); their frames went back to the fill ring.
+            if outcome.tx_ring_full > 0 {
+                self.counters.add_send_failed(outcome.tx_ring_full as u64);
             }
         }
     }
 
-    /// Answers every frame of the batch in place. Returns how many replies were written to `tx`
-    /// and how many frame addresses to `recycle`.
+    /// Answers every frame of the batch in place and sends the replies.
     fn answer_batch(
         &mut self,
         rx: &[libc::xdp_desc],
-        tx: &mut [libc::xdp_desc],
-        recycle: &mut [u64],
+        scratch: &mut ReplyScratch,
         rng: &mut StdRng,
         admission: &mut WorkerPolicy,
-    ) -> (usize, usize) {
+    ) -> BatchOutcome {
         let snapshot = *self.reader.refresh();
         admission.set_time(hostclock::monotonic());
-        let (mut n_tx, mut n_recycle) = (0, 0);
+        let (port, counters) = (self.port, &self.counters);
         // Read at most once per batch, and only for a frame without a stamp from the program.
         let mut fallback_rx = None;
-        for desc in rx {
-            let meta = self.xsk.umem.rx_metadata(desc.addr).and_then(|m| RxMetadata::decode(&m));
+        self.xsk.answer_in_place(rx, scratch, |umem, desc| {
+            let meta = umem.rx_metadata(desc.addr).and_then(|m| RxMetadata::decode(&m));
             let rx_time = match meta {
                 Some(m) => tai_to_utc(m.rx_time_ns, &snapshot),
                 None => *fallback_rx.get_or_insert_with(hostclock::now),
             };
-            let reply_len = match self.xsk.umem.data_mut(desc.addr, desc.len) {
-                Some(frame) => answer_frame(frame, self.port, rx_time, &snapshot, rng, admission, &self.counters),
+            match umem.data_mut(desc.addr, desc.len) {
+                Some(frame) => answer_frame(frame, port, rx_time, &snapshot, rng, admission, counters),
                 None => {
                     // A descriptor outside its frame: never from a sane kernel, counted all the same.
-                    self.counters.count(&Verdict::Drop(DropReason::Malformed));
+                    counters.count(&Verdict::Drop(DropReason::Malformed));
                     None
                 }
-            };
-            match reply_len {
-                Some(len) => {
-                    tx[n_tx] = libc::xdp_desc { addr: desc.addr, len: len as u32, options: 0 };
-                    n_tx += 1;
-                }
-                None => {
-                    recycle[n_recycle] = self.xsk.umem.frame_of(desc.addr);
-                    n_recycle += 1;
-                }
             }
-        }
-        (n_tx, n_recycle)
-    }
-
-    /// Sent frames come back on the completion ring; they go onto the fill ring again.
-    fn recycle_completions(&mut self, scratch: &mut [u64]) {
-        loop {
-            let n = self.xsk.completion.pop(scratch);
-            if n == 0 {
-                return;
-            }
-            for addr in &mut scratch[..n] {
-                *addr = self.xsk.umem.frame_of(*addr);
-            }
-            self.refill(&scratch[..n]);
-            if n < scratch.len() {
-                return;
-            }
-        }
-    }
-
-    /// The fill ring holds every frame of the UMEM, so a frame returned to it always has room.
-    fn refill(&mut self, frames: &[u64]) {
-        let pushed = self.xsk.fill.push(frames);
-        debug_assert_eq!(pushed, frames.len(), "fill ring sized for every frame");
+        })
     }
 }
 

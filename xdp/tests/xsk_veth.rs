@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use stratum_xdp::xsk::{BindMode, XskConfig, XskSocket, ZeroCopy};
+use stratum_xdp::xsk::{BindMode, ReplyScratch, XskConfig, XskSocket, ZeroCopy};
 
 fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -207,4 +207,40 @@ fn bind_errors_name_the_problem() {
     let _first = XskSocket::open(ifindex, 0, &config).unwrap();
     let e = XskSocket::open(ifindex, 0, &config).unwrap_err();
     assert!(e.to_string().contains("already") || e.to_string().contains("bound"), "{e}");
+}
+
+#[test]
+fn recycled_frames_the_fill_ring_has_no_room_for_wait_in_spare() {
+    if !require_root("xsk recycle into spare") {
+        return;
+    }
+    let veth = Veth::new("r");
+    // A fill ring of 1024 entries, full from the start (nothing is received), and 3072 spare frames.
+    let config = XskConfig { ring_size: 1024, initial_fill: 1024, ..XskConfig::default() };
+    let mut xsk = XskSocket::open(Veth::ifindex(&veth.a), 0, &config).unwrap();
+    assert_eq!(xsk.spare.len(), 3072);
+    let (mac_a, mac_b) = (Veth::mac(&veth.a), Veth::mac(&veth.b));
+    let src = Ipv4Addr::new(10, 77, veth.b_addr.octets()[2], 1);
+    let frame = udp_frame(mac_a, mac_b, src, veth.b_addr, 9, b"recycle me");
+    let mut descs = Vec::new();
+    for _ in 0..64 {
+        let addr = xsk.spare.pop().unwrap() + 256;
+        xsk.umem.data_mut(addr, frame.len() as u32).unwrap().copy_from_slice(&frame);
+        descs.push(libc::xdp_desc { addr, len: frame.len() as u32, options: 0 });
+    }
+    assert_eq!(xsk.tx.push(&descs), 64);
+    for _ in 0..64usize.div_ceil(xsk.tx_budget() as usize) {
+        xsk.kick_tx().unwrap();
+    }
+    let mut scratch = ReplyScratch::default();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while xsk.spare.len() < 3072 && Instant::now() < deadline {
+        xsk.recycle_completions(&mut scratch);
+    }
+    assert_eq!(xsk.spare.len(), 3072, "every sent frame is back, none lost to a full fill ring");
+    let mut back: Vec<u64> = xsk.spare[3008..].to_vec();
+    back.sort_unstable();
+    let mut sent: Vec<u64> = descs.iter().map(|d| xsk.umem.frame_of(d.addr)).collect();
+    sent.sort_unstable();
+    assert_eq!(back, sent);
 }

@@ -291,23 +291,18 @@ pub fn attach(
         SteeringProgram::attach(interface, XdpMode::Auto, &ProgramConfig { port, hardware_timestamps: false })
             .with_context(|| format!("cannot attach the XDP program to {interface}"))?;
     let mut sockets = Vec::with_capacity(queues);
-    let mut budget = BATCH as u32;
     for queue in 0..queues as u32 {
-        let xsk = XskSocket::open(program.ifindex(), queue, xsk_config)
+        let mut xsk = XskSocket::open(program.ifindex(), queue, xsk_config)
             .with_context(|| format!("cannot open the AF_XDP socket for {interface} queue {queue}"))?;
         program
             .register_socket(queue, xsk.as_fd())
             .with_context(|| format!("cannot register the AF_XDP socket of {interface} queue {queue}"))?;
-        if !xsk.set_tx_budget(BATCH as u32) {
-            budget = DEFAULT_TX_BUDGET;
-        }
+        xsk.set_tx_budget(BATCH as u32);
         sockets.push(xsk);
     }
+    let budget = sockets.iter().map(XskSocket::tx_budget).min().unwrap_or(BATCH as u32);
     Ok((program, sockets, budget))
 }
-
-/// The kernel's copy-mode TX budget per wakeup where it cannot be set.
-const DEFAULT_TX_BUDGET: u32 = 32;
 
 /// The kernel's TAI - UTC offset in seconds (adjtimex, read only).
 pub fn tai_offset_s() -> anyhow::Result<i64> {

@@ -5,17 +5,18 @@
 //! hardware transmit timestamps need. One UMEM per socket (one socket per queue): a worker owns
 //! its queue's frames outright, so nothing is shared between workers.
 //!
-//! A responder's cycle: frames start on the fill ring; the kernel hands them back on the RX ring
-//! with a request in each; the worker writes the reply in place and puts the same address on the
-//! TX ring (or, for a drop, straight back on the fill ring); sent frames come back on the
-//! completion ring and go onto the fill ring again. The frame count equals the fill ring's size,
-//! so recycling a frame into the fill ring always has room.
+//! A responder's cycle ([`XskSocket::answer_in_place`]): frames start on the fill ring; the kernel
+//! hands them back on the RX ring with a request in each; the reply is written in place and the
+//! same address goes on the TX ring (or, for no reply, straight back on the fill ring); sent frames
+//! come back on the completion ring and go onto the fill ring again.
 
 mod mmap;
+mod respond;
 mod ring;
 mod socket;
 mod umem;
 
+pub use respond::{BatchOutcome, ReplyScratch, MAX_BATCH};
 pub use ring::{ConsumerRing, ProducerRing};
 pub use socket::{statistics, BindMode, XskConfig, XskSocket, XskStatistics, ZeroCopy, DEFAULT_TX_BUDGET};
 pub use umem::{Umem, UmemConfig, TX_METADATA_LEN};

@@ -92,6 +92,8 @@ pub struct XskSocket {
     mode: BindMode,
     ifindex: u32,
     queue: u32,
+    /// Frames one copy-mode TX wakeup sends (see [`XskSocket::set_tx_budget`]).
+    tx_budget: u32,
 }
 
 impl XskSocket {
@@ -141,11 +143,14 @@ impl XskSocket {
         }
         .map_err(|e| bind_error(e, ifindex, queue))?;
 
-        let mut socket = Self { fd, fill, completion, rx, tx, umem, spare: Vec::new(), mode, ifindex, queue };
-        let frames: Vec<u64> = socket.umem.frames().collect();
+        let frames: Vec<u64> = umem.frames().collect();
+        // Room for every frame, so returning frames to `spare` never allocates.
+        let spare = Vec::with_capacity(frames.len());
+        let mut socket =
+            Self { fd, fill, completion, rx, tx, umem, spare, mode, ifindex, queue, tx_budget: DEFAULT_TX_BUDGET };
         let first = (config.initial_fill as usize).min(frames.len()).min(size as usize);
         let pushed = socket.fill.push(&frames[..first]);
-        socket.spare = frames[pushed..].to_vec();
+        socket.spare.extend_from_slice(&frames[pushed..]);
         Ok(socket)
     }
 
@@ -169,8 +174,19 @@ impl XskSocket {
     /// Lets one copy-mode TX wakeup send up to `frames` frames instead of the kernel's default 32,
     /// so a whole batch leaves with one syscall (`XDP_MAX_TX_SKB_BUDGET`, kernel 6.16+). False
     /// where the kernel has no such option: batches then need a wakeup per 32 frames.
-    pub fn set_tx_budget(&self, frames: u32) -> bool {
-        set_u32(self.fd.as_fd(), XDP_MAX_TX_SKB_BUDGET, frames).is_ok()
+    pub fn set_tx_budget(&mut self, frames: u32) -> bool {
+        let raised = frames > 0 && set_u32(self.fd.as_fd(), XDP_MAX_TX_SKB_BUDGET, frames).is_ok();
+        if raised {
+            self.tx_budget = frames;
+        }
+        raised
+    }
+
+    /// Frames one copy-mode TX wakeup sends: the kernel's 32, or what [`set_tx_budget`] raised it to.
+    ///
+    /// [`set_tx_budget`]: XskSocket::set_tx_budget
+    pub fn tx_budget(&self) -> u32 {
+        self.tx_budget
     }
 
     /// Tells the kernel there is something on the TX ring (copy mode needs this every time; with

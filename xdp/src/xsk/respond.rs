@@ -1,0 +1,112 @@
+//! The cycle of a responder that answers every request in the frame it came in: stratumd's xdp
+//! worker and stratum-bench's do-nothing reflector both run it, with different answers.
+//!
+//! Per batch: the caller takes frames off the RX ring; [`XskSocket::answer_in_place`] asks the
+//! caller's `answer` for each, puts the replies on the TX ring, wakes the kernel as often as its TX
+//! budget needs (copy mode) or when it asks (zero-copy), and gives every other frame back to the
+//! fill ring. [`XskSocket::recycle_completions`] returns sent frames to the fill ring.
+
+use super::{BindMode, Umem, XskSocket};
+
+/// Most frames one [`XskSocket::answer_in_place`] call takes.
+pub const MAX_BATCH: usize = 256;
+
+const EMPTY_DESC: libc::xdp_desc = libc::xdp_desc { addr: 0, len: 0, options: 0 };
+
+/// A responder's working space for one batch, made once per worker (nothing allocates per batch).
+#[derive(Debug)]
+pub struct ReplyScratch {
+    tx: [libc::xdp_desc; MAX_BATCH],
+    frames: [u64; MAX_BATCH],
+}
+
+impl Default for ReplyScratch {
+    fn default() -> Self {
+        Self { tx: [EMPTY_DESC; MAX_BATCH], frames: [0; MAX_BATCH] }
+    }
+}
+
+/// What became of one batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Replies put on the TX ring.
+    pub sent: usize,
+    /// Frames `answer` gave no reply for (back on the fill ring).
+    pub not_answered: usize,
+    /// Replies lost because the TX ring was full (their frames back on the fill ring).
+    pub tx_ring_full: usize,
+}
+
+impl XskSocket {
+    /// Answers `rx` (at most [`MAX_BATCH`] descriptors just taken off the RX ring) in place:
+    /// `answer` gets the UMEM and each descriptor and returns the reply's length in the same
+    /// frame, or None to send nothing.
+    pub fn answer_in_place(
+        &mut self,
+        rx: &[libc::xdp_desc],
+        scratch: &mut ReplyScratch,
+        mut answer: impl FnMut(&mut Umem, &libc::xdp_desc) -> Option<usize>,
+    ) -> BatchOutcome {
+        assert!(rx.len() <= MAX_BATCH, "a batch of {} descriptors; at most {MAX_BATCH}", rx.len());
+        let (mut n_tx, mut n_back) = (0, 0);
+        for desc in rx {
+            match answer(&mut self.umem, desc) {
+                Some(len) => {
+                    scratch.tx[n_tx] = libc::xdp_desc { addr: desc.addr, len: len as u32, options: 0 };
+                    n_tx += 1;
+                }
+                None => {
+                    scratch.frames[n_back] = self.umem.frame_of(desc.addr);
+                    n_back += 1;
+                }
+            }
+        }
+        let not_answered = n_back;
+        let sent = self.tx.push(&scratch.tx[..n_tx]);
+        for d in &scratch.tx[sent..n_tx] {
+            scratch.frames[n_back] = self.umem.frame_of(d.addr);
+            n_back += 1;
+        }
+        // Copy mode sends only from a syscall, at most tx_budget frames each; zero-copy only needs
+        // one when the driver asks. A failed kick loses nothing: the frames stay on the TX ring.
+        if sent > 0 && self.mode() == BindMode::Copy {
+            for _ in 0..sent.div_ceil(self.tx_budget() as usize) {
+                let _ = self.kick_tx();
+            }
+        } else if sent > 0 && self.tx.needs_wakeup() {
+            let _ = self.kick_tx();
+        }
+        self.refill(&scratch.frames[..n_back]);
+        // A zero-copy driver that found the fill ring empty stops receiving until woken; a
+        // zero-timeout poll is that wakeup. Copy mode never sets the flag.
+        if self.fill.needs_wakeup() {
+            let _ = self.wait_readable(0);
+        }
+        BatchOutcome { sent, not_answered, tx_ring_full: n_tx - sent }
+    }
+
+    /// Frames the kernel has sent come back on the completion ring; they go onto the fill ring
+    /// again.
+    pub fn recycle_completions(&mut self, scratch: &mut ReplyScratch) {
+        loop {
+            let n = self.completion.pop(&mut scratch.frames);
+            if n == 0 {
+                return;
+            }
+            for addr in &mut scratch.frames[..n] {
+                *addr = self.umem.frame_of(*addr);
+            }
+            self.refill(&scratch.frames[..n]);
+            if n < MAX_BATCH {
+                return;
+            }
+        }
+    }
+
+    /// Frames back to the fill ring; any it has no room for (a fill ring smaller than the UMEM)
+    /// wait in `spare`, which has room for every frame, so none is ever lost.
+    fn refill(&mut self, frames: &[u64]) {
+        let pushed = self.fill.push(frames);
+        self.spare.extend_from_slice(&frames[pushed..]);
+    }
+}
