@@ -7,28 +7,14 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use stratum_proto::frame::{checksum, parse_frame, write_reply, FrameVerdict};
-use stratum_proto::{
-    respond, ClockCorrection, LeapIndicator, NtpPacket, NtpShort, NtpTimestamp, RefId, RxMeta, ServeAll, ServerSnapshot,
-};
+use stratum_proto::{respond, NtpPacket, NtpTimestamp, RxMeta, ServeAll};
+
+#[path = "common/fixture.rs"]
+mod fixture;
+use fixture::snapshot;
 
 const FRAME_SIZE: usize = 2048;
 const BATCH: usize = 64;
-
-fn snapshot() -> ServerSnapshot {
-    ServerSnapshot {
-        leap: LeapIndicator::NoWarning,
-        stratum: 1,
-        precision: -24,
-        ref_id: RefId(*b"GPS\0"),
-        reference_time: NtpTimestamp::from_parts(0xEC00_0000, 0),
-        root_delay: NtpShort::ZERO,
-        root_dispersion: NtpShort::from_micros(10),
-        dispersion_base: NtpTimestamp::from_parts(0xEC00_0000, 0),
-        dispersion_rate: 64_425,
-        tai_offset: 37,
-        correction: ClockCorrection::IDENTITY,
-    }
-}
 
 /// An Ethernet/IPv4/UDP NTP request from 10.0.x.y:40000+i to 192.0.2.1:123.
 fn request_frame(i: usize) -> Vec<u8> {

@@ -4,25 +4,11 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use stratum_proto::{
-    respond, ClockCorrection, LeapIndicator, NtpPacket, NtpShort, NtpTimestamp, RefId, RxMeta, ServeAll, ServerSnapshot,
-};
+use stratum_proto::{respond, NtpPacket, NtpTimestamp, RxMeta, ServeAll};
 
-fn snapshot() -> ServerSnapshot {
-    ServerSnapshot {
-        leap: LeapIndicator::NoWarning,
-        stratum: 1,
-        precision: -24,
-        ref_id: RefId(*b"GPS\0"),
-        reference_time: NtpTimestamp::from_parts(0xEC00_0000, 0),
-        root_delay: NtpShort::ZERO,
-        root_dispersion: NtpShort::from_micros(10),
-        dispersion_base: NtpTimestamp::from_parts(0xEC00_0000, 0),
-        dispersion_rate: 64_425,
-        tai_offset: 37,
-        correction: ClockCorrection::IDENTITY,
-    }
-}
+#[path = "common/fixture.rs"]
+mod fixture;
+use fixture::snapshot;
 
 fn bench_respond(c: &mut Criterion) {
     let snap = snapshot();
