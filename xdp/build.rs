@@ -1,5 +1,6 @@
-//! Compiles the steering program (src/bpf/steer.bpf.c) to a BPF object in OUT_DIR, which
-//! src/program.rs embeds with `include_bytes!`. Needs clang and the Linux uAPI headers
+//! Compiles the steering program (src/bpf/steer.bpf.c) and the load generator's request injector
+//! (src/bpf/inject.bpf.c) to BPF objects in OUT_DIR, which src/program.rs and src/inject.rs embed
+//! with `include_bytes!`. Needs clang and the Linux uAPI headers
 //! (Debian: clang, linux-libc-dev); libbpf's own headers (bpf_helpers.h, bpf_endian.h) come from
 //! libbpf-cargo.
 
@@ -8,10 +9,10 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const SOURCE: &str = "src/bpf/steer.bpf.c";
+const SOURCES: [(&str, &str); 2] = [("src/bpf/steer.bpf.c", "steer.bpf.o"), ("src/bpf/inject.bpf.c", "inject.bpf.o")];
 
 fn main() {
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo")).join("steer.bpf.o");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
     let mut args = vec!["-Wall".to_string(), "-Werror".to_string(), "-Isrc/bpf".to_string()];
     // Debian keeps asm/types.h (included by linux/types.h) under the multiarch directory, which
     // clang does not search for the bpf target.
@@ -21,13 +22,16 @@ fn main() {
             args.push(format!("-I{multiarch}"));
         }
     }
-    if let Err(e) = SkeletonBuilder::new().source(SOURCE).obj(&out).clang_args(&args).build() {
-        panic!(
-            "building {SOURCE} failed (needs clang, libelf-dev, zlib1g-dev, linux-libc-dev; \
-             scripts/test installs them): {e:#}"
-        );
+    for (source, object) in SOURCES {
+        let out = out_dir.join(object);
+        if let Err(e) = SkeletonBuilder::new().source(source).obj(&out).clang_args(&args).build() {
+            panic!(
+                "building {source} failed (needs clang, libelf-dev, zlib1g-dev, linux-libc-dev; \
+                 scripts/test installs them): {e:#}"
+            );
+        }
+        println!("cargo:rerun-if-changed={source}");
     }
-    println!("cargo:rerun-if-changed={SOURCE}");
     println!("cargo:rerun-if-changed=src/bpf/meta.h");
     println!("cargo:rerun-if-changed=build.rs");
 }

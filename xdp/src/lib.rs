@@ -3,6 +3,7 @@
 //! The only crate with substantial `unsafe`: each unsafe function is small and says in its
 //! `# Safety` section what the caller must hold.
 
+pub mod inject;
 pub mod meta;
 pub mod program;
 pub mod xsk;

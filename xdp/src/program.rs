@@ -672,7 +672,7 @@ impl TestProgram {
 /// libbpf prints to stderr by default, including for failures we expect and handle (the
 /// device-bound variant not loading, say). Its messages go to the `tracing` log instead, at debug
 /// level: every failure that matters reaches the caller as an [`AttachError`] with one clear line.
-fn route_libbpf_messages() {
+pub(crate) fn route_libbpf_messages() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         fn forward(level: libbpf_rs::PrintLevel, message: String) {

@@ -34,6 +34,12 @@ impl Mmap {
         Self::map(len, libc::PROT_READ | libc::PROT_WRITE, flags, fd.as_raw_fd(), offset as libc::off_t)
     }
 
+    /// A BPF map's values (an array map created with BPF_F_MMAPABLE), shared with the programs
+    /// that use it.
+    pub(crate) fn bpf_map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
+        Self::map(len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+    }
+
     fn map(
         len: usize,
         prot: libc::c_int,

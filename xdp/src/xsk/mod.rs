@@ -10,7 +10,7 @@
 //! same address goes on the TX ring (or, for no reply, straight back on the fill ring); sent frames
 //! come back on the completion ring and go onto the fill ring again.
 
-mod mmap;
+pub(crate) mod mmap;
 mod respond;
 mod ring;
 mod socket;
