@@ -12,6 +12,7 @@ use crate::load::{self, LoadConfig, LoadReport};
 use crate::query::{self, QueryError};
 use crate::ramp::{self, RampConfig, RampSpec};
 use crate::xdp::frame::{ClientNet, MacAddr};
+use crate::xdp::TxPath;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
@@ -136,6 +137,11 @@ pub struct LoadArgs {
     /// xdp: the interface the target is reached through.
     #[arg(long, value_name = "IF")]
     pub interface: Option<String>,
+    /// xdp: how requests are sent: xsk (written in user space, pushed on the AF_XDP TX ring) or
+    /// inject (made in the kernel by a BPF program, several times faster; the interface must take
+    /// XDP frames: a veth needs an XDP program or GRO on its peer).
+    #[arg(long, value_enum, default_value_t = TxPath::Xsk)]
+    pub tx: TxPath,
     /// xdp: simulated client addresses, one request each in turn.
     #[arg(long, value_name = "N", default_value_t = crate::xdp::DEFAULT_CLIENTS)]
     pub clients: u32,
@@ -212,8 +218,13 @@ impl LoadArgs {
     /// flags are refused with the socket engine.
     fn sockets(&self) -> anyhow::Result<usize> {
         match self.engine {
-            Engine::Socket if self.interface.is_some() || self.client_net.is_some() || self.dst_mac.is_some() => {
-                anyhow::bail!("--interface, --client-net and --dst-mac are for --engine xdp")
+            Engine::Socket
+                if self.interface.is_some()
+                    || self.client_net.is_some()
+                    || self.dst_mac.is_some()
+                    || self.tx != TxPath::Xsk =>
+            {
+                anyhow::bail!("--interface, --client-net, --dst-mac and --tx are for --engine xdp")
             }
             Engine::Socket => Ok(self.sockets),
             Engine::Xdp => Ok(self.cores().len().max(1)),
@@ -280,7 +291,8 @@ mod xdp {
 
     fn config(a: &LoadArgs, step: LoadConfig) -> anyhow::Result<XdpLoadConfig> {
         let interface = a.interface.clone().ok_or_else(|| anyhow::anyhow!("--engine xdp needs --interface"))?;
-        XdpLoadConfig::new(step, interface, a.client_net, a.clients, a.client_port, a.dst_mac)
+        let config = XdpLoadConfig::new(step, interface, a.client_net, a.clients, a.client_port, a.dst_mac)?;
+        Ok(XdpLoadConfig { tx: a.tx, ..config })
     }
 
     pub(super) fn run_load(a: &LoadArgs, step: LoadConfig, err: &mut dyn Write) -> anyhow::Result<LoadReport> {

@@ -323,6 +323,14 @@ impl SendClocks {
         unsafe { std::ptr::addr_of!((*self.shared.slot(self.queue)).next_seq).read_volatile() }
     }
 
+    /// CLOCK_TAI (ns) when the program first ran in this step (its pacing counts from there), or
+    /// None before that: the kernel takes a while to set a call up.
+    pub fn started_tai_ns(&self) -> Option<u64> {
+        // SAFETY: as in next_seq (an aligned u64).
+        let t = unsafe { std::ptr::addr_of!((*self.shared.slot(self.queue)).start_tai_ns).read_volatile() };
+        (t != 0).then_some(t)
+    }
+
     /// Requests made so far in the step.
     pub fn made(&self) -> u64 {
         // SAFETY: as in next_seq (an aligned u64).

@@ -173,8 +173,43 @@ impl SendBook {
     /// Counts one reply (its NTP payload, or why it could not be read) received at `now_ns`
     /// (engine clock) and `now_ntp` (T4).
     pub fn reply(&mut self, payload: Result<&[u8], Invalid>, now_ns: u64, now_ntp: NtpTimestamp) {
+        self.reply_to(payload, now_ns, now_ntp, |_| None);
+    }
+
+    /// For requests made elsewhere (the AF_XDP engine's in-kernel injector): the requests up to
+    /// `next_seq` have been made. Their batches are opened lazily, when a reply names one, with
+    /// the send time `sent_at` gives for it.
+    pub fn made_up_to(&mut self, next_seq: u64) {
+        self.next_seq = self.next_seq.max(next_seq);
+    }
+
+    /// `n` requests made elsewhere were sent in all.
+    pub fn made(&mut self, n: u64) {
+        self.counts.sent = n;
+    }
+
+    /// As [`reply`](Self::reply), for requests made elsewhere: `sent_at(batch)` is the batch's send
+    /// time (engine clock, and as T1), or None once it is no longer known (the reply is then late).
+    pub fn reply_made(
+        &mut self,
+        payload: Result<&[u8], Invalid>,
+        now_ns: u64,
+        now_ntp: NtpTimestamp,
+        sent_at: impl FnOnce(u64) -> Option<(u64, NtpTimestamp)>,
+    ) {
+        self.reply_to(payload, now_ns, now_ntp, sent_at);
+    }
+
+    #[inline]
+    fn reply_to(
+        &mut self,
+        payload: Result<&[u8], Invalid>,
+        now_ns: u64,
+        now_ntp: NtpTimestamp,
+        sent_at: impl FnOnce(u64) -> Option<(u64, NtpTimestamp)>,
+    ) {
         self.counts.received += 1;
-        match payload.and_then(|p| self.classify(p, now_ns, now_ntp)) {
+        match payload.and_then(|p| self.classify(p, now_ns, now_ntp, sent_at)) {
             Ok(ReplyClass::Served) => self.counts.valid += 1,
             Ok(ReplyClass::Kod(_)) => self.counts.kod += 1,
             Ok(ReplyClass::Unsynchronized) => self.counts.unsynced += 1,
@@ -182,7 +217,13 @@ impl SendBook {
         }
     }
 
-    fn classify(&mut self, payload: &[u8], now_ns: u64, now_ntp: NtpTimestamp) -> Result<ReplyClass, Invalid> {
+    fn classify(
+        &mut self,
+        payload: &[u8],
+        now_ns: u64,
+        now_ntp: NtpTimestamp,
+        sent_at: impl FnOnce(u64) -> Option<(u64, NtpTimestamp)>,
+    ) -> Result<ReplyClass, Invalid> {
         let r = reply::check_load_reply(payload, self.nonce)?;
         let seq = u64::from(r.seq);
         if seq >= self.next_seq {
@@ -191,7 +232,13 @@ impl SendBook {
         let batch = seq / BATCH as u64;
         let record = &mut self.ring[batch as usize % RING_BATCHES];
         if record.batch != batch {
-            return Err(Invalid::Late);
+            // A batch made elsewhere is opened by its first reply (never over a newer one).
+            match sent_at(batch) {
+                Some((sent_ns, sent_ntp)) if record.batch == u64::MAX || record.batch < batch => {
+                    *record = SendRecord { batch, sent_ns, sent_ntp, seen: 0 };
+                }
+                _ => return Err(Invalid::Late),
+            }
         }
         let bit = 1u64 << (seq % BATCH as u64);
         if record.seen & bit != 0 {
@@ -293,6 +340,29 @@ mod tests {
         }
         let fast = Pacer::new(0);
         assert_eq!((fast.due(9), fast.due_by(Duration::ZERO)), (Duration::ZERO, u64::MAX));
+    }
+
+    #[test]
+    fn batches_made_elsewhere_open_with_their_first_reply() {
+        let mut book = SendBook::with_nonce(0x55);
+        let t1 = NtpTimestamp::from_parts(4_000_000_000, 0);
+        let us = |n: i64| NtpDuration::from_nanos(n * 1000);
+        let ok = |seq| served(&book, seq, t1.add(us(10)), t1.add(us(12)));
+        let (first, second, unmade) = (ok(3), ok(70), ok(200));
+        book.made_up_to(128);
+        let known = |batch: u64| (batch < 2).then_some((1_000 + batch * 100, t1));
+        book.reply_made(Ok(&first), 21_000, t1.add(us(20)), known);
+        book.reply_made(Ok(&first), 21_000, t1.add(us(20)), known);
+        book.reply_made(Ok(&second), 31_100, t1.add(us(30)), known);
+        book.reply_made(Ok(&unmade), 31_100, t1.add(us(30)), known);
+        // A send time no longer known: late.
+        book.made_up_to(64 * 3);
+        book.reply_made(Ok(&served(&book, 130, t1, t1)), 40_000, t1.add(us(40)), known);
+        book.made(190);
+        let c = book.counts;
+        assert_eq!((c.sent, c.answered, c.valid, c.duplicate, c.invalid_origin, c.invalid_late), (190, 2, 2, 1, 1, 1));
+        let o = book.finish(Duration::from_secs(1), 0);
+        assert!(o.rtt_ns.min().abs_diff(20_000) <= 20 && o.rtt_ns.max().abs_diff(30_000) <= 30, "{:?}", o.rtt_ns);
     }
 
     #[test]

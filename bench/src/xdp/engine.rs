@@ -34,17 +34,22 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 use stratum_proto::NtpTimestamp;
+use stratum_xdp::inject::{self, InjectQueue, InjectSetup, RunControl, SendClocks};
 use stratum_xdp::meta::RxMetadata;
 use stratum_xdp::program::{ProgramConfig, SteeringProgram, XdpMode};
 use stratum_xdp::xsk::{BindMode, UmemConfig, XskConfig, XskSocket, XskStatistics, ZeroCopy};
 
-use super::frame::{reply_payload, ClientNet, ClientRotation, MacAddr, RequestTemplate, MAX_CLIENTS};
+use super::frame::{
+    reply_payload, ClientNet, ClientRotation, InjectionTemplate, MacAddr, RequestTemplate, MAX_CLIENTS,
+};
 use super::net;
+use super::TxPath;
 #[cfg(test)]
 use super::DEFAULT_CLIENT_PORT;
 use crate::engine::book::{Pacer, SendBook, BATCH};
 use crate::engine::socket::DRAIN;
 use crate::load::{split, LoadConfig, LoadOutcome, LoadReport};
+use crate::reply::Invalid;
 
 /// Entries per ring; the UMEM has twice as many frames (half for replies, half for requests).
 const RING: u32 = 4096;
@@ -67,6 +72,8 @@ pub struct XdpLoadConfig {
     pub client_port: u16,
     /// The next hop's MAC address; resolved from the kernel's neighbour table when None.
     pub dst_mac: Option<MacAddr>,
+    /// How requests are sent (`--tx`; [`XdpLoadConfig::new`] says xsk).
+    pub tx: TxPath,
 }
 
 impl XdpLoadConfig {
@@ -101,7 +108,7 @@ impl XdpLoadConfig {
         if client_port == 0 {
             bail!("--client-port must not be 0");
         }
-        Ok(Self { step, interface, client_net, clients, client_port, dst_mac })
+        Ok(Self { step, interface, client_net, clients, client_port, dst_mac, tx: TxPath::Xsk })
     }
 }
 
@@ -109,6 +116,8 @@ impl XdpLoadConfig {
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct XdpNotes {
     pub interface: String,
+    /// How requests were sent: xsk or inject.
+    pub tx: String,
     /// XDP attach mode on the generator's interface: driver or generic.
     pub attach_mode: String,
     /// AF_XDP bind mode: zero-copy or copy.
@@ -120,7 +129,8 @@ pub struct XdpNotes {
     /// checksum): ignored, as the kernel would drop them.
     pub ignored_frames: u64,
     /// How long a batch took from its T1 to the end of its TX wakeup (the kernel sending it):
-    /// the most a request's RTT can overstate by. Mean and max over the batches, in ns.
+    /// the most a request's RTT can overstate by. Mean and max over the batches, in ns (tx xsk
+    /// only: the injector reads T1 in the kernel just before it builds a batch).
     pub send_call_mean_ns: u64,
     pub send_call_max_ns: u64,
     /// The kernel's AF_XDP counters over the step, summed over the sockets.
@@ -133,9 +143,10 @@ pub struct XdpNotes {
 impl XdpNotes {
     pub fn to_text(&self) -> String {
         format!(
-            "xdp: {} ({} mode, {} bind, tx budget {}) to {}; T1 to sent: mean {:.1} us, max {:.1} us; \
+            "xdp: {} (tx {}, {} mode, {} bind, tx budget {}) to {}; T1 to sent: mean {:.1} us, max {:.1} us; \
              ignored frames {}, rx dropped {}, rx ring full {}, fill ring empty {}, tx invalid {}\n",
             self.interface,
+            self.tx,
             self.attach_mode,
             self.bind_mode,
             self.tx_budget,
@@ -196,9 +207,21 @@ impl XdpLoad {
             need_wakeup: true,
         };
         let (program, sockets, tx_budget) = attach(interface, config.client_port, threads, &xsk_config)?;
+        let mut injectors = match config.tx {
+            TxPath::Xsk => Vec::new(),
+            TxPath::Inject => inject::open(program.ifindex(), threads as u32)
+                .with_context(|| format!("cannot load the request injector for {interface}"))?,
+        }
+        .into_iter();
         let mut workers = Vec::with_capacity(threads);
         let mut first = 0u32;
         for (mut xsk, &share) in sockets.into_iter().zip(&shares) {
+            let injector = injectors.next().map(|(queue, clocks)| Injector {
+                queue,
+                clocks,
+                template: template.injection(config.client_net.client(first)),
+                clients: share as u32,
+            });
             let free = std::mem::take(&mut xsk.spare);
             for &addr in &free {
                 let frame = xsk.umem.data_mut(addr, template.len() as u32).context("UMEM frame too small")?;
@@ -216,11 +239,13 @@ impl XdpLoad {
                 tx: [EMPTY_DESC; BATCH],
                 recycle: [0; BATCH],
                 notes: WorkerNotes::default(),
+                injector,
             });
             first += share as u32;
         }
         let notes = XdpNotes {
             interface: interface.clone(),
+            tx: config.tx.to_string(),
             attach_mode: program.mode().to_string(),
             bind_mode: workers.first().map_or(BindMode::Copy, |w| w.xsk.mode()).to_string(),
             tx_budget,
@@ -315,6 +340,25 @@ pub fn tai_offset_s() -> anyhow::Result<i64> {
     Ok(i64::from(tx.tai))
 }
 
+/// The requests a step at `rate` for `duration` makes: its batches of 64 due before the end, as
+/// the paced engines send them (every batch until the end when the rate is 0: as fast as possible).
+/// Sequence numbers are 32 bits, so never more than they can count.
+fn injection_limit(rate: u64, duration: Duration) -> u64 {
+    let most = u64::from(u32::MAX) / BATCH as u64 * BATCH as u64;
+    if rate == 0 || duration.is_zero() {
+        return if rate == 0 { most } else { 0 };
+    }
+    let batches = Pacer::new(rate).due_by(duration - Duration::from_nanos(1));
+    batches.saturating_mul(BATCH as u64).min(most)
+}
+
+/// SCHED_IDLE for the calling thread: it runs only when nothing else on its core wants to.
+fn lowest_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; param is a live sched_param.
+    let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+}
+
 /// CLOCK_TAI in nanoseconds (a vDSO read).
 #[inline]
 pub fn tai_now_ns() -> u64 {
@@ -357,10 +401,26 @@ struct Worker {
     recycle: [u64; BATCH],
     /// This step's notes so far.
     notes: WorkerNotes,
+    /// With `--tx inject`: requests are made in the kernel, not on the TX ring.
+    injector: Option<Injector>,
+}
+
+/// A worker's share of the request injector.
+#[derive(Debug)]
+struct Injector {
+    queue: InjectQueue,
+    clocks: SendClocks,
+    template: InjectionTemplate,
+    clients: u32,
 }
 
 impl Worker {
     fn run(&mut self, part: &LoadConfig, ready: &Barrier) -> anyhow::Result<(LoadOutcome, WorkerNotes)> {
+        if let Some(mut injector) = self.injector.take() {
+            let result = self.run_injected(&mut injector, part, ready);
+            self.injector = Some(injector);
+            return result;
+        }
         let pinned = match part.core() {
             Some(core) if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) => {
                 Err(anyhow::anyhow!("cannot pin to core {core}"))
@@ -408,6 +468,96 @@ impl Worker {
                 self.wait(Duration::from_millis(1));
             }
         }
+        self.finish_step(before);
+        Ok((book.finish(send_elapsed, 0), std::mem::take(&mut self.notes)))
+    }
+
+    /// One step with the requests made in the kernel ([`inject`]): a second thread on the same
+    /// core, at the lowest priority (SCHED_IDLE), makes them in one long call while this one
+    /// checks the replies, so that the replies never wait for the sender; at the step's end this
+    /// thread stops the call and drains what is still coming.
+    fn run_injected(
+        &mut self,
+        injector: &mut Injector,
+        part: &LoadConfig,
+        ready: &Barrier,
+    ) -> anyhow::Result<(LoadOutcome, WorkerNotes)> {
+        let core = part.core();
+        let pinned = match core {
+            Some(core) if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) => {
+                Err(anyhow::anyhow!("cannot pin to core {core}"))
+            }
+            _ => Ok(()),
+        };
+        let mut book = SendBook::new();
+        self.flush();
+        self.notes = WorkerNotes::default();
+        let before = self.xsk.statistics().unwrap_or_default();
+        let t = &injector.template;
+        injector.queue.set_up(&InjectSetup {
+            rate: part.rate,
+            limit: injection_limit(part.rate, part.duration),
+            nonce: book.nonce(),
+            next_seq: 0,
+            client_base: t.client_base,
+            client_count: injector.clients,
+            ipv4: t.ipv4,
+            ip_sum: t.ip_sum,
+            udp_sum: t.udp_sum,
+        });
+        let control = RunControl::new();
+        ready.wait();
+        pinned?;
+
+        let (queue, clocks, frame) = (&mut injector.queue, &injector.clocks, injector.template.frame());
+        let tai_offset_ns = self.tai_offset_ns;
+        let sent_at = |batch: u64| clocks.batch_sent(batch).map(|ns| (ns, tai_to_ntp(ns, tai_offset_ns)));
+        let (made, send_elapsed) = thread::scope(|scope| -> anyhow::Result<(u64, Duration)> {
+            let control = &control;
+            let maker = scope.spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core_affinity::CoreId { id: core });
+                }
+                lowest_priority();
+                queue.run_until_stopped(frame, control)
+            });
+            // The step ends when the program has made every request due (it paces from its own
+            // first run, which the kernel's setup of the call delays by some milliseconds), or
+            // `duration` after that first run; or, should it never start, a second after the end.
+            let limit = injection_limit(part.rate, part.duration);
+            let duration_ns = part.duration.as_nanos() as u64;
+            let give_up = Instant::now() + part.duration + Duration::from_secs(1);
+            loop {
+                let started = clocks.started_tai_ns();
+                let over = started.is_some_and(|t| tai_now_ns().saturating_sub(t) >= duration_ns);
+                if over || clocks.made() >= limit || maker.is_finished() || Instant::now() >= give_up {
+                    break;
+                }
+                book.made_up_to(u64::from(clocks.next_seq()));
+                if self.receive_made(&mut book, &sent_at) == 0 {
+                    self.wait(WAIT_MIN);
+                }
+            }
+            control.stop();
+            let started = clocks.started_tai_ns().unwrap_or_else(tai_now_ns);
+            let send_elapsed = Duration::from_nanos(tai_now_ns().saturating_sub(started));
+            let made = maker.join().map_err(|_| anyhow::anyhow!("the request injector's thread panicked"))?;
+            Ok((made.context("the request injector failed")?, send_elapsed))
+        })?;
+        book.made_up_to(u64::from(clocks.next_seq()));
+        book.made(made);
+        let drain_end = Instant::now() + DRAIN;
+        while Instant::now() < drain_end && !book.all_answered() {
+            if self.receive_made(&mut book, &sent_at) == 0 {
+                self.wait(Duration::from_millis(1));
+            }
+        }
+        self.finish_step(before);
+        Ok((book.finish(send_elapsed, 0), std::mem::take(&mut self.notes)))
+    }
+
+    /// The kernel's AF_XDP counters over the step go into the notes.
+    fn finish_step(&mut self, before: XskStatistics) {
         let after = self.xsk.statistics().unwrap_or_default();
         let stats = XskStatistics {
             rx_dropped: after.rx_dropped.saturating_sub(before.rx_dropped),
@@ -418,7 +568,6 @@ impl Worker {
             tx_ring_empty: after.tx_ring_empty.saturating_sub(before.tx_ring_empty),
         };
         self.notes.stats = stats;
-        Ok((book.finish(send_elapsed, 0), std::mem::take(&mut self.notes)))
     }
 
     /// Stamps, pushes and sends one batch of 64 requests; false (nothing sent) when fewer than 64
@@ -460,6 +609,21 @@ impl Worker {
     /// Checks up to 64 waiting replies and gives their frames back to the fill ring. Returns how
     /// many frames it popped.
     fn receive(&mut self, book: &mut SendBook) -> usize {
+        self.receive_with(book, |book, payload, t4, t4_ntp| book.reply(payload, t4, t4_ntp))
+    }
+
+    /// As [`receive`](Self::receive), for requests made by the injector: `sent_at` gives a batch's
+    /// send time.
+    fn receive_made(&mut self, book: &mut SendBook, sent_at: &impl Fn(u64) -> Option<(u64, NtpTimestamp)>) -> usize {
+        self.receive_with(book, |book, payload, t4, t4_ntp| book.reply_made(payload, t4, t4_ntp, sent_at))
+    }
+
+    #[inline]
+    fn receive_with(
+        &mut self,
+        book: &mut SendBook,
+        mut count: impl FnMut(&mut SendBook, Result<&[u8], Invalid>, u64, NtpTimestamp),
+    ) -> usize {
         let n = self.xsk.rx.pop(&mut self.rx);
         if n == 0 {
             if self.xsk.fill.needs_wakeup() {
@@ -481,7 +645,7 @@ impl Worker {
                 Some(meta) => meta.rx_time_ns,
                 None => *fallback.get_or_insert_with(tai_now_ns),
             };
-            book.reply(Ok(payload), t4, tai_to_ntp(t4, self.tai_offset_ns));
+            count(book, Ok(payload), t4, tai_to_ntp(t4, self.tai_offset_ns));
         }
         let refilled = self.xsk.fill.push(&self.recycle[..n]);
         debug_assert_eq!(refilled, n, "the fill ring has an entry for every receive frame");

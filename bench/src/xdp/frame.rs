@@ -291,6 +291,49 @@ impl RequestTemplate {
     }
 }
 
+impl RequestTemplate {
+    /// What the in-kernel injector (`stratum_xdp::inject`, `--tx inject`) needs to make the
+    /// requests of clients `first_client` on: the frame with everything that does not vary in
+    /// place (for IPv6 the client network's upper 96 bits too), and the partial sums without the
+    /// client's address (IPv4) or its last 32 bits (IPv6). Its layout is the one inject.bpf.c
+    /// writes into: no VLAN tag, no IP options.
+    pub fn injection(&self, first_client: u128) -> InjectionTemplate {
+        let mut frame = self.bytes;
+        let mut udp_sum = u32::from(self.udp_sum);
+        if !self.ipv4 {
+            let upper = first_client.to_be_bytes();
+            frame[self.source_at..self.source_at + 12].copy_from_slice(&upper[..12]);
+            udp_sum += sum_words(&upper[..12]);
+        }
+        InjectionTemplate {
+            frame,
+            len: self.len,
+            ipv4: self.ipv4,
+            client_base: first_client as u32,
+            ip_sum: self.ip_sum,
+            udp_sum: fold(udp_sum),
+        }
+    }
+}
+
+/// See [`RequestTemplate::injection`].
+#[derive(Clone, Debug)]
+pub struct InjectionTemplate {
+    frame: [u8; MAX_FRAME],
+    len: usize,
+    pub ipv4: bool,
+    /// The first client's IPv4 address, or the last 32 bits of its IPv6 address.
+    pub client_base: u32,
+    pub ip_sum: u16,
+    pub udp_sum: u16,
+}
+
+impl InjectionTemplate {
+    pub fn frame(&self) -> &[u8] {
+        &self.frame[..self.len]
+    }
+}
+
 /// The sum of big-endian 16-bit words (even length).
 #[inline]
 fn sum_words(b: &[u8]) -> u32 {
@@ -389,6 +432,41 @@ mod tests {
             check_request(&frame, v6, client_ip(&net6, net6.client(k)), transmit);
         }
         assert_eq!(client_ip(&net6, net6.client(0)).to_string(), "fd00:5354:c1::1");
+    }
+
+    /// What inject.bpf.c does to its copy of the frame, written again here: the injector's
+    /// frames must be exactly the ones `stamp` makes.
+    fn inject_like_the_kernel(t: &InjectionTemplate, k: u32, transmit: u64) -> Vec<u8> {
+        let mut f = t.frame().to_vec();
+        let client = t.client_base + k;
+        let s32 = |v: u32| (v >> 16) + (v & 0xFFFF);
+        let s64 = |v: u64| s32((v >> 32) as u32) + s32(v as u32);
+        let (source, udp) = if t.ipv4 { (26, 34) } else { (34, 54) };
+        f[source..source + 4].copy_from_slice(&client.to_be_bytes());
+        if t.ipv4 {
+            f[24..26].copy_from_slice(&(!fold(u32::from(t.ip_sum) + s32(client))).to_be_bytes());
+        }
+        f[udp + 48..udp + 56].copy_from_slice(&transmit.to_be_bytes());
+        let sum = match !fold(u32::from(t.udp_sum) + s32(client) + s64(transmit)) {
+            0 => 0xFFFF,
+            c => c,
+        };
+        f[udp + 6..udp + 8].copy_from_slice(&sum.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn the_injectors_requests_are_the_ones_stamp_makes() {
+        for target in ["10.9.0.2:123".parse::<SocketAddr>().unwrap(), "[fd00::2]:11123".parse().unwrap()] {
+            let net = ClientNet::default_for(target.ip());
+            let t = RequestTemplate::new(OURS, THEIRS, target, 40123);
+            let first = net.client(1000);
+            let inj = t.injection(first);
+            for (k, transmit) in [(0u32, 0u64), (1, 0xdead_beef_0000_0001), (4095, u64::MAX), (77, 0xFFFF_0000_FFFF)] {
+                let want = build(target, first + u128::from(k), transmit);
+                assert_eq!(inject_like_the_kernel(&inj, k, transmit), want, "{target} client {k}");
+            }
+        }
     }
 
     #[test]
