@@ -698,6 +698,17 @@ mod tests {
     }
 
     #[test]
+    fn the_injector_makes_the_batches_due_within_the_step() {
+        // 1000/s: a batch of 64 every 64 ms, batches 0..=15 due before 1 s.
+        assert_eq!(injection_limit(1000, Duration::from_secs(1)), 16 * 64);
+        // 20 k/s for 1.5 s: 469 batches (the last due at 1.4976 s).
+        assert_eq!(injection_limit(20_000, Duration::from_millis(1500)), 469 * 64);
+        assert_eq!(injection_limit(5, Duration::ZERO), 0);
+        // As fast as possible: as many as 32-bit sequence numbers count, in whole batches.
+        assert_eq!(injection_limit(0, Duration::from_secs(1)), (u64::from(u32::MAX) / 64) * 64);
+    }
+
+    #[test]
     fn xdp_arguments_are_checked() {
         let ok = |target: &str, net: Option<&str>, clients: u32, cores: Vec<usize>| {
             XdpLoadConfig::new(
