@@ -11,54 +11,8 @@ use stratum_xdp::inject::{self, InjectQueue, InjectSetup, RunControl, SendClocks
 use stratum_xdp::program::{ProgramConfig, SteeringProgram, XdpMode};
 use stratum_xdp::xsk::{XskConfig, XskSocket};
 
-fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(std::env::var_os("CI").is_none(), "{test}: needs root, and CI is set");
-    eprintln!("skipping {test}: needs root (BPF and veth)");
-    false
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
-
-/// A veth pair in the root namespace with unique names, removed on drop: requests leave `a` and
-/// arrive at `b`.
-struct Veth {
-    a: String,
-    b: String,
-}
-
-impl Veth {
-    fn new(tag: &str) -> Self {
-        let n = std::process::id() % 200 + 20;
-        let a = format!("si{tag}{n}a");
-        let b = format!("si{tag}{n}b");
-        let _ = Command::new("ip").args(["link", "del", &a]).output();
-        ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
-        ip(&["link", "set", &a, "up"]);
-        ip(&["link", "set", &b, "up"]);
-        Self { a, b }
-    }
-
-    fn ifindex(name: &str) -> u32 {
-        let c = std::ffi::CString::new(name).unwrap();
-        // SAFETY: c is a valid NUL-terminated string.
-        let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-        assert!(i != 0, "no interface {name}");
-        i
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.a]).output();
-    }
-}
+mod common;
+use common::{clock_tai_ns, ifindex, require_root, Veth};
 
 fn sum_words(b: &[u8]) -> u32 {
     b.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum()
@@ -133,25 +87,25 @@ fn injected_requests_arrive_each_made_as_asked() {
     if !require_root("inject") {
         return;
     }
-    let veth = Veth::new("r");
+    let veth = Veth::new("ir");
     // The receiving end: the steering program for port 123 and an AF_XDP socket on queue 0.
     let program =
         SteeringProgram::attach(&veth.b, XdpMode::Auto, &ProgramConfig { port: 123, hardware_timestamps: false })
             .expect("attach the steering program");
     let config = XskConfig { initial_fill: 2048, ..XskConfig::default() };
-    let mut xsk = XskSocket::open(Veth::ifindex(&veth.b), 0, &config).expect("open the AF_XDP socket");
+    let mut xsk = XskSocket::open(ifindex(&veth.b), 0, &config).expect("open the AF_XDP socket");
     program.register_socket(0, xsk.as_fd()).unwrap();
 
-    let mut queues = inject::open(Veth::ifindex(&veth.a), 1).expect("load the injector");
+    let mut queues = inject::open(ifindex(&veth.a), 1).expect("load the injector");
     let (q, clocks) = &mut queues[0];
     const COUNT: u64 = 300;
     let first_seq = 7 * BATCH;
     let (frame, setup) = setup(0, COUNT, first_seq, CLIENTS);
     q.set_up(&setup);
     assert_eq!(clocks.batch_sent(7), None, "no batch sent yet");
-    let before = tai_now_ns();
+    let before = clock_tai_ns();
     assert_eq!(make(q, clocks, &frame, COUNT), COUNT, "exactly the limit");
-    let after = tai_now_ns();
+    let after = clock_tai_ns();
     assert_eq!(clocks.next_seq(), first_seq + COUNT as u32);
     // One send time per 64 requests, in order, within the call.
     let sent: Vec<u64> = (7..7 + COUNT.div_ceil(64)).map(|b| clocks.batch_sent(b).expect("batch sent")).collect();
@@ -188,11 +142,11 @@ fn a_paced_run_never_sends_a_batch_early() {
     if !require_root("inject pacing") {
         return;
     }
-    let veth = Veth::new("p");
+    let veth = Veth::new("ip");
     // GRO on the receiving end lets it take XDP frames without a program of its own.
     let gro = Command::new("ethtool").args(["-K", &veth.b, "gro", "on"]).output();
     assert!(gro.is_ok_and(|o| o.status.success()), "ethtool -K gro on");
-    let mut queues = inject::open(Veth::ifindex(&veth.a), 1).expect("load the injector");
+    let mut queues = inject::open(ifindex(&veth.a), 1).expect("load the injector");
     let (q, clocks) = &mut queues[0];
     // 100 k/s: a batch of 64 every 640 us, 40 batches.
     const RATE: u64 = 100_000;
@@ -209,11 +163,4 @@ fn a_paced_run_never_sends_a_batch_early() {
     assert!(took >= Duration::from_micros(39 * 640), "{took:?}");
     // Not an assertion (benchmarks live in bench/): how late the last batch was.
     eprintln!("last batch {} us after its due time", (sent[39] - sent[0]).saturating_sub(39 * 640_000) / 1000);
-}
-
-fn tai_now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is a live timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_TAI, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

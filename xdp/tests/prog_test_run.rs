@@ -14,32 +14,11 @@ use stratum_xdp::program::{
     XDP_DROP, XDP_PASS,
 };
 
+mod common;
+use common::{clock_tai_ns, ifindex, ip, require_root, veth_ready, Veth};
+
 // ---------------------------------------------------------------------------------------------
 // Prerequisites
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Whether a prerequisite holds; outside CI a missing one skips the test with one line, in CI it
-/// fails the test.
-fn require(ok: bool, what: &str) -> bool {
-    if ok {
-        return true;
-    }
-    assert!(std::env::var_os("CI").is_none(), "CI is set but {what}; the test command runs everything as root");
-    eprintln!("skipped: {what}");
-    false
-}
-
-fn require_root(test: &str) -> bool {
-    require(is_root(), &format!("{test} needs root (BPF and XDP)"))
-}
-
-fn have_ip() -> bool {
-    Command::new("ip").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-}
 
 // ---------------------------------------------------------------------------------------------
 // Frames
@@ -553,14 +532,6 @@ fn deny_tries() {
     assert_eq!(too_long.kind(), std::io::ErrorKind::InvalidInput, "{too_long}");
 }
 
-fn clock_tai_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is a valid timespec for clock_gettime to write.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_TAI, &mut ts) };
-    assert_eq!(rc, 0);
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 #[test]
 fn tai_stamp_is_clock_tai() {
     if !require_root("tai_stamp_is_clock_tai") {
@@ -606,51 +577,10 @@ fn metadata_layout_in_test_run_output() {
 // ---------------------------------------------------------------------------------------------
 // Attach on veth
 
-/// A veth pair with unique names, removed when dropped (a panicking test included).
-struct Veth {
-    a: String,
-    b: String,
-}
-
-impl Veth {
-    fn new(tag: &str) -> Self {
-        let n = std::process::id() % 10000;
-        let a = format!("stx{tag}{n}a");
-        let b = format!("stx{tag}{n}b");
-        assert!(a.len() <= 15, "{a}: interface names have at most 15 bytes");
-        let _ = Command::new("ip").args(["link", "del", &a]).output();
-        ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
-        let veth = Self { a, b };
-        ip(&["link", "set", &veth.a, "up"]);
-        ip(&["link", "set", &veth.b, "up"]);
-        veth
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.a]).output();
-    }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
-
-fn ifindex(name: &str) -> u32 {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).unwrap();
-    text.trim().parse().unwrap()
-}
-
 /// `ip -d link show` mentions no XDP program.
 fn ip_link_has_xdp(name: &str) -> bool {
     let out = Command::new("ip").args(["-d", "link", "show", "dev", name]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).contains("xdp")
-}
-
-fn veth_ready(test: &str) -> bool {
-    require_root(test) && require(have_ip(), &format!("{test} needs the ip command (iproute2)"))
 }
 
 fn config() -> ProgramConfig {
@@ -662,7 +592,7 @@ fn attach_modes_and_detach_on_drop() {
     if !veth_ready("attach_modes_and_detach_on_drop") {
         return;
     }
-    let veth = Veth::new("m");
+    let veth = Veth::new("txm");
     let index = ifindex(&veth.a);
     for (mode, want) in [
         (XdpMode::Auto, AttachedMode::Driver),
@@ -695,7 +625,7 @@ fn hardware_timestamps_variant() {
     if !veth_ready("hardware_timestamps_variant") {
         return;
     }
-    let veth = Veth::new("h");
+    let veth = Veth::new("txh");
     let hw = ProgramConfig { port: PORT, hardware_timestamps: true };
     // Driver mode: the device-bound variant loads and attaches on veth (the kfunc returns no
     // stamp there at run time, so frames still carry the TAI stamp).
@@ -768,7 +698,7 @@ fn attach_errors() {
     assert!(matches!(e, AttachError::NoSuchInterface(_)), "{e:?}");
 
     // A second program on the same interface: refused, the first stays.
-    let veth = Veth::new("e");
+    let veth = Veth::new("txe");
     let first = SteeringProgram::attach(&veth.a, XdpMode::Auto, &config()).unwrap();
     let e = SteeringProgram::attach(&veth.a, XdpMode::Auto, &config()).unwrap_err();
     assert!(matches!(e, AttachError::Busy(ref i) if *i == veth.a), "{e:?}");
@@ -793,7 +723,7 @@ fn socket_slots() {
     if !veth_ready("socket_slots") {
         return;
     }
-    let veth = Veth::new("s");
+    let veth = Veth::new("txs");
     let prog = SteeringProgram::attach(&veth.a, XdpMode::Generic, &config()).unwrap();
     // An XSKMAP only takes AF_XDP sockets.
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -844,7 +774,7 @@ fn kill_9_detaches() {
     if !veth_ready("kill_9_detaches") {
         return;
     }
-    let veth = Veth::new("k");
+    let veth = Veth::new("txk");
     let index = ifindex(&veth.a);
     let mut proc = child(&format!("attach:{}", veth.a)).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut out = proc.stdout.take().unwrap();
@@ -897,7 +827,7 @@ fn real_traffic_over_veth() {
         return;
     }
     for (tag, mode) in [("d", XdpMode::Driver), ("g", XdpMode::Generic)] {
-        let veth = Veth::new(&format!("t{tag}"));
+        let veth = Veth::new(&format!("txt{tag}"));
         let ns = Netns(format!("stxns{tag}{}", std::process::id() % 10000));
         let _ = Command::new("ip").args(["netns", "del", &ns.0]).output();
         ip(&["netns", "add", &ns.0]);
@@ -960,7 +890,7 @@ fn redirect_to_an_af_xdp_socket() {
         return;
     }
     for (tag, mode, hw) in [("d", XdpMode::Driver, true), ("g", XdpMode::Generic, false)] {
-        let veth = Veth::new(&format!("r{tag}"));
+        let veth = Veth::new(&format!("txr{tag}"));
         let ns = Netns(format!("stxrn{tag}{}", std::process::id() % 10000));
         let _ = Command::new("ip").args(["netns", "del", &ns.0]).output();
         ip(&["netns", "add", &ns.0]);

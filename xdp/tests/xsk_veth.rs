@@ -3,70 +3,12 @@
 //! CI is set.
 
 use std::net::{Ipv4Addr, UdpSocket};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use stratum_xdp::xsk::{BindMode, ReplyScratch, XskConfig, XskSocket, ZeroCopy};
 
-fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(std::env::var_os("CI").is_none(), "{test}: needs root, and CI is set");
-    eprintln!("skipping {test}: needs root (AF_XDP and veth)");
-    false
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
-
-/// veth pair `a` (where the AF_XDP socket binds, no address) and `b` (10.77.N.2/24, the kernel's end).
-struct Veth {
-    a: String,
-    b: String,
-    b_addr: Ipv4Addr,
-}
-
-impl Veth {
-    fn new(tag: &str) -> Self {
-        let n = std::process::id() % 200 + 20;
-        let a = format!("sx{tag}{n}a");
-        let b = format!("sx{tag}{n}b");
-        let _ = Command::new("ip").args(["link", "del", &a]).output();
-        ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
-        let b_addr = Ipv4Addr::new(10, 77, n as u8, 2);
-        ip(&["addr", "add", &format!("{b_addr}/24"), "dev", &b]);
-        ip(&["link", "set", &a, "up"]);
-        ip(&["link", "set", &b, "up"]);
-        Self { a, b, b_addr }
-    }
-
-    fn ifindex(name: &str) -> u32 {
-        let c = std::ffi::CString::new(name).unwrap();
-        // SAFETY: c is a valid NUL-terminated string.
-        let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-        assert!(i != 0, "no interface {name}");
-        i
-    }
-
-    fn mac(name: &str) -> [u8; 6] {
-        let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).unwrap();
-        let mut mac = [0u8; 6];
-        for (i, part) in text.trim().split(':').enumerate() {
-            mac[i] = u8::from_str_radix(part, 16).unwrap();
-        }
-        mac
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.a]).output();
-    }
-}
+mod common;
+use common::{clock_tai_ns, ifindex, mac, require_root, Veth};
 
 fn ipv4_checksum(header: &[u8]) -> u16 {
     let mut sum: u32 = header.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
@@ -101,25 +43,19 @@ fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, d
     f
 }
 
-fn tai_now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is a live timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_TAI, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 #[test]
 fn frames_sent_on_the_tx_ring_arrive_and_complete_with_a_transmit_stamp() {
     if !require_root("xsk tx") {
         return;
     }
-    let veth = Veth::new("t");
-    let receiver = UdpSocket::bind((veth.b_addr, 0)).unwrap();
+    let veth = Veth::new("xt");
+    let b_addr = veth.address_b();
+    let receiver = UdpSocket::bind((b_addr, 0)).unwrap();
     receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let port = receiver.local_addr().unwrap().port();
 
     let config = XskConfig { initial_fill: 1024, ..XskConfig::default() };
-    let mut xsk = XskSocket::open(Veth::ifindex(&veth.a), 0, &config).expect("open AF_XDP socket on veth");
+    let mut xsk = XskSocket::open(ifindex(&veth.a), 0, &config).expect("open AF_XDP socket on veth");
     assert_eq!(xsk.mode(), BindMode::Copy, "veth has no zero-copy mode");
     assert_eq!(xsk.spare.len(), 4096 - 1024);
     let tx_meta = xsk.umem.tx_metadata_len() > 0;
@@ -127,12 +63,12 @@ fn frames_sent_on_the_tx_ring_arrive_and_complete_with_a_transmit_stamp() {
     // without it, 32 per wakeup.
     let frames = if xsk.set_tx_budget(64) { 64u32 } else { 32 };
 
-    let src = Ipv4Addr::new(10, 77, veth.b_addr.octets()[2], 1);
-    let (mac_a, mac_b) = (Veth::mac(&veth.a), Veth::mac(&veth.b));
-    let before = tai_now_ns();
+    let src = Ipv4Addr::new(10, 77, b_addr.octets()[2], 1);
+    let (mac_a, mac_b) = (mac(&veth.a), mac(&veth.b));
+    let before = clock_tai_ns();
     let mut descs = Vec::new();
     for i in 0..frames {
-        let frame = udp_frame(mac_a, mac_b, src, veth.b_addr, port, format!("frame {i}").as_bytes());
+        let frame = udp_frame(mac_a, mac_b, src, b_addr, port, format!("frame {i}").as_bytes());
         // Data after a 256-byte headroom, like a received frame, so TX metadata fits in front.
         let addr = xsk.spare.pop().unwrap() + 256;
         xsk.umem.data_mut(addr, frame.len() as u32).unwrap().copy_from_slice(&frame);
@@ -166,7 +102,7 @@ fn frames_sent_on_the_tx_ring_arrive_and_complete_with_a_transmit_stamp() {
     if tx_meta {
         for d in &descs {
             let stamp = xsk.umem.tx_timestamp(d.addr).expect("a software transmit stamp on veth");
-            assert!(stamp >= before && stamp <= tai_now_ns(), "stamp {stamp} outside [{before}, now]");
+            assert!(stamp >= before && stamp <= clock_tai_ns(), "stamp {stamp} outside [{before}, now]");
         }
     }
     let stats = xsk.statistics().unwrap();
@@ -178,9 +114,9 @@ fn invalid_tx_descriptors_are_counted_by_the_kernel() {
     if !require_root("xsk invalid descs") {
         return;
     }
-    let veth = Veth::new("i");
+    let veth = Veth::new("xi");
     let config = XskConfig { initial_fill: 0, ..XskConfig::default() };
-    let mut xsk = XskSocket::open(Veth::ifindex(&veth.a), 0, &config).unwrap();
+    let mut xsk = XskSocket::open(ifindex(&veth.a), 0, &config).unwrap();
     // Runs past its frame: the kernel must refuse it, count it, and return it on completion.
     let bad = libc::xdp_desc { addr: 2048 - 10, len: 100, options: 0 };
     assert_eq!(xsk.tx.push(&[bad]), 1);
@@ -197,8 +133,8 @@ fn bind_errors_name_the_problem() {
     if !require_root("xsk bind errors") {
         return;
     }
-    let veth = Veth::new("e");
-    let ifindex = Veth::ifindex(&veth.a);
+    let veth = Veth::new("xe");
+    let ifindex = ifindex(&veth.a);
     let config = XskConfig { initial_fill: 16, ..XskConfig::default() };
     let e = XskSocket::open(ifindex, 7, &config).unwrap_err();
     assert!(e.to_string().contains("queue 7"), "{e}");
@@ -214,14 +150,15 @@ fn recycled_frames_the_fill_ring_has_no_room_for_wait_in_spare() {
     if !require_root("xsk recycle into spare") {
         return;
     }
-    let veth = Veth::new("r");
+    let veth = Veth::new("xr");
+    let b_addr = veth.address_b();
     // A fill ring of 1024 entries, full from the start (nothing is received), and 3072 spare frames.
     let config = XskConfig { ring_size: 1024, initial_fill: 1024, ..XskConfig::default() };
-    let mut xsk = XskSocket::open(Veth::ifindex(&veth.a), 0, &config).unwrap();
+    let mut xsk = XskSocket::open(ifindex(&veth.a), 0, &config).unwrap();
     assert_eq!(xsk.spare.len(), 3072);
-    let (mac_a, mac_b) = (Veth::mac(&veth.a), Veth::mac(&veth.b));
-    let src = Ipv4Addr::new(10, 77, veth.b_addr.octets()[2], 1);
-    let frame = udp_frame(mac_a, mac_b, src, veth.b_addr, 9, b"recycle me");
+    let (mac_a, mac_b) = (mac(&veth.a), mac(&veth.b));
+    let src = Ipv4Addr::new(10, 77, b_addr.octets()[2], 1);
+    let frame = udp_frame(mac_a, mac_b, src, b_addr, 9, b"recycle me");
     let mut descs = Vec::new();
     for _ in 0..64 {
         let addr = xsk.spare.pop().unwrap() + 256;
