@@ -26,6 +26,7 @@ use stratum_xdp::xsk::{BindMode, ReplyScratch, XskConfig, XskSocket, XskStatisti
 
 use crate::clock::now_ntp;
 use crate::engine::book::BATCH;
+use crate::load::pin_to;
 use crate::xdp::engine::attach;
 
 /// Raised by SIGINT/SIGTERM.
@@ -159,11 +160,9 @@ pub fn run(config: &ReflectConfig, ready: impl FnOnce(&str)) -> anyhow::Result<R
                 let core = config.cores.get(i).copied();
                 let port = config.port;
                 scope.spawn(move || {
-                    if let Some(core) = core {
-                        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                            STOP.store(true, Ordering::Relaxed);
-                            bail!("cannot pin to core {core}");
-                        }
+                    if let Err(e) = pin_to(core) {
+                        STOP.store(true, Ordering::Relaxed);
+                        return Err(e);
                     }
                     Ok(Reflector { xsk, port, counts: Counts::default() }.run(deadline))
                 })

@@ -117,6 +117,14 @@ impl Shared {
         // SAFETY: queue < MAX_QUEUES (checked in open), and the mapping holds MAX_QUEUES slots.
         unsafe { self.slots.as_ptr().cast::<Slot>().add(queue as usize) }
     }
+
+    /// Requests the queue's slot has made in this step (read by the queue's own thread, or while
+    /// the program may be writing it on another CPU).
+    fn made(&self, queue: u32) -> u64 {
+        // SAFETY: an aligned u64 of the mapping: a volatile aligned load sees the old or the new
+        // value, never a mix.
+        unsafe { std::ptr::addr_of!((*self.slot(queue)).made).read_volatile() }
+    }
 }
 
 // SAFETY: the mapping is touched only through an InjectQueue's own slot (see InjectQueue); the
@@ -247,8 +255,7 @@ impl InjectQueue {
 
     /// Requests made since [`set_up`](Self::set_up).
     pub fn made(&self) -> u64 {
-        // SAFETY: an aligned field of our slot; outside a call nothing else writes it.
-        unsafe { std::ptr::addr_of!((*self.shared.slot(self.queue)).made).read_volatile() }
+        self.shared.made(self.queue)
     }
 }
 
@@ -333,8 +340,7 @@ impl SendClocks {
 
     /// Requests made so far in the step.
     pub fn made(&self) -> u64 {
-        // SAFETY: as in next_seq (an aligned u64).
-        unsafe { std::ptr::addr_of!((*self.shared.slot(self.queue)).made).read_volatile() }
+        self.shared.made(self.queue)
     }
 
     /// CLOCK_TAI (ns) when batch `batch` (requests 64 * batch ..) started, read by the program

@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 use stratum_proto::packet::HEADER_LEN;
 use stratum_proto::NtpTimestamp;
@@ -25,7 +25,7 @@ use stratum_proto::NtpTimestamp;
 pub use super::book::BATCH;
 use super::book::{Pacer, SendBook, REQUEST, TRANSMIT_AT};
 use crate::clock::now_ntp;
-use crate::load::{LoadConfig, LoadOutcome};
+use crate::load::{pin_to, LoadConfig, LoadOutcome};
 use crate::reply::Invalid;
 
 /// Receive buffer length; larger than a reply so that oversized ones are seen as such.
@@ -233,11 +233,7 @@ pub fn socket_drops(ports: &[u16]) -> u64 {
 
 /// The sockets and records of one generator thread, ready to send.
 fn prepare(config: &LoadConfig) -> anyhow::Result<Generator> {
-    if let Some(core) = config.core() {
-        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-            bail!("cannot pin to core {core}");
-        }
-    }
+    pin_to(config.core())?;
     // Best effort: 1 µs timer slack, so that short pacing waits end close to when they should.
     // SAFETY: PR_SET_TIMERSLACK takes one integer argument and touches no memory of ours.
     let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };

@@ -48,7 +48,7 @@ use super::TxPath;
 use super::DEFAULT_CLIENT_PORT;
 use crate::engine::book::{Pacer, SendBook, BATCH};
 use crate::engine::socket::DRAIN;
-use crate::load::{split, LoadConfig, LoadOutcome, LoadReport};
+use crate::load::{pin_to, split, LoadConfig, LoadOutcome, LoadReport};
 use crate::reply::Invalid;
 
 /// Entries per ring; the UMEM has twice as many frames (half for replies, half for requests).
@@ -345,8 +345,11 @@ pub fn tai_offset_s() -> anyhow::Result<i64> {
 /// Sequence numbers are 32 bits, so never more than they can count.
 fn injection_limit(rate: u64, duration: Duration) -> u64 {
     let most = u64::from(u32::MAX) / BATCH as u64 * BATCH as u64;
-    if rate == 0 || duration.is_zero() {
-        return if rate == 0 { most } else { 0 };
+    if rate == 0 {
+        return most;
+    }
+    if duration.is_zero() {
+        return 0;
     }
     let batches = Pacer::new(rate).due_by(duration - Duration::from_nanos(1));
     batches.saturating_mul(BATCH as u64).min(most)
@@ -421,19 +424,12 @@ impl Worker {
             self.injector = Some(injector);
             return result;
         }
-        let pinned = match part.core() {
-            Some(core) if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) => {
-                Err(anyhow::anyhow!("cannot pin to core {core}"))
-            }
-            _ => Ok(()),
-        };
+        let pinned = pin_to(part.core());
         // Best effort: 1 µs timer slack, so that short pacing waits end close to when they should.
         // SAFETY: PR_SET_TIMERSLACK takes one integer argument and touches no memory of ours.
         let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };
         let mut book = SendBook::new();
-        self.flush();
-        self.notes = WorkerNotes::default();
-        let before = self.xsk.statistics().unwrap_or_default();
+        let before = self.start_step();
         // Every thread reaches the barrier, ready or not, so that none waits forever.
         ready.wait();
         pinned?;
@@ -483,16 +479,9 @@ impl Worker {
         ready: &Barrier,
     ) -> anyhow::Result<(LoadOutcome, WorkerNotes)> {
         let core = part.core();
-        let pinned = match core {
-            Some(core) if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) => {
-                Err(anyhow::anyhow!("cannot pin to core {core}"))
-            }
-            _ => Ok(()),
-        };
+        let pinned = pin_to(core);
         let mut book = SendBook::new();
-        self.flush();
-        self.notes = WorkerNotes::default();
-        let before = self.xsk.statistics().unwrap_or_default();
+        let before = self.start_step();
         let t = &injector.template;
         injector.queue.set_up(&InjectSetup {
             rate: part.rate,
@@ -515,9 +504,8 @@ impl Worker {
         let (made, send_elapsed) = thread::scope(|scope| -> anyhow::Result<(u64, Duration)> {
             let control = &control;
             let maker = scope.spawn(move || {
-                if let Some(core) = core {
-                    core_affinity::set_for_current(core_affinity::CoreId { id: core });
-                }
+                // Best effort: unpinned, it still only runs when nothing else wants its core.
+                let _ = pin_to(core);
                 lowest_priority();
                 queue.run_until_stopped(frame, control)
             });
@@ -554,6 +542,14 @@ impl Worker {
         }
         self.finish_step(before);
         Ok((book.finish(send_elapsed, 0), std::mem::take(&mut self.notes)))
+    }
+
+    /// Before a step: what the last one left is cleared away, and the kernel's AF_XDP counters
+    /// as they stand are returned for [`finish_step`](Self::finish_step).
+    fn start_step(&mut self) -> XskStatistics {
+        self.flush();
+        self.notes = WorkerNotes::default();
+        self.xsk.statistics().unwrap_or_default()
     }
 
     /// The kernel's AF_XDP counters over the step go into the notes.

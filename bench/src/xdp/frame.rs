@@ -289,9 +289,7 @@ impl RequestTemplate {
         };
         frame[self.udp_checksum_at..self.udp_checksum_at + 2].copy_from_slice(&udp.to_be_bytes());
     }
-}
 
-impl RequestTemplate {
     /// What the in-kernel injector (`stratum_xdp::inject`, `--tx inject`) needs to make the
     /// requests of clients `first_client` on: the frame with everything that does not vary in
     /// place (for IPv6 the client network's upper 96 bits too), and the partial sums without the
