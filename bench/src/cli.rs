@@ -110,6 +110,14 @@ pub struct LoadArgs {
     /// Ramp: pause between steps, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200, requires = "ramp")]
     pub settle: u64,
+    /// Ramp: run a step that is not sustainable again at the same rate, up to this many tries in
+    /// all; its first sustainable try counts (interference on a shared machine only adds loss).
+    #[arg(long, value_name = "N", default_value_t = ramp::DEFAULT_TRIES, requires = "ramp")]
+    pub tries: u32,
+    /// Ramp: afterwards, bisect between the highest sustainable step and the next step up until
+    /// they are at most PCT % apart (each rate with its tries); 0 turns it off.
+    #[arg(long, value_name = "PCT", default_value_t = ramp::DEFAULT_REFINE_PCT, requires = "ramp")]
+    pub refine: f64,
     /// Ramp: a step with kiss-o'-death replies may still be sustainable (they count as answered).
     #[arg(long, requires = "ramp")]
     pub kod_ok: bool,
@@ -254,6 +262,8 @@ fn run_ramp(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         a.max_steps,
         a.settle,
         a.kod_ok,
+        a.tries,
+        a.refine,
         a.sockets()?,
         a.cores(),
     )?;
@@ -262,11 +272,16 @@ fn run_ramp(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         if !a.json {
             let _ = writeln!(
                 err,
-                "step: offered {}/s, answered {}/s, loss {:.3} %, rtt p99 {:.1} us",
+                "{}: offered {}/s, answered {}/s, loss {:.3} %, rtt p99 {:.1} us{}",
+                match step.phase {
+                    ramp::Phase::Ramp => "step",
+                    ramp::Phase::Refine => "refine",
+                },
                 step.offered,
                 step.answered_rate,
                 step.loss_pct,
-                step.rtt_p99_ns as f64 / 1000.0
+                step.rtt_p99_ns as f64 / 1000.0,
+                if step.attempt > 1 { format!(" (try {})", step.attempt) } else { String::new() }
             );
         }
     };
@@ -392,6 +407,10 @@ mod tests {
         assert_eq!(with(&["--ramp", "1000,2,15", "--max-steps", "40"]).0, EXIT_ERROR);
         assert_eq!(with(&["--max-loss", "3"]).0, EXIT_ERROR);
         assert_eq!(with(&["--kod-ok"]).0, EXIT_ERROR);
+        assert_eq!(with(&["--tries", "2"]).0, EXIT_ERROR);
+        assert_eq!(with(&["--refine", "5"]).0, EXIT_ERROR);
+        assert_eq!(with(&["--ramp", "1000,2,1", "--tries", "0"]).0, EXIT_ERROR);
+        assert_eq!(with(&["--ramp", "1000,2,1", "--refine", "0.01"]).0, EXIT_ERROR);
         assert_eq!(with(&["--plot", "x.png"]).0, EXIT_ERROR);
         assert_eq!(run_args(&["query", "127.0.0.1:9", "--timeout", "0"]).0, EXIT_ERROR);
         assert_eq!(run_args(&["frobnicate"]).0, EXIT_ERROR);

@@ -160,6 +160,9 @@ pub struct Counts {
     pub invalid_late: u64,
     pub invalid_t2_window: u64,
     pub invalid_t3_window: u64,
+    /// Replies to an earlier step of the same ramp (they arrived after that step's drain): not
+    /// this step's replies, so in none of the counts above.
+    pub stale: u64,
 }
 
 impl std::ops::AddAssign for Counts {
@@ -180,6 +183,7 @@ impl std::ops::AddAssign for Counts {
             invalid_late,
             invalid_t2_window,
             invalid_t3_window,
+            stale,
         } = o;
         self.sent += sent;
         self.send_errors += send_errors;
@@ -196,6 +200,7 @@ impl std::ops::AddAssign for Counts {
         self.invalid_late += invalid_late;
         self.invalid_t2_window += invalid_t2_window;
         self.invalid_t3_window += invalid_t3_window;
+        self.stale += stale;
     }
 }
 
@@ -281,6 +286,8 @@ pub struct LoadReport {
     pub invalid_late: u64,
     pub invalid_t2_window: u64,
     pub invalid_t3_window: u64,
+    /// Replies to an earlier step of the ramp, not counted in this one.
+    pub stale: u64,
     pub rtt_p50_ns: u64,
     pub rtt_p90_ns: u64,
     pub rtt_p99_ns: u64,
@@ -343,6 +350,7 @@ impl LoadReport {
             invalid_late: c.invalid_late,
             invalid_t2_window: c.invalid_t2_window,
             invalid_t3_window: c.invalid_t3_window,
+            stale: c.stale,
             rtt_p50_ns: q(rtt, 0.50),
             rtt_p90_ns: q(rtt, 0.90),
             rtt_p99_ns: q(rtt, 0.99),
@@ -379,6 +387,9 @@ impl LoadReport {
             self.invalid_t2_window,
             self.invalid_t3_window
         );
+        if self.stale > 0 {
+            s += &format!("stale         {} (replies to an earlier step of the ramp, not counted here)\n", self.stale);
+        }
         s += &format!("kod           {}\n", self.kod);
         s += &format!("unsynced      {}\n", self.unsynced);
         s += &format!("loss          {:.3} %\n", self.loss_pct);

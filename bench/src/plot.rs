@@ -190,7 +190,9 @@ pub fn write_png(report: &RampReport, path: &Path) -> anyhow::Result<()> {
         bail!("the ramp has no steps to plot");
     }
     let fail = |e: &dyn std::fmt::Display| anyhow!("drawing the plot into {}: {e}", path.display());
-    let steps = &report.steps;
+    // Refinement rates lie between the ramp's steps: draw every line in the order of the rate.
+    let mut steps = report.steps.clone();
+    steps.sort_by_key(|s| s.offered);
     let x_max = steps.iter().map(|s| s.offered).max().unwrap_or(1) as f64 * 1.05;
     let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(&e))?;

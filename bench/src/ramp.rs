@@ -5,13 +5,27 @@
 //! generator could not offer (a faster one is no use: the generator has reached its ceiling),
 //! before a step would exceed `--max-rate`, or after `--max-steps`.
 //!
-//! The sustainable rate is the highest step's offered rate with less than 1 % loss, no invalid
-//! reply, no unsynchronised reply, no kiss-o'-death (unless `--kod-ok`), and a generator that kept
-//! up with the offered rate (sent at 98 % of it or more): a step the generator could not offer
-//! says nothing about the server.
+//! A step is sustainable with less than 1 % loss, no invalid reply, no unsynchronised reply, no
+//! kiss-o'-death (unless `--kod-ok`), and a generator that kept up with the offered rate (sent at
+//! 98 % of it or more): a step the generator could not offer says nothing about the server.
 //!
-//! The pure parts (the rate sequence, the stop rule, the choice of the sustainable rate) are
-//! functions of their inputs, tested without a network.
+//! Two things make the result repeat on a shared, noisy machine (the issue's target: within 10 %
+//! over three runs), where ntpperf's plain ramp does not:
+//! - Tries (`--tries N`, default 3): a step that is not sustainable runs again at the same rate,
+//!   up to N times in all, and the rate's result is its first sustainable try, else its try with
+//!   the least loss. Interference (another process, a stolen vCPU, a timer storm) only ever adds
+//!   loss: a server that cannot carry a rate fails every try, so one clean try is evidence that it
+//!   can, and one dirty try is not evidence that it cannot. Both the stop rule and the sustainable
+//!   rate look at each rate's result, so one stall no longer ends a ramp at a fraction of the
+//!   server's rate. Every try is kept in the report (`attempts`).
+//! - Refinement (`--refine PCT`, default 2): the ramp's steps are a factor apart (1.1 to 1.25), so
+//!   its answer alone moves by a whole factor when one step goes the other way. After the ramp,
+//!   the rate is bisected (geometric midpoints, each with its tries) between the highest
+//!   sustainable step and the next step up, until the two are less than PCT % apart.
+//!
+//! The sustainable rate is the highest sustainable rate measured. The pure parts (the rate
+//! sequence, the stop rules, a rate's result, the midpoints, the choice of the sustainable rate)
+//! are functions of their inputs, tested without a network.
 
 use std::net::SocketAddr;
 use std::thread;
@@ -32,6 +46,12 @@ pub const GENERATOR_KEPT_UP: f64 = 0.98;
 pub const MAX_FACTOR: f64 = 10.0;
 pub const MAX_STEPS: u32 = 1000;
 pub const MAX_SETTLE_MS: u64 = 60_000;
+pub const DEFAULT_TRIES: u32 = 3;
+pub const MAX_TRIES: u32 = 10;
+pub const DEFAULT_REFINE_PCT: f64 = 2.0;
+/// The finest refinement: a tenth of a percent is below what any step can tell apart.
+pub const MIN_REFINE_PCT: f64 = 0.1;
+pub const MAX_REFINE_PCT: f64 = 50.0;
 
 /// `--ramp START,FACTOR,STEP_SECS`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -75,6 +95,10 @@ pub struct RampConfig {
     pub max_steps: u32,
     pub settle: Duration,
     pub kod_ok: bool,
+    /// Each rate runs up to this many times until one try is sustainable.
+    pub tries: u32,
+    /// Bisect after the ramp until the bounds are this many percent apart; 0: no refinement.
+    pub refine_pct: f64,
     /// Every step's target, sockets and core (its rate and duration are set per step).
     pub step: LoadConfig,
 }
@@ -90,6 +114,8 @@ impl RampConfig {
         max_steps: u32,
         settle_ms: u64,
         kod_ok: bool,
+        tries: u32,
+        refine_pct: f64,
         sockets: usize,
         cores: Vec<usize>,
     ) -> anyhow::Result<Self> {
@@ -109,25 +135,59 @@ impl RampConfig {
         if settle_ms > MAX_SETTLE_MS {
             bail!("--settle must be at most {MAX_SETTLE_MS} ms");
         }
+        if !(1..=MAX_TRIES).contains(&tries) {
+            bail!("--tries must be from 1 to {MAX_TRIES}");
+        }
+        if !(refine_pct == 0.0 || (MIN_REFINE_PCT..=MAX_REFINE_PCT).contains(&refine_pct)) {
+            bail!("--refine must be 0 (off) or from {MIN_REFINE_PCT} to {MAX_REFINE_PCT} (percent)");
+        }
         let settle = Duration::from_millis(settle_ms);
-        let bound = worst_case_length(spec.step, settle, max_steps);
+        let rates = max_steps + max_refine_steps(spec.factor, refine_pct);
+        let bound = worst_case_length(spec.step, settle, rates * tries);
         if bound > MAX_TOTAL {
             bail!(
-                "this ramp could run {:.0} s ({max_steps} steps of {:.3} s + {} ms drain + {settle_ms} ms settle); \
-                 the limit is {} s: use fewer --max-steps or shorter steps",
+                "this ramp could run {:.0} s ({rates} rates ({max_steps} steps and the refinement) x {tries} tries, \
+                 each {:.3} s + {} ms drain + {settle_ms} ms settle); the limit is {} s: use fewer --max-steps or \
+                 --tries, or shorter steps",
                 bound.as_secs_f64(),
                 spec.step.as_secs_f64(),
                 DRAIN.as_millis(),
                 MAX_TOTAL.as_secs()
             );
         }
-        Ok(Self { spec, max_loss_pct, max_rate, max_steps, settle, kod_ok, step })
+        Ok(Self { spec, max_loss_pct, max_rate, max_steps, settle, kod_ok, tries, refine_pct, step })
     }
 }
 
-/// The longest a ramp can run: every step's send phase and drain, and the pauses between them.
-pub fn worst_case_length(step: Duration, settle: Duration, max_steps: u32) -> Duration {
-    (step + DRAIN) * max_steps + settle * max_steps.saturating_sub(1)
+/// The longest a ramp can run: every try's send phase and drain, and the pauses between them.
+pub fn worst_case_length(step: Duration, settle: Duration, max_tries: u32) -> Duration {
+    (step + DRAIN) * max_tries + settle * max_tries.saturating_sub(1)
+}
+
+/// The most rates a refinement can measure after a ramp with this factor: each halves the
+/// bracket's logarithm, from one factor (plus one for rounding) down to `refine_pct`.
+pub fn max_refine_steps(factor: f64, refine_pct: f64) -> u32 {
+    if refine_pct == 0.0 {
+        return 0;
+    }
+    let (mut span, goal) = (factor.ln(), (1.0 + refine_pct / 100.0).ln());
+    let mut steps = 1;
+    while span > goal && steps < 64 {
+        span /= 2.0;
+        steps += 1;
+    }
+    steps
+}
+
+/// The next rate a refinement measures between a sustainable `lower` and an unsustainable
+/// `upper` rate: their geometric midpoint, or `None` once they are `refine_pct` % or less apart
+/// (or no whole rate lies between them).
+pub fn refine_midpoint(lower: u64, upper: u64, refine_pct: f64) -> Option<u64> {
+    if lower == 0 || refine_pct == 0.0 || upper as f64 <= lower as f64 * (1.0 + refine_pct / 100.0) {
+        return None;
+    }
+    let mid = ((lower as f64) * (upper as f64)).sqrt().round() as u64;
+    (lower < mid && mid < upper).then_some(mid)
 }
 
 /// The offered rate of step `k` (0-based): START x FACTOR^k, rounded, and always at least one more
@@ -173,9 +233,22 @@ impl StopReason {
     }
 }
 
-/// What one step measured: the ramp's row of a [`LoadReport`]. Percentages are of the requests sent.
+/// Which part of a ramp measured a rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The rising steps, START x FACTOR^k.
+    Ramp,
+    /// The bisection after them.
+    Refine,
+}
+
+/// What one try measured: the ramp's row of a [`LoadReport`]. Percentages are of the requests sent.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct StepResult {
+    pub phase: Phase,
+    /// Which try at this rate (from 1).
+    pub attempt: u32,
     pub offered: u64,
     pub send_rate: u64,
     pub sent: u64,
@@ -185,6 +258,17 @@ pub struct StepResult {
     pub valid: u64,
     pub kod: u64,
     pub invalid: u64,
+    /// `invalid` by reason, as `load` counts them.
+    pub invalid_length: u64,
+    pub invalid_header: u64,
+    pub invalid_origin: u64,
+    pub duplicate: u64,
+    pub invalid_late: u64,
+    pub invalid_t2_window: u64,
+    pub invalid_t3_window: u64,
+    /// Replies to an earlier try or step that arrived in this one (after that one's drain): not
+    /// counted in this step, and not held against it.
+    pub stale: u64,
     pub unsynced: u64,
     pub loss_pct: f64,
     pub kod_pct: f64,
@@ -209,8 +293,10 @@ fn pct(part: u64, whole: u64) -> f64 {
 }
 
 impl StepResult {
-    pub fn from_report(r: &LoadReport) -> Self {
+    pub fn from_report(r: &LoadReport, phase: Phase, attempt: u32) -> Self {
         Self {
+            phase,
+            attempt,
             offered: r.offered_rate,
             send_rate: r.send_rate,
             sent: r.sent,
@@ -219,6 +305,14 @@ impl StepResult {
             valid: r.valid,
             kod: r.kod,
             invalid: r.invalid,
+            invalid_length: r.invalid_length,
+            invalid_header: r.invalid_header,
+            invalid_origin: r.invalid_origin,
+            duplicate: r.duplicate,
+            invalid_late: r.invalid_late,
+            invalid_t2_window: r.invalid_t2_window,
+            invalid_t3_window: r.invalid_t3_window,
+            stale: r.stale,
             unsynced: r.unsynced,
             loss_pct: r.loss_pct,
             kod_pct: pct(r.kod, r.sent),
@@ -249,10 +343,27 @@ pub fn exceeds_loss(step: &StepResult, max_loss_pct: f64) -> bool {
     step.loss_pct > max_loss_pct
 }
 
+/// A rate's result from its tries: the first sustainable one, else the one with the least loss
+/// (the first of equals). `None` only for no tries.
+pub fn rate_result(tries: &[StepResult], kod_ok: bool) -> Option<&StepResult> {
+    tries
+        .iter()
+        .find(|t| t.is_sustainable(kod_ok))
+        .or_else(|| tries.iter().reduce(|best, t| if t.loss_pct < best.loss_pct { t } else { best }))
+}
+
 /// The other stop rule: the generator fell behind in the last two steps, so offering more would
 /// only measure the generator again.
 pub fn generator_exhausted(steps: &[StepResult]) -> bool {
     matches!(steps, [.., a, b] if a.generator_behind && b.generator_behind)
+}
+
+/// Where a refinement starts: the highest sustainable rate and the lowest rate measured above it
+/// (not sustainable, or it would be the highest); `None` when there is no such pair.
+pub fn refine_bracket(steps: &[StepResult], kod_ok: bool) -> Option<(u64, u64)> {
+    let lower = sustainable_rate(steps, kod_ok);
+    let upper = steps.iter().map(|s| s.offered).filter(|&r| r > lower).min()?;
+    (lower > 0).then_some((lower, upper))
 }
 
 /// The highest offered rate among the sustainable steps; 0 when none is.
@@ -273,26 +384,45 @@ pub struct RampReport {
     pub max_rate: u64,
     pub max_steps: u32,
     pub kod_ok: bool,
+    pub tries: u32,
+    pub refine_pct: f64,
     pub sockets: usize,
     /// The generator's core when it ran as one pinned thread.
     pub core: Option<usize>,
     /// Generator threads and their cores (empty: one unpinned thread).
     pub threads: usize,
     pub cores: Vec<usize>,
+    /// One result a rate, in the order measured (the ramp's steps, then the refinement's).
     pub steps: Vec<StepResult>,
+    /// Every try, in the order run; `steps` holds one of each rate's.
+    pub attempts: Vec<StepResult>,
     pub sustainable_rate: u64,
     pub stopped_because: StopReason,
 }
 
 impl RampReport {
+    /// How many tries `rate` took.
+    pub fn tries_at(&self, rate: u64) -> usize {
+        self.attempts.iter().filter(|a| a.offered == rate).count()
+    }
+
     pub fn to_text(&self) -> String {
         let core = load::cores_text(&self.cores);
         let mut s = format!(
-            "target {} ({} sockets, {core}, {} engine); ramp {} x {} every {:.3} s, stop past {} % loss\n",
-            self.target, self.sockets, self.engine, self.start, self.factor, self.step_s, self.max_loss_pct
+            "target {} ({} sockets, {core}, {} engine); ramp {} x {} every {:.3} s, stop past {} % loss; \
+             up to {} tries a rate; refined to {} %\n",
+            self.target,
+            self.sockets,
+            self.engine,
+            self.start,
+            self.factor,
+            self.step_s,
+            self.max_loss_pct,
+            self.tries,
+            self.refine_pct
         );
         s += &format!(
-            "{:>10} {:>10} {:>10} {:>8} {:>7} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
+            "{:>10} {:>10} {:>10} {:>8} {:>7} {:>8} {:>10} {:>10} {:>10} {:>10} {:>5}\n",
             "offered/s",
             "sent/s",
             "answered/s",
@@ -302,13 +432,17 @@ impl RampReport {
             "rtt p50 us",
             "rtt p99 us",
             "turn p50",
-            "turn p99"
+            "turn p99",
+            "tries"
         );
         let us = |ns: u64| ns as f64 / 1000.0;
         for st in &self.steps {
             let mut flags = String::new();
             if st.is_sustainable(self.kod_ok) {
                 flags += " ok";
+            }
+            if st.phase == Phase::Refine {
+                flags += " refine";
             }
             if st.generator_behind {
                 flags += " generator-behind";
@@ -317,7 +451,7 @@ impl RampReport {
                 flags += &format!(" unsynced {:.3}%", st.unsynced_pct);
             }
             s += &format!(
-                "{:>10} {:>10} {:>10} {:>8.3} {:>7.3} {:>8.3} {:>10.1} {:>10.1} {:>10.1} {:>10.1}{flags}\n",
+                "{:>10} {:>10} {:>10} {:>8.3} {:>7.3} {:>8.3} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>5}{flags}\n",
                 st.offered,
                 st.send_rate,
                 st.answered_rate,
@@ -328,6 +462,7 @@ impl RampReport {
                 us(st.rtt_p99_ns),
                 us(st.turnaround_p50_ns),
                 us(st.turnaround_p99_ns),
+                self.tries_at(st.offered),
             );
         }
         s += &format!("stopped because: {}\n", self.stopped_because.as_str());
@@ -336,8 +471,8 @@ impl RampReport {
     }
 }
 
-/// Runs a ramp: one [`load::run`] step per rate, `settle` apart. `progress` is called after each
-/// step (the CLI prints nothing there in JSON mode).
+/// Runs a ramp: one [`load::run`] step per try, `settle` apart. `progress` is called after each
+/// try (the CLI prints nothing there in JSON mode).
 pub fn run(config: &RampConfig, progress: impl FnMut(&StepResult)) -> anyhow::Result<RampReport> {
     run_with(config, "socket", load::run, progress)
 }
@@ -351,19 +486,34 @@ pub fn run_with(
     mut progress: impl FnMut(&StepResult),
 ) -> anyhow::Result<RampReport> {
     let rates = step_rates(&config.spec, config.max_rate, config.max_steps);
-    let mut steps = Vec::with_capacity(rates.len());
+    let mut steps: Vec<StepResult> = Vec::with_capacity(rates.len());
+    let mut attempts: Vec<StepResult> = Vec::new();
+    // Every try but the first waits `settle` after the one before.
+    let mut measure = |rate: u64, phase: Phase, attempts: &mut Vec<StepResult>| -> anyhow::Result<StepResult> {
+        let first = attempts.len();
+        for attempt in 1..=config.tries {
+            if !attempts.is_empty() && !config.settle.is_zero() {
+                thread::sleep(config.settle);
+            }
+            let step_config = LoadConfig { rate, ..config.step.clone() };
+            let report =
+                step(&step_config).with_context(|| format!("ramp {} at {rate}/s, try {attempt}", phase_name(phase)))?;
+            let result = StepResult::from_report(&report, phase, attempt);
+            progress(&result);
+            let done = result.is_sustainable(config.kod_ok);
+            attempts.push(result);
+            if done {
+                break;
+            }
+        }
+        Ok(rate_result(&attempts[first..], config.kod_ok).expect("at least one try").clone())
+    };
     let mut stopped_because =
         if (rates.len() as u32) < config.max_steps { StopReason::MaxRate } else { StopReason::MaxSteps };
-    for (k, &rate) in rates.iter().enumerate() {
-        if k > 0 && !config.settle.is_zero() {
-            thread::sleep(config.settle);
-        }
-        let step_config = LoadConfig { rate, ..config.step.clone() };
-        let report = step(&step_config).with_context(|| format!("ramp step {} at {rate}/s", k + 1))?;
-        let step = StepResult::from_report(&report);
-        progress(&step);
-        let lossy = exceeds_loss(&step, config.max_loss_pct);
-        steps.push(step);
+    for &rate in &rates {
+        let result = measure(rate, Phase::Ramp, &mut attempts)?;
+        let lossy = exceeds_loss(&result, config.max_loss_pct);
+        steps.push(result);
         if lossy {
             stopped_because = StopReason::Loss;
             break;
@@ -371,6 +521,18 @@ pub fn run_with(
         if generator_exhausted(&steps) {
             stopped_because = StopReason::GeneratorBehind;
             break;
+        }
+    }
+    if let Some((mut lower, mut upper)) = refine_bracket(&steps, config.kod_ok) {
+        for _ in 0..max_refine_steps(config.spec.factor, config.refine_pct) {
+            let Some(mid) = refine_midpoint(lower, upper, config.refine_pct) else { break };
+            let result = measure(mid, Phase::Refine, &mut attempts)?;
+            if result.is_sustainable(config.kod_ok) {
+                lower = mid;
+            } else {
+                upper = mid;
+            }
+            steps.push(result);
         }
     }
     Ok(RampReport {
@@ -384,14 +546,24 @@ pub fn run_with(
         max_rate: config.max_rate,
         max_steps: config.max_steps,
         kod_ok: config.kod_ok,
+        tries: config.tries,
+        refine_pct: config.refine_pct,
         sockets: config.step.sockets,
         core: config.step.core(),
         threads: config.step.threads(),
         cores: config.step.cores.clone(),
         sustainable_rate: sustainable_rate(&steps, config.kod_ok),
         steps,
+        attempts,
         stopped_because,
     })
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Ramp => "step",
+        Phase::Refine => "refinement",
+    }
 }
 
 #[cfg(test)]
@@ -404,6 +576,8 @@ mod tests {
 
     fn step(offered: u64, loss_pct: f64) -> StepResult {
         StepResult {
+            phase: Phase::Ramp,
+            attempt: 1,
             offered,
             send_rate: offered,
             sent: offered,
@@ -412,6 +586,14 @@ mod tests {
             valid: offered,
             kod: 0,
             invalid: 0,
+            invalid_length: 0,
+            invalid_header: 0,
+            invalid_origin: 0,
+            duplicate: 0,
+            invalid_late: 0,
+            invalid_t2_window: 0,
+            invalid_t3_window: 0,
+            stale: 0,
             unsynced: 0,
             loss_pct,
             kod_pct: 0.0,
@@ -465,7 +647,7 @@ mod tests {
         assert_eq!(t(0.3, 0, 1), Duration::from_millis(500));
         let target: SocketAddr = "127.0.0.1:123".parse().unwrap();
         let config = |s: RampSpec, max_loss: f64, max_rate: u64, steps: u32, settle: u64| {
-            RampConfig::new(target, false, s, max_loss, max_rate, steps, settle, false, 16, vec![])
+            RampConfig::new(target, false, s, max_loss, max_rate, steps, settle, false, 1, 0.0, 16, vec![])
         };
         assert!(config(spec(50_000, 1.25, 3.0), 5.0, MAX_RATE, 40, 200).is_ok());
         // 40 steps of 15 s is more than 10 minutes: refused before anything runs.
@@ -478,7 +660,7 @@ mod tests {
         assert!(config(spec(50_000, 1.25, 3.0), 5.0, MAX_RATE, 40, MAX_SETTLE_MS + 1).is_err());
         // The loopback rule holds for ramps too.
         let far: SocketAddr = "192.0.2.1:123".parse().unwrap();
-        let e = RampConfig::new(far, false, spec(1000, 2.0, 1.0), 5.0, MAX_RATE, 4, 0, false, 16, vec![])
+        let e = RampConfig::new(far, false, spec(1000, 2.0, 1.0), 5.0, MAX_RATE, 4, 0, false, 1, 0.0, 16, vec![])
             .unwrap_err()
             .to_string();
         assert!(e.contains("--i-own-this-target"), "{e}");
@@ -535,16 +717,170 @@ mod tests {
             max_rate: MAX_RATE,
             max_steps: 40,
             kod_ok: false,
+            tries: 1,
+            refine_pct: 0.0,
             sockets: 16,
             core: None,
             threads: 1,
             cores: vec![],
             steps: vec![step(1000, 0.0), step(2000, 10.0)],
+            attempts: vec![step(1000, 0.0), step(2000, 10.0)],
             sustainable_rate: 1000,
             stopped_because: StopReason::Loss,
         }
         .to_text();
         assert_eq!(text.lines().count(), 6, "{text}");
         assert!(text.ends_with("stopped because: loss\nsustainable: 1000/s\n"), "{text}");
+    }
+
+    #[test]
+    fn tries_and_refinement_are_bounded_and_checked() {
+        let target: SocketAddr = "127.0.0.1:123".parse().unwrap();
+        let config = |steps: u32, tries: u32, refine: f64| {
+            RampConfig::new(
+                target,
+                false,
+                spec(50_000, 1.25, 3.0),
+                5.0,
+                MAX_RATE,
+                steps,
+                200,
+                false,
+                tries,
+                refine,
+                16,
+                vec![],
+            )
+        };
+        assert!(config(40, DEFAULT_TRIES, DEFAULT_REFINE_PCT).is_ok());
+        assert!(config(40, 1, 0.0).is_ok());
+        for (tries, refine) in [(0, 2.0), (MAX_TRIES + 1, 2.0), (3, 0.05), (3, 51.0), (3, -1.0), (3, f64::NAN)] {
+            assert!(config(10, tries, refine).is_err(), "{tries} {refine}");
+        }
+        // Every try counts against the ten minutes.
+        let e = config(40, MAX_TRIES, 2.0).unwrap_err().to_string();
+        assert!(e.contains("limit is 600 s") && e.contains("--tries"), "{e}");
+        // Each refinement rate halves the bracket's logarithm: 1.25 down to 2 % takes 4 halvings.
+        assert_eq!(max_refine_steps(1.25, 0.0), 0);
+        assert_eq!(max_refine_steps(1.25, 2.0), 5);
+        assert_eq!(max_refine_steps(1.1, 2.0), 4);
+        assert_eq!(max_refine_steps(10.0, MIN_REFINE_PCT), 13);
+        assert_eq!(max_refine_steps(1.01, 2.0), 1);
+    }
+
+    #[test]
+    fn a_rate_is_its_first_sustainable_try_or_its_least_lossy_one() {
+        let tries = |losses: &[f64]| -> Vec<StepResult> {
+            losses.iter().enumerate().map(|(i, &l)| StepResult { attempt: i as u32 + 1, ..step(1000, l) }).collect()
+        };
+        assert_eq!(rate_result(&[], false), None);
+        assert_eq!(rate_result(&tries(&[0.2]), false).unwrap().attempt, 1);
+        assert_eq!(rate_result(&tries(&[4.0, 0.5]), false).unwrap().attempt, 2);
+        // None sustainable: the least loss, the first of equals.
+        assert_eq!(rate_result(&tries(&[4.0, 3.0, 3.5]), false).unwrap().attempt, 2);
+        assert_eq!(rate_result(&tries(&[3.0, 3.0]), false).unwrap().attempt, 1);
+        // Sustainable beats less loss: a try with an invalid reply is never the rate's result
+        // while a clean try exists.
+        let mut t = tries(&[0.0, 0.5]);
+        t[0].invalid = 1;
+        assert_eq!(rate_result(&t, false).unwrap().attempt, 2);
+    }
+
+    #[test]
+    fn refinement_bisects_between_the_last_clean_rate_and_the_next() {
+        assert_eq!(refine_midpoint(100_000, 121_000, 2.0), Some(110_000));
+        assert_eq!(refine_midpoint(100_000, 102_000, 2.0), None);
+        assert_eq!(refine_midpoint(100_000, 102_001, 2.0), Some(100_996));
+        assert_eq!(refine_midpoint(100_000, 121_000, 0.0), None);
+        assert_eq!(refine_midpoint(0, 121_000, 2.0), None);
+        assert_eq!(refine_midpoint(3, 4, 2.0), None);
+        let steps = [step(1000, 0.0), step(1100, 3.0), step(1210, 0.5), step(1331, 2.0), step(1464, 9.0)];
+        assert_eq!(refine_bracket(&steps, false), Some((1210, 1331)));
+        assert_eq!(refine_bracket(&steps[..3], false), None);
+        assert_eq!(refine_bracket(&[step(1000, 9.0)], false), None);
+    }
+
+    /// A server that answers everything up to `capacity`/s and nothing more, on a machine where
+    /// the tries numbered in `stalls` (counted over the whole ramp, from 0) lose 6 % more.
+    fn simulated(capacity: u64, stalls: &'static [usize]) -> impl FnMut(&LoadConfig) -> anyhow::Result<LoadReport> {
+        let mut tries = 0;
+        move |config| {
+            let sent = config.rate * 2;
+            let mut lost = config.rate.saturating_sub(capacity) * 2;
+            if stalls.contains(&tries) {
+                lost += sent * 6 / 100;
+            }
+            tries += 1;
+            let answered = sent - lost.min(sent);
+            let counts = load::Counts { sent, received: answered, answered, valid: answered, ..Default::default() };
+            let histogram = || hdrhistogram::Histogram::new(3).unwrap();
+            let outcome = load::LoadOutcome {
+                counts,
+                send_elapsed: Duration::from_secs(2),
+                server_socket_drops: None,
+                client_socket_drops: 0,
+                rtt_ns: histogram(),
+                turnaround_ns: histogram(),
+            };
+            Ok(LoadReport::new(config, "simulated", &outcome))
+        }
+    }
+
+    fn simulated_ramp(tries: u32, refine_pct: f64, capacity: u64, stalls: &'static [usize]) -> RampReport {
+        let target: SocketAddr = "127.0.0.1:123".parse().unwrap();
+        let config = RampConfig::new(
+            target,
+            false,
+            spec(50_000, 1.1, 2.0),
+            5.0,
+            MAX_RATE,
+            40,
+            0,
+            false,
+            tries,
+            refine_pct,
+            16,
+            vec![],
+        )
+        .unwrap();
+        run_with(&config, "simulated", simulated(capacity, stalls), |_| {}).unwrap()
+    }
+
+    #[test]
+    fn one_stall_ends_a_plain_ramp_early_and_tries_ride_it_out() {
+        // Rates 50000, 55000, 60500, 66550, 73205, 80526, 88578, 97436, 107179, ...
+        let plain = simulated_ramp(1, 0.0, 100_000, &[2]);
+        assert_eq!(plain.sustainable_rate, 55_000);
+        assert_eq!(plain.stopped_because, StopReason::Loss);
+        assert_eq!(plain.steps.len(), 3);
+
+        let tried = simulated_ramp(3, 0.0, 100_000, &[2]);
+        assert_eq!(tried.sustainable_rate, 97_436);
+        assert_eq!(tried.stopped_because, StopReason::Loss);
+        // 60500 took two tries; the overloaded 107179 took all three; the rest one each.
+        assert_eq!(tried.tries_at(60_500), 2);
+        assert_eq!(tried.tries_at(107_179), 3);
+        assert_eq!(tried.attempts.len(), tried.steps.len() + 1 + 2);
+        assert_eq!(tried.steps[2].attempt, 2);
+        assert!(tried.steps.iter().all(|s| s.phase == Phase::Ramp));
+        let text = tried.to_text();
+        assert!(text.contains("up to 3 tries a rate"), "{text}");
+    }
+
+    #[test]
+    fn refinement_finds_the_capacity_within_its_resolution() {
+        for capacity in [100_000, 103_000, 130_000, 250_000] {
+            let r = simulated_ramp(3, 2.0, capacity, &[1, 9]);
+            let found = r.sustainable_rate;
+            // Sustainable is < 1 % loss, so up to capacity / 0.99; the bracket ends 2 % wide.
+            let most = capacity as f64 / (1.0 - SUSTAINABLE_LOSS_PCT / 100.0);
+            assert!(found as f64 <= most && found as f64 >= most / 1.02, "{capacity}: {found}");
+            assert!(r.steps.iter().any(|s| s.phase == Phase::Refine), "{capacity}");
+            assert!(r.to_text().contains(" ok refine"), "{}", r.to_text());
+            // The refinement measured only rates between the ramp's bracket.
+            let ramp: Vec<u64> = r.steps.iter().filter(|s| s.phase == Phase::Ramp).map(|s| s.offered).collect();
+            let (lower, upper) = refine_bracket(&r.steps[..ramp.len()], false).unwrap();
+            assert!(r.steps[ramp.len()..].iter().all(|s| lower < s.offered && s.offered < upper));
+        }
     }
 }

@@ -130,6 +130,13 @@ pub enum Invalid {
     T3Window,
 }
 
+/// The run nonce a `load` reply's origin timestamp carries (its high 32 bits), whatever else the
+/// reply is; None when it is not 48 bytes.
+pub fn origin_nonce(buf: &[u8]) -> Option<u32> {
+    let bytes: [u8; 4] = buf.get(24..28)?.try_into().ok()?;
+    (buf.len() == HEADER_LEN).then(|| u32::from_be_bytes(bytes))
+}
+
 /// What a well-formed `load` reply says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplyClass {

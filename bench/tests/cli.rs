@@ -283,8 +283,9 @@ fn ramp_stops_past_the_loss_threshold_of_a_server_that_answers_1500_per_second()
         b.0 -= 1.0;
         vec![reply(req, t2).to_bytes().to_vec()]
     }));
+    // ntpperf's plain ramp: one try a step, no refinement.
     let started = Instant::now();
-    let v = ramp_json(&server, "1000,4,0.3", &[]);
+    let v = ramp_json(&server, "1000,4,0.3", &["--tries", "1", "--refine", "0"]);
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     assert_eq!(v["target"], server.addr.to_string(), "{v}");
     assert_eq!(v["stopped_because"], "loss", "{v}");
@@ -305,6 +306,31 @@ fn ramp_stops_past_the_loss_threshold_of_a_server_that_answers_1500_per_second()
         assert!(s["turnaround_p50_ns"].as_u64().unwrap() <= s["turnaround_p99_ns"].as_u64().unwrap(), "{s}");
         assert!(s["sent"].as_u64().unwrap() > 0 && s["answered"].as_u64().unwrap() > 0, "{s}");
     }
+    assert_eq!(v["attempts"], v["steps"], "one try a step: {v}");
+
+    // With tries and refinement: 4000/s fails both its tries, then the rate is bisected between
+    // 1000 and 4000 (geometric midpoints, from 2000) until the bracket is at most 10 % wide. The
+    // bucket's burst carries a 0.3 s step up to about 1500 + 256 / 0.3 = 2350/s.
+    let v = ramp_json(&server, "1000,4,0.3", &["--tries", "2", "--refine", "10"]);
+    assert_eq!(
+        (v["stopped_because"].clone(), v["tries"].clone(), v["refine_pct"].clone()),
+        ("loss".into(), 2.into(), 10.0.into())
+    );
+    let (steps, attempts) = (v["steps"].as_array().unwrap(), v["attempts"].as_array().unwrap());
+    let of = |s: &Value, key: &str| s[key].as_u64().unwrap_or_else(|| panic!("{key} missing: {s}"));
+    let at_4000: Vec<&Value> = attempts.iter().filter(|a| of(a, "offered") == 4000).collect();
+    assert_eq!(at_4000.len(), 2, "{v}");
+    assert!(at_4000.iter().all(|a| f(a, "loss_pct") > 5.0) && of(at_4000[1], "attempt") == 2, "{v}");
+    let refined: Vec<u64> = steps.iter().filter(|s| s["phase"] == "refine").map(|s| of(s, "offered")).collect();
+    assert_eq!(refined.first(), Some(&2000), "{v}");
+    assert!(refined.iter().all(|&r| 1000 < r && r < 4000), "{v}");
+    let sustainable = of(&v, "sustainable_rate");
+    assert!((1414..2828).contains(&sustainable), "{v}");
+    let clean = |s: &&Value| f(s, "loss_pct") < 1.0 && of(s, "invalid") == 0;
+    assert_eq!(steps.iter().filter(clean).map(|s| of(s, "offered")).max(), Some(sustainable), "{v}");
+    let above = steps.iter().map(|s| of(s, "offered")).filter(|&r| r > sustainable).min().unwrap();
+    assert!(above as f64 <= sustainable as f64 * 1.1, "the bracket ends at most 10 % wide: {v}");
+    assert!(attempts.len() >= steps.len(), "{v}");
 }
 
 #[test]
@@ -398,7 +424,7 @@ fn compare_script_parses_and_prints_its_help() {
     let help = Command::new(script).arg("--help").output().unwrap();
     assert!(help.status.success(), "{}", text(&help.stderr));
     let usage = text(&help.stdout);
-    for option in ["--runs", "--ramp", "--server-core", "--client-core", "--only", "--out"] {
+    for option in ["--runs", "--ramp", "--tries", "--refine", "--server-core", "--client-core", "--only", "--out"] {
         assert!(usage.contains(option), "{option} missing: {usage}");
     }
     let bad = Command::new(script).arg("--frobnicate").output().unwrap();

@@ -88,6 +88,9 @@ impl SendRecord {
 /// The send records, counters and histograms of one generator thread.
 pub struct SendBook {
     nonce: u32,
+    /// The nonce of the first step of this generator's ramp: replies carrying a nonce from it up
+    /// to this step's (exclusive) answer earlier steps.
+    first_nonce: u32,
     /// Sequence numbers handed out so far (a multiple of 64).
     next_seq: u64,
     ring: Vec<SendRecord>,
@@ -119,9 +122,28 @@ impl SendBook {
     }
 
     pub fn with_nonce(nonce: u32) -> Self {
+        Self::following(nonce, nonce)
+    }
+
+    /// The book of the step after the one whose book had nonce `previous`, in a ramp whose first
+    /// step had nonce `first`: its nonce is the next odd number, and a reply with the nonce of
+    /// any earlier step of the ramp counts as `stale`, not as invalid. (An engine that keeps its
+    /// socket across the steps, as the AF_XDP one does, can get replies to an earlier step that
+    /// the server or the path held back past that step's drain.)
+    pub fn after(first: u32, previous: u32) -> Self {
+        Self::following(first, previous.wrapping_add(2))
+    }
+
+    /// The nonce of the ramp's first step (this one's, for a book made by [`new`](Self::new)).
+    pub fn first_nonce(&self) -> u32 {
+        self.first_nonce
+    }
+
+    fn following(first_nonce: u32, nonce: u32) -> Self {
         let histogram = || Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_NS, 3).expect("valid histogram bounds");
         Self {
             nonce,
+            first_nonce,
             next_seq: 0,
             ring: vec![SendRecord::UNUSED; RING_BATCHES],
             rtt_ns: histogram(),
@@ -208,13 +230,25 @@ impl SendBook {
         now_ntp: NtpTimestamp,
         sent_at: impl FnOnce(u64) -> Option<(u64, NtpTimestamp)>,
     ) {
+        let class = payload.and_then(|p| self.classify(p, now_ns, now_ntp, sent_at));
+        if class == Err(Invalid::Origin) && payload.is_ok_and(|p| self.is_earlier_step(p)) {
+            self.counts.stale += 1;
+            return;
+        }
         self.counts.received += 1;
-        match payload.and_then(|p| self.classify(p, now_ns, now_ntp, sent_at)) {
+        match class {
             Ok(ReplyClass::Served) => self.counts.valid += 1,
             Ok(ReplyClass::Kod(_)) => self.counts.kod += 1,
             Ok(ReplyClass::Unsynchronized) => self.counts.unsynced += 1,
             Err(why) => self.counts.count_invalid(why),
         }
+    }
+
+    /// The reply's origin carries the nonce of an earlier step of this ramp.
+    fn is_earlier_step(&self, payload: &[u8]) -> bool {
+        let Some(nonce) = reply::origin_nonce(payload) else { return false };
+        let back = self.nonce.wrapping_sub(nonce);
+        back != 0 && back % 2 == 0 && back <= self.nonce.wrapping_sub(self.first_nonce)
     }
 
     fn classify(
@@ -317,6 +351,35 @@ mod tests {
         let o = book.finish(Duration::from_secs(1), 0);
         assert_eq!((o.rtt_ns.len(), o.turnaround_ns.len()), (2, 1));
         assert!(o.rtt_ns.min().abs_diff(30_000) <= 30 && o.rtt_ns.max().abs_diff(32_000) <= 32, "{:?}", o.rtt_ns);
+    }
+
+    #[test]
+    fn replies_to_earlier_steps_of_the_ramp_are_stale_not_invalid() {
+        let first = SendBook::with_nonce(0xffff_fffd);
+        let second = SendBook::after(first.first_nonce(), first.nonce());
+        let mut third = SendBook::after(second.first_nonce(), second.nonce());
+        // The nonces go on by two, across the wrap, and stay odd.
+        assert_eq!((second.nonce(), third.nonce(), third.first_nonce()), (0xffff_ffff, 1, 0xffff_fffd));
+        let t1 = NtpTimestamp::from_parts(4_000_000_000, 0);
+        assert_eq!(third.start_batch(1_000, t1), 0);
+        third.sent(64);
+        let late = |book: &SendBook| served(book, 3, t1, t1);
+        third.reply(Ok(&late(&first)), 2_000, t1);
+        third.reply(Ok(&late(&second)), 2_000, t1);
+        // A nonce no step of this ramp had (the next one, a foreign one) is still invalid.
+        let next = SendBook::after(third.first_nonce(), third.nonce());
+        third.reply(Ok(&late(&next)), 2_000, t1);
+        third.reply(Ok(&late(&SendBook::with_nonce(0x1234_5679))), 2_000, t1);
+        let c = third.counts;
+        assert_eq!((c.stale, c.received, c.invalid, c.invalid_origin, c.answered), (2, 2, 2, 2, 0));
+        // A first step has no earlier one: its own nonce's neighbours are foreign.
+        let mut alone = SendBook::with_nonce(0x11);
+        alone.start_batch(1_000, t1);
+        alone.sent(64);
+        alone.reply(Ok(&served(&SendBook::with_nonce(0xf), 3, t1, t1)), 2_000, t1);
+        assert_eq!((alone.counts.stale, alone.counts.invalid_origin), (0, 1));
+        assert_eq!(reply::origin_nonce(&late(&first)), Some(0xffff_fffd));
+        assert_eq!(reply::origin_nonce(&[0; 47]), None);
     }
 
     #[test]

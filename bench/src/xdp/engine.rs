@@ -240,6 +240,7 @@ impl XdpLoad {
                 recycle: [0; BATCH],
                 notes: WorkerNotes::default(),
                 injector,
+                nonces: None,
             });
             first += share as u32;
         }
@@ -406,6 +407,9 @@ struct Worker {
     notes: WorkerNotes,
     /// With `--tx inject`: requests are made in the kernel, not on the TX ring.
     injector: Option<Injector>,
+    /// The nonces of this socket's first and latest step: the socket lives across a ramp's
+    /// steps, so a reply to an earlier one can still arrive (counted as stale).
+    nonces: Option<(u32, u32)>,
 }
 
 /// A worker's share of the request injector.
@@ -428,7 +432,7 @@ impl Worker {
         // Best effort: 1 µs timer slack, so that short pacing waits end close to when they should.
         // SAFETY: PR_SET_TIMERSLACK takes one integer argument and touches no memory of ours.
         let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };
-        let mut book = SendBook::new();
+        let mut book = self.next_book();
         let before = self.start_step();
         // Every thread reaches the barrier, ready or not, so that none waits forever.
         ready.wait();
@@ -480,7 +484,7 @@ impl Worker {
     ) -> anyhow::Result<(LoadOutcome, WorkerNotes)> {
         let core = part.core();
         let pinned = pin_to(core);
-        let mut book = SendBook::new();
+        let mut book = self.next_book();
         let before = self.start_step();
         let t = &injector.template;
         injector.queue.set_up(&InjectSetup {
@@ -542,6 +546,17 @@ impl Worker {
         }
         self.finish_step(before);
         Ok((book.finish(send_elapsed, 0), std::mem::take(&mut self.notes)))
+    }
+
+    /// This step's book: its nonce follows the last step's, so late replies to that one are told
+    /// apart from invalid ones.
+    fn next_book(&mut self) -> SendBook {
+        let book = match self.nonces {
+            Some((first, last)) => SendBook::after(first, last),
+            None => SendBook::new(),
+        };
+        self.nonces = Some((book.first_nonce(), book.nonce()));
+        book
     }
 
     /// Before a step: what the last one left is cleared away, and the kernel's AF_XDP counters
