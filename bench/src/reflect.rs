@@ -218,10 +218,12 @@ impl Reflector {
             self.xsk.recycle_completions(&mut scratch);
             let n = self.xsk.rx.pop(&mut rx);
             if n == 0 {
+                // Replies a busy device left on the TX ring go out now, not with the next request.
+                let tx_waiting = self.xsk.drive_tx();
                 idle += 1;
                 if idle >= SPINS_BEFORE_SLEEP {
                     idle = 0;
-                    let _ = self.xsk.wait_readable(SLEEP_MS);
+                    let _ = self.xsk.wait_readable(if tx_waiting { 1 } else { SLEEP_MS });
                 }
                 continue;
             }

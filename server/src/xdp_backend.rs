@@ -37,6 +37,8 @@ use crate::timecore::{SnapshotCell, SnapshotReader};
 const SPINS_PER_CLOCK_READ: u32 = 64;
 /// Longest sleep, so shutdown is noticed promptly.
 const SLEEP_MS: i32 = 20;
+/// Sleep while replies wait on the TX ring for a busy device: each wakeup sends them on.
+const TX_WAIT_SLEEP_MS: i32 = 1;
 
 /// The running backend.
 #[derive(Debug)]
@@ -263,11 +265,16 @@ impl Worker {
             self.xsk.recycle_completions(&mut scratch);
             let n = self.xsk.rx.pop(&mut rx[..self.batch]);
             if n == 0 {
+                // Replies a busy device left on the TX ring go out now, not with the next request
+                // (measured on veth: a burst's last ~1000 replies otherwise left 0.4 s to 3 s late,
+                // one budget per 20 ms sleep).
+                let tx_waiting = self.xsk.drive_tx();
                 spins += 1;
                 if spins % SPINS_PER_CLOCK_READ == 0 || self.idle_spin.is_zero() {
                     let since = *idle_since.get_or_insert_with(std::time::Instant::now);
                     if since.elapsed() >= self.idle_spin {
-                        if self.xsk.wait_readable(SLEEP_MS).is_err() {
+                        let sleep = if tx_waiting { TX_WAIT_SLEEP_MS } else { SLEEP_MS };
+                        if self.xsk.wait_readable(sleep).is_err() {
                             self.counters.add_receive_error();
                         }
                         idle_since = None;

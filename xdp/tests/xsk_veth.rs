@@ -181,3 +181,38 @@ fn recycled_frames_the_fill_ring_has_no_room_for_wait_in_spare() {
     sent.sort_unstable();
     assert_eq!(back, sent);
 }
+
+#[test]
+fn drive_tx_sends_a_backlog_larger_than_one_wakeup_takes() {
+    if !require_root("xsk drive_tx") {
+        return;
+    }
+    let veth = Veth::new("xd");
+    let b_addr = veth.address_b();
+    let receiver = UdpSocket::bind((b_addr, 0)).unwrap();
+    receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let config = XskConfig { initial_fill: 0, ..XskConfig::default() };
+    let mut xsk = XskSocket::open(ifindex(&veth.a), 0, &config).unwrap();
+    // Three wakeups' worth: one wakeup sends one budget, so a responder that woke the kernel once
+    // per batch left the rest waiting until its next batch.
+    let frames = 3 * xsk.tx_budget() as usize;
+    let (mac_a, mac_b) = (mac(&veth.a), mac(&veth.b));
+    let src = Ipv4Addr::new(10, 77, b_addr.octets()[2], 1);
+    let mut descs = Vec::new();
+    for i in 0..frames {
+        let frame = udp_frame(mac_a, mac_b, src, b_addr, port, format!("{i}").as_bytes());
+        let addr = xsk.spare.pop().unwrap() + 256;
+        xsk.umem.data_mut(addr, frame.len() as u32).unwrap().copy_from_slice(&frame);
+        descs.push(libc::xdp_desc { addr, len: frame.len() as u32, options: 0 });
+    }
+    assert!(!xsk.drive_tx(), "nothing waits on an empty TX ring");
+    assert_eq!(xsk.tx.push(&descs), frames);
+    assert_eq!(xsk.tx.pending(), frames as u32);
+    assert!(!xsk.drive_tx(), "a veth peer that keeps up takes everything");
+    assert_eq!(xsk.tx.pending(), 0);
+    let mut buf = [0u8; 16];
+    for _ in 0..frames {
+        receiver.recv_from(&mut buf).expect("every frame of the backlog arrives");
+    }
+}

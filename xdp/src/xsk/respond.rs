@@ -2,9 +2,11 @@
 //! worker and stratum-bench's do-nothing reflector both run it, with different answers.
 //!
 //! Per batch: the caller takes frames off the RX ring; [`XskSocket::answer_in_place`] asks the
-//! caller's `answer` for each, puts the replies on the TX ring, wakes the kernel as often as its TX
-//! budget needs (copy mode) or when it asks (zero-copy), and gives every other frame back to the
-//! fill ring. [`XskSocket::recycle_completions`] returns sent frames to the fill ring.
+//! caller's `answer` for each, puts the replies on the TX ring, has the kernel send everything
+//! waiting there ([`XskSocket::drive_tx`]), and gives every other frame back to the fill ring.
+//! [`XskSocket::recycle_completions`] returns sent frames to the fill ring. A responder with
+//! nothing to read calls `drive_tx` too: replies the device was too busy for wait on the TX ring,
+//! and nothing else sends them.
 
 use super::{BindMode, Umem, XskSocket};
 
@@ -67,14 +69,8 @@ impl XskSocket {
             scratch.frames[n_back] = self.umem.frame_of(d.addr);
             n_back += 1;
         }
-        // Copy mode sends only from a syscall, at most tx_budget frames each; zero-copy only needs
-        // one when the driver asks. A failed kick loses nothing: the frames stay on the TX ring.
-        if sent > 0 && self.mode() == BindMode::Copy {
-            for _ in 0..sent.div_ceil(self.tx_budget() as usize) {
-                let _ = self.kick_tx();
-            }
-        } else if sent > 0 && self.tx.needs_wakeup() {
-            let _ = self.kick_tx();
+        if sent > 0 {
+            self.drive_tx();
         }
         self.refill(&scratch.frames[..n_back]);
         // A zero-copy driver that found the fill ring empty stops receiving until woken; a
@@ -83,6 +79,34 @@ impl XskSocket {
             let _ = self.wait_readable(0);
         }
         BatchOutcome { sent, not_answered, tx_ring_full: n_tx - sent }
+    }
+
+    /// Has the kernel send what waits on the TX ring. Copy mode sends only from a syscall, at most
+    /// [`tx_budget`](XskSocket::tx_budget) frames each, and a busy device (a full queue, a veth
+    /// peer's full ring) takes fewer or none; the frames it left stay on the ring, and nothing
+    /// sends them but another call. So: wakeups until the ring is empty or one makes no progress
+    /// (the device is busy; the next call goes on). Zero-copy: one wakeup when the driver asks.
+    /// True while frames still wait (a responder should then not sleep long).
+    pub fn drive_tx(&mut self) -> bool {
+        let mut pending = self.tx.pending();
+        if pending == 0 {
+            return false;
+        }
+        if self.mode() != BindMode::Copy {
+            if self.tx.needs_wakeup() {
+                let _ = self.kick_tx();
+            }
+            return self.tx.pending() > 0;
+        }
+        loop {
+            // A failed wakeup loses nothing: the frames stay on the TX ring.
+            let _ = self.kick_tx();
+            let left = self.tx.pending();
+            if left == 0 || left >= pending {
+                return left > 0;
+            }
+            pending = left;
+        }
     }
 
     /// Frames the kernel has sent come back on the completion ring; they go onto the fill ring

@@ -176,6 +176,11 @@ impl<T: Copy> ProducerRing<T> {
         self.raw.flags() & libc::XDP_RING_NEED_WAKEUP != 0
     }
 
+    /// Entries published that the kernel has not taken yet (one atomic load).
+    pub fn pending(&self) -> u32 {
+        self.cached_producer.wrapping_sub(self.raw.consumer().load(Ordering::Acquire))
+    }
+
     pub fn size(&self) -> u32 {
         self.raw.size
     }
@@ -268,8 +273,13 @@ mod tests {
             // SAFETY: test-only read of the slot.
             assert_eq!(unsafe { entry(base, 8, i).read() }, u64::from(i) + 1);
         }
+        assert_eq!(ring.pending(), 8);
         index(base, OFFSETS.consumer).store(3, Ordering::Release);
+        assert_eq!(ring.pending(), 5);
         assert_eq!(ring.push(&[11, 12, 13, 14]), 3);
+        assert_eq!(ring.pending(), 8);
+        index(base, OFFSETS.consumer).store(11, Ordering::Release);
+        assert_eq!(ring.pending(), 0);
         // SAFETY: test-only read of the slot (index 8 wrapped onto slot 0).
         assert_eq!(unsafe { entry(base, 8, 8).read() }, 11);
     }
@@ -302,8 +312,10 @@ mod tests {
         assert_eq!(prod.push(&[1, 2, 3, 4, 5]), 4);
         assert_eq!(index(base, OFFSETS.producer).load(Ordering::Relaxed), 2);
         assert_eq!(prod.free(1), 0);
+        assert_eq!(prod.pending(), 4);
         index(base, OFFSETS.consumer).store(2, Ordering::Relaxed);
         assert_eq!(prod.free(1), 4);
+        assert_eq!(prod.pending(), 0);
     }
 
     #[test]
