@@ -6,8 +6,9 @@
 #
 # Two namespaces joined by one veth pair: the generator's (ijg, ijg0 10.98.0.1, core 0) and the
 # reflector's (ijs, ijs0 10.98.0.2, core 1). GRO is on at both ends and their NAPI runs threaded,
-# pinned to its own side's core, so each side pays for its own receive path (by default a veth's
-# receive work runs on the sender's core). BIN: a release stratum-bench built with --features xdp;
+# pinned to its own side's core at SCHED_FIFO 50 (it preempts the process there, as a NIC's
+# softirq would), so each side pays for its own receive path (by default a veth's receive work
+# runs on the sender's core). BIN: a release stratum-bench built with --features xdp;
 # OUT: where the JSON lines go.
 set -euo pipefail
 BIN=$(realpath "${BIN:-target/release/stratum-bench}")
@@ -35,8 +36,10 @@ pid=$!
 sleep 1
 pin() {
   local p
-  for p in $(pgrep -f "^napi/$SI-"); do taskset -pc 1 "$p" >/dev/null; done
-  for p in $(pgrep -f "^napi/$GI-"); do taskset -pc 0 "$p" >/dev/null; done
+  # pgrep -f sees a kernel thread's name in brackets ("[napi/ijs0-1652]"): no "^" anchor.
+  for p in $(pgrep -f "napi/$SI-[0-9]+"); do taskset -pc 1 "$p" >/dev/null; chrt -f -p 50 "$p"; done
+  for p in $(pgrep -f "napi/$GI-[0-9]+"); do taskset -pc 0 "$p" >/dev/null; chrt -f -p 50 "$p"; done
+  [ -n "$(pgrep -f "napi/$SI-[0-9]+")" ] && [ -n "$(pgrep -f "napi/$GI-[0-9]+")" ] || { echo "no NAPI threads to pin" >&2; exit 1; }
 }
 load() { ip netns exec $G "$BIN" load --engine xdp --interface $GI --i-own-this-target --cores 0 --target $SA:123 --json "$@"; }
 load --rate 1000 --duration 1 >/dev/null 2>&1

@@ -282,6 +282,8 @@ pub struct StepResult {
     /// The generator sent at less than 98 % of the offered rate.
     pub generator_behind: bool,
     pub server_socket_drops: Option<u64>,
+    /// Replies the generator's own socket dropped (counted as lost: a step with any is suspect).
+    pub client_drops: u64,
 }
 
 fn pct(part: u64, whole: u64) -> f64 {
@@ -324,6 +326,7 @@ impl StepResult {
             turnaround_p99_ns: r.turnaround_p99_ns,
             generator_behind: (r.send_rate as f64) < GENERATOR_KEPT_UP * r.offered_rate as f64,
             server_socket_drops: r.server_socket_drops,
+            client_drops: r.client_socket_drops,
         }
     }
 
@@ -605,6 +608,7 @@ mod tests {
             turnaround_p99_ns: 1,
             generator_behind: false,
             server_socket_drops: None,
+            client_drops: 0,
         }
     }
 

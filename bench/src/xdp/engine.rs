@@ -469,7 +469,7 @@ impl Worker {
             }
         }
         self.finish_step(before);
-        Ok((book.finish(send_elapsed, 0), std::mem::take(&mut self.notes)))
+        Ok((book.finish(send_elapsed, self.notes.stats.receive_drops()), std::mem::take(&mut self.notes)))
     }
 
     /// One step with the requests made in the kernel ([`inject`]): a second thread on the same
@@ -545,7 +545,7 @@ impl Worker {
             }
         }
         self.finish_step(before);
-        Ok((book.finish(send_elapsed, 0), std::mem::take(&mut self.notes)))
+        Ok((book.finish(send_elapsed, self.notes.stats.receive_drops()), std::mem::take(&mut self.notes)))
     }
 
     /// This step's book: its nonce follows the last step's, so late replies to that one are told

@@ -76,6 +76,14 @@ pub struct XskStatistics {
     pub tx_ring_empty: u64,
 }
 
+impl XskStatistics {
+    /// Frames the kernel dropped on their way into this socket: no free frame (or too long), or
+    /// a full RX ring. (The two counters are disjoint; the fill-ring-empty one counts events.)
+    pub fn receive_drops(&self) -> u64 {
+        self.rx_dropped + self.rx_ring_full
+    }
+}
+
 /// A bound AF_XDP socket. Fields are public so a worker can borrow the UMEM and the rings at once.
 #[derive(Debug)]
 pub struct XskSocket {
