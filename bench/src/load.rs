@@ -276,6 +276,10 @@ pub struct LoadReport {
     pub achieved_reply_rate: u64,
     pub server_socket_drops: Option<u64>,
     pub client_socket_drops: u64,
+    /// AF_XDP engine: frames the generator's interface refused at transmit over the step (its
+    /// tx_dropped counter; on veth, the peer's receive ring was full; on a NIC, the transmit
+    /// queue). They are among the requests sent, so they count as lost. None for sockets.
+    pub tx_refused: Option<u64>,
     pub rtt_p50_us: u64,
     pub rtt_p99_us: u64,
     pub rtt_max_us: u64,
@@ -340,6 +344,7 @@ impl LoadReport {
             achieved_reply_rate: (c.valid as f64 / secs).round() as u64,
             server_socket_drops: o.server_socket_drops,
             client_socket_drops: o.client_socket_drops,
+            tx_refused: None,
             rtt_p50_us: q(rtt, 0.50) / 1000,
             rtt_p99_us: q(rtt, 0.99) / 1000,
             rtt_max_us: rtt.max() / 1000,
@@ -395,6 +400,9 @@ impl LoadReport {
         s += &format!("loss          {:.3} %\n", self.loss_pct);
         let server = self.server_socket_drops.map_or_else(|| "n/a".to_string(), |d| d.to_string());
         s += &format!("socket drops  server {server}, client {}\n", self.client_socket_drops);
+        if let Some(n) = self.tx_refused {
+            s += &format!("tx refused    {n} (the interface's tx_dropped: counted as sent and lost)\n");
+        }
         let us = |ns: u64| ns as f64 / 1000.0;
         s += &format!(
             "rtt           p50 {:.1} us, p90 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us\n",

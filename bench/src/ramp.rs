@@ -284,6 +284,8 @@ pub struct StepResult {
     pub server_socket_drops: Option<u64>,
     /// Replies the generator's own socket dropped (counted as lost: a step with any is suspect).
     pub client_drops: u64,
+    /// AF_XDP engine: requests the generator's interface refused at transmit (counted as lost).
+    pub tx_refused: Option<u64>,
 }
 
 fn pct(part: u64, whole: u64) -> f64 {
@@ -327,6 +329,7 @@ impl StepResult {
             generator_behind: (r.send_rate as f64) < GENERATOR_KEPT_UP * r.offered_rate as f64,
             server_socket_drops: r.server_socket_drops,
             client_drops: r.client_socket_drops,
+            tx_refused: r.tx_refused,
         }
     }
 
@@ -609,6 +612,7 @@ mod tests {
             generator_behind: false,
             server_socket_drops: None,
             client_drops: 0,
+            tx_refused: None,
         }
     }
 

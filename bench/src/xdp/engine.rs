@@ -264,6 +264,7 @@ impl XdpLoad {
             bail!("a step of {} threads on a load opened with {}", parts.len(), self.workers.len());
         }
         let start = Barrier::new(parts.len());
+        let refused_before = tx_dropped(&self.notes.interface);
         let results: Vec<anyhow::Result<(LoadOutcome, WorkerNotes)>> = thread::scope(|scope| {
             let handles: Vec<_> = self
                 .workers
@@ -290,8 +291,16 @@ impl XdpLoad {
             }
         }
         let outcome = total.context("no generator thread")?;
-        Ok((LoadReport::new(step, "xdp", &outcome), notes))
+        let mut report = LoadReport::new(step, "xdp", &outcome);
+        report.tx_refused = refused_before.zip(tx_dropped(&self.notes.interface)).map(|(a, b)| b.saturating_sub(a));
+        Ok((report, notes))
     }
+}
+
+/// The interface's tx_dropped counter (sysfs), where the kernel counts the frames a driver refused
+/// at transmit (veth: `ndo_xdp_xmit` found the peer's ring full). None if it cannot be read.
+fn tx_dropped(interface: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/sys/class/net/{interface}/statistics/tx_dropped")).ok()?.trim().parse().ok()
 }
 
 /// One step with the AF_XDP engine: open, run, close.
