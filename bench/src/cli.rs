@@ -273,10 +273,7 @@ fn run_ramp(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
             let _ = writeln!(
                 err,
                 "{}: offered {}/s, answered {}/s, loss {:.3} %, rtt p99 {:.1} us{}",
-                match step.phase {
-                    ramp::Phase::Ramp => "step",
-                    ramp::Phase::Refine => "refine",
-                },
+                step.phase.as_str(),
                 step.offered,
                 step.answered_rate,
                 step.loss_pct,

@@ -124,7 +124,6 @@ impl LoadConfig {
     }
 }
 
-/// `total` in `n` shares that differ by at most one, the larger ones first.
 /// Pins the calling thread to `core` (nothing to do for None): each generator thread to its
 /// `--cores` entry.
 pub fn pin_to(core: Option<usize>) -> anyhow::Result<()> {
@@ -136,6 +135,7 @@ pub fn pin_to(core: Option<usize>) -> anyhow::Result<()> {
     }
 }
 
+/// `total` in `n` shares that differ by at most one, the larger ones first.
 pub fn split(total: u64, n: usize) -> Vec<u64> {
     let n64 = n as u64;
     (0..n64).map(|i| total / n64 + u64::from(i < total % n64)).collect()

@@ -243,6 +243,16 @@ pub enum Phase {
     Refine,
 }
 
+impl Phase {
+    /// What a progress line or an error calls a try of this phase.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ramp => "step",
+            Self::Refine => "refine",
+        }
+    }
+}
+
 /// What one try measured: the ramp's row of a [`LoadReport`]. Percentages are of the requests sent.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct StepResult {
@@ -503,7 +513,7 @@ pub fn run_with(
             }
             let step_config = LoadConfig { rate, ..config.step.clone() };
             let report =
-                step(&step_config).with_context(|| format!("ramp {} at {rate}/s, try {attempt}", phase_name(phase)))?;
+                step(&step_config).with_context(|| format!("ramp {} at {rate}/s, try {attempt}", phase.as_str()))?;
             let result = StepResult::from_report(&report, phase, attempt);
             progress(&result);
             let done = result.is_sustainable(config.kod_ok);
@@ -563,13 +573,6 @@ pub fn run_with(
         attempts,
         stopped_because,
     })
-}
-
-fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Ramp => "step",
-        Phase::Refine => "refinement",
-    }
 }
 
 #[cfg(test)]

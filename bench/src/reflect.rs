@@ -22,7 +22,7 @@ use anyhow::bail;
 use serde::Serialize;
 use stratum_proto::frame::{parse_frame, write_reply, FrameVerdict};
 use stratum_proto::packet::HEADER_LEN;
-use stratum_xdp::xsk::{BindMode, ReplyScratch, XskConfig, XskSocket, XskStatistics};
+use stratum_xdp::xsk::{BindMode, ReplyScratch, XskConfig, XskSocket, XskStatistics, TX_WAIT_SLEEP_MS};
 
 use crate::clock::now_ntp;
 use crate::engine::book::BATCH;
@@ -223,7 +223,7 @@ impl Reflector {
                 idle += 1;
                 if idle >= SPINS_BEFORE_SLEEP {
                     idle = 0;
-                    let _ = self.xsk.wait_readable(if tx_waiting { 1 } else { SLEEP_MS });
+                    let _ = self.xsk.wait_readable(if tx_waiting { TX_WAIT_SLEEP_MS } else { SLEEP_MS });
                 }
                 continue;
             }

@@ -23,7 +23,7 @@ use stratum_proto::frame::{parse_frame, write_reply, FrameVerdict};
 use stratum_proto::{respond, DropReason, NtpTimestamp, RxMeta, ServerSnapshot, Verdict};
 use stratum_xdp::meta::RxMetadata;
 use stratum_xdp::program::{AttachedMode, ProgramConfig, SteeringProgram, XdpMode as ProgramMode};
-use stratum_xdp::xsk::{self, BatchOutcome, BindMode, ReplyScratch, XskConfig, XskSocket, MAX_BATCH};
+use stratum_xdp::xsk::{self, BatchOutcome, BindMode, ReplyScratch, XskConfig, XskSocket, MAX_BATCH, TX_WAIT_SLEEP_MS};
 
 use crate::admission::{Admission, WorkerPolicy};
 use crate::config::{Config, Queues, Timestamping, XdpMode};
@@ -37,8 +37,6 @@ use crate::timecore::{SnapshotCell, SnapshotReader};
 const SPINS_PER_CLOCK_READ: u32 = 64;
 /// Longest sleep, so shutdown is noticed promptly.
 const SLEEP_MS: i32 = 20;
-/// Sleep while replies wait on the TX ring for a busy device: each wakeup sends them on.
-const TX_WAIT_SLEEP_MS: i32 = 1;
 
 /// The running backend.
 #[derive(Debug)]
@@ -103,7 +101,7 @@ impl XdpBackend {
         }
         let batch = server.batch.clamp(1, MAX_BATCH);
         // Copy mode sends at most tx_budget frames per wakeup: make it a whole batch where the
-        // kernel lets us (answer_in_place kicks once per budget otherwise).
+        // kernel lets us (drive_tx wakes it once per budget otherwise).
         for socket in &mut sockets {
             socket.set_tx_budget(batch as u32);
         }

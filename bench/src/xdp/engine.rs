@@ -477,8 +477,7 @@ impl Worker {
                 self.wait(Duration::from_millis(1));
             }
         }
-        self.finish_step(before);
-        Ok((book.finish(send_elapsed, self.notes.stats.receive_drops()), std::mem::take(&mut self.notes)))
+        Ok(self.finish_step(before, book, send_elapsed))
     }
 
     /// One step with the requests made in the kernel ([`inject`]): a second thread on the same
@@ -553,8 +552,7 @@ impl Worker {
                 self.wait(Duration::from_millis(1));
             }
         }
-        self.finish_step(before);
-        Ok((book.finish(send_elapsed, self.notes.stats.receive_drops()), std::mem::take(&mut self.notes)))
+        Ok(self.finish_step(before, book, send_elapsed))
     }
 
     /// This step's book: its nonce follows the last step's, so late replies to that one are told
@@ -576,8 +574,14 @@ impl Worker {
         self.xsk.statistics().unwrap_or_default()
     }
 
-    /// The kernel's AF_XDP counters over the step go into the notes.
-    fn finish_step(&mut self, before: XskStatistics) {
+    /// The step's outcome and notes: the kernel's AF_XDP counters over the step go into the
+    /// notes, and the frames it dropped on their way to this socket are the client's drops.
+    fn finish_step(
+        &mut self,
+        before: XskStatistics,
+        book: SendBook,
+        send_elapsed: Duration,
+    ) -> (LoadOutcome, WorkerNotes) {
         let after = self.xsk.statistics().unwrap_or_default();
         let stats = XskStatistics {
             rx_dropped: after.rx_dropped.saturating_sub(before.rx_dropped),
@@ -588,6 +592,7 @@ impl Worker {
             tx_ring_empty: after.tx_ring_empty.saturating_sub(before.tx_ring_empty),
         };
         self.notes.stats = stats;
+        (book.finish(send_elapsed, stats.receive_drops()), std::mem::take(&mut self.notes))
     }
 
     /// Stamps, pushes and sends one batch of 64 requests; false (nothing sent) when fewer than 64

@@ -16,7 +16,7 @@ mod ring;
 mod socket;
 mod umem;
 
-pub use respond::{BatchOutcome, ReplyScratch, MAX_BATCH};
+pub use respond::{BatchOutcome, ReplyScratch, MAX_BATCH, TX_WAIT_SLEEP_MS};
 pub use ring::{ConsumerRing, ProducerRing};
 pub use socket::{statistics, BindMode, XskConfig, XskSocket, XskStatistics, ZeroCopy, DEFAULT_TX_BUDGET};
 pub use umem::{Umem, UmemConfig, TX_METADATA_LEN};

@@ -12,6 +12,9 @@ use super::{BindMode, Umem, XskSocket};
 
 /// Most frames one [`XskSocket::answer_in_place`] call takes.
 pub const MAX_BATCH: usize = 256;
+/// How long a responder sleeps while [`XskSocket::drive_tx`] says replies still wait for a busy
+/// device: each wakeup sends more of them, so not the long sleep of an idle queue.
+pub const TX_WAIT_SLEEP_MS: i32 = 1;
 
 const EMPTY_DESC: libc::xdp_desc = libc::xdp_desc { addr: 0, len: 0, options: 0 };
 
