@@ -222,7 +222,9 @@ impl XdpLoad {
                 template: template.injection(config.client_net.client(first)),
                 clients: share as u32,
             });
-            let free = std::mem::take(&mut xsk.spare);
+            // The spare frames become transmit frames; the new spare has room for every receive
+            // frame that must wait for the fill ring.
+            let free = std::mem::replace(&mut xsk.spare, Vec::with_capacity(RING as usize));
             for &addr in &free {
                 let frame = xsk.umem.data_mut(addr, template.len() as u32).context("UMEM frame too small")?;
                 frame.copy_from_slice(template.bytes());
@@ -363,6 +365,15 @@ fn injection_limit(rate: u64, duration: Duration) -> u64 {
     }
     let batches = Pacer::new(rate).due_by(duration - Duration::from_nanos(1));
     batches.saturating_mul(BATCH as u64).min(most)
+}
+
+/// Stops an injector call when dropped, on every way out of a step.
+struct StopOnDrop<'a>(&'a RunControl);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 /// SCHED_IDLE for the calling thread: it runs only when nothing else on its core wants to.
@@ -521,6 +532,9 @@ impl Worker {
                 lowest_priority();
                 queue.run_until_stopped(frame, control)
             });
+            // Should this thread panic below, the call is stopped all the same: the scope waits
+            // for the maker, which would otherwise run until killed.
+            let _stop_on_unwind = StopOnDrop(control);
             // The step ends when the program has made every request due (it paces from its own
             // first run, which the kernel's setup of the call delays by some milliseconds), or
             // `duration` after that first run; or, should it never start, a second after the end.
@@ -672,8 +686,7 @@ impl Worker {
             };
             count(book, Ok(payload), t4, tai_to_ntp(t4, self.tai_offset_ns));
         }
-        let refilled = self.xsk.fill.push(&self.recycle[..n]);
-        debug_assert_eq!(refilled, n, "the fill ring has an entry for every receive frame");
+        self.xsk.refill(&self.recycle[..n]);
         n
     }
 
@@ -698,7 +711,7 @@ impl Worker {
             for i in 0..n {
                 self.recycle[i] = self.xsk.umem.frame_of(self.rx[i].addr);
             }
-            self.xsk.fill.push(&self.recycle[..n]);
+            self.xsk.refill(&self.recycle[..n]);
             if n == 0 {
                 return;
             }

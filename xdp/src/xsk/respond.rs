@@ -130,10 +130,10 @@ impl XskSocket {
         }
     }
 
-    /// Frames back to the fill ring; any it has no room for (a fill ring smaller than the UMEM)
-    /// wait in `spare`, which has room for every frame, so none is ever lost.
-    fn refill(&mut self, frames: &[u64]) {
-        let pushed = self.fill.push(frames);
-        self.spare.extend_from_slice(&frames[pushed..]);
+    /// Frames back to the fill ring, after any that wait in `spare`; those it has no room for
+    /// (a fill ring smaller than the UMEM, or one the kernel has not yet published consuming)
+    /// wait in `spare`, which has room for every frame, so none leaves circulation.
+    pub fn refill(&mut self, frames: &[u64]) {
+        self.fill.push_or_keep(frames, &mut self.spare);
     }
 }

@@ -171,6 +171,20 @@ impl<T: Copy> ProducerRing<T> {
         n
     }
 
+    /// Pushes what waits in `spare` first, then `items`; whatever does not fit joins `spare`.
+    /// (The kernel publishes how far it has consumed a ring only now and then, so a fill ring can
+    /// look full while frames it has taken come back on the RX ring: they wait in `spare` and go
+    /// in with a later push, instead of leaving circulation.) Allocates nothing while `spare`
+    /// has the capacity.
+    pub fn push_or_keep(&mut self, items: &[T], spare: &mut Vec<T>) {
+        if !spare.is_empty() {
+            let n = self.push(spare);
+            spare.drain(..n);
+        }
+        let n = self.push(items);
+        spare.extend_from_slice(&items[n..]);
+    }
+
     /// The kernel asked to be woken (a syscall) before it looks at this ring again.
     pub fn needs_wakeup(&self) -> bool {
         self.raw.flags() & libc::XDP_RING_NEED_WAKEUP != 0
@@ -282,6 +296,26 @@ mod tests {
         assert_eq!(ring.pending(), 0);
         // SAFETY: test-only read of the slot (index 8 wrapped onto slot 0).
         assert_eq!(unsafe { entry(base, 8, 8).read() }, 11);
+    }
+
+    #[test]
+    fn what_does_not_fit_waits_in_spare_and_goes_in_first_next_time() {
+        let (r, base) = region(4);
+        let mut ring = ProducerRing::<u64>::new(r, OFFSETS, 4).unwrap();
+        let mut spare = Vec::with_capacity(8);
+        ring.push_or_keep(&[1, 2, 3], &mut spare);
+        ring.push_or_keep(&[4, 5, 6], &mut spare);
+        assert_eq!(spare, [5, 6]);
+        // Nothing consumed: nothing goes in, and the new items wait behind the old ones.
+        ring.push_or_keep(&[7], &mut spare);
+        assert_eq!(spare, [5, 6, 7]);
+        // Three consumed: the waiting ones go first, in order.
+        index(base, OFFSETS.consumer).store(3, Ordering::Release);
+        ring.push_or_keep(&[8], &mut spare);
+        assert_eq!(spare, [8]);
+        // SAFETY: test-only reads of slots 4, 5 and 6 (indices wrap onto 0, 1, 2).
+        let slots: Vec<u64> = (4..7).map(|i| unsafe { entry(base, 4, i).read() }).collect();
+        assert_eq!(slots, [5, 6, 7]);
     }
 
     #[test]
