@@ -11,7 +11,6 @@
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::run`].
 
 pub mod cli;
-pub mod clock;
 pub mod engine;
 pub mod load;
 pub mod plot;

@@ -5,9 +5,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket}
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use stratum_host::clock::now as now_ntp;
 use stratum_proto::{NtpPacket, NtpTimestamp};
 
-use crate::clock::now_ntp;
 use crate::reply::{self, QueryRejection};
 
 pub const DEFAULT_PORT: u16 = 123;

@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use serde::Serialize;
+use stratum_host::clock::now as now_ntp;
 use stratum_proto::frame::{parse_frame, write_reply, FrameVerdict};
 use stratum_proto::packet::HEADER_LEN;
 use stratum_xdp::xsk::{BindMode, ReplyScratch, XskConfig, XskSocket, XskStatistics, TX_WAIT_SLEEP_MS};
 
-use crate::clock::now_ntp;
 use crate::engine::book::BATCH;
 use crate::load::pin_to;
 use crate::xdp::engine::attach;

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use stratum_bench::clock::now_ntp;
+use stratum_host::clock::now as now_ntp;
 use stratum_proto::{LeapIndicator, NtpDuration, NtpMode, NtpPacket, NtpShort, NtpTimestamp, RefId};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stratum-bench");

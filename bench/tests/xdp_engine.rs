@@ -143,7 +143,7 @@ fn kernel_responder(ns: &str, addr: String, stop: Arc<AtomicBool>) -> std::threa
         let (mut buf, mut answered) = ([0u8; 64], 0);
         while !stop.load(Ordering::Relaxed) {
             let Ok((48, from)) = socket.recv_from(&mut buf) else { continue };
-            let now = stratum_bench::clock::now_ntp().to_bits().to_be_bytes();
+            let now = stratum_host::clock::now().to_bits().to_be_bytes();
             buf[0] = 0x24;
             buf[1] = 2;
             buf.copy_within(40..48, 24);

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use libfuzzer_sys::fuzz_target;
-use stratum_proto::ratelimit::{RateDecision, RateLimitConfig, RateLimiter};
+use stratum_proto::server::ratelimit::{RateDecision, RateLimitConfig, RateLimiter};
 use stratum_proto::NtpTimestamp;
 
 fuzz_target!(|input: (u8, u8, Vec<(u128, u64, u64)>)| {

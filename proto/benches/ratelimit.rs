@@ -10,7 +10,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use stratum_proto::ratelimit::{RateLimitConfig, RateLimiter};
+use stratum_proto::server::ratelimit::{RateLimitConfig, RateLimiter};
 use stratum_proto::NtpTimestamp;
 
 const CLIENTS: u32 = 1 << 20;

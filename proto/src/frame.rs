@@ -10,7 +10,7 @@
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::respond::DropReason;
+use crate::server::respond::DropReason;
 
 const ETH_HEADER: usize = 14;
 const VLAN_TAG: usize = 4;

@@ -6,16 +6,15 @@
 //! input: every other crate depends on it, and the data plane calls it millions of times a second.
 #![forbid(unsafe_code)]
 
-pub mod access;
+mod atomic;
 pub mod frame;
 pub mod packet;
-pub mod ratelimit;
-pub mod respond;
-pub mod snapshot;
-mod sync;
+pub mod server;
 pub mod time;
 
 pub use packet::{KissCode, LeapIndicator, NtpHeader, NtpMode, NtpPacket, RefId};
-pub use respond::{respond, AdmissionPolicy, AdmitAction, ClientRequest, DropReason, RxMeta, ServeAll, Verdict};
-pub use snapshot::{ClockCorrection, ServerSnapshot};
+pub use server::respond::{
+    respond, AdmissionPolicy, AdmitAction, ClientRequest, DropReason, RxMeta, ServeAll, Verdict,
+};
+pub use server::snapshot::{ClockCorrection, ServerSnapshot};
 pub use time::{NtpDuration, NtpShort, NtpTimestamp};

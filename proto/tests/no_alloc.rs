@@ -4,7 +4,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use stratum_proto::respond::ClientRequest;
+use stratum_proto::server::respond::ClientRequest;
 use stratum_proto::{
     respond, AdmissionPolicy, AdmitAction, KissCode, NtpPacket, NtpTimestamp, RxMeta, ServeAll, ServerSnapshot,
 };

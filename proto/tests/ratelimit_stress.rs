@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use stratum_proto::ratelimit::{RateDecision, RateLimitConfig, RateLimiter};
+use stratum_proto::server::ratelimit::{RateDecision, RateLimitConfig, RateLimiter};
 use stratum_proto::NtpTimestamp;
 
 const THREADS: usize = 4;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
-use stratum_proto::access::Cidr;
-use stratum_proto::ratelimit::{RateLimitConfig, MAX_INTERVAL, MIN_INTERVAL};
+use stratum_proto::server::access::Cidr;
+use stratum_proto::server::ratelimit::{RateLimitConfig, MAX_INTERVAL, MIN_INTERVAL};
 use stratum_proto::RefId;
 
 /// The configuration compiled into the binary, used when no `--config` is given.
@@ -592,7 +592,7 @@ fn validate_xdp(s: &ServerConfig) -> Result<(), Invalid> {
     let Some(interface) = &s.interface else {
         return Err(("server.interface", None, "the xdp backend needs the interface to attach to".into()));
     };
-    if crate::netif::index(interface).is_none() {
+    if stratum_host::netif::index(interface).is_none() {
         return Err(("server.interface", None, format!("no such interface `{interface}` on this host")));
     }
     if let (Some(cores), Queues::List(queues)) = (&s.cores, &s.queues) {

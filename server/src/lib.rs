@@ -1,24 +1,13 @@
-//! stratumd: the daemon's composition root. Config, time core, clock sources, the sync thread,
-//! the socket backend and its counters, `/metrics` and the control socket; `main.rs` only parses the
-//! command line and calls [`run`].
+//! stratumd: the daemon's composition root. It wires the parts together and owns nothing else:
+//! `config` (the file), `time` (the time core and clock backends), `sync` (the one writer of the
+//! time core), `dataplane` (the workers that answer, on either backend) and `mgmt` (`/metrics`, the
+//! control socket). `main.rs` only parses the command line and calls [`run`].
 
-pub mod admission;
-pub mod clock;
 pub mod config;
-pub mod control;
-pub mod endpoint;
-pub mod histogram;
-pub mod hostclock;
-pub mod metrics;
-pub mod netif;
-pub mod pinning;
-pub mod socket;
-pub mod stats;
-pub mod status;
+pub mod dataplane;
+pub mod mgmt;
 pub mod sync;
-pub mod timecore;
-#[cfg(feature = "xdp")]
-pub mod xdp_backend;
+pub mod time;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,15 +15,15 @@ use std::time::{Duration, Instant};
 
 use stratum_proto::ServerSnapshot;
 
-use admission::Admission;
 use config::{Backend, Config};
-use control::ControlServer;
-use metrics::MetricsServer;
-use socket::SocketBackend;
-use stats::Totals;
-use status::{ServerStatus, WorkerHandle};
+use dataplane::admission::Admission;
+use dataplane::stats::Totals;
+use dataplane::DataPlane;
+use mgmt::control::ControlServer;
+use mgmt::metrics::MetricsServer;
+use mgmt::status::{ServerStatus, WorkerHandle};
 use sync::SyncLoop;
-use timecore::SnapshotCell;
+use time::core::SnapshotCell;
 
 /// Runs the server until SIGTERM or SIGINT, then stops within a second.
 pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
@@ -46,8 +35,8 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, shutdown.clone())?;
     }
 
-    let precision = hostclock::measure_precision();
-    let source = clock::from_config(config);
+    let precision = stratum_host::clock::measure_precision();
+    let source = time::clock::from_config(config);
     let description = source.describe();
     let cell = SnapshotCell::new(ServerSnapshot::unsynchronized(precision));
     let mut sync = SyncLoop::new(source, cell.clone(), precision);
@@ -153,79 +142,6 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     let totals = Totals::sum(counters.iter().map(|c| c.as_ref()));
     tracing::info!("stopped: {}", totals.summary());
     Ok(())
-}
-
-/// The data plane in use.
-enum DataPlane {
-    Socket(SocketBackend),
-    #[cfg(feature = "xdp")]
-    Xdp(xdp_backend::XdpBackend),
-}
-
-impl DataPlane {
-    fn start(
-        config: &Config,
-        admission: &Admission,
-        cell: &Arc<SnapshotCell>,
-        shutdown: &Arc<AtomicBool>,
-    ) -> anyhow::Result<Self> {
-        match config.server.backend {
-            Backend::Socket => Ok(Self::Socket(SocketBackend::start(&config.server, admission, cell, shutdown)?)),
-            #[cfg(feature = "xdp")]
-            Backend::Xdp => Ok(Self::Xdp(xdp_backend::XdpBackend::start(config, admission, cell, shutdown)?)),
-            #[cfg(not(feature = "xdp"))]
-            Backend::Xdp => anyhow::bail!("this stratumd was built without the xdp backend (--features xdp)"),
-        }
-    }
-
-    fn counters(&self) -> &[Arc<stats::WorkerCounters>] {
-        match self {
-            Self::Socket(b) => &b.counters,
-            #[cfg(feature = "xdp")]
-            Self::Xdp(b) => &b.counters,
-        }
-    }
-
-    fn cores(&self) -> &[Option<usize>] {
-        match self {
-            Self::Socket(b) => &b.cores,
-            #[cfg(feature = "xdp")]
-            Self::Xdp(b) => &b.cores,
-        }
-    }
-
-    /// Socket addresses served (the socket backend's; the xdp backend serves a port on an interface).
-    fn addresses(&self) -> Vec<std::net::SocketAddr> {
-        match self {
-            Self::Socket(b) => b.addresses.clone(),
-            #[cfg(feature = "xdp")]
-            Self::Xdp(_) => Vec::new(),
-        }
-    }
-
-    fn describe_listen(&self) -> String {
-        match self {
-            Self::Socket(b) => format!("{:?}", b.addresses),
-            #[cfg(feature = "xdp")]
-            Self::Xdp(b) => format!("{} queues {:?}", b.interface, b.queues),
-        }
-    }
-
-    fn xdp_status(&self) -> Option<Arc<dyn status::XdpStatusSource>> {
-        match self {
-            Self::Socket(_) => None,
-            #[cfg(feature = "xdp")]
-            Self::Xdp(b) => Some(b.status.clone()),
-        }
-    }
-
-    fn join(self) {
-        match self {
-            Self::Socket(b) => b.join(),
-            #[cfg(feature = "xdp")]
-            Self::Xdp(b) => b.join(),
-        }
-    }
 }
 
 type Management = (Option<MetricsServer>, Option<ControlServer>);

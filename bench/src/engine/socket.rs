@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
+use stratum_host::clock::now as now_ntp;
+use stratum_host::sockopt::set_int;
 use stratum_proto::packet::HEADER_LEN;
 use stratum_proto::NtpTimestamp;
 
 pub use super::book::BATCH;
 use super::book::{Pacer, SendBook, REQUEST, TRANSMIT_AT};
-use crate::clock::now_ntp;
 use crate::load::{pin_to, LoadConfig, LoadOutcome};
 use crate::reply::Invalid;
 
@@ -168,26 +169,6 @@ impl Generator {
             Ok(&self.rx.buffers[i][..(h.msg_len as usize).min(RECV_LEN)])
         };
         self.book.reply(payload, now_ns, now_ntp);
-    }
-}
-
-/// setsockopt with an int value.
-fn set_int(socket: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: `value` is a live c_int and the length passed is its size; the fd is open (owned by
-    // `socket`).
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

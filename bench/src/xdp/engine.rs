@@ -320,7 +320,7 @@ pub fn attach(
     queues: usize,
     xsk_config: &XskConfig,
 ) -> anyhow::Result<(SteeringProgram, Vec<XskSocket>, u32)> {
-    let available = net::rx_queues(interface);
+    let available = stratum_host::netif::rx_queues(interface);
     if queues > available {
         bail!("{interface} has {available} RX queue(s); --cores lists {queues} (one AF_XDP socket a queue)");
     }
@@ -777,7 +777,7 @@ mod tests {
     fn tai_readings_convert_to_utc() {
         let t = tai_to_ntp(37_000_000_000 + 1_500_000_000, 37_000_000_000);
         assert_eq!(t, NtpTimestamp::from_unix(1, 500_000_000));
-        let realtime = crate::clock::now_ntp();
+        let realtime = stratum_host::clock::now();
         let tai = tai_to_ntp(tai_now_ns(), tai_offset_s().unwrap() * 1_000_000_000);
         assert!(tai.since(realtime).to_seconds_f64().abs() < 0.1, "CLOCK_TAI - offset is CLOCK_REALTIME");
     }

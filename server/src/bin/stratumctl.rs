@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use stratumd::config::DEFAULT_CONTROL_SOCKET;
-use stratumd::control::{request, ControlRequest, MAX_TOP};
+use stratumd::mgmt::control::{request, ControlRequest, MAX_TOP};
 
 /// Ask a running stratumd what it is doing.
 #[derive(Debug, Parser)]

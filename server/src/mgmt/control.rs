@@ -18,8 +18,8 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::endpoint::{self, CLIENT_TIMEOUT};
-use crate::status::ServerStatus;
+use crate::mgmt::endpoint::{self, CLIENT_TIMEOUT};
+use crate::mgmt::status::ServerStatus;
 
 /// The longest request line read.
 pub const MAX_REQUEST_BYTES: u64 = 4096;

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use stratum_proto::ServerSnapshot;
 
-use crate::clock::ClockSource;
-use crate::hostclock;
-use crate::timecore::SnapshotCell;
+use crate::time::clock::ClockSource;
+use crate::time::core::SnapshotCell;
+use stratum_host::clock;
 
 const UPDATE_INTERVAL: Duration = Duration::from_secs(1);
 const SHUTDOWN_CHECK: Duration = Duration::from_millis(100);
@@ -32,7 +32,7 @@ impl SyncLoop {
 
     /// Computes and publishes the current snapshot.
     pub fn update(&mut self) -> ServerSnapshot {
-        let snapshot = match self.source.snapshot(hostclock::now(), self.precision) {
+        let snapshot = match self.source.snapshot(clock::now(), self.precision) {
             Ok(s) => {
                 if self.failing {
                     tracing::info!("clock state readable again");

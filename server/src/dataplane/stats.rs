@@ -4,10 +4,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use stratum_proto::ratelimit::{RateDecision, RateOutcome};
+use stratum_proto::server::ratelimit::{RateDecision, RateOutcome};
 use stratum_proto::{DropReason, KissCode, Verdict};
 
-use crate::histogram::TurnaroundHistogram;
+use crate::dataplane::histogram::TurnaroundHistogram;
 
 /// The kiss codes counted, in the order of [`WorkerCounters::kod`].
 pub const KISS_CODES: [KissCode; 3] = [KissCode::Rate, KissCode::Deny, KissCode::Rstr];

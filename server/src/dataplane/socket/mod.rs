@@ -1,6 +1,6 @@
 //! The socket backend: N worker threads, each pinned to a core, each with its own SO_REUSEPORT
 //! socket per listen address. A worker moves requests in recvmmsg batches, answers them in place
-//! with [`stratum_proto::respond`], and sends the replies back with one sendmmsg.
+//! with [`stratum_proto::server::respond`], and sends the replies back with one sendmmsg.
 //!
 //! Per packet there is no allocation, no lock, no syscall and no log line; the kernel receive
 //! stamp (SO_TIMESTAMPING) is T2 and the clock is read for T3 as the last step of each reply;
@@ -22,13 +22,13 @@ use rand::{RngCore, SeedableRng};
 use socket2::Socket;
 use stratum_proto::{respond, DropReason, RxMeta, Verdict};
 
-use crate::admission::{Admission, WorkerPolicy};
 use crate::config::{ServerConfig, Timestamping, Workers};
-use crate::hostclock;
-use crate::pinning::{assign_cores, spawn_worker};
-use crate::stats::WorkerCounters;
-use crate::timecore::{SnapshotCell, SnapshotReader};
+use crate::dataplane::admission::{Admission, WorkerPolicy};
+use crate::dataplane::pinning::{assign_cores, spawn_worker};
+use crate::dataplane::stats::WorkerCounters;
+use crate::time::core::{SnapshotCell, SnapshotReader};
 use mmsg::MessageBatch;
+use stratum_host::clock;
 
 /// The running backend: its workers and their counters.
 #[derive(Debug)]
@@ -187,7 +187,7 @@ impl Worker {
         };
         self.counters.add_received(n as u64);
         let snapshot = *self.reader.refresh();
-        admission.set_time(hostclock::monotonic());
+        admission.set_time(clock::monotonic());
         let wildcard = self.wildcard[socket];
         // Read once per batch, and only when a datagram came without a kernel stamp.
         let mut fallback_rx = None;
@@ -200,13 +200,13 @@ impl Worker {
                 (_, Some(dst)) if !dst.is_unicast() => Verdict::Drop(DropReason::Destination),
                 (None, _) => Verdict::Drop(DropReason::Malformed),
                 (Some(client), _) => {
-                    let rx_time = info.rx_stamp().unwrap_or_else(|| *fallback_rx.get_or_insert_with(hostclock::now));
+                    let rx_time = info.rx_stamp().unwrap_or_else(|| *fallback_rx.get_or_insert_with(clock::now));
                     let rx = RxMeta { client, rx_time, noise: rng.next_u64() };
                     // T3 as respond() read it (raw host clock, like rx_time), for the turnaround
                     // histogram; only a normal reply reads the clock.
                     let mut tx_time = None;
                     let verdict = respond(payload, rx, &snapshot, admission, || {
-                        let t3 = hostclock::now();
+                        let t3 = clock::now();
                         tx_time = Some(t3);
                         t3
                     });

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
+use stratum_host::sockopt::set_int;
 
 use crate::config::Timestamping;
 
@@ -49,26 +50,6 @@ fn enable_packet_info(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
         set_int(socket, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
     } else {
         set_int(socket, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
-    }
-}
-
-/// setsockopt with an int value, the shape of most socket options.
-pub fn set_int(socket: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `value` is a live c_int and the length passed is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

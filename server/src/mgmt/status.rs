@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
-use stratum_proto::ratelimit::RateLimiter;
+use stratum_proto::server::ratelimit::RateLimiter;
 use stratum_proto::{DropReason, RefId, ServerSnapshot};
 
-use crate::hostclock;
-use crate::stats::{Totals, WorkerCounters, KISS_CODES};
-use crate::timecore::SnapshotCell;
+use crate::dataplane::stats::{Totals, WorkerCounters, KISS_CODES};
+use crate::time::core::SnapshotCell;
+use stratum_host::clock;
 
 /// One worker as the operator sees it.
 #[derive(Debug, Clone)]
@@ -94,7 +94,7 @@ pub struct ClockState {
 impl ClockState {
     pub fn of(snapshot: &ServerSnapshot) -> Self {
         // Root dispersion grows from its base: report it as of now, as a reply now would carry it.
-        let now = snapshot.correction.apply(hostclock::now());
+        let now = snapshot.correction.apply(clock::now());
         Self {
             synchronized: snapshot.is_synchronized(),
             stratum: snapshot.stratum,
@@ -274,8 +274,8 @@ mod tests {
         workers[1].counters.add_received(1);
         workers[0].counters.count(&Verdict::Drop(DropReason::Short));
         workers[1].counters.count(&Verdict::Drop(DropReason::Short));
-        let limiter =
-            limiter.then(|| Arc::new(RateLimiter::new(&stratum_proto::ratelimit::RateLimitConfig::default(), [1, 2])));
+        let limiter = limiter
+            .then(|| Arc::new(RateLimiter::new(&stratum_proto::server::ratelimit::RateLimitConfig::default(), [1, 2])));
         ServerStatus {
             version: "0.0.0",
             started: Instant::now(),

@@ -7,7 +7,7 @@
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use stratum_proto::snapshot::SNAPSHOT_WORDS;
+use stratum_proto::server::snapshot::SNAPSHOT_WORDS;
 use stratum_proto::ServerSnapshot;
 
 /// The published snapshot. Only one thread may call [`SnapshotCell::publish`].

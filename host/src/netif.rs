@@ -1,4 +1,4 @@
-//! Network interfaces by name: index and RX queue count (sysfs), for the xdp backend.
+//! Network interfaces by name: index and RX queue count (sysfs), for the xdp backend and the AF_XDP load generator.
 
 use std::ffi::CString;
 

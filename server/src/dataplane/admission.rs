@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use stratum_proto::access::{AccessList, AccessVerdict};
-use stratum_proto::ratelimit::{RateDecision, RateLimiter};
+use stratum_proto::server::access::{AccessList, AccessVerdict};
+use stratum_proto::server::ratelimit::{RateDecision, RateLimiter};
 use stratum_proto::{AdmissionPolicy, AdmitAction, ClientRequest, DropReason, KissCode, NtpTimestamp, RxMeta};
 
 use crate::config::{Config, DenyAction};
-use crate::stats::WorkerCounters;
+use crate::dataplane::stats::WorkerCounters;
 
 /// What every worker's policy shares: built once at start.
 #[derive(Debug, Clone)]
@@ -32,7 +32,12 @@ impl Admission {
     }
 
     pub fn for_worker(&self, counters: Arc<WorkerCounters>) -> WorkerPolicy {
-        WorkerPolicy { shared: self.clone(), rng: StdRng::from_entropy(), counters, now: crate::hostclock::monotonic() }
+        WorkerPolicy {
+            shared: self.clone(),
+            rng: StdRng::from_entropy(),
+            counters,
+            now: stratum_host::clock::monotonic(),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use stratum_proto::NtpTimestamp;
 
-use crate::hostclock;
+use stratum_host::clock;
 
 const WORD: usize = std::mem::size_of::<usize>();
 const HEADER: usize = align(WORD + 8);
@@ -154,7 +154,7 @@ pub fn write_source(out: &mut [u8], info: &PacketInfo) -> usize {
 fn timespec(b: &[u8]) -> Option<NtpTimestamp> {
     let secs = i64::from_ne_bytes(b[0..8].try_into().ok()?);
     let nanos = i64::from_ne_bytes(b[8..16].try_into().ok()?);
-    (secs != 0 || nanos != 0).then(|| hostclock::from_timespec(secs, nanos))
+    (secs != 0 || nanos != 0).then(|| clock::from_timespec(secs, nanos))
 }
 
 fn read_usize(b: &[u8]) -> usize {

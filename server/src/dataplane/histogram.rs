@@ -7,7 +7,7 @@
 //! so at most 25 % between neighbouring bounds, the precision of an HDR histogram with one
 //! significant binary digit plus two) of `AtomicU64`s. Its only writer is the worker that owns it,
 //! with a plain load + store per packet (no read-modify-write, no lock, no allocation), the way
-//! [`crate::stats`] counts. Readers load the buckets at scrape time and merge workers into one
+//! [`crate::dataplane::stats`] counts. Readers load the buckets at scrape time and merge workers into one
 //! [`HistogramSnapshot`], exported as a Prometheus histogram.
 //!
 //! Buckets, in nanoseconds: `<= 1024`, then for every octave `2^k` (k = 10..=26) four buckets with

@@ -21,10 +21,10 @@ use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{Encoder, Registry, TextEncoder};
 use stratum_proto::DropReason;
 
-use crate::endpoint::{self, CLIENT_TIMEOUT};
-use crate::histogram::HistogramSnapshot;
-use crate::stats::{Totals, KISS_CODES};
-use crate::status::ServerStatus;
+use crate::dataplane::histogram::HistogramSnapshot;
+use crate::dataplane::stats::{Totals, KISS_CODES};
+use crate::mgmt::endpoint::{self, CLIENT_TIMEOUT};
+use crate::mgmt::status::ServerStatus;
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -438,9 +438,9 @@ impl MetricsServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::WorkerCounters;
-    use crate::status::WorkerHandle;
-    use crate::timecore::SnapshotCell;
+    use crate::dataplane::stats::WorkerCounters;
+    use crate::mgmt::status::WorkerHandle;
+    use crate::time::core::SnapshotCell;
     use std::time::Instant;
     use stratum_proto::{KissCode, NtpDuration, ServerSnapshot, Verdict};
 
@@ -476,9 +476,9 @@ mod tests {
     #[derive(Debug)]
     struct FixedXdp;
 
-    impl crate::status::XdpStatusSource for FixedXdp {
-        fn read(&self) -> crate::status::XdpStatus {
-            crate::status::XdpStatus {
+    impl crate::mgmt::status::XdpStatusSource for FixedXdp {
+        fn read(&self) -> crate::mgmt::status::XdpStatus {
+            crate::mgmt::status::XdpStatus {
                 interface: "eth1".into(),
                 attach_mode: "driver",
                 bind_mode: "zero-copy",
@@ -488,7 +488,7 @@ mod tests {
                 malformed: 2,
                 no_socket: 3,
                 denied: 4,
-                queues: vec![crate::status::XdpQueueStatus {
+                queues: vec![crate::mgmt::status::XdpQueueStatus {
                     queue: 3,
                     worker: 0,
                     rx_dropped: 5,

@@ -18,20 +18,20 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use stratum_proto::access::Cidr;
 use stratum_proto::frame::{parse_frame, write_reply, FrameVerdict};
+use stratum_proto::server::access::Cidr;
 use stratum_proto::{respond, DropReason, NtpTimestamp, RxMeta, ServerSnapshot, Verdict};
 use stratum_xdp::meta::RxMetadata;
 use stratum_xdp::program::{AttachedMode, ProgramConfig, SteeringProgram, XdpMode as ProgramMode};
 use stratum_xdp::xsk::{self, BatchOutcome, BindMode, ReplyScratch, XskConfig, XskSocket, MAX_BATCH, TX_WAIT_SLEEP_MS};
 
-use crate::admission::{Admission, WorkerPolicy};
 use crate::config::{Config, Queues, Timestamping, XdpMode};
-use crate::hostclock;
-use crate::pinning::{assign_cores, spawn_worker};
-use crate::stats::WorkerCounters;
-use crate::status::{XdpQueueStatus, XdpStatus, XdpStatusSource};
-use crate::timecore::{SnapshotCell, SnapshotReader};
+use crate::dataplane::admission::{Admission, WorkerPolicy};
+use crate::dataplane::pinning::{assign_cores, spawn_worker};
+use crate::dataplane::stats::WorkerCounters;
+use crate::mgmt::status::{XdpQueueStatus, XdpStatus, XdpStatusSource};
+use crate::time::core::{SnapshotCell, SnapshotReader};
+use stratum_host::clock;
 
 /// Empty polls of the RX ring between two looks at the clock while spinning.
 const SPINS_PER_CLOCK_READ: u32 = 64;
@@ -61,7 +61,7 @@ impl XdpBackend {
         let server = &config.server;
         let interface = server.interface.clone().context("the xdp backend needs `interface`")?;
         let queues: Vec<u32> = match &server.queues {
-            Queues::All => (0..crate::netif::rx_queues(&interface) as u32).collect(),
+            Queues::All => (0..stratum_host::netif::rx_queues(&interface) as u32).collect(),
             Queues::List(list) => list.clone(),
         };
         let cores = assign_cores(queues.len(), server.cores.as_ref().map(|c| c.get_ref().as_slice()));
@@ -300,7 +300,7 @@ impl Worker {
         admission: &mut WorkerPolicy,
     ) -> BatchOutcome {
         let snapshot = *self.reader.refresh();
-        admission.set_time(hostclock::monotonic());
+        admission.set_time(clock::monotonic());
         let (port, counters) = (self.port, &self.counters);
         // Read at most once per batch, and only for a frame without a stamp from the program.
         let mut fallback_rx = None;
@@ -308,7 +308,7 @@ impl Worker {
             let meta = umem.rx_metadata(desc.addr).and_then(|m| RxMetadata::decode(&m));
             let rx_time = match meta {
                 Some(m) => tai_to_utc(m.rx_time_ns, &snapshot),
-                None => *fallback_rx.get_or_insert_with(hostclock::now),
+                None => *fallback_rx.get_or_insert_with(clock::now),
             };
             match umem.data_mut(desc.addr, desc.len) {
                 Some(frame) => answer_frame(frame, port, rx_time, &snapshot, rng, admission, counters),
@@ -350,7 +350,7 @@ fn answer_frame(
     let rx = RxMeta { client: parsed.source, rx_time, noise: rng.next_u64() };
     let mut tx_time = None;
     let verdict = respond(payload, rx, snapshot, admission, || {
-        let t3 = hostclock::now();
+        let t3 = clock::now();
         tx_time = Some(t3);
         t3
     });

@@ -24,7 +24,7 @@
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::atomic::{AtomicU64, Ordering};
 use crate::time::NtpTimestamp;
 
 /// Records per set: 8 x 8 bytes = one 64-byte cache line.

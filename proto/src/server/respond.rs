@@ -15,7 +15,7 @@ use crate::packet::{
     scan_trailer, write_transmit_timestamp, KissCode, LeapIndicator, NtpHeader, NtpMode, NtpPacket, HEADER_LEN,
     MAX_PACKET_LEN,
 };
-use crate::snapshot::ServerSnapshot;
+use crate::server::snapshot::ServerSnapshot;
 use crate::time::{NtpShort, NtpTimestamp};
 
 /// The smallest poll exponent we put in a reply: clients are told not to poll faster than 16 s.
@@ -81,7 +81,7 @@ pub enum DropReason {
     RateLimited,
     /// Addressed to a broadcast or multicast address (seen by the backend, not by [`respond`]).
     Destination,
-    /// A source address no real client can have (see [`crate::access::is_martian`]).
+    /// A source address no real client can have (see [`crate::server::access::is_martian`]).
     Martian,
 }
 

@@ -1,0 +1,98 @@
+//! The data plane: the workers that answer NTP requests, on one of two backends (`socket`:
+//! SO_REUSEPORT sockets with recvmmsg/sendmmsg; `xdp`: AF_XDP rings fed by an XDP program), and
+//! what both share: admission (access lists, rate limiter), per-worker counters and turnaround
+//! histograms, and pinned worker threads.
+//!
+//! The hot path lives here: no allocation, no lock, no syscall per packet, no log line per packet.
+
+pub mod admission;
+pub mod histogram;
+pub mod pinning;
+pub mod socket;
+pub mod stats;
+#[cfg(feature = "xdp")]
+pub mod xdp;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use admission::Admission;
+use socket::SocketBackend;
+
+use crate::config::{Backend, Config};
+use crate::mgmt::status;
+use crate::time::core::SnapshotCell;
+
+/// The data plane in use.
+#[derive(Debug)]
+pub enum DataPlane {
+    Socket(SocketBackend),
+    #[cfg(feature = "xdp")]
+    Xdp(xdp::XdpBackend),
+}
+
+impl DataPlane {
+    pub fn start(
+        config: &Config,
+        admission: &Admission,
+        cell: &Arc<SnapshotCell>,
+        shutdown: &Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
+        match config.server.backend {
+            Backend::Socket => Ok(Self::Socket(SocketBackend::start(&config.server, admission, cell, shutdown)?)),
+            #[cfg(feature = "xdp")]
+            Backend::Xdp => Ok(Self::Xdp(xdp::XdpBackend::start(config, admission, cell, shutdown)?)),
+            #[cfg(not(feature = "xdp"))]
+            Backend::Xdp => anyhow::bail!("this stratumd was built without the xdp backend (--features xdp)"),
+        }
+    }
+
+    pub fn counters(&self) -> &[Arc<stats::WorkerCounters>] {
+        match self {
+            Self::Socket(b) => &b.counters,
+            #[cfg(feature = "xdp")]
+            Self::Xdp(b) => &b.counters,
+        }
+    }
+
+    pub fn cores(&self) -> &[Option<usize>] {
+        match self {
+            Self::Socket(b) => &b.cores,
+            #[cfg(feature = "xdp")]
+            Self::Xdp(b) => &b.cores,
+        }
+    }
+
+    /// Socket addresses served (the socket backend's; the xdp backend serves a port on an interface).
+    pub fn addresses(&self) -> Vec<std::net::SocketAddr> {
+        match self {
+            Self::Socket(b) => b.addresses.clone(),
+            #[cfg(feature = "xdp")]
+            Self::Xdp(_) => Vec::new(),
+        }
+    }
+
+    pub fn describe_listen(&self) -> String {
+        match self {
+            Self::Socket(b) => format!("{:?}", b.addresses),
+            #[cfg(feature = "xdp")]
+            Self::Xdp(b) => format!("{} queues {:?}", b.interface, b.queues),
+        }
+    }
+
+    pub fn xdp_status(&self) -> Option<Arc<dyn status::XdpStatusSource>> {
+        match self {
+            Self::Socket(_) => None,
+            #[cfg(feature = "xdp")]
+            Self::Xdp(b) => Some(b.status.clone()),
+        }
+    }
+
+    pub fn join(self) {
+        match self {
+            Self::Socket(b) => b.join(),
+            #[cfg(feature = "xdp")]
+            Self::Xdp(b) => b.join(),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Management: what operators and their tools talk to. The endpoint plumbing (accept loop,
+//! bounded connection threads), Prometheus `/metrics` over HTTP, the control socket that
+//! `stratumctl` asks, and the status model both read.
+//!
+//! Nothing here is on the request path: it reads counters and the time core, and never writes
+//! anything a worker reads.
+
+pub mod control;
+pub mod endpoint;
+pub mod metrics;
+pub mod status;
