@@ -1,5 +1,5 @@
 //! Compiles the steering program (src/bpf/steer.bpf.c) and the load generator's request injector
-//! (src/bpf/inject.bpf.c) to BPF objects in OUT_DIR, which src/program.rs and src/inject.rs embed
+//! (src/bpf/inject.bpf.c) to BPF objects in OUT_DIR, which src/program/load.rs and src/inject.rs embed
 //! with `include_bytes!`. Needs clang and the Linux uAPI headers
 //! (Debian: clang, linux-libc-dev); libbpf's own headers (bpf_helpers.h, bpf_endian.h) come from
 //! libbpf-cargo.

@@ -15,8 +15,8 @@
  * Two entry points share one body: `stratum_steer` stamps with bpf_ktime_get_tai_ns() read at
  * entry; `stratum_steer_hw` first asks the NIC for its receive stamp through the XDP metadata
  * kfunc, which needs a device-bound program (BPF_F_XDP_DEV_BOUND_ONLY and the prog ifindex). The
- * loader (src/program.rs) loads exactly one of them. Mirrors: meta.h <-> src/meta.rs, the counter
- * indexes and map names here <-> src/program.rs.
+ * loader (src/program/load.rs) loads exactly one of them. Mirrors: meta.h <-> src/meta.rs, the counter
+ * indexes and map names here <-> src/program/maps.rs.
  */
 #include <stdbool.h>
 #include <linux/types.h>
@@ -44,7 +44,7 @@ const volatile __u16 stratum_port = 123;
 #endif
 #define VLAN_MAX_DEPTH 2
 
-/* Counter slots (src/program.rs reads them by index). */
+/* Counter slots (src/program/maps.rs reads them by index). */
 enum stratum_counter {
 	COUNTER_REDIRECTED = 0,
 	COUNTER_PASSED = 1,
