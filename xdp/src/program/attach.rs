@@ -9,14 +9,14 @@
 use std::ffi::CString;
 use std::fmt;
 use std::io;
-use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::ErrorKind;
 
 use super::load::{load_error, route_libbpf_messages, Loaded, Variant};
-use super::{ProgramConfig, ProgramCounters};
+use super::maps::deny_and_counter_methods;
+use super::ProgramConfig;
 
 /// The XDP mode asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,20 +297,7 @@ impl SteeringProgram {
         self.loaded.unregister_socket(queue)
     }
 
-    /// Drops requests from `network`/`prefix_len` in the program (inserts into the deny trie).
-    pub fn deny(&self, network: IpAddr, prefix_len: u8) -> io::Result<()> {
-        self.loaded.deny(network, prefix_len)
-    }
-
-    /// Removes a [`deny`](Self::deny) entry (NotFound where there is none).
-    pub fn remove_deny(&self, network: IpAddr, prefix_len: u8) -> io::Result<()> {
-        self.loaded.remove_deny(network, prefix_len)
-    }
-
-    /// The program's counters, summed over CPUs.
-    pub fn counters(&self) -> io::Result<ProgramCounters> {
-        self.loaded.counters()
-    }
+    deny_and_counter_methods!();
 
     /// The link's file descriptor (for `bpftool link` style queries).
     pub fn link_fd(&self) -> BorrowedFd<'_> {

@@ -75,6 +75,30 @@ impl Loaded {
     }
 }
 
+/// The map methods that [`SteeringProgram`](super::SteeringProgram) and
+/// [`TestProgram`](super::TestProgram) both have, written once for the `impl` block of a type
+/// with a `loaded: Loaded` field: the two cannot drift apart, and a deny-trie test run through a
+/// `TestProgram` tests what the server calls.
+macro_rules! deny_and_counter_methods {
+    () => {
+        /// Drops requests from `network`/`prefix_len` in the program (inserts into the deny trie).
+        pub fn deny(&self, network: std::net::IpAddr, prefix_len: u8) -> std::io::Result<()> {
+            self.loaded.deny(network, prefix_len)
+        }
+
+        /// Removes a [`deny`](Self::deny) entry (NotFound where there is none).
+        pub fn remove_deny(&self, network: std::net::IpAddr, prefix_len: u8) -> std::io::Result<()> {
+            self.loaded.remove_deny(network, prefix_len)
+        }
+
+        /// The program's counters, summed over CPUs.
+        pub fn counters(&self) -> std::io::Result<$crate::program::ProgramCounters> {
+            self.loaded.counters()
+        }
+    };
+}
+pub(super) use deny_and_counter_methods;
+
 /// The deny trie and the LPM key for `network`/`prefix_len`.
 fn deny_entry(network: IpAddr, prefix_len: u8) -> io::Result<(&'static str, Vec<u8>)> {
     let (map, max, octets): (_, u8, Vec<u8>) = match network {

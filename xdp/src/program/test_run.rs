@@ -7,12 +7,12 @@
 
 use std::fmt;
 use std::io;
-use std::net::IpAddr;
 
 use libbpf_rs::ProgramInput;
 
 use super::load::{load_error, Loaded, Variant};
-use super::{to_io, AttachError, ProgramConfig, ProgramCounters};
+use super::maps::deny_and_counter_methods;
+use super::{to_io, AttachError, ProgramConfig};
 use crate::meta::{RxMetadata, META_LEN};
 
 /// What one BPF_PROG_TEST_RUN of the program gave.
@@ -97,18 +97,5 @@ impl TestProgram {
         Ok(TestRunOutput { action, meta_len, meta, frame_out: frame_out.to_vec() })
     }
 
-    /// As [`SteeringProgram::deny`](super::SteeringProgram::deny).
-    pub fn deny(&self, network: IpAddr, prefix_len: u8) -> io::Result<()> {
-        self.loaded.deny(network, prefix_len)
-    }
-
-    /// As [`SteeringProgram::remove_deny`](super::SteeringProgram::remove_deny).
-    pub fn remove_deny(&self, network: IpAddr, prefix_len: u8) -> io::Result<()> {
-        self.loaded.remove_deny(network, prefix_len)
-    }
-
-    /// As [`SteeringProgram::counters`](super::SteeringProgram::counters).
-    pub fn counters(&self) -> io::Result<ProgramCounters> {
-        self.loaded.counters()
-    }
+    deny_and_counter_methods!();
 }
