@@ -14,6 +14,7 @@ pub(crate) mod mmap;
 mod respond;
 mod ring;
 mod socket;
+mod sockopt;
 mod umem;
 
 pub use respond::{BatchOutcome, ReplyScratch, MAX_BATCH, TX_WAIT_SLEEP_MS};

@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use super::mmap::Mmap;
 use super::ring::{ConsumerRing, ProducerRing, Region, RingOffsets};
+use super::sockopt;
 use super::umem::{Umem, UmemConfig};
 
 /// Whether to bind in zero-copy mode (the driver DMAs into the UMEM) or copy mode.
@@ -124,7 +125,7 @@ impl XskSocket {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "AF_XDP ring size must be a power of two"));
         }
         for opt in [libc::XDP_UMEM_FILL_RING, libc::XDP_UMEM_COMPLETION_RING, libc::XDP_RX_RING, libc::XDP_TX_RING] {
-            set_u32(fd.as_fd(), opt, size).map_err(context("ring size"))?;
+            sockopt::set(fd.as_fd(), opt, &size).map_err(context("ring size"))?;
         }
         let offsets = mmap_offsets(fd.as_fd()).map_err(context("ring offsets"))?;
         let map = |off: libc::xdp_ring_offset, entry: usize, pgoff: u64| -> io::Result<Region> {
@@ -183,7 +184,7 @@ impl XskSocket {
     /// so a whole batch leaves with one syscall (`XDP_MAX_TX_SKB_BUDGET`, kernel 6.16+). False
     /// where the kernel has no such option: batches then need a wakeup per 32 frames.
     pub fn set_tx_budget(&mut self, frames: u32) -> bool {
-        let raised = frames > 0 && set_u32(self.fd.as_fd(), XDP_MAX_TX_SKB_BUDGET, frames).is_ok();
+        let raised = frames > 0 && sockopt::set(self.fd.as_fd(), XDP_MAX_TX_SKB_BUDGET, &frames).is_ok();
         if raised {
             self.tx_budget = frames;
         }
@@ -252,20 +253,7 @@ pub fn statistics(fd: BorrowedFd<'_>) -> io::Result<XskStatistics> {
         rx_fill_ring_empty_descs: 0,
         tx_ring_empty_descs: 0,
     };
-    let mut len = size_of::<libc::xdp_statistics>() as libc::socklen_t;
-    // SAFETY: s is a live xdp_statistics and len its size; the kernel writes at most len bytes.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            libc::XDP_STATISTICS,
-            (&mut s as *mut libc::xdp_statistics).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    sockopt::get(fd, libc::XDP_STATISTICS, &mut s)?;
     Ok(XskStatistics {
         rx_dropped: s.rx_dropped,
         rx_invalid_descs: s.rx_invalid_descs,
@@ -276,42 +264,10 @@ pub fn statistics(fd: BorrowedFd<'_>) -> io::Result<XskStatistics> {
     })
 }
 
-fn set_u32(fd: BorrowedFd<'_>, opt: libc::c_int, value: u32) -> io::Result<()> {
-    // SAFETY: value is a live u32 and its size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            opt,
-            (&value as *const u32).cast(),
-            size_of::<u32>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 fn mmap_offsets(fd: BorrowedFd<'_>) -> io::Result<libc::xdp_mmap_offsets> {
     let zero = libc::xdp_ring_offset { producer: 0, consumer: 0, desc: 0, flags: 0 };
     let mut off = libc::xdp_mmap_offsets { rx: zero, tx: zero, fr: zero, cr: zero };
-    let mut len = size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
-    // SAFETY: off is a live xdp_mmap_offsets and len its size.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            libc::XDP_MMAP_OFFSETS,
-            (&mut off as *mut libc::xdp_mmap_offsets).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if len as usize != size_of::<libc::xdp_mmap_offsets>() {
+    if sockopt::get(fd, libc::XDP_MMAP_OFFSETS, &mut off)? != size_of::<libc::xdp_mmap_offsets>() {
         // Kernels before 5.4 return the layout without the flags word (no need_wakeup either).
         return Err(io::Error::new(io::ErrorKind::Unsupported, "kernel too old for AF_XDP ring flags (needs 5.4+)"));
     }

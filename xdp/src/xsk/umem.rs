@@ -4,10 +4,10 @@
 //! is the address rounded down to the frame size.
 
 use std::io;
-use std::mem::size_of;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
 use super::mmap::Mmap;
+use super::sockopt;
 use crate::meta::META_LEN;
 
 /// Size of `struct xsk_tx_metadata`: the area in front of a TX frame where we ask for (and the
@@ -73,14 +73,14 @@ impl Umem {
         if tx_metadata {
             reg.flags = libc::XDP_UMEM_TX_METADATA_LEN;
             reg.tx_metadata_len = TX_METADATA_LEN;
-            if set_umem_reg(fd, &reg).is_ok() {
+            if sockopt::set(fd, libc::XDP_UMEM_REG, &reg).is_ok() {
                 self.tx_metadata_len = TX_METADATA_LEN;
                 return Ok(());
             }
             reg.flags = 0;
             reg.tx_metadata_len = 0;
         }
-        set_umem_reg(fd, &reg)
+        sockopt::set(fd, libc::XDP_UMEM_REG, &reg)
     }
 
     pub fn frame_size(&self) -> u32 {
@@ -169,24 +169,6 @@ impl Umem {
             return None;
         }
         Some((addr as usize, len as usize))
-    }
-}
-
-fn set_umem_reg(fd: BorrowedFd<'_>, reg: &libc::xdp_umem_reg) -> io::Result<()> {
-    // SAFETY: reg is a live xdp_umem_reg and the length passed is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            libc::XDP_UMEM_REG,
-            (reg as *const libc::xdp_umem_reg).cast(),
-            size_of::<libc::xdp_umem_reg>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
