@@ -201,6 +201,9 @@ impl<T: Copy> ProducerRing<T> {
 }
 
 /// A ring we consume from (RX: descriptors; completion: frame addresses).
+///
+/// ProducerRing's mirror with the two indices' roles swapped (as libbpf's xsk_cons_* and xsk_prod_*):
+/// two types, so a ring can only be used in its own direction.
 #[derive(Debug)]
 pub struct ConsumerRing<T> {
     raw: RawRing<T>,
