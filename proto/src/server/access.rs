@@ -134,6 +134,16 @@ impl AccessList {
     }
 }
 
+/// The deny entries that a per-family prefix filter in front of the access list (the XDP program's
+/// deny map, one table per address family) may enforce on its own: every one except those with a
+/// more specific allow entry of the same family inside them, which the access list lets win and a
+/// deny-only filter cannot tell apart. Those stay with the access list.
+pub fn prefilter_denies<'a>(allow: &'a [Cidr], deny: &'a [Cidr]) -> impl Iterator<Item = &'a Cidr> + 'a {
+    deny.iter().filter(move |d| {
+        !allow.iter().any(|a| a.addr.is_ipv4() == d.addr.is_ipv4() && a.len > d.len && d.contains(a.addr))
+    })
+}
+
 /// Sources that are never a real client: unspecified, "this network" (0/8), limited broadcast,
 /// multicast, reserved 240/4, and loopback where it can only be forged.
 pub fn is_martian(ip: IpAddr, loopback_is_martian: bool) -> bool {
@@ -192,6 +202,26 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn containment_respects_family_and_length() {
+        let c = |s: &str| s.parse::<Cidr>().unwrap();
+        assert!(c("10.0.0.0/8").contains(ip("10.1.2.3")));
+        assert!(!c("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(!c("10.0.0.0/8").contains(ip("::a00:1")));
+        assert!(c("2001:db8::/32").contains(ip("2001:db8:1::1")));
+        assert!(c("0.0.0.0/0").contains(ip("192.0.2.1")));
+    }
+
+    #[test]
+    fn prefilter_keeps_denies_an_allow_of_their_family_carves_into() {
+        let allow = cidrs(&["10.1.0.0/16", "2001:db8:1::/48", "0.0.0.0/0"]);
+        let deny = cidrs(&["10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32", "::ffff:0:0/96", "10.1.0.0/16"]);
+        let pushed: Vec<String> = prefilter_denies(&allow, &deny).map(|c| c.to_string()).collect();
+        // 10/8 and 2001:db8::/32 each hold a longer allow; ::ffff:0:0/96 holds IPv4 allows only
+        // in the mapped space, which the filter's IPv6 table never sees; an equal-length allow loses.
+        assert_eq!(pushed, ["192.0.2.0/24", "::ffff:0.0.0.0/96", "10.1.0.0/16"]);
     }
 
     #[test]

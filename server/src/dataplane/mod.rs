@@ -6,6 +6,7 @@
 //! The hot path lives here: no allocation, no lock, no syscall per packet, no log line per packet.
 
 pub mod admission;
+pub mod answer;
 pub mod histogram;
 pub mod pinning;
 pub mod socket;

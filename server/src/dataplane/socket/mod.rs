@@ -1,6 +1,6 @@
 //! The socket backend: N worker threads, each pinned to a core, each with its own SO_REUSEPORT
 //! socket per listen address. A worker moves requests in recvmmsg batches, answers them in place
-//! with [`stratum_proto::server::respond`], and sends the replies back with one sendmmsg.
+//! with [`crate::dataplane::answer`] (proto's `respond`), and sends the replies back with one sendmmsg.
 //!
 //! Per packet there is no allocation, no lock, no syscall and no log line; the kernel receive
 //! stamp (SO_TIMESTAMPING) is T2 and the clock is read for T3 as the last step of each reply;
@@ -18,12 +18,13 @@ use std::thread::JoinHandle;
 
 use anyhow::Context;
 use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
+use rand::SeedableRng;
 use socket2::Socket;
-use stratum_proto::{respond, DropReason, RxMeta, Verdict};
+use stratum_proto::{DropReason, Verdict};
 
 use crate::config::{ServerConfig, Timestamping, Workers};
 use crate::dataplane::admission::{Admission, WorkerPolicy};
+use crate::dataplane::answer::answer;
 use crate::dataplane::pinning::{assign_cores, spawn_worker};
 use crate::dataplane::stats::WorkerCounters;
 use crate::time::core::{SnapshotCell, SnapshotReader};
@@ -201,19 +202,7 @@ impl Worker {
                 (None, _) => Verdict::Drop(DropReason::Malformed),
                 (Some(client), _) => {
                     let rx_time = info.rx_stamp().unwrap_or_else(|| *fallback_rx.get_or_insert_with(clock::now));
-                    let rx = RxMeta { client, rx_time, noise: rng.next_u64() };
-                    // T3 as respond() read it (raw host clock, like rx_time), for the turnaround
-                    // histogram; only a normal reply reads the clock.
-                    let mut tx_time = None;
-                    let verdict = respond(payload, rx, &snapshot, admission, || {
-                        let t3 = clock::now();
-                        tx_time = Some(t3);
-                        t3
-                    });
-                    if let Some(t3) = tx_time {
-                        self.counters.turnaround.record(t3.since(rx_time));
-                    }
-                    verdict
+                    answer(payload, client, rx_time, &snapshot, admission, rng, &self.counters)
                 }
             };
             self.counters.count(&verdict);

@@ -1,0 +1,68 @@
+//! What `/metrics` and `stratumctl` read of the xdp data plane: the steering program's counters
+//! and each AF_XDP socket's XDP_STATISTICS. Read on demand by the management threads; never
+//! touches a worker's rings.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Mutex;
+
+use stratum_xdp::program::SteeringProgram;
+use stratum_xdp::xsk;
+
+use crate::mgmt::status::{XdpQueueStatus, XdpStatus, XdpStatusSource};
+
+/// What `/metrics` and `stratumctl` read of the data plane: the program's maps and each socket's
+/// XDP_STATISTICS (through a duplicate of its descriptor; the worker owns the socket).
+#[derive(Debug)]
+pub struct XdpStatusReader {
+    pub(super) interface: String,
+    pub(super) attach_mode: &'static str,
+    pub(super) bind_mode: &'static str,
+    pub(super) hardware_timestamps: bool,
+    /// None once detached at stop.
+    pub(super) program: Mutex<Option<SteeringProgram>>,
+    pub(super) sockets: Vec<(u32, usize, OwnedFd)>,
+}
+
+impl XdpStatusReader {
+    pub(super) fn detach(&self) {
+        if let Ok(mut p) = self.program.lock() {
+            p.take();
+        }
+    }
+}
+
+impl XdpStatusSource for XdpStatusReader {
+    fn read(&self) -> XdpStatus {
+        let program =
+            self.program.lock().ok().and_then(|p| p.as_ref().and_then(|p| p.counters().ok())).unwrap_or_default();
+        let queues = self
+            .sockets
+            .iter()
+            .map(|(queue, worker, fd)| {
+                let s = xsk::statistics(fd.as_fd()).unwrap_or_default();
+                XdpQueueStatus {
+                    queue: *queue,
+                    worker: *worker,
+                    rx_dropped: s.rx_dropped,
+                    rx_invalid_descs: s.rx_invalid_descs,
+                    tx_invalid_descs: s.tx_invalid_descs,
+                    rx_ring_full: s.rx_ring_full,
+                    fill_ring_empty: s.rx_fill_ring_empty,
+                    tx_ring_empty: s.tx_ring_empty,
+                }
+            })
+            .collect();
+        XdpStatus {
+            interface: self.interface.clone(),
+            attach_mode: self.attach_mode,
+            bind_mode: self.bind_mode,
+            hardware_timestamps: self.hardware_timestamps,
+            redirected: program.redirected,
+            passed: program.passed,
+            malformed: program.malformed,
+            no_socket: program.no_socket,
+            denied: program.denied,
+            queues,
+        }
+    }
+}
