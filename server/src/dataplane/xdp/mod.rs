@@ -17,15 +17,15 @@ mod worker;
 
 use std::os::fd::AsFd;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::Context;
 use stratum_proto::server::access::{prefilter_denies, Cidr};
 use stratum_xdp::program::{AttachedMode, ProgramConfig, SteeringProgram, XdpMode as ProgramMode};
-use stratum_xdp::xsk::{BindMode, XskConfig, XskSocket, MAX_BATCH};
+use stratum_xdp::xsk::{XskConfig, XskSocket, MAX_BATCH};
 
-use crate::config::{Config, Queues, Timestamping, XdpMode};
+use crate::config::{Config, DenyAction, Queues, Timestamping, XdpMode};
 use crate::dataplane::admission::Admission;
 use crate::dataplane::pinning::{assign_cores, spawn_worker};
 use crate::dataplane::stats::WorkerCounters;
@@ -60,52 +60,10 @@ impl XdpBackend {
             Queues::List(list) => list.clone(),
         };
         let cores = assign_cores(queues.len(), server.cores.as_ref().map(|c| c.get_ref().as_slice()));
-
-        let mode = match server.xdp_mode {
-            XdpMode::Auto => ProgramMode::Auto,
-            XdpMode::Driver => ProgramMode::Driver,
-            XdpMode::Generic => ProgramMode::Generic,
-        };
-        let program_config =
-            ProgramConfig { port: server.port, hardware_timestamps: server.timestamping == Timestamping::Hardware };
-        let program = SteeringProgram::attach(&interface, mode, &program_config)?;
-        if program.mode() == AttachedMode::Generic {
-            tracing::warn!(interface, "XDP runs in generic (SKB) mode: correct but slower than driver mode");
-        }
-        if server.timestamping == Timestamping::Hardware && !program.hardware_timestamps() {
-            let why = program.hardware_timestamps_fallback().unwrap_or("not available");
-            tracing::warn!(interface, why, "no NIC receive timestamps through XDP; using CLOCK_TAI at XDP entry");
-        }
-        if admission.deny_action == crate::config::DenyAction::Drop {
-            let pushed = push_deny_list(&program, &config.access.allow, &config.access.deny)?;
-            if pushed > 0 {
-                tracing::info!(entries = pushed, "deny list pushed into the XDP program (dropped before the workers)");
-            }
-        }
-
-        // Copy mode in generic XDP; zero-copy where the driver has it.
-        let xsk_config = XskConfig::default();
-        let mut sockets = Vec::with_capacity(queues.len());
-        for &queue in &queues {
-            let socket = XskSocket::open(program.ifindex(), queue, &xsk_config)
-                .with_context(|| format!("cannot open the AF_XDP socket for {interface} queue {queue}"))?;
-            program
-                .register_socket(queue, socket.as_fd())
-                .with_context(|| format!("cannot register the AF_XDP socket of {interface} queue {queue}"))?;
-            sockets.push(socket);
-        }
+        let program = attach_program(config, admission, &interface)?;
         let batch = server.batch.clamp(1, MAX_BATCH);
-        // Copy mode sends at most tx_budget frames per wakeup: make it a whole batch where the
-        // kernel lets us (drive_tx wakes it once per budget otherwise).
-        for socket in &mut sockets {
-            socket.set_tx_budget(batch as u32);
-        }
-        let bind_mode = sockets.first().map_or(BindMode::Copy, |s| s.mode());
-        let stats_fds = sockets
-            .iter()
-            .enumerate()
-            .map(|(worker, s)| Ok((s.queue(), worker, s.as_fd().try_clone_to_owned()?)))
-            .collect::<std::io::Result<Vec<_>>>()?;
+        let sockets = open_sockets(&program, &interface, &queues, batch)?;
+        let status = Arc::new(XdpStatusReader::new(program, &sockets)?);
 
         let mut counters = Vec::with_capacity(queues.len());
         let mut threads = Vec::with_capacity(queues.len());
@@ -124,20 +82,6 @@ impl XdpBackend {
             };
             threads.push(spawn_worker(format!("stratumd-x{id}"), id, cores[id], move || worker.run(policy))?);
         }
-        let status = Arc::new(XdpStatusReader {
-            attach_mode: match program.mode() {
-                AttachedMode::Driver => "driver",
-                AttachedMode::Generic => "generic",
-            },
-            bind_mode: match bind_mode {
-                BindMode::ZeroCopy => "zero-copy",
-                BindMode::Copy => "copy",
-            },
-            hardware_timestamps: program.hardware_timestamps(),
-            interface: interface.clone(),
-            program: Mutex::new(Some(program)),
-            sockets: stats_fds,
-        });
         Ok(Self { interface, queues, counters, cores, status, threads })
     }
 
@@ -148,6 +92,58 @@ impl XdpBackend {
         }
         self.status.detach();
     }
+}
+
+/// Attaches the steering program in the configured mode, says where it falls short of what was
+/// asked (generic mode, no NIC stamps), and pushes the deny list into it when denials are drops.
+fn attach_program(config: &Config, admission: &Admission, interface: &str) -> anyhow::Result<SteeringProgram> {
+    let server = &config.server;
+    let mode = match server.xdp_mode {
+        XdpMode::Auto => ProgramMode::Auto,
+        XdpMode::Driver => ProgramMode::Driver,
+        XdpMode::Generic => ProgramMode::Generic,
+    };
+    let program_config =
+        ProgramConfig { port: server.port, hardware_timestamps: server.timestamping == Timestamping::Hardware };
+    let program = SteeringProgram::attach(interface, mode, &program_config)?;
+    if program.mode() == AttachedMode::Generic {
+        tracing::warn!(interface, "XDP runs in generic (SKB) mode: correct but slower than driver mode");
+    }
+    if server.timestamping == Timestamping::Hardware && !program.hardware_timestamps() {
+        let why = program.hardware_timestamps_fallback().unwrap_or("not available");
+        tracing::warn!(interface, why, "no NIC receive timestamps through XDP; using CLOCK_TAI at XDP entry");
+    }
+    if admission.deny_action == DenyAction::Drop {
+        let pushed = push_deny_list(&program, &config.access.allow, &config.access.deny)?;
+        if pushed > 0 {
+            tracing::info!(entries = pushed, "deny list pushed into the XDP program (dropped before the workers)");
+        }
+    }
+    Ok(program)
+}
+
+/// Opens one AF_XDP socket per queue (zero-copy where the driver has it, else copy mode) and
+/// registers each with the program, so that no queue's traffic is steered before its socket is.
+fn open_sockets(
+    program: &SteeringProgram,
+    interface: &str,
+    queues: &[u32],
+    batch: usize,
+) -> anyhow::Result<Vec<XskSocket>> {
+    let xsk_config = XskConfig::default();
+    let mut sockets = Vec::with_capacity(queues.len());
+    for &queue in queues {
+        let mut socket = XskSocket::open(program.ifindex(), queue, &xsk_config)
+            .with_context(|| format!("cannot open the AF_XDP socket for {interface} queue {queue}"))?;
+        program
+            .register_socket(queue, socket.as_fd())
+            .with_context(|| format!("cannot register the AF_XDP socket of {interface} queue {queue}"))?;
+        // Copy mode sends at most tx_budget frames per wakeup: make it a whole batch where the
+        // kernel lets us (drive_tx wakes it once per budget otherwise).
+        socket.set_tx_budget(batch as u32);
+        sockets.push(socket);
+    }
+    Ok(sockets)
 }
 
 /// Pushes the deny entries the program can enforce on its own into its deny map (see

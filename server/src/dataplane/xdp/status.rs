@@ -5,8 +5,8 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Mutex;
 
-use stratum_xdp::program::SteeringProgram;
-use stratum_xdp::xsk;
+use stratum_xdp::program::{AttachedMode, SteeringProgram};
+use stratum_xdp::xsk::{self, BindMode, XskSocket};
 
 use crate::mgmt::status::{XdpQueueStatus, XdpStatus, XdpStatusSource};
 
@@ -14,16 +14,41 @@ use crate::mgmt::status::{XdpQueueStatus, XdpStatus, XdpStatusSource};
 /// XDP_STATISTICS (through a duplicate of its descriptor; the worker owns the socket).
 #[derive(Debug)]
 pub struct XdpStatusReader {
-    pub(super) interface: String,
-    pub(super) attach_mode: &'static str,
-    pub(super) bind_mode: &'static str,
-    pub(super) hardware_timestamps: bool,
+    interface: String,
+    attach_mode: &'static str,
+    bind_mode: &'static str,
+    hardware_timestamps: bool,
     /// None once detached at stop.
-    pub(super) program: Mutex<Option<SteeringProgram>>,
-    pub(super) sockets: Vec<(u32, usize, OwnedFd)>,
+    program: Mutex<Option<SteeringProgram>>,
+    sockets: Vec<(u32, usize, OwnedFd)>,
 }
 
 impl XdpStatusReader {
+    /// Takes the program (detached when this is) and a duplicate of each socket's descriptor.
+    pub(super) fn new(program: SteeringProgram, sockets: &[XskSocket]) -> std::io::Result<Self> {
+        let bind_mode = match sockets.first().map_or(BindMode::Copy, |s| s.mode()) {
+            BindMode::ZeroCopy => "zero-copy",
+            BindMode::Copy => "copy",
+        };
+        let attach_mode = match program.mode() {
+            AttachedMode::Driver => "driver",
+            AttachedMode::Generic => "generic",
+        };
+        let sockets = sockets
+            .iter()
+            .enumerate()
+            .map(|(worker, s)| Ok((s.queue(), worker, s.as_fd().try_clone_to_owned()?)))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Self {
+            interface: program.interface().to_string(),
+            attach_mode,
+            bind_mode,
+            hardware_timestamps: program.hardware_timestamps(),
+            program: Mutex::new(Some(program)),
+            sockets,
+        })
+    }
+
     pub(super) fn detach(&self) {
         if let Ok(mut p) = self.program.lock() {
             p.take();
