@@ -20,7 +20,7 @@ use dataplane::admission::Admission;
 use dataplane::stats::Totals;
 use dataplane::DataPlane;
 use mgmt::control::ControlServer;
-use mgmt::metrics::MetricsServer;
+use mgmt::http::MetricsServer;
 use mgmt::status::{ServerStatus, WorkerHandle};
 use sync::SyncLoop;
 use time::core::SnapshotCell;

@@ -7,5 +7,6 @@
 
 pub mod control;
 pub mod endpoint;
+pub mod http;
 pub mod metrics;
 pub mod status;

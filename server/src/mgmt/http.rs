@@ -1,0 +1,179 @@
+//! `/metrics` over HTTP: a tiny blocking HTTP/1.x server on its own thread, one short-lived thread
+//! per connection (see [`super::endpoint`]), answering `GET`/`HEAD /metrics` with the text
+//! exposition that [`super::metrics`] renders, and nothing else.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use prometheus::Registry;
+
+use crate::mgmt::endpoint::{self, CLIENT_TIMEOUT};
+use crate::mgmt::metrics::{registry, render, CONTENT_TYPE};
+use crate::mgmt::status::ServerStatus;
+
+/// The longest request head we read; anything longer is refused.
+pub const MAX_REQUEST_BYTES: usize = 8192;
+
+/// An HTTP response, before it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    /// HEAD: headers only.
+    pub head_only: bool,
+}
+
+impl Response {
+    fn plain(status: u16, text: &str) -> Self {
+        Self { status, content_type: "text/plain; charset=utf-8", body: text.as_bytes().to_vec(), head_only: false }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let reason = match self.status {
+            200 => "OK",
+            400 => "Bad Request",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            431 => "Request Header Fields Too Large",
+            _ => "Error",
+        };
+        let mut out = format!(
+            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.status,
+            self.content_type,
+            self.body.len()
+        )
+        .into_bytes();
+        if !self.head_only {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
+}
+
+/// Answers one request head (everything up to the blank line). `metrics` renders the body and is
+/// called only for `GET /metrics` or `HEAD /metrics`.
+pub fn handle_request(head: &[u8], metrics: impl FnOnce() -> Vec<u8>) -> Response {
+    let Some(line) = head.split(|b| *b == b'\n').next().and_then(|l| std::str::from_utf8(l).ok()) else {
+        return Response::plain(400, "bad request\n");
+    };
+    let mut parts = line.trim_end_matches('\r').split(' ');
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Response::plain(400, "bad request\n");
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Response::plain(400, "bad request\n");
+    }
+    let path = target.split('?').next().unwrap_or_default();
+    if path != "/metrics" {
+        return Response::plain(404, "not found; try /metrics\n");
+    }
+    match method {
+        "GET" | "HEAD" => {
+            Response { status: 200, content_type: CONTENT_TYPE, body: metrics(), head_only: method == "HEAD" }
+        }
+        _ => Response::plain(405, "only GET and HEAD\n"),
+    }
+}
+
+/// Reads a request head: up to the blank line, at most [`MAX_REQUEST_BYTES`]. None when the
+/// client closed early or took too long; Err(()) when it sent too much.
+fn read_head(stream: &mut TcpStream) -> Option<Result<Vec<u8>, ()>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
+            return Some(Ok(head));
+        }
+        if head.len() > MAX_REQUEST_BYTES {
+            return Some(Err(()));
+        }
+    }
+}
+
+/// Answers one connection. A slow or silent client costs its thread at most the client timeout.
+fn serve_connection(mut stream: TcpStream, registry: &Registry) {
+    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
+    let response = match read_head(&mut stream) {
+        None => return,
+        Some(Err(())) => Response::plain(431, "request too large\n"),
+        Some(Ok(head)) => handle_request(&head, || render(registry)),
+    };
+    let _ = stream.write_all(&response.to_bytes());
+    let _ = stream.flush();
+}
+
+/// The `/metrics` endpoint: bound at start (so a taken port is a start-up error) and served on
+/// its own thread until shutdown.
+#[derive(Debug)]
+pub struct MetricsServer {
+    pub address: SocketAddr,
+    thread: JoinHandle<()>,
+}
+
+impl MetricsServer {
+    pub fn start(listen: SocketAddr, status: Arc<ServerStatus>, shutdown: Arc<AtomicBool>) -> anyhow::Result<Self> {
+        let registry = registry(status)?;
+        let listener = TcpListener::bind(listen).with_context(|| format!("cannot listen for /metrics on {listen}"))?;
+        let address = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let thread = std::thread::Builder::new()
+            .name("stratumd-metrics".into())
+            .spawn(move || {
+                let accept = |l: &TcpListener| l.accept().and_then(|(s, _)| s.set_nonblocking(false).map(|()| s));
+                endpoint::accept_loop(&listener, accept, "stratumd-scrape", &shutdown, move |stream| {
+                    serve_connection(stream, &registry)
+                });
+            })
+            .context("cannot start the metrics thread")?;
+        Ok(Self { address, thread })
+    }
+
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> Vec<u8> {
+        b"metrics\n".to_vec()
+    }
+
+    #[test]
+    fn get_metrics_is_answered_and_everything_else_is_not() {
+        let r = handle_request(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n", body);
+        assert_eq!((r.status, r.content_type, r.body.as_slice()), (200, CONTENT_TYPE, &b"metrics\n"[..]));
+        let text = String::from_utf8(r.to_bytes()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("Content-Length: 8\r\n") && text.ends_with("\r\n\r\nmetrics\n"), "{text}");
+        assert_eq!(handle_request(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n", body).status, 200);
+        let head = handle_request(b"HEAD /metrics HTTP/1.1\r\n\r\n", body);
+        assert!(String::from_utf8(head.to_bytes())
+            .unwrap()
+            .ends_with("Content-Length: 8\r\nConnection: close\r\n\r\n"));
+
+        let never = || -> Vec<u8> { panic!("rendered for a request that is not GET /metrics") };
+        assert_eq!(handle_request(b"GET / HTTP/1.1\r\n\r\n", never).status, 404);
+        assert_eq!(handle_request(b"GET /metricsx HTTP/1.1\r\n\r\n", never).status, 404);
+        assert_eq!(handle_request(b"POST /metrics HTTP/1.1\r\n\r\n", never).status, 405);
+        assert_eq!(handle_request(b"GET /metrics\r\n\r\n", never).status, 400);
+        assert_eq!(handle_request(b"GET /metrics SPDY/3\r\n\r\n", never).status, 400);
+        assert_eq!(handle_request(b"\xff\xfe\r\n\r\n", never).status, 400);
+        assert_eq!(handle_request(b"", never).status, 400);
+    }
+}
