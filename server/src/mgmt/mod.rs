@@ -10,3 +10,4 @@ pub mod endpoint;
 pub mod http;
 pub mod metrics;
 pub mod status;
+pub mod status_json;

@@ -1,0 +1,203 @@
+//! The control socket's answers as JSON (`stratumctl status|workers|sources|clients`, and their
+//! `--json`): a view of the [`ServerStatus`] model, nothing of its own. The keys are an interface
+//! (scripts read them): add keys, never rename one.
+
+use serde_json::{json, Map, Value};
+use stratum_proto::DropReason;
+
+use crate::dataplane::stats::{Totals, KISS_CODES};
+use crate::mgmt::status::{ref_id_text, ServerStatus, XdpStatus};
+
+impl ServerStatus {
+    /// `stratumctl status`.
+    pub fn status_json(&self) -> Value {
+        let clock = self.clock();
+        json!({
+            "version": self.version,
+            "uptime_seconds": round_ms(self.uptime_seconds()),
+            "backend": self.backend,
+            "workers": self.workers.len(),
+            "listen": self.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "clock_source": self.clock_source,
+            "synchronized": clock.synchronized,
+            "stratum": clock.stratum,
+            "leap": clock.leap,
+            "refid": ref_id_text(clock.ref_id),
+            "precision_seconds": clock.precision_seconds,
+            "root_delay_seconds": clock.root_delay_seconds,
+            "root_dispersion_seconds": clock.root_dispersion_seconds,
+            "ratelimit": self.limiter.is_some(),
+            "requests": totals_json(&self.totals()),
+            "xdp": self.xdp.as_ref().map(|x| xdp_json(&x.read())),
+        })
+    }
+
+    /// `stratumctl workers`.
+    pub fn workers_json(&self) -> Value {
+        let workers: Vec<Value> = self
+            .workers
+            .iter()
+            .map(|w| {
+                let mut o = Map::new();
+                o.insert("id".into(), w.id.into());
+                o.insert("core".into(), w.core.map_or(Value::Null, Value::from));
+                if let Value::Object(counters) = totals_json(&Totals::sum([w.counters.as_ref()])) {
+                    o.extend(counters);
+                }
+                Value::Object(o)
+            })
+            .collect();
+        json!({ "workers": workers })
+    }
+
+    /// `stratumctl sources`: upstream servers and reference clocks. None exist yet (upstream and
+    /// GPS discipline are later work); the clock source in use is named instead.
+    pub fn sources_json(&self) -> Value {
+        json!({
+            "sources": [],
+            "clock_source": self.clock_source,
+            "note": "no upstream or reference-clock sources in this release; the clock source serves the host clock",
+        })
+    }
+
+    /// `stratumctl clients --top N`: the heaviest clients in the rate limiter's table.
+    pub fn clients_json(&self, top: usize) -> Value {
+        let Some(limiter) = &self.limiter else {
+            return json!({ "ratelimit": false, "clients": [] });
+        };
+        let clients: Vec<Value> = limiter
+            .top(top)
+            .iter()
+            .map(|c| {
+                json!({
+                    "prefix": format!("{}/{}", c.address, c.prefix_len),
+                    "requests": c.requests,
+                    "limited": c.limited,
+                    "fast_retries": c.fast_retries,
+                })
+            })
+            .collect();
+        json!({
+            "ratelimit": true,
+            "tracked": self.tracked_clients(),
+            "capacity": limiter.capacity(),
+            "clients": clients,
+        })
+    }
+}
+
+fn round_ms(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
+
+/// Counters as JSON: `received`, `answered`, `kod` by code, `dropped` by reason, and the rest.
+pub fn totals_json(t: &Totals) -> Value {
+    let kod: Map<String, Value> = KISS_CODES.iter().zip(t.kod).map(|(c, n)| (c.as_str().into(), n.into())).collect();
+    let dropped: Map<String, Value> =
+        DropReason::ALL.iter().zip(t.dropped).map(|(r, n)| (r.as_str().into(), n.into())).collect();
+    json!({
+        "received": t.received,
+        "answered": t.answered,
+        "kod": kod,
+        "dropped": dropped,
+        "send_failed": t.send_failed,
+        "receive_errors": t.receive_errors,
+        "socket_drops": t.socket_drops,
+    })
+}
+
+fn xdp_json(x: &XdpStatus) -> Value {
+    json!({
+        "interface": x.interface,
+        "attach_mode": x.attach_mode,
+        "bind_mode": x.bind_mode,
+        "hardware_timestamps": x.hardware_timestamps,
+        "program": {
+            "redirected": x.redirected,
+            "passed": x.passed,
+            "malformed": x.malformed,
+            "no_socket": x.no_socket,
+            "denied": x.denied,
+        },
+        "queues": x.queues.iter().map(|q| json!({
+            "queue": q.queue,
+            "worker": q.worker,
+            "rx_dropped": q.rx_dropped,
+            "rx_invalid_descs": q.rx_invalid_descs,
+            "tx_invalid_descs": q.tx_invalid_descs,
+            "rx_ring_full": q.rx_ring_full,
+            "fill_ring_empty": q.fill_ring_empty,
+            "tx_ring_empty": q.tx_ring_empty,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Instant;
+    use stratum_proto::server::ratelimit::RateLimiter;
+    use stratum_proto::{KissCode, ServerSnapshot, Verdict};
+
+    use crate::dataplane::stats::WorkerCounters;
+    use crate::mgmt::status::WorkerHandle;
+    use crate::time::core::SnapshotCell;
+
+    fn status(limiter: bool) -> ServerStatus {
+        let workers: Vec<WorkerHandle> = (0..2)
+            .map(|id| WorkerHandle { id, core: Some(id), counters: Arc::new(WorkerCounters::default()) })
+            .collect();
+        workers[0].counters.add_received(3);
+        workers[0].counters.count(&Verdict::Reply(48));
+        workers[0].counters.count(&Verdict::Kod(KissCode::Rate));
+        workers[1].counters.add_received(1);
+        workers[0].counters.count(&Verdict::Drop(DropReason::Short));
+        workers[1].counters.count(&Verdict::Drop(DropReason::Short));
+        let limiter = limiter
+            .then(|| Arc::new(RateLimiter::new(&stratum_proto::server::ratelimit::RateLimitConfig::default(), [1, 2])));
+        ServerStatus {
+            version: "0.0.0",
+            started: Instant::now(),
+            backend: "socket",
+            xdp: None,
+            addresses: vec!["127.0.0.1:123".parse().unwrap()],
+            workers,
+            clock_source: "local".into(),
+            cell: SnapshotCell::new(ServerSnapshot::unsynchronized(-20)),
+            limiter,
+        }
+    }
+
+    #[test]
+    fn status_carries_clock_state_and_totals() {
+        let s = status(false).status_json();
+        assert_eq!(s["backend"], "socket");
+        assert_eq!(s["workers"], 2);
+        assert_eq!(s["synchronized"], false);
+        assert_eq!(s["stratum"], 16);
+        assert_eq!(s["leap"], 3);
+        assert_eq!(s["requests"]["received"], 4);
+        assert_eq!(s["requests"]["answered"], 1);
+        assert_eq!(s["requests"]["kod"]["rate"], 1);
+        assert_eq!(s["requests"]["dropped"]["short"], 2);
+        assert_eq!(s["listen"][0], "127.0.0.1:123");
+    }
+
+    #[test]
+    fn workers_are_listed_with_their_own_counters() {
+        let w = status(false).workers_json();
+        assert_eq!(w["workers"][0]["core"], 0);
+        assert_eq!(w["workers"][0]["received"], 3);
+        assert_eq!(w["workers"][1]["dropped"]["short"], 1);
+    }
+
+    #[test]
+    fn clients_without_rate_limiting_is_an_empty_list() {
+        assert_eq!(status(false).clients_json(5), json!({ "ratelimit": false, "clients": [] }));
+        let with = status(true).clients_json(5);
+        assert_eq!(with["ratelimit"], true);
+        assert_eq!(with["clients"], json!([]));
+        assert_eq!(status(false).sources_json()["sources"], json!([]));
+    }
+}
