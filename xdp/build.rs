@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use libbpf_cargo::SkeletonBuilder;
 
 const SOURCES: [(&str, &str); 2] = [("src/bpf/steer.bpf.c", "steer.bpf.o"), ("src/bpf/inject.bpf.c", "inject.bpf.o")];
+/// Headers the sources include from src/bpf.
+const HEADERS: [&str; 2] = ["src/bpf/meta.h", "src/bpf/parse.h"];
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
@@ -32,6 +34,8 @@ fn main() {
         }
         println!("cargo:rerun-if-changed={source}");
     }
-    println!("cargo:rerun-if-changed=src/bpf/meta.h");
+    for header in HEADERS {
+        println!("cargo:rerun-if-changed={header}");
+    }
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -15,21 +15,23 @@
  * Two entry points share one body: `stratum_steer` stamps with bpf_ktime_get_tai_ns() read at
  * entry; `stratum_steer_hw` first asks the NIC for its receive stamp through the XDP metadata
  * kfunc, which needs a device-bound program (BPF_F_XDP_DEV_BOUND_ONLY and the prog ifindex). The
- * loader (src/program/load.rs) loads exactly one of them. Mirrors: meta.h <-> src/meta.rs, the counter
- * indexes and map names here <-> src/program/maps.rs.
+ * loader (src/program/load.rs) loads exactly one of them. Mirrors: meta.h <-> src/meta.rs, the
+ * counter indexes and map names here <-> src/program/maps.rs.
+ *
+ * steer() reads top to bottom: parse (the cursor helpers of parse.h, then what makes an IP header
+ * a request's: parse_ipv4_request, parse_ipv6_request), the UDP port, then the checks that drop
+ * (ntp_length_ok, source_denied), the stamp (write_meta) and the redirect. A further check on a
+ * request (its destination MAC or IP, say) is one more helper in that chain.
  */
 #include <stdbool.h>
 #include <linux/types.h>
 #include <linux/bpf.h>
-#include <linux/if_ether.h>
 #include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
-#include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
 #include "meta.h"
+#include "parse.h"
 
 /* Set by the loader before load (rodata: the verifier sees it as a constant). */
 const volatile __u16 stratum_port = 123;
@@ -39,10 +41,6 @@ const volatile __u16 stratum_port = 123;
 /* IPv4 flags + fragment offset: "more fragments" and the 13-bit offset. */
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
-#ifndef ETH_P_8021AD
-#define ETH_P_8021AD 0x88A8
-#endif
-#define VLAN_MAX_DEPTH 2
 
 /* Counter slots (src/program/maps.rs reads them by index). */
 enum stratum_counter {
@@ -82,6 +80,7 @@ struct deny_v6_key {
 	__u8 addr[16];
 };
 
+/* Both tries are alike but for the key: the kernel's LPM trie takes one key size per map. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 65536);
@@ -102,9 +101,14 @@ struct {
  * -EOPNOTSUPP where the driver has none. Callable only from device-bound programs. */
 extern int bpf_xdp_metadata_rx_timestamp(const struct xdp_md *ctx, __u64 *timestamp) __ksym __weak;
 
-struct vlan_hdr {
-	__be16 tci;
-	__be16 encapsulated_proto;
+/* What a request's IP header tells the checks after the UDP header: how much IP payload there
+ * is, and the source address as its deny trie keys it (only the key of `v6` is filled). */
+struct ip_request {
+	/* Bytes of IP payload the IP header says there are (counted from the UDP header). */
+	__u32 payload_len;
+	bool v6;
+	struct deny_v4_key key4;
+	struct deny_v6_key key6;
 };
 
 static __always_inline void count(__u32 slot)
@@ -127,92 +131,63 @@ static __always_inline int drop(__u32 why)
 	return XDP_DROP;
 }
 
-static __always_inline int steer(struct xdp_md *ctx, const bool hw)
+/* An IPv4 header that can carry a request: UDP, not a fragment (fragments are the kernel's to
+ * reassemble). 0, or -1 for a frame that is not ours. */
+static __always_inline int parse_ipv4_request(struct hdr_cursor *c, void *data_end, struct ip_request *req)
 {
-	/* First thing: the software receive stamp, before any parsing. */
-	__u64 rx_time_ns = bpf_ktime_get_tai_ns();
-	__u32 flags = STRATUM_META_TAI;
+	struct iphdr *ip;
 
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	void *pos = data;
+	if (parse_iphdr(c, data_end, &ip) != IPPROTO_UDP)
+		return -1;
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return -1;
+	__u32 ihl = ip->ihl * 4;
+	__u32 tot_len = bpf_ntohs(ip->tot_len);
+	/* A total length shorter than the header leaves no payload: 0, malformed later. */
+	req->payload_len = tot_len > ihl ? tot_len - ihl : 0;
+	req->v6 = false;
+	req->key4.prefixlen = 32;
+	__builtin_memcpy(req->key4.addr, &ip->saddr, 4);
+	return 0;
+}
 
-	struct ethhdr *eth = pos;
-	if ((void *)(eth + 1) > data_end)
-		return pass();
-	pos = eth + 1;
-	__u16 proto = eth->h_proto;
+/* An IPv6 header that can carry a request: UDP right after the fixed header (extension headers
+ * go to the kernel). 0, or -1 for a frame that is not ours. */
+static __always_inline int parse_ipv6_request(struct hdr_cursor *c, void *data_end, struct ip_request *req)
+{
+	struct ipv6hdr *ip6;
 
-#pragma unroll
-	for (int i = 0; i < VLAN_MAX_DEPTH; i++) {
-		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
-			break;
-		struct vlan_hdr *vlan = pos;
-		if ((void *)(vlan + 1) > data_end)
-			return pass();
-		proto = vlan->encapsulated_proto;
-		pos = vlan + 1;
-	}
+	if (parse_ip6hdr(c, data_end, &ip6) != IPPROTO_UDP)
+		return -1;
+	req->payload_len = bpf_ntohs(ip6->payload_len);
+	req->v6 = true;
+	req->key6.prefixlen = 128;
+	__builtin_memcpy(req->key6.addr, &ip6->saddr, 16);
+	return 0;
+}
 
-	struct udphdr *udp;
-	/* Bytes of IP payload the IP header says there are (counted from the UDP header). */
-	__u32 ip_payload_len;
-	/* Source address for the deny lookup; only one of the two is filled. */
-	struct deny_v4_key key4;
-	struct deny_v6_key key6;
-	bool v6;
-
-	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = pos;
-		if ((void *)(ip + 1) > data_end)
-			return pass();
-		if (ip->version != 4 || ip->protocol != IPPROTO_UDP)
-			return pass();
-		__u32 ihl = ip->ihl * 4;
-		if (ihl < sizeof(*ip))
-			return pass();
-		if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-			return pass(); /* fragments are the kernel's to reassemble */
-		if (pos + ihl > data_end)
-			return pass();
-		__u32 tot_len = bpf_ntohs(ip->tot_len);
-		/* A total length shorter than the header leaves no payload: 0, malformed below. */
-		ip_payload_len = tot_len > ihl ? tot_len - ihl : 0;
-		key4.prefixlen = 32;
-		__builtin_memcpy(key4.addr, &ip->saddr, 4);
-		v6 = false;
-		pos += ihl;
-	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = pos;
-		if ((void *)(ip6 + 1) > data_end)
-			return pass();
-		if (ip6->version != 6 || ip6->nexthdr != IPPROTO_UDP)
-			return pass(); /* extension headers go to the kernel */
-		ip_payload_len = bpf_ntohs(ip6->payload_len);
-		key6.prefixlen = 128;
-		__builtin_memcpy(key6.addr, &ip6->saddr, 16);
-		v6 = true;
-		pos = ip6 + 1;
-	} else {
-		return pass();
-	}
-
-	udp = pos;
-	if ((void *)(udp + 1) > data_end)
-		return pass();
-	if (udp->dest != bpf_htons(stratum_port))
-		return pass();
-
-	/* Ours from here on: anything not a plausible NTP request is dropped, never passed. */
-	__u32 udp_len = bpf_ntohs(udp->len);
+/* A UDP length that holds an NTP header and lies inside both the IP packet and the frame. */
+static __always_inline bool ntp_length_ok(struct udphdr *udp, __u32 udp_len, __u32 ip_payload_len,
+					  void *data_end)
+{
 	if (udp_len < sizeof(*udp) + NTP_HEADER_LEN || udp_len > ip_payload_len)
-		return drop(COUNTER_MALFORMED);
-	if ((void *)udp + udp_len > data_end)
-		return drop(COUNTER_MALFORMED);
+		return false;
+	return (void *)udp + udp_len <= data_end;
+}
 
-	if (v6 ? bpf_map_lookup_elem(&deny_v6, &key6) != NULL
-	       : bpf_map_lookup_elem(&deny_v4, &key4) != NULL)
-		return drop(COUNTER_DENIED);
+static __always_inline bool source_denied(struct ip_request *req)
+{
+	return req->v6 ? bpf_map_lookup_elem(&deny_v6, &req->key6) != NULL
+		       : bpf_map_lookup_elem(&deny_v4, &req->key4) != NULL;
+}
+
+/* Writes the receive stamp in front of the frame: the NIC's where the device-bound variant gets
+ * one, else `rx_time_ns`, the TAI read at entry. Every packet pointer is invalid afterwards. A
+ * driver without metadata support fails the adjust: the frame still goes to the socket, which
+ * then sees no magic and reads its own clock. */
+static __always_inline void write_meta(struct xdp_md *ctx, const bool hw, __u64 rx_time_ns)
+{
+	__u32 flags = STRATUM_META_TAI;
 
 	if (hw && bpf_ksym_exists(bpf_xdp_metadata_rx_timestamp)) {
 		__u64 stamp = 0;
@@ -221,10 +196,6 @@ static __always_inline int steer(struct xdp_md *ctx, const bool hw)
 			flags = STRATUM_META_HW;
 		}
 	}
-
-	/* The metadata area; every packet pointer is invalid after the adjust. A driver without
-	 * metadata support fails the adjust: the frame still goes to the socket, which then sees
-	 * no magic and reads its own clock. */
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct stratum_meta)) == 0) {
 		struct stratum_meta *meta = (void *)(long)ctx->data_meta;
 		if ((void *)(meta + 1) <= (void *)(long)ctx->data) {
@@ -233,10 +204,51 @@ static __always_inline int steer(struct xdp_md *ctx, const bool hw)
 			meta->magic = STRATUM_META_MAGIC;
 		}
 	}
+}
 
+/* To the AF_XDP socket of the frame's receive queue; with none there, to the kernel. */
+static __always_inline int redirect(struct xdp_md *ctx)
+{
 	int action = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+
 	count(action == XDP_REDIRECT ? COUNTER_REDIRECTED : COUNTER_NO_SOCKET);
 	return action;
+}
+
+static __always_inline int steer(struct xdp_md *ctx, const bool hw)
+{
+	/* First thing: the software receive stamp, before any parsing. */
+	__u64 rx_time_ns = bpf_ktime_get_tai_ns();
+	void *data_end = (void *)(long)ctx->data_end;
+	struct hdr_cursor cursor = { .pos = (void *)(long)ctx->data };
+	struct ip_request req = {};
+	struct ethhdr *eth;
+	struct udphdr *udp;
+
+	int proto = parse_ethhdr(&cursor, data_end, &eth);
+	if (proto < 0)
+		return pass();
+	proto = parse_vlan(&cursor, data_end, proto);
+	if (proto == bpf_htons(ETH_P_IP)) {
+		if (parse_ipv4_request(&cursor, data_end, &req) < 0)
+			return pass();
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		if (parse_ipv6_request(&cursor, data_end, &req) < 0)
+			return pass();
+	} else {
+		return pass();
+	}
+	int udp_len = parse_udphdr(&cursor, data_end, &udp);
+	if (udp_len < 0 || udp->dest != bpf_htons(stratum_port))
+		return pass();
+
+	/* Ours from here on: anything not a plausible NTP request is dropped, never passed. */
+	if (!ntp_length_ok(udp, udp_len, req.payload_len, data_end))
+		return drop(COUNTER_MALFORMED);
+	if (source_denied(&req))
+		return drop(COUNTER_DENIED);
+	write_meta(ctx, hw, rx_time_ns);
+	return redirect(ctx);
 }
 
 SEC("xdp")
