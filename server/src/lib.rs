@@ -9,6 +9,7 @@ pub mod mgmt;
 pub mod sync;
 pub mod time;
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +22,7 @@ use dataplane::stats::Totals;
 use dataplane::DataPlane;
 use mgmt::control::ControlServer;
 use mgmt::http::MetricsServer;
-use mgmt::status::{ServerStatus, WorkerHandle};
+use mgmt::status::ServerStatus;
 use sync::SyncLoop;
 use time::core::SnapshotCell;
 
@@ -51,21 +52,14 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         backend: config.server.backend.as_str(),
         xdp: backend.xdp_status(),
         addresses: backend.addresses(),
-        workers: backend
-            .counters()
-            .iter()
-            .zip(backend.cores())
-            .enumerate()
-            .map(|(id, (counters, core))| WorkerHandle { id, core: *core, counters: counters.clone() })
-            .collect(),
+        workers: backend.worker_handles(),
         clock_source: description.clone(),
         cell: cell.clone(),
         limiter: admission.limiter.clone(),
     });
     // Management interfaces start after the data plane, so their errors (a taken port, a live
     // control socket) stop stratumd with a message; the workers it started stop with it.
-    let management = start_management(config, &status, &shutdown);
-    let (metrics_server, control_server) = match management {
+    let (metrics_server, control_server) = match start_management(config, &status, &shutdown) {
         Ok(m) => m,
         Err(e) => {
             shutdown.store(true, Ordering::Relaxed);
@@ -75,56 +69,21 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     };
     let sync_thread = sync.spawn(shutdown.clone())?;
 
-    let cores: Vec<String> =
-        backend.cores().iter().map(|c| c.map_or_else(|| "unpinned".to_string(), |c| c.to_string())).collect();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = config_name,
         backend = config.server.backend.as_str(),
         listen = %backend.describe_listen(),
         workers = backend.counters().len(),
-        cores = %cores.join(","),
+        cores = %describe_cores(backend.cores()),
         precision,
         clock = %description,
         stratum = first.stratum,
         leap = ?first.leap,
         "stratumd started"
     );
-    match &admission.limiter {
-        Some(l) => {
-            let c = l.config();
-            tracing::info!(
-                clients = l.capacity(),
-                memory_mib = l.memory_bytes() >> 20,
-                interval = c.interval,
-                burst = c.burst,
-                leak = c.leak,
-                kod = c.kod,
-                ipv4_prefix = c.ipv4_prefix,
-                ipv6_prefix = c.ipv6_prefix,
-                "rate limiting on"
-            );
-        }
-        None => tracing::info!("rate limiting off"),
-    }
-    for addr in &backend.addresses() {
-        let host = if addr.is_ipv6() { format!("{}", addr.ip()) } else { addr.ip().to_string() };
-        let host = if host == "0.0.0.0" {
-            "127.0.0.1".to_string()
-        } else if host == "::" {
-            "::1".into()
-        } else {
-            host
-        };
-        tracing::info!("query it with: chronyd -Q -t 6 'server {host} port {} iburst maxsamples 1'", addr.port());
-    }
-
-    if let Some(m) = &metrics_server {
-        tracing::info!("metrics on http://{}/metrics", m.address);
-    }
-    if let Some(c) = &control_server {
-        tracing::info!("control socket {} (stratumctl --socket {} status)", c.path.display(), c.path.display());
-    }
+    log_rate_limiting(&admission);
+    log_how_to_reach(&backend, metrics_server.as_ref(), control_server.as_ref());
 
     while !shutdown.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
@@ -142,6 +101,51 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     let totals = Totals::sum(counters.iter().map(|c| c.as_ref()));
     tracing::info!("stopped: {}", totals.summary());
     Ok(())
+}
+
+fn describe_cores(cores: &[Option<usize>]) -> String {
+    let cores: Vec<String> =
+        cores.iter().map(|c| c.map_or_else(|| "unpinned".to_string(), |c| c.to_string())).collect();
+    cores.join(",")
+}
+
+fn log_rate_limiting(admission: &Admission) {
+    match &admission.limiter {
+        Some(l) => {
+            let c = l.config();
+            tracing::info!(
+                clients = l.capacity(),
+                memory_mib = l.memory_bytes() >> 20,
+                interval = c.interval,
+                burst = c.burst,
+                leak = c.leak,
+                kod = c.kod,
+                ipv4_prefix = c.ipv4_prefix,
+                ipv6_prefix = c.ipv6_prefix,
+                "rate limiting on"
+            );
+        }
+        None => tracing::info!("rate limiting off"),
+    }
+}
+
+/// How to query the server, scrape it and ask it, one line each.
+fn log_how_to_reach(backend: &DataPlane, metrics: Option<&MetricsServer>, control: Option<&ControlServer>) {
+    for addr in &backend.addresses() {
+        // A wildcard listener is reached on the loopback address of its family.
+        let host = match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        tracing::info!("query it with: chronyd -Q -t 6 'server {host} port {} iburst maxsamples 1'", addr.port());
+    }
+    if let Some(m) = metrics {
+        tracing::info!("metrics on http://{}/metrics", m.address);
+    }
+    if let Some(c) = control {
+        tracing::info!("control socket {} (stratumctl --socket {} status)", c.path.display(), c.path.display());
+    }
 }
 
 type Management = (Option<MetricsServer>, Option<ControlServer>);

@@ -56,6 +56,16 @@ impl DataPlane {
         }
     }
 
+    /// Each worker's counters and core, as the operator interfaces show them.
+    pub fn worker_handles(&self) -> Vec<status::WorkerHandle> {
+        self.counters()
+            .iter()
+            .zip(self.cores())
+            .enumerate()
+            .map(|(id, (counters, core))| status::WorkerHandle { id, core: *core, counters: counters.clone() })
+            .collect()
+    }
+
     pub fn cores(&self) -> &[Option<usize>] {
         match self {
             Self::Socket(b) => &b.cores,
