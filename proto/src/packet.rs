@@ -98,6 +98,38 @@ impl RefId {
     pub const fn from_bits(bits: u32) -> Self {
         Self(bits.to_be_bytes())
     }
+
+    /// The reference id as text, by the one rule every tool here prints it with: at stratum 0 (a
+    /// kiss code) and 1 (a reference clock) up to four ASCII characters, NUL padding dropped and
+    /// anything unprintable as `\xNN`; from stratum 2 on (16, unsynchronised, too) the upstream's
+    /// IPv4 address, or its IPv6 address hash, as a dotted quad. Writes without allocating.
+    pub const fn to_text(self, stratum: u8) -> RefIdText {
+        RefIdText { id: self, stratum }
+    }
+}
+
+/// A reference id as text ([`RefId::to_text`]): format it with `{}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefIdText {
+    id: RefId,
+    stratum: u8,
+}
+
+impl core::fmt::Display for RefIdText {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let b = self.id.0;
+        if self.stratum >= 2 {
+            return write!(f, "{}.{}.{}.{}", b[0], b[1], b[2], b[3]);
+        }
+        for &c in b.iter().take_while(|c| **c != 0) {
+            if c.is_ascii_graphic() || c == b' ' {
+                core::fmt::Write::write_char(f, char::from(c))?;
+            } else {
+                write!(f, "\\x{c:02x}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl core::fmt::Debug for RefId {
@@ -425,6 +457,29 @@ mod tests {
         assert_eq!(RefId::from_ascii("é"), None);
         assert_eq!(format!("{:?}", RefId(*b"LOCL")), "RefId(\"LOCL\")");
         assert_eq!(format!("{:?}", RefId([192, 0, 2, 1])), "RefId(192.0.2.1)");
+    }
+
+    #[test]
+    fn refid_is_ascii_at_stratum_0_and_1_and_dotted_above() {
+        let text = |id: RefId, stratum: u8| id.to_text(stratum).to_string();
+        assert_eq!(text(RefId(*b"GPS\0"), 1), "GPS");
+        assert_eq!(text(RefId(*b"LOCL"), 1), "LOCL");
+        assert_eq!(text(RefId(*b"P\x01S\0"), 1), "P\\x01S");
+        assert_eq!(text(RefId::NONE, 1), "");
+        assert_eq!(text(RefId::from_ipv4([192, 0, 2, 7].into()), 2), "192.0.2.7");
+        assert_eq!(text(RefId([192, 0, 2, 1]), 2), "192.0.2.1");
+        // Above stratum 1 the bytes are an address, whatever they spell.
+        assert_eq!(text(RefId(*b"LOCL"), 3), "76.79.67.76");
+        assert_eq!(text(RefId([255, 0, 0, 1]), 16), "255.0.0.1");
+    }
+
+    #[test]
+    fn kiss_codes_are_text_at_stratum_0() {
+        for code in [KissCode::Rate, KissCode::Deny, KissCode::Rstr] {
+            let text = code.ref_id().to_text(0).to_string();
+            assert_eq!(text, code.as_str().to_ascii_uppercase());
+        }
+        assert_eq!(RefId(*b"RATE").to_text(0).to_string(), "RATE");
     }
 
     #[test]
