@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use stratum_proto::server::access::Cidr;
-use stratum_proto::server::ratelimit::{RateLimitConfig, MAX_INTERVAL, MIN_INTERVAL};
+use stratum_proto::server::ratelimit::{self as limiter, MAX_INTERVAL, MIN_INTERVAL};
 use stratum_proto::RefId;
 
 /// The configuration compiled into the binary, used when no `--config` is given.
@@ -24,17 +24,17 @@ pub struct Config {
     pub clock: ClockConfig,
     /// Absent: no rate limiting.
     #[serde(default)]
-    pub ratelimit: Option<RateLimitSection>,
+    pub ratelimit: Option<RateLimitConfig>,
     #[serde(default)]
-    pub access: AccessSection,
+    pub access: AccessConfig,
     #[serde(default)]
     pub log: LogConfig,
     /// Absent: no `/metrics` endpoint.
     #[serde(default)]
-    pub metrics: Option<MetricsSection>,
+    pub metrics: Option<MetricsConfig>,
     /// Absent: no control socket (and no `stratumctl`).
     #[serde(default)]
-    pub control: Option<ControlSection>,
+    pub control: Option<ControlConfig>,
 }
 
 /// Where `/metrics` listens when `[metrics]` gives no `listen`.
@@ -47,7 +47,7 @@ const MAX_SOCKET_PATH: usize = 107;
 /// `[metrics]`: Prometheus text exposition over HTTP on a management address.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct MetricsSection {
+pub struct MetricsConfig {
     #[serde(default = "default_metrics_listen", deserialize_with = "management_address")]
     pub listen: SocketAddr,
 }
@@ -66,7 +66,7 @@ fn management_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::
 /// `[control]`: the Unix socket `stratumctl` talks to.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ControlSection {
+pub struct ControlConfig {
     #[serde(default = "default_control_socket", deserialize_with = "socket_path")]
     pub socket: PathBuf,
 }
@@ -92,7 +92,7 @@ fn socket_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
 /// `[ratelimit]`: chrony's `ratelimit` semantics (see proto's ratelimit module).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RateLimitSection {
+pub struct RateLimitConfig {
     #[serde(default = "yes")]
     pub enabled: bool,
     #[serde(default = "default_interval", deserialize_with = "interval")]
@@ -111,9 +111,9 @@ pub struct RateLimitSection {
     pub clients: usize,
 }
 
-impl RateLimitSection {
-    pub fn to_proto(&self) -> RateLimitConfig {
-        RateLimitConfig {
+impl RateLimitConfig {
+    pub fn to_proto(&self) -> limiter::RateLimitConfig {
+        limiter::RateLimitConfig {
             interval: self.interval,
             burst: self.burst,
             leak: self.leak,
@@ -128,23 +128,24 @@ impl RateLimitSection {
 fn yes() -> bool {
     true
 }
+// The defaults are the limiter's own (proto's `RateLimitConfig::default`), written once there.
 fn default_interval() -> i8 {
-    3
+    limiter::RateLimitConfig::default().interval
 }
 fn default_burst() -> u8 {
-    8
+    limiter::RateLimitConfig::default().burst
 }
 fn default_leak() -> u8 {
-    2
+    limiter::RateLimitConfig::default().leak
 }
 fn default_v4_prefix() -> u8 {
-    32
+    limiter::RateLimitConfig::default().ipv4_prefix
 }
 fn default_v6_prefix() -> u8 {
-    64
+    limiter::RateLimitConfig::default().ipv6_prefix
 }
 fn default_clients() -> usize {
-    1 << 20
+    limiter::RateLimitConfig::default().clients
 }
 
 /// Reads an integer and checks it is within `min..=max`.
@@ -182,7 +183,7 @@ fn clients<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 /// `[access]`: who may be answered.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct AccessSection {
+pub struct AccessConfig {
     #[serde(default = "allow_everyone", deserialize_with = "cidrs")]
     pub allow: Vec<Cidr>,
     #[serde(default, deserialize_with = "cidrs")]
@@ -191,7 +192,7 @@ pub struct AccessSection {
     pub deny_action: DenyAction,
 }
 
-impl Default for AccessSection {
+impl Default for AccessConfig {
     fn default() -> Self {
         Self { allow: allow_everyone(), deny: Vec::new(), deny_action: DenyAction::Drop }
     }
@@ -387,23 +388,50 @@ pub enum Timestamping {
     Hardware,
 }
 
+/// `[clock] source`: where the served time comes from, which decides who vouches for it. It
+/// says nothing about the stratum and refid served: for these sources the operator states them
+/// ([`ClockConfig::identity`]); a disciplined source will compute its own from its peers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum ClockSourceKind {
+pub enum ClockSource {
+    /// The host clock as it is, vouched for by the operator (chrony's `local stratum N`).
     Local,
+    /// The host clock as another daemon disciplines it, vouched for by the kernel's sync state.
     External,
+}
+
+/// The stratum and reference id a source that cannot work them out serves while synchronised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServedIdentity {
+    pub stratum: u8,
+    pub ref_id: RefId,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ClockConfig {
-    pub source: ClockSourceKind,
+    pub source: ClockSource,
     /// Served stratum while synchronised.
     #[serde(default = "default_stratum", deserialize_with = "stratum")]
     pub stratum: u8,
     /// Reference id: up to four ASCII characters, or an IPv4 address.
     #[serde(default, deserialize_with = "ref_id")]
     pub refid: Option<RefId>,
+}
+
+impl ClockConfig {
+    /// The stratum and refid to serve. The refid is the configured one, else a default that
+    /// follows the convention: ASCII at stratum 1, an IPv4 address above it (clients show it as
+    /// one). The local clock is chrony's 127.127.1.1.
+    pub fn identity(&self) -> ServedIdentity {
+        let local_clock = RefId::from_ipv4(std::net::Ipv4Addr::new(127, 127, 1, 1));
+        let ref_id = self.refid.unwrap_or(match (self.source, self.stratum) {
+            (ClockSource::Local, 1) => RefId(*b"LOCL"),
+            (ClockSource::Local, _) => local_clock,
+            (ClockSource::External, _) => RefId(*b"XTRN"),
+        });
+        ServedIdentity { stratum: self.stratum, ref_id }
+    }
 }
 
 fn default_stratum() -> u8 {
@@ -553,17 +581,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// The configured refid, else a default that follows the convention: ASCII at stratum 1, an
-    /// IPv4 address above it (clients show it as one). The local clock is chrony's 127.127.1.1.
-    pub fn ref_id(&self) -> RefId {
-        let local_clock = RefId::from_ipv4(std::net::Ipv4Addr::new(127, 127, 1, 1));
-        self.clock.refid.unwrap_or(match (self.clock.source, self.clock.stratum) {
-            (ClockSourceKind::Local, 1) => RefId(*b"LOCL"),
-            (ClockSourceKind::Local, _) => local_clock,
-            (ClockSourceKind::External, _) => RefId(*b"XTRN"),
-        })
-    }
 }
 
 type Invalid = (&'static str, Option<std::ops::Range<usize>>, String);
@@ -638,7 +655,7 @@ stratum = 3
     fn embedded_default_parses() {
         let c = Config::embedded_default();
         assert_eq!(c.server.workers, Workers::Auto);
-        assert_eq!(c.clock.source, ClockSourceKind::Local);
+        assert_eq!(c.clock.source, ClockSource::Local);
     }
 
     #[test]
@@ -648,9 +665,9 @@ stratum = 3
         assert_eq!(c.server.workers, Workers::Count(2));
         assert_eq!(c.clock.stratum, 3);
         assert_eq!(c.server.batch, 64);
-        assert_eq!(c.ref_id(), RefId([127, 127, 1, 1]), "local above stratum 1: chrony's local refid");
+        assert_eq!(c.clock.identity().ref_id, RefId([127, 127, 1, 1]), "local above stratum 1: chrony's local refid");
         let s1 = Config::parse(&GOOD.replace("stratum = 3", "stratum = 1"), "t").unwrap();
-        assert_eq!(s1.ref_id(), RefId(*b"LOCL"));
+        assert_eq!(s1.clock.identity().ref_id, RefId(*b"LOCL"));
     }
 
     #[test]
@@ -714,7 +731,7 @@ stratum = 3
         assert_eq!(c.access.deny_action, DenyAction::Drop);
         let defaults = Config::parse(&format!("{GOOD}\n[ratelimit]\n"), "t").unwrap().ratelimit.unwrap();
         assert!(defaults.enabled);
-        assert_eq!(defaults.to_proto(), RateLimitConfig::default());
+        assert_eq!(defaults.to_proto(), limiter::RateLimitConfig::default());
         assert!(Config::parse(GOOD, "t").unwrap().ratelimit.is_none());
     }
 
@@ -764,6 +781,6 @@ stratum = 3
     #[test]
     fn refid_as_ipv4() {
         let c = Config::parse(&GOOD.replace("stratum = 3", "stratum = 3\nrefid = \"192.0.2.1\""), "t").unwrap();
-        assert_eq!(c.ref_id(), RefId([192, 0, 2, 1]));
+        assert_eq!(c.clock.identity().ref_id, RefId([192, 0, 2, 1]));
     }
 }

@@ -37,7 +37,7 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     }
 
     let precision = stratum_host::clock::measure_precision();
-    let source = time::clock::from_config(config);
+    let source = time::backend::from_config(config);
     let description = source.describe();
     let cell = SnapshotCell::new(ServerSnapshot::unsynchronized(precision));
     let mut sync = SyncLoop::new(source, cell.clone(), precision);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use stratum_proto::ServerSnapshot;
 
-use crate::time::clock::ClockSource;
+use crate::time::backend::ClockBackend;
 use crate::time::core::SnapshotCell;
 use stratum_host::clock;
 
@@ -18,7 +18,7 @@ const SHUTDOWN_CHECK: Duration = Duration::from_millis(100);
 /// Tracks the served state so that only changes are logged.
 #[derive(Debug)]
 pub struct SyncLoop {
-    source: Box<dyn ClockSource>,
+    source: Box<dyn ClockBackend>,
     cell: Arc<SnapshotCell>,
     precision: i8,
     last: Option<(bool, u8, u8)>,
@@ -26,7 +26,7 @@ pub struct SyncLoop {
 }
 
 impl SyncLoop {
-    pub fn new(source: Box<dyn ClockSource>, cell: Arc<SnapshotCell>, precision: i8) -> Self {
+    pub fn new(source: Box<dyn ClockBackend>, cell: Arc<SnapshotCell>, precision: i8) -> Self {
         Self { source, cell, precision, last: None, failing: false }
     }
 
@@ -76,7 +76,7 @@ impl SyncLoop {
     }
 }
 
-impl std::fmt::Debug for dyn ClockSource {
+impl std::fmt::Debug for dyn ClockBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.describe())
     }

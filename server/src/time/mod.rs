@@ -1,7 +1,9 @@
 //! Time: the time core (the seqlock'd [`stratum_proto::ServerSnapshot`] one writer publishes and
-//! every worker reads) and the clock backends that say what state the served time is in.
+//! every worker reads) the clock backends that say what state the served time is in, and the kernel's clock
+//! interface they read.
 //!
 //! Nothing here runs per packet except [`core::SnapshotReader::refresh`], once a batch.
 
-pub mod clock;
+pub mod backend;
 pub mod core;
+pub mod kernel;

@@ -1,6 +1,6 @@
-//! Clock sources: what the served time's state (stratum, leap, dispersion...) is right now.
+//! Clock backends: what the served time's state (stratum, leap, dispersion...) is right now.
 //!
-//! A [`ClockSource`] turns "what is true about the host clock" into a [`ServerSnapshot`]. The sync
+//! A [`ClockBackend`] turns "what is true about the host clock" into a [`ServerSnapshot`]. The sync
 //! thread asks it once a second and publishes the result. The upstream/refclock discipline (a later
 //! piece of work) becomes another implementation of this trait.
 
@@ -9,9 +9,9 @@ pub mod local;
 
 use stratum_proto::{NtpTimestamp, ServerSnapshot};
 
-use crate::config::{ClockSourceKind, Config};
+use crate::config::{ClockSource, Config};
 
-pub trait ClockSource: Send {
+pub trait ClockBackend: Send {
     /// How the source describes itself in the start-up summary.
     fn describe(&self) -> String;
 
@@ -20,9 +20,9 @@ pub trait ClockSource: Send {
     fn snapshot(&mut self, now: NtpTimestamp, precision: i8) -> std::io::Result<ServerSnapshot>;
 }
 
-pub fn from_config(config: &Config) -> Box<dyn ClockSource> {
+pub fn from_config(config: &Config) -> Box<dyn ClockBackend> {
     match config.clock.source {
-        ClockSourceKind::Local => Box::new(local::LocalClock::new(config.clock.stratum, config.ref_id())),
-        ClockSourceKind::External => Box::new(external::ExternalClock::new(config.clock.stratum, config.ref_id())),
+        ClockSource::Local => Box::new(local::LocalClock::new(config.clock.identity())),
+        ClockSource::External => Box::new(external::ExternalClock::new(config.clock.identity())),
     }
 }
