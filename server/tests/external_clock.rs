@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use stratum_proto::LeapIndicator;
-use stratumd::time::clock::external::read_kernel_state;
+use stratumd::time::kernel::read_kernel_state;
 
 #[test]
 fn external_source_follows_the_kernel() {
