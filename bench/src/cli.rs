@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::load::{self, LoadConfig, LoadReport};
+use crate::config::{self, LoadConfig};
+use crate::load;
 use crate::query::{self, QueryError};
 use crate::ramp::{self, RampConfig, RampSpec};
+use crate::report::LoadReport;
 use crate::xdp::frame::{ClientNet, MacAddr};
 use crate::xdp::TxPath;
 
@@ -102,7 +104,7 @@ pub struct LoadArgs {
     #[arg(long, value_name = "PCT", default_value_t = 5.0, requires = "ramp")]
     pub max_loss: f64,
     /// Ramp: never offer more than this many requests per second.
-    #[arg(long, value_name = "N", default_value_t = load::MAX_RATE, requires = "ramp")]
+    #[arg(long, value_name = "N", default_value_t = config::MAX_RATE, requires = "ramp")]
     pub max_rate: u64,
     /// Ramp: at most this many steps (the whole ramp is bounded to 10 minutes).
     #[arg(long, value_name = "K", default_value_t = 40, requires = "ramp")]

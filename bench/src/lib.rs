@@ -2,7 +2,10 @@
 //!
 //! - [`query`]: one client exchange (offset, delay, stratum, refid, ...), as `ntpdig` does.
 //! - [`load`]: a fixed-rate step against one server, with per-reply validation, RTT and server
-//!   turnaround histograms; its engines are in [`engine`].
+//!   turnaround histograms; its engines are in [`engine`]. What the engines, `load` and `ramp`
+//!   share has a module each, below all three: the step's [`config`] (with the loopback rule,
+//!   [`target`]), its [`counts`], an engine's [`outcome`], the step's [`report`], and [`pin`]
+//!   for the generator threads.
 //! - [`ramp`]: `load --ramp`, load steps at a rising rate until the server loses requests, and
 //!   the sustainable rate; [`plot`] draws a ramp into a PNG.
 //! - [`reply`]: the pure half: reply checks and timestamp arithmetic, built on stratum-proto.
@@ -11,12 +14,18 @@
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::run`].
 
 pub mod cli;
+pub mod config;
+pub mod counts;
 pub mod engine;
 pub mod load;
+pub mod outcome;
+pub mod pin;
 pub mod plot;
 pub mod query;
 pub mod ramp;
 #[cfg(feature = "xdp")]
 pub mod reflect;
 pub mod reply;
+pub mod report;
+pub mod target;
 pub mod xdp;

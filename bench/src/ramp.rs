@@ -34,8 +34,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
+use crate::config::{LoadConfig, MAX_DURATION_S, MAX_RATE};
 use crate::engine::socket::DRAIN;
-use crate::load::{self, LoadConfig, LoadReport, MAX_DURATION_S, MAX_RATE};
+use crate::load;
+use crate::report::{cores_text, LoadReport};
 
 /// A ramp's whole length is bounded before it starts: max steps x (step + drain + settle).
 pub const MAX_TOTAL: Duration = Duration::from_secs(600);
@@ -423,7 +425,7 @@ impl RampReport {
     }
 
     pub fn to_text(&self) -> String {
-        let core = load::cores_text(&self.cores);
+        let core = cores_text(&self.cores);
         let mut s = format!(
             "target {} ({} sockets, {core}, {} engine); ramp {} x {} every {:.3} s, stop past {} % loss; \
              up to {} tries a rate; refined to {} %\n",
@@ -823,9 +825,10 @@ mod tests {
             }
             tries += 1;
             let answered = sent - lost.min(sent);
-            let counts = load::Counts { sent, received: answered, answered, valid: answered, ..Default::default() };
+            let counts =
+                crate::counts::Counts { sent, received: answered, answered, valid: answered, ..Default::default() };
             let histogram = || hdrhistogram::Histogram::new(3).unwrap();
-            let outcome = load::LoadOutcome {
+            let outcome = crate::outcome::LoadOutcome {
                 counts,
                 send_elapsed: Duration::from_secs(2),
                 server_socket_drops: None,

@@ -26,7 +26,7 @@ use stratum_proto::packet::HEADER_LEN;
 use stratum_xdp::xsk::{BindMode, ReplyScratch, XskConfig, XskSocket, XskStatistics, TX_WAIT_SLEEP_MS};
 
 use crate::engine::book::BATCH;
-use crate::load::pin_to;
+use crate::pin::pin_to;
 use crate::xdp::engine::attach;
 
 /// Raised by SIGINT/SIGTERM.

@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use crate::counts::Invalid;
 use stratum_proto::packet::HEADER_LEN;
 use stratum_proto::{LeapIndicator, NtpDuration, NtpHeader, NtpMode, NtpTimestamp, RefId};
 
@@ -109,25 +110,6 @@ pub fn leap_text(leap: LeapIndicator) -> &'static str {
 /// 2^`log2` seconds (precision and poll fields).
 pub fn log2_seconds(log2: i8) -> f64 {
     2f64.powi(i32::from(log2))
-}
-
-/// Why a reply seen by `load` is invalid. Each has its own counter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Invalid {
-    /// Not exactly 48 bytes (our requests are 48, and a reply is never longer than its request).
-    Length,
-    /// Not version 4, or not mode 4.
-    Header,
-    /// The origin timestamp names no request of this run.
-    Origin,
-    /// A second reply to a request already answered.
-    Duplicate,
-    /// A reply to a request so old that its send record was reused.
-    Late,
-    /// T2 lies outside [T1, T4], widened by the reply's precision.
-    T2Window,
-    /// T3 lies outside [T2, T4], widened by the reply's precision.
-    T3Window,
 }
 
 /// The run nonce a `load` reply's origin timestamp carries (its high 32 bits), whatever else the

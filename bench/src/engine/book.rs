@@ -13,8 +13,9 @@ use hdrhistogram::Histogram;
 use stratum_proto::packet::HEADER_LEN;
 use stratum_proto::NtpTimestamp;
 
-use crate::load::{Counts, LoadOutcome};
-use crate::reply::{self, Invalid, ReplyClass};
+use crate::counts::{Counts, Invalid};
+use crate::outcome::LoadOutcome;
+use crate::reply::{self, ReplyClass};
 
 /// Requests per batch; one u64 of "seen" bits per batch.
 pub const BATCH: usize = 64;

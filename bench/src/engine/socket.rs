@@ -26,8 +26,10 @@ use stratum_proto::NtpTimestamp;
 
 pub use super::book::BATCH;
 use super::book::{Pacer, SendBook, REQUEST, TRANSMIT_AT};
-use crate::load::{pin_to, LoadConfig, LoadOutcome};
-use crate::reply::Invalid;
+use crate::config::LoadConfig;
+use crate::counts::Invalid;
+use crate::outcome::LoadOutcome;
+use crate::pin::pin_to;
 
 /// Receive buffer length; larger than a reply so that oversized ones are seen as such.
 const RECV_LEN: usize = 512;

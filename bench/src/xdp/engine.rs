@@ -46,10 +46,13 @@ use super::net;
 use super::TxPath;
 #[cfg(test)]
 use super::DEFAULT_CLIENT_PORT;
+use crate::config::{split, LoadConfig};
+use crate::counts::Invalid;
 use crate::engine::book::{Pacer, SendBook, BATCH};
 use crate::engine::socket::DRAIN;
-use crate::load::{pin_to, split, LoadConfig, LoadOutcome, LoadReport};
-use crate::reply::Invalid;
+use crate::outcome::LoadOutcome;
+use crate::pin::pin_to;
+use crate::report::LoadReport;
 
 /// Entries per ring; the UMEM has twice as many frames (half for replies, half for requests).
 const RING: u32 = 4096;

@@ -1,0 +1,98 @@
+//! Per-reply counters of a load step, and the reasons a reply is invalid.
+
+/// Why a reply seen by `load` is invalid. Each has its own counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalid {
+    /// Not exactly 48 bytes (our requests are 48, and a reply is never longer than its request).
+    Length,
+    /// Not version 4, or not mode 4.
+    Header,
+    /// The origin timestamp names no request of this run.
+    Origin,
+    /// A second reply to a request already answered.
+    Duplicate,
+    /// A reply to a request so old that its send record was reused.
+    Late,
+    /// T2 lies outside [T1, T4], widened by the reply's precision.
+    T2Window,
+    /// T3 lies outside [T2, T4], widened by the reply's precision.
+    T3Window,
+}
+
+/// Per-reply counters. received = valid + invalid + kod + unsynced; answered = the requests with
+/// at least one reply that names them (valid, KoD, unsynchronised, or failing a timestamp check).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub sent: u64,
+    pub send_errors: u64,
+    pub received: u64,
+    pub answered: u64,
+    pub valid: u64,
+    pub invalid: u64,
+    pub kod: u64,
+    pub unsynced: u64,
+    pub invalid_length: u64,
+    pub invalid_header: u64,
+    pub invalid_origin: u64,
+    pub duplicate: u64,
+    pub invalid_late: u64,
+    pub invalid_t2_window: u64,
+    pub invalid_t3_window: u64,
+    /// Replies to an earlier step of the same ramp (they arrived after that step's drain): not
+    /// this step's replies, so in none of the counts above.
+    pub stale: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Self) {
+        let Self {
+            sent,
+            send_errors,
+            received,
+            answered,
+            valid,
+            invalid,
+            kod,
+            unsynced,
+            invalid_length,
+            invalid_header,
+            invalid_origin,
+            duplicate,
+            invalid_late,
+            invalid_t2_window,
+            invalid_t3_window,
+            stale,
+        } = o;
+        self.sent += sent;
+        self.send_errors += send_errors;
+        self.received += received;
+        self.answered += answered;
+        self.valid += valid;
+        self.invalid += invalid;
+        self.kod += kod;
+        self.unsynced += unsynced;
+        self.invalid_length += invalid_length;
+        self.invalid_header += invalid_header;
+        self.invalid_origin += invalid_origin;
+        self.duplicate += duplicate;
+        self.invalid_late += invalid_late;
+        self.invalid_t2_window += invalid_t2_window;
+        self.invalid_t3_window += invalid_t3_window;
+        self.stale += stale;
+    }
+}
+
+impl Counts {
+    pub fn count_invalid(&mut self, why: Invalid) {
+        self.invalid += 1;
+        *match why {
+            Invalid::Length => &mut self.invalid_length,
+            Invalid::Header => &mut self.invalid_header,
+            Invalid::Origin => &mut self.invalid_origin,
+            Invalid::Duplicate => &mut self.duplicate,
+            Invalid::Late => &mut self.invalid_late,
+            Invalid::T2Window => &mut self.invalid_t2_window,
+            Invalid::T3Window => &mut self.invalid_t3_window,
+        } += 1;
+    }
+}
