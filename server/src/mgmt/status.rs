@@ -8,7 +8,7 @@
 //! snapshot is a seqlock read, the rate limiter is scanned without stopping anyone. A reader
 //! never makes a worker wait.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -109,15 +109,6 @@ impl ClockState {
     }
 }
 
-/// A reference id as text: four ASCII characters, or a dotted IPv4 address.
-pub fn ref_id_text(id: RefId) -> String {
-    if id.0.iter().all(|b| b.is_ascii_graphic() || *b == 0) {
-        id.0.iter().take_while(|b| **b != 0).map(|b| *b as char).collect()
-    } else {
-        IpAddr::from(id.0).to_string()
-    }
-}
-
 impl ServerStatus {
     pub fn uptime_seconds(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
@@ -136,17 +127,5 @@ impl ServerStatus {
     pub fn tracked_clients(&self) -> u64 {
         let t = self.totals();
         t.ratelimit_inserted.saturating_sub(t.ratelimit_evicted)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ref_ids_as_text() {
-        assert_eq!(ref_id_text(RefId(*b"LOCL")), "LOCL");
-        assert_eq!(ref_id_text(RefId(*b"GPS\0")), "GPS");
-        assert_eq!(ref_id_text(RefId([192, 0, 2, 1])), "192.0.2.1");
     }
 }

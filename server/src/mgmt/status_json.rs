@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use stratum_proto::DropReason;
 
 use crate::dataplane::stats::{Totals, KISS_CODES};
-use crate::mgmt::status::{ref_id_text, ServerStatus, XdpStatus};
+use crate::mgmt::status::{ServerStatus, XdpStatus};
 
 impl ServerStatus {
     /// `stratumctl status`.
@@ -22,7 +22,7 @@ impl ServerStatus {
             "synchronized": clock.synchronized,
             "stratum": clock.stratum,
             "leap": clock.leap,
-            "refid": ref_id_text(clock.ref_id),
+            "refid": clock.ref_id.to_text(clock.stratum).to_string(),
             "precision_seconds": clock.precision_seconds,
             "root_delay_seconds": clock.root_delay_seconds,
             "root_dispersion_seconds": clock.root_dispersion_seconds,
