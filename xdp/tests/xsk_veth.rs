@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use stratum_xdp::xsk::{BindMode, ReplyScratch, XskConfig, XskSocket, ZeroCopy};
 
 mod common;
-use common::{clock_tai_ns, ifindex, mac, require_root, Veth};
+use common::{clock_tai_ns, ifindex, mac, veth_for, Veth};
 
 fn ipv4_checksum(header: &[u8]) -> u16 {
     let mut sum: u32 = header.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
@@ -43,16 +43,48 @@ fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, d
     f
 }
 
+/// Frames out of end a to end b's address (10.77.N.2, given to b here), from a made-up
+/// 10.77.N.1: the kernel's stack at b takes them.
+struct PathToB {
+    mac_a: [u8; 6],
+    mac_b: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+}
+
+impl PathToB {
+    fn new(veth: &Veth) -> Self {
+        let dst = veth.address_b();
+        let src = Ipv4Addr::new(10, 77, dst.octets()[2], 1);
+        Self { mac_a: mac(&veth.a), mac_b: mac(&veth.b), src, dst }
+    }
+
+    fn frame(&self, dport: u16, payload: &[u8]) -> Vec<u8> {
+        udp_frame(self.mac_a, self.mac_b, self.src, self.dst, dport, payload)
+    }
+
+    /// A UDP socket at b's address that the frames reach (2 s read timeout), and its port.
+    fn receiver(&self) -> (UdpSocket, u16) {
+        let receiver = UdpSocket::bind((self.dst, 0)).unwrap();
+        receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let port = receiver.local_addr().unwrap().port();
+        (receiver, port)
+    }
+}
+
+/// Copies `frame` into a spare UMEM frame, after a 256-byte headroom like a received frame's (so
+/// TX metadata fits in front), and returns its TX descriptor (no options).
+fn stage(xsk: &mut XskSocket, frame: &[u8]) -> libc::xdp_desc {
+    let addr = xsk.spare.pop().unwrap() + 256;
+    xsk.umem.data_mut(addr, frame.len() as u32).unwrap().copy_from_slice(frame);
+    libc::xdp_desc { addr, len: frame.len() as u32, options: 0 }
+}
+
 #[test]
 fn frames_sent_on_the_tx_ring_arrive_and_complete_with_a_transmit_stamp() {
-    if !require_root("xsk tx") {
-        return;
-    }
-    let veth = Veth::new("xt");
-    let b_addr = veth.address_b();
-    let receiver = UdpSocket::bind((b_addr, 0)).unwrap();
-    receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let port = receiver.local_addr().unwrap().port();
+    let Some(veth) = veth_for("xsk tx", "xt") else { return };
+    let path = PathToB::new(&veth);
+    let (receiver, port) = path.receiver();
 
     let config = XskConfig { initial_fill: 1024, ..XskConfig::default() };
     let mut xsk = XskSocket::open(ifindex(&veth.a), 0, &config).expect("open AF_XDP socket on veth");
@@ -63,17 +95,14 @@ fn frames_sent_on_the_tx_ring_arrive_and_complete_with_a_transmit_stamp() {
     // without it, 32 per wakeup.
     let frames = if xsk.set_tx_budget(64) { 64u32 } else { 32 };
 
-    let src = Ipv4Addr::new(10, 77, b_addr.octets()[2], 1);
-    let (mac_a, mac_b) = (mac(&veth.a), mac(&veth.b));
     let before = clock_tai_ns();
     let mut descs = Vec::new();
     for i in 0..frames {
-        let frame = udp_frame(mac_a, mac_b, src, b_addr, port, format!("frame {i}").as_bytes());
-        // Data after a 256-byte headroom, like a received frame, so TX metadata fits in front.
-        let addr = xsk.spare.pop().unwrap() + 256;
-        xsk.umem.data_mut(addr, frame.len() as u32).unwrap().copy_from_slice(&frame);
-        let options = if tx_meta && xsk.umem.request_tx_timestamp(addr) { libc::XDP_TX_METADATA } else { 0 };
-        descs.push(libc::xdp_desc { addr, len: frame.len() as u32, options });
+        let mut desc = stage(&mut xsk, &path.frame(port, format!("frame {i}").as_bytes()));
+        if tx_meta && xsk.umem.request_tx_timestamp(desc.addr) {
+            desc.options = libc::XDP_TX_METADATA;
+        }
+        descs.push(desc);
     }
     assert_eq!(xsk.tx.push(&descs), frames as usize);
     xsk.kick_tx().unwrap();
@@ -82,7 +111,7 @@ fn frames_sent_on_the_tx_ring_arrive_and_complete_with_a_transmit_stamp() {
     let mut buf = [0u8; 64];
     for _ in 0..frames {
         let (n, from) = receiver.recv_from(&mut buf).expect("frame sent through AF_XDP arrives");
-        assert_eq!(from.ip(), src);
+        assert_eq!(from.ip(), path.src);
         got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
     assert_eq!(got, (0..frames).map(|i| format!("frame {i}")).collect::<Vec<_>>());
@@ -111,10 +140,7 @@ fn frames_sent_on_the_tx_ring_arrive_and_complete_with_a_transmit_stamp() {
 
 #[test]
 fn invalid_tx_descriptors_are_counted_by_the_kernel() {
-    if !require_root("xsk invalid descs") {
-        return;
-    }
-    let veth = Veth::new("xi");
+    let Some(veth) = veth_for("xsk invalid descs", "xi") else { return };
     let config = XskConfig { initial_fill: 0, ..XskConfig::default() };
     let mut xsk = XskSocket::open(ifindex(&veth.a), 0, &config).unwrap();
     // Runs past its frame: the kernel must refuse it, count it, and return it on completion.
@@ -130,10 +156,7 @@ fn invalid_tx_descriptors_are_counted_by_the_kernel() {
 
 #[test]
 fn bind_errors_name_the_problem() {
-    if !require_root("xsk bind errors") {
-        return;
-    }
-    let veth = Veth::new("xe");
+    let Some(veth) = veth_for("xsk bind errors", "xe") else { return };
     let ifindex = ifindex(&veth.a);
     let config = XskConfig { initial_fill: 16, ..XskConfig::default() };
     let e = XskSocket::open(ifindex, 7, &config).unwrap_err();
@@ -147,24 +170,14 @@ fn bind_errors_name_the_problem() {
 
 #[test]
 fn recycled_frames_the_fill_ring_has_no_room_for_wait_in_spare() {
-    if !require_root("xsk recycle into spare") {
-        return;
-    }
-    let veth = Veth::new("xr");
-    let b_addr = veth.address_b();
+    let Some(veth) = veth_for("xsk recycle into spare", "xr") else { return };
+    let path = PathToB::new(&veth);
     // A fill ring of 1024 entries, full from the start (nothing is received), and 3072 spare frames.
     let config = XskConfig { ring_size: 1024, initial_fill: 1024, ..XskConfig::default() };
     let mut xsk = XskSocket::open(ifindex(&veth.a), 0, &config).unwrap();
     assert_eq!(xsk.spare.len(), 3072);
-    let (mac_a, mac_b) = (mac(&veth.a), mac(&veth.b));
-    let src = Ipv4Addr::new(10, 77, b_addr.octets()[2], 1);
-    let frame = udp_frame(mac_a, mac_b, src, b_addr, 9, b"recycle me");
-    let mut descs = Vec::new();
-    for _ in 0..64 {
-        let addr = xsk.spare.pop().unwrap() + 256;
-        xsk.umem.data_mut(addr, frame.len() as u32).unwrap().copy_from_slice(&frame);
-        descs.push(libc::xdp_desc { addr, len: frame.len() as u32, options: 0 });
-    }
+    let frame = path.frame(9, b"recycle me");
+    let descs: Vec<_> = (0..64).map(|_| stage(&mut xsk, &frame)).collect();
     assert_eq!(xsk.tx.push(&descs), 64);
     for _ in 0..64usize.div_ceil(xsk.tx_budget() as usize) {
         xsk.kick_tx().unwrap();
@@ -184,28 +197,15 @@ fn recycled_frames_the_fill_ring_has_no_room_for_wait_in_spare() {
 
 #[test]
 fn drive_tx_sends_a_backlog_larger_than_one_wakeup_takes() {
-    if !require_root("xsk drive_tx") {
-        return;
-    }
-    let veth = Veth::new("xd");
-    let b_addr = veth.address_b();
-    let receiver = UdpSocket::bind((b_addr, 0)).unwrap();
-    receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let port = receiver.local_addr().unwrap().port();
+    let Some(veth) = veth_for("xsk drive_tx", "xd") else { return };
+    let path = PathToB::new(&veth);
+    let (receiver, port) = path.receiver();
     let config = XskConfig { initial_fill: 0, ..XskConfig::default() };
     let mut xsk = XskSocket::open(ifindex(&veth.a), 0, &config).unwrap();
     // Three wakeups' worth: one wakeup sends one budget, so a responder that woke the kernel once
     // per batch left the rest waiting until its next batch.
     let frames = 3 * xsk.tx_budget() as usize;
-    let (mac_a, mac_b) = (mac(&veth.a), mac(&veth.b));
-    let src = Ipv4Addr::new(10, 77, b_addr.octets()[2], 1);
-    let mut descs = Vec::new();
-    for i in 0..frames {
-        let frame = udp_frame(mac_a, mac_b, src, b_addr, port, format!("{i}").as_bytes());
-        let addr = xsk.spare.pop().unwrap() + 256;
-        xsk.umem.data_mut(addr, frame.len() as u32).unwrap().copy_from_slice(&frame);
-        descs.push(libc::xdp_desc { addr, len: frame.len() as u32, options: 0 });
-    }
+    let descs: Vec<_> = (0..frames).map(|i| stage(&mut xsk, &path.frame(port, format!("{i}").as_bytes()))).collect();
     assert!(!xsk.drive_tx(), "nothing waits on an empty TX ring");
     assert_eq!(xsk.tx.push(&descs), frames);
     assert_eq!(xsk.tx.pending(), frames as u32);

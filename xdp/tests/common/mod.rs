@@ -1,6 +1,6 @@
 //! What the xdp crate's integration tests share: the root and tool prerequisites (skip with one
-//! line outside CI, fail when CI is set), `ip`, a veth pair removed on drop, interface facts and
-//! CLOCK_TAI.
+//! line outside CI, fail when CI is set), `ip`, a veth pair removed on drop (made only where the
+//! prerequisites hold: [`veth_for`]), interface facts and CLOCK_TAI.
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::Ipv4Addr;
@@ -33,6 +33,12 @@ pub fn have_ip() -> bool {
 /// Root and the ip command: what a test on a veth pair needs.
 pub fn veth_ready(test: &str) -> bool {
     require_root(test) && require(have_ip(), &format!("{test} needs the ip command (iproute2)"))
+}
+
+/// A veth pair tagged `tag` for `test`, where the test's prerequisites (root, ip) hold; None
+/// where they do not (outside CI: the test has said why and returns).
+pub fn veth_for(test: &str, tag: &str) -> Option<Veth> {
+    veth_ready(test).then(|| Veth::new(tag))
 }
 
 pub fn ip(args: &[&str]) {
