@@ -15,7 +15,7 @@ use stratum_xdp::program::{
 };
 
 mod common;
-use common::{clock_tai_ns, ifindex, ip, require_root, veth_ready, Veth};
+use common::{clock_tai_ns, ifindex, ip, require_root, veth_for, veth_ready, Veth};
 
 // ---------------------------------------------------------------------------------------------
 // Prerequisites
@@ -111,12 +111,17 @@ fn concat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
+/// `l3` in an untagged Ethernet frame of type `ethertype`.
+fn framed(ethertype: u16, l3: &[u8]) -> Vec<u8> {
+    concat(&[&eth(&[], ethertype), l3])
+}
+
 fn ntp4_from(src: Ipv4Addr) -> Vec<u8> {
-    concat(&[&eth(&[], ETH_P_IP), &ipv4(src, SERVER4, IPPROTO_UDP, &[], 0, &udp(PORT, &ntp_request(), None))])
+    framed(ETH_P_IP, &ipv4(src, SERVER4, IPPROTO_UDP, &[], 0, &udp(PORT, &ntp_request(), None)))
 }
 
 fn ntp6_from(src: Ipv6Addr) -> Vec<u8> {
-    concat(&[&eth(&[], ETH_P_IPV6), &ipv6(src, SERVER6, IPPROTO_UDP, &udp(PORT, &ntp_request(), None))])
+    framed(ETH_P_IPV6, &ipv6(src, SERVER6, IPPROTO_UDP, &udp(PORT, &ntp_request(), None)))
 }
 
 fn ntp4() -> Vec<u8> {
@@ -133,7 +138,7 @@ fn arp() -> Vec<u8> {
     body.extend_from_slice(&CLIENT4.octets());
     body.extend_from_slice(&[0; 6]);
     body.extend_from_slice(&SERVER4.octets());
-    concat(&[&eth(&[], ETH_P_ARP), &body])
+    framed(ETH_P_ARP, &body)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -157,6 +162,19 @@ fn delta(before: &ProgramCounters, after: &ProgramCounters) -> ProgramCounters {
     }
 }
 
+impl Counter {
+    /// The action the program returns for a frame it counts here, and whether it writes the
+    /// metadata: only a request it steers (here: to no socket) is stamped; a frame that is not
+    /// ours passes untouched; a malformed or denied request is dropped.
+    fn expected(self) -> (u32, bool) {
+        match self {
+            Counter::NoSocket => (XDP_PASS, true),
+            Counter::Passed => (XDP_PASS, false),
+            Counter::Malformed | Counter::Denied => (XDP_DROP, false),
+        }
+    }
+}
+
 fn one(counter: Counter) -> ProgramCounters {
     let mut c = ProgramCounters::default();
     match counter {
@@ -168,27 +186,27 @@ fn one(counter: Counter) -> ProgramCounters {
     c
 }
 
+/// A frame and the counter it must move (which says the action and the metadata: see
+/// [`Counter::expected`]).
 struct Case {
     name: &'static str,
     frame: Vec<u8>,
-    action: u32,
-    /// The TAI metadata is in front of the output frame.
-    meta: bool,
     counter: Counter,
 }
 
-fn case(name: &'static str, frame: Vec<u8>, action: u32, meta: bool, counter: Counter) -> Case {
-    Case { name, frame, action, meta, counter }
+fn case(name: &'static str, frame: Vec<u8>, counter: Counter) -> Case {
+    Case { name, frame, counter }
 }
 
 /// Runs `frame` and checks action, metadata, the untouched frame and that exactly `counter` moved.
 fn check(prog: &TestProgram, c: &Case) {
+    let (action, meta) = c.counter.expected();
     let before = prog.counters().unwrap();
     let out = prog.test_run(&c.frame).unwrap_or_else(|e| panic!("{}: test run failed: {e}", c.name));
     let after = prog.counters().unwrap();
-    assert_eq!(out.action, c.action, "{}: action", c.name);
+    assert_eq!(out.action, action, "{}: action", c.name);
     assert_eq!(out.frame_out, c.frame, "{}: the frame itself is never changed", c.name);
-    if c.meta {
+    if meta {
         assert_eq!(out.meta_len, META_LEN, "{}: metadata length", c.name);
         let area = out.meta.unwrap();
         assert_eq!(u32::from_ne_bytes(area[8..12].try_into().unwrap()), META_TAI, "{}: flags", c.name);
@@ -203,16 +221,16 @@ fn check(prog: &TestProgram, c: &Case) {
     assert_eq!(delta(&before, &after), one(c.counter), "{}: counters", c.name);
 }
 
-fn load(port: u16) -> TestProgram {
-    TestProgram::load(&ProgramConfig { port, hardware_timestamps: false }).unwrap_or_else(|e| panic!("{e}"))
+/// The program loaded for `port`, where `test`'s prerequisite (root) holds; None where it does
+/// not (outside CI: the test has said why and returns).
+fn loaded(test: &str, port: u16) -> Option<TestProgram> {
+    let config = ProgramConfig { port, hardware_timestamps: false };
+    require_root(test).then(|| TestProgram::load(&config).unwrap_or_else(|e| panic!("{e}")))
 }
 
 #[test]
 fn frame_table() {
-    if !require_root("frame_table") {
-        return;
-    }
-    let prog = load(PORT);
+    let Some(prog) = loaded("frame_table", PORT) else { return };
     let ntp = ntp_request();
     let v4 = |payload: &[u8]| ipv4(CLIENT4, SERVER4, IPPROTO_UDP, &[], 0, payload);
     let options = [0x94, 0x04, 0, 0, 0x01, 0x01, 0x01, 0x00]; // router alert, NOP NOP NOP EOL
@@ -222,7 +240,8 @@ fn frame_table() {
     tcp[2..4].copy_from_slice(&PORT.to_be_bytes());
     tcp[12] = 0x50;
     tcp[13] = 0x02; // SYN
-                    // A hop-by-hop header (8 bytes: next UDP, length 0, PadN) in front of an NTP request.
+
+    // A hop-by-hop header (8 bytes: next UDP, length 0, PadN) in front of an NTP request.
     let hbh = concat(&[&[IPPROTO_UDP, 0, 1, 4, 0, 0, 0, 0], &udp(PORT, &ntp, None)]);
     // IPv4 total length that ends before the UDP datagram does.
     let mut short_ip = ntp4();
@@ -232,22 +251,20 @@ fn frame_table() {
     short_ip6[14 + 4..14 + 6].copy_from_slice(&40u16.to_be_bytes());
     // Ethernet padding after the request (a short frame padded to 60 bytes would look like this).
     let padded = concat(&[&ntp4(), &[0u8; 18]]);
+    // An NTP request in an IPv4 packet with this flags/fragment offset word.
+    let fragment = |frag| framed(ETH_P_IP, &ipv4(CLIENT4, SERVER4, IPPROTO_UDP, &[], frag, &udp(PORT, &ntp, None)));
 
     let cases = vec![
-        case("NTP over IPv4", ntp4(), XDP_PASS, true, Counter::NoSocket),
+        case("NTP over IPv4", ntp4(), Counter::NoSocket),
         case(
             "NTP over IPv4 with options",
-            concat(&[&eth(&[], ETH_P_IP), &ipv4(CLIENT4, SERVER4, IPPROTO_UDP, &options, 0, &udp(PORT, &ntp, None))]),
-            XDP_PASS,
-            true,
+            framed(ETH_P_IP, &ipv4(CLIENT4, SERVER4, IPPROTO_UDP, &options, 0, &udp(PORT, &ntp, None))),
             Counter::NoSocket,
         ),
-        case("NTP over IPv6", ntp6(), XDP_PASS, true, Counter::NoSocket),
+        case("NTP over IPv6", ntp6(), Counter::NoSocket),
         case(
             "NTP over one VLAN tag",
             concat(&[&eth(&[(ETH_P_8021Q, 10)], ETH_P_IP), &v4(&udp(PORT, &ntp, None))]),
-            XDP_PASS,
-            true,
             Counter::NoSocket,
         ),
         case(
@@ -256,8 +273,6 @@ fn frame_table() {
                 &eth(&[(ETH_P_8021AD, 100), (ETH_P_8021Q, 10)], ETH_P_IPV6),
                 &ipv6(CLIENT6, SERVER6, IPPROTO_UDP, &udp(PORT, &ntp, None)),
             ]),
-            XDP_PASS,
-            true,
             Counter::NoSocket,
         ),
         case(
@@ -266,119 +281,43 @@ fn frame_table() {
                 &eth(&[(ETH_P_8021AD, 100), (ETH_P_8021Q, 10), (ETH_P_8021Q, 11)], ETH_P_IP),
                 &v4(&udp(PORT, &ntp, None)),
             ]),
-            XDP_PASS,
-            false,
             Counter::Passed,
         ),
         case(
             "NTP with a 68-byte extension (longer is fine)",
-            concat(&[&eth(&[], ETH_P_IP), &v4(&udp(PORT, &[&ntp[..], &[0u8; 68]].concat(), None))]),
-            XDP_PASS,
-            true,
+            framed(ETH_P_IP, &v4(&udp(PORT, &[&ntp[..], &[0u8; 68]].concat(), None))),
             Counter::NoSocket,
         ),
-        case("Ethernet padding after the request", padded, XDP_PASS, true, Counter::NoSocket),
-        case(
-            "wrong UDP port",
-            concat(&[&eth(&[], ETH_P_IP), &v4(&udp(PORT + 1, &ntp, None))]),
-            XDP_PASS,
-            false,
-            Counter::Passed,
-        ),
-        case(
-            "NTP source port to another port",
-            concat(&[&eth(&[], ETH_P_IP), &v4(&udp(40000, &ntp, None))]),
-            XDP_PASS,
-            false,
-            Counter::Passed,
-        ),
-        case(
-            "short NTP payload (47 bytes)",
-            concat(&[&eth(&[], ETH_P_IP), &v4(&udp(PORT, &ntp[..47], None))]),
-            XDP_DROP,
-            false,
-            Counter::Malformed,
-        ),
-        case(
-            "empty UDP payload",
-            concat(&[&eth(&[], ETH_P_IP), &v4(&udp(PORT, &[], None))]),
-            XDP_DROP,
-            false,
-            Counter::Malformed,
-        ),
-        case(
-            "UDP length below 8",
-            concat(&[&eth(&[], ETH_P_IP), &v4(&udp(PORT, &ntp, Some(7)))]),
-            XDP_DROP,
-            false,
-            Counter::Malformed,
-        ),
+        case("Ethernet padding after the request", padded, Counter::NoSocket),
+        case("wrong UDP port", framed(ETH_P_IP, &v4(&udp(PORT + 1, &ntp, None))), Counter::Passed),
+        case("NTP source port to another port", framed(ETH_P_IP, &v4(&udp(40000, &ntp, None))), Counter::Passed),
+        case("short NTP payload (47 bytes)", framed(ETH_P_IP, &v4(&udp(PORT, &ntp[..47], None))), Counter::Malformed),
+        case("empty UDP payload", framed(ETH_P_IP, &v4(&udp(PORT, &[], None))), Counter::Malformed),
+        case("UDP length below 8", framed(ETH_P_IP, &v4(&udp(PORT, &ntp, Some(7)))), Counter::Malformed),
         case(
             "UDP length past the frame",
-            concat(&[&eth(&[], ETH_P_IP), &v4(&udp(PORT, &ntp, Some(8 + 48 + 1)))]),
-            XDP_DROP,
-            false,
+            framed(ETH_P_IP, &v4(&udp(PORT, &ntp, Some(8 + 48 + 1)))),
             Counter::Malformed,
         ),
-        case("UDP length past the IPv4 packet", short_ip, XDP_DROP, false, Counter::Malformed),
-        case("UDP length past the IPv6 payload", short_ip6, XDP_DROP, false, Counter::Malformed),
+        case("UDP length past the IPv4 packet", short_ip, Counter::Malformed),
+        case("UDP length past the IPv6 payload", short_ip6, Counter::Malformed),
         case(
             "UDP length says short, payload is 48",
-            concat(&[&eth(&[], ETH_P_IP), &v4(&udp(PORT, &ntp, Some(8 + 40)))]),
-            XDP_DROP,
-            false,
+            framed(ETH_P_IP, &v4(&udp(PORT, &ntp, Some(8 + 40)))),
             Counter::Malformed,
         ),
-        case(
-            "IPv4 first fragment (MF)",
-            concat(&[&eth(&[], ETH_P_IP), &ipv4(CLIENT4, SERVER4, IPPROTO_UDP, &[], 0x2000, &udp(PORT, &ntp, None))]),
-            XDP_PASS,
-            false,
-            Counter::Passed,
-        ),
-        case(
-            "IPv4 later fragment (offset 7)",
-            concat(&[&eth(&[], ETH_P_IP), &ipv4(CLIENT4, SERVER4, IPPROTO_UDP, &[], 7, &udp(PORT, &ntp, None))]),
-            XDP_PASS,
-            false,
-            Counter::Passed,
-        ),
-        case(
-            "IPv4 last fragment (offset, no MF)",
-            concat(&[&eth(&[], ETH_P_IP), &ipv4(CLIENT4, SERVER4, IPPROTO_UDP, &[], 0x0100, &udp(PORT, &ntp, None))]),
-            XDP_PASS,
-            false,
-            Counter::Passed,
-        ),
-        case(
-            "IPv4 DF is not a fragment",
-            concat(&[&eth(&[], ETH_P_IP), &ipv4(CLIENT4, SERVER4, IPPROTO_UDP, &[], 0x4000, &udp(PORT, &ntp, None))]),
-            XDP_PASS,
-            true,
-            Counter::NoSocket,
-        ),
+        case("IPv4 first fragment (MF)", fragment(0x2000), Counter::Passed),
+        case("IPv4 later fragment (offset 7)", fragment(7), Counter::Passed),
+        case("IPv4 last fragment (offset, no MF)", fragment(0x0100), Counter::Passed),
+        case("IPv4 DF is not a fragment", fragment(0x4000), Counter::NoSocket),
         case(
             "IPv6 hop-by-hop header",
-            concat(&[&eth(&[], ETH_P_IPV6), &ipv6(CLIENT6, SERVER6, IPPROTO_HOPOPTS, &hbh)]),
-            XDP_PASS,
-            false,
+            framed(ETH_P_IPV6, &ipv6(CLIENT6, SERVER6, IPPROTO_HOPOPTS, &hbh)),
             Counter::Passed,
         ),
-        case("ARP", arp(), XDP_PASS, false, Counter::Passed),
-        case(
-            "ICMP echo",
-            concat(&[&eth(&[], ETH_P_IP), &v4_proto(IPPROTO_ICMP, &icmp_echo)]),
-            XDP_PASS,
-            false,
-            Counter::Passed,
-        ),
-        case(
-            "TCP to port 123",
-            concat(&[&eth(&[], ETH_P_IP), &v4_proto(IPPROTO_TCP, &tcp)]),
-            XDP_PASS,
-            false,
-            Counter::Passed,
-        ),
+        case("ARP", arp(), Counter::Passed),
+        case("ICMP echo", framed(ETH_P_IP, &v4_proto(IPPROTO_ICMP, &icmp_echo)), Counter::Passed),
+        case("TCP to port 123", framed(ETH_P_IP, &v4_proto(IPPROTO_TCP, &tcp)), Counter::Passed),
         case(
             "IPv4 IHL below 5",
             {
@@ -386,25 +325,19 @@ fn frame_table() {
                 f[14] = 0x44;
                 f
             },
-            XDP_PASS,
-            false,
             Counter::Passed,
         ),
         case(
             "IPv4 ethertype with an IPv6 header",
-            concat(&[&eth(&[], ETH_P_IP), &ipv6(CLIENT6, SERVER6, IPPROTO_UDP, &udp(PORT, &ntp, None))]),
-            XDP_PASS,
-            false,
+            framed(ETH_P_IP, &ipv6(CLIENT6, SERVER6, IPPROTO_UDP, &udp(PORT, &ntp, None))),
             Counter::Passed,
         ),
         case(
             "IPv6 ethertype with an IPv4 header",
             concat(&[&eth(&[], ETH_P_IPV6), &v4(&udp(PORT, &ntp, None)), &[0u8; 20]]),
-            XDP_PASS,
-            false,
             Counter::Passed,
         ),
-        case("unknown ethertype", concat(&[&eth(&[], 0x88F7), &[0u8; 44]]), XDP_PASS, false, Counter::Passed),
+        case("unknown ethertype", framed(0x88F7, &[0u8; 44]), Counter::Passed),
     ];
     for c in &cases {
         check(&prog, c);
@@ -418,15 +351,11 @@ fn v4_proto(proto: u8, payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn the_port_is_a_knob() {
-    if !require_root("the_port_is_a_knob") {
-        return;
-    }
-    let prog = load(4123);
+    let Some(prog) = loaded("the_port_is_a_knob", 4123) else { return };
     let ntp = ntp_request();
-    let to =
-        |port| concat(&[&eth(&[], ETH_P_IP), &ipv4(CLIENT4, SERVER4, IPPROTO_UDP, &[], 0, &udp(port, &ntp, None))]);
-    check(&prog, &case("port 4123 is ours", to(4123), XDP_PASS, true, Counter::NoSocket));
-    check(&prog, &case("port 123 is not", to(123), XDP_PASS, false, Counter::Passed));
+    let to = |port| framed(ETH_P_IP, &ipv4(CLIENT4, SERVER4, IPPROTO_UDP, &[], 0, &udp(port, &ntp, None)));
+    check(&prog, &case("port 4123 is ours", to(4123), Counter::NoSocket));
+    check(&prog, &case("port 123 is not", to(123), Counter::Passed));
 }
 
 /// Every prefix of a frame: shorter than Ethernet the kernel refuses the run; otherwise the
@@ -434,16 +363,13 @@ fn the_port_is_a_knob() {
 /// is, and steers the whole frame.
 #[test]
 fn truncated_frames() {
-    if !require_root("truncated_frames") {
-        return;
-    }
-    let prog = load(PORT);
+    let Some(prog) = loaded("truncated_frames", PORT) else { return };
     let ntp = ntp_request();
     let frames: Vec<(&str, Vec<u8>, usize)> = vec![
         ("IPv4", ntp4(), 14 + 20 + 8),
         (
             "IPv4 with options",
-            concat(&[&eth(&[], ETH_P_IP), &ipv4(CLIENT4, SERVER4, IPPROTO_UDP, &[1; 40], 0, &udp(PORT, &ntp, None))]),
+            framed(ETH_P_IP, &ipv4(CLIENT4, SERVER4, IPPROTO_UDP, &[1; 40], 0, &udp(PORT, &ntp, None))),
             14 + 60 + 8,
         ),
         ("IPv6", ntp6(), 14 + 40 + 8),
@@ -487,10 +413,7 @@ fn truncated_frames() {
 
 #[test]
 fn deny_tries() {
-    if !require_root("deny_tries") {
-        return;
-    }
-    let prog = load(PORT);
+    let Some(prog) = loaded("deny_tries", PORT) else { return };
     let inside4 = Ipv4Addr::new(203, 0, 113, 77);
     let outside4 = Ipv4Addr::new(203, 0, 114, 77);
     let inside6: Ipv6Addr = "2001:db8:bad:1::99".parse().unwrap();
@@ -498,33 +421,31 @@ fn deny_tries() {
 
     prog.deny(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 200)), 24).unwrap(); // host bits are cleared
     prog.deny("2001:db8:bad::".parse().unwrap(), 48).unwrap();
-    check(&prog, &case("v4 source in 203.0.113.0/24", ntp4_from(inside4), XDP_DROP, false, Counter::Denied));
-    check(&prog, &case("v4 source outside", ntp4_from(outside4), XDP_PASS, true, Counter::NoSocket));
-    check(&prog, &case("v6 source in 2001:db8:bad::/48", ntp6_from(inside6), XDP_DROP, false, Counter::Denied));
-    check(&prog, &case("v6 source outside", ntp6_from(outside6), XDP_PASS, true, Counter::NoSocket));
+    check(&prog, &case("v4 source in 203.0.113.0/24", ntp4_from(inside4), Counter::Denied));
+    check(&prog, &case("v4 source outside", ntp4_from(outside4), Counter::NoSocket));
+    check(&prog, &case("v6 source in 2001:db8:bad::/48", ntp6_from(inside6), Counter::Denied));
+    check(&prog, &case("v6 source outside", ntp6_from(outside6), Counter::NoSocket));
     // The deny list is for our port only: the rest of a denied host's traffic is the kernel's.
-    let other =
-        concat(&[&eth(&[], ETH_P_IP), &ipv4(inside4, SERVER4, IPPROTO_UDP, &[], 0, &udp(53, &ntp_request(), None))]);
-    check(&prog, &case("denied host, other port", other, XDP_PASS, false, Counter::Passed));
+    let other = framed(ETH_P_IP, &ipv4(inside4, SERVER4, IPPROTO_UDP, &[], 0, &udp(53, &ntp_request(), None)));
+    check(&prog, &case("denied host, other port", other, Counter::Passed));
     // Malformed is judged before the deny list.
-    let short =
-        concat(&[&eth(&[], ETH_P_IP), &ipv4(inside4, SERVER4, IPPROTO_UDP, &[], 0, &udp(PORT, &[0; 10], None))]);
-    check(&prog, &case("denied host, malformed", short, XDP_DROP, false, Counter::Malformed));
+    let short = framed(ETH_P_IP, &ipv4(inside4, SERVER4, IPPROTO_UDP, &[], 0, &udp(PORT, &[0; 10], None)));
+    check(&prog, &case("denied host, malformed", short, Counter::Malformed));
     // A longer prefix inside; a /32 and a /128 (single hosts); /0 denies everything.
     prog.deny(IpAddr::V4(outside4), 32).unwrap();
-    check(&prog, &case("v4 /32", ntp4_from(outside4), XDP_DROP, false, Counter::Denied));
+    check(&prog, &case("v4 /32", ntp4_from(outside4), Counter::Denied));
     prog.remove_deny(IpAddr::V4(outside4), 32).unwrap();
-    check(&prog, &case("v4 /32 removed", ntp4_from(outside4), XDP_PASS, true, Counter::NoSocket));
+    check(&prog, &case("v4 /32 removed", ntp4_from(outside4), Counter::NoSocket));
 
     prog.remove_deny(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 0)), 24).unwrap();
-    check(&prog, &case("v4 removed", ntp4_from(inside4), XDP_PASS, true, Counter::NoSocket));
-    check(&prog, &case("v6 still denied", ntp6_from(inside6), XDP_DROP, false, Counter::Denied));
+    check(&prog, &case("v4 removed", ntp4_from(inside4), Counter::NoSocket));
+    check(&prog, &case("v6 still denied", ntp6_from(inside6), Counter::Denied));
     prog.remove_deny("2001:db8:bad:ffff::".parse().unwrap(), 48).unwrap();
-    check(&prog, &case("v6 removed", ntp6_from(inside6), XDP_PASS, true, Counter::NoSocket));
+    check(&prog, &case("v6 removed", ntp6_from(inside6), Counter::NoSocket));
 
     prog.deny(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0).unwrap();
-    check(&prog, &case("v6 ::/0", ntp6_from(outside6), XDP_DROP, false, Counter::Denied));
-    check(&prog, &case("v6 ::/0 leaves v4 alone", ntp4_from(outside4), XDP_PASS, true, Counter::NoSocket));
+    check(&prog, &case("v6 ::/0", ntp6_from(outside6), Counter::Denied));
+    check(&prog, &case("v6 ::/0 leaves v4 alone", ntp4_from(outside4), Counter::NoSocket));
 
     let missing = prog.remove_deny(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)), 8).unwrap_err();
     assert_eq!(missing.kind(), std::io::ErrorKind::NotFound, "{missing}");
@@ -534,10 +455,7 @@ fn deny_tries() {
 
 #[test]
 fn tai_stamp_is_clock_tai() {
-    if !require_root("tai_stamp_is_clock_tai") {
-        return;
-    }
-    let prog = load(PORT);
+    let Some(prog) = loaded("tai_stamp_is_clock_tai", PORT) else { return };
     let frame = ntp4();
     for _ in 0..20 {
         let before = clock_tai_ns();
@@ -560,10 +478,7 @@ fn tai_stamp_is_clock_tai() {
 /// the output context's `data` field is the metadata length.
 #[test]
 fn metadata_layout_in_test_run_output() {
-    if !require_root("metadata_layout_in_test_run_output") {
-        return;
-    }
-    let prog = load(PORT);
+    let Some(prog) = loaded("metadata_layout_in_test_run_output", PORT) else { return };
     let frame = ntp6();
     let out = prog.test_run(&frame).unwrap();
     assert_eq!(out.meta_len, 16);
@@ -577,7 +492,7 @@ fn metadata_layout_in_test_run_output() {
 // ---------------------------------------------------------------------------------------------
 // Attach on veth
 
-/// `ip -d link show` mentions no XDP program.
+/// Whether `ip -d link show` mentions an XDP program.
 fn ip_link_has_xdp(name: &str) -> bool {
     let out = Command::new("ip").args(["-d", "link", "show", "dev", name]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).contains("xdp")
@@ -589,10 +504,7 @@ fn config() -> ProgramConfig {
 
 #[test]
 fn attach_modes_and_detach_on_drop() {
-    if !veth_ready("attach_modes_and_detach_on_drop") {
-        return;
-    }
-    let veth = Veth::new("txm");
+    let Some(veth) = veth_for("attach_modes_and_detach_on_drop", "txm") else { return };
     let index = ifindex(&veth.a);
     for (mode, want) in [
         (XdpMode::Auto, AttachedMode::Driver),
@@ -622,10 +534,7 @@ fn attach_modes_and_detach_on_drop() {
 
 #[test]
 fn hardware_timestamps_variant() {
-    if !veth_ready("hardware_timestamps_variant") {
-        return;
-    }
-    let veth = Veth::new("txh");
+    let Some(veth) = veth_for("hardware_timestamps_variant", "txh") else { return };
     let hw = ProgramConfig { port: PORT, hardware_timestamps: true };
     // Driver mode: the device-bound variant loads and attaches on veth (the kfunc returns no
     // stamp there at run time, so frames still carry the TAI stamp).
@@ -720,10 +629,7 @@ fn attach_errors() {
 
 #[test]
 fn socket_slots() {
-    if !veth_ready("socket_slots") {
-        return;
-    }
-    let veth = Veth::new("txs");
+    let Some(veth) = veth_for("socket_slots", "txs") else { return };
     let prog = SteeringProgram::attach(&veth.a, XdpMode::Generic, &config()).unwrap();
     // An XSKMAP only takes AF_XDP sockets.
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -763,18 +669,18 @@ fn child_process() {
     }
 }
 
+/// The arguments that make this test binary run only [`child_process`].
+const CHILD_ARGS: [&str; 4] = ["--exact", "child_process", "--nocapture", "--test-threads=1"];
+
 fn child(value: &str) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child_process", "--nocapture", "--test-threads=1"]).env(CHILD_ENV, value);
+    cmd.args(CHILD_ARGS).env(CHILD_ENV, value);
     cmd
 }
 
 #[test]
 fn kill_9_detaches() {
-    if !veth_ready("kill_9_detaches") {
-        return;
-    }
-    let veth = Veth::new("txk");
+    let Some(veth) = veth_for("kill_9_detaches", "txk") else { return };
     let index = ifindex(&veth.a);
     let mut proc = child(&format!("attach:{}", veth.a)).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut out = proc.stdout.take().unwrap();
@@ -819,6 +725,49 @@ impl Drop for Netns {
     }
 }
 
+/// A client in a network namespace of its own behind a veth pair: end b (10.78.`net`.2) in the
+/// namespace, end a (10.78.`net`.1, the server) in the root namespace, where the program under
+/// test is attached. All removed when dropped.
+struct ClientNamespace {
+    // Dropped first: the namespace, then the pair.
+    ns: Netns,
+    veth: Veth,
+    server: Ipv4Addr,
+    client: Ipv4Addr,
+}
+
+impl ClientNamespace {
+    /// The pair is named `tx<tag>...`, the namespace `stxns<tag>...`; `net` is the /24.
+    fn new(tag: &str, net: u8) -> Self {
+        let veth = Veth::new(&format!("tx{tag}"));
+        let ns = Netns(format!("stxns{tag}{}", std::process::id() % 10000));
+        let _ = Command::new("ip").args(["netns", "del", &ns.0]).output();
+        ip(&["netns", "add", &ns.0]);
+        ip(&["link", "set", &veth.b, "netns", &ns.0]);
+        let server = Ipv4Addr::new(10, 78, net, 1);
+        let client = Ipv4Addr::new(10, 78, net, 2);
+        ip(&["addr", "add", &format!("{server}/24"), "dev", &veth.a]);
+        ip(&["netns", "exec", &ns.0, "ip", "addr", "add", &format!("{client}/24"), "dev", &veth.b]);
+        ip(&["netns", "exec", &ns.0, "ip", "link", "set", &veth.b, "up"]);
+        ip(&["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"]);
+        Self { ns, veth, server, client }
+    }
+
+    /// Sends `n` NTP requests from the client to the server's NTP port (a child process of this
+    /// test binary, run in the namespace).
+    fn send(&self, n: usize) {
+        let status = Command::new("ip")
+            .args(["netns", "exec", &self.ns.0])
+            .arg(std::env::current_exe().unwrap())
+            .args(CHILD_ARGS)
+            .env(CHILD_ENV, format!("send:{}:{PORT},{n}", self.server))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
 /// Requests from a namespace over veth reach the attached program: with no AF_XDP socket they
 /// count `no_socket` and go on to the kernel; ARP passes; a denied source is dropped.
 #[test]
@@ -827,40 +776,17 @@ fn real_traffic_over_veth() {
         return;
     }
     for (tag, mode) in [("d", XdpMode::Driver), ("g", XdpMode::Generic)] {
-        let veth = Veth::new(&format!("txt{tag}"));
-        let ns = Netns(format!("stxns{tag}{}", std::process::id() % 10000));
-        let _ = Command::new("ip").args(["netns", "del", &ns.0]).output();
-        ip(&["netns", "add", &ns.0]);
-        ip(&["link", "set", &veth.b, "netns", &ns.0]);
         let net = 100 + (std::process::id() % 50) as u8 * 2 + u8::from(tag == "g");
-        let server = Ipv4Addr::new(10, 78, net, 1);
-        let client = Ipv4Addr::new(10, 78, net, 2);
-        ip(&["addr", "add", &format!("{server}/24"), "dev", &veth.a]);
-        ip(&["netns", "exec", &ns.0, "ip", "addr", "add", &format!("{client}/24"), "dev", &veth.b]);
-        ip(&["netns", "exec", &ns.0, "ip", "link", "set", &veth.b, "up"]);
-        ip(&["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"]);
-
-        let prog = SteeringProgram::attach(&veth.a, mode, &config()).unwrap_or_else(|e| panic!("{mode}: {e}"));
-        let send = |n: usize| {
-            let exe = std::env::current_exe().unwrap();
-            let status = Command::new("ip")
-                .args(["netns", "exec", &ns.0])
-                .arg(exe)
-                .args(["--exact", "child_process", "--nocapture", "--test-threads=1"])
-                .env(CHILD_ENV, format!("send:{server}:{PORT},{n}"))
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            assert!(status.success());
-        };
-        send(10);
+        let ns = ClientNamespace::new(&format!("t{tag}"), net);
+        let prog = SteeringProgram::attach(&ns.veth.a, mode, &config()).unwrap_or_else(|e| panic!("{mode}: {e}"));
+        ns.send(10);
         let c = wait_counters(&prog, |c| c.no_socket >= 10);
         assert_eq!(c.no_socket, 10, "{mode}: {c:?}");
         assert!(c.passed >= 1, "{mode}: ARP went through the program to the kernel: {c:?}");
         assert_eq!((c.redirected, c.malformed, c.denied), (0, 0, 0), "{mode}: {c:?}");
 
-        prog.deny(IpAddr::V4(client), 32).unwrap();
-        send(5);
+        prog.deny(IpAddr::V4(ns.client), 32).unwrap();
+        ns.send(5);
         let c = wait_counters(&prog, |c| c.denied >= 5);
         assert_eq!((c.no_socket, c.denied), (10, 5), "{mode}: {c:?}");
     }
@@ -890,38 +816,18 @@ fn redirect_to_an_af_xdp_socket() {
         return;
     }
     for (tag, mode, hw) in [("d", XdpMode::Driver, true), ("g", XdpMode::Generic, false)] {
-        let veth = Veth::new(&format!("txr{tag}"));
-        let ns = Netns(format!("stxrn{tag}{}", std::process::id() % 10000));
-        let _ = Command::new("ip").args(["netns", "del", &ns.0]).output();
-        ip(&["netns", "add", &ns.0]);
-        ip(&["link", "set", &veth.b, "netns", &ns.0]);
         let net = 150 + (std::process::id() % 50) as u8 * 2 + u8::from(tag == "g");
-        let server = Ipv4Addr::new(10, 78, net, 1);
-        let client = Ipv4Addr::new(10, 78, net, 2);
-        ip(&["addr", "add", &format!("{server}/24"), "dev", &veth.a]);
-        ip(&["netns", "exec", &ns.0, "ip", "addr", "add", &format!("{client}/24"), "dev", &veth.b]);
-        ip(&["netns", "exec", &ns.0, "ip", "link", "set", &veth.b, "up"]);
+        let ns = ClientNamespace::new(&format!("r{tag}"), net);
 
         let config = ProgramConfig { port: PORT, hardware_timestamps: hw };
-        let prog = SteeringProgram::attach(&veth.a, mode, &config).unwrap_or_else(|e| panic!("{mode}: {e}"));
+        let prog = SteeringProgram::attach(&ns.veth.a, mode, &config).unwrap_or_else(|e| panic!("{mode}: {e}"));
         assert_eq!(prog.hardware_timestamps(), hw);
         let xsk_config = XskConfig { initial_fill: 1024, ..XskConfig::default() };
         let mut xsk = XskSocket::open(prog.ifindex(), 0, &xsk_config).expect("AF_XDP socket on veth");
         prog.register_socket(0, xsk.as_fd()).unwrap();
 
-        let send = |n: usize| {
-            let status = Command::new("ip")
-                .args(["netns", "exec", &ns.0])
-                .arg(std::env::current_exe().unwrap())
-                .args(["--exact", "child_process", "--nocapture", "--test-threads=1"])
-                .env(CHILD_ENV, format!("send:{server}:{PORT},{n}"))
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            assert!(status.success());
-        };
         let before = clock_tai_ns();
-        send(8);
+        ns.send(8);
         let after = clock_tai_ns();
         let mut descs = [libc::xdp_desc { addr: 0, len: 0, options: 0 }; 16];
         let mut got = Vec::new();
@@ -935,7 +841,7 @@ fn redirect_to_an_af_xdp_socket() {
         for d in &got {
             let frame = xsk.umem.data(d.addr, d.len).unwrap();
             assert_eq!(d.len as usize, 14 + 20 + 8 + 48, "{mode}");
-            assert_eq!(&frame[14 + 12..14 + 16], &client.octets(), "{mode}: from the client");
+            assert_eq!(&frame[14 + 12..14 + 16], &ns.client.octets(), "{mode}: from the client");
             assert_eq!(&frame[14 + 20 + 2..14 + 20 + 4], &PORT.to_be_bytes(), "{mode}: to the NTP port");
             let meta = xsk.umem.rx_metadata(d.addr).and_then(|m| stratum_xdp::meta::RxMetadata::decode(&m));
             let meta = meta.unwrap_or_else(|| panic!("{mode}: metadata in front of the frame"));
@@ -946,7 +852,7 @@ fn redirect_to_an_af_xdp_socket() {
         assert_eq!((c.redirected, c.no_socket, c.malformed, c.denied), (8, 0, 0, 0), "{mode}: {c:?}");
 
         prog.unregister_socket(0).unwrap();
-        send(3);
+        ns.send(3);
         let c = wait_counters(&prog, |c| c.no_socket >= 3);
         assert_eq!((c.redirected, c.no_socket), (8, 3), "{mode}: {c:?}");
     }
