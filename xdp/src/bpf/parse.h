@@ -100,7 +100,8 @@ static __always_inline int parse_iphdr(struct hdr_cursor *c, void *data_end, str
 }
 
 /* The IPv6 fixed header (version 6). Returns its next header: extension headers are not
- * parsed. */
+ * parsed. (Shaped like parse_iphdr on purpose: each helper checks the bounds of the header it
+ * reads, where it reads it, which is what the verifier follows.) */
 static __always_inline int parse_ip6hdr(struct hdr_cursor *c, void *data_end, struct ipv6hdr **ip6)
 {
 	struct ipv6hdr *h = c->pos;
