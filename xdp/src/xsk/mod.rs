@@ -17,7 +17,7 @@ mod socket;
 mod sockopt;
 mod umem;
 
-pub use respond::{BatchOutcome, ReplyScratch, MAX_BATCH, TX_WAIT_SLEEP_MS};
+pub use respond::{BatchOutcome, ReplyScratch, EMPTY_DESC, MAX_BATCH, TX_WAIT_SLEEP_MS};
 pub use ring::{ConsumerRing, ProducerRing};
 pub use socket::{statistics, BindMode, XskConfig, XskSocket, XskStatistics, ZeroCopy, DEFAULT_TX_BUDGET};
 pub use umem::{Umem, UmemConfig, TX_METADATA_LEN};

@@ -16,7 +16,8 @@ pub const MAX_BATCH: usize = 256;
 /// device: each wakeup sends more of them, so not the long sleep of an idle queue.
 pub const TX_WAIT_SLEEP_MS: i32 = 1;
 
-const EMPTY_DESC: libc::xdp_desc = libc::xdp_desc { addr: 0, len: 0, options: 0 };
+/// A zeroed ring descriptor, to fill descriptor arrays with before a ring operation writes them.
+pub const EMPTY_DESC: libc::xdp_desc = libc::xdp_desc { addr: 0, len: 0, options: 0 };
 
 /// A responder's working space for one batch, made once per worker (nothing allocates per batch).
 #[derive(Debug)]

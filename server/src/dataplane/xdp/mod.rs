@@ -25,6 +25,10 @@ use stratum_proto::server::access::{prefilter_denies, Cidr};
 use stratum_xdp::program::{AttachedMode, ProgramConfig, SteeringProgram, XdpMode as ProgramMode};
 use stratum_xdp::xsk::{XskConfig, XskSocket, MAX_BATCH};
 
+// The configured batch is clamped to the ring batch the xdp crate sizes its arrays for; the config's
+// own limit (the socket backend's too) must not promise more.
+const _: () = assert!(crate::config::MAX_BATCH <= MAX_BATCH);
+
 use crate::config::{Config, DenyAction, Queues, Timestamping, XdpMode};
 use crate::dataplane::admission::Admission;
 use crate::dataplane::pinning::{assign_cores, spawn_worker};

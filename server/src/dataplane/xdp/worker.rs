@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use stratum_proto::frame::{parse_frame, write_reply, FrameVerdict};
 use stratum_proto::{DropReason, NtpTimestamp, ServerSnapshot, Verdict};
 use stratum_xdp::meta::RxMetadata;
-use stratum_xdp::xsk::{BatchOutcome, ReplyScratch, XskSocket, MAX_BATCH, TX_WAIT_SLEEP_MS};
+use stratum_xdp::xsk::{BatchOutcome, ReplyScratch, XskSocket, EMPTY_DESC, MAX_BATCH, TX_WAIT_SLEEP_MS};
 
 use crate::dataplane::admission::WorkerPolicy;
 use crate::dataplane::answer::answer;
@@ -36,8 +36,6 @@ pub(super) struct Worker {
     pub(super) counters: Arc<WorkerCounters>,
     pub(super) shutdown: Arc<AtomicBool>,
 }
-
-const EMPTY_DESC: libc::xdp_desc = libc::xdp_desc { addr: 0, len: 0, options: 0 };
 
 impl Worker {
     pub(super) fn run(mut self, mut admission: WorkerPolicy) {
