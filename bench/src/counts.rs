@@ -1,5 +1,7 @@
 //! Per-reply counters of a load step, and the reasons a reply is invalid.
 
+use stratum_proto::client::{NumberedError, OutOfOrder};
+
 /// Why a reply seen by `load` is invalid. Each has its own counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Invalid {
@@ -17,6 +19,25 @@ pub enum Invalid {
     T2Window,
     /// T3 lies outside [T2, T4], widened by the reply's precision.
     T3Window,
+}
+
+impl From<NumberedError> for Invalid {
+    fn from(e: NumberedError) -> Self {
+        match e {
+            NumberedError::Length => Self::Length,
+            NumberedError::Header => Self::Header,
+            NumberedError::Origin => Self::Origin,
+        }
+    }
+}
+
+impl From<OutOfOrder> for Invalid {
+    fn from(e: OutOfOrder) -> Self {
+        match e {
+            OutOfOrder::T2 => Self::T2Window,
+            OutOfOrder::T3 => Self::T3Window,
+        }
+    }
 }
 
 /// Per-reply counters. received = valid + invalid + kod + unsynced; answered = the requests with

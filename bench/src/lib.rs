@@ -8,10 +8,12 @@
 //!   for the generator threads.
 //! - [`ramp`]: `load --ramp`, load steps at a rising rate until the server loses requests, and
 //!   the sustainable rate; [`plot`] draws a ramp into a PNG.
-//! - [`reply`]: the pure half: reply checks and timestamp arithmetic, built on stratum-proto.
 //! - [`xdp`]: `load --engine xdp`, raw frames over AF_XDP, and `reflect` ([`reflect`]), a
 //!   do-nothing AF_XDP responder for the generator's own ceiling (both need the `xdp` feature).
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::run`].
+//!
+//! The pure half, the requests, the reply checks and the timestamp arithmetic, is
+//! stratum-proto's `client` module, which stratumd's upstream client will share.
 
 pub mod cli;
 pub mod config;
@@ -25,7 +27,6 @@ pub mod query;
 pub mod ramp;
 #[cfg(feature = "xdp")]
 pub mod reflect;
-pub mod reply;
 pub mod report;
 pub mod target;
 pub mod xdp;

@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use stratum_host::clock::now as now_ntp;
-use stratum_proto::{NtpPacket, NtpTimestamp};
-
-use crate::reply::{self, QueryRejection};
+use stratum_proto::client::{self, ReplyClass, ReplyError, Timestamps};
+use stratum_proto::{LeapIndicator, NtpTimestamp};
 
 pub const DEFAULT_PORT: u16 = 123;
 
@@ -135,13 +134,13 @@ pub fn query(server: SocketAddr, timeout: Duration) -> Result<QueryReport, Query
     // A random transmit timestamp (as chrony sends): it reveals nothing about our clock, and a
     // reply can only echo it if it saw the request. T1 stays here.
     let transmit = NtpTimestamp::from_bits(rand::random::<u64>() | 1);
-    let request = NtpPacket::client_request(reply::VERSION, transmit).to_bytes();
+    let request = client::request(0, 0, transmit);
     let t1 = now_ntp();
     socket.send(&request).map_err(|e| anyhow::anyhow!("cannot send to {server}: {e}"))?;
 
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 2048];
-    let mut ignored: Vec<QueryRejection> = Vec::new();
+    let mut ignored: Vec<ReplyError> = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -162,37 +161,50 @@ pub fn query(server: SocketAddr, timeout: Duration) -> Result<QueryReport, Query
             Err(e) => return Err(anyhow::anyhow!("receive from {server}: {e}").into()),
         };
         let t4 = now_ntp();
-        match reply::check_query_reply(&buf[..len], transmit) {
+        match client::check_reply(&buf[..len], transmit) {
             Ok(h) => {
-                let (t2, t3) = (h.receive_timestamp(), h.transmit_timestamp());
+                let exchange = Timestamps::of_reply(t1, &h, t4);
                 let stratum = h.stratum();
                 return Ok(QueryReport {
                     server: server.to_string(),
                     version: h.version(),
                     leap: h.leap().to_bits(),
-                    leap_text: reply::leap_text(h.leap()),
+                    leap_text: leap_text(h.leap()),
                     stratum,
-                    refid: reply::format_refid(h.ref_id(), stratum),
-                    offset: reply::offset(t1, t2, t3, t4).to_seconds_f64(),
-                    delay: reply::delay(t1, t2, t3, t4).to_seconds_f64(),
+                    refid: h.ref_id().to_text(stratum).to_string(),
+                    offset: exchange.offset().to_seconds_f64(),
+                    delay: exchange.delay().to_seconds_f64(),
                     root_delay: h.root_delay().to_seconds_f64(),
                     root_dispersion: h.root_dispersion().to_seconds_f64(),
-                    precision: reply::log2_seconds(h.precision()),
+                    precision: log2_seconds(h.precision()),
                     precision_log2: h.precision(),
-                    poll: reply::log2_seconds(h.poll()),
+                    poll: log2_seconds(h.poll()),
                     poll_log2: h.poll(),
-                    synchronized: h.leap() != stratum_proto::LeapIndicator::Unsynchronized
-                        && (1..=15).contains(&stratum),
+                    synchronized: client::classify(&h) == ReplyClass::Served,
                 });
             }
-            Err(QueryRejection::KissOfDeath(code)) => {
-                return Err(QueryError::KissOfDeath { server, code: reply::format_refid(code, 0) });
+            Err(ReplyError::KissOfDeath(code)) => {
+                return Err(QueryError::KissOfDeath { server, code: code.to_text(0).to_string() });
             }
             // Bounded: at most this many remembered, the rest only counted by the loop's deadline.
             Err(other) if ignored.len() < 1024 => ignored.push(other),
             Err(_) => {}
         }
     }
+}
+
+pub fn leap_text(leap: LeapIndicator) -> &'static str {
+    match leap {
+        LeapIndicator::NoWarning => "none",
+        LeapIndicator::InsertSecond => "insert second",
+        LeapIndicator::DeleteSecond => "delete second",
+        LeapIndicator::Unsynchronized => "unsynchronised",
+    }
+}
+
+/// 2^`log2` seconds (precision and poll fields).
+pub fn log2_seconds(log2: i8) -> f64 {
+    2f64.powi(i32::from(log2))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod atomic;
+pub mod client;
 pub mod frame;
 pub mod packet;
 pub mod server;

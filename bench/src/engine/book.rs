@@ -1,4 +1,5 @@
-//! What every engine keeps about the requests it sent, and the check of each reply against them.
+//! What every engine keeps about the requests it sent, and the check of each reply against them
+//! (stratum-proto's `client` checks the reply itself; this adds what needs the send records).
 //!
 //! Each transmit timestamp is `(run nonce << 32) | sequence number`, so a reply names its request.
 //! Batch k holds sequence numbers [64k, 64k + 64); a ring of [`RING_BATCHES`] send records, made
@@ -10,12 +11,12 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use stratum_proto::client::{self, ReplyClass, Timestamps};
 use stratum_proto::packet::HEADER_LEN;
 use stratum_proto::NtpTimestamp;
 
 use crate::counts::{Counts, Invalid};
 use crate::outcome::LoadOutcome;
-use crate::reply::{self, ReplyClass};
 
 /// Requests per batch; one u64 of "seen" bits per batch.
 pub const BATCH: usize = 64;
@@ -25,17 +26,9 @@ pub const RING_BATCHES: usize = 1 << 16;
 /// Histogram range: 1 ns to 1 hour, 3 significant digits.
 const HISTOGRAM_MAX_NS: u64 = 3_600_000_000_000;
 
-/// The 48-byte NTPv4 client request every engine sends; only the transmit timestamp (bytes
-/// 40..48) changes from one request to the next.
-pub const REQUEST: [u8; HEADER_LEN] = {
-    let mut r = [0u8; HEADER_LEN];
-    r[0] = 0x23; // LI 0, version 4, mode 3 (client)
-    r[2] = 6; // poll 2^6 s
-    r[3] = 0xec; // precision 2^-20 s
-    r
-};
-/// Where the transmit timestamp is in [`REQUEST`].
-pub const TRANSMIT_AT: usize = 40;
+/// The 48-byte NTPv4 client request every engine sends (poll 2^6 s, precision 2^-20 s); only the
+/// transmit timestamp (at [`client::TRANSMIT_AT`]) changes from one request to the next.
+pub const REQUEST: [u8; HEADER_LEN] = client::request(6, -20, NtpTimestamp::ZERO);
 
 /// Open-loop pacing: batch k (of [`BATCH`] requests) is due `k * BATCH / rate` seconds after the
 /// start, in exact integer nanoseconds (no drift however long the run); rate 0 = every batch due
@@ -169,7 +162,7 @@ impl SendBook {
 
     /// The transmit timestamp of request `seq` (as it goes on the wire, big-endian).
     pub fn transmit_bytes(&self, seq: u64) -> [u8; 8] {
-        reply::load_transmit(self.nonce, seq as u32).to_be_bytes()
+        client::numbered_transmit(self.nonce, seq as u32).to_be_bytes()
     }
 
     /// Opens the next batch of [`BATCH`] requests, sent at `sent_ns` (engine clock) and
@@ -247,7 +240,7 @@ impl SendBook {
 
     /// The reply's origin carries the nonce of an earlier step of this ramp.
     fn is_earlier_step(&self, payload: &[u8]) -> bool {
-        let Some(nonce) = reply::origin_nonce(payload) else { return false };
+        let Some(nonce) = client::origin_nonce(payload) else { return false };
         let back = self.nonce.wrapping_sub(nonce);
         back != 0 && back % 2 == 0 && back <= self.nonce.wrapping_sub(self.first_nonce)
     }
@@ -259,7 +252,7 @@ impl SendBook {
         now_ntp: NtpTimestamp,
         sent_at: impl FnOnce(u64) -> Option<(u64, NtpTimestamp)>,
     ) -> Result<ReplyClass, Invalid> {
-        let r = reply::check_load_reply(payload, self.nonce)?;
+        let r = client::check_numbered_reply(payload, self.nonce)?;
         let seq = u64::from(r.seq);
         if seq >= self.next_seq {
             return Err(Invalid::Origin);
@@ -283,7 +276,8 @@ impl SendBook {
         self.counts.answered += 1;
         self.rtt_ns.saturating_record(now_ns.saturating_sub(record.sent_ns).max(1));
         if r.class == ReplyClass::Served {
-            let turnaround = reply::check_timestamps(record.sent_ntp, r.receive, r.transmit, now_ntp, r.precision)?;
+            let exchange = Timestamps { t1: record.sent_ntp, t2: r.receive, t3: r.transmit, t4: now_ntp };
+            let turnaround = exchange.check_order(r.precision)?;
             self.turnaround_ns.saturating_record(turnaround.to_nanos().max(1) as u64);
         }
         Ok(r.class)
@@ -304,27 +298,20 @@ impl SendBook {
 
 #[cfg(test)]
 mod tests {
-    use stratum_proto::{LeapIndicator, NtpDuration, NtpMode, NtpPacket, NtpShort, RefId};
+    use stratum_proto::{NtpDuration, NtpMode, NtpPacket, RefId};
 
     use super::*;
 
+    /// A stratum 2 server's answer to request `seq` of `book`: our request with the server's
+    /// fields filled in.
     fn served(book: &SendBook, seq: u64, t2: NtpTimestamp, t3: NtpTimestamp) -> [u8; HEADER_LEN] {
-        NtpPacket {
-            leap: LeapIndicator::NoWarning,
-            version: 4,
-            mode: NtpMode::Server,
-            stratum: 2,
-            poll: 6,
-            precision: -20,
-            root_delay: NtpShort::ZERO,
-            root_dispersion: NtpShort::ZERO,
-            ref_id: RefId::from_ipv4([192, 0, 2, 1].into()),
-            reference_timestamp: t2,
-            origin_timestamp: NtpTimestamp::from_bits(u64::from_be_bytes(book.transmit_bytes(seq))),
-            receive_timestamp: t2,
-            transmit_timestamp: t3,
-        }
-        .to_bytes()
+        let mut p = NtpPacket::parse(&REQUEST).expect("a whole header");
+        p.mode = NtpMode::Server;
+        p.stratum = 2;
+        p.ref_id = RefId::from_ipv4([192, 0, 2, 1].into());
+        p.origin_timestamp = NtpTimestamp::from_be_bytes(book.transmit_bytes(seq));
+        (p.reference_timestamp, p.receive_timestamp, p.transmit_timestamp) = (t2, t2, t3);
+        p.to_bytes()
     }
 
     #[test]
@@ -379,8 +366,8 @@ mod tests {
         alone.sent(64);
         alone.reply(Ok(&served(&SendBook::with_nonce(0xf), 3, t1, t1)), 2_000, t1);
         assert_eq!((alone.counts.stale, alone.counts.invalid_origin), (0, 1));
-        assert_eq!(reply::origin_nonce(&late(&first)), Some(0xffff_fffd));
-        assert_eq!(reply::origin_nonce(&[0; 47]), None);
+        assert_eq!(client::origin_nonce(&late(&first)), Some(0xffff_fffd));
+        assert_eq!(client::origin_nonce(&[0; 47]), None);
     }
 
     #[test]

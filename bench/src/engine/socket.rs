@@ -3,7 +3,7 @@
 //! It offers NTPv4 client (mode 3) requests at a fixed rate in sendmmsg batches of 64, spread over
 //! `sockets` connected UDP sockets (distinct source ports, so SO_REUSEPORT spreads them across a
 //! server's workers), reads the replies with recvmmsg in the same thread, and checks every one
-//! against the request it answers (see [`crate::reply`]).
+//! against the request it answers.
 //!
 //! The send records and the reply checks are [`super::book`]'s (shared with the AF_XDP engine):
 //! the engine clock there is monotonic time since the run started. Nothing allocates per packet.
@@ -21,11 +21,12 @@ use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 use stratum_host::clock::now as now_ntp;
 use stratum_host::sockopt::set_int;
+use stratum_proto::client::TRANSMIT_AT;
 use stratum_proto::packet::HEADER_LEN;
 use stratum_proto::NtpTimestamp;
 
 pub use super::book::BATCH;
-use super::book::{Pacer, SendBook, REQUEST, TRANSMIT_AT};
+use super::book::{Pacer, SendBook, REQUEST};
 use crate::config::LoadConfig;
 use crate::counts::Invalid;
 use crate::outcome::LoadOutcome;

@@ -11,10 +11,11 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
+use stratum_proto::client::TRANSMIT_AT;
 use stratum_proto::frame::{checksum, parse_frame, FrameVerdict};
 use stratum_proto::packet::HEADER_LEN;
 
-use crate::engine::book::{REQUEST, TRANSMIT_AT};
+use crate::engine::book::REQUEST;
 
 const ETH: usize = 14;
 const IPV4: usize = 20;
