@@ -97,10 +97,7 @@ pub fn split(total: u64, n: usize) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
+    use crate::target::tests::addr;
 
     #[test]
     fn step_arguments_are_bounded() {

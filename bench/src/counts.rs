@@ -1,5 +1,6 @@
 //! Per-reply counters of a load step, and the reasons a reply is invalid.
 
+use serde::Serialize;
 use stratum_proto::client::{NumberedError, OutOfOrder};
 
 /// Why a reply seen by `load` is invalid. Each has its own counter.
@@ -42,16 +43,22 @@ impl From<OutOfOrder> for Invalid {
 
 /// Per-reply counters. received = valid + invalid + kod + unsynced; answered = the requests with
 /// at least one reply that names them (valid, KoD, unsynchronised, or failing a timestamp check).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// Serialized as the counter keys of a ramp step (`StepResult` flattens it), in this order; those
+/// have never had `send_errors` and `received`, so these two are not serialized. The load
+/// report writes every counter under its own keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
     pub sent: u64,
+    #[serde(skip_serializing)]
     pub send_errors: u64,
+    #[serde(skip_serializing)]
     pub received: u64,
     pub answered: u64,
     pub valid: u64,
-    pub invalid: u64,
     pub kod: u64,
-    pub unsynced: u64,
+    pub invalid: u64,
+    /// `invalid` by reason.
     pub invalid_length: u64,
     pub invalid_header: u64,
     pub invalid_origin: u64,
@@ -60,8 +67,9 @@ pub struct Counts {
     pub invalid_t2_window: u64,
     pub invalid_t3_window: u64,
     /// Replies to an earlier step of the same ramp (they arrived after that step's drain): not
-    /// this step's replies, so in none of the counts above.
+    /// this step's replies, so in none of the counts above, and not held against the step.
     pub stale: u64,
+    pub unsynced: u64,
 }
 
 impl std::ops::AddAssign for Counts {
@@ -72,9 +80,8 @@ impl std::ops::AddAssign for Counts {
             received,
             answered,
             valid,
-            invalid,
             kod,
-            unsynced,
+            invalid,
             invalid_length,
             invalid_header,
             invalid_origin,
@@ -83,6 +90,7 @@ impl std::ops::AddAssign for Counts {
             invalid_t2_window,
             invalid_t3_window,
             stale,
+            unsynced,
         } = o;
         self.sent += sent;
         self.send_errors += send_errors;

@@ -35,9 +35,10 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::config::{LoadConfig, MAX_DURATION_S, MAX_RATE};
+use crate::counts::Counts;
 use crate::engine::socket::DRAIN;
 use crate::load;
-use crate::report::{cores_text, LoadReport};
+use crate::report::{GeneratorSetup, LoadReport};
 
 /// A ramp's whole length is bounded before it starts: max steps x (step + drain + settle).
 pub const MAX_TOTAL: Duration = Duration::from_secs(600);
@@ -263,25 +264,11 @@ pub struct StepResult {
     pub attempt: u32,
     pub offered: u64,
     pub send_rate: u64,
-    pub sent: u64,
-    pub answered: u64,
     /// Requests answered per second of the send phase (any reply that names its request).
     pub answered_rate: u64,
-    pub valid: u64,
-    pub kod: u64,
-    pub invalid: u64,
-    /// `invalid` by reason, as `load` counts them.
-    pub invalid_length: u64,
-    pub invalid_header: u64,
-    pub invalid_origin: u64,
-    pub duplicate: u64,
-    pub invalid_late: u64,
-    pub invalid_t2_window: u64,
-    pub invalid_t3_window: u64,
-    /// Replies to an earlier try or step that arrived in this one (after that one's drain): not
-    /// counted in this step, and not held against it.
-    pub stale: u64,
-    pub unsynced: u64,
+    /// The try's counters, as `load` counts them; their keys stand in this object.
+    #[serde(flatten)]
+    pub counts: Counts,
     pub loss_pct: f64,
     pub kod_pct: f64,
     /// Every kind of invalid reply (length, header, origin, duplicate, late, T2 and T3 window).
@@ -315,21 +302,8 @@ impl StepResult {
             attempt,
             offered: r.offered_rate,
             send_rate: r.send_rate,
-            sent: r.sent,
-            answered: r.answered,
             answered_rate: (r.answered as f64 / r.duration_s.max(1e-9)).round() as u64,
-            valid: r.valid,
-            kod: r.kod,
-            invalid: r.invalid,
-            invalid_length: r.invalid_length,
-            invalid_header: r.invalid_header,
-            invalid_origin: r.invalid_origin,
-            duplicate: r.duplicate,
-            invalid_late: r.invalid_late,
-            invalid_t2_window: r.invalid_t2_window,
-            invalid_t3_window: r.invalid_t3_window,
-            stale: r.stale,
-            unsynced: r.unsynced,
+            counts: r.counts,
             loss_pct: r.loss_pct,
             kod_pct: pct(r.kod, r.sent),
             invalid_pct: pct(r.invalid, r.sent),
@@ -347,11 +321,12 @@ impl StepResult {
 
     /// Less than 1 % loss with only valid replies (KoD allowed with `kod_ok`), at the offered rate.
     pub fn is_sustainable(&self, kod_ok: bool) -> bool {
-        self.sent > 0
+        let c = &self.counts;
+        c.sent > 0
             && self.loss_pct < SUSTAINABLE_LOSS_PCT
-            && self.invalid == 0
-            && self.unsynced == 0
-            && (kod_ok || self.kod == 0)
+            && c.invalid == 0
+            && c.unsynced == 0
+            && (kod_ok || c.kod == 0)
             && !self.generator_behind
     }
 }
@@ -404,12 +379,8 @@ pub struct RampReport {
     pub kod_ok: bool,
     pub tries: u32,
     pub refine_pct: f64,
-    pub sockets: usize,
-    /// The generator's core when it ran as one pinned thread.
-    pub core: Option<usize>,
-    /// Generator threads and their cores (empty: one unpinned thread).
-    pub threads: usize,
-    pub cores: Vec<usize>,
+    #[serde(flatten)]
+    pub generator: GeneratorSetup,
     /// One result a rate, in the order measured (the ramp's steps, then the refinement's).
     pub steps: Vec<StepResult>,
     /// Every try, in the order run; `steps` holds one of each rate's.
@@ -425,12 +396,11 @@ impl RampReport {
     }
 
     pub fn to_text(&self) -> String {
-        let core = cores_text(&self.cores);
         let mut s = format!(
-            "target {} ({} sockets, {core}, {} engine); ramp {} x {} every {:.3} s, stop past {} % loss; \
+            "target {} ({}, {} engine); ramp {} x {} every {:.3} s, stop past {} % loss; \
              up to {} tries a rate; refined to {} %\n",
             self.target,
-            self.sockets,
+            self.generator,
             self.engine,
             self.start,
             self.factor,
@@ -465,7 +435,7 @@ impl RampReport {
             if st.generator_behind {
                 flags += " generator-behind";
             }
-            if st.unsynced > 0 {
+            if st.counts.unsynced > 0 {
                 flags += &format!(" unsynced {:.3}%", st.unsynced_pct);
             }
             s += &format!(
@@ -566,10 +536,7 @@ pub fn run_with(
         kod_ok: config.kod_ok,
         tries: config.tries,
         refine_pct: config.refine_pct,
-        sockets: config.step.sockets,
-        core: config.step.core(),
-        threads: config.step.threads(),
-        cores: config.step.cores.clone(),
+        generator: GeneratorSetup::of(&config.step),
         sustainable_rate: sustainable_rate(&steps, config.kod_ok),
         steps,
         attempts,
@@ -591,21 +558,8 @@ mod tests {
             attempt: 1,
             offered,
             send_rate: offered,
-            sent: offered,
-            answered: offered,
             answered_rate: offered,
-            valid: offered,
-            kod: 0,
-            invalid: 0,
-            invalid_length: 0,
-            invalid_header: 0,
-            invalid_origin: 0,
-            duplicate: 0,
-            invalid_late: 0,
-            invalid_t2_window: 0,
-            invalid_t3_window: 0,
-            stale: 0,
-            unsynced: 0,
+            counts: Counts { sent: offered, answered: offered, valid: offered, ..Counts::default() },
             loss_pct,
             kod_pct: 0.0,
             invalid_pct: 0.0,
@@ -698,12 +652,12 @@ mod tests {
         let mut steps = vec![step(1000, 0.0), step(2000, 0.5), step(4000, 0.99), step(8000, 1.0), step(16_000, 30.0)];
         assert_eq!(sustainable_rate(&steps, false), 4000);
         // An invalid or unsynchronised reply disqualifies a step, whatever its loss.
-        steps[2].invalid = 1;
+        steps[2].counts.invalid = 1;
         assert_eq!(sustainable_rate(&steps, false), 2000);
-        steps[1].unsynced = 3;
+        steps[1].counts.unsynced = 3;
         assert_eq!(sustainable_rate(&steps, false), 1000);
         // KoD disqualifies unless --kod-ok.
-        steps[0].kod = 5;
+        steps[0].counts.kod = 5;
         assert_eq!(sustainable_rate(&steps, false), 0);
         assert_eq!(sustainable_rate(&steps, true), 1000);
         // A step the generator could not offer says nothing about the server.
@@ -732,10 +686,7 @@ mod tests {
             kod_ok: false,
             tries: 1,
             refine_pct: 0.0,
-            sockets: 16,
-            core: None,
-            threads: 1,
-            cores: vec![],
+            generator: GeneratorSetup { sockets: 16, core: None, threads: 1, cores: vec![] },
             steps: vec![step(1000, 0.0), step(2000, 10.0)],
             attempts: vec![step(1000, 0.0), step(2000, 10.0)],
             sustainable_rate: 1000,
@@ -795,7 +746,7 @@ mod tests {
         // Sustainable beats less loss: a try with an invalid reply is never the rate's result
         // while a clean try exists.
         let mut t = tries(&[0.0, 0.5]);
-        t[0].invalid = 1;
+        t[0].counts.invalid = 1;
         assert_eq!(rate_result(&t, false).unwrap().attempt, 2);
     }
 
@@ -825,8 +776,7 @@ mod tests {
             }
             tries += 1;
             let answered = sent - lost.min(sent);
-            let counts =
-                crate::counts::Counts { sent, received: answered, answered, valid: answered, ..Default::default() };
+            let counts = Counts { sent, received: answered, answered, valid: answered, ..Default::default() };
             let histogram = || hdrhistogram::Histogram::new(3).unwrap();
             let outcome = crate::outcome::LoadOutcome {
                 counts,

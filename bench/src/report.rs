@@ -4,7 +4,32 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::config::LoadConfig;
+use crate::counts::Counts;
 use crate::outcome::LoadOutcome;
+
+/// How the generator ran: its sockets and threads, as both reports give them.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct GeneratorSetup {
+    pub sockets: usize,
+    /// The generator's core when it ran as one pinned thread.
+    pub core: Option<usize>,
+    /// Generator threads and the cores they were pinned to (empty: one unpinned thread).
+    pub threads: usize,
+    pub cores: Vec<usize>,
+}
+
+impl GeneratorSetup {
+    pub fn of(config: &LoadConfig) -> Self {
+        Self { sockets: config.sockets, core: config.core(), threads: config.threads(), cores: config.cores.clone() }
+    }
+}
+
+impl std::fmt::Display for GeneratorSetup {
+    /// "16 sockets, core 3", as the text reports print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} sockets, {}", self.sockets, cores_text(&self.cores))
+    }
+}
 
 /// The `--json` object. Keys up to `rtt_max_us` are those the earlier `udp_load` example printed,
 /// so older results stay comparable.
@@ -15,12 +40,8 @@ pub struct LoadReport {
     pub offered_rate: u64,
     pub send_rate: u64,
     pub duration_s: f64,
-    pub sockets: usize,
-    /// The generator's core when it ran as one pinned thread.
-    pub core: Option<usize>,
-    /// Generator threads and the cores they were pinned to (empty: one unpinned thread).
-    pub threads: usize,
-    pub cores: Vec<usize>,
+    #[serde(flatten)]
+    pub generator: GeneratorSetup,
     pub sent: u64,
     pub send_errors: u64,
     pub received: u64,
@@ -58,6 +79,10 @@ pub struct LoadReport {
     pub turnaround_p50_ns: u64,
     pub turnaround_p99_ns: u64,
     pub turnaround_max_ns: u64,
+    /// The counters behind the keys above, whole (for a ramp's step); not in the JSON, which
+    /// has them under their keys, in the order the earlier tools printed them.
+    #[serde(skip)]
+    pub counts: Counts,
 }
 
 fn round3(x: f64) -> f64 {
@@ -85,10 +110,7 @@ impl LoadReport {
             offered_rate: if config.rate == 0 { (c.sent as f64 / secs).round() as u64 } else { config.rate },
             send_rate: (c.sent as f64 / secs).round() as u64,
             duration_s: round3(secs),
-            sockets: config.sockets,
-            core: config.core(),
-            threads: config.threads(),
-            cores: config.cores.clone(),
+            generator: GeneratorSetup::of(config),
             sent: c.sent,
             send_errors: c.send_errors,
             received: c.received,
@@ -121,13 +143,12 @@ impl LoadReport {
             turnaround_p50_ns: q(turnaround, 0.50),
             turnaround_p99_ns: q(turnaround, 0.99),
             turnaround_max_ns: turnaround.max(),
+            counts: *c,
         }
     }
 
     pub fn to_text(&self) -> String {
-        let core = cores_text(&self.cores);
-        let mut s =
-            format!("target        {} ({} sockets, {core}, {} engine)\n", self.target, self.sockets, self.engine);
+        let mut s = format!("target        {} ({}, {} engine)\n", self.target, self.generator, self.engine);
         s += &format!(
             "offered rate  {}/s (sent at {}/s over {:.3} s)\n",
             self.offered_rate, self.send_rate, self.duration_s
@@ -193,15 +214,11 @@ pub fn cores_text(cores: &[usize]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
     use std::time::Duration;
 
     use super::*;
     use crate::counts::{Counts, Invalid};
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
+    use crate::target::tests::addr;
 
     #[test]
     fn counts_and_report_math() {

@@ -33,10 +33,11 @@ fn is_multicast_or_broadcast(ip: IpAddr) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn addr(s: &str) -> SocketAddr {
+    /// An address in a test (the tests of config and report use it too).
+    pub(crate) fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
     }
 
