@@ -16,17 +16,11 @@ OUT=${OUT:-/tmp/inject-ceiling-2core}
 RUNS=${RUNS:-3}
 RAMP=${RAMP:-200000,1.1,2}
 mkdir -p "$OUT"
+. "$(dirname "$0")/lib/netns.sh"
 G=ijg S=ijs GI=ijg0 SI=ijs0 GA=10.98.0.1 SA=10.98.0.2
-teardown() { ip netns del $G 2>/dev/null || true; ip netns del $S 2>/dev/null || true; }
 pid=
-trap '[ -n "$pid" ] && kill $pid 2>/dev/null; teardown' EXIT
-teardown
-ip netns add $G; ip netns add $S
-ip link add $GI type veth peer name $SI
-ip link set $GI netns $G; ip link set $SI netns $S
-ip -n $G addr add $GA/24 dev $GI; ip -n $S addr add $SA/24 dev $SI
-for ns in $G $S; do ip -n $ns link set lo up; done
-ip -n $G link set $GI up; ip -n $S link set $SI up
+trap '[ -n "$pid" ] && kill $pid 2>/dev/null; veth_teardown $G $S' EXIT
+veth_pair $G $S $GI $SI $GA $SA
 ip netns exec $G ethtool -K $GI gro on >/dev/null
 ip netns exec $S ethtool -K $SI gro on >/dev/null
 ip netns exec $G sh -c "echo 1 > /sys/class/net/$GI/threaded"

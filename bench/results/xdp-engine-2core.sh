@@ -23,19 +23,12 @@ RATES_B=${RATES_B:-100000 150000 200000}
 RAMPS=${RAMPS:-3}
 BIN=$(realpath "$BIN") STRATUMD=$(realpath "$STRATUMD")
 mkdir -p "$OUT"
+. "$(dirname "$0")/lib/netns.sh"
 G=xeg S=xes GI=xeg0 SI=xes0 GA=10.99.0.1 SA=10.99.0.2
 
-teardown() { ip netns del $G 2>/dev/null || true; ip netns del $S 2>/dev/null || true; }
 pid=
-trap '[ -n "$pid" ] && kill $pid 2>/dev/null; teardown' EXIT
-teardown
-ip netns add $G; ip netns add $S
-ip link add $GI type veth peer name $SI
-ip link set $GI netns $G; ip link set $SI netns $S
-ip -n $G addr add $GA/24 dev $GI; ip -n $S addr add $SA/24 dev $SI
-for ns in $G $S; do ip -n $ns link set lo up; done
-ip -n $G link set $GI up; ip -n $S link set $SI up
-ip -n $S route add 10.200.0.0/16 via $GA
+trap '[ -n "$pid" ] && kill $pid 2>/dev/null; veth_teardown $G $S' EXIT
+veth_pair $G $S $GI $SI $GA $SA 10.200.0.0/16
 
 cat > "$OUT/xdp.toml" <<EOF
 [server]

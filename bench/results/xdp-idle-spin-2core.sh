@@ -1,13 +1,7 @@
 set -u
+. "$(dirname "$0")/lib/netns.sh"
 G=spg; S=sps; GI=spg0; SI=sps0; GA=10.98.0.1; SA=10.98.0.2
-ip netns del $G 2>/dev/null; ip netns del $S 2>/dev/null
-ip netns add $G; ip netns add $S
-ip link add $GI type veth peer name $SI
-ip link set $GI netns $G; ip link set $SI netns $S
-ip -n $G addr add $GA/24 dev $GI; ip -n $S addr add $SA/24 dev $SI
-for ns in $G $S; do ip -n $ns link set lo up; done
-ip -n $G link set $GI up; ip -n $S link set $SI up
-ip -n $S route add 10.200.0.0/16 via $GA
+veth_pair $G $S $GI $SI $GA $SA 10.200.0.0/16
 B=/work/main/target/release
 for spin in 0 50 1000 0 50 1000; do
   cat > /tmp/spin.toml <<EOT
@@ -29,4 +23,4 @@ import json,sys; d=json.load(sys.stdin); print('spin $spin rate $rate', 'loss %.
   done
   pkill -f "stratumd --config /tmp/spin.toml"; sleep 0.5
 done
-ip netns del $G; ip netns del $S
+veth_teardown $G $S
