@@ -123,8 +123,9 @@ pub struct LoadArgs {
     /// Ramp: a step with kiss-o'-death replies may still be sustainable (they count as answered).
     #[arg(long, requires = "ramp")]
     pub kod_ok: bool,
-    /// Ramp: also draw offered rate against answered rate, loss and RTT p99 into this PNG file.
-    #[arg(long, value_name = "FILE.png", requires = "ramp")]
+    /// Ramp: also draw offered rate against answered rate, loss and RTT p99 into this file: an
+    /// SVG if its name ends in .svg, else a PNG.
+    #[arg(long, value_name = "FILE.svg|FILE.png", requires = "ramp")]
     pub plot: Option<std::path::PathBuf>,
     /// Client sockets (distinct source ports), used round-robin one batch of 64 at a time; with
     /// --cores, shared out among the generator threads.
@@ -289,7 +290,7 @@ fn run_ramp(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         Engine::Xdp => xdp::run_ramp(a, &config, progress)?,
     };
     if let Some(path) = &a.plot {
-        crate::plot::write_png(&report, path)?;
+        crate::plot::write(&report, path)?;
     }
     let text = if a.json { serde_json::to_string(&report)? + "\n" } else { report.to_text() };
     out.write_all(text.as_bytes())?;

@@ -7,7 +7,7 @@
 //!   [`target`]), its [`counts`], an engine's [`outcome`], the step's [`report`], and [`pin`]
 //!   for the generator threads.
 //! - [`ramp`]: `load --ramp`, load steps at a rising rate until the server loses requests, and
-//!   the sustainable rate; [`plot`] draws a ramp into a PNG.
+//!   the sustainable rate; [`plot`] draws a ramp into an SVG or a PNG.
 //! - [`xdp`]: `load --engine xdp`, raw frames over AF_XDP, and `reflect` ([`reflect`]), a
 //!   do-nothing AF_XDP responder for the generator's own ceiling (both need the `xdp` feature).
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::run`].

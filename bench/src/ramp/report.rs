@@ -133,14 +133,14 @@ impl RampReport {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::MAX_RATE;
     use crate::ramp::step::tests::step;
 
-    #[test]
-    fn a_report_is_a_table_with_a_line_a_rate() {
-        let text = RampReport {
+    /// A socket ramp's report with these steps (the tests of the plot use it too).
+    pub(crate) fn report(steps: Vec<StepResult>, sustainable_rate: u64) -> RampReport {
+        RampReport {
             target: "127.0.0.1:123".into(),
             engine: "socket",
             start: 1000,
@@ -154,12 +154,16 @@ mod tests {
             tries: 1,
             refine_pct: 0.0,
             generator: GeneratorSetup { sockets: 16, core: None, threads: 1, cores: vec![] },
-            steps: vec![step(1000, 0.0), step(2000, 10.0)],
-            attempts: vec![step(1000, 0.0), step(2000, 10.0)],
-            sustainable_rate: 1000,
+            attempts: steps.clone(),
+            steps,
+            sustainable_rate,
             stopped_because: StopReason::Loss,
         }
-        .to_text();
+    }
+
+    #[test]
+    fn a_report_is_a_table_with_a_line_a_rate() {
+        let text = report(vec![step(1000, 0.0), step(2000, 10.0)], 1000).to_text();
         assert_eq!(text.lines().count(), 6, "{text}");
         assert!(text.ends_with("stopped because: loss\nsustainable: 1000/s\n"), "{text}");
     }

@@ -108,10 +108,11 @@ impl StepResult {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    pub(in crate::ramp) fn step(offered: u64, loss_pct: f64) -> StepResult {
+    /// A clean try at `offered`/s with this loss (the tests of the ramp and the plot use it).
+    pub(crate) fn step(offered: u64, loss_pct: f64) -> StepResult {
         StepResult {
             phase: Phase::Ramp,
             attempt: 1,
