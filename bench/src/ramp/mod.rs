@@ -30,7 +30,7 @@
 //! One job a file: [`config`] (the `--ramp` arguments and their bounds), [`plan`] (which rates
 //! to measure: the steps, the refinement's bracket and midpoints), [`step`] (what one try
 //! measured, and whether it is sustainable), [`decision`] (a rate's result from its tries, the
-//! stop rules, the sustainable rate), [`report`] (the `--json` object and the table) and [`run`]
+//! stop rules, the sustainable rate), [`report`] (the `--json` object and the table) and [`run`](mod@run)
 //! (the loop that measures).
 
 pub mod config;

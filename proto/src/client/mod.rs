@@ -2,7 +2,7 @@
 //! offset and delay from the exchange's four timestamps. One copy, used by stratum-bench (its
 //! `query` and its load generator), by tests, and by stratumd's upstream client when it comes.
 //!
-//! - [`request`]: the 48-byte mode 3 request and where its transmit timestamp goes.
+//! - [`request`](mod@request): the 48-byte mode 3 request and where its transmit timestamp goes.
 //! - [`reply`]: RFC 5905's on-wire checks of a reply against the request it answers (length,
 //!   origin, mode, version, kiss-o'-death, zero timestamps), and what a reply says of its server
 //!   (synchronised, kiss-o'-death, unsynchronised).
