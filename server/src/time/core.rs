@@ -105,9 +105,10 @@ mod tests {
     fn readers_never_see_a_torn_snapshot() {
         let cell = SnapshotCell::new(numbered(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let reading = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let readers: Vec<_> = (0..3)
             .map(|_| {
-                let (cell, stop) = (cell.clone(), stop.clone());
+                let (cell, stop, reading) = (cell.clone(), stop.clone(), reading.clone());
                 std::thread::spawn(move || {
                     let mut reader = SnapshotReader::new(cell);
                     let (mut reads, mut last) = (0u64, 0u64);
@@ -118,6 +119,9 @@ mod tests {
                         assert!(n >= last, "went back in time: {n} after {last}");
                         last = n;
                         reads += 1;
+                        if reads == 1 {
+                            reading.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     reads
                 })
@@ -126,11 +130,19 @@ mod tests {
         for n in 1..=200_000u64 {
             cell.publish(&numbered(n));
         }
+        // On 2 cores a reader thread may not have run at all by now: keep publishing until each
+        // has read at least once, so every reader checks some snapshots.
+        let mut n = 200_000u64;
+        while reading.load(Ordering::Relaxed) < 3 {
+            n += 1;
+            cell.publish(&numbered(n));
+            std::thread::yield_now();
+        }
         stop.store(true, Ordering::Relaxed);
         for r in readers {
             assert!(r.join().unwrap() > 0);
         }
-        assert_eq!(cell.load().1, numbered(200_000));
+        assert_eq!(cell.load().1, numbered(n));
     }
 
     #[test]
