@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 use stratum_host::clock::now as now_ntp;
+use stratum_host::mmsg::{self, zeroed_vec};
 use stratum_host::sockopt::set_int;
 use stratum_proto::client::TRANSMIT_AT;
 use stratum_proto::packet::HEADER_LEN;
@@ -49,9 +50,7 @@ struct Batch {
 
 impl Batch {
     fn new(len: usize) -> Self {
-        // SAFETY: iovec and mmsghdr are plain C structs for which all-zero bytes are a valid value
-        // (null pointers and zero lengths).
-        let (iov, headers) = unsafe { (vec![std::mem::zeroed(); BATCH], vec![std::mem::zeroed(); BATCH]) };
+        let (iov, headers) = (zeroed_vec(BATCH), zeroed_vec(BATCH));
         let mut batch = Self { buffers: vec![[0u8; RECV_LEN]; BATCH], iov, headers };
         for i in 0..BATCH {
             batch.iov[i].iov_base = batch.buffers[i].as_mut_ptr().cast();
@@ -67,15 +66,10 @@ impl Batch {
     fn send(&mut self, fd: RawFd) -> io::Result<usize> {
         // SAFETY: every header points at a buffer and iovec owned by `self` (set up in `new`,
         // never moved); the socket is connected, so no address is needed.
-        let n = unsafe { libc::sendmmsg(fd, self.headers.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EAGAIN | libc::EINTR | libc::ECONNREFUSED) => Ok(0),
-                _ => Err(e),
-            };
+        match unsafe { mmsg::send(fd, &mut self.headers, libc::MSG_DONTWAIT) } {
+            Err(e) if mmsg::is_would_block(&e) || refused(&e) => Ok(0),
+            sent => sent,
         }
-        Ok(n as usize)
     }
 
     /// Receives up to 64 datagrams without blocking; returns how many arrived.
@@ -85,25 +79,17 @@ impl Batch {
             h.msg_len = 0;
         }
         // SAFETY: as in `send`; each iovec has the length of the buffer it points at.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.headers.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                // ECONNREFUSED: an ICMP port unreachable (no server yet, or it went away).
-                Some(libc::EAGAIN | libc::EINTR | libc::ECONNREFUSED) => Ok(0),
-                _ => Err(e),
-            };
+        match unsafe { mmsg::receive(fd, &mut self.headers, libc::MSG_DONTWAIT) } {
+            Err(e) if refused(&e) => Ok(0),
+            received => received,
         }
-        Ok(n as usize)
     }
+}
+
+/// ECONNREFUSED: an ICMP port unreachable came back (no server yet, or it went away); the load
+/// goes on and the requests count as unanswered.
+fn refused(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ECONNREFUSED)
 }
 
 struct Generator {

@@ -6,6 +6,8 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
+use stratum_host::mmsg::{self, zeroed_vec};
+
 use super::cmsg::{self, PacketInfo, RECV_SPACE, SEND_SPACE};
 
 /// Larger than any request we answer, so oversized datagrams are seen as such (and MSG_TRUNC).
@@ -75,23 +77,7 @@ impl MessageBatch {
         }
         // SAFETY: every header points at buffers owned by `self` with the lengths set just above;
         // they stay valid and unaliased for the duration of the call.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.recv_headers.as_mut_ptr(),
-                self.capacity as libc::c_uint,
-                flags,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EAGAIN | libc::EINTR) => Ok(0),
-                _ => Err(e),
-            };
-        }
-        Ok(n as usize)
+        unsafe { mmsg::receive(fd, &mut self.recv_headers, flags) }
     }
 
     /// Datagram `i` of the last receive: its payload (as far as it fit), whether it was cut short,
@@ -131,26 +117,19 @@ impl MessageBatch {
         while at < total {
             // SAFETY: headers at..total were filled by queue_reply and point into buffers owned by
             // `self`, unchanged since.
-            let n = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.send_headers[at..].as_mut_ptr(),
-                    (total - at) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n > 0 {
-                at += n as usize;
-                continue;
-            }
-            match io::Error::last_os_error().raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) => {
+            match unsafe { mmsg::send(fd, &mut self.send_headers[at..total], libc::MSG_DONTWAIT) } {
+                Ok(n) if n > 0 => at += n,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Ok(_) => {
+                    failed += total - at;
+                    break;
+                }
+                Err(e) if mmsg::is_would_block(&e) => {
                     failed += total - at;
                     break;
                 }
                 // This datagram failed on its own (e.g. EPERM from a firewall); skip it.
-                _ => {
+                Err(_) => {
                     failed += 1;
                     at += 1;
                 }
@@ -158,22 +137,6 @@ impl MessageBatch {
         }
         (total - failed, failed)
     }
-}
-
-/// # Safety
-/// Implementors guarantee that all-zero bytes are a valid value of the type.
-unsafe trait ZeroIsValid {}
-// SAFETY: plain C structs of integers and raw pointers; zero means null pointers and zero lengths.
-unsafe impl ZeroIsValid for libc::sockaddr_storage {}
-// SAFETY: as above.
-unsafe impl ZeroIsValid for libc::iovec {}
-// SAFETY: as above.
-unsafe impl ZeroIsValid for libc::mmsghdr {}
-
-/// `n` all-zero values.
-fn zeroed_vec<T: ZeroIsValid>(n: usize) -> Vec<T> {
-    // SAFETY: ZeroIsValid says all-zero bytes are a valid T.
-    (0..n).map(|_| unsafe { std::mem::zeroed() }).collect()
 }
 
 fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
