@@ -330,16 +330,8 @@ pub fn attach(
     let program =
         SteeringProgram::attach(interface, XdpMode::Auto, &ProgramConfig { port, hardware_timestamps: false })
             .with_context(|| format!("cannot attach the XDP program to {interface}"))?;
-    let mut sockets = Vec::with_capacity(queues);
-    for queue in 0..queues as u32 {
-        let mut xsk = XskSocket::open(program.ifindex(), queue, xsk_config)
-            .with_context(|| format!("cannot open the AF_XDP socket for {interface} queue {queue}"))?;
-        program
-            .register_socket(queue, xsk.as_fd())
-            .with_context(|| format!("cannot register the AF_XDP socket of {interface} queue {queue}"))?;
-        xsk.set_tx_budget(BATCH as u32);
-        sockets.push(xsk);
-    }
+    let queues: Vec<u32> = (0..queues as u32).collect();
+    let sockets = program.open_queue_sockets(&queues, xsk_config, BATCH as u32)?;
     let budget = sockets.iter().map(XskSocket::tx_budget).min().unwrap_or(BATCH as u32);
     Ok((program, sockets, budget))
 }

@@ -6,7 +6,6 @@
 //! loads an object itself (load.rs does) and never reads or writes a map's contents (its map
 //! methods call maps.rs); it never replaces or removes a program it did not attach.
 
-use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -17,6 +16,7 @@ use libbpf_rs::ErrorKind;
 use super::load::{load_error, route_libbpf_messages, Loaded, Variant};
 use super::maps::deny_and_counter_methods;
 use super::ProgramConfig;
+use crate::xsk::{XskConfig, XskSocket};
 
 /// The XDP mode asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,13 +145,31 @@ impl fmt::Debug for SteeringProgram {
     }
 }
 
-/// The interface's index, or None where there is no such interface.
-fn ifindex_of(interface: &str) -> Option<u32> {
-    let name = CString::new(interface).ok()?;
-    // SAFETY: `name` is a valid NUL-terminated string that outlives the call; if_nametoindex only
-    // reads it.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
+/// A queue whose AF_XDP socket could not be opened or registered with the program.
+#[derive(Debug)]
+pub struct QueueSocketError {
+    pub interface: String,
+    pub queue: u32,
+    /// False: opening (socket, UMEM, bind) failed; true: the program would not take the socket.
+    pub registering: bool,
+    pub source: io::Error,
+}
+
+impl fmt::Display for QueueSocketError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (interface, queue) = (&self.interface, self.queue);
+        if self.registering {
+            write!(f, "cannot register the AF_XDP socket of {interface} queue {queue}")
+        } else {
+            write!(f, "cannot open the AF_XDP socket for {interface} queue {queue}")
+        }
+    }
+}
+
+impl std::error::Error for QueueSocketError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
 }
 
 /// Attaches `prog` to `ifindex` in `mode` through a new BPF link.
@@ -197,7 +215,8 @@ impl SteeringProgram {
     /// and falls back to the TAI one if loading or attaching it fails.
     pub fn attach(interface: &str, mode: XdpMode, config: &ProgramConfig) -> Result<SteeringProgram, AttachError> {
         route_libbpf_messages();
-        let ifindex = ifindex_of(interface).ok_or_else(|| AttachError::NoSuchInterface(interface.to_string()))?;
+        let ifindex =
+            stratum_host::netif::index(interface).ok_or_else(|| AttachError::NoSuchInterface(interface.to_string()))?;
         let mut last = None;
         let mut hardware_fallback = None;
         for &attached in mode.candidates() {
@@ -289,6 +308,32 @@ impl SteeringProgram {
     /// queue of this interface).
     pub fn register_socket(&self, queue: u32, xsk_fd: BorrowedFd<'_>) -> io::Result<()> {
         self.loaded.register_socket(queue, xsk_fd)
+    }
+
+    /// Opens one AF_XDP socket per queue in `queues` and registers each before the next is opened,
+    /// so that no queue is steered to a socket that does not exist yet; each socket's copy-mode TX
+    /// budget is raised to `tx_budget` frames where the kernel allows it. The daemon and the load
+    /// generator put their queues in service this way.
+    pub fn open_queue_sockets(
+        &self,
+        queues: &[u32],
+        config: &XskConfig,
+        tx_budget: u32,
+    ) -> Result<Vec<XskSocket>, QueueSocketError> {
+        let failed = |queue, registering, source| QueueSocketError {
+            interface: self.interface.clone(),
+            queue,
+            registering,
+            source,
+        };
+        let mut sockets = Vec::with_capacity(queues.len());
+        for &queue in queues {
+            let mut socket = XskSocket::open(self.ifindex, queue, config).map_err(|e| failed(queue, false, e))?;
+            self.register_socket(queue, socket.as_fd()).map_err(|e| failed(queue, true, e))?;
+            socket.set_tx_budget(tx_budget);
+            sockets.push(socket);
+        }
+        Ok(sockets)
     }
 
     /// Stops steering queue `queue` (its requests fall through to the kernel). A queue with no

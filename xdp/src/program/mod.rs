@@ -29,7 +29,7 @@ use std::io;
 
 use libbpf_rs::ErrorKind;
 
-pub use attach::{AttachError, AttachedMode, SteeringProgram, XdpMode};
+pub use attach::{AttachError, AttachedMode, QueueSocketError, SteeringProgram, XdpMode};
 pub(crate) use load::route_libbpf_messages;
 pub use load::ProgramConfig;
 pub use maps::{ProgramCounters, XSK_QUEUES};

@@ -15,15 +15,13 @@
 mod status;
 mod worker;
 
-use std::os::fd::AsFd;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::Context;
 use stratum_proto::server::access::{prefilter_denies, Cidr};
 use stratum_xdp::program::{AttachedMode, ProgramConfig, SteeringProgram, XdpMode as ProgramMode};
-use stratum_xdp::xsk::{XskConfig, XskSocket, MAX_BATCH};
+use stratum_xdp::xsk::{XskConfig, MAX_BATCH};
 
 // The configured batch is clamped to the ring batch the xdp crate sizes its arrays for; the config's
 // own limit (the socket backend's too) must not promise more.
@@ -33,7 +31,8 @@ use crate::config::{Config, DenyAction, Queues, Timestamping, XdpMode};
 use crate::dataplane::admission::Admission;
 use crate::dataplane::pinning::{assign_cores, spawn_worker};
 use crate::dataplane::stats::WorkerCounters;
-use crate::time::core::{SnapshotCell, SnapshotReader};
+use crate::dataplane::WorkerInputs;
+use crate::time::core::SnapshotReader;
 pub use status::XdpStatusReader;
 use worker::Worker;
 
@@ -51,12 +50,8 @@ pub struct XdpBackend {
 impl XdpBackend {
     /// Attaches the program, opens and registers one socket per queue (every error surfaces
     /// before a worker runs), pushes the deny list into the program, and starts the workers.
-    pub fn start(
-        config: &Config,
-        admission: &Admission,
-        cell: &Arc<SnapshotCell>,
-        shutdown: &Arc<AtomicBool>,
-    ) -> anyhow::Result<Self> {
+    pub fn start(config: &Config, inputs: WorkerInputs<'_>) -> anyhow::Result<Self> {
+        let WorkerInputs { admission, cell, shutdown } = inputs;
         let server = &config.server;
         let interface = server.interface.clone().context("the xdp backend needs `interface`")?;
         let queues: Vec<u32> = match &server.queues {
@@ -66,7 +61,10 @@ impl XdpBackend {
         let cores = assign_cores(queues.len(), server.cores.as_ref().map(|c| c.get_ref().as_slice()));
         let program = attach_program(config, admission, &interface)?;
         let batch = server.batch.clamp(1, MAX_BATCH);
-        let sockets = open_sockets(&program, &interface, &queues, batch)?;
+        // One socket per queue (zero-copy where the driver has it, else copy mode), each
+        // registered before the next opens. Copy mode sends at most tx_budget frames per wakeup:
+        // make it a whole batch where the kernel lets us (drive_tx wakes once per budget otherwise).
+        let sockets = program.open_queue_sockets(&queues, &XskConfig::default(), batch as u32)?;
         let status = Arc::new(XdpStatusReader::new(program, &sockets)?);
 
         let mut counters = Vec::with_capacity(queues.len());
@@ -124,30 +122,6 @@ fn attach_program(config: &Config, admission: &Admission, interface: &str) -> an
         }
     }
     Ok(program)
-}
-
-/// Opens one AF_XDP socket per queue (zero-copy where the driver has it, else copy mode) and
-/// registers each with the program, so that no queue's traffic is steered before its socket is.
-fn open_sockets(
-    program: &SteeringProgram,
-    interface: &str,
-    queues: &[u32],
-    batch: usize,
-) -> anyhow::Result<Vec<XskSocket>> {
-    let xsk_config = XskConfig::default();
-    let mut sockets = Vec::with_capacity(queues.len());
-    for &queue in queues {
-        let mut socket = XskSocket::open(program.ifindex(), queue, &xsk_config)
-            .with_context(|| format!("cannot open the AF_XDP socket for {interface} queue {queue}"))?;
-        program
-            .register_socket(queue, socket.as_fd())
-            .with_context(|| format!("cannot register the AF_XDP socket of {interface} queue {queue}"))?;
-        // Copy mode sends at most tx_budget frames per wakeup: make it a whole batch where the
-        // kernel lets us (drive_tx wakes it once per budget otherwise).
-        socket.set_tx_budget(batch as u32);
-        sockets.push(socket);
-    }
-    Ok(sockets)
 }
 
 /// Pushes the deny entries the program can enforce on its own into its deny map (see
