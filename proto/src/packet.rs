@@ -40,6 +40,10 @@ impl LeapIndicator {
 }
 
 /// The association mode of a packet.
+///
+/// Shaped like [`LeapIndicator`] on purpose (and like any C-style enum, the XDP program's counter
+/// slots among them): a variant per value of the header field, and a total `from_bits`, so that
+/// every bit pattern a packet can carry has a name and none needs an error path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum NtpMode {

@@ -19,7 +19,7 @@ use stratum_proto::ServerSnapshot;
 use config::{Backend, Config};
 use dataplane::admission::Admission;
 use dataplane::stats::Totals;
-use dataplane::DataPlane;
+use dataplane::{DataPlane, WorkerInputs};
 use mgmt::control::ControlServer;
 use mgmt::http::MetricsServer;
 use mgmt::status::ServerStatus;
@@ -45,7 +45,7 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
 
     // Over AF_XDP, loopback sources cannot be real clients (the kernel never routes them to a NIC).
     let admission = Admission::from_config(config, config.server.backend == Backend::Xdp);
-    let backend = DataPlane::start(config, &admission, &cell, &shutdown)?;
+    let backend = DataPlane::start(config, WorkerInputs { admission: &admission, cell: &cell, shutdown: &shutdown })?;
     let status = Arc::new(ServerStatus {
         version: env!("CARGO_PKG_VERSION"),
         started,

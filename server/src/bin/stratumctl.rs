@@ -153,24 +153,24 @@ fn status_table(v: &Value) -> String {
     ])
 }
 
+/// One table row per element of the JSON array `list` (none when it is not an array).
+fn rows_of(list: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    list.as_array().into_iter().flatten().map(row).collect()
+}
+
 fn workers_table(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v["workers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|w| {
-            vec![
-                show(&w["id"]),
-                show(&w["core"]),
-                show(&w["received"]),
-                show(&w["answered"]),
-                sum_object(&w["kod"]).to_string(),
-                sum_object(&w["dropped"]).to_string(),
-                show(&w["send_failed"]),
-                show(&w["receive_errors"]),
-            ]
-        })
-        .collect();
+    let rows = rows_of(&v["workers"], |w| {
+        vec![
+            show(&w["id"]),
+            show(&w["core"]),
+            show(&w["received"]),
+            show(&w["answered"]),
+            sum_object(&w["kod"]).to_string(),
+            sum_object(&w["dropped"]).to_string(),
+            show(&w["send_failed"]),
+            show(&w["receive_errors"]),
+        ]
+    });
     table(&["worker", "core", "received", "answered", "kod", "dropped", "send_failed", "recv_errors"], &rows)
 }
 
@@ -186,19 +186,14 @@ fn clients_table(v: &Value) -> String {
     if v["ratelimit"].as_bool() != Some(true) {
         return "rate limiting is off: no clients are tracked\n".into();
     }
-    let rows: Vec<Vec<String>> = v["clients"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            vec![
-                show(&c["prefix"]),
-                show(&c["requests"]),
-                show(&c["limited"]),
-                if c["fast_retries"].as_bool() == Some(true) { "yes" } else { "no" }.into(),
-            ]
-        })
-        .collect();
+    let rows = rows_of(&v["clients"], |c| {
+        vec![
+            show(&c["prefix"]),
+            show(&c["requests"]),
+            show(&c["limited"]),
+            if c["fast_retries"].as_bool() == Some(true) { "yes" } else { "no" }.into(),
+        ]
+    });
     let mut out = format!("{} of {} clients tracked\n", show(&v["tracked"]), show(&v["capacity"]));
     out += &table(&["client", "requests", "limited", "fast_retries"], &rows);
     out

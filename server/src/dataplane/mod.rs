@@ -24,6 +24,15 @@ use crate::config::{Backend, Config};
 use crate::mgmt::status;
 use crate::time::core::SnapshotCell;
 
+/// What every worker of either backend is given: the admission rules it applies, the time core's
+/// snapshot cell it serves from, and the flag that stops it.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerInputs<'a> {
+    pub admission: &'a Admission,
+    pub cell: &'a Arc<SnapshotCell>,
+    pub shutdown: &'a Arc<AtomicBool>,
+}
+
 /// The data plane in use.
 #[derive(Debug)]
 pub enum DataPlane {
@@ -33,16 +42,11 @@ pub enum DataPlane {
 }
 
 impl DataPlane {
-    pub fn start(
-        config: &Config,
-        admission: &Admission,
-        cell: &Arc<SnapshotCell>,
-        shutdown: &Arc<AtomicBool>,
-    ) -> anyhow::Result<Self> {
+    pub fn start(config: &Config, inputs: WorkerInputs<'_>) -> anyhow::Result<Self> {
         match config.server.backend {
-            Backend::Socket => Ok(Self::Socket(SocketBackend::start(&config.server, admission, cell, shutdown)?)),
+            Backend::Socket => Ok(Self::Socket(SocketBackend::start(&config.server, inputs)?)),
             #[cfg(feature = "xdp")]
-            Backend::Xdp => Ok(Self::Xdp(xdp::XdpBackend::start(config, admission, cell, shutdown)?)),
+            Backend::Xdp => Ok(Self::Xdp(xdp::XdpBackend::start(config, inputs)?)),
             #[cfg(not(feature = "xdp"))]
             Backend::Xdp => anyhow::bail!("this stratumd was built without the xdp backend (--features xdp)"),
         }

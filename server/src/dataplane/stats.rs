@@ -86,7 +86,8 @@ fn kiss_index(code: KissCode) -> usize {
     KISS_CODES.iter().position(|c| *c == code).unwrap_or(0)
 }
 
-/// Counters summed over workers.
+/// Counters summed over workers: one plain field per [`WorkerCounters`] field (alike in shape on
+/// purpose), so that snapshots can be compared and subtracted without touching the atomics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     pub received: u64,

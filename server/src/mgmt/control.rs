@@ -109,15 +109,12 @@ impl ControlServer {
     pub fn start(path: &Path, status: Arc<ServerStatus>, shutdown: Arc<AtomicBool>) -> anyhow::Result<Self> {
         let listener = bind(path)?;
         listener.set_nonblocking(true)?;
-        let thread = std::thread::Builder::new()
-            .name("stratumd-control".into())
-            .spawn(move || {
-                let accept = |l: &UnixListener| l.accept().and_then(|(s, _)| s.set_nonblocking(false).map(|()| s));
-                endpoint::accept_loop(&listener, accept, "stratumd-ctl", &shutdown, move |stream| {
-                    serve_connection(stream, &status)
-                });
-            })
-            .context("cannot start the control thread")?;
+        // Accepted streams block again: each is served on its own thread with read and write timeouts.
+        let accept = |l: &UnixListener| l.accept().and_then(|(s, _)| s.set_nonblocking(false).map(|()| s));
+        let serve = move |stream| serve_connection(stream, &status);
+        let thread =
+            endpoint::spawn_accept_thread("stratumd-control", listener, accept, "stratumd-ctl", shutdown, serve)
+                .context("cannot start the control thread")?;
         Ok(Self { path: path.to_path_buf(), thread })
     }
 

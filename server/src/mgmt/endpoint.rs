@@ -35,6 +35,21 @@ pub fn accept_loop<L: AsRawFd, S: Send + 'static>(
     }
 }
 
+/// Runs [`accept_loop`] on a thread named `name` until shutdown: how both endpoints start.
+/// `listener` must already be non-blocking (the loop polls it so that it sees shutdown).
+pub fn spawn_accept_thread<L: AsRawFd + Send + 'static, S: Send + 'static>(
+    name: &str,
+    listener: L,
+    accept: impl Fn(&L) -> std::io::Result<S> + Send + 'static,
+    connection_name: &'static str,
+    shutdown: Arc<AtomicBool>,
+    serve: impl Fn(S) + Clone + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || accept_loop(&listener, accept, connection_name, &shutdown, serve))
+}
+
 /// Runs `serve` on a short-lived thread of its own, unless [`MAX_CONNECTIONS`] are already being
 /// served (then the connection is dropped: closed unanswered). So a slow or silent client holds
 /// one slot for at most [`CLIENT_TIMEOUT`] and never delays anyone else, a worker least of all.

@@ -129,15 +129,14 @@ impl MetricsServer {
         let listener = TcpListener::bind(listen).with_context(|| format!("cannot listen for /metrics on {listen}"))?;
         let address = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        let thread = std::thread::Builder::new()
-            .name("stratumd-metrics".into())
-            .spawn(move || {
-                let accept = |l: &TcpListener| l.accept().and_then(|(s, _)| s.set_nonblocking(false).map(|()| s));
-                endpoint::accept_loop(&listener, accept, "stratumd-scrape", &shutdown, move |stream| {
-                    serve_connection(stream, &registry)
-                });
-            })
-            .context("cannot start the metrics thread")?;
+        // Accepted streams block again: each is served on its own thread with read and write timeouts.
+        // (Started as the control socket is, through the same endpoint helper; only the listener
+        // type and what a connection is served differ, which is all these lines name.)
+        let accept = |l: &TcpListener| l.accept().and_then(|(s, _)| s.set_nonblocking(false).map(|()| s));
+        let serve = move |stream| serve_connection(stream, &registry);
+        let thread =
+            endpoint::spawn_accept_thread("stratumd-metrics", listener, accept, "stratumd-scrape", shutdown, serve)
+                .context("cannot start the metrics thread")?;
         Ok(Self { address, thread })
     }
 

@@ -23,11 +23,12 @@ use socket2::Socket;
 use stratum_proto::{DropReason, Verdict};
 
 use crate::config::{ServerConfig, Timestamping, Workers};
-use crate::dataplane::admission::{Admission, WorkerPolicy};
+use crate::dataplane::admission::WorkerPolicy;
 use crate::dataplane::answer::answer;
 use crate::dataplane::pinning::{assign_cores, spawn_worker};
 use crate::dataplane::stats::WorkerCounters;
-use crate::time::core::{SnapshotCell, SnapshotReader};
+use crate::dataplane::WorkerInputs;
+use crate::time::core::SnapshotReader;
 use mmsg::MessageBatch;
 use stratum_host::clock;
 
@@ -42,12 +43,8 @@ pub struct SocketBackend {
 
 impl SocketBackend {
     /// Opens every socket (so that bind errors surface before anything runs) and starts the workers.
-    pub fn start(
-        config: &ServerConfig,
-        admission: &Admission,
-        cell: &Arc<SnapshotCell>,
-        shutdown: &Arc<AtomicBool>,
-    ) -> anyhow::Result<Self> {
+    pub fn start(config: &ServerConfig, inputs: WorkerInputs<'_>) -> anyhow::Result<Self> {
+        let WorkerInputs { admission, cell, shutdown } = inputs;
         let workers = match config.workers {
             Workers::Count(n) => n,
             Workers::Auto => core_affinity::get_core_ids().map_or(1, |c| c.len().max(1)),
