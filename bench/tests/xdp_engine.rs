@@ -197,8 +197,10 @@ fn against_the_reflector(tag: char, tx: &str) {
         let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
         assert_eq!(r["engine"], "xdp");
         if tx == "inject" {
-            // Paced in the kernel: exactly the 469 batches of 64 due in 1.5 s at 20 k/s.
-            assert_eq!(n("sent"), 469 * 64, "{r}");
+            // Paced in the kernel: the 469 batches of 64 due in 1.5 s at 20 k/s, never more. On a
+            // loaded host (the whole test suite on 2 cores) the last batches due can miss the
+            // deadline, so a few percent fewer is not a fault; a pacing bug is far off either way.
+            assert!((469 * 64 * 95 / 100..=469 * 64).contains(&n("sent")), "{r}");
         } else {
             assert!(n("sent") >= 25_000, "{r}");
         }

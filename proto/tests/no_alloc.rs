@@ -2,7 +2,7 @@
 //! every kind (answered, KoD, each drop reason).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use stratum_proto::server::respond::ClientRequest;
 use stratum_proto::{
@@ -11,12 +11,20 @@ use stratum_proto::{
 
 struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    // Per thread: the tests in this file run in parallel, and each counts only its own calls.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
 
 // SAFETY: forwards every call unchanged to the system allocator; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // try_with: a thread's last frees and allocations may come after its locals are gone.
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
         // SAFETY: same contract as our caller's.
         unsafe { System.alloc(layout) }
     }
@@ -58,7 +66,7 @@ fn respond_does_not_allocate() {
     let mut scratch = vec![0u8; 2048];
     let mut kod = KodEveryOther(false);
 
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     for i in 0..4000u64 {
         let input = &inputs[i as usize % inputs.len()];
         let buf = &mut scratch[..input.len()];
@@ -70,6 +78,42 @@ fn respond_does_not_allocate() {
             std::hint::black_box(respond(buf, rx, &snap, &mut kod, || NtpTimestamp::from_bits(i)));
         }
     }
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    let after = allocations();
     assert_eq!(after - before, 0, "respond() allocated");
+}
+
+/// The client side a load generator (and, next, the upstream poller) runs per request and reply:
+/// building a request, the on-wire checks, the numbered-reply checks and offset/delay, over
+/// good replies and bad ones alike, must not allocate either.
+#[test]
+fn the_client_side_does_not_allocate() {
+    use stratum_proto::client::{
+        check_numbered_reply, check_reply, classify, numbered_transmit, origin_nonce, request, Timestamps,
+    };
+    let snap = ServerSnapshot::unsynchronized(-20);
+    let client = "203.0.113.5:123".parse().unwrap();
+    let before = allocations();
+    for i in 0..4000u32 {
+        let t1 = numbered_transmit(0x5eed, i);
+        let mut buf = request(6, -20, t1);
+        let rx = RxMeta { client, rx_time: NtpTimestamp::from_bits(u64::from(i) << 20), noise: 0 };
+        let t3 = NtpTimestamp::from_bits((u64::from(i) << 20) + 7);
+        let verdict = std::hint::black_box(respond(&mut buf, rx, &snap, &mut ServeAll, || t3));
+        let len = verdict.reply_len().expect("a well-formed request is answered");
+        // Every fourth reply damaged: a wrong origin, then a short one, then a wrong mode.
+        match i % 4 {
+            1 => buf[24] ^= 1,
+            2 => buf[0] = 0x23,
+            _ => {}
+        }
+        let reply = &buf[..if i % 4 == 3 { 20 } else { len }];
+        if let Ok(h) = std::hint::black_box(check_reply(reply, t1)) {
+            let class = classify(&h);
+            let ts = Timestamps::of_reply(t1, &h, NtpTimestamp::from_bits((u64::from(i) << 20) + 9));
+            let _ = std::hint::black_box((class, ts.offset(), ts.delay(), ts.check_order(-20)));
+        }
+        let _ = std::hint::black_box((origin_nonce(reply), check_numbered_reply(reply, 0x5eed)));
+    }
+    let after = allocations();
+    assert_eq!(after - before, 0, "the client side allocated");
 }
