@@ -1,5 +1,7 @@
 //! The command line. Exit status: 0 done, 1 an error (bad arguments, no reply, invalid reply,
-//! refused target), 2 a kiss-o'-death answer to `query`.
+//! refused target), 2 a kiss-o'-death answer to `query`, or a `load` the server rate-limited or
+//! refused, 3 an unsynchronised server (its reply to `query`, its replies to `load`). A `load`
+//! or a `query --json` prints its report whatever the status.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -10,20 +12,32 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, LoadConfig};
 use crate::load;
-use crate::query::{self, QueryError};
+use crate::query::{self, QueryError, QueryFailure};
 use crate::ramp::{self, RampConfig, RampSpec};
 use crate::report::LoadReport;
+use crate::verdict::{self, Accept, Objection};
 use crate::xdp::frame::{ClientNet, MacAddr};
 use crate::xdp::TxPath;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
+/// `query`: a kiss-o'-death; `load`: the server rate-limited or refused the load.
 pub const EXIT_KISS_OF_DEATH: u8 = 2;
+/// `query` or `load`: the server's replies say its clock is not synchronised.
+pub const EXIT_UNSYNCHRONISED: u8 = 3;
 const MAX_TIMEOUT_S: f64 = 60.0;
 
 /// NTP query tool and load generator for stratumd (and any NTP server you own).
 #[derive(Debug, Parser)]
-#[command(name = "stratum-bench", version, about)]
+#[command(
+    name = "stratum-bench",
+    version,
+    about,
+    after_help = "Exit status: 0 done; 1 an error (bad arguments, no valid reply, a refused target); 2 a \
+                  kiss-o'-death to `query`, or a `load` the server rate-limited or refused; 3 an \
+                  unsynchronised server (LI 3 or stratum 16). `load` and `query --json` print their \
+                  report whatever the status."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -32,10 +46,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// One NTP exchange: offset, delay, stratum, refid, leap, root delay/dispersion, precision, poll.
-    /// Exit 2 on a kiss-o'-death, 1 on no valid reply.
+    /// Exit 0 on a synchronised reply; 3 on an unsynchronised one (LI 3 or stratum 16, printed all
+    /// the same); 2 on a kiss-o'-death; 1 on no valid reply (timeout, only invalid packets, port
+    /// closed). With --json, one object on every outcome, its "outcome" key naming which.
     Query(QueryArgs),
     /// An open-loop, fixed-rate load step with every reply checked, or with --ramp a rising rate
-    /// until the server loses requests; loopback targets only unless --i-own-this-target.
+    /// until the server loses requests; loopback targets only unless --i-own-this-target. The
+    /// report is printed, then the exit status says whether it measured the server: 2 if the
+    /// server rate-limited or refused the load (see --accept-ratelimit, --accept-kod), 3 if its
+    /// replies were unsynchronised (see --accept-unsynced).
     Load(LoadArgs),
     /// A do-nothing AF_XDP responder (feature xdp, root): turns NTP requests to --port around in
     /// place, to measure `load --engine xdp`'s own ceiling. Runs until SIGINT/SIGTERM or --duration.
@@ -120,9 +139,19 @@ pub struct LoadArgs {
     /// they are at most PCT % apart (each rate with its tries); 0 turns it off.
     #[arg(long, value_name = "PCT", default_value_t = ramp::DEFAULT_REFINE_PCT, requires = "ramp")]
     pub refine: f64,
-    /// Ramp: a step with kiss-o'-death replies may still be sustainable (they count as answered).
-    #[arg(long, requires = "ramp")]
-    pub kod_ok: bool,
+    /// Kiss-o'-death replies of any code (RATE, DENY, RSTR, ...) do not fail the run (exit 2
+    /// otherwise); in a ramp, a step with them may be sustainable (they count as answered).
+    #[arg(long, alias = "kod-ok")]
+    pub accept_kod: bool,
+    /// Rate limiting does not fail the run (exit 2 otherwise): KoD RATE replies, or, from a
+    /// loopback server, 40 % or more of the requests unanswered though no socket dropped them (a
+    /// [ratelimit] with kod = 0; the shipped configs limit one source address so).
+    #[arg(long)]
+    pub accept_ratelimit: bool,
+    /// Unsynchronised replies (LI 3, or stratum 16) do not fail the run (exit 3 otherwise); in a
+    /// ramp, a step with them may be sustainable.
+    #[arg(long)]
+    pub accept_unsynced: bool,
     /// Ramp: also draw offered rate against answered rate, loss and RTT p99 into this file: an
     /// SVG if its name ends in .svg, else a PNG.
     #[arg(long, value_name = "FILE.svg|FILE.png", requires = "ramp")]
@@ -190,36 +219,75 @@ where
         }
     };
     let result = match cli.command {
-        Command::Query(a) => run_query(&a, out),
-        Command::Load(a) if a.ramp.is_some() => run_ramp(&a, out, err).map_err(QueryError::Failed),
-        Command::Load(a) => run_load(&a, out, err).map_err(QueryError::Failed),
-        Command::Reflect(a) => xdp::run_reflect(&a, out, err).map_err(QueryError::Failed),
+        Command::Query(a) => return run_query(&a, out, err),
+        Command::Load(a) if a.ramp.is_some() => run_ramp(&a, out, err),
+        Command::Load(a) => run_load(&a, out, err),
+        Command::Reflect(a) => xdp::run_reflect(&a, out, err).map(|()| EXIT_OK),
     };
-    match result {
-        Ok(()) => EXIT_OK,
+    result.unwrap_or_else(|e| {
+        let _ = writeln!(err, "stratum-bench: {e:#}");
+        EXIT_ERROR
+    })
+}
+
+/// `query`: the report (text, or one JSON object) on stdout; on every other outcome one line on
+/// stderr and, with --json, one JSON object naming the outcome on stdout, so a script reading
+/// stdout always gets an object.
+fn run_query(a: &QueryArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let (code, stdout, stderr) = match exchange(a) {
+        Ok(report) => {
+            let code = if report.synchronized { EXIT_OK } else { EXIT_UNSYNCHRONISED };
+            let stdout = if a.json { serde_json::to_string(&report).map(|j| j + "\n") } else { Ok(report.to_text()) };
+            (code, stdout, report.unsynchronised_text())
+        }
         Err(e) => {
-            let _ = writeln!(err, "stratum-bench: {e}");
-            match e {
-                QueryError::KissOfDeath { .. } => EXIT_KISS_OF_DEATH,
-                QueryError::Failed(_) => EXIT_ERROR,
-            }
+            let code = if matches!(e, QueryError::KissOfDeath { .. }) { EXIT_KISS_OF_DEATH } else { EXIT_ERROR };
+            let failure = QueryFailure::new(&a.server, &e);
+            let stdout = if a.json { serde_json::to_string(&failure).map(|j| j + "\n") } else { Ok(String::new()) };
+            (code, stdout, Some(failure.message))
+        }
+    };
+    let written = stdout.map_err(anyhow::Error::from).and_then(|s| Ok(out.write_all(s.as_bytes())?));
+    if let Some(line) = stderr {
+        let _ = writeln!(err, "stratum-bench: {line}");
+    }
+    match written {
+        Ok(()) => code,
+        Err(e) => {
+            let _ = writeln!(err, "stratum-bench: {e:#}");
+            EXIT_ERROR
         }
     }
 }
 
-fn run_query(a: &QueryArgs, out: &mut dyn Write) -> Result<(), QueryError> {
+/// One exchange with `a.server`, its arguments checked first.
+fn exchange(a: &QueryArgs) -> Result<query::QueryReport, QueryError> {
     if !(a.timeout > 0.0 && a.timeout <= MAX_TIMEOUT_S) {
         return Err(anyhow::anyhow!("--timeout must be more than 0 and at most {MAX_TIMEOUT_S} seconds").into());
     }
     let server = query::resolve(&a.server)?;
-    let report = query::query(server, Duration::from_secs_f64(a.timeout))?;
-    let text =
-        if a.json { serde_json::to_string(&report).map_err(anyhow::Error::from)? + "\n" } else { report.to_text() };
-    out.write_all(text.as_bytes()).map_err(anyhow::Error::from)?;
-    Ok(())
+    query::query(server, Duration::from_secs_f64(a.timeout))
+}
+
+/// The exit status of a run its report is already printed for: 0, or the objection's status with
+/// its line on stderr.
+fn judged(objection: Option<Objection>, err: &mut dyn Write) -> u8 {
+    let Some(objection) = objection else { return EXIT_OK };
+    let _ = writeln!(err, "stratum-bench: {objection}");
+    match objection {
+        Objection::Unsynchronised { .. } => EXIT_UNSYNCHRONISED,
+        Objection::RateLimitedKod { .. } | Objection::RateLimitedSilently { .. } | Objection::Kod { .. } => {
+            EXIT_KISS_OF_DEATH
+        }
+    }
 }
 
 impl LoadArgs {
+    /// The --accept-* flags.
+    fn accept(&self) -> Accept {
+        Accept { kod: self.accept_kod, ratelimit: self.accept_ratelimit, unsynced: self.accept_unsynced }
+    }
+
     /// --core C is --cores C.
     fn cores(&self) -> Vec<usize> {
         self.core.map_or_else(|| self.cores.clone(), |c| vec![c])
@@ -243,7 +311,7 @@ impl LoadArgs {
     }
 }
 
-fn run_load(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
+fn run_load(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
     let config = LoadConfig::new(a.target, a.i_own_this_target, a.rate, a.duration, a.sockets()?, a.cores())?;
     let report = match a.engine {
         Engine::Socket => load::run(&config)?,
@@ -251,10 +319,10 @@ fn run_load(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
     };
     let text = if a.json { serde_json::to_string(&report)? + "\n" } else { report.to_text() };
     out.write_all(text.as_bytes())?;
-    Ok(())
+    Ok(judged(verdict::judge_load(&report, a.accept()), err))
 }
 
-fn run_ramp(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
+fn run_ramp(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
     let spec = a.ramp.expect("run_ramp is called with --ramp");
     let config = RampConfig::new(
         a.target,
@@ -264,7 +332,7 @@ fn run_ramp(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         a.max_rate,
         a.max_steps,
         a.settle,
-        a.kod_ok,
+        a.accept(),
         a.tries,
         a.refine,
         a.sockets()?,
@@ -294,7 +362,7 @@ fn run_ramp(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
     }
     let text = if a.json { serde_json::to_string(&report)? + "\n" } else { report.to_text() };
     out.write_all(text.as_bytes())?;
-    Ok(())
+    Ok(judged(verdict::judge_ramp(&report, a.accept()), err))
 }
 
 /// The AF_XDP commands, with the `xdp` feature.
@@ -406,7 +474,6 @@ mod tests {
         assert_eq!(with(&["--ramp", "1000,1,1"]).0, EXIT_ERROR);
         assert_eq!(with(&["--ramp", "1000,2,15", "--max-steps", "40"]).0, EXIT_ERROR);
         assert_eq!(with(&["--max-loss", "3"]).0, EXIT_ERROR);
-        assert_eq!(with(&["--kod-ok"]).0, EXIT_ERROR);
         assert_eq!(with(&["--tries", "2"]).0, EXIT_ERROR);
         assert_eq!(with(&["--refine", "5"]).0, EXIT_ERROR);
         assert_eq!(with(&["--ramp", "1000,2,1", "--tries", "0"]).0, EXIT_ERROR);

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 use stratum_proto::client::{NumberedError, OutOfOrder};
+use stratum_proto::RefId;
 
 /// Why a reply seen by `load` is invalid. Each has its own counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +71,9 @@ pub struct Counts {
     /// this step's replies, so in none of the counts above, and not held against the step.
     pub stale: u64,
     pub unsynced: u64,
+    /// `kod` by code: RATE (the server rate-limits us), and DENY or RSTR (it refuses us).
+    pub kod_rate: u64,
+    pub kod_deny_rstr: u64,
 }
 
 impl std::ops::AddAssign for Counts {
@@ -91,6 +95,8 @@ impl std::ops::AddAssign for Counts {
             invalid_t3_window,
             stale,
             unsynced,
+            kod_rate,
+            kod_deny_rstr,
         } = o;
         self.sent += sent;
         self.send_errors += send_errors;
@@ -108,10 +114,23 @@ impl std::ops::AddAssign for Counts {
         self.invalid_t2_window += invalid_t2_window;
         self.invalid_t3_window += invalid_t3_window;
         self.stale += stale;
+        self.kod_rate += kod_rate;
+        self.kod_deny_rstr += kod_deny_rstr;
     }
 }
 
 impl Counts {
+    /// One kiss-o'-death reply with this code.
+    #[inline]
+    pub fn count_kod(&mut self, code: RefId) {
+        self.kod += 1;
+        match &code.0 {
+            b"RATE" => self.kod_rate += 1,
+            b"DENY" | b"RSTR" => self.kod_deny_rstr += 1,
+            _ => {}
+        }
+    }
+
     pub fn count_invalid(&mut self, why: Invalid) {
         self.invalid += 1;
         *match why {

@@ -10,6 +10,8 @@
 //!   the sustainable rate; [`plot`] draws a ramp into an SVG or a PNG.
 //! - [`xdp`]: `load --engine xdp`, raw frames over AF_XDP, and `reflect` ([`reflect`]), a
 //!   do-nothing AF_XDP responder for the generator's own ceiling (both need the `xdp` feature).
+//! - [`verdict`]: whether a load or a ramp measured the server, or its rate limiter, access
+//!   list or unsynchronised clock (the exit status says which).
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::run`].
 //!
 //! The pure half, the requests, the reply checks and the timestamp arithmetic, is
@@ -29,4 +31,5 @@ pub mod ramp;
 pub mod reflect;
 pub mod report;
 pub mod target;
+pub mod verdict;
 pub mod xdp;

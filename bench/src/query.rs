@@ -11,21 +11,56 @@ use stratum_proto::{LeapIndicator, NtpTimestamp};
 
 pub const DEFAULT_PORT: u16 = 123;
 
-/// What went wrong with a query; [`QueryError::KissOfDeath`] has its own exit status.
+/// What went wrong with a query. Each has its `outcome` name in `--json` and its exit status.
 #[derive(Debug)]
 pub enum QueryError {
     /// The server answered with a kiss-o'-death (RATE, DENY, RSTR, ...).
     KissOfDeath { server: SocketAddr, code: String },
-    /// No valid reply: nothing arrived in time, the port is closed, or what came was invalid.
+    /// No valid reply in time: nothing came (`ignored` 0), or only packets that failed the
+    /// checks (`first` is the first one's fault).
+    NoValidReply { server: SocketAddr, timeout: Duration, ignored: usize, first: Option<ReplyError> },
+    /// An ICMP port unreachable: nothing listens there.
+    Refused { server: SocketAddr },
+    /// Anything else: a bad argument, a name that does not resolve, a socket error.
     Failed(anyhow::Error),
+}
+
+impl QueryError {
+    /// The `outcome` key of its `--json` object.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::KissOfDeath { .. } => "kod",
+            Self::NoValidReply { ignored: 0, .. } => "timeout",
+            Self::NoValidReply { .. } => "invalid",
+            Self::Refused { .. } => "refused",
+            Self::Failed(_) => "error",
+        }
+    }
+}
+
+/// What a kiss-o'-death asks of a client, by its code (RFC 5905, 7.4).
+pub fn kod_meaning(code: &str) -> String {
+    match code {
+        "RATE" => "it asks us to slow down (it rate-limits this client)".to_string(),
+        "DENY" | "RSTR" => "the server refuses to serve us: stop querying it".to_string(),
+        other => format!("kiss code {other}"),
+    }
 }
 
 impl std::fmt::Display for QueryError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::KissOfDeath { server, code } => {
-                write!(f, "{server} answered with a kiss-o'-death {code}: it asks us to stop or slow down")
+                write!(f, "{server} answered with a kiss-o'-death {code}: {}", kod_meaning(code))
             }
+            Self::NoValidReply { server, timeout, ignored, first } => {
+                write!(f, "no valid reply from {server} within {timeout:?}")?;
+                match first {
+                    Some(first) => write!(f, " ({ignored} invalid ignored, first: {first})"),
+                    None => Ok(()),
+                }
+            }
+            Self::Refused { server } => write!(f, "{server} refused the request (nothing listens on that port)"),
             Self::Failed(e) => write!(f, "{e:#}"),
         }
     }
@@ -37,9 +72,39 @@ impl From<anyhow::Error> for QueryError {
     }
 }
 
+/// The `--json` object of a query that got no usable reply: which outcome, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct QueryFailure {
+    /// The server as resolved, else as given.
+    pub server: String,
+    pub outcome: &'static str,
+    /// The kiss code, for `outcome` "kod".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kod_code: Option<String>,
+    /// Packets that failed the checks, for "timeout" and "invalid".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<usize>,
+    /// The line stderr gets.
+    pub message: String,
+}
+
+impl QueryFailure {
+    pub fn new(server: &str, e: &QueryError) -> Self {
+        let (server, kod_code, ignored) = match e {
+            QueryError::KissOfDeath { server, code } => (server.to_string(), Some(code.clone()), None),
+            QueryError::NoValidReply { server, ignored, .. } => (server.to_string(), None, Some(*ignored)),
+            QueryError::Refused { server } => (server.to_string(), None, None),
+            QueryError::Failed(_) => (server.to_string(), None, None),
+        };
+        Self { server, outcome: e.outcome(), kod_code, ignored, message: e.to_string() }
+    }
+}
+
 /// The outcome of one exchange, in the units `--json` prints (seconds; log2 fields as given).
 #[derive(Clone, Debug, Serialize)]
 pub struct QueryReport {
+    /// "answered", or "unsynchronised" for a reply with LI 3 or stratum 16 (exit status 3).
+    pub outcome: &'static str,
     pub server: String,
     pub version: u8,
     /// Leap indicator: 0 none, 1 insert, 2 delete, 3 unsynchronised.
@@ -61,6 +126,18 @@ pub struct QueryReport {
     pub poll_log2: i8,
     /// LI is not 3 and the stratum is 1..=15.
     pub synchronized: bool,
+}
+
+impl QueryReport {
+    /// The line stderr gets for an unsynchronised reply; None for a synchronised one.
+    pub fn unsynchronised_text(&self) -> Option<String> {
+        (!self.synchronized).then(|| {
+            format!(
+                "{} is not synchronised (leap {}, stratum {}): its time is not to be trusted",
+                self.server, self.leap, self.stratum
+            )
+        })
+    }
 }
 
 impl QueryReport {
@@ -144,20 +221,15 @@ pub fn query(server: SocketAddr, timeout: Duration) -> Result<QueryReport, Query
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            let what = match ignored.first() {
-                None => String::new(),
-                Some(first) => format!(" ({} invalid ignored, first: {first})", ignored.len()),
-            };
-            return Err(anyhow::anyhow!("no valid reply from {server} within {timeout:?}{what}").into());
+            let first = ignored.first().copied();
+            return Err(QueryError::NoValidReply { server, timeout, ignored: ignored.len(), first });
         }
         socket.set_read_timeout(Some(left)).map_err(anyhow::Error::from)?;
         let len = match socket.recv(&mut buf) {
             Ok(len) => len,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                return Err(anyhow::anyhow!("{server} refused the request (nothing listens on that port)").into());
-            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Err(QueryError::Refused { server }),
             Err(e) => return Err(anyhow::anyhow!("receive from {server}: {e}").into()),
         };
         let t4 = now_ntp();
@@ -165,7 +237,9 @@ pub fn query(server: SocketAddr, timeout: Duration) -> Result<QueryReport, Query
             Ok(h) => {
                 let exchange = Timestamps::of_reply(t1, &h, t4);
                 let stratum = h.stratum();
+                let synchronized = client::classify(&h) == ReplyClass::Served;
                 return Ok(QueryReport {
+                    outcome: if synchronized { "answered" } else { "unsynchronised" },
                     server: server.to_string(),
                     version: h.version(),
                     leap: h.leap().to_bits(),
@@ -180,7 +254,7 @@ pub fn query(server: SocketAddr, timeout: Duration) -> Result<QueryReport, Query
                     precision_log2: h.precision(),
                     poll: log2_seconds(h.poll()),
                     poll_log2: h.poll(),
-                    synchronized: client::classify(&h) == ReplyClass::Served,
+                    synchronized,
                 });
             }
             Err(ReplyError::KissOfDeath(code)) => {

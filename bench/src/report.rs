@@ -70,6 +70,9 @@ pub struct LoadReport {
     pub invalid_t3_window: u64,
     /// Replies to an earlier step of the ramp, not counted in this one.
     pub stale: u64,
+    /// `kod` by code: RATE, and DENY or RSTR.
+    pub kod_rate: u64,
+    pub kod_deny_rstr: u64,
     pub rtt_p50_ns: u64,
     pub rtt_p90_ns: u64,
     pub rtt_p99_ns: u64,
@@ -135,6 +138,8 @@ impl LoadReport {
             invalid_t2_window: c.invalid_t2_window,
             invalid_t3_window: c.invalid_t3_window,
             stale: c.stale,
+            kod_rate: c.kod_rate,
+            kod_deny_rstr: c.kod_deny_rstr,
             rtt_p50_ns: q(rtt, 0.50),
             rtt_p90_ns: q(rtt, 0.90),
             rtt_p99_ns: q(rtt, 0.99),
@@ -173,7 +178,7 @@ impl LoadReport {
         if self.stale > 0 {
             s += &format!("stale         {} (replies to an earlier step of the ramp, not counted here)\n", self.stale);
         }
-        s += &format!("kod           {}\n", self.kod);
+        s += &format!("kod           {} (RATE {}, DENY or RSTR {})\n", self.kod, self.kod_rate, self.kod_deny_rstr);
         s += &format!("unsynced      {}\n", self.unsynced);
         s += &format!("loss          {:.3} %\n", self.loss_pct);
         let server = self.server_socket_drops.map_or_else(|| "n/a".to_string(), |d| d.to_string());

@@ -232,7 +232,7 @@ impl SendBook {
         self.counts.received += 1;
         match class {
             Ok(ReplyClass::Served) => self.counts.valid += 1,
-            Ok(ReplyClass::Kod(_)) => self.counts.kod += 1,
+            Ok(ReplyClass::Kod(code)) => self.counts.count_kod(code),
             Ok(ReplyClass::Unsynchronized) => self.counts.unsynced += 1,
             Err(why) => self.counts.count_invalid(why),
         }

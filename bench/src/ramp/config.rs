@@ -9,6 +9,7 @@ use anyhow::bail;
 use super::plan::max_refine_steps;
 use crate::config::{LoadConfig, MAX_DURATION_S, MAX_RATE};
 use crate::engine::socket::DRAIN;
+use crate::verdict::Accept;
 
 /// A ramp's whole length is bounded before it starts: max steps x (step + drain + settle).
 pub const MAX_TOTAL: Duration = Duration::from_secs(600);
@@ -63,7 +64,9 @@ pub struct RampConfig {
     pub max_rate: u64,
     pub max_steps: u32,
     pub settle: Duration,
-    pub kod_ok: bool,
+    /// The replies a step may have and still be sustainable (KoD, unsynchronised), and that do
+    /// not fail the ramp.
+    pub accept: Accept,
     /// Each rate runs up to this many times until one try is sustainable.
     pub tries: u32,
     /// Bisect after the ramp until the bounds are this many percent apart; 0: no refinement.
@@ -82,7 +85,7 @@ impl RampConfig {
         max_rate: u64,
         max_steps: u32,
         settle_ms: u64,
-        kod_ok: bool,
+        accept: Accept,
         tries: u32,
         refine_pct: f64,
         sockets: usize,
@@ -124,7 +127,7 @@ impl RampConfig {
                 MAX_TOTAL.as_secs()
             );
         }
-        Ok(Self { spec, max_loss_pct, max_rate, max_steps, settle, kod_ok, tries, refine_pct, step })
+        Ok(Self { spec, max_loss_pct, max_rate, max_steps, settle, accept, tries, refine_pct, step })
     }
 }
 
@@ -162,7 +165,7 @@ pub(super) mod tests {
         assert_eq!(t(0.3, 0, 1), Duration::from_millis(500));
         let target: SocketAddr = "127.0.0.1:123".parse().unwrap();
         let config = |s: RampSpec, max_loss: f64, max_rate: u64, steps: u32, settle: u64| {
-            RampConfig::new(target, false, s, max_loss, max_rate, steps, settle, false, 1, 0.0, 16, vec![])
+            RampConfig::new(target, false, s, max_loss, max_rate, steps, settle, Accept::default(), 1, 0.0, 16, vec![])
         };
         assert!(config(spec(50_000, 1.25, 3.0), 5.0, MAX_RATE, 40, 200).is_ok());
         // 40 steps of 15 s is more than 10 minutes: refused before anything runs.
@@ -175,9 +178,22 @@ pub(super) mod tests {
         assert!(config(spec(50_000, 1.25, 3.0), 5.0, MAX_RATE, 40, MAX_SETTLE_MS + 1).is_err());
         // The loopback rule holds for ramps too.
         let far: SocketAddr = "192.0.2.1:123".parse().unwrap();
-        let e = RampConfig::new(far, false, spec(1000, 2.0, 1.0), 5.0, MAX_RATE, 4, 0, false, 1, 0.0, 16, vec![])
-            .unwrap_err()
-            .to_string();
+        let e = RampConfig::new(
+            far,
+            false,
+            spec(1000, 2.0, 1.0),
+            5.0,
+            MAX_RATE,
+            4,
+            0,
+            Accept::default(),
+            1,
+            0.0,
+            16,
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("--i-own-this-target"), "{e}");
     }
 
@@ -193,7 +209,7 @@ pub(super) mod tests {
                 MAX_RATE,
                 steps,
                 200,
-                false,
+                Accept::default(),
                 tries,
                 refine,
                 16,

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::step::StepResult;
+use crate::verdict::Accept;
 
 /// Why a ramp ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -37,10 +38,10 @@ pub fn exceeds_loss(step: &StepResult, max_loss_pct: f64) -> bool {
 
 /// A rate's result from its tries: the first sustainable one, else the one with the least loss
 /// (the first of equals). `None` only for no tries.
-pub fn rate_result(tries: &[StepResult], kod_ok: bool) -> Option<&StepResult> {
+pub fn rate_result(tries: &[StepResult], accept: Accept) -> Option<&StepResult> {
     tries
         .iter()
-        .find(|t| t.is_sustainable(kod_ok))
+        .find(|t| t.is_sustainable(accept))
         .or_else(|| tries.iter().reduce(|best, t| if t.loss_pct < best.loss_pct { t } else { best }))
 }
 
@@ -51,8 +52,19 @@ pub fn generator_exhausted(steps: &[StepResult]) -> bool {
 }
 
 /// The highest offered rate among the sustainable steps; 0 when none is.
-pub fn sustainable_rate(steps: &[StepResult], kod_ok: bool) -> u64 {
-    steps.iter().filter(|s| s.is_sustainable(kod_ok)).map(|s| s.offered).max().unwrap_or(0)
+pub fn sustainable_rate(steps: &[StepResult], accept: Accept) -> u64 {
+    steps.iter().filter(|s| s.is_sustainable(accept)).map(|s| s.offered).max().unwrap_or(0)
+}
+
+/// Whether the sustainable rate is only a lower bound on the server's: the ramp stopped for a
+/// reason of its own (its cap, its step count, the generator's ceiling), and no step measured
+/// above the sustainable rate showed the server failing (a step the generator could not offer
+/// shows nothing). Then the server's limit lies somewhere above, unmeasured.
+pub fn is_lower_bound(steps: &[StepResult], stopped_because: StopReason, accept: Accept) -> bool {
+    let sustainable = sustainable_rate(steps, accept);
+    stopped_because != StopReason::Loss
+        && sustainable > 0
+        && steps.iter().filter(|s| s.offered > sustainable).all(|s| s.generator_behind)
 }
 
 #[cfg(test)]
@@ -84,23 +96,42 @@ mod tests {
     #[test]
     fn sustainable_rate_is_the_highest_clean_step() {
         let mut steps = vec![step(1000, 0.0), step(2000, 0.5), step(4000, 0.99), step(8000, 1.0), step(16_000, 30.0)];
-        assert_eq!(sustainable_rate(&steps, false), 4000);
+        assert_eq!(sustainable_rate(&steps, Accept::default()), 4000);
         // An invalid or unsynchronised reply disqualifies a step, whatever its loss.
         steps[2].counts.invalid = 1;
-        assert_eq!(sustainable_rate(&steps, false), 2000);
+        assert_eq!(sustainable_rate(&steps, Accept::default()), 2000);
         steps[1].counts.unsynced = 3;
-        assert_eq!(sustainable_rate(&steps, false), 1000);
+        assert_eq!(sustainable_rate(&steps, Accept::default()), 1000);
+        assert_eq!(sustainable_rate(&steps, Accept { unsynced: true, ..Accept::default() }), 2000);
         // KoD disqualifies unless --kod-ok.
         steps[0].counts.kod = 5;
-        assert_eq!(sustainable_rate(&steps, false), 0);
-        assert_eq!(sustainable_rate(&steps, true), 1000);
+        assert_eq!(sustainable_rate(&steps, Accept::default()), 0);
+        assert_eq!(sustainable_rate(&steps, Accept { kod: true, ..Accept::default() }), 1000);
         // A step the generator could not offer says nothing about the server.
         let mut behind = vec![step(1000, 0.0), step(2000, 0.0)];
         behind[1].generator_behind = true;
-        assert_eq!(sustainable_rate(&behind, false), 1000);
+        assert_eq!(sustainable_rate(&behind, Accept::default()), 1000);
         // A later clean step counts even after a lossy one.
-        assert_eq!(sustainable_rate(&[step(1000, 0.0), step(2000, 3.0), step(3000, 0.2)], false), 3000);
-        assert_eq!(sustainable_rate(&[], false), 0);
+        assert_eq!(sustainable_rate(&[step(1000, 0.0), step(2000, 3.0), step(3000, 0.2)], Accept::default()), 3000);
+        assert_eq!(sustainable_rate(&[], Accept::default()), 0);
+    }
+
+    #[test]
+    fn a_ramp_that_stopped_at_its_cap_found_only_a_lower_bound() {
+        let none = Accept::default();
+        let clean = [step(1000, 0.0), step(2000, 0.0)];
+        assert!(is_lower_bound(&clean, StopReason::MaxRate, none));
+        assert!(is_lower_bound(&clean, StopReason::MaxSteps, none));
+        assert!(!is_lower_bound(&clean, StopReason::Loss, none));
+        // A step above the sustainable rate that the server failed: that is its limit.
+        let failed = [step(1000, 0.0), step(2000, 3.0)];
+        assert!(!is_lower_bound(&failed, StopReason::MaxRate, none));
+        // Steps above it that the generator could not offer say nothing about the server.
+        let behind = |offered| StepResult { generator_behind: true, ..step(offered, 40.0) };
+        assert!(is_lower_bound(&[step(1000, 0.0), behind(2000), behind(4000)], StopReason::GeneratorBehind, none));
+        // Nothing sustainable: no bound at all.
+        assert!(!is_lower_bound(&[behind(1000), behind(2000)], StopReason::GeneratorBehind, none));
+        assert!(!is_lower_bound(&[], StopReason::MaxSteps, none));
     }
 
     #[test]
@@ -108,16 +139,16 @@ mod tests {
         let tries = |losses: &[f64]| -> Vec<StepResult> {
             losses.iter().enumerate().map(|(i, &l)| StepResult { attempt: i as u32 + 1, ..step(1000, l) }).collect()
         };
-        assert_eq!(rate_result(&[], false), None);
-        assert_eq!(rate_result(&tries(&[0.2]), false).unwrap().attempt, 1);
-        assert_eq!(rate_result(&tries(&[4.0, 0.5]), false).unwrap().attempt, 2);
+        assert_eq!(rate_result(&[], Accept::default()), None);
+        assert_eq!(rate_result(&tries(&[0.2]), Accept::default()).unwrap().attempt, 1);
+        assert_eq!(rate_result(&tries(&[4.0, 0.5]), Accept::default()).unwrap().attempt, 2);
         // None sustainable: the least loss, the first of equals.
-        assert_eq!(rate_result(&tries(&[4.0, 3.0, 3.5]), false).unwrap().attempt, 2);
-        assert_eq!(rate_result(&tries(&[3.0, 3.0]), false).unwrap().attempt, 1);
+        assert_eq!(rate_result(&tries(&[4.0, 3.0, 3.5]), Accept::default()).unwrap().attempt, 2);
+        assert_eq!(rate_result(&tries(&[3.0, 3.0]), Accept::default()).unwrap().attempt, 1);
         // Sustainable beats less loss: a try with an invalid reply is never the rate's result
         // while a clean try exists.
         let mut t = tries(&[0.0, 0.5]);
         t[0].counts.invalid = 1;
-        assert_eq!(rate_result(&t, false).unwrap().attempt, 2);
+        assert_eq!(rate_result(&t, Accept::default()).unwrap().attempt, 2);
     }
 }

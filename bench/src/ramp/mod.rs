@@ -5,9 +5,11 @@
 //! generator could not offer (a faster one is no use: the generator has reached its ceiling),
 //! before a step would exceed `--max-rate`, or after `--max-steps`.
 //!
-//! A step is sustainable with less than 1 % loss, no invalid reply, no unsynchronised reply, no
-//! kiss-o'-death (unless `--kod-ok`), and a generator that kept up with the offered rate (sent at
-//! 98 % of it or more): a step the generator could not offer says nothing about the server.
+//! A step is sustainable with less than 1 % loss, no invalid reply, no unsynchronised reply (unless
+//! `--accept-unsynced`), no kiss-o'-death (unless `--accept-kod`, once `--kod-ok`), and a
+//! generator that kept up with the offered rate (sent at 98 % of it or more): a step the generator
+//! could not offer says nothing about the server. A ramp that saw KoDs, unsynchronised replies or
+//! a rate limiter at its first rate exits non-zero ([`crate::verdict`]), its report printed.
 //!
 //! Two things make the result repeat on a shared, noisy machine (the target: within 10 %
 //! over three runs), where ntpperf's plain ramp does not:
@@ -23,7 +25,9 @@
 //!   the rate is bisected (geometric midpoints, each with its tries) between the highest
 //!   sustainable step and the next step up, until the two are less than PCT % apart.
 //!
-//! The sustainable rate is the highest sustainable rate measured. The pure parts (the rate
+//! The sustainable rate is the highest sustainable rate measured. When the ramp stopped at its own
+//! cap (`--max-rate`, `--max-steps`, the generator's ceiling) with no step above that rate failed
+//! by the server, it is only a lower bound, and the report says "at least". The pure parts (the rate
 //! sequence, the stop rules, a rate's result, the midpoints, the choice of the sustainable rate)
 //! are functions of their inputs, tested without a network.
 //!

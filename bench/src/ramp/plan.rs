@@ -4,6 +4,7 @@
 use super::config::RampSpec;
 use super::decision::sustainable_rate;
 use super::step::StepResult;
+use crate::verdict::Accept;
 
 /// The offered rate of step `k` (0-based): START x FACTOR^k, rounded, and always at least one more
 /// than the step before (so a small START with a small FACTOR still climbs).
@@ -25,8 +26,8 @@ pub fn step_rates(spec: &RampSpec, max_rate: u64, max_steps: u32) -> Vec<u64> {
 
 /// Where a refinement starts: the highest sustainable rate and the lowest rate measured above it
 /// (not sustainable, or it would be the highest); `None` when there is no such pair.
-pub fn refine_bracket(steps: &[StepResult], kod_ok: bool) -> Option<(u64, u64)> {
-    let lower = sustainable_rate(steps, kod_ok);
+pub fn refine_bracket(steps: &[StepResult], accept: Accept) -> Option<(u64, u64)> {
+    let lower = sustainable_rate(steps, accept);
     let upper = steps.iter().map(|s| s.offered).filter(|&r| r > lower).min()?;
     (lower > 0).then_some((lower, upper))
 }
@@ -89,8 +90,8 @@ mod tests {
         assert_eq!(refine_midpoint(0, 121_000, 2.0), None);
         assert_eq!(refine_midpoint(3, 4, 2.0), None);
         let steps = [step(1000, 0.0), step(1100, 3.0), step(1210, 0.5), step(1331, 2.0), step(1464, 9.0)];
-        assert_eq!(refine_bracket(&steps, false), Some((1210, 1331)));
-        assert_eq!(refine_bracket(&steps[..3], false), None);
-        assert_eq!(refine_bracket(&[step(1000, 9.0)], false), None);
+        assert_eq!(refine_bracket(&steps, Accept::default()), Some((1210, 1331)));
+        assert_eq!(refine_bracket(&steps[..3], Accept::default()), None);
+        assert_eq!(refine_bracket(&[step(1000, 9.0)], Accept::default()), None);
     }
 }

@@ -3,9 +3,10 @@
 use serde::Serialize;
 
 use super::config::RampConfig;
-use super::decision::{sustainable_rate, StopReason};
+use super::decision::{is_lower_bound, sustainable_rate, StopReason};
 use super::step::{Phase, StepResult};
 use crate::report::GeneratorSetup;
+use crate::verdict::Accept;
 
 /// The `--json` object of a ramp.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -19,7 +20,10 @@ pub struct RampReport {
     pub max_loss_pct: f64,
     pub max_rate: u64,
     pub max_steps: u32,
+    /// `--accept-kod`, `--accept-unsynced`, `--accept-ratelimit`.
     pub kod_ok: bool,
+    pub unsynced_ok: bool,
+    pub ratelimit_ok: bool,
     pub tries: u32,
     pub refine_pct: f64,
     #[serde(flatten)]
@@ -29,6 +33,9 @@ pub struct RampReport {
     /// Every try, in the order run; `steps` holds one of each rate's.
     pub attempts: Vec<StepResult>,
     pub sustainable_rate: u64,
+    /// The server may carry more than `sustainable_rate`: the ramp stopped at its own cap (or
+    /// the generator's ceiling), not at a step the server failed.
+    pub sustainable_rate_is_lower_bound: bool,
     pub stopped_because: StopReason,
 }
 
@@ -52,15 +59,40 @@ impl RampReport {
             max_loss_pct: config.max_loss_pct,
             max_rate: config.max_rate,
             max_steps: config.max_steps,
-            kod_ok: config.kod_ok,
+            kod_ok: config.accept.kod,
+            unsynced_ok: config.accept.unsynced,
+            ratelimit_ok: config.accept.ratelimit,
             tries: config.tries,
             refine_pct: config.refine_pct,
             generator: GeneratorSetup::of(&config.step),
-            sustainable_rate: sustainable_rate(&steps, config.kod_ok),
+            sustainable_rate: sustainable_rate(&steps, config.accept),
+            sustainable_rate_is_lower_bound: is_lower_bound(&steps, stopped_because, config.accept),
             steps,
             attempts,
             stopped_because,
         }
+    }
+
+    /// The `--accept-*` flags it ran with.
+    pub fn accept(&self) -> Accept {
+        Accept { kod: self.kod_ok, unsynced: self.unsynced_ok, ratelimit: self.ratelimit_ok }
+    }
+
+    /// "2000/s", or "at least 2000/s (the ramp stopped at --max-rate 2500, ...)" when the ramp
+    /// never reached the server's limit: a figure a reader would otherwise take for the limit.
+    pub fn sustainable_text(&self) -> String {
+        let rate = self.sustainable_rate;
+        if !self.sustainable_rate_is_lower_bound {
+            return format!("{rate}/s");
+        }
+        let why = match self.stopped_because {
+            StopReason::MaxRate => format!("the ramp stopped at --max-rate {}", self.max_rate),
+            StopReason::MaxSteps => format!("the ramp stopped after --max-steps {}", self.max_steps),
+            StopReason::GeneratorBehind => "the generator could not offer more".to_string(),
+            // Never with a bound: a ramp stopped by loss found the server's limit.
+            StopReason::Loss => "the ramp stopped".to_string(),
+        };
+        format!("at least {rate}/s ({why}, not at the server's limit)")
     }
 
     /// How many tries `rate` took.
@@ -99,7 +131,7 @@ impl RampReport {
         let us = |ns: u64| ns as f64 / 1000.0;
         for st in &self.steps {
             let mut flags = String::new();
-            if st.is_sustainable(self.kod_ok) {
+            if st.is_sustainable(self.accept()) {
                 flags += " ok";
             }
             if st.phase == Phase::Refine {
@@ -127,7 +159,7 @@ impl RampReport {
             );
         }
         s += &format!("stopped because: {}\n", self.stopped_because.as_str());
-        s += &format!("sustainable: {}/s\n", self.sustainable_rate);
+        s += &format!("sustainable: {}\n", self.sustainable_text());
         s
     }
 }
@@ -151,12 +183,15 @@ pub(crate) mod tests {
             max_rate: MAX_RATE,
             max_steps: 40,
             kod_ok: false,
+            unsynced_ok: false,
+            ratelimit_ok: false,
             tries: 1,
             refine_pct: 0.0,
             generator: GeneratorSetup { sockets: 16, core: None, threads: 1, cores: vec![] },
             attempts: steps.clone(),
             steps,
             sustainable_rate,
+            sustainable_rate_is_lower_bound: false,
             stopped_because: StopReason::Loss,
         }
     }
@@ -166,5 +201,30 @@ pub(crate) mod tests {
         let text = report(vec![step(1000, 0.0), step(2000, 10.0)], 1000).to_text();
         assert_eq!(text.lines().count(), 6, "{text}");
         assert!(text.ends_with("stopped because: loss\nsustainable: 1000/s\n"), "{text}");
+    }
+
+    #[test]
+    fn a_ramp_stopped_at_its_cap_says_at_least() {
+        let capped = |stopped_because| RampReport {
+            stopped_because,
+            sustainable_rate_is_lower_bound: true,
+            max_rate: 2500,
+            max_steps: 2,
+            ..report(vec![step(1000, 0.0), step(2000, 0.0)], 2000)
+        };
+        let text = capped(StopReason::MaxRate).to_text();
+        assert!(
+            text.ends_with(
+                "sustainable: at least 2000/s (the ramp stopped at --max-rate 2500, not at the server's limit)\n"
+            ),
+            "{text}"
+        );
+        assert!(capped(StopReason::MaxSteps).sustainable_text().contains("--max-steps 2"));
+        assert!(capped(StopReason::GeneratorBehind).sustainable_text().contains("the generator could not offer more"));
+        let json = serde_json::to_value(capped(StopReason::MaxRate)).unwrap();
+        assert_eq!(
+            (json["sustainable_rate"].clone(), json["sustainable_rate_is_lower_bound"].clone()),
+            (2000.into(), true.into())
+        );
     }
 }

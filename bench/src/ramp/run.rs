@@ -60,13 +60,13 @@ impl Tries<'_> {
                 .with_context(|| format!("ramp {} at {rate}/s, try {attempt}", phase.as_str()))?;
             let result = StepResult::from_report(&report, phase, attempt);
             (self.progress)(&result);
-            let done = result.is_sustainable(config.kod_ok);
+            let done = result.is_sustainable(config.accept);
             self.attempts.push(result);
             if done {
                 break;
             }
         }
-        Ok(rate_result(&self.attempts[first..], config.kod_ok).expect("at least one try").clone())
+        Ok(rate_result(&self.attempts[first..], config.accept).expect("at least one try").clone())
     }
 }
 
@@ -96,11 +96,11 @@ fn climb(tries: &mut Tries<'_>) -> anyhow::Result<(Vec<StepResult>, StopReason)>
 /// up, adding each midpoint's result to `steps`.
 fn refine(tries: &mut Tries<'_>, steps: &mut Vec<StepResult>) -> anyhow::Result<()> {
     let config = tries.config;
-    let Some((mut lower, mut upper)) = refine_bracket(steps, config.kod_ok) else { return Ok(()) };
+    let Some((mut lower, mut upper)) = refine_bracket(steps, config.accept) else { return Ok(()) };
     for _ in 0..max_refine_steps(config.spec.factor, config.refine_pct) {
         let Some(mid) = refine_midpoint(lower, upper, config.refine_pct) else { break };
         let result = tries.measure(mid, Phase::Refine)?;
-        if result.is_sustainable(config.kod_ok) {
+        if result.is_sustainable(config.accept) {
             lower = mid;
         } else {
             upper = mid;
@@ -120,6 +120,7 @@ mod tests {
     use crate::counts::Counts;
     use crate::ramp::config::tests::spec;
     use crate::ramp::step::SUSTAINABLE_LOSS_PCT;
+    use crate::verdict::Accept;
 
     /// A server that answers everything up to `capacity`/s and nothing more, on a machine where
     /// the tries numbered in `stalls` (counted over the whole ramp, from 0) lose 6 % more.
@@ -157,7 +158,7 @@ mod tests {
             MAX_RATE,
             40,
             0,
-            false,
+            Accept::default(),
             tries,
             refine_pct,
             16,
@@ -200,7 +201,7 @@ mod tests {
             assert!(r.to_text().contains(" ok refine"), "{}", r.to_text());
             // The refinement measured only rates between the ramp's bracket.
             let ramp: Vec<u64> = r.steps.iter().filter(|s| s.phase == Phase::Ramp).map(|s| s.offered).collect();
-            let (lower, upper) = refine_bracket(&r.steps[..ramp.len()], false).unwrap();
+            let (lower, upper) = refine_bracket(&r.steps[..ramp.len()], Accept::default()).unwrap();
             assert!(r.steps[ramp.len()..].iter().all(|s| lower < s.offered && s.offered < upper));
         }
     }

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::counts::Counts;
 use crate::report::LoadReport;
+use crate::verdict::Accept;
 
 /// A step is sustainable only with less loss than this, in percent.
 pub const SUSTAINABLE_LOSS_PCT: f64 = 1.0;
@@ -95,14 +96,15 @@ impl StepResult {
         }
     }
 
-    /// Less than 1 % loss with only valid replies (KoD allowed with `kod_ok`), at the offered rate.
-    pub fn is_sustainable(&self, kod_ok: bool) -> bool {
+    /// Less than 1 % loss with only valid replies (KoD and unsynchronised ones where `accept`
+    /// takes them), at the offered rate.
+    pub fn is_sustainable(&self, accept: Accept) -> bool {
         let c = &self.counts;
         c.sent > 0
             && self.loss_pct < SUSTAINABLE_LOSS_PCT
             && c.invalid == 0
-            && c.unsynced == 0
-            && (kod_ok || c.kod == 0)
+            && (accept.unsynced || c.unsynced == 0)
+            && (accept.kod || c.kod == 0)
             && !self.generator_behind
     }
 }
