@@ -1,6 +1,6 @@
 //! stratum-host: the host's facilities that the daemon (stratumd) and the load generator
 //! (stratum-bench) both need, written once: reading the system clock as an NTP timestamp, socket
-//! options, batched datagram calls, and network interface facts.
+//! options, batched datagram calls, network interface facts, and which process holds a UDP port.
 //!
 //! It owns the thin edge between the operating system and the pure protocol crate: each function
 //! wraps one system call or one file the kernel publishes, and carries no policy of its own (no
@@ -10,3 +10,4 @@ pub mod clock;
 pub mod mmsg;
 pub mod netif;
 pub mod sockopt;
+pub mod udp_owner;

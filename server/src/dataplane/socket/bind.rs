@@ -16,6 +16,22 @@ pub const WAKE_INTERVAL: Duration = Duration::from_millis(200);
 /// Receive buffer we ask for; bursts at millions of packets per second need room.
 const RECEIVE_BUFFER_BYTES: usize = 8 << 20;
 
+/// Binds `addr` once without SO_REUSEPORT and lets go: this fails with EADDRINUSE while any
+/// other socket holds the port, a running stratumd's reuse-port group included, which would
+/// otherwise let a second instance join the group and take half the traffic (chronyd refuses
+/// to start twice; so do we). Port 0 comes back as the free port the kernel chose. Nothing is
+/// left behind, so a restart right after a kill -9 (whose sockets the kernel closed) succeeds.
+pub fn claim(addr: SocketAddr) -> io::Result<SocketAddr> {
+    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.local_addr()?.as_socket().ok_or_else(|| io::Error::other("bound address is not an IP address"))
+}
+
+/// One worker's socket on `addr`, in the reuse-port group every worker of this process joins.
 pub fn open(addr: SocketAddr, timestamping: Timestamping) -> io::Result<Socket> {
     let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;

@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use socket2::Socket;
@@ -60,7 +59,7 @@ impl SocketBackend {
             }
         }
 
-        let addresses = resolve_ports(&config.listen, config.timestamping)?;
+        let addresses = resolve_ports(&config.listen)?;
         let mut per_worker: Vec<Vec<Socket>> = Vec::with_capacity(workers);
         for _ in 0..workers {
             let sockets = addresses
@@ -99,31 +98,32 @@ impl SocketBackend {
     }
 }
 
-/// Port 0 means "any free port": bind it once to learn the port, so every worker shares it.
-fn resolve_ports(listen: &[SocketAddr], ts: Timestamping) -> anyhow::Result<Vec<SocketAddr>> {
-    listen
-        .iter()
-        .map(|addr| {
-            if addr.port() != 0 {
-                return Ok(*addr);
-            }
-            let probe = bind::open(*addr, ts).map_err(|e| listen_error(*addr, e))?;
-            let local = probe.local_addr()?.as_socket().context("bound address is not an IP address")?;
-            Ok(local)
-        })
-        .collect()
+/// Claims every listen address for this process alone (see [`bind::claim`]) and resolves port
+/// 0 ("any free port") to the port the kernel chose, so that every worker shares it.
+fn resolve_ports(listen: &[SocketAddr]) -> anyhow::Result<Vec<SocketAddr>> {
+    listen.iter().map(|addr| bind::claim(*addr).map_err(|e| listen_error(*addr, e))).collect()
 }
 
 fn listen_error(addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
     let hint = match e.raw_os_error() {
         Some(libc::EACCES) if addr.port() < 1024 => {
-            " (ports below 1024 need root or CAP_NET_BIND_SERVICE; the embedded default uses 11123)"
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE; the embedded default uses 11123)".to_string()
         }
-        Some(libc::EADDRINUSE) => " (another process, perhaps chronyd or ntpd, already serves this port)",
-        Some(libc::EADDRNOTAVAIL) => " (no interface on this host has that address)",
-        _ => "",
+        Some(libc::EADDRINUSE) => port_in_use_hint(addr.port()),
+        Some(libc::EADDRNOTAVAIL) => " (no interface on this host has that address)".to_string(),
+        _ => String::new(),
     };
     anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
+}
+
+/// Who holds the port, where /proc tells (another stratumd, chronyd, ntpd...), and what to do.
+fn port_in_use_hint(port: u16) -> String {
+    let holders = stratum_host::udp_owner::udp_port_holders(port);
+    if holders.is_empty() {
+        return format!(" (another process already serves UDP port {port}; stop it, or listen on another port)");
+    }
+    let named: Vec<String> = holders.iter().map(|h| format!("{} (pid {})", h.command, h.pid)).collect();
+    format!(" (UDP port {port} is held by {}; stop it, or listen on another port)", named.join(", "))
 }
 
 struct Worker {
