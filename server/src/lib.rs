@@ -18,7 +18,6 @@ use stratum_proto::ServerSnapshot;
 
 use config::{Backend, Config};
 use dataplane::admission::Admission;
-use dataplane::stats::Totals;
 use dataplane::{DataPlane, WorkerInputs};
 use mgmt::control::ControlServer;
 use mgmt::http::MetricsServer;
@@ -41,7 +40,7 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     let description = source.describe();
     let cell = SnapshotCell::new(ServerSnapshot::unsynchronized(precision));
     let mut sync = SyncLoop::new(source, cell.clone(), precision);
-    let first = sync.update();
+    let first = sync.first_update();
 
     // Over AF_XDP, loopback sources cannot be real clients (the kernel never routes them to a NIC).
     let admission = Admission::from_config(config, config.server.backend == Backend::Xdp);
@@ -67,6 +66,7 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+    let first_error = sync.first_error().map(str::to_owned);
     let sync_thread = sync.spawn(shutdown.clone())?;
 
     tracing::info!(
@@ -78,10 +78,14 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         cores = %describe_cores(backend.cores()),
         precision,
         clock = %description,
-        stratum = first.stratum,
-        leap = ?first.leap,
-        "stratumd started"
+        "stratumd started, serving {}",
+        sync::served(&first)
     );
+    if let Some(why) = first_error {
+        tracing::error!("{why}; serving unsynchronised (LI=3) until it can be read");
+    } else if !first.is_synchronized() {
+        tracing::warn!("the clock source is not synchronised: clients will ignore this server until it is");
+    }
     log_rate_limiting(&admission);
     log_how_to_reach(&backend, metrics_server.as_ref(), control_server.as_ref());
 
@@ -89,7 +93,6 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     tracing::info!("stopping");
-    let counters = backend.counters().to_vec();
     backend.join();
     let _ = sync_thread.join();
     if let Some(m) = metrics_server {
@@ -98,8 +101,8 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     if let Some(c) = control_server {
         c.join();
     }
-    let totals = Totals::sum(counters.iter().map(|c| c.as_ref()));
-    tracing::info!("stopped: {}", totals.summary());
+    // The workers' counters, and the XDP program's denials (its maps outlive the workers).
+    tracing::info!("stopped: {}", status.totals().summary());
     Ok(())
 }
 

@@ -89,9 +89,12 @@ impl DataPlane {
 
     pub fn describe_listen(&self) -> String {
         match self {
-            Self::Socket(b) => format!("{:?}", b.addresses),
+            Self::Socket(b) => b.addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
             #[cfg(feature = "xdp")]
-            Self::Xdp(b) => format!("{} queues {:?}", b.interface, b.queues),
+            Self::Xdp(b) => {
+                let queues: Vec<String> = b.queues.iter().map(ToString::to_string).collect();
+                format!("{} queues {}", b.interface, queues.join(","))
+            }
         }
     }
 
