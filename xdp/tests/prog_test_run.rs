@@ -610,8 +610,17 @@ fn attach_errors() {
     let veth = Veth::new("txe");
     let first = SteeringProgram::attach(&veth.a, XdpMode::Auto, &config()).unwrap();
     let e = SteeringProgram::attach(&veth.a, XdpMode::Auto, &config()).unwrap_err();
-    assert!(matches!(e, AttachError::Busy(ref i) if *i == veth.a), "{e:?}");
+    // Our own link holds it, and the error says so (not `ip link set ... xdp off`, which cannot
+    // remove a link).
+    match &e {
+        AttachError::Busy { interface, holder: Some(h) } => {
+            assert_eq!((interface, h.pid), (&veth.a, std::process::id()), "{e}")
+        }
+        other => panic!("busy: {other:?}"),
+    }
     assert!(!e.to_string().contains('\n'));
+    assert!(e.to_string().contains(&format!("(pid {})", std::process::id())), "{e}");
+    assert!(!e.to_string().contains("xdp off"), "{e}");
     assert_eq!(query_xdp(first.ifindex()).unwrap().driver_prog_id, first.program_id().unwrap());
 
     // A bridge has no native XDP.

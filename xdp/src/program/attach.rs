@@ -15,6 +15,7 @@ use libbpf_rs::ErrorKind;
 
 use super::load::{load_error, route_libbpf_messages, Loaded, Variant};
 use super::maps::deny_and_counter_methods;
+use super::query::LinkHolder;
 use super::ProgramConfig;
 use crate::xsk::{XskConfig, XskSocket};
 
@@ -85,8 +86,9 @@ pub enum AttachError {
     NoSuchInterface(String),
     /// The interface cannot run the program in the mode asked for.
     Unsupported { interface: String, mode: XdpMode, detail: String },
-    /// Another XDP program is attached to the interface (its name).
-    Busy(String),
+    /// Another XDP program is attached to the interface; `holder` is the process holding it
+    /// through a BPF link, where one was found.
+    Busy { interface: String, holder: Option<LinkHolder> },
     /// The program did not load (libbpf's error chain; the verifier log went to stderr).
     Load(String),
 }
@@ -97,19 +99,30 @@ impl fmt::Display for AttachError {
             Self::NoPermission(interface) if interface.is_empty() => {
                 write!(f, "cannot load the XDP steering program: permission denied (needs root or CAP_BPF+CAP_PERFMON)")
             }
-            Self::NoPermission(interface) => {
-                write!(f, "cannot attach XDP to {interface}: permission denied (needs root or CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN)")
-            }
+            // The AF_XDP sockets opened next need CAP_NET_RAW too: name all four, so that the
+            // operator fixes the unit once.
+            Self::NoPermission(interface) => write!(
+                f,
+                "cannot attach XDP to {interface}: permission denied (needs root or \
+                 CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN, and CAP_NET_RAW for the AF_XDP sockets)"
+            ),
             Self::NoSuchInterface(interface) => {
                 write!(f, "cannot attach XDP to {interface}: no such interface")
             }
             Self::Unsupported { interface, mode, detail } => {
                 write!(f, "cannot attach XDP to {interface} in {mode} mode: {detail}")
             }
-            Self::Busy(interface) => write!(
+            Self::Busy { interface, holder: Some(h) } => write!(
                 f,
-                "cannot attach XDP to {interface}: another XDP program is attached \
-                 (see `ip link show {interface}`; `ip link set {interface} xdp off` removes it)"
+                "cannot attach XDP to {interface}: another XDP program is attached through BPF link {} held by \
+                 {} (pid {}); it goes when that process stops (`bpftool link detach id {}` forces it)",
+                h.link_id, h.command, h.pid, h.link_id
+            ),
+            Self::Busy { interface, holder: None } => write!(
+                f,
+                "cannot attach XDP to {interface}: another XDP program is attached (`ip link set {interface} xdp off` \
+                 removes one attached by ip; one attached through a BPF link goes when its owner stops: \
+                 `bpftool link show`)"
             ),
             Self::Load(detail) => write!(f, "cannot load the XDP steering program: {detail}"),
         }
@@ -195,7 +208,10 @@ fn link_error(interface: &str, mode: XdpMode, attached: AttachedMode, e: &io::Er
     let detail = match e.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => return AttachError::NoPermission(interface),
         Some(libc::ENODEV) => return AttachError::NoSuchInterface(interface),
-        Some(libc::EBUSY) | Some(libc::EEXIST) => return AttachError::Busy(interface),
+        Some(libc::EBUSY) | Some(libc::EEXIST) => {
+            let holder = stratum_host::netif::index(&interface).and_then(super::query::xdp_link_holder);
+            return AttachError::Busy { interface, holder };
+        }
         Some(libc::EOPNOTSUPP) if attached == AttachedMode::Driver => {
             "the driver has no native XDP (try xdp-mode = \"generic\" or \"auto\")".to_string()
         }
@@ -360,7 +376,11 @@ mod tests {
             AttachError::NoPermission("eth0".into()),
             AttachError::NoSuchInterface("eth9".into()),
             AttachError::Unsupported { interface: "eth0".into(), mode: XdpMode::Driver, detail: "x".into() },
-            AttachError::Busy("eth0".into()),
+            AttachError::Busy { interface: "eth0".into(), holder: None },
+            AttachError::Busy {
+                interface: "eth0".into(),
+                holder: Some(LinkHolder { link_id: 3, pid: 9, command: "stratumd".into() }),
+            },
             AttachError::Load("y".into()),
         ];
         for e in errors {

@@ -33,7 +33,7 @@ pub use attach::{AttachError, AttachedMode, QueueSocketError, SteeringProgram, X
 pub(crate) use load::route_libbpf_messages;
 pub use load::ProgramConfig;
 pub use maps::{ProgramCounters, XSK_QUEUES};
-pub use query::{query_xdp, XdpQuery};
+pub use query::{query_xdp, xdp_link_holder, LinkHolder, XdpQuery};
 pub use test_run::{TestProgram, TestRunOutput};
 
 /// XDP actions (the values a program returns).

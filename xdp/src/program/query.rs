@@ -40,3 +40,59 @@ pub fn query_xdp(ifindex: u32) -> io::Result<XdpQuery> {
     }
     Ok(XdpQuery { driver_prog_id: opts.drv_prog_id, generic_prog_id: opts.skb_prog_id, hw_prog_id: opts.hw_prog_id })
 }
+
+/// A process holding an XDP BPF link open (from its `/proc/PID/fdinfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkHolder {
+    /// The link's id (as `bpftool link show` lists it).
+    pub link_id: u32,
+    pub pid: u32,
+    /// Its command name (`/proc/PID/comm`).
+    pub command: String,
+}
+
+/// The first process found holding an XDP link on `ifindex`, if any: a link, unlike a program
+/// attached with `ip link set IF xdp obj ...`, cannot be removed with `ip link set IF xdp off`;
+/// it goes when its holder exits. Best effort: without privilege, other users' processes are
+/// not visible, and a link pinned in bpffs has no holding process.
+pub fn xdp_link_holder(ifindex: u32) -> Option<LinkHolder> {
+    let processes = std::fs::read_dir("/proc").ok()?;
+    for process in processes.filter_map(Result::ok) {
+        let Some(pid) = process.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(fds) = std::fs::read_dir(process.path().join("fdinfo")) else { continue };
+        for fd in fds.filter_map(Result::ok) {
+            let Ok(info) = std::fs::read_to_string(fd.path()) else { continue };
+            if let Some(link_id) = xdp_link_on(&info, ifindex) {
+                let command = std::fs::read_to_string(process.path().join("comm")).unwrap_or_default();
+                return Some(LinkHolder { link_id, pid, command: command.trim().to_string() });
+            }
+        }
+    }
+    None
+}
+
+/// The link id in an fdinfo text when it describes an XDP link on `ifindex`.
+fn xdp_link_on(fdinfo: &str, ifindex: u32) -> Option<u32> {
+    let field = |name: &str| {
+        fdinfo.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(':')).map(str::trim))
+    };
+    if field("link_type")? != "xdp" || field("ifindex")?.parse::<u32>().ok()? != ifindex {
+        return None;
+    }
+    field("link_id")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_an_xdp_link_from_fdinfo() {
+        let link = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nlink_type:\txdp\nlink_id:\t12\n\
+                    prog_tag:\tabcdef0123456789\nprog_id:\t40\nifindex:\t7\n";
+        assert_eq!(xdp_link_on(link, 7), Some(12));
+        assert_eq!(xdp_link_on(link, 8), None);
+        assert_eq!(xdp_link_on(&link.replace("xdp", "tracing"), 7), None);
+        assert_eq!(xdp_link_on("pos:\t0\nflags:\t02\n", 7), None);
+    }
+}

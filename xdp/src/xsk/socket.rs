@@ -113,7 +113,9 @@ impl XskSocket {
         // SAFETY: plain socket(2); the result is checked before use.
         let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
-            return Err(context("socket")(io::Error::last_os_error()));
+            let e = io::Error::last_os_error();
+            let hint = if e.raw_os_error() == Some(libc::EPERM) { " (needs root or CAP_NET_RAW)" } else { "" };
+            return Err(io::Error::new(e.kind(), format!("AF_XDP socket: {e}{hint}")));
         }
         // SAFETY: raw is a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
