@@ -461,6 +461,9 @@ fn the_drop_in_capabilities_are_exactly_what_the_xdp_backend_needs() {
         let log = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "served without {}: {log}", caps[missing]);
         assert!(log.lines().any(|l| l.contains("ERROR")), "without {}: no error line in {log}", caps[missing]);
+        // ... and that line names the capability that is missing, whichever it is.
+        let wanted = format!("CAP_{}", caps[missing].to_uppercase());
+        assert!(log.lines().any(|l| l.contains("ERROR") && l.contains(&wanted)), "{wanted} not named: {log}");
     }
 }
 
@@ -476,9 +479,12 @@ fn deny_list_is_enforced_in_the_xdp_program() {
     let (_server, control) = start_xdp(&pair, "\"all\"", &access);
     assert!(chronyd_in(&pair, &pair.server_v4()).is_err(), "a denied client gets nothing");
     let s = ctl(&control, &["status"]).unwrap();
-    assert!(s["xdp"]["program"]["denied"].as_u64().unwrap() > 0, "{s}");
+    let denied = s["xdp"]["program"]["denied"].as_u64().unwrap();
+    assert!(denied > 0, "{s}");
     assert_eq!(s["requests"]["answered"], 0, "{s}");
-    assert_eq!(dropped(&s, "denied"), 0, "dropped before any worker saw it: {s}");
+    // Dropped by the program before any worker saw them, and still in the totals, once.
+    assert_eq!(dropped(&s, "denied"), denied, "{s}");
+    assert_eq!(s["requests"]["received"], denied, "{s}");
     // The same client over IPv6 is not denied.
     let out = pair.in_cli("ntpdig", &["-j", "-t", "2", &pair.server_v6()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -127,6 +127,13 @@ impl Totals {
         t
     }
 
+    /// Adds requests the XDP program dropped on its deny list (no worker counted them): received,
+    /// and dropped as denied.
+    pub fn add_program_denied(&mut self, n: u64) {
+        self.received += n;
+        self.dropped[DropReason::Denied.index()] += n;
+    }
+
     /// One line for the log: `received=.. answered=.. kod_rate=.. dropped_short=..`, zeros omitted
     /// after the first two.
     pub fn summary(&self) -> String {

@@ -256,6 +256,11 @@ impl Families {
     }
 
     fn xdp(&mut self, x: &XdpStatus) {
+        // Requests the XDP program drops on its deny list never reach a worker: they join the
+        // request counts as worker "program", so that sum(stratumd_requests_total{reason="denied"})
+        // counts every denial, each once.
+        let labels = [("worker", "program"), ("outcome", "dropped"), ("reason", DropReason::Denied.as_str())];
+        self.counter(Metric::Requests, &labels, x.denied);
         let stamps = if x.hardware_timestamps { "hardware" } else { "tai" };
         let info = [
             ("interface", x.interface.as_str()),
@@ -417,14 +422,15 @@ mod tests {
             "stratumd_xdp_info{interface=\"eth1\",mode=\"driver\",bind=\"zero-copy\",rx_timestamps=\"tai\"} 1",
             "stratumd_xdp_program_packets_total{action=\"redirected\"} 10",
             "stratumd_xdp_program_packets_total{action=\"denied\"} 4",
+            "stratumd_requests_total{worker=\"program\",outcome=\"dropped\",reason=\"denied\"} 4",
             "stratumd_xdp_rx_dropped_total{queue=\"3\"} 5",
             "stratumd_xdp_fill_ring_empty_total{queue=\"3\"} 6",
             "stratumd_xdp_invalid_descriptors_total{queue=\"3\",ring=\"tx\"} 7",
         ] {
             assert!(text.lines().any(|l| l == line), "no line `{line}` in:\n{text}");
         }
-        // 2 workers x (1 answered + 3 kiss codes + 12 drop reasons).
+        // 2 workers x (1 answered + 3 kiss codes + 12 drop reasons), and the XDP program's denials.
         let series = text.lines().filter(|l| l.starts_with("stratumd_requests_total{")).count();
-        assert_eq!(series, 2 * (1 + 3 + DropReason::ALL.len()));
+        assert_eq!(series, 2 * (1 + 3 + DropReason::ALL.len()) + 1);
     }
 }

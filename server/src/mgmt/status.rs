@@ -118,8 +118,14 @@ impl ServerStatus {
         ClockState::of(&self.cell.load().1)
     }
 
+    /// Every request counted once: the workers' counters, and on the xdp backend the requests
+    /// its program dropped on the deny list before any worker saw them.
     pub fn totals(&self) -> Totals {
-        Totals::sum(self.workers.iter().map(|w| w.counters.as_ref()))
+        let mut totals = Totals::sum(self.workers.iter().map(|w| w.counters.as_ref()));
+        if let Some(x) = &self.xdp {
+            totals.add_program_denied(x.read().denied);
+        }
+        totals
     }
 
     /// Records in use in the rate limiter's table, from the workers' counters: a record is never
