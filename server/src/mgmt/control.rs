@@ -7,7 +7,7 @@
 //! [`ServerStatus`], so it never makes a worker wait.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -79,7 +79,7 @@ fn serve_connection(stream: UnixStream, status: &ServerStatus) {
 /// nobody answers on), refuses to replace a live one or a file that is not a socket.
 fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        prepare_directory(parent)?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
@@ -96,6 +96,35 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
         .with_context(|| format!("cannot set the mode of {}", path.display()))?;
     Ok(listener)
+}
+
+/// Creates the socket's directory where it is missing. Inside a world-writable directory (the
+/// `/tmp/stratumd-UID` fallback), where anyone could have made it first, it must be this user's
+/// and writable by nobody else (so nobody else can plant a file or link in it): made 0700 here,
+/// and refused when it is anyone else's or group/world-writable.
+fn prepare_directory(dir: &Path) -> anyhow::Result<()> {
+    let existed = dir.exists();
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let in_shared_place =
+        dir.parent().and_then(|p| std::fs::metadata(p).ok()).is_some_and(|m| m.permissions().mode() & 0o002 != 0);
+    if !in_shared_place {
+        return Ok(());
+    }
+    if !existed {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private", dir.display()))?;
+    }
+    let meta = std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    // SAFETY: geteuid cannot fail and touches no memory of ours.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me || meta.permissions().mode() & 0o022 != 0 {
+        bail!(
+            "{} is not a directory of uid {me} that only it can write (it must be one, inside a \
+             world-writable directory); remove it, or set [control] socket",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// The control socket, served on its own thread until shutdown; the file is removed on join.
@@ -157,5 +186,23 @@ mod tests {
         assert_eq!(parsed, ControlRequest::Clients { top: 10 });
         assert!(serde_json::from_str::<ControlRequest>(r#"{"command":"reboot"}"#).is_err());
         assert!(serde_json::from_str::<ControlRequest>(r#"{"command":"clients","top":-1}"#).is_err());
+    }
+
+    #[test]
+    fn a_socket_directory_in_a_shared_place_must_be_private() {
+        let shared = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let ours = shared.path().join("stratumd-test");
+        prepare_directory(&ours).unwrap();
+        assert_eq!(std::fs::metadata(&ours).unwrap().permissions().mode() & 0o777, 0o700);
+        // Made by someone before us, open to others: refused, not used.
+        let open = shared.path().join("stratumd-open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = prepare_directory(&open).unwrap_err().to_string();
+        assert!(e.contains("that only it can write"), "{e}");
+        // Outside a shared place, whatever the mode: the operator chose it.
+        let private = tempfile::tempdir().unwrap();
+        prepare_directory(&private.path().join("a/b")).unwrap();
     }
 }

@@ -6,6 +6,7 @@
 //! anything a worker reads.
 
 pub mod control;
+pub mod control_path;
 pub mod endpoint;
 pub mod http;
 pub mod metrics;
