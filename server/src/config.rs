@@ -9,9 +9,13 @@ use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
-use stratum_proto::server::access::Cidr;
+use stratum_proto::server::access::{Cidr, CidrError};
 use stratum_proto::server::ratelimit::{self as limiter, MAX_INTERVAL, MIN_INTERVAL};
 use stratum_proto::RefId;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+
+mod locate;
+use locate::Spans;
 
 /// The configuration compiled into the binary, used when no `--config` is given.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../deploy/stratumd.toml");
@@ -35,6 +39,10 @@ pub struct Config {
     /// Absent: no control socket (and no `stratumctl`).
     #[serde(default)]
     pub control: Option<ControlConfig>,
+    /// What is valid but probably not meant, one `FILE:LINE: KEY: warning: ...` line each: printed
+    /// by `--check-config` and logged at start.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// Where `/metrics` listens when `[metrics]` gives no `listen`.
@@ -184,7 +192,7 @@ fn clients<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AccessConfig {
-    #[serde(default = "allow_everyone", deserialize_with = "cidrs")]
+    #[serde(default = "allow_everyone", deserialize_with = "allowed_networks")]
     pub allow: Vec<Cidr>,
     #[serde(default, deserialize_with = "cidrs")]
     pub deny: Vec<Cidr>,
@@ -203,7 +211,45 @@ fn allow_everyone() -> Vec<Cidr> {
 }
 
 fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Cidr>, D::Error> {
-    Vec::<String>::deserialize(d)?.iter().map(|t| t.parse().map_err(de::Error::custom)).collect()
+    Ok(Vec::<CidrEntry>::deserialize(d)?.into_iter().map(|e| e.0).collect())
+}
+
+/// `allow = []` would answer no one (every request dropped as denied): never what was meant.
+fn allowed_networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Cidr>, D::Error> {
+    let list = cidrs(d)?;
+    if list.is_empty() {
+        return Err(de::Error::custom(
+            "an empty list allows no one (every request is dropped as denied); remove `allow` to allow everyone, \
+             or list the networks to answer (like [\"192.0.2.0/24\", \"2001:db8::/32\"])",
+        ));
+    }
+    Ok(list)
+}
+
+/// One network of `allow`/`deny`, parsed on its own so that a bad one is reported at its line.
+struct CidrEntry(Cidr);
+
+impl<'de> Deserialize<'de> for CidrEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, |text| text.parse().map(CidrEntry).map_err(|e: CidrError| e.to_string()))
+    }
+}
+
+/// Parses a string inside the deserializer's own call, so that toml gives an error the span of
+/// this value. (An error made after `String::deserialize` has returned gets the span of what
+/// encloses the value: for an array entry, the whole array, which may start lines earlier.)
+fn parse_str<'de, D: Deserializer<'de>, T>(d: D, parse: fn(&str) -> Result<T, String>) -> Result<T, D::Error> {
+    struct V<T>(fn(&str) -> Result<T, String>);
+    impl<T> de::Visitor<'_> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+            (self.0)(text).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(V(parse))
 }
 
 /// What denied sources get: a silent counted drop, or (when asked) a KoD DENY / RSTR.
@@ -294,26 +340,27 @@ pub enum Queues {
     List(Vec<u32>),
 }
 
+const QUEUES_EXPECTED: &str = "\"all\" or a list of queue numbers like [0, 1]";
+
+// A visitor rather than an untagged enum: each queue number is then read from its own TOML value,
+// so a bad one is reported at its own line (an untagged enum buffers the value and loses spans).
 impl<'de> Deserialize<'de> for Queues {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Word(String),
-            List(Vec<i64>),
-        }
-        let expected = "\"all\" or a list of queue numbers like [0, 1]";
-        match Raw::deserialize(d).map_err(|_| de::Error::custom(format!("expected {expected}")))? {
-            Raw::Word(w) if w == "all" => Ok(Queues::All),
-            Raw::Word(w) => Err(de::Error::custom(format!("`{w}`: expected {expected}"))),
-            Raw::List(list) => {
-                let mut queues = Vec::with_capacity(list.len());
-                for n in list {
-                    let q = u32::try_from(n).ok().filter(|q| *q < 4096);
-                    let q = q.ok_or_else(|| de::Error::custom(format!("queue {n} is outside 0..4096")))?;
-                    if queues.contains(&q) {
-                        return Err(de::Error::custom(format!("queue {q} is listed twice")));
-                    }
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Queues;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(QUEUES_EXPECTED)
+            }
+            fn visit_str<E: de::Error>(self, w: &str) -> Result<Queues, E> {
+                match w {
+                    "all" => Ok(Queues::All),
+                    _ => Err(E::custom(format!("`{w}`: expected {QUEUES_EXPECTED}"))),
+                }
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Queues, A::Error> {
+                let mut queues = Vec::new();
+                while let Some(QueueEntry(q)) = seq.next_element()? {
                     queues.push(q);
                 }
                 if queues.is_empty() {
@@ -322,6 +369,28 @@ impl<'de> Deserialize<'de> for Queues {
                 Ok(Queues::List(queues))
             }
         }
+        d.deserialize_any(V)
+    }
+}
+
+/// One queue number of `queues`.
+struct QueueEntry(u32);
+
+// A visitor, so that the range error is made inside toml's call and carries this entry's span.
+impl<'de> Deserialize<'de> for QueueEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = QueueEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a queue number")
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<QueueEntry, E> {
+                let q = u32::try_from(n).ok().filter(|q| *q < 4096);
+                q.map(QueueEntry).ok_or_else(|| E::custom(format!("queue {n} is outside 0..4096")))
+            }
+        }
+        d.deserialize_i64(V)
     }
 }
 
@@ -442,23 +511,55 @@ fn default_stratum() -> u8 {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LogConfig {
     /// A tracing filter such as "info" or "stratumd=debug"; RUST_LOG overrides it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "log_filter")]
     pub level: Option<String>,
 }
 
-fn listen_addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
-    let texts = Vec::<String>::deserialize(d)?;
-    let mut addrs = Vec::with_capacity(texts.len());
-    for text in &texts {
-        let addr: SocketAddr = text.parse().map_err(|_| {
-            de::Error::custom(format!("`{text}` is not a socket address (like \"0.0.0.0:123\" or \"[::]:123\")"))
-        })?;
-        if addrs.contains(&addr) {
-            return Err(de::Error::custom(format!("`{text}` is listed twice")));
-        }
-        addrs.push(addr);
+/// What a bad `[log] level` is told to use instead.
+const LOG_LEVEL_HINT: &str =
+    "use one of the levels trace, debug, info, warn, error, off, or directives like \"stratumd=debug,info\"";
+
+fn log_filter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    check_log_filter(&text).map_err(de::Error::custom)?;
+    Ok(Some(text))
+}
+
+/// Checks a log filter with the parser the logger uses (tracing's `EnvFilter`), and one rule
+/// stricter: that parser takes a bare word it does not know as a target name, so "loud" would be
+/// a valid filter that logs nothing (only target `loud`). Here a bare word must be a level.
+pub fn check_log_filter(text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Err(format!("no level given; {LOG_LEVEL_HINT}"));
     }
-    Ok(addrs)
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains(['=', '[', '{']);
+        if bare && directive.parse::<LevelFilter>().is_err() {
+            return Err(format!("`{directive}` is not a level; {LOG_LEVEL_HINT}"));
+        }
+    }
+    match EnvFilter::builder().parse(text) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("`{text}` is not a valid filter ({}); {LOG_LEVEL_HINT}", one_line(&e.to_string()))),
+    }
+}
+
+// Duplicates are found in `validate`, which can point at the second one's line.
+fn listen_addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    Ok(Vec::<ListenEntry>::deserialize(d)?.into_iter().map(|e| e.0).collect())
+}
+
+/// One address of `listen`, parsed on its own so that a bad one is reported at its line.
+struct ListenEntry(SocketAddr);
+
+impl<'de> Deserialize<'de> for ListenEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, |text| {
+            text.parse()
+                .map(ListenEntry)
+                .map_err(|_| format!("`{text}` is not a socket address (like \"0.0.0.0:123\" or \"[::]:123\")"))
+        })
+    }
 }
 
 fn stratum<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
@@ -482,9 +583,12 @@ fn ref_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RefId>, D::Error> {
     if let Ok(v4) = text.parse::<std::net::Ipv4Addr>() {
         return Ok(Some(RefId::from_ipv4(v4)));
     }
-    RefId::from_ascii(&text)
+    // An empty refid would be served as 0.0.0.0, which clients show as "no reference".
+    Some(&text)
+        .filter(|t| !t.is_empty())
+        .and_then(|t| RefId::from_ascii(t))
         .map(Some)
-        .ok_or_else(|| de::Error::custom(format!("`{text}` is neither up to 4 ASCII characters nor an IPv4 address")))
+        .ok_or_else(|| de::Error::custom(format!("`{text}` is neither 1 to 4 ASCII characters nor an IPv4 address")))
 }
 
 /// One line: where the problem is and what it is.
@@ -529,99 +633,235 @@ impl Config {
 
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
         let deserializer = toml::Deserializer::new(text);
-        let config: Self = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let key = e.path().to_string();
+        let mut config: Self = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = key_of(e.path());
             let inner = e.into_inner();
             ConfigError {
                 file: file.to_string(),
                 line: inner.span().map(|s| line_of(text, s.start)),
-                key: if key == "." { String::new() } else { key },
+                key,
                 message: one_line(inner.message()),
             }
         })?;
-        config.validate().map_err(|(key, span, message)| ConfigError {
+        let spans = Spans::of(text);
+        let located = |p: Invalid| ConfigError {
             file: file.to_string(),
-            line: span.map(|s| line_of(text, s.start)),
-            key: key.to_string(),
-            message,
-        })?;
+            line: spans.find(p.at.unwrap_or(p.key), p.entry).map(|s| line_of(text, s.start)),
+            key: p.key.to_string(),
+            message: p.message,
+        };
+        let warnings = config.validate(&spans).map_err(located)?;
+        config.warnings = warnings
+            .into_iter()
+            .map(|w| {
+                let e = located(w);
+                ConfigError { message: format!("warning: {}", e.message), ..e }.to_string()
+            })
+            .collect();
         Ok(config)
     }
 
-    /// Checks that span several keys, after every key parsed on its own.
-    fn validate(&self) -> Result<(), Invalid> {
+    /// Checks that span several keys or look at the host, after every key parsed on its own.
+    /// Returns the warnings: what is valid but probably not meant.
+    fn validate(&self, spans: &Spans) -> Result<Vec<Invalid>, Invalid> {
         let s = &self.server;
+        let mut warnings = Vec::new();
         match s.backend {
-            Backend::Socket if s.listen.is_empty() => {
-                return Err((
-                    "server.listen",
-                    None,
-                    "list at least one address to serve (like [\"0.0.0.0:123\"])".into(),
-                ));
-            }
-            Backend::Socket => {}
-            Backend::Xdp => validate_xdp(s)?,
+            Backend::Socket => validate_socket(s, spans)?,
+            Backend::Xdp => warnings.extend(validate_xdp(s)?),
         }
         if let (Some(cores), Workers::Count(n)) = (&s.cores, s.workers) {
             if cores.get_ref().len() != n {
-                return Err((
-                    "server.cores",
-                    Some(cores.span()),
-                    format!("{} cores listed for {} workers; list one core per worker", cores.get_ref().len(), n),
-                ));
+                let message =
+                    format!("{} cores listed for {} workers; list one core per worker", cores.get_ref().len(), n);
+                return Err(Invalid::new("server.cores", message));
             }
         }
         if let Some(cores) = &s.cores {
-            if cores.get_ref().is_empty() {
-                return Err(("server.cores", Some(cores.span()), "list at least one core".into()));
-            }
+            validate_cores(cores.get_ref(), &allowed_cpus())?;
         }
         if s.timestamping == Timestamping::Hardware && s.interface.is_none() {
-            return Err(("server.interface", None, "timestamping = \"hardware\" needs the interface to enable".into()));
+            return Err(Invalid::new("server.interface", "timestamping = \"hardware\" needs the interface to enable")
+                .at("server.timestamping"));
         }
-        Ok(())
+        if let Some(interface) = &s.interface {
+            if stratum_host::netif::index(interface).is_none() {
+                return Err(Invalid::new("server.interface", format!("no such interface `{interface}` on this host")));
+            }
+        }
+        Ok(warnings)
     }
 }
 
-type Invalid = (&'static str, Option<std::ops::Range<usize>>, String);
+/// A problem found after parsing: the key it is about, where it is, what is wrong.
+#[derive(Debug)]
+struct Invalid {
+    key: &'static str,
+    /// The key whose line to give, where that is not `key`: the one that asks for a missing `key`.
+    at: Option<&'static str>,
+    /// The entry of the array `key` that is wrong.
+    entry: Option<usize>,
+    message: String,
+}
 
-fn validate_xdp(s: &ServerConfig) -> Result<(), Invalid> {
+impl Invalid {
+    fn new(key: &'static str, message: impl Into<String>) -> Self {
+        Self { key, at: None, entry: None, message: message.into() }
+    }
+
+    fn at(self, key: &'static str) -> Self {
+        Self { at: Some(key), ..self }
+    }
+
+    fn entry(self, index: usize) -> Self {
+        Self { entry: Some(index), ..self }
+    }
+}
+
+fn validate_socket(s: &ServerConfig, spans: &Spans) -> Result<(), Invalid> {
+    if s.listen.is_empty() {
+        return Err(Invalid::new("server.listen", "list at least one address to serve (like [\"0.0.0.0:123\"])"));
+    }
+    if let Some(i) = first_repeat(&s.listen) {
+        return Err(Invalid::new("server.listen", format!("`{}` is listed twice", s.listen[i])).entry(i));
+    }
+    // `port` has a default, so only the text tells whether it was written (and then ignored).
+    if spans.has("server.port") {
+        return Err(Invalid::new(
+            "server.port",
+            "`port` applies to the xdp backend; the socket backend takes the port from `listen` \
+             (like [\"0.0.0.0:124\"]): remove `port`",
+        ));
+    }
+    Ok(())
+}
+
+/// Returns the warnings.
+fn validate_xdp(s: &ServerConfig) -> Result<Vec<Invalid>, Invalid> {
     if !cfg!(feature = "xdp") {
-        return Err((
+        return Err(Invalid::new(
             "server.backend",
-            None,
-            "this stratumd was built without the xdp backend (build with `cargo build --release -p stratumd --features xdp`, which needs clang and libelf-dev)".into(),
+            "this stratumd was built without the xdp backend (build with `cargo build --release -p stratumd --features xdp`, which needs clang and libelf-dev)",
         ));
     }
     if !s.listen.is_empty() {
-        return Err(("server.listen", None, "the xdp backend serves `port` on `interface`; remove `listen`".into()));
+        return Err(Invalid::new("server.listen", "the xdp backend serves `port` on `interface`; remove `listen`"));
     }
     if s.workers != Workers::Auto {
-        return Err((
+        return Err(Invalid::new(
             "server.workers",
-            None,
-            "the xdp backend runs one worker per queue; choose them with `queues`".into(),
+            "the xdp backend runs one worker per queue; choose them with `queues`",
         ));
     }
     if s.port == 0 {
-        return Err(("server.port", None, "the xdp backend needs a port from 1 to 65535".into()));
+        return Err(Invalid::new("server.port", "the xdp backend needs a port from 1 to 65535"));
     }
     let Some(interface) = &s.interface else {
-        return Err(("server.interface", None, "the xdp backend needs the interface to attach to".into()));
+        return Err(
+            Invalid::new("server.interface", "the xdp backend needs the interface to attach to").at("server.backend")
+        );
     };
-    if stratum_host::netif::index(interface).is_none() {
-        return Err(("server.interface", None, format!("no such interface `{interface}` on this host")));
+    let Queues::List(queues) = &s.queues else { return Ok(Vec::new()) };
+    if let Some(i) = first_repeat(queues) {
+        return Err(Invalid::new("server.queues", format!("queue {} is listed twice", queues[i])).entry(i));
     }
-    if let (Some(cores), Queues::List(queues)) = (&s.cores, &s.queues) {
+    if let Some(cores) = &s.cores {
         if cores.get_ref().len() != queues.len() {
-            return Err((
-                "server.cores",
-                Some(cores.span()),
-                format!("{} cores listed for {} queues; list one core per queue", cores.get_ref().len(), queues.len()),
-            ));
+            let message =
+                format!("{} cores listed for {} queues; list one core per queue", cores.get_ref().len(), queues.len());
+            return Err(Invalid::new("server.cores", message));
         }
     }
-    Ok(())
+    Ok(unserved_queues(interface, queues).into_iter().collect())
+}
+
+/// A warning when the link has RX queues no worker serves: the program finds no socket for what
+/// arrives there and passes it to the kernel, where nothing answers on the xdp backend's port
+/// (counted as `no_socket`). Valid (a queue can be kept for other traffic), rarely meant.
+fn unserved_queues(interface: &str, queues: &[u32]) -> Option<Invalid> {
+    // No such interface: `validate` reports that as an error.
+    stratum_host::netif::index(interface)?;
+    let on_link = stratum_host::netif::rx_queues(interface) as u32;
+    let unserved: Vec<String> = unserved(on_link, queues).iter().map(u32::to_string).collect();
+    if unserved.is_empty() {
+        return None;
+    }
+    Some(Invalid::new(
+        "server.queues",
+        format!(
+            "{interface} has {on_link} RX queues and queue {} has no socket: NTP requests the NIC puts there \
+             fall through to the kernel unanswered (counted as no_socket); list every queue or use queues = \"all\"",
+            unserved.join(", ")
+        ),
+    ))
+}
+
+/// The link's queues (`0..on_link`) that are not listed.
+fn unserved(on_link: u32, queues: &[u32]) -> Vec<u32> {
+    (0..on_link).filter(|q| !queues.contains(q)).collect()
+}
+
+/// The CPUs this process may run on (its affinity mask), sorted; empty where that is unknown.
+fn allowed_cpus() -> Vec<usize> {
+    let mut ids: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Every core listed must be one the workers may be pinned to: a pin to any other fails at run
+/// time, and the worker then runs unpinned with only a warning in the log.
+fn validate_cores(cores: &[usize], allowed: &[usize]) -> Result<(), Invalid> {
+    if cores.is_empty() {
+        return Err(Invalid::new("server.cores", "list at least one core"));
+    }
+    if allowed.is_empty() {
+        return Ok(()); // the host does not say: the pin will tell
+    }
+    match cores.iter().position(|c| !allowed.contains(c)) {
+        None => Ok(()),
+        Some(i) => Err(Invalid::new(
+            "server.cores",
+            format!(
+                "core {} is not a CPU this process may run on; it may use {} CPUs: {}",
+                cores[i],
+                allowed.len(),
+                cpu_ranges(allowed)
+            ),
+        )
+        .entry(i)),
+    }
+}
+
+/// Sorted CPU ids as ranges, like "0-3,8".
+fn cpu_ranges(ids: &[usize]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let mut j = i;
+        while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j { ids[i].to_string() } else { format!("{}-{}", ids[i], ids[j]) });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+/// The index of the first entry that repeats an earlier one.
+fn first_repeat<T: PartialEq>(list: &[T]) -> Option<usize> {
+    (1..list.len()).find(|&i| list[..i].contains(&list[i]))
+}
+
+/// The dotted key of an error's path, without array indices (the line points at the entry).
+fn key_of(path: &serde_path_to_error::Path) -> String {
+    let keys: Vec<&str> = path
+        .iter()
+        .filter_map(|s| match s {
+            serde_path_to_error::Segment::Map { key } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    keys.join(".")
 }
 
 fn one_line(message: &str) -> String {
@@ -705,7 +945,76 @@ stratum = 3
         let e = error_for(&GOOD.replace("workers = 2", "workers = 2\ncores = [0]"));
         assert!(e.starts_with("test.toml:6: server.cores: 1 cores listed for 2 workers"), "{e}");
         let e = error_for(&GOOD.replace("workers = 2", "workers = 2\ntimestamping = \"hardware\""));
-        assert!(e.starts_with("test.toml: server.interface: "), "{e}");
+        assert!(e.starts_with("test.toml:6: server.interface: timestamping = \"hardware\" needs"), "{e}");
+    }
+
+    /// #19 (1): a log level the logger would take as a target name (and so log nothing) or not
+    /// parse at all is an error at its line that names the levels.
+    #[test]
+    fn bad_log_levels_are_errors_naming_the_levels() {
+        for bad in ["loud", "stratumd=verbose", "[[[", "", "info,loud"] {
+            let e = error_for(&format!("{GOOD}\n[log]\nlevel = \"{bad}\"\n"));
+            assert!(e.starts_with("test.toml:12: log.level: "), "{bad}: {e}");
+            assert!(e.contains("trace, debug, info, warn, error, off"), "{bad}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        for good in ["info", "WARN", "off", "stratumd=debug,info", "stratumd::dataplane=trace", "warn,stratumd=debug"] {
+            let c = Config::parse(&format!("{GOOD}\n[log]\nlevel = \"{good}\"\n"), "t");
+            assert_eq!(c.unwrap().log.level.as_deref(), Some(good));
+        }
+    }
+
+    /// #19 (3): errors found after parsing carry the line of their key, or of the entry.
+    #[test]
+    fn every_semantic_error_has_a_line() {
+        let e = error_for(&GOOD.replace("listen = [\"127.0.0.1:11123\", \"[::1]:11123\"]", "listen = []"));
+        assert!(e.starts_with("test.toml:4: server.listen: list at least one address"), "{e}");
+        let e = error_for(&GOOD.replace("listen = [\"127.0.0.1:11123\", \"[::1]:11123\"]\n", ""));
+        assert!(e.starts_with("test.toml:2: server.listen: "), "missing: the [server] line: {e}");
+        let e = error_for(&GOOD.replace("workers = 2", "workers = 2\ninterface = \"nosuch0\""));
+        assert!(e.starts_with("test.toml:6: server.interface: no such interface `nosuch0`"), "{e}");
+        let multi =
+            GOOD.replace("[\"127.0.0.1:11123\", \"[::1]:11123\"]", "[\n  \"127.0.0.1:11123\",\n  \"[::1]\",\n]");
+        let e = error_for(&multi);
+        assert!(e.starts_with("test.toml:6: server.listen: `[::1]` is not a socket address"), "{e}");
+        let multi = GOOD
+            .replace("[\"127.0.0.1:11123\", \"[::1]:11123\"]", "[\n  \"127.0.0.1:11123\",\n  \"127.0.0.1:11123\",\n]");
+        let e = error_for(&multi);
+        assert!(e.starts_with("test.toml:6: server.listen: `127.0.0.1:11123` is listed twice"), "{e}");
+        let e = error_for(&format!("{GOOD}\n[access]\ndeny = [\n  \"192.0.2.0/24\",\n  \"nonsense\",\n]\n"));
+        assert!(e.starts_with("test.toml:14: access.deny: "), "{e}");
+    }
+
+    /// #19 (4): values that parsed but did something else than asked.
+    #[test]
+    fn accepted_but_wrong_values_are_errors() {
+        let e = error_for(&GOOD.replace("workers = 2", "workers = 2\ncores = [0,\n  99]"));
+        assert!(e.starts_with("test.toml:7: server.cores: core 99 is not a CPU this process may run on"), "{e}");
+        let cpus = allowed_cpus().len();
+        assert!(e.contains(&format!("it may use {cpus} CPUs: ")), "{e}");
+        let e = error_for(&GOOD.replace("workers = 2", "workers = 2\nport = 124"));
+        assert!(e.starts_with("test.toml:6: server.port: `port` applies to the xdp backend"), "{e}");
+        assert!(e.contains("takes the port from `listen`"), "{e}");
+        let e = error_for(&format!("{GOOD}\n[access]\nallow = []\n"));
+        assert!(e.starts_with("test.toml:12: access.allow: an empty list allows no one"), "{e}");
+        assert!(e.contains("remove `allow` to allow everyone"), "{e}");
+        let e = error_for(&GOOD.replace("stratum = 3", "stratum = 3\nrefid = \"\""));
+        assert!(e.starts_with("test.toml:10: clock.refid: `` is neither 1 to 4 ASCII characters"), "{e}");
+        assert!(Config::parse(&format!("{GOOD}\n[access]\ndeny = []\n"), "t").is_ok(), "an empty deny list is fine");
+    }
+
+    #[test]
+    fn cores_are_checked_against_the_cpus_given() {
+        assert!(validate_cores(&[0, 3], &[0, 1, 2, 3]).is_ok());
+        assert!(validate_cores(&[7], &[]).is_ok(), "nothing known: no check");
+        let e = validate_cores(&[0, 4], &[0, 1, 2, 3, 8]).unwrap_err();
+        assert_eq!((e.key, e.entry), ("server.cores", Some(1)));
+        assert!(e.message.ends_with("it may use 5 CPUs: 0-3,8"), "{}", e.message);
+        assert_eq!(cpu_ranges(&[0, 2, 3, 4, 7]), "0,2-4,7");
+        assert_eq!(unserved(4, &[0, 2]), vec![1, 3]);
+        assert_eq!(unserved(1, &[0, 5]), Vec::<u32>::new());
+        assert_eq!(first_repeat(&[1, 2, 1]), Some(2));
+        assert_eq!(first_repeat::<u8>(&[]), None);
     }
 
     #[test]

@@ -14,7 +14,8 @@ struct Args {
     /// Configuration file (TOML). Without it, the embedded default serves loopback on port 11123.
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Check a configuration file and exit: 0 if valid, 1 with one line naming file, line and key.
+    /// Check a configuration file and exit: 0 if valid (warnings, if any, on stderr), 1 with one
+    /// line naming file, line and key.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
     /// Print the embedded default configuration and exit.
@@ -30,7 +31,11 @@ fn main() -> ExitCode {
     }
     if let Some(path) = &args.check_config {
         return match Config::from_file(path) {
-            Ok(_) => {
+            Ok(config) => {
+                // Warnings do not fail the check: the configuration is valid, perhaps not meant.
+                for warning in &config.warnings {
+                    eprintln!("{warning}");
+                }
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS
             }
@@ -55,6 +60,9 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
 
     match stratumd::run(&config, &name) {
         Ok(()) => ExitCode::SUCCESS,
