@@ -10,9 +10,11 @@ use serde_json::Value;
 use stratumd::config::DEFAULT_CONTROL_SOCKET;
 use stratumd::mgmt::control::{request, ControlRequest, MAX_TOP};
 
-/// Ask a running stratumd what it is doing.
+/// stratumctl: query a running stratumd over its control socket (`[control]` in its configuration).
+// Its own name: clap's default is the package's (stratumd), and `about` without a value would
+// take the package's description (the daemon's) over this comment.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "stratumctl", version)]
 struct Args {
     /// stratumd's control socket (`[control] socket` in its configuration).
     #[arg(long, short = 's', value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET, global = true)]
@@ -32,9 +34,13 @@ enum Command {
     Workers,
     /// Upstream servers and reference clocks (none until upstream sync exists).
     Sources,
-    /// The heaviest clients in the rate limiter's table.
+    /// The heaviest clients in the rate limiter's table (needs `[ratelimit]` in stratumd's configuration).
+    ///
+    /// Only clients with a sampled request are listed: the rate limiter keeps statistics for 1
+    /// request in 16 (never a client's first, which makes its record), so a client shows after
+    /// about 17 requests on average, and its counts are estimates in steps of 16.
     Clients {
-        /// How many to list.
+        /// How many clients to list, heaviest first (at most 10000).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=MAX_TOP as u64))]
         top: u64,
     },
@@ -64,7 +70,7 @@ fn main() -> ExitCode {
         ControlRequest::Status => status_table(&response),
         ControlRequest::Workers => workers_table(&response),
         ControlRequest::Sources => sources_table(&response),
-        ControlRequest::Clients { .. } => clients_table(&response),
+        ControlRequest::Clients { top } => clients_table(&response, top),
     };
     print!("{text}");
     ExitCode::SUCCESS
@@ -129,14 +135,15 @@ fn nonzero(v: &Value) -> String {
 
 fn status_table(v: &Value) -> String {
     let r = &v["requests"];
-    let listen: Vec<String> = v["listen"].as_array().into_iter().flatten().map(show).collect();
     let synchronized = if v["synchronized"].as_bool() == Some(true) { "yes" } else { "NO (serving LI=3)" };
-    pairs(&[
+    let mut rows = vec![
         ("version", show(&v["version"])),
         ("uptime", format!("{:.0} s", v["uptime_seconds"].as_f64().unwrap_or(0.0))),
         ("backend", show(&v["backend"])),
         ("workers", show(&v["workers"])),
-        ("listen", listen.join(", ")),
+    ];
+    rows.extend(data_plane_rows(v));
+    rows.extend([
         ("clock source", show(&v["clock_source"])),
         ("synchronised", synchronized.into()),
         ("stratum", show(&v["stratum"])),
@@ -150,7 +157,28 @@ fn status_table(v: &Value) -> String {
         ("kod", nonzero(&r["kod"])),
         ("dropped", nonzero(&r["dropped"])),
         ("send failed", show(&r["send_failed"])),
-    ])
+    ]);
+    pairs(&rows)
+}
+
+/// Where requests come in: the socket backend's addresses, or the xdp backend's interface, attach
+/// and bind modes and queues (it listens on no address, so a `listen` row would be blank).
+fn data_plane_rows(v: &Value) -> Vec<(&'static str, String)> {
+    let x = &v["xdp"];
+    if !x.is_object() {
+        let listen: Vec<String> = v["listen"].as_array().into_iter().flatten().map(show).collect();
+        return vec![("listen", listen.join(", "))];
+    }
+    let queues: Vec<String> = x["queues"].as_array().into_iter().flatten().map(|q| show(&q["queue"])).collect();
+    let stamps = if x["hardware_timestamps"].as_bool() == Some(true) { "NIC" } else { "CLOCK_TAI at XDP entry" };
+    vec![
+        ("interface", show(&x["interface"])),
+        ("xdp mode", format!("{}, {}", show(&x["attach_mode"]), show(&x["bind_mode"]))),
+        ("queues", queues.join(", ")),
+        ("rx timestamps", stamps.into()),
+        // no_socket here means a queue without a worker: its requests went to the kernel.
+        ("xdp program", nonzero(&x["program"])),
+    ]
 }
 
 /// One table row per element of the JSON array `list` (none when it is not an array).
@@ -182,7 +210,12 @@ fn sources_table(v: &Value) -> String {
     format!("{sources} sources\n")
 }
 
-fn clients_table(v: &Value) -> String {
+/// Why a client can be missing from `clients`: the rate limiter's statistics are sampled (proto's
+/// `ratelimit::SAMPLE_WEIGHT`, 16; its first request only makes the record).
+const SAMPLING_NOTE: &str = "only clients with a sampled request are listed: the rate limiter samples 1 request in 16 \
+     (never a client's first), so a client shows after about 17 requests; counts are estimates in steps of 16";
+
+fn clients_table(v: &Value, top: usize) -> String {
     if v["ratelimit"].as_bool() != Some(true) {
         return "rate limiting is off: no clients are tracked\n".into();
     }
@@ -196,5 +229,69 @@ fn clients_table(v: &Value) -> String {
     });
     let mut out = format!("{} of {} clients tracked\n", show(&v["tracked"]), show(&v["capacity"]));
     out += &table(&["client", "requests", "limited", "fast_retries"], &rows);
+    // Fewer rows than asked for: say why a client that was seen may not be among them.
+    if rows.len() < top {
+        out += SAMPLING_NOTE;
+        out.push('\n');
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn status(backend: &str, listen: Value, xdp: Value) -> Value {
+        json!({
+            "version": "0.1.0", "uptime_seconds": 12.0, "backend": backend, "workers": 2,
+            "listen": listen, "clock_source": "local", "synchronized": true, "stratum": 3, "leap": 0,
+            "refid": "LOCL", "root_delay_seconds": 0.0, "root_dispersion_seconds": 0.0, "ratelimit": false,
+            "requests": { "received": 5, "answered": 5, "kod": {}, "dropped": {}, "send_failed": 0 },
+            "xdp": xdp,
+        })
+    }
+
+    fn row<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+        text.lines().find_map(|l| l.strip_prefix(key).filter(|rest| rest.starts_with("  ")).map(str::trim))
+    }
+
+    /// #19 (8): the xdp backend listens on no address; its status names interface, modes, queues.
+    #[test]
+    fn xdp_status_shows_interface_modes_and_queues() {
+        let xdp = json!({
+            "interface": "eth0", "attach_mode": "driver", "bind_mode": "zero-copy", "hardware_timestamps": false,
+            "program": { "redirected": 40, "passed": 2, "malformed": 0, "no_socket": 7, "denied": 0 },
+            "queues": [{ "queue": 0, "worker": 0 }, { "queue": 1, "worker": 1 }],
+        });
+        let text = status_table(&status("xdp", json!([]), xdp));
+        assert_eq!(row(&text, "listen"), None, "{text}");
+        assert_eq!(row(&text, "interface"), Some("eth0"), "{text}");
+        assert_eq!(row(&text, "xdp mode"), Some("driver, zero-copy"), "{text}");
+        assert_eq!(row(&text, "queues"), Some("0, 1"), "{text}");
+        assert_eq!(row(&text, "xdp program"), Some("no_socket=7 passed=2 redirected=40"), "{text}");
+        assert_eq!(row(&text, "rx timestamps"), Some("CLOCK_TAI at XDP entry"), "{text}");
+    }
+
+    #[test]
+    fn socket_status_shows_listen_addresses() {
+        let text = status_table(&status("socket", json!(["0.0.0.0:123", "[::]:123"]), Value::Null));
+        assert_eq!(row(&text, "listen"), Some("0.0.0.0:123, [::]:123"), "{text}");
+        assert_eq!(row(&text, "interface"), None, "{text}");
+        assert_eq!(row(&text, "synchronised"), Some("yes"), "{text}");
+    }
+
+    /// #19 (7): a short list says what a client needs to be listed.
+    #[test]
+    fn a_short_clients_list_explains_the_sampling() {
+        let empty = json!({ "ratelimit": true, "tracked": 1, "capacity": 1024, "clients": [] });
+        let text = clients_table(&empty, 5);
+        assert!(text.starts_with("1 of 1024 clients tracked\n"), "{text}");
+        assert!(text.lines().last().unwrap().contains("samples 1 request in 16"), "{text}");
+        let client = json!({ "prefix": "192.0.2.1/32", "requests": 32, "limited": 0, "fast_retries": false });
+        let full = json!({ "ratelimit": true, "tracked": 1, "capacity": 1024, "clients": [client] });
+        assert!(!clients_table(&full, 1).contains("sampled"), "a full list needs no note");
+        assert!(clients_table(&full, 2).contains("sampled"));
+        assert!(!clients_table(&json!({ "ratelimit": false, "clients": [] }), 5).contains("sampled"));
+    }
 }
