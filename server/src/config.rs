@@ -47,8 +47,6 @@ pub struct Config {
 
 /// Where `/metrics` listens when `[metrics]` gives no `listen`.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9123";
-/// Where the control socket is made when `[control]` gives no `socket`.
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/stratumd/control.sock";
 /// The longest path a Unix socket address holds (sun_path, less its terminating NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -79,8 +77,10 @@ pub struct ControlConfig {
     pub socket: PathBuf,
 }
 
+/// Where the control socket is made when `[control]` gives no `socket` (and where stratumctl
+/// looks first): by who runs stratumd, see [`crate::mgmt::control_path`].
 fn default_control_socket() -> PathBuf {
-    PathBuf::from(DEFAULT_CONTROL_SOCKET)
+    crate::mgmt::control_path::default_control_socket()
 }
 
 fn socket_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use stratumd::config::DEFAULT_CONTROL_SOCKET;
 use stratumd::mgmt::control::{request, ControlRequest, MAX_TOP};
+use stratumd::mgmt::control_path::client_candidates;
 
 /// stratumctl: query a running stratumd over its control socket (`[control]` in its configuration).
 // Its own name: clap's default is the package's (stratumd), and `about` without a value would
@@ -16,9 +16,12 @@ use stratumd::mgmt::control::{request, ControlRequest, MAX_TOP};
 #[derive(Debug, Parser)]
 #[command(name = "stratumctl", version)]
 struct Args {
-    /// stratumd's control socket (`[control] socket` in its configuration).
-    #[arg(long, short = 's', value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET, global = true)]
-    socket: PathBuf,
+    /// stratumd's control socket (`[control] socket` in its configuration). Default: where
+    /// stratumd puts it when its configuration names none ($RUNTIME_DIRECTORY/control.sock, else
+    /// /run/stratumd/control.sock as root, else $XDG_RUNTIME_DIR/stratumd/control.sock, else
+    /// /tmp/stratumd-UID/control.sock), then /run/stratumd/control.sock.
+    #[arg(long, short = 's', value_name = "PATH", global = true)]
+    socket: Option<PathBuf>,
     /// Print the response as one JSON object instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -54,10 +57,14 @@ fn main() -> ExitCode {
         Command::Sources => ControlRequest::Sources,
         Command::Clients { top } => ControlRequest::Clients { top: top as usize },
     };
-    let response = match request(&args.socket, &req, Duration::from_secs(10)) {
+    // The first default place that exists, else the first (for the error message).
+    let candidates = client_candidates();
+    let socket =
+        args.socket.clone().unwrap_or_else(|| candidates.iter().find(|p| p.exists()).unwrap_or(&candidates[0]).clone());
+    let response = match request(&socket, &req, Duration::from_secs(10)) {
         Ok(v) => v,
         Err(e) => {
-            let hint = if args.socket.exists() { "" } else { " (is stratumd running with a [control] socket?)" };
+            let hint = if socket.exists() { "" } else { " (is stratumd running with a [control] socket?)" };
             eprintln!("stratumctl: {}{hint}", one_line(&e));
             return ExitCode::FAILURE;
         }
