@@ -348,13 +348,17 @@ fn bad_inputs_on_the_xdp_path() {
     // 19: source port 0.
     let s3 = send(&[frame(client, server, dmac, 0, &[], 0)]);
     assert_eq!(dropped(&s3, "source_port"), dropped(&s2, "source_port") + 1, "{s3}");
-    // 20: martian sources (loopback, our own address is the kernel's business: 127/8 and 0/8 here).
+    // 20: martian sources. One of the host's own addresses (127.0.0.1 is on lo) is not a
+    // request to us at all: the program hands it to the kernel, which drops it as a martian, as
+    // it does on the socket backend; 0/8 reaches a worker, which drops it as martian.
+    let not_ours = |s: &Value| s["xdp"]["program"]["not_ours"].as_u64().unwrap();
     let s4 = send(&[
         frame(Ipv4Addr::new(127, 0, 0, 1), server, dmac, 40003, &[], 0),
         frame(Ipv4Addr::new(0, 1, 2, 3), server, dmac, 40003, &[], 0),
     ]);
-    assert_eq!(dropped(&s4, "martian"), dropped(&s3, "martian") + 2, "{s4}");
-    // 21: broadcast and multicast destinations get no reply.
+    assert_eq!(dropped(&s4, "martian"), dropped(&s3, "martian") + 1, "{s4}");
+    assert_eq!(not_ours(&s4), not_ours(&s3) + 1, "{s4}");
+    // 21: broadcast and multicast destinations get no reply: not our MAC, the kernel's.
     let broadcast_mac = [0xff; 6];
     let s5 = send(&[
         frame(client, Ipv4Addr::new(10, 89, pair.net, 255), broadcast_mac, 40004, &[], 0),
@@ -362,7 +366,7 @@ fn bad_inputs_on_the_xdp_path() {
         frame(client, Ipv4Addr::new(224, 0, 1, 1), [0x01, 0x00, 0x5e, 0, 1, 1], 40004, &[], 0),
     ]);
     assert_eq!(answered(&s5), answered(&s4));
-    assert!(dropped(&s5, "destination") + dropped(&s5, "martian") >= dropped(&s4, "destination") + 3, "{s5}");
+    assert_eq!(not_ours(&s5), not_ours(&s4) + 3, "{s5}");
     // 18: a request with a wrong UDP checksum is answered with correct checksums: the client
     // kernel verifies them before chronyd ever sees a reply (checked in the first test); here
     // the request's checksum is garbage and the reply still counts as answered.
@@ -372,6 +376,96 @@ fn bad_inputs_on_the_xdp_path() {
     let s6 = send(&[bad_sum]);
     assert_eq!(answered(&s6), answered(&s5) + 1, "{s6}");
     assert_eq!(s6["requests"]["send_failed"], 0);
+}
+
+/// Only requests addressed to this host are answered (issue #13): to another IP on the link, to
+/// another MAC, or from one of our own addresses, a request gets no reply on either backend (the
+/// program hands it to the kernel, which does what it does without us: drop it); to an address
+/// on lo (anycast), added while stratumd runs, it is answered from that address.
+#[test]
+fn only_requests_addressed_to_this_host_are_answered_on_both_backends() {
+    if !available() {
+        return;
+    }
+    let pair = Pair::new("xo", 1);
+    let (smac, dmac) = (pair.client_mac(), pair.server_mac());
+    let server: Ipv4Addr = pair.server_v4().parse().unwrap();
+    let client = pair.client_v4();
+    let other_ip = Ipv4Addr::new(10, 89, pair.net, 9);
+    let mut other_mac = dmac;
+    other_mac[5] ^= 0x40;
+    let ntp = request_payload();
+    let frames = [
+        eth_ipv4_udp(smac, dmac, client, other_ip, 40010, 123, &[], 0, &ntp),
+        eth_ipv4_udp(smac, other_mac, client, server, 40011, 123, &[], 0, &ntp),
+        eth_ipv4_udp(smac, dmac, server, server, 40012, 123, &[], 0, &ntp),
+    ];
+    let send = |frames: &[Vec<u8>]| {
+        let hexes: Vec<String> = frames.iter().map(|f| f.iter().map(|b| format!("{b:02x}")).collect()).collect();
+        let mut args = vec!["xc"];
+        args.extend(hexes.iter().map(String::as_str));
+        let out = pair.python(RAW_SEND, &args);
+        assert!(out.status.success(), "raw send: {}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let anycast = format!("192.0.2.{}", pair.net);
+    run_ok(Command::new("ip").args([
+        "-n",
+        &pair.cli.name,
+        "route",
+        "add",
+        &format!("{anycast}/32"),
+        "via",
+        &pair.server_v4(),
+    ]));
+
+    for backend in ["xdp", "socket"] {
+        let (mut server_process, control) =
+            if backend == "xdp" { start_xdp(&pair, "\"all\"", "") } else { start_socket(&pair) };
+        let before = ctl(&control, &["status"]).unwrap();
+        send(&frames);
+        let after = ctl(&control, &["status"]).unwrap();
+        assert_eq!(
+            after["requests"]["received"], before["requests"]["received"],
+            "{backend}: no worker saw them: {after}"
+        );
+        assert_eq!(after["requests"]["answered"], before["requests"]["answered"], "{backend}: {after}");
+        if backend == "xdp" {
+            let not_ours = |s: &Value| s["xdp"]["program"]["not_ours"].as_u64().unwrap();
+            assert_eq!(not_ours(&after), not_ours(&before) + 3, "{after}");
+        }
+        // An anycast address on lo, added now: the program learns it from netlink.
+        run_ok(Command::new("ip").args(["-n", &pair.srv.name, "addr", "add", &format!("{anycast}/32"), "dev", "lo"]));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let from = loop {
+            let out = pair.python(QUERY_FROM, &[&anycast]);
+            let from = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() || Instant::now() > deadline {
+                break from;
+            }
+        };
+        assert_eq!(from, anycast, "{backend}: the anycast request is answered from the anycast address");
+        run_ok(Command::new("ip").args(["-n", &pair.srv.name, "addr", "del", &format!("{anycast}/32"), "dev", "lo"]));
+        server_process.stop();
+    }
+}
+
+/// Starts the socket backend on every address inside the server namespace, with a control socket.
+fn start_socket(pair: &Pair) -> (Server, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let control = dir.join("control.sock");
+    let config = format!(
+        "[server]\nlisten = [\"0.0.0.0:123\"]\nworkers = 1\n\n[clock]\nsource = \"local\"\nstratum = 2\n\n\
+         [control]\nsocket = \"{}\"\n",
+        control.display()
+    );
+    let server = Server::start_with(pair.srv.command(BIN), &config, 123, None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ctl(&control, &["status"]).is_none() {
+        assert!(Instant::now() < deadline, "stratumd (socket) did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, control)
 }
 
 /// BAD_INPUTS 47: SIGTERM while a flood is being answered stops within a second, detaches the
@@ -626,6 +720,18 @@ s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind((sys.argv[1], 0))
 for h in sys.argv[2:]:
     s.send(bytes.fromhex(h))
+"#;
+
+/// One NTP request to ARGV[1]:123; prints the address the reply came from (exit 1 on no reply).
+const QUERY_FROM: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)
+s.sendto(bytes([0x23] + [0] * 39) + bytes.fromhex("0123456789abcdef"), (sys.argv[1], 123))
+try:
+    data, addr = s.recvfrom(512)
+except socket.timeout:
+    sys.exit(1)
+print(addr[0])
 "#;
 
 const HTTP_GET: &str = r#"

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use stratum_proto::frame::checksum;
 use stratum_xdp::meta::{StampSource, META_HW, META_LEN, META_MAGIC, META_TAI};
 use stratum_xdp::program::{
-    query_xdp, AttachError, AttachedMode, ProgramConfig, ProgramCounters, SteeringProgram, TestProgram, XdpMode,
-    XDP_DROP, XDP_PASS,
+    query_xdp, AttachError, AttachedMode, LocalAddress, ProgramConfig, ProgramCounters, SteeringProgram, TestProgram,
+    XdpMode, XDP_DROP, XDP_PASS,
 };
 
 mod common;
@@ -150,6 +150,7 @@ enum Counter {
     Malformed,
     NoSocket,
     Denied,
+    NotOurs,
 }
 
 fn delta(before: &ProgramCounters, after: &ProgramCounters) -> ProgramCounters {
@@ -159,6 +160,7 @@ fn delta(before: &ProgramCounters, after: &ProgramCounters) -> ProgramCounters {
         malformed: after.malformed - before.malformed,
         no_socket: after.no_socket - before.no_socket,
         denied: after.denied - before.denied,
+        not_ours: after.not_ours - before.not_ours,
     }
 }
 
@@ -169,7 +171,7 @@ impl Counter {
     fn expected(self) -> (u32, bool) {
         match self {
             Counter::NoSocket => (XDP_PASS, true),
-            Counter::Passed => (XDP_PASS, false),
+            Counter::Passed | Counter::NotOurs => (XDP_PASS, false),
             Counter::Malformed | Counter::Denied => (XDP_DROP, false),
         }
     }
@@ -182,6 +184,7 @@ fn one(counter: Counter) -> ProgramCounters {
         Counter::Malformed => c.malformed = 1,
         Counter::NoSocket => c.no_socket = 1,
         Counter::Denied => c.denied = 1,
+        Counter::NotOurs => c.not_ours = 1,
     }
     c
 }
@@ -451,6 +454,61 @@ fn deny_tries() {
     assert_eq!(missing.kind(), std::io::ErrorKind::NotFound, "{missing}");
     let too_long = prog.deny(IpAddr::V4(inside4), 33).unwrap_err();
     assert_eq!(too_long.kind(), std::io::ErrorKind::InvalidInput, "{too_long}");
+}
+
+/// With the check on, only requests to this host are ours: to the interface's MAC, to one of the
+/// host's addresses, from none of its own or broadcast addresses. Everything else goes to the
+/// kernel untouched (which forwards it, or drops it as a martian), as with the socket backend.
+#[test]
+fn only_requests_addressed_to_us_are_steered() {
+    let Some(prog) = loaded("only_requests_addressed_to_us_are_steered", PORT) else { return };
+    let anycast4 = Ipv4Addr::new(192, 0, 2, 53);
+    let broadcast4 = Ipv4Addr::new(192, 0, 2, 255);
+    let local = [
+        LocalAddress::Unicast(IpAddr::V4(SERVER4)),
+        LocalAddress::Unicast(IpAddr::V4(anycast4)),
+        LocalAddress::Broadcast(IpAddr::V4(broadcast4)),
+        LocalAddress::Unicast(IpAddr::V6(SERVER6)),
+    ];
+    // Off (the default, and the load generator's setting): everything to the port is steered.
+    check(&prog, &case("check off", ntp4(), Counter::NoSocket));
+    let to_other_ip = framed(
+        ETH_P_IP,
+        &ipv4(CLIENT4, Ipv4Addr::new(192, 0, 2, 9), IPPROTO_UDP, &[], 0, &udp(PORT, &ntp_request(), None)),
+    );
+    check(&prog, &case("check off: another IP is steered", to_other_ip.clone(), Counter::NoSocket));
+
+    prog.set_local_addresses(&local).unwrap();
+    prog.set_addressed_to_us(SERVER_MAC, true).unwrap();
+    check(&prog, &case("ours, v4", ntp4(), Counter::NoSocket));
+    check(&prog, &case("ours, v6", ntp6(), Counter::NoSocket));
+    let to_anycast = framed(ETH_P_IP, &ipv4(CLIENT4, anycast4, IPPROTO_UDP, &[], 0, &udp(PORT, &ntp_request(), None)));
+    check(&prog, &case("to an address on lo (anycast)", to_anycast, Counter::NoSocket));
+    check(&prog, &case("to another IP on the link", to_other_ip, Counter::NotOurs));
+    let mut other_mac = ntp4();
+    other_mac[5] ^= 0x10;
+    check(&prog, &case("to another MAC", other_mac, Counter::NotOurs));
+    let to_other6 = framed(
+        ETH_P_IPV6,
+        &ipv6(CLIENT6, "2001:db8:5e::9".parse().unwrap(), IPPROTO_UDP, &udp(PORT, &ntp_request(), None)),
+    );
+    check(&prog, &case("to another IPv6 address", to_other6, Counter::NotOurs));
+    check(&prog, &case("from our own address", ntp4_from(SERVER4), Counter::NotOurs));
+    check(&prog, &case("from our broadcast address", ntp4_from(broadcast4), Counter::NotOurs));
+    check(&prog, &case("from our own IPv6 address", ntp6_from(SERVER6), Counter::NotOurs));
+    let to_broadcast =
+        framed(ETH_P_IP, &ipv4(CLIENT4, broadcast4, IPPROTO_UDP, &[], 0, &udp(PORT, &ntp_request(), None)));
+    check(&prog, &case("to our broadcast address", to_broadcast, Counter::NotOurs));
+    // Other traffic to another host is the kernel's as before (passed, not "not ours").
+    check(&prog, &case("ARP", arp(), Counter::Passed));
+
+    // The table follows the host: an address removed is no longer ours.
+    prog.set_local_addresses(&local[1..]).unwrap();
+    check(&prog, &case("address removed", ntp4(), Counter::NotOurs));
+    prog.set_local_addresses(&local).unwrap();
+    check(&prog, &case("address back", ntp4(), Counter::NoSocket));
+    prog.set_addressed_to_us(SERVER_MAC, false).unwrap();
+    check(&prog, &case("check off again", ntp4_from(SERVER4), Counter::NoSocket));
 }
 
 #[test]

@@ -104,7 +104,7 @@ const FAMILIES: [Family; Metric::XdpInvalidDescriptors as usize + 1] = [
     family("stratumd_ratelimit_leaked_total", COUNTER, &[], "Requests over their limit answered anyway (the leak)."),
     family("stratumd_ratelimit_fast_clients_total", COUNTER, &[], "Clients flagged for retrying fast while limited."),
     family("stratumd_xdp_info", GAUGE, &["interface", "mode", "bind", "rx_timestamps"], "Always 1 with the xdp backend: attach mode (driver/generic), socket bind mode (zero-copy/copy), stamp source."),
-    family("stratumd_xdp_program_packets_total", COUNTER, &["action"], "Frames the XDP program handled: redirected to a worker, passed to the kernel, dropped as malformed or denied, or no socket on the queue."),
+    family("stratumd_xdp_program_packets_total", COUNTER, &["action"], "Frames the XDP program handled: redirected to a worker, passed to the kernel, dropped as malformed or denied, no socket on the queue, or to our port but not addressed to this host (passed to the kernel)."),
     family("stratumd_xdp_rx_dropped_total", COUNTER, &["queue"], "Frames the kernel dropped on the queue's AF_XDP socket."),
     family("stratumd_xdp_rx_ring_full_total", COUNTER, &["queue"], "Frames dropped because the RX ring was full."),
     family("stratumd_xdp_fill_ring_empty_total", COUNTER, &["queue"], "Times the kernel found the fill ring empty."),
@@ -274,6 +274,7 @@ impl Families {
             ("passed", x.passed),
             ("malformed", x.malformed),
             ("no_socket", x.no_socket),
+            ("not_ours", x.not_ours),
             ("denied", x.denied),
         ] {
             self.counter(Metric::XdpProgramPackets, &[("action", action)], n);
@@ -356,6 +357,7 @@ mod tests {
                 malformed: 2,
                 no_socket: 3,
                 denied: 4,
+                not_ours: 8,
                 queues: vec![crate::mgmt::status::XdpQueueStatus {
                     queue: 3,
                     worker: 0,
@@ -422,6 +424,7 @@ mod tests {
             "stratumd_xdp_info{interface=\"eth1\",mode=\"driver\",bind=\"zero-copy\",rx_timestamps=\"tai\"} 1",
             "stratumd_xdp_program_packets_total{action=\"redirected\"} 10",
             "stratumd_xdp_program_packets_total{action=\"denied\"} 4",
+            "stratumd_xdp_program_packets_total{action=\"not_ours\"} 8",
             "stratumd_requests_total{worker=\"program\",outcome=\"dropped\",reason=\"denied\"} 4",
             "stratumd_xdp_rx_dropped_total{queue=\"3\"} 5",
             "stratumd_xdp_fill_ring_empty_total{queue=\"3\"} 6",

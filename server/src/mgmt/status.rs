@@ -43,6 +43,8 @@ pub struct XdpStatus {
     pub malformed: u64,
     pub no_socket: u64,
     pub denied: u64,
+    /// Requests to our port for another host (MAC or IP) or from one of ours: the kernel's.
+    pub not_ours: u64,
     pub queues: Vec<XdpQueueStatus>,
 }
 

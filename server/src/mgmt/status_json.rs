@@ -117,6 +117,7 @@ fn xdp_json(x: &XdpStatus) -> Value {
             "passed": x.passed,
             "malformed": x.malformed,
             "no_socket": x.no_socket,
+            "not_ours": x.not_ours,
             "denied": x.denied,
         },
         "queues": x.queues.iter().map(|q| json!({

@@ -7,8 +7,12 @@
  * the receive queue they arrived on. Everything else goes to the kernel untouched (XDP_PASS):
  * ARP, ICMP, TCP, other UDP ports, IPv4 fragments, IPv6 extension headers.
  *
- * For our port only: a UDP length that cannot hold an NTP header, or that does not fit inside the
- * IP packet or the frame, is dropped (counted `malformed`); a source address in the deny tries is
+ * For our port only: a request that is not addressed to this host (the interface's MAC, one of
+ * the host's addresses in `local_v4`/`local_v6`), or whose source is one of this host's addresses
+ * or broadcast addresses, goes to the kernel untouched (counted `not_ours`: the kernel forwards,
+ * drops or answers it as it would without us) once the loader has switched that check on in
+ * `local_config`; a UDP length that cannot hold an NTP header, or that does not fit inside the IP
+ * packet or the frame, is dropped (counted `malformed`); a source address in the deny tries is
  * dropped (counted `denied`). A request for a queue with no AF_XDP socket falls through to the
  * kernel (counted `no_socket`), its metadata written.
  *
@@ -20,8 +24,7 @@
  *
  * steer() reads top to bottom: parse (the cursor helpers of parse.h, then what makes an IP header
  * a request's: parse_ipv4_request, parse_ipv6_request), the UDP port, then the checks that drop
- * (ntp_length_ok, source_denied), the stamp (write_meta) and the redirect. A further check on a
- * request (its destination MAC or IP, say) is one more helper in that chain.
+ * (addressed_to_us, ntp_length_ok, source_denied), the stamp (write_meta) and the redirect.
  */
 #include <stdbool.h>
 #include <linux/types.h>
@@ -49,7 +52,8 @@ enum stratum_counter {
 	COUNTER_MALFORMED = 2,
 	COUNTER_NO_SOCKET = 3,
 	COUNTER_DENIED = 4,
-	COUNTER_MAX = 5,
+	COUNTER_NOT_OURS = 5,
+	COUNTER_MAX = 6,
 };
 
 struct {
@@ -97,18 +101,62 @@ struct {
 	__type(value, __u8);
 } deny_v6 SEC(".maps");
 
+/* This host's addresses, every interface's (lo included: anycast addresses live there), kept in
+ * step by the server. The value says what the address is to us. */
+enum local_kind {
+	LOCAL_UNICAST = 1,
+	LOCAL_BROADCAST = 2,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32); /* network order */
+	__type(value, __u8);
+} local_v4 SEC(".maps");
+
+struct local_v6_key {
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct local_v6_key);
+	__type(value, __u8);
+} local_v6 SEC(".maps");
+
+/* Whether the "addressed to us" check is on, and the interface's MAC. Off (all zero) until the
+ * server has filled local_v4/local_v6: a load generator that answers for many simulated clients
+ * leaves it off. */
+struct local_config {
+	__u8 enforce;
+	__u8 mac[6];
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct local_config);
+} local_config SEC(".maps");
+
 /* XDP metadata kfunc (kernel >= 6.3): the NIC's receive stamp; 0 on success, -ENODATA or
  * -EOPNOTSUPP where the driver has none. Callable only from device-bound programs. */
 extern int bpf_xdp_metadata_rx_timestamp(const struct xdp_md *ctx, __u64 *timestamp) __ksym __weak;
 
 /* What a request's IP header tells the checks after the UDP header: how much IP payload there
- * is, and the source address as its deny trie keys it (only the key of `v6` is filled). */
+ * is, the source address as its deny trie keys it, and the destination (only the `v6` fields, or
+ * only the IPv4 ones, are filled). */
 struct ip_request {
 	/* Bytes of IP payload the IP header says there are (counted from the UDP header). */
 	__u32 payload_len;
 	bool v6;
 	struct deny_v4_key key4;
 	struct deny_v6_key key6;
+	__u32 daddr4;
+	struct local_v6_key daddr6;
 };
 
 static __always_inline void count(__u32 slot)
@@ -148,6 +196,7 @@ static __always_inline int parse_ipv4_request(struct hdr_cursor *c, void *data_e
 	req->v6 = false;
 	req->key4.prefixlen = 32;
 	__builtin_memcpy(req->key4.addr, &ip->saddr, 4);
+	req->daddr4 = ip->daddr;
 	return 0;
 }
 
@@ -163,6 +212,7 @@ static __always_inline int parse_ipv6_request(struct hdr_cursor *c, void *data_e
 	req->v6 = true;
 	req->key6.prefixlen = 128;
 	__builtin_memcpy(req->key6.addr, &ip6->saddr, 16);
+	__builtin_memcpy(req->daddr6.addr, &ip6->daddr, 16);
 	return 0;
 }
 
@@ -173,6 +223,45 @@ static __always_inline bool ntp_length_ok(struct udphdr *udp, __u32 udp_len, __u
 	if (udp_len < sizeof(*udp) + NTP_HEADER_LEN || udp_len > ip_payload_len)
 		return false;
 	return (void *)udp + udp_len <= data_end;
+}
+
+/* What `addr` is to this host: LOCAL_UNICAST, LOCAL_BROADCAST, or 0 (someone else's). */
+static __always_inline __u8 local_kind_v4(__u32 addr)
+{
+	__u8 *kind = bpf_map_lookup_elem(&local_v4, &addr);
+
+	return kind ? *kind : 0;
+}
+
+static __always_inline __u8 local_kind_v6(struct local_v6_key *addr)
+{
+	__u8 *kind = bpf_map_lookup_elem(&local_v6, addr);
+
+	return kind ? *kind : 0;
+}
+
+/* Sent to this host: to the interface's MAC and to one of its addresses, and not from one of its
+ * own or broadcast addresses (a spoofed source the kernel would call martian). Always true while
+ * the check is off. */
+static __always_inline bool addressed_to_us(struct ethhdr *eth, struct ip_request *req)
+{
+	__u32 zero = 0;
+	struct local_config *cfg = bpf_map_lookup_elem(&local_config, &zero);
+
+	if (!cfg || !cfg->enforce)
+		return true;
+	for (int i = 0; i < 6; i++) {
+		if (eth->h_dest[i] != cfg->mac[i])
+			return false;
+	}
+	if (req->v6) {
+		struct local_v6_key src = {};
+		__builtin_memcpy(src.addr, req->key6.addr, 16);
+		return local_kind_v6(&req->daddr6) == LOCAL_UNICAST && local_kind_v6(&src) == 0;
+	}
+	__u32 src;
+	__builtin_memcpy(&src, req->key4.addr, 4);
+	return local_kind_v4(req->daddr4) == LOCAL_UNICAST && local_kind_v4(src) == 0;
 }
 
 static __always_inline bool source_denied(struct ip_request *req)
@@ -242,6 +331,11 @@ static __always_inline int steer(struct xdp_md *ctx, const bool hw)
 	if (udp_len < 0 || udp->dest != bpf_htons(stratum_port))
 		return pass();
 
+	/* Someone else's request (a router, a bridge, a promiscuous NIC sees them): the kernel's. */
+	if (!addressed_to_us(eth, &req)) {
+		count(COUNTER_NOT_OURS);
+		return XDP_PASS;
+	}
 	/* Ours from here on: anything not a plausible NTP request is dropped, never passed. */
 	if (!ntp_length_ok(udp, udp_len, req.payload_len, data_end))
 		return drop(COUNTER_MALFORMED);

@@ -14,7 +14,7 @@ use libbpf_rs::libbpf_sys;
 use libbpf_rs::ErrorKind;
 
 use super::load::{load_error, route_libbpf_messages, Loaded, Variant};
-use super::maps::deny_and_counter_methods;
+use super::maps::map_methods;
 use super::query::LinkHolder;
 use super::ProgramConfig;
 use crate::xsk::{XskConfig, XskSocket};
@@ -358,7 +358,7 @@ impl SteeringProgram {
         self.loaded.unregister_socket(queue)
     }
 
-    deny_and_counter_methods!();
+    map_methods!();
 
     /// The link's file descriptor (for `bpftool link` style queries).
     pub fn link_fd(&self) -> BorrowedFd<'_> {

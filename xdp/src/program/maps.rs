@@ -1,10 +1,12 @@
 //! The maps the server talks to in a loaded steering program: `xsks` (the AF_XDP socket of each
-//! receive queue), the deny tries `deny_v4`/`deny_v6` and the per-CPU `counters`, with their key
-//! and value layouts (mirrors of steer.bpf.c).
+//! receive queue), the deny tries `deny_v4`/`deny_v6`, this host's addresses `local_v4`/`local_v6`
+//! with `local_config` (the interface's MAC and whether requests must be addressed to us), and the
+//! per-CPU `counters`, with their key and value layouts (mirrors of steer.bpf.c).
 //!
 //! Owns those layouts and the checks on what goes in (queue range, prefix length, host bits).
 //! Never loads or attaches a program and keeps no state of its own: the maps are the state.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -30,10 +32,35 @@ pub struct ProgramCounters {
     pub no_socket: u64,
     /// Requests from a denied source (dropped).
     pub denied: u64,
+    /// Requests to our port not addressed to this host (another MAC or IP), or from one of its
+    /// own or broadcast addresses: handed to the kernel untouched.
+    pub not_ours: u64,
 }
 
 /// Counter slots, as in steer.bpf.c's `enum stratum_counter`.
-const COUNTER_SLOTS: u32 = 5;
+const COUNTER_SLOTS: u32 = 6;
+
+/// What a host address is to the program (steer.bpf.c's `enum local_kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LocalAddress {
+    /// One of the host's own addresses: requests to it are ours, requests from it are spoofed.
+    Unicast(IpAddr),
+    /// A broadcast address of one of the host's subnets: never a real client's source.
+    Broadcast(IpAddr),
+}
+
+impl LocalAddress {
+    fn entry(&self) -> (&'static str, Vec<u8>, u8) {
+        let (addr, kind) = match *self {
+            Self::Unicast(a) => (a, 1),
+            Self::Broadcast(a) => (a, 2),
+        };
+        match addr {
+            IpAddr::V4(a) => ("local_v4", a.octets().to_vec(), kind),
+            IpAddr::V6(a) => ("local_v6", a.octets().to_vec(), kind),
+        }
+    }
+}
 
 impl Loaded {
     pub(super) fn counters(&self) -> io::Result<ProgramCounters> {
@@ -49,8 +76,37 @@ impl Loaded {
                 *sum = sum.wrapping_add(u64::from_ne_bytes(bytes));
             }
         }
-        let [redirected, passed, malformed, no_socket, denied] = sums;
-        Ok(ProgramCounters { redirected, passed, malformed, no_socket, denied })
+        let [redirected, passed, malformed, no_socket, denied, not_ours] = sums;
+        Ok(ProgramCounters { redirected, passed, malformed, no_socket, denied, not_ours })
+    }
+
+    /// Makes `local_v4`/`local_v6` hold exactly `addresses` (stale entries removed, new ones
+    /// added; an address both unicast and broadcast is kept as unicast).
+    pub(super) fn set_local_addresses(&self, addresses: &[LocalAddress]) -> io::Result<()> {
+        let mut wanted: Vec<(&'static str, Vec<u8>, u8)> = addresses.iter().map(LocalAddress::entry).collect();
+        // Unicast (1) before broadcast (2), so that the first of each address is the one kept.
+        wanted.sort_by_key(|(_, _, kind)| *kind);
+        let mut seen = HashSet::new();
+        wanted.retain(|(map, key, _)| seen.insert((*map, key.clone())));
+        for map in ["local_v4", "local_v6"] {
+            let stale: Vec<Vec<u8>> =
+                self.map(map).keys().filter(|k| !wanted.iter().any(|(m, key, _)| *m == map && key == k)).collect();
+            for key in stale {
+                self.map(map).delete(&key).map_err(to_io)?;
+            }
+        }
+        for (map, key, kind) in &wanted {
+            self.map(map).update(key, &[*kind], MapFlags::ANY).map_err(to_io)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the interface's MAC and switches the "addressed to us" check on or off.
+    pub(super) fn set_local_config(&self, mac: [u8; 6], enforce: bool) -> io::Result<()> {
+        let mut value = [0u8; 8];
+        value[0] = u8::from(enforce);
+        value[1..7].copy_from_slice(&mac);
+        self.map("local_config").update(&0u32.to_ne_bytes(), &value, MapFlags::ANY).map_err(to_io)
     }
 
     pub(super) fn deny(&self, network: IpAddr, prefix_len: u8) -> io::Result<()> {
@@ -79,7 +135,7 @@ impl Loaded {
 /// [`TestProgram`](super::TestProgram) both have, written once for the `impl` block of a type
 /// with a `loaded: Loaded` field: the two cannot drift apart, and a deny-trie test run through a
 /// `TestProgram` tests what the server calls.
-macro_rules! deny_and_counter_methods {
+macro_rules! map_methods {
     () => {
         /// Drops requests from `network`/`prefix_len` in the program (inserts into the deny trie).
         pub fn deny(&self, network: std::net::IpAddr, prefix_len: u8) -> std::io::Result<()> {
@@ -95,9 +151,22 @@ macro_rules! deny_and_counter_methods {
         pub fn counters(&self) -> std::io::Result<$crate::program::ProgramCounters> {
             self.loaded.counters()
         }
+
+        /// Makes the program's table of this host's addresses hold exactly `addresses`.
+        pub fn set_local_addresses(&self, addresses: &[$crate::program::LocalAddress]) -> std::io::Result<()> {
+            self.loaded.set_local_addresses(addresses)
+        }
+
+        /// Steers only requests addressed to this host (to `mac`, to an address of
+        /// [`set_local_addresses`](Self::set_local_addresses), from none of them) when `enforce`;
+        /// everything to the port when not (the load generator, which answers for many simulated
+        /// clients). Fill the addresses first: with none, nothing is ours.
+        pub fn set_addressed_to_us(&self, mac: [u8; 6], enforce: bool) -> std::io::Result<()> {
+            self.loaded.set_local_config(mac, enforce)
+        }
     };
 }
-pub(super) use deny_and_counter_methods;
+pub(super) use map_methods;
 
 /// The deny trie and the LPM key for `network`/`prefix_len`.
 fn deny_entry(network: IpAddr, prefix_len: u8) -> io::Result<(&'static str, Vec<u8>)> {

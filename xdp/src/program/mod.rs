@@ -32,7 +32,7 @@ use libbpf_rs::ErrorKind;
 pub use attach::{AttachError, AttachedMode, QueueSocketError, SteeringProgram, XdpMode};
 pub(crate) use load::route_libbpf_messages;
 pub use load::ProgramConfig;
-pub use maps::{ProgramCounters, XSK_QUEUES};
+pub use maps::{LocalAddress, ProgramCounters, XSK_QUEUES};
 pub use query::{query_xdp, xdp_link_holder, LinkHolder, XdpQuery};
 pub use test_run::{TestProgram, TestRunOutput};
 

@@ -11,7 +11,7 @@ use std::io;
 use libbpf_rs::ProgramInput;
 
 use super::load::{load_error, Loaded, Variant};
-use super::maps::deny_and_counter_methods;
+use super::maps::map_methods;
 use super::{to_io, AttachError, ProgramConfig};
 use crate::meta::{RxMetadata, META_LEN};
 
@@ -97,5 +97,5 @@ impl TestProgram {
         Ok(TestRunOutput { action, meta_len, meta, frame_out: frame_out.to_vec() })
     }
 
-    deny_and_counter_methods!();
+    map_methods!();
 }

@@ -12,6 +12,7 @@
 //! the clock read as the last step of each reply. Every frame ends up counted: answered, KoD,
 //! dropped with a reason, or (in the program) passed to the kernel.
 
+mod local;
 mod status;
 mod worker;
 
@@ -66,6 +67,8 @@ impl XdpBackend {
         // make it a whole batch where the kernel lets us (drive_tx wakes once per budget otherwise).
         let sockets = program.open_queue_sockets(&queues, &XskConfig::default(), batch as u32)?;
         let status = Arc::new(XdpStatusReader::new(program, &sockets)?);
+        let watcher = local::spawn_watcher(status.clone(), shutdown.clone())
+            .context("cannot watch the host's addresses (netlink)")?;
 
         let mut counters = Vec::with_capacity(queues.len());
         let mut threads = Vec::with_capacity(queues.len());
@@ -84,6 +87,7 @@ impl XdpBackend {
             };
             threads.push(spawn_worker(format!("stratumd-x{id}"), id, cores[id], move || worker.run(policy))?);
         }
+        threads.push(watcher);
         Ok(Self { interface, queues, counters, cores, status, threads })
     }
 
@@ -108,6 +112,10 @@ fn attach_program(config: &Config, admission: &Admission, interface: &str) -> an
     let program_config =
         ProgramConfig { port: server.port, hardware_timestamps: server.timestamping == Timestamping::Hardware };
     let program = SteeringProgram::attach(interface, mode, &program_config)?;
+    // Before any socket is registered: from the first request on, only ours are steered.
+    let addresses =
+        local::sync(&program).with_context(|| format!("cannot give the XDP program {interface}'s host addresses"))?;
+    tracing::debug!(addresses, "XDP program steers only requests addressed to this host");
     if program.mode() == AttachedMode::Generic {
         tracing::warn!(interface, "XDP runs in generic (SKB) mode: correct but slower than driver mode");
     }

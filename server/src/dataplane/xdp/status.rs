@@ -49,6 +49,11 @@ impl XdpStatusReader {
         })
     }
 
+    /// Runs `f` on the program while it is attached (None after [`Self::detach`]).
+    pub(super) fn with_program<R>(&self, f: impl FnOnce(&SteeringProgram) -> R) -> Option<R> {
+        self.program.lock().ok().and_then(|p| p.as_ref().map(f))
+    }
+
     pub(super) fn detach(&self) {
         if let Ok(mut p) = self.program.lock() {
             p.take();
@@ -86,6 +91,7 @@ impl XdpStatusSource for XdpStatusReader {
             passed: program.passed,
             malformed: program.malformed,
             no_socket: program.no_socket,
+            not_ours: program.not_ours,
             denied: program.denied,
             queues,
         }
