@@ -11,6 +11,7 @@ pub mod client;
 pub mod frame;
 pub mod packet;
 pub mod server;
+pub mod sync;
 pub mod time;
 
 pub use packet::{KissCode, LeapIndicator, NtpHeader, NtpMode, NtpPacket, RefId};

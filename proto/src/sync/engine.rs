@@ -1,0 +1,582 @@
+//! [`SyncEngine`]: the whole sans-IO time plane for the sync thread. It owns the sources (poll
+//! process, clock filter), runs select, cluster and combine on every sample, feeds the discipline,
+//! follows leap seconds and holdover, and says what to publish ([`SyncEngine::snapshot`]).
+//!
+//! Every time it takes is the **host clock** (the clock the sync thread reads, never corrected):
+//! T1 when a request is built, T4 when its reply arrives, `now` otherwise. The served clock is the
+//! host clock plus the snapshot's [`ClockCorrection`](crate::ClockCorrection).
+
+use core::net::IpAddr;
+
+use super::discipline::{ClockAction, Discipline};
+use super::filter::{FilterVerdict, Sample};
+use super::leap::{leap_vote, served_leap, LeapDirection, LeapSecondsList};
+use super::select::{cluster, combine, intersection, keep_truechimers, system_peer, Candidate, Endpoint};
+use super::source::{poll_seconds, ReplyContext, ReplyOutcome, Source, SourceConfig, SourceConfigError, MIN_POLL};
+use super::{calendar, log2_seconds, refid_for_address, Flash, LeapMode, SyncConfig, PHI};
+use crate::packet::{KissCode, LeapIndicator, RefId, HEADER_LEN};
+use crate::server::snapshot::{ServerSnapshot, STRATUM_UNSYNCHRONIZED};
+use crate::time::{ppm_to_rate, NtpDuration, NtpShort, NtpTimestamp};
+
+/// A source's handle, stable for its life (never reused after [`SyncEngine::remove_source`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceId(u32);
+
+impl SourceId {
+    /// The number behind the handle (for logs and metrics labels).
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// Where a source stands in the mitigation (chronyc's symbols in [`SourceState::symbol`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceState {
+    /// The system peer: its stratum and refid are served (`*`).
+    SystemPeer,
+    /// Survived select and cluster, steers the clock (`+`).
+    Candidate,
+    /// A truechimer dropped by the cluster step (`-`).
+    Outlier,
+    /// Its interval misses the majority's intersection (`x`).
+    Falseticker,
+    /// Not (yet) usable: no sample, upstream unsynchronised, root distance over the limit, fewer
+    /// than `minsane` truechimers, or `noselect` (`?`).
+    Unselectable,
+    /// No reply to any of the last 8 polls (`~`... chrony's "unreachable" `?` too).
+    Unreachable,
+    /// Dropped for good after a kiss-o'-death DENY or RSTR.
+    Demobilised(KissCode),
+}
+
+impl SourceState {
+    /// One character as chronyc prints it: `* + - x ? ~`, `!` for demobilised.
+    pub const fn symbol(self) -> char {
+        match self {
+            Self::SystemPeer => '*',
+            Self::Candidate => '+',
+            Self::Outlier => '-',
+            Self::Falseticker => 'x',
+            Self::Unselectable => '?',
+            Self::Unreachable => '~',
+            Self::Demobilised(_) => '!',
+        }
+    }
+
+    /// A lowercase word for tables and JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::SystemPeer => "selected",
+            Self::Candidate => "candidate",
+            Self::Outlier => "outlier",
+            Self::Falseticker => "falseticker",
+            Self::Unselectable => "unselectable",
+            Self::Unreachable => "unreachable",
+            Self::Demobilised(_) => "demobilised",
+        }
+    }
+}
+
+/// One source as `stratumctl sources` shows it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SourceStatus {
+    pub id: SourceId,
+    pub address: IpAddr,
+    pub config: SourceConfig,
+    pub state: SourceState,
+    /// The upstream's stratum from its last reply (None before one).
+    pub stratum: Option<u8>,
+    /// The upstream's own refid from its last reply.
+    pub upstream_ref_id: Option<RefId>,
+    /// The upstream's leap indicator from its last reply.
+    pub leap: Option<LeapIndicator>,
+    /// Poll exponent in use (log2 s).
+    pub poll: i8,
+    /// Reach register: print with `{:o}` (377 is 8 of 8 answered).
+    pub reach: u8,
+    /// Last good sample: upstream minus served clock, seconds, and its round-trip delay.
+    pub last_offset: Option<f64>,
+    pub last_delay: Option<f64>,
+    /// Host time of the last good sample.
+    pub last_sample_time: Option<NtpTimestamp>,
+    /// The clock filter's jitter, seconds.
+    pub jitter: Option<f64>,
+    /// Root distance (the error bound chronyc shows after ±), seconds, as of the last selection.
+    pub root_distance: Option<f64>,
+    /// Why the last reply was not used (empty when it was).
+    pub last_flash: Flash,
+    /// Host time of the next request.
+    pub next_poll: NtpTimestamp,
+}
+
+/// The system's state as `stratumctl tracking` shows it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tracking {
+    pub system_peer: Option<SourceId>,
+    pub system_peer_address: Option<IpAddr>,
+    /// Served stratum (16 when unsynchronised).
+    pub stratum: u8,
+    pub ref_id: RefId,
+    /// Estimated offset of true time from the served clock now, seconds.
+    pub offset: f64,
+    /// The survivors' combined offset at the last update, seconds.
+    pub combined_offset: f64,
+    /// Estimated standard deviation of the served clock's offset, seconds.
+    pub offset_error: f64,
+    /// Frequency correction applied to the host clock, ppm (positive: the host clock is slow).
+    pub frequency_ppm: f64,
+    /// Selection jitter among the survivors, seconds.
+    pub system_jitter: f64,
+    pub root_delay: f64,
+    /// Root dispersion now (grown since the last update), seconds.
+    pub root_dispersion: f64,
+    pub leap: LeapIndicator,
+    /// Host time of the last clock update, and its age now in seconds.
+    pub last_update: Option<NtpTimestamp>,
+    pub update_age: Option<f64>,
+    pub synchronized: bool,
+    pub steps: u32,
+    /// The poll exponent the discipline asks for (each source clamps it to its range).
+    pub system_poll: i8,
+}
+
+/// A request to send now ([`SyncEngine::poll_transmit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub source: SourceId,
+    pub address: IpAddr,
+    pub packet: [u8; HEADER_LEN],
+}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    id: SourceId,
+    source: Source,
+    state: SourceState,
+    root_distance: Option<f64>,
+}
+
+/// The system variables set by the last clock update.
+#[derive(Clone, Copy, Debug)]
+struct SystemVars {
+    peer: Option<usize>,
+    stratum: u8,
+    ref_id: RefId,
+    root_delay: f64,
+    root_dispersion: f64,
+    jitter: f64,
+    combined: f64,
+    last_update: Option<NtpTimestamp>,
+}
+
+/// The sans-IO time plane. See the [module docs](super) for one poll cycle.
+#[derive(Debug)]
+pub struct SyncEngine {
+    config: SyncConfig,
+    slots: Vec<Slot>,
+    next_id: u32,
+    discipline: Discipline,
+    system: SystemVars,
+    system_poll: i8,
+    leap_list: Option<LeapSecondsList>,
+    leap_direction: Option<LeapDirection>,
+    leap_done_at: Option<i64>,
+    candidates: Vec<Candidate>,
+    endpoints: Vec<Endpoint>,
+    last_action: Option<ClockAction>,
+}
+
+impl SyncEngine {
+    /// An engine with no sources, unsynchronised.
+    pub fn new(config: SyncConfig) -> Self {
+        Self {
+            discipline: Discipline::new(config.discipline),
+            config,
+            slots: Vec::new(),
+            next_id: 0,
+            system: SystemVars {
+                peer: None,
+                stratum: STRATUM_UNSYNCHRONIZED,
+                ref_id: RefId::NONE,
+                root_delay: 0.0,
+                root_dispersion: 0.0,
+                jitter: 0.0,
+                combined: 0.0,
+                last_update: None,
+            },
+            system_poll: MIN_POLL,
+            leap_list: None,
+            leap_direction: None,
+            leap_done_at: None,
+            candidates: Vec::new(),
+            endpoints: Vec::new(),
+            last_action: None,
+        }
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &SyncConfig {
+        &self.config
+    }
+
+    /// Adds an upstream at `address`; its first request is due at `now`.
+    pub fn add_source(
+        &mut self,
+        address: IpAddr,
+        config: SourceConfig,
+        now: NtpTimestamp,
+    ) -> Result<SourceId, SourceConfigError> {
+        config.validate()?;
+        let id = SourceId(self.next_id);
+        self.next_id += 1;
+        let source = Source::new(address, refid_for_address(address), config, now);
+        self.slots.push(Slot { id, source, state: SourceState::Unselectable, root_distance: None });
+        self.candidates.reserve(self.slots.len().saturating_sub(self.candidates.capacity()));
+        self.endpoints.reserve((3 * self.slots.len()).saturating_sub(self.endpoints.capacity()));
+        Ok(id)
+    }
+
+    /// Drops a source (a re-resolved name, a pool member replaced). Returns whether it existed.
+    pub fn remove_source(&mut self, id: SourceId) -> bool {
+        let Some(i) = self.slot_index(id) else { return false };
+        self.slots.remove(i);
+        match self.system.peer {
+            Some(p) if p == i => self.system.peer = None,
+            Some(p) if p > i => self.system.peer = Some(p - 1),
+            _ => {}
+        }
+        true
+    }
+
+    /// Loads (or with None, drops) the leap-seconds list; the server reads and parses the file.
+    pub fn set_leap_seconds(&mut self, list: Option<LeapSecondsList>) {
+        self.leap_list = list;
+    }
+
+    fn slot_index(&self, id: SourceId) -> Option<usize> {
+        self.slots.iter().position(|s| s.id == id)
+    }
+
+    /// The earliest host time at which the engine wants [`poll_transmit`](Self::poll_transmit) or
+    /// [`handle_timeout`](Self::handle_timeout) called: a poll due, a slew ending, the leap
+    /// warning starting or the leap itself, holdover running out. None with nothing to do.
+    pub fn next_deadline(&self, now: NtpTimestamp) -> Option<NtpTimestamp> {
+        let mut best: Option<NtpTimestamp> = None;
+        let mut consider = |t: NtpTimestamp| {
+            if best.is_none_or(|b| t.since(b).to_bits() < 0) {
+                best = Some(t);
+            }
+        };
+        for s in &self.slots {
+            if s.source.demobilised.is_none() {
+                consider(s.source.next_poll);
+            }
+        }
+        if let Some(t) = self.discipline.slew_end() {
+            consider(t);
+        }
+        if let Some(last) = self.system.last_update {
+            consider(last.add(NtpDuration::from_seconds_f64(self.config.max_holdover)));
+            let left = (self.config.max_distance - self.system.root_delay / 2.0 - self.system.root_dispersion) / PHI;
+            consider(last.add(NtpDuration::from_seconds_f64(left.max(0.0))));
+        }
+        if self.leap_direction.is_some() {
+            let served = self.served_unix(now);
+            let end = calendar::start_of_next_month(served);
+            for at in [end - calendar::DAY, end] {
+                if at > served {
+                    consider(now.add(NtpDuration::from_seconds((at - served).min(i64::from(i32::MAX)) as i32)));
+                }
+            }
+        }
+        best
+    }
+
+    /// The next request due at `now`, if any: send `packet` to `address` at once. `random` (64 bits
+    /// from a good RNG, fresh per call) becomes its transmit timestamp; `now` is kept as T1. Call
+    /// again until it returns None. A poll left unanswered counts as lost when the next one goes.
+    pub fn poll_transmit(&mut self, now: NtpTimestamp, random: u64) -> Option<Transmit> {
+        let system_poll = self.system_poll;
+        let slot = self
+            .slots
+            .iter_mut()
+            .filter(|s| s.source.demobilised.is_none() && s.source.next_poll.since(now).to_bits() <= 0)
+            .min_by_key(|s| s.source.next_poll.since(now).to_bits())?;
+        let packet = slot.source.transmit(now, random, system_poll);
+        if slot.source.reach == 0 && slot.source.last_sample.is_some() {
+            slot.state = SourceState::Unreachable;
+        }
+        Some(Transmit { source: slot.id, address: slot.source.address, packet })
+    }
+
+    /// A datagram from source `id`'s socket, received at host time `t4` (the kernel's receive
+    /// stamp when there is one). Runs the checks, the filter, the mitigation and the discipline.
+    pub fn handle_reply(&mut self, id: SourceId, datagram: &[u8], t4: NtpTimestamp) -> ReplyOutcome {
+        let Some(i) = self.slot_index(id) else { return ReplyOutcome::UnknownSource };
+        if self.slots[i].source.demobilised.is_some() {
+            return ReplyOutcome::UnknownSource;
+        }
+        let ctx = ReplyContext {
+            own_refids: &self.config.own_refids,
+            precision: log2_seconds(self.config.precision),
+            max_distance: self.config.max_distance,
+        };
+        let sample = match self.slots[i].source.receive(datagram, t4, &ctx) {
+            Ok(sample) => sample,
+            Err(outcome) => {
+                if let ReplyOutcome::KissDemobilised(kiss) = outcome {
+                    self.slots[i].state = SourceState::Demobilised(kiss);
+                    self.mitigate(t4, None);
+                }
+                return outcome;
+            }
+        };
+        let poll = poll_seconds(self.slots[i].source.poll);
+        let freq = self.discipline.frequency();
+        let verdict = self.slots[i].source.filter.add(sample, poll, freq, ctx.precision);
+        let fresh = (verdict != FilterVerdict::Popcorn).then_some((i, sample));
+        self.mitigate(t4, fresh);
+        ReplyOutcome::Sample { offset: sample.offset - self.discipline.correction_at(t4), delay: sample.delay }
+    }
+
+    /// Does what is due at `now`: ends a slew, applies a leap second to the served clock
+    /// ([`LeapMode::Step`]). Requests are [`poll_transmit`](Self::poll_transmit)'s.
+    pub fn handle_timeout(&mut self, now: NtpTimestamp) {
+        self.discipline.finish_slew(now);
+        let Some(dir) = self.leap_direction else { return };
+        // The leap takes effect at the first second of a month (served time): the month boundary
+        // at or before `served`, if it is less than a day ago.
+        let served = self.served_unix(now);
+        let boundary = calendar::start_of_next_month(served - calendar::DAY);
+        if served < boundary || self.leap_done_at == Some(boundary) {
+            return;
+        }
+        self.leap_done_at = Some(boundary);
+        self.leap_direction = None;
+        if self.config.leap_mode == LeapMode::Step {
+            let by = dir.clock_shift();
+            let at = now.add(NtpDuration::from_seconds_f64(-((served - boundary) as f64)));
+            self.discipline.shift(by);
+            for s in &mut self.slots {
+                s.source.filter.shift_offsets(at, by);
+                if let Some(last) = s.source.last_sample.as_mut().filter(|l| l.time.since(at).to_bits() < 0) {
+                    last.offset += by;
+                }
+            }
+        }
+    }
+
+    fn served_unix(&self, now: NtpTimestamp) -> i64 {
+        self.discipline.correction().apply(now).to_unix(self.config.discipline.build_date_unix).0
+    }
+
+    /// Select, cluster and combine as of `now`; then, with `fresh` a new sample of source `i`
+    /// that survived, a clock update.
+    fn mitigate(&mut self, now: NtpTimestamp, fresh: Option<(usize, Sample)>) {
+        let freq = self.discipline.frequency();
+        let correction_now = self.discipline.correction_at(now);
+        self.candidates.clear();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let s = &slot.source;
+            slot.root_distance = None;
+            if let Some(kiss) = s.demobilised {
+                slot.state = SourceState::Demobilised(kiss);
+                continue;
+            }
+            if s.reach == 0 {
+                slot.state = if s.last_sample.is_some() { SourceState::Unreachable } else { SourceState::Unselectable };
+                continue;
+            }
+            slot.state = SourceState::Unselectable;
+            let (Some(est), Some(up)) = (s.filter.last(), s.upstream) else { continue };
+            let age = now.since(est.sample.time).to_seconds_f64().max(0.0);
+            let distance =
+                (up.root_delay + est.sample.delay) / 2.0 + up.root_dispersion + est.dispersion + PHI * age + est.jitter;
+            slot.root_distance = Some(distance);
+            if !s.last_flash.is_empty() || s.config.noselect || distance > self.config.max_distance {
+                continue;
+            }
+            slot.state = SourceState::Falseticker;
+            self.candidates.push(Candidate {
+                index: i,
+                offset: est.sample.offset + freq * age - correction_now,
+                root_distance: distance,
+                jitter: est.jitter,
+                stratum: up.stratum,
+                prefer: s.config.prefer,
+            });
+        }
+        let Some(range) = intersection(&self.candidates, &mut self.endpoints) else {
+            self.no_selection();
+            return;
+        };
+        keep_truechimers(&mut self.candidates, range);
+        if self.candidates.len() < self.config.minsane.max(1) {
+            for c in &self.candidates {
+                self.slots[c.index].state = SourceState::Unselectable;
+            }
+            self.no_selection();
+            return;
+        }
+        for c in &self.candidates {
+            self.slots[c.index].state = SourceState::Outlier;
+        }
+        let jitter = cluster(&mut self.candidates);
+        for c in &self.candidates {
+            self.slots[c.index].state = SourceState::Candidate;
+        }
+        let peer = system_peer(&self.candidates, self.system.peer).unwrap_or(self.candidates[0].index);
+        self.slots[peer].state = SourceState::SystemPeer;
+        let combined = combine(&self.candidates).unwrap_or(0.0);
+
+        let Some((i, sample)) = fresh else {
+            self.system.peer = Some(peer);
+            return;
+        };
+        if !matches!(self.slots[i].state, SourceState::Candidate | SourceState::SystemPeer) {
+            self.system.peer = Some(peer);
+            return;
+        }
+        // The sample's error: uniform within ±(delay − minimum delay)/2, plus both precisions.
+        let s = &self.slots[i].source;
+        let excess = (sample.delay - s.min_delay).max(0.0);
+        let floor = sample.dispersion;
+        let variance = excess * excess / 12.0 + floor * floor;
+        let action = self.discipline.update(sample.time, sample.offset, variance, now);
+        self.last_action = Some(action);
+        if matches!(action, ClockAction::PanicRefused { .. } | ClockAction::BeforeBuildDate { .. }) {
+            self.system.peer = Some(peer);
+            return;
+        }
+        let p = &self.slots[peer];
+        let (Some(up), Some(est)) = (p.source.upstream, p.source.filter.last()) else { return };
+        self.system = SystemVars {
+            peer: Some(peer),
+            stratum: up.stratum.saturating_add(1).min(STRATUM_UNSYNCHRONIZED),
+            ref_id: p.source.refid,
+            root_delay: up.root_delay + est.sample.delay,
+            root_dispersion: up.root_dispersion
+                + est.dispersion
+                + PHI * now.since(est.sample.time).to_seconds_f64().max(0.0)
+                + est.jitter
+                + jitter
+                + combined.abs(),
+            jitter,
+            combined,
+            last_update: Some(now),
+        };
+        self.system_poll = self.discipline.suggested_poll(MIN_POLL, super::source::MAX_POLL);
+        let leaps = self.candidates.iter().filter_map(|c| self.slots[c.index].source.upstream.map(|u| u.leap));
+        let file = self.leap_list.as_ref().and_then(|l| l.leap_this_month(self.served_unix(now)));
+        let direction = leap_vote(file, leaps);
+        // Only a leap at the end of this very day counts (upstreams announce it on its last day
+        // at the latest); anything else waits for the next update.
+        let served = self.served_unix(now);
+        let end = calendar::start_of_next_month(served);
+        self.leap_direction = direction.filter(|_| end - served <= calendar::DAY && self.leap_done_at != Some(end));
+    }
+
+    fn no_selection(&mut self) {
+        self.system.peer = None;
+    }
+
+    /// Whether the served clock counts as synchronised at `now`: updated at least once, within
+    /// `max_holdover`, and a root distance within `max_distance`.
+    pub fn is_synchronized(&self, now: NtpTimestamp) -> bool {
+        let Some(last) = self.system.last_update else { return false };
+        let age = now.since(last).to_seconds_f64();
+        age <= self.config.max_holdover && self.root_distance_at(now) <= self.config.max_distance
+    }
+
+    fn root_distance_at(&self, now: NtpTimestamp) -> f64 {
+        let age = self.system.last_update.map_or(0.0, |l| now.since(l).to_seconds_f64().max(0.0));
+        self.system.root_delay / 2.0 + self.system.root_dispersion + PHI * age
+    }
+
+    /// The state to publish at host time `now`: leap indicator, stratum, refid, root delay and
+    /// dispersion (growing at 15 ppm from the last update), reference time, precision, TAI offset
+    /// and the virtual clock's correction. Unsynchronised (LI = 3, stratum 16) before the first
+    /// update, past `max-holdover` or past the root distance limit; the correction still applies.
+    pub fn snapshot(&self, now: NtpTimestamp) -> ServerSnapshot {
+        let correction = self.discipline.correction();
+        let served_unix = self.served_unix(now);
+        let tai_offset = self.leap_list.as_ref().and_then(|l| l.tai_offset_at(served_unix)).unwrap_or(0);
+        let mut snap =
+            ServerSnapshot { correction, tai_offset, ..ServerSnapshot::unsynchronized(self.config.precision) };
+        let Some(last) = self.system.last_update.filter(|_| self.is_synchronized(now)) else { return snap };
+        let reference = correction.apply(last);
+        snap.leap = served_leap(self.leap_direction, served_unix);
+        snap.stratum = self.system.stratum;
+        snap.ref_id = self.system.ref_id;
+        snap.reference_time = reference;
+        snap.root_delay = NtpShort::from_duration(NtpDuration::from_seconds_f64(self.system.root_delay));
+        snap.root_dispersion = NtpShort::from_duration(NtpDuration::from_seconds_f64(self.system.root_dispersion));
+        snap.dispersion_base = reference;
+        snap.dispersion_rate = ppm_to_rate(PHI * 1e6) as u32;
+        snap
+    }
+
+    /// The system's state for `stratumctl tracking` and /metrics.
+    pub fn tracking(&self, now: NtpTimestamp) -> Tracking {
+        let snap = self.snapshot(now);
+        let peer = self.system.peer.map(|p| &self.slots[p]);
+        Tracking {
+            system_peer: peer.map(|p| p.id),
+            system_peer_address: peer.map(|p| p.source.address),
+            stratum: snap.stratum,
+            ref_id: snap.ref_id,
+            offset: self.discipline.estimated_offset(now),
+            combined_offset: self.system.combined,
+            offset_error: self.discipline.phase_error(),
+            frequency_ppm: self.discipline.frequency() * 1e6,
+            system_jitter: self.system.jitter,
+            root_delay: self.system.root_delay,
+            root_dispersion: self.system.root_dispersion
+                + self.system.last_update.map_or(0.0, |l| PHI * now.since(l).to_seconds_f64().max(0.0)),
+            leap: snap.leap,
+            last_update: self.system.last_update,
+            update_age: self.system.last_update.map(|l| now.since(l).to_seconds_f64()),
+            synchronized: snap.is_synchronized(),
+            steps: self.discipline.steps(),
+            system_poll: self.system_poll,
+        }
+    }
+
+    /// What the last clock update did (a step, a slew, a refused panic), for the log.
+    pub fn last_clock_action(&self) -> Option<ClockAction> {
+        self.last_action
+    }
+
+    /// Every source, in the order added.
+    pub fn sources(&self) -> impl Iterator<Item = SourceStatus> + '_ {
+        self.slots.iter().map(|slot| self.status(slot))
+    }
+
+    /// One source, if it exists.
+    pub fn source(&self, id: SourceId) -> Option<SourceStatus> {
+        self.slot_index(id).map(|i| self.status(&self.slots[i]))
+    }
+
+    fn status(&self, slot: &Slot) -> SourceStatus {
+        let s = &slot.source;
+        let est = s.filter.last();
+        SourceStatus {
+            id: slot.id,
+            address: s.address,
+            config: s.config,
+            state: slot.state,
+            stratum: s.upstream.map(|u| u.stratum),
+            upstream_ref_id: s.upstream.map(|u| u.ref_id),
+            leap: s.upstream.map(|u| u.leap),
+            poll: s.poll,
+            reach: s.reach,
+            last_offset: s.last_sample.map(|l| l.offset - self.discipline.correction_at(l.time)),
+            last_delay: s.last_sample.map(|l| l.delay),
+            last_sample_time: s.last_sample.map(|l| l.time),
+            jitter: est.map(|e| e.jitter),
+            root_distance: slot.root_distance,
+            last_flash: s.last_flash,
+            next_poll: s.next_poll,
+        }
+    }
+}
