@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    exit_on_panic();
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -71,4 +72,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Exit status after a panic in any thread (EX_SOFTWARE).
+const PANIC_EXIT: i32 = 70;
+
+/// A panic in any thread (a worker, the sync thread, an endpoint) ends the process at once with
+/// one log line, instead of leaving a server that looks up while a queue or the clock is dead:
+/// a service manager then restarts it (stratumd.service: Restart=on-failure), and nothing stays
+/// attached (the XDP program hangs on a BPF link the kernel drops with the process).
+fn exit_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        // One line: the message's own line breaks would split it in the journal.
+        let message = message.replace('\n', " ");
+        tracing::error!("thread {name} panicked{at}: {message}; exiting with status {PANIC_EXIT} to be restarted");
+        std::process::exit(PANIC_EXIT);
+    }));
 }

@@ -31,9 +31,27 @@ pub fn spawn_worker(
                     tracing::warn!(worker = id, core, "could not pin worker to its core");
                 }
             }
+            #[cfg(debug_assertions)]
+            fault::worker_start(id);
             run();
         })
         .context("cannot start a worker thread")
+}
+
+/// Fault injection for the tests of what a dying worker does to the process; compiled into debug
+/// builds only (release builds have no such hook).
+#[cfg(debug_assertions)]
+mod fault {
+    /// `STRATUMD_FAULT_PANIC_WORKER=ID:MS`: worker ID panics MS milliseconds after it starts,
+    /// while the others serve.
+    pub(super) fn worker_start(id: usize) {
+        let Ok(spec) = std::env::var("STRATUMD_FAULT_PANIC_WORKER") else { return };
+        let Some((worker, ms)) = spec.split_once(':') else { return };
+        if worker.parse() == Ok(id) {
+            std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+            panic!("injected fault (STRATUMD_FAULT_PANIC_WORKER={spec})");
+        }
+    }
 }
 
 #[cfg(test)]
