@@ -56,6 +56,10 @@ const MAX_SOCKET_PATH: usize = 107;
 pub struct MetricsConfig {
     #[serde(default = "default_metrics_listen", deserialize_with = "management_address")]
     pub listen: SocketAddr,
+    /// Sources that may scrape; empty: anyone who reaches `listen` (a warning when that is more
+    /// than this host).
+    #[serde(default, deserialize_with = "cidrs")]
+    pub allow: Vec<Cidr>,
 }
 
 fn default_metrics_listen() -> SocketAddr {
@@ -75,6 +79,31 @@ fn management_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::
 pub struct ControlConfig {
     #[serde(default = "default_control_socket", deserialize_with = "socket_path")]
     pub socket: PathBuf,
+    /// A group whose members (besides root and stratumd's own user) may ask, checked on each
+    /// connection (SO_PEERCRED); absent: whoever the socket file's mode (0660) lets connect.
+    #[serde(default, deserialize_with = "group_id")]
+    pub group: Option<u32>,
+}
+
+/// A group by name (looked up in the group database) or by number.
+fn group_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let text = String::deserialize(d)?;
+    if let Ok(gid) = text.parse::<u32>() {
+        return Ok(Some(gid));
+    }
+    lookup_group(&text).map(Some).ok_or_else(|| de::Error::custom(format!("no group named `{text}` on this host")))
+}
+
+fn lookup_group(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: all-zero is a valid group struct to be filled; buf outlives the call and result
+    // points at grp or is null.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is live for the call, buf's length is given.
+    let rc = unsafe { libc::getgrnam_r(name.as_ptr(), &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
+    (rc == 0 && !result.is_null()).then_some(grp.gr_gid)
 }
 
 /// Where the control socket is made when `[control]` gives no `socket` (and where stratumctl

@@ -374,6 +374,80 @@ fn real_prometheus_scrapes_stratumd_and_the_dashboard_queries_work() {
     server.stop_output();
 }
 
+/// Slow clients (a slow-loris: a byte every 300 ms, reconnecting when closed) cannot lock a real
+/// Prometheus out: with 16 of them at it, eight 1 s scrapes in a row succeed (issue #13).
+#[test]
+fn slow_clients_do_not_fail_a_single_prometheus_scrape() {
+    if !require(have_tool("prometheus"), "prometheus is not installed (apt-get install prometheus)") {
+        return;
+    }
+    let (mut server, metrics) = observed_server(None);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow: Vec<_> = (0..16)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok(mut s) = TcpStream::connect(metrics) else { continue };
+                    for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\n" {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let prometheus = Prometheus::start(metrics);
+    // Ready, then eight scrapes' worth of time.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !http_get_ok(prometheus.web, "/-/ready") {
+        assert!(Instant::now() < deadline, "prometheus not ready: {}", prometheus.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Until Prometheus has scraped eight times (its first scrape comes at an offset of its own
+    // choosing), then: every scrape was up.
+    let value = |v: &Value| v["data"]["result"][0]["value"][1].as_str().and_then(|x| x.parse::<f64>().ok());
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let scrapes = prometheus.query("count_over_time(up{job=\"stratumd\"}[1m])");
+        if value(&scrapes).is_some_and(|n| n >= 8.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "too few scrapes: {scrapes}\n{}", prometheus.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let up = prometheus.query("min_over_time(up{job=\"stratumd\"}[1m])");
+    assert_eq!(value(&up), Some(1.0), "a scrape failed among the slow clients: {up}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in slow {
+        t.join().unwrap();
+    }
+    drop(prometheus);
+    server.stop_output();
+}
+
+/// `[metrics] allow`: a source outside the list is closed unanswered; one inside is served.
+#[test]
+fn the_metrics_allow_list_is_applied() {
+    let port = free_port();
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+    for (allow, served) in [("10.0.0.0/8", false), ("127.0.0.0/8", true)] {
+        let text = config(&[format!("127.0.0.1:{port}")], 1, "source = \"local\"")
+            + &format!("\n[metrics]\nlisten = \"{metrics}\"\nallow = [\"{allow}\"]\n");
+        let mut server = Server::start(&text, port);
+        let mut s = TcpStream::connect(metrics).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        assert_eq!(raw.starts_with(b"HTTP/1.1 200"), served, "allow {allow}: {}", String::from_utf8_lossy(&raw));
+        server.stop();
+    }
+}
+
 fn http_get_ok(addr: SocketAddr, target: &str) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() && http_get(addr, target).0 == 200
 }

@@ -7,6 +7,7 @@
 //! [`ServerStatus`], so it never makes a worker wait.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::mgmt::endpoint::{self, CLIENT_TIMEOUT};
+use crate::mgmt::endpoint;
 use crate::mgmt::status::ServerStatus;
 
 /// The longest request line read.
@@ -57,22 +58,60 @@ pub fn handle_line(status: &ServerStatus, line: &str) -> Value {
     }
 }
 
-fn serve_connection(stream: UnixStream, status: &ServerStatus) {
-    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
-    let mut line = String::new();
-    let Ok(mut writer) = stream.try_clone() else { return };
-    let mut reader = BufReader::new(stream.take(MAX_REQUEST_BYTES));
-    let response = match reader.read_line(&mut line) {
-        Ok(_) if line.ends_with('\n') => handle_line(status, &line),
-        Ok(_) if line.len() as u64 >= MAX_REQUEST_BYTES => json!({ "error": "request too long" }),
-        // EOF without a newline: take what came.
-        Ok(n) if n > 0 => handle_line(status, &line),
-        _ => return,
-    };
-    let mut out = response.to_string();
-    out.push('\n');
-    let _ = writer.write_all(out.as_bytes());
+/// The control protocol over the endpoint loop: one JSON line in, one JSON line out.
+struct Control {
+    status: Arc<ServerStatus>,
+}
+
+impl endpoint::Protocol for Control {
+    const MAX_REQUEST: usize = MAX_REQUEST_BYTES as usize;
+
+    fn is_complete(&self, request: &[u8]) -> bool {
+        request.contains(&b'\n')
+    }
+
+    fn answer(&self, request: &[u8], too_long: bool, at_eof: bool) -> Option<Vec<u8>> {
+        let response = if too_long {
+            json!({ "error": "request too long" })
+        } else if at_eof && request.is_empty() {
+            return None;
+        } else {
+            // A line, or at EOF whatever came.
+            let line = request.split(|b| *b == b'\n').next().unwrap_or_default();
+            handle_line(&self.status, &String::from_utf8_lossy(line))
+        };
+        let mut out = response.to_string().into_bytes();
+        out.push(b'\n');
+        Some(out)
+    }
+}
+
+/// The control socket's listener, with the peer check applied at accept.
+struct ControlListener {
+    listener: UnixListener,
+    /// Members of this group (besides root and stratumd's own user) may ask; None: whoever
+    /// the socket file's mode lets connect.
+    group: Option<u32>,
+}
+
+impl AsRawFd for ControlListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
+    }
+}
+
+impl endpoint::Listener for ControlListener {
+    type Stream = UnixStream;
+
+    fn accept_one(&self) -> std::io::Result<(UnixStream, bool)> {
+        let (stream, _) = self.listener.accept()?;
+        stream.set_nonblocking(true)?;
+        let allowed = match self.group {
+            None => true,
+            Some(gid) => peer::credentials(&stream).is_some_and(|c| peer::may_ask(&c, gid)),
+        };
+        Ok((stream, allowed))
+    }
 }
 
 /// Makes the socket: creates the parent directory if missing, removes a stale socket file (one
@@ -91,11 +130,14 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
         Ok(_) => bail!("{} exists and is not a socket; not replacing it", path.display()),
         Err(_) => {}
     }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("cannot make the control socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
-        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
-    Ok(listener)
+    // The file is born with its mode (a chmod after bind would follow a symlink swapped in
+    // between); umask is process-wide, and at start no other thread makes files.
+    // SAFETY: umask cannot fail; the old mask is put back right after.
+    let old = unsafe { libc::umask(0o777 & !SOCKET_MODE as libc::mode_t) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    bound.with_context(|| format!("cannot make the control socket {}", path.display()))
 }
 
 /// Creates the socket's directory where it is missing. Inside a world-writable directory (the
@@ -127,6 +169,67 @@ fn prepare_directory(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Who is on the other end of a control connection, and whether they may ask.
+mod peer {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    /// SO_PEERCRED: the connecting process, its user and primary group.
+    pub(super) fn credentials(stream: &UnixStream) -> Option<libc::ucred> {
+        let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: cred and len are live and of the sizes the kernel expects for SO_PEERCRED.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0).then_some(cred)
+    }
+
+    /// Root, stratumd's own user, or a member of `gid` (primary, or supplementary as the
+    /// process's /proc status lists them when it connected).
+    pub(super) fn may_ask(cred: &libc::ucred, gid: u32) -> bool {
+        // SAFETY: geteuid cannot fail and touches no memory of ours.
+        let me = unsafe { libc::geteuid() };
+        if cred.uid == 0 || cred.uid == me || cred.gid == gid {
+            return true;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", cred.pid)).unwrap_or_default();
+        let member = supplementary_groups(&status).any(|g| g == gid);
+        member
+    }
+
+    fn supplementary_groups(status: &str) -> impl Iterator<Item = u32> + '_ {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .into_iter()
+            .flat_map(|groups| groups.split_whitespace().filter_map(|g| g.parse().ok()))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn groups_come_from_proc_status() {
+            let status = "Name:\tstratumctl\nUid:\t1000\t1000\t1000\t1000\nGroups:\t4 27 1001 \nNgid:\t0\n";
+            assert_eq!(supplementary_groups(status).collect::<Vec<_>>(), [4, 27, 1001]);
+            assert_eq!(supplementary_groups("Name:\tx\n").count(), 0);
+            // SAFETY: getegid cannot fail.
+            let me = libc::ucred { pid: std::process::id() as i32, uid: 12345, gid: unsafe { libc::getegid() } };
+            assert!(may_ask(&me, me.gid));
+            let stranger = libc::ucred { pid: std::process::id() as i32, uid: 54321, gid: 54321 };
+            assert!(!may_ask(&stranger, 54322));
+        }
+    }
+}
+
 /// The control socket, served on its own thread until shutdown; the file is removed on join.
 #[derive(Debug)]
 pub struct ControlServer {
@@ -135,15 +238,19 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    pub fn start(path: &Path, status: Arc<ServerStatus>, shutdown: Arc<AtomicBool>) -> anyhow::Result<Self> {
+    /// Serves the control socket at `path`; with `group`, only root, stratumd's own user and
+    /// that group's members (SO_PEERCRED) are answered.
+    pub fn start(
+        path: &Path,
+        group: Option<u32>,
+        status: Arc<ServerStatus>,
+        shutdown: Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
         let listener = bind(path)?;
         listener.set_nonblocking(true)?;
-        // Accepted streams block again: each is served on its own thread with read and write timeouts.
-        let accept = |l: &UnixListener| l.accept().and_then(|(s, _)| s.set_nonblocking(false).map(|()| s));
-        let serve = move |stream| serve_connection(stream, &status);
-        let thread =
-            endpoint::spawn_accept_thread("stratumd-control", listener, accept, "stratumd-ctl", shutdown, serve)
-                .context("cannot start the control thread")?;
+        let listener = ControlListener { listener, group };
+        let thread = endpoint::spawn("stratumd-control", listener, Control { status }, shutdown)
+            .context("cannot start the control thread")?;
         Ok(Self { path: path.to_path_buf(), thread })
     }
 

@@ -1,9 +1,9 @@
-//! `/metrics` over HTTP: a tiny blocking HTTP/1.x server on its own thread, one short-lived thread
-//! per connection (see [`super::endpoint`]), answering `GET`/`HEAD /metrics` with the text
+//! `/metrics` over HTTP: a tiny HTTP/1.x server on the endpoint loop's thread (see
+//! [`super::endpoint`]: one deadline per connection, no thread per client), answering `GET`/`HEAD /metrics` with the text
 //! exposition that [`super::metrics`] renders, and nothing else.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -11,7 +11,9 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use prometheus::Registry;
 
-use crate::mgmt::endpoint::{self, CLIENT_TIMEOUT};
+use stratum_proto::server::access::Cidr;
+
+use crate::mgmt::endpoint;
 use crate::mgmt::metrics::{registry, render, CONTENT_TYPE};
 use crate::mgmt::status::ServerStatus;
 
@@ -82,37 +84,54 @@ pub fn handle_request(head: &[u8], metrics: impl FnOnce() -> Vec<u8>) -> Respons
     }
 }
 
-/// Reads a request head: up to the blank line, at most [`MAX_REQUEST_BYTES`]. None when the
-/// client closed early or took too long; Err(()) when it sent too much.
-fn read_head(stream: &mut TcpStream) -> Option<Result<Vec<u8>, ()>> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut buf).ok()?;
-        if n == 0 {
-            return None;
+/// Whether a request head is whole: it ends with its blank line.
+fn head_complete(head: &[u8]) -> bool {
+    head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")
+}
+
+/// HTTP over the endpoint loop: a head read whole (or refused past [`MAX_REQUEST_BYTES`]), one
+/// answer, then the connection closes.
+struct Http {
+    registry: Registry,
+}
+
+impl endpoint::Protocol for Http {
+    const MAX_REQUEST: usize = MAX_REQUEST_BYTES;
+
+    fn is_complete(&self, head: &[u8]) -> bool {
+        head_complete(head)
+    }
+
+    fn answer(&self, head: &[u8], too_long: bool, at_eof: bool) -> Option<Vec<u8>> {
+        if too_long {
+            return Some(Response::plain(431, "request too large\n").to_bytes());
         }
-        head.extend_from_slice(&buf[..n]);
-        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-            return Some(Ok(head));
-        }
-        if head.len() > MAX_REQUEST_BYTES {
-            return Some(Err(()));
-        }
+        // A client that closed before its head was whole asked nothing.
+        (!at_eof).then(|| handle_request(head, || render(&self.registry)).to_bytes())
     }
 }
 
-/// Answers one connection. A slow or silent client costs its thread at most the client timeout.
-fn serve_connection(mut stream: TcpStream, registry: &Registry) {
-    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
-    let response = match read_head(&mut stream) {
-        None => return,
-        Some(Err(())) => Response::plain(431, "request too large\n"),
-        Some(Ok(head)) => handle_request(&head, || render(registry)),
-    };
-    let _ = stream.write_all(&response.to_bytes());
-    let _ = stream.flush();
+/// The /metrics listener, with the allow list applied at accept.
+struct MetricsListener {
+    listener: TcpListener,
+    allow: Vec<Cidr>,
+}
+
+impl AsRawFd for MetricsListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
+    }
+}
+
+impl endpoint::Listener for MetricsListener {
+    type Stream = TcpStream;
+
+    fn accept_one(&self) -> std::io::Result<(TcpStream, bool)> {
+        let (stream, peer) = self.listener.accept()?;
+        stream.set_nonblocking(true)?;
+        let allowed = self.allow.is_empty() || self.allow.iter().any(|c| c.contains(peer.ip()));
+        Ok((stream, allowed))
+    }
 }
 
 /// The `/metrics` endpoint: bound at start (so a taken port is a start-up error) and served on
@@ -124,19 +143,26 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    pub fn start(listen: SocketAddr, status: Arc<ServerStatus>, shutdown: Arc<AtomicBool>) -> anyhow::Result<Self> {
+    /// Serves `/metrics` on `listen` to the sources in `allow` (everyone when empty).
+    pub fn start(
+        listen: SocketAddr,
+        allow: &[Cidr],
+        status: Arc<ServerStatus>,
+        shutdown: Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
         let registry = registry(status)?;
         let listener = TcpListener::bind(listen).with_context(|| format!("cannot listen for /metrics on {listen}"))?;
         let address = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        // Accepted streams block again: each is served on its own thread with read and write timeouts.
-        // (Started as the control socket is, through the same endpoint helper; only the listener
-        // type and what a connection is served differ, which is all these lines name.)
-        let accept = |l: &TcpListener| l.accept().and_then(|(s, _)| s.set_nonblocking(false).map(|()| s));
-        let serve = move |stream| serve_connection(stream, &registry);
-        let thread =
-            endpoint::spawn_accept_thread("stratumd-metrics", listener, accept, "stratumd-scrape", shutdown, serve)
-                .context("cannot start the metrics thread")?;
+        if !listen.ip().is_loopback() && allow.is_empty() {
+            tracing::warn!(
+                %listen,
+                "/metrics is reachable beyond this host by anyone: set [metrics] allow to your Prometheus servers"
+            );
+        }
+        let listener = MetricsListener { listener, allow: allow.to_vec() };
+        let thread = endpoint::spawn("stratumd-metrics", listener, Http { registry }, shutdown)
+            .context("cannot start the metrics thread")?;
         Ok(Self { address, thread })
     }
 
