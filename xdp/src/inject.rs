@@ -121,10 +121,28 @@ impl Shared {
     /// Requests the queue's slot has made in this step (read by the queue's own thread, or while
     /// the program may be writing it on another CPU).
     fn made(&self, queue: u32) -> u64 {
-        // SAFETY: an aligned u64 of the mapping: a volatile aligned load sees the old or the new
-        // value, never a mix.
-        unsafe { std::ptr::addr_of!((*self.slot(queue)).made).read_volatile() }
+        // SAFETY: an aligned u64 of the shared mapping, alive as long as self.
+        unsafe { shared_u64(std::ptr::addr_of!((*self.slot(queue)).made)) }
     }
+}
+
+/// An atomic load of a u64 the BPF program writes on another CPU: through an atomic, so neither
+/// the compiler nor the CPU may tear, cache or reorder it past what follows.
+///
+/// # Safety
+/// `at` is an aligned u64 inside a mapping that outlives the call.
+unsafe fn shared_u64(at: *const u64) -> u64 {
+    // SAFETY: the caller's promise; AtomicU64 has u64's size and (on 64-bit targets) alignment.
+    unsafe { AtomicU64::from_ptr(at.cast_mut()) }.load(Ordering::Acquire)
+}
+
+/// As [`shared_u64`], for a u32.
+///
+/// # Safety
+/// `at` is an aligned u32 inside a mapping that outlives the call.
+unsafe fn shared_u32(at: *const u32) -> u32 {
+    // SAFETY: the caller's promise; AtomicU32 has u32's size and alignment.
+    unsafe { std::sync::atomic::AtomicU32::from_ptr(at.cast_mut()) }.load(Ordering::Acquire)
 }
 
 // SAFETY: the mapping is touched only through an InjectQueue's own slot (see InjectQueue); the
@@ -325,16 +343,16 @@ impl std::fmt::Debug for SendClocks {
 impl SendClocks {
     /// The sequence number the next request will carry.
     pub fn next_seq(&self) -> u32 {
-        // SAFETY: an aligned u32 of the mapping, which the program may be writing on another CPU:
-        // a volatile aligned load sees the old or the new value, never a mix.
-        unsafe { std::ptr::addr_of!((*self.shared.slot(self.queue)).next_seq).read_volatile() }
+        // SAFETY: an aligned u32 of the shared mapping, which the program may be writing on
+        // another CPU; the mapping lives as long as self.
+        unsafe { shared_u32(std::ptr::addr_of!((*self.shared.slot(self.queue)).next_seq)) }
     }
 
     /// CLOCK_TAI (ns) when the program first ran in this step (its pacing counts from there), or
     /// None before that: the kernel takes a while to set a call up.
     pub fn started_tai_ns(&self) -> Option<u64> {
         // SAFETY: as in next_seq (an aligned u64).
-        let t = unsafe { std::ptr::addr_of!((*self.shared.slot(self.queue)).start_tai_ns).read_volatile() };
+        let t = unsafe { shared_u64(std::ptr::addr_of!((*self.shared.slot(self.queue)).start_tai_ns)) };
         (t != 0).then_some(t)
     }
 
@@ -352,7 +370,17 @@ impl SendClocks {
         // to the batch cannot be read before it. (A reply to the batch 2^14 before, read while its
         // entry is being overwritten, may pair with the newer time: its T1 then lies after its T2
         // and it counts as invalid instead of late.)
-        let entry = unsafe { self.shared.clocks.as_ptr().cast::<BatchClock>().add(i).read_volatile() };
-        (entry.batch == batch).then_some(entry.tai_ns)
+        let entry = unsafe { self.shared.clocks.as_ptr().cast::<BatchClock>().add(i) };
+        // The batch number before and after the time: a pair torn by a rewrite in between is
+        // refused rather than misread.
+        // SAFETY: as above, each an aligned u64 field of the entry.
+        let (before, tai_ns, after) = unsafe {
+            (
+                shared_u64(std::ptr::addr_of!((*entry).batch)),
+                shared_u64(std::ptr::addr_of!((*entry).tai_ns)),
+                shared_u64(std::ptr::addr_of!((*entry).batch)),
+            )
+        };
+        (before == batch && after == batch).then_some(tai_ns)
     }
 }

@@ -29,10 +29,21 @@ impl From<libc::xdp_ring_offset> for RingOffsets {
 }
 
 impl RingOffsets {
-    /// Bytes to map for a ring of `size` entries of `T`.
-    pub(crate) fn map_len<T>(&self, size: u32) -> usize {
-        self.desc as usize + size as usize * size_of::<T>()
+    /// Bytes to map for a ring of `size` entries of `T`; None when the kernel's offset is so
+    /// large that the length does not fit in an address (it is checked, never wrapped).
+    pub(crate) fn map_len<T>(&self, size: u32) -> Option<usize> {
+        map_len(self.desc, size, size_of::<T>())
     }
+}
+
+/// `desc + size * entry`, in checked arithmetic: the offset comes from the kernel.
+pub(crate) fn map_len(desc: u64, size: u32, entry: usize) -> Option<usize> {
+    usize::try_from(desc).ok()?.checked_add((size as usize).checked_mul(entry)?)
+}
+
+/// Whether a 4-byte index at `at` lies inside `len` bytes, in checked arithmetic.
+fn index_fits(at: u64, len: usize) -> bool {
+    usize::try_from(at).ok().and_then(|a| a.checked_add(4)).is_some_and(|end| end <= len)
 }
 
 /// The memory a ring lives in: the kernel's mapping, or (in tests) our own buffer playing the kernel.
@@ -79,11 +90,11 @@ impl<T: Copy> RawRing<T> {
         }
         let (base, len) = region.base_and_len();
         for (name, at) in [("producer", offsets.producer), ("consumer", offsets.consumer), ("flags", offsets.flags)] {
-            if at % 4 != 0 || at as usize + 4 > len {
+            if at % 4 != 0 || !index_fits(at, len) {
                 return Err(bad(name));
             }
         }
-        if offsets.desc as usize % align_of::<T>() != 0 || offsets.map_len::<T>(size) > len {
+        if offsets.desc % align_of::<T>() as u64 != 0 || offsets.map_len::<T>(size).is_none_or(|need| need > len) {
             return Err(bad("descriptors"));
         }
         let at = |offset: u64| {
@@ -261,7 +272,7 @@ mod tests {
     const OFFSETS: RingOffsets = RingOffsets { producer: 0, consumer: 64, flags: 128, desc: 192 };
 
     fn region(size: u32) -> (Region, *mut u8) {
-        let words = OFFSETS.map_len::<u64>(size).div_ceil(8);
+        let words = OFFSETS.map_len::<u64>(size).unwrap().div_ceil(8);
         let mut b = vec![0u64; words].into_boxed_slice();
         let base = b.as_mut_ptr() as *mut u8;
         (Region::Owned(b), base)
@@ -373,5 +384,12 @@ mod tests {
         let (r, _) = region(4);
         let odd = RingOffsets { consumer: 66, ..OFFSETS };
         assert!(ConsumerRing::<u64>::new(r, odd, 4).is_err(), "misaligned index");
+        // Offsets a broken or hostile kernel interface could give: refused, never wrapped around.
+        for huge in [RingOffsets { producer: u64::MAX - 3, ..OFFSETS }, RingOffsets { desc: u64::MAX - 7, ..OFFSETS }] {
+            let (r, _) = region(4);
+            assert!(ConsumerRing::<u64>::new(r, huge, 4).is_err(), "{huge:?}");
+        }
+        assert_eq!(map_len(u64::MAX - 7, 4, 8), None);
+        assert_eq!(map_len(64, 4, 16), Some(128));
     }
 }
