@@ -58,9 +58,42 @@ pub fn handle_line(status: &ServerStatus, line: &str) -> Value {
     }
 }
 
+/// How long a `clients` answer is reused: the table scan behind it (up to the whole limiter
+/// table) runs at most once a second however often it is asked.
+const CLIENTS_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The control protocol over the endpoint loop: one JSON line in, one JSON line out.
 struct Control {
     status: Arc<ServerStatus>,
+    /// The last `clients` answer: when, for how many, and the answer.
+    clients: std::cell::RefCell<Option<(std::time::Instant, usize, Value)>>,
+}
+
+impl Control {
+    fn answer_line(&self, line: &str) -> Value {
+        match serde_json::from_str::<ControlRequest>(line.trim()) {
+            Ok(ControlRequest::Clients { top }) if (1..=MAX_TOP).contains(&top) => self.clients(top),
+            _ => handle_line(&self.status, line),
+        }
+    }
+
+    /// `clients --top N`, from the last scan when it is recent and was for at least N.
+    fn clients(&self, top: usize) -> Value {
+        let mut cache = self.clients.borrow_mut();
+        let fresh = cache.as_ref().filter(|(at, n, _)| at.elapsed() < CLIENTS_REUSE && *n >= top);
+        let mut value = match fresh {
+            Some((_, _, v)) => v.clone(),
+            None => {
+                let v = self.status.clients_json(top);
+                *cache = Some((std::time::Instant::now(), top, v.clone()));
+                v
+            }
+        };
+        if let Some(list) = value.get_mut("clients").and_then(Value::as_array_mut) {
+            list.truncate(top);
+        }
+        value
+    }
 }
 
 impl endpoint::Protocol for Control {
@@ -78,7 +111,7 @@ impl endpoint::Protocol for Control {
         } else {
             // A line, or at EOF whatever came.
             let line = request.split(|b| *b == b'\n').next().unwrap_or_default();
-            handle_line(&self.status, &String::from_utf8_lossy(line))
+            self.answer_line(&String::from_utf8_lossy(line))
         };
         let mut out = response.to_string().into_bytes();
         out.push(b'\n');
@@ -249,8 +282,9 @@ impl ControlServer {
         let listener = bind(path)?;
         listener.set_nonblocking(true)?;
         let listener = ControlListener { listener, group };
-        let thread = endpoint::spawn("stratumd-control", listener, Control { status }, shutdown)
-            .context("cannot start the control thread")?;
+        let thread =
+            endpoint::spawn("stratumd-control", listener, Control { status, clients: Default::default() }, shutdown)
+                .context("cannot start the control thread")?;
         Ok(Self { path: path.to_path_buf(), thread })
     }
 
@@ -293,6 +327,34 @@ mod tests {
         assert_eq!(parsed, ControlRequest::Clients { top: 10 });
         assert!(serde_json::from_str::<ControlRequest>(r#"{"command":"reboot"}"#).is_err());
         assert!(serde_json::from_str::<ControlRequest>(r#"{"command":"clients","top":-1}"#).is_err());
+    }
+
+    #[test]
+    fn clients_scans_at_most_once_a_second_for_as_many_as_asked() {
+        use stratum_proto::server::ratelimit::{RateLimitConfig, RateLimiter};
+        let status = Arc::new(ServerStatus {
+            version: "0.0.0",
+            started: std::time::Instant::now(),
+            backend: "socket",
+            xdp: None,
+            addresses: vec![],
+            workers: vec![],
+            clock_source: "local".into(),
+            cell: crate::time::core::SnapshotCell::new(stratum_proto::ServerSnapshot::unsynchronized(-20)),
+            limiter: Some(Arc::new(RateLimiter::new(&RateLimitConfig::default(), [1, 2]))),
+        });
+        let control = Control { status, clients: Default::default() };
+        let scanned_for = |c: &Control| c.clients.borrow().as_ref().map(|(_, n, _)| *n);
+        assert_eq!(control.answer_line(r#"{"command":"clients","top":5}"#)["ratelimit"], true);
+        assert_eq!(scanned_for(&control), Some(5));
+        // Fewer, within the second: the last scan serves.
+        control.answer_line(r#"{"command":"clients","top":3}"#);
+        assert_eq!(scanned_for(&control), Some(5));
+        // More than the last scan holds: a new scan.
+        control.answer_line(r#"{"command":"clients","top":7}"#);
+        assert_eq!(scanned_for(&control), Some(7));
+        // Anything else goes the usual way.
+        assert!(control.answer_line(r#"{"command":"reboot"}"#)["error"].is_string());
     }
 
     #[test]
