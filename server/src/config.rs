@@ -15,6 +15,7 @@ use stratum_proto::RefId;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 mod locate;
+pub mod sync;
 use locate::Spans;
 
 /// The configuration compiled into the binary, used when no `--config` is given.
@@ -39,6 +40,12 @@ pub struct Config {
     /// Absent: no control socket (and no `stratumctl`).
     #[serde(default)]
     pub control: Option<ControlConfig>,
+    /// `[[upstream]]`: NTP servers to poll (`source = "sync"`).
+    #[serde(default)]
+    pub upstream: Vec<sync::UpstreamConfig>,
+    /// `[[pool]]`: names whose addresses are polled (`source = "sync"`).
+    #[serde(default)]
+    pub pool: Vec<sync::PoolConfig>,
     /// What is valid but probably not meant, one `FILE:LINE: KEY: warning: ...` line each: printed
     /// by `--check-config` and logged at start.
     #[serde(skip)]
@@ -496,6 +503,9 @@ pub enum ClockSource {
     Local,
     /// The host clock as another daemon disciplines it, vouched for by the kernel's sync state.
     External,
+    /// Disciplined by stratumd itself from `[[upstream]]` and `[[pool]]` servers (RFC 5905
+    /// mitigation); stratum and refid follow the system peer.
+    Sync,
 }
 
 /// The stratum and reference id a source that cannot work them out serves while synchronised.
@@ -515,6 +525,24 @@ pub struct ClockConfig {
     /// Reference id: up to four ASCII characters, or an IPv4 address.
     #[serde(default, deserialize_with = "ref_id")]
     pub refid: Option<RefId>,
+    /// `source = "sync"`: how the disciplined time is served.
+    #[serde(default)]
+    pub discipline: sync::Discipline,
+    /// Offsets past this are stepped, while steps are allowed; seconds.
+    #[serde(default = "sync::default_step_threshold", deserialize_with = "sync::step_threshold")]
+    pub step_threshold: f64,
+    /// Steps allowed, only before the first synchronisation.
+    #[serde(default = "sync::default_max_steps", deserialize_with = "sync::max_steps")]
+    pub max_steps: u32,
+    /// How long to serve in holdover with no selectable source before LI=3; seconds.
+    #[serde(default = "sync::default_max_holdover", deserialize_with = "sync::max_holdover")]
+    pub max_holdover: f64,
+    /// Fewest agreeing sources needed to steer the clock.
+    #[serde(default = "sync::default_minsane", deserialize_with = "sync::minsane")]
+    pub minsane: usize,
+    /// A leap-seconds.list file (read at start, its hash checked).
+    #[serde(default, deserialize_with = "sync::leap_seconds")]
+    pub leap_seconds: Option<sync::LeapFile>,
 }
 
 impl ClockConfig {
@@ -527,6 +555,8 @@ impl ClockConfig {
             (ClockSource::Local, 1) => RefId(*b"LOCL"),
             (ClockSource::Local, _) => local_clock,
             (ClockSource::External, _) => RefId(*b"XTRN"),
+            // Not served: the system peer's address is (the sync engine's).
+            (ClockSource::Sync, _) => RefId(*b"INIT"),
         });
         ServedIdentity { stratum: self.stratum, ref_id }
     }
@@ -717,6 +747,83 @@ impl Config {
             if stratum_host::netif::index(interface).is_none() {
                 return Err(Invalid::new("server.interface", format!("no such interface `{interface}` on this host")));
             }
+        }
+        warnings.extend(self.validate_sync(spans)?);
+        Ok(warnings)
+    }
+
+    /// `source = "sync"` and its upstreams: one needs the other; the stratum and refid are the
+    /// system peer's; a poll range must be a range.
+    fn validate_sync(&self, spans: &Spans) -> Result<Vec<Invalid>, Invalid> {
+        let c = &self.clock;
+        let mut warnings = Vec::new();
+        if c.source != ClockSource::Sync {
+            if !self.upstream.is_empty() {
+                return Err(Invalid::new("upstream", "upstream servers need [clock] source = \"sync\"").entry(0));
+            }
+            if !self.pool.is_empty() {
+                return Err(Invalid::new("pool", "a pool needs [clock] source = \"sync\"").entry(0));
+            }
+            return Ok(warnings);
+        }
+        if self.upstream.is_empty() && self.pool.is_empty() {
+            return Err(Invalid::new(
+                "clock.source",
+                "source = \"sync\" needs servers to poll: add [[upstream]] address = \"...\" or [[pool]] name = \"...\"",
+            ));
+        }
+        if c.discipline == sync::Discipline::System {
+            return Err(Invalid::new(
+                "clock.discipline",
+                "\"system\" is not built yet; use \"virtual\" (disciplined time served without touching the system clock)",
+            ));
+        }
+        for key in ["clock.stratum", "clock.refid"] {
+            if spans.has(key) {
+                return Err(Invalid::new(
+                    if key == "clock.stratum" { "clock.stratum" } else { "clock.refid" },
+                    "with source = \"sync\" the served stratum and refid follow the selected upstream; remove it",
+                ));
+            }
+        }
+        for (i, u) in self.upstream.iter().enumerate() {
+            if u.minpoll > u.maxpoll {
+                let message = format!("minpoll {} is above maxpoll {}", u.minpoll, u.maxpoll);
+                return Err(Invalid::new("upstream", message).entry(i));
+            }
+            if let Some(j) = self.upstream[..i].iter().position(|v| v.address == u.address) {
+                return Err(
+                    Invalid::new("upstream", format!("{} is listed twice (entry {})", u.address, j + 1)).entry(i)
+                );
+            }
+        }
+        for (i, p) in self.pool.iter().enumerate() {
+            if p.minpoll > p.maxpoll {
+                let message = format!("minpoll {} is above maxpoll {}", p.minpoll, p.maxpoll);
+                return Err(Invalid::new("pool", message).entry(i));
+            }
+        }
+        if let Some(leap) = &c.leap_seconds {
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+            let path = leap.path.display();
+            match leap.list.expiry(now) {
+                stratum_proto::sync::Expiry::Expired => {
+                    let message = format!("{path} has expired: it is not used for the leap indicator; update it");
+                    warnings.push(Invalid::new("clock.leap-seconds", message));
+                }
+                stratum_proto::sync::Expiry::Soon { days } => {
+                    let message = format!("{path} expires in {days} days; update it before then");
+                    warnings.push(Invalid::new("clock.leap-seconds", message));
+                }
+                stratum_proto::sync::Expiry::Valid => {}
+            }
+        }
+        let sources = self.upstream.len() + self.pool.iter().map(|p| p.max_sources).sum::<usize>();
+        if sources < c.minsane {
+            let message =
+                format!("minsane {} is more than the {sources} sources configured: never synchronised", c.minsane);
+            return Err(Invalid::new("clock.minsane", message));
         }
         Ok(warnings)
     }

@@ -22,8 +22,26 @@ use dataplane::{DataPlane, WorkerInputs};
 use mgmt::control::ControlServer;
 use mgmt::http::MetricsServer;
 use mgmt::status::ServerStatus;
+use sync::upstream::{SyncView, UpstreamSync};
 use sync::SyncLoop;
 use time::core::SnapshotCell;
+
+/// The thread that writes the time core.
+enum SyncThread {
+    Loop(std::thread::JoinHandle<()>),
+    Upstream(UpstreamSync),
+}
+
+impl SyncThread {
+    fn join(self) {
+        match self {
+            Self::Loop(t) => {
+                let _ = t.join();
+            }
+            Self::Upstream(u) => u.join(),
+        }
+    }
+}
 
 /// Runs the server until SIGTERM or SIGINT, then stops within a second.
 pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
@@ -36,11 +54,18 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     }
 
     let precision = stratum_host::clock::measure_precision();
-    let source = time::backend::from_config(config);
-    let description = source.describe();
     let cell = SnapshotCell::new(ServerSnapshot::unsynchronized(precision));
-    let mut sync = SyncLoop::new(source, cell.clone(), precision);
-    let first = sync.first_update();
+    // `local` and `external`: a backend the sync loop asks once a second, its first state known
+    // now. `sync`: the upstream thread, started with the rest; unsynchronised until it selects.
+    let (mut sync_loop, description) = match time::backend::from_config(config) {
+        Some(source) => {
+            let description = source.describe();
+            (Some(SyncLoop::new(source, cell.clone(), precision)), description)
+        }
+        None => (None, UpstreamSync::describe(config)),
+    };
+    let first = sync_loop.as_mut().map_or(ServerSnapshot::unsynchronized(precision), SyncLoop::first_update);
+    let sync_view = sync_loop.is_none().then(|| Arc::new(SyncView::default()));
 
     // Over AF_XDP, loopback sources cannot be real clients (the kernel never routes them to a NIC).
     let admission = Admission::from_config(config, config.server.backend == Backend::Xdp);
@@ -55,6 +80,7 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         clock_source: description.clone(),
         cell: cell.clone(),
         limiter: admission.limiter.clone(),
+        sync: sync_view.clone(),
     });
     // Management interfaces start after the data plane, so their errors (a taken port, a live
     // control socket) stop stratumd with a message; the workers it started stop with it.
@@ -66,8 +92,14 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    let first_error = sync.first_error().map(str::to_owned);
-    let sync_thread = sync.spawn(shutdown.clone())?;
+    let first_error = sync_loop.as_ref().and_then(|s| s.first_error().map(str::to_owned));
+    let sync_thread = match (sync_loop, sync_view) {
+        (Some(sync_loop), _) => SyncThread::Loop(sync_loop.spawn(shutdown.clone())?),
+        (None, view) => {
+            let view = view.unwrap_or_default();
+            SyncThread::Upstream(UpstreamSync::start(config, cell.clone(), precision, view, shutdown.clone())?)
+        }
+    };
 
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -83,6 +115,8 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     );
     if let Some(why) = first_error {
         tracing::error!("{why}; serving unsynchronised (LI=3) until it can be read");
+    } else if matches!(sync_thread, SyncThread::Upstream(_)) {
+        tracing::info!("polling the upstream servers: unsynchronised (LI=3, stratum 16) until one is selected");
     } else if !first.is_synchronized() {
         tracing::warn!("the clock source is not synchronised: clients will ignore this server until it is");
     }
@@ -94,7 +128,7 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     }
     tracing::info!("stopping");
     backend.join();
-    let _ = sync_thread.join();
+    sync_thread.join();
     if let Some(m) = metrics_server {
         m.join();
     }

@@ -35,8 +35,12 @@ enum Command {
     Status,
     /// Per-worker core and counters.
     Workers,
-    /// Upstream servers and reference clocks (none until upstream sync exists).
+    /// Upstream servers: state (* selected, + candidate, - outlier, x falseticker, ? unusable,
+    /// ~ unreachable, ! refused us), stratum, poll, reach (octal), last sample.
     Sources,
+    /// The served clock: system peer, stratum, refid, offset, frequency, root delay/dispersion,
+    /// leap, age of the last update.
+    Tracking,
     /// The heaviest clients in the rate limiter's table (needs `[ratelimit]` in stratumd's configuration).
     ///
     /// Only clients with a sampled request are listed: the rate limiter keeps statistics for 1
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Status => ControlRequest::Status,
         Command::Workers => ControlRequest::Workers,
         Command::Sources => ControlRequest::Sources,
+        Command::Tracking => ControlRequest::Tracking,
         Command::Clients { top } => ControlRequest::Clients { top: top as usize },
     };
     // The first default place that exists, else the first (for the error message).
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
         ControlRequest::Status => status_table(&response),
         ControlRequest::Workers => workers_table(&response),
         ControlRequest::Sources => sources_table(&response),
+        ControlRequest::Tracking => tracking_table(&response),
         ControlRequest::Clients { top } => clients_table(&response, top),
     };
     print!("{text}");
@@ -210,11 +216,55 @@ fn workers_table(v: &Value) -> String {
 }
 
 fn sources_table(v: &Value) -> String {
-    let sources = v["sources"].as_array().map_or(0, Vec::len);
-    if sources == 0 {
-        return format!("no sources; {} (clock source: {})\n", show(&v["note"]), show(&v["clock_source"]));
+    let Some(sources) = v["sources"].as_array().filter(|s| !s.is_empty()) else {
+        let why = if v["note"].is_null() { "none reached yet".to_string() } else { show(&v["note"]) };
+        return format!("no sources: {why} (clock source: {})\n", show(&v["clock_source"]));
+    };
+    let rows = rows_of(&Value::Array(sources.clone()), |s| {
+        vec![
+            show(&s["symbol"]),
+            show(&s["state"]),
+            show(&s["name"]),
+            show(&s["address"]),
+            show(&s["stratum"]),
+            show(&s["poll"]),
+            show(&s["reach"]),
+            seconds(&s["last_sample_age_seconds"], 1.0, "s"),
+            seconds(&s["last_offset_seconds"], 1e6, "us"),
+            seconds(&s["last_delay_seconds"], 1e6, "us"),
+            seconds(&s["jitter_seconds"], 1e6, "us"),
+        ]
+    });
+    let header = ["", "state", "name", "address", "stratum", "poll", "reach", "last rx", "offset", "delay", "jitter"];
+    table(&header, &rows)
+}
+
+/// A number of seconds in `unit` (scaled by `scale`), rounded, or "-".
+fn seconds(v: &Value, scale: f64, unit: &str) -> String {
+    v.as_f64().map_or_else(|| "-".into(), |x| format!("{:.0} {unit}", x * scale))
+}
+
+fn tracking_table(v: &Value) -> String {
+    if v["synchronized"].is_null() {
+        return format!("no tracking: {} (clock source: {})\n", show(&v["note"]), show(&v["clock_source"]));
     }
-    format!("{sources} sources\n")
+    let synchronized = if v["synchronized"].as_bool() == Some(true) { "yes" } else { "NO (serving LI=3)" };
+    pairs(&[
+        ("clock source", show(&v["clock_source"])),
+        ("synchronised", synchronized.into()),
+        ("system peer", show(&v["system_peer"])),
+        ("stratum", show(&v["stratum"])),
+        ("refid", show(&v["refid"])),
+        ("offset", seconds(&v["offset_seconds"], 1e6, "us")),
+        ("offset error", seconds(&v["offset_error_seconds"], 1e6, "us")),
+        ("frequency", v["frequency_ppm"].as_f64().map_or("-".into(), |f| format!("{f:+.3} ppm"))),
+        ("system jitter", seconds(&v["system_jitter_seconds"], 1e6, "us")),
+        ("root delay", seconds(&v["root_delay_seconds"], 1e6, "us")),
+        ("root dispersion", seconds(&v["root_dispersion_seconds"], 1e6, "us")),
+        ("leap indicator", show(&v["leap"])),
+        ("last update", seconds(&v["update_age_seconds"], 1.0, "s ago")),
+        ("steps", show(&v["steps"])),
+    ])
 }
 
 /// Why a client can be missing from `clients`: the rate limiter's statistics are sampled (proto's

@@ -36,6 +36,7 @@ pub enum ControlRequest {
     Status,
     Workers,
     Sources,
+    Tracking,
     Clients {
         #[serde(default = "default_top")]
         top: usize,
@@ -52,6 +53,7 @@ pub fn handle_line(status: &ServerStatus, line: &str) -> Value {
         Ok(ControlRequest::Status) => status.status_json(),
         Ok(ControlRequest::Workers) => status.workers_json(),
         Ok(ControlRequest::Sources) => status.sources_json(),
+        Ok(ControlRequest::Tracking) => status.tracking_json(),
         Ok(ControlRequest::Clients { top }) if (1..=MAX_TOP).contains(&top) => status.clients_json(top),
         Ok(ControlRequest::Clients { top }) => json!({ "error": format!("top {top} is outside 1..={MAX_TOP}") }),
         Err(e) => json!({ "error": format!("bad request: {e}") }),
@@ -342,6 +344,7 @@ mod tests {
             clock_source: "local".into(),
             cell: crate::time::core::SnapshotCell::new(stratum_proto::ServerSnapshot::unsynchronized(-20)),
             limiter: Some(Arc::new(RateLimiter::new(&RateLimitConfig::default(), [1, 2]))),
+            sync: None,
         });
         let control = Control { status, clients: Default::default() };
         let scanned_for = |c: &Control| c.clients.borrow().as_ref().map(|(_, n, _)| *n);

@@ -400,6 +400,7 @@ mod tests {
             clock_source: "local".into(),
             cell: SnapshotCell::new(ServerSnapshot::unsynchronized(-20)),
             limiter: None,
+            sync: None,
         });
         let text = String::from_utf8(render(&registry(status).unwrap())).unwrap();
         for f in &FAMILIES {

@@ -81,6 +81,8 @@ pub struct ServerStatus {
     pub clock_source: String,
     pub cell: Arc<SnapshotCell>,
     pub limiter: Option<Arc<RateLimiter>>,
+    /// The upstream sources and the system's tracking state (`source = "sync"` only).
+    pub sync: Option<Arc<crate::sync::upstream::SyncView>>,
 }
 
 /// The clock state as operators read it.

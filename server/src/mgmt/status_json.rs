@@ -53,10 +53,43 @@ impl ServerStatus {
     /// `stratumctl sources`: upstream servers and reference clocks. None exist yet (upstream and
     /// GPS discipline are later work); the clock source in use is named instead.
     pub fn sources_json(&self) -> Value {
+        let Some(view) = &self.sync else {
+            return json!({
+                "sources": [],
+                "clock_source": self.clock_source,
+                "note": "the clock source polls no upstream servers (set [clock] source = \"sync\" and [[upstream]])",
+            });
+        };
+        let now = stratum_host::clock::now();
+        let sources: Vec<Value> = view.sources().iter().map(|row| source_json(row, now)).collect();
+        json!({ "sources": sources, "clock_source": self.clock_source })
+    }
+
+    /// `stratumctl tracking`: the system peer and the served clock's state.
+    pub fn tracking_json(&self) -> Value {
+        let Some(t) = self.sync.as_ref().and_then(|v| v.tracking()) else {
+            return json!({
+                "clock_source": self.clock_source,
+                "note": "no tracking: the clock source polls no upstream servers",
+            });
+        };
         json!({
-            "sources": [],
             "clock_source": self.clock_source,
-            "note": "no upstream or reference-clock sources in this release; the clock source serves the host clock",
+            "synchronized": t.synchronized,
+            "system_peer": t.system_peer_address.map(|a| a.to_string()),
+            "stratum": t.stratum,
+            "refid": t.ref_id.to_text(t.stratum).to_string(),
+            "offset_seconds": t.offset,
+            "combined_offset_seconds": t.combined_offset,
+            "offset_error_seconds": t.offset_error,
+            "frequency_ppm": t.frequency_ppm,
+            "system_jitter_seconds": t.system_jitter,
+            "root_delay_seconds": t.root_delay,
+            "root_dispersion_seconds": t.root_dispersion,
+            "leap": t.leap.to_bits(),
+            "update_age_seconds": t.update_age,
+            "steps": t.steps,
+            "poll": t.system_poll,
         })
     }
 
@@ -84,6 +117,31 @@ impl ServerStatus {
             "clients": clients,
         })
     }
+}
+
+/// One source as `stratumctl sources --json` shows it.
+fn source_json(row: &crate::sync::upstream::SourceRow, now: stratum_proto::NtpTimestamp) -> Value {
+    let s = &row.status;
+    json!({
+        "name": row.name,
+        "address": row.address.to_string(),
+        "state": s.state.name(),
+        "symbol": s.state.symbol().to_string(),
+        "stratum": s.stratum,
+        "refid": s.upstream_ref_id.zip(s.stratum).map(|(r, st)| r.to_text(st).to_string()),
+        "poll": s.poll,
+        "reach": format!("{:o}", s.reach),
+        "last_offset_seconds": s.last_offset,
+        "last_delay_seconds": s.last_delay,
+        "last_sample_age_seconds": s.last_sample_time.map(|t| now.since(t).to_seconds_f64()),
+        "jitter_seconds": s.jitter,
+        "root_distance_seconds": s.root_distance,
+        "flash": s.last_flash.to_string(),
+        "kod": match s.state {
+            stratum_proto::sync::SourceState::Demobilised(code) => Some(code.as_str()),
+            _ => None,
+        },
+    })
 }
 
 fn round_ms(seconds: f64) -> f64 {
@@ -167,6 +225,7 @@ mod tests {
             clock_source: "local".into(),
             cell: SnapshotCell::new(ServerSnapshot::unsynchronized(-20)),
             limiter,
+            sync: None,
         }
     }
 

@@ -1,5 +1,10 @@
-//! The sync thread: the only writer of the time core. Once a second it asks the clock source for
-//! the state to serve, publishes it, and logs when that state changes (never per packet).
+//! The sync thread: the only writer of the time core. For `local` and `external` sources
+//! ([`SyncLoop`]) it asks the clock backend once a second for the state to serve, publishes it,
+//! and logs when that state changes (never per packet). For `sync`, [`upstream`] polls the
+//! upstream servers and drives the sans-IO sync engine instead, with [`resolve`] beside it.
+
+pub mod resolve;
+pub mod upstream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -5,7 +5,6 @@
 //! more re-read.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,50 +21,14 @@ const WAKE_INTERVAL: Duration = Duration::from_millis(200);
 /// Every address of every interface (lo included: anycast addresses live there), and the
 /// broadcast address of each IPv4 subnet.
 pub(super) fn host_addresses() -> io::Result<Vec<LocalAddress>> {
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes a list head into `list`, freed below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut addresses = Vec::new();
-    let mut entry = list;
-    while !entry.is_null() {
-        // SAFETY: `entry` is a node of the list getifaddrs returned, alive until freeifaddrs.
-        let ifa = unsafe { &*entry };
-        if let Some(addr) = sockaddr_ip(ifa.ifa_addr) {
-            addresses.push(LocalAddress::Unicast(addr));
+    let mut list = Vec::new();
+    for a in stratum_host::netif::addresses()? {
+        list.push(LocalAddress::Unicast(a.address));
+        if let Some(b) = a.broadcast {
+            list.push(LocalAddress::Broadcast(b));
         }
-        if ifa.ifa_flags & libc::IFF_BROADCAST as libc::c_uint != 0 {
-            if let Some(broadcast) = sockaddr_ip(ifa.ifa_ifu) {
-                addresses.push(LocalAddress::Broadcast(broadcast));
-            }
-        }
-        entry = ifa.ifa_next;
     }
-    // SAFETY: the list from getifaddrs above, freed once, not used after.
-    unsafe { libc::freeifaddrs(list) };
-    Ok(addresses)
-}
-
-/// The IP address in a `sockaddr` from getifaddrs (None for other families and null pointers).
-fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
-    if sa.is_null() {
-        return None;
-    }
-    // SAFETY: non-null and from getifaddrs: a sockaddr whose family says its real type.
-    match i32::from(unsafe { (*sa).sa_family }) {
-        libc::AF_INET => {
-            // SAFETY: the family says this is a sockaddr_in.
-            let sin = unsafe { &*sa.cast::<libc::sockaddr_in>() };
-            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this is a sockaddr_in6.
-            let sin6 = unsafe { &*sa.cast::<libc::sockaddr_in6>() };
-            Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
-        }
-        _ => None,
-    }
+    Ok(list)
 }
 
 /// The interface's MAC address (`/sys/class/net/IF/address`).
@@ -166,6 +129,8 @@ fn drain(events: &OwnedFd, buf: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::net::{IpAddr, Ipv4Addr};
 
     #[test]
     fn the_host_has_loopback_and_macs_parse() {

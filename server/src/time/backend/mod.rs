@@ -1,8 +1,9 @@
 //! Clock backends: what the served time's state (stratum, leap, dispersion...) is right now.
 //!
 //! A [`ClockBackend`] turns "what is true about the host clock" into a [`ServerSnapshot`]. The sync
-//! thread asks it once a second and publishes the result. The upstream/refclock discipline (a later
-//! piece of work) becomes another implementation of this trait.
+//! thread asks it once a second and publishes the result. `source = "sync"` is not one of these:
+//! its upstream thread ([`crate::sync::upstream`]) drives the sync engine and publishes itself, on
+//! every clock update.
 
 pub mod external;
 pub mod local;
@@ -20,9 +21,11 @@ pub trait ClockBackend: Send {
     fn snapshot(&mut self, now: NtpTimestamp, precision: i8) -> std::io::Result<ServerSnapshot>;
 }
 
-pub fn from_config(config: &Config) -> Box<dyn ClockBackend> {
+/// The backend of a `local` or `external` source; None for `sync`, which has its own thread.
+pub fn from_config(config: &Config) -> Option<Box<dyn ClockBackend>> {
     match config.clock.source {
-        ClockSource::Local => Box::new(local::LocalClock::new(config.clock.identity())),
-        ClockSource::External => Box::new(external::ExternalClock::new(config.clock.identity())),
+        ClockSource::Local => Some(Box::new(local::LocalClock::new(config.clock.identity()))),
+        ClockSource::External => Some(Box::new(external::ExternalClock::new(config.clock.identity()))),
+        ClockSource::Sync => None,
     }
 }

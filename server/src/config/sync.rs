@@ -1,0 +1,258 @@
+//! The keys of `source = "sync"`: the discipline's settings in `[clock]`, and the upstream servers
+//! in `[[upstream]]` and `[[pool]]` tables. Each value is checked as it is parsed (one line per
+//! error: file, line, key); what spans keys is checked in [`super::Config::validate`].
+
+use std::path::PathBuf;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use stratum_proto::sync::{MAX_POLL, MIN_POLL};
+
+/// How the disciplined time reaches clients.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Discipline {
+    /// The system clock is never touched: the offset and frequency corrections live in the time
+    /// core's snapshot and the workers apply them to every timestamp (no CAP_SYS_TIME).
+    #[default]
+    Virtual,
+    /// stratumd steers CLOCK_REALTIME itself (not built yet: refused with a line saying so).
+    System,
+}
+
+/// `[[upstream]]`: one NTP server to poll.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UpstreamConfig {
+    /// `host`, `host:port`, `1.2.3.4`, `[2001:db8::1]:123`.
+    #[serde(deserialize_with = "upstream_address")]
+    pub address: HostPort,
+    #[serde(default)]
+    pub iburst: bool,
+    #[serde(default = "default_minpoll", deserialize_with = "poll_exponent")]
+    pub minpoll: i8,
+    #[serde(default = "default_maxpoll", deserialize_with = "poll_exponent")]
+    pub maxpoll: i8,
+    #[serde(default)]
+    pub prefer: bool,
+    #[serde(default)]
+    pub noselect: bool,
+}
+
+/// `[[pool]]`: a name whose addresses are polled, up to `max-sources` of them at once.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PoolConfig {
+    #[serde(deserialize_with = "upstream_address")]
+    pub name: HostPort,
+    #[serde(default = "default_max_sources", deserialize_with = "max_sources")]
+    pub max_sources: usize,
+    #[serde(default)]
+    pub iburst: bool,
+    #[serde(default = "default_minpoll", deserialize_with = "poll_exponent")]
+    pub minpoll: i8,
+    #[serde(default = "default_maxpoll", deserialize_with = "poll_exponent")]
+    pub maxpoll: i8,
+}
+
+/// A host name or address and a port (123 unless given).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Parses `host`, `host:port`, `v4`, `v4:port`, `v6`, `[v6]`, `[v6]:port`.
+pub fn parse_host_port(text: &str) -> Result<HostPort, String> {
+    let bad = || format!("`{text}` is not a host, host:port or [IPv6]:port");
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        host.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+        match after {
+            "" => (host, None),
+            p => (host, Some(p.strip_prefix(':').ok_or_else(bad)?)),
+        }
+    } else if text.parse::<std::net::Ipv6Addr>().is_ok() {
+        (text, None)
+    } else {
+        match text.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (text, None),
+        }
+    };
+    let port = match port {
+        None => 123,
+        Some(p) => {
+            p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("`{p}` is not a port (1..=65535)"))?
+        }
+    };
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+    if !name_ok {
+        return Err(bad());
+    }
+    Ok(HostPort { host: host.to_string(), port })
+}
+
+fn upstream_address<'de, D: Deserializer<'de>>(d: D) -> Result<HostPort, D::Error> {
+    parse_host_port(&String::deserialize(d)?).map_err(de::Error::custom)
+}
+
+fn default_minpoll() -> i8 {
+    6
+}
+
+fn default_maxpoll() -> i8 {
+    10
+}
+
+fn poll_exponent<'de, D: Deserializer<'de>>(d: D) -> Result<i8, D::Error> {
+    let n = i64::deserialize(d)?;
+    i8::try_from(n)
+        .ok()
+        .filter(|p| (MIN_POLL..=MAX_POLL).contains(p))
+        .ok_or_else(|| de::Error::custom(format!("{n} is outside {MIN_POLL}..={MAX_POLL} (log2 seconds)")))
+}
+
+fn default_max_sources() -> usize {
+    4
+}
+
+fn max_sources<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = i64::deserialize(d)?;
+    usize::try_from(n)
+        .ok()
+        .filter(|n| (1..=16).contains(n))
+        .ok_or_else(|| de::Error::custom(format!("{n} is outside 1..=16")))
+}
+
+pub fn default_step_threshold() -> f64 {
+    0.128
+}
+
+/// Seconds, from 0 (never step) to 1000 (the panic threshold).
+pub fn step_threshold<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let s = f64::deserialize(d)?;
+    if !(0.0..=1000.0).contains(&s) {
+        return Err(de::Error::custom(format!("{s} s is outside 0..=1000")));
+    }
+    Ok(s)
+}
+
+pub fn default_max_steps() -> u32 {
+    1
+}
+
+pub fn max_steps<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = i64::deserialize(d)?;
+    u32::try_from(n).ok().filter(|n| *n <= 1000).ok_or_else(|| de::Error::custom(format!("{n} is outside 0..=1000")))
+}
+
+pub fn default_max_holdover() -> f64 {
+    86_400.0
+}
+
+/// `"24h"`, `"90m"`, `"30s"`, `"2d"`, or a number of seconds; at least 1 s, at most 30 days.
+pub fn max_holdover<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Seconds(f64),
+        Written(String),
+    }
+    let seconds = match Text::deserialize(d)? {
+        Text::Seconds(s) => s,
+        Text::Written(t) => parse_duration(&t).map_err(de::Error::custom)?,
+    };
+    if !(1.0..=30.0 * 86_400.0).contains(&seconds) {
+        return Err(de::Error::custom(format!("{seconds} s is outside 1 s..=30 days")));
+    }
+    Ok(seconds)
+}
+
+fn parse_duration(text: &str) -> Result<f64, String> {
+    let bad = || format!("`{text}` is not a duration like \"24h\", \"90m\", \"30s\" or \"2d\"");
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return Err(bad()),
+    };
+    Ok(n * scale)
+}
+
+pub fn default_minsane() -> usize {
+    1
+}
+
+pub fn minsane<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = i64::deserialize(d)?;
+    usize::try_from(n)
+        .ok()
+        .filter(|n| (1..=16).contains(n))
+        .ok_or_else(|| de::Error::custom(format!("{n} is outside 1..=16")))
+}
+
+/// A leap-seconds.list file: read and checked (its hash) when the configuration is.
+pub fn leap_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LeapFile>, D::Error> {
+    let path = PathBuf::from(String::deserialize(d)?);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| de::Error::custom(format!("cannot read {}: {e}", path.display())))?;
+    let list = stratum_proto::sync::LeapSecondsList::parse(&text)
+        .map_err(|e| de::Error::custom(format!("{}: {e}", path.display())))?;
+    Ok(Some(LeapFile { path, list }))
+}
+
+/// The leap-seconds.list file named in `[clock]`, as read at start.
+#[derive(Clone, Debug)]
+pub struct LeapFile {
+    pub path: PathBuf,
+    pub list: stratum_proto::sync::LeapSecondsList,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_ports_and_names() {
+        let hp = |h: &str, p| HostPort { host: h.into(), port: p };
+        assert_eq!(parse_host_port("192.0.2.10"), Ok(hp("192.0.2.10", 123)));
+        assert_eq!(parse_host_port("192.0.2.10:1123"), Ok(hp("192.0.2.10", 1123)));
+        assert_eq!(parse_host_port("pool.ntp.org"), Ok(hp("pool.ntp.org", 123)));
+        assert_eq!(parse_host_port("time.example:123"), Ok(hp("time.example", 123)));
+        assert_eq!(parse_host_port("2001:db8::1"), Ok(hp("2001:db8::1", 123)));
+        assert_eq!(parse_host_port("[2001:db8::1]"), Ok(hp("2001:db8::1", 123)));
+        assert_eq!(parse_host_port("[2001:db8::1]:4123"), Ok(hp("2001:db8::1", 4123)));
+        assert_eq!(hp("2001:db8::1", 4123).to_string(), "[2001:db8::1]:4123");
+        for bad in ["", "host:0", "host:99999", "[::1", "[nope]:1", "a b", "host:", "[::1]x"] {
+            assert!(parse_host_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h"), Ok(86_400.0));
+        assert_eq!(parse_duration("90m"), Ok(5400.0));
+        assert_eq!(parse_duration("1.5s"), Ok(1.5));
+        assert_eq!(parse_duration("2d"), Ok(172_800.0));
+        assert!(parse_duration("24").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("3w").is_err());
+    }
+}

@@ -1,0 +1,431 @@
+//! `source = "sync"`: the thread that polls the upstream servers and drives the sans-IO sync
+//! engine ([`stratum_proto::sync`]). It owns one UDP socket per source (a random local port,
+//! connected to the upstream, kernel receive timestamps), asks the resolver for names and asks
+//! again for a source that has gone unreachable, and publishes the engine's snapshot to the time
+//! core after every event and at least every [`PUBLISH_INTERVAL`]. Workers keep reading the
+//! snapshot once per batch: nothing on the request path changes.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use stratum_host::clock;
+use stratum_proto::sync::{
+    refid_for_address, DisciplineConfig, LeapMode, SourceConfig, SourceId, SourceState, SourceStatus, SyncConfig,
+    SyncEngine, Tracking,
+};
+use stratum_proto::{NtpTimestamp, ServerSnapshot};
+
+use super::resolve::{Resolved, Resolver};
+use super::served;
+use crate::config::sync::HostPort;
+use crate::config::Config;
+use crate::time::core::SnapshotCell;
+
+/// The longest the served snapshot goes without being published again.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a name that did not resolve, or a source that went unreachable, waits before the
+/// name is asked again.
+const RESOLVE_RETRY: Duration = Duration::from_secs(60);
+
+/// One source as the operator interfaces show it.
+#[derive(Clone, Debug)]
+pub struct SourceRow {
+    /// The configured name (`[[upstream]] address` or `[[pool]] name`).
+    pub name: String,
+    pub address: SocketAddr,
+    pub status: SourceStatus,
+}
+
+/// What `stratumctl sources`/`tracking` and /metrics read of the sync thread, updated by it after
+/// every event.
+#[derive(Debug, Default)]
+pub struct SyncView {
+    state: Mutex<(Vec<SourceRow>, Option<Tracking>)>,
+}
+
+impl SyncView {
+    pub fn sources(&self) -> Vec<SourceRow> {
+        self.state.lock().map(|s| s.0.clone()).unwrap_or_default()
+    }
+
+    pub fn tracking(&self) -> Option<Tracking> {
+        self.state.lock().ok().and_then(|s| s.1)
+    }
+
+    fn set(&self, sources: Vec<SourceRow>, tracking: Tracking) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = (sources, Some(tracking));
+        }
+    }
+}
+
+/// One `[[upstream]]` or `[[pool]]` entry and the sources it has in the engine now.
+#[derive(Debug)]
+struct Entry {
+    name: HostPort,
+    config: SourceConfig,
+    /// How many sources it may have at once (1 for an upstream).
+    max_sources: usize,
+    sources: Vec<SourceId>,
+    /// When to ask the resolver again (None: a question is out, or nothing to ask).
+    resolve_at: Option<Instant>,
+    /// Addresses that sent a kiss-o'-death DENY or RSTR: never taken again from this name.
+    banned: Vec<SocketAddr>,
+}
+
+/// A source's socket and where it points.
+#[derive(Debug)]
+struct Link {
+    entry: usize,
+    socket: UdpSocket,
+    address: SocketAddr,
+}
+
+/// The running upstream thread.
+#[derive(Debug)]
+pub struct UpstreamSync {
+    thread: JoinHandle<()>,
+    pub view: Arc<SyncView>,
+}
+
+impl UpstreamSync {
+    /// Starts polling the configured upstreams; the time core serves unsynchronised until the
+    /// engine has selected a source.
+    pub fn start(
+        config: &Config,
+        cell: Arc<SnapshotCell>,
+        precision: i8,
+        view: Arc<SyncView>,
+        shutdown: Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
+        let engine = SyncEngine::new(sync_config(config, precision));
+        let mut entries: Vec<Entry> = Vec::new();
+        for u in &config.upstream {
+            let source = SourceConfig {
+                minpoll: u.minpoll,
+                maxpoll: u.maxpoll,
+                iburst: u.iburst,
+                prefer: u.prefer,
+                noselect: u.noselect,
+            };
+            entries.push(Entry::new(u.address.clone(), source, 1));
+        }
+        for p in &config.pool {
+            let source =
+                SourceConfig { minpoll: p.minpoll, maxpoll: p.maxpoll, iburst: p.iburst, ..Default::default() };
+            entries.push(Entry::new(p.name.clone(), source, p.max_sources));
+        }
+        let resolver = Resolver::start()?;
+        let mut driver = Driver {
+            engine,
+            entries,
+            links: HashMap::new(),
+            resolver,
+            cell,
+            view: view.clone(),
+            // What the start-up line already said.
+            served: served(&ServerSnapshot::unsynchronized(precision)),
+            states: HashMap::new(),
+            lost_since: HashMap::new(),
+        };
+        if let Some(leap) = &config.clock.leap_seconds {
+            driver.engine.set_leap_seconds(Some(leap.list.clone()));
+        }
+        let thread = std::thread::Builder::new().name("stratumd-sync".into()).spawn(move || driver.run(&shutdown))?;
+        Ok(Self { thread, view })
+    }
+
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+
+    /// How the clock source describes itself in the start-up line.
+    pub fn describe(config: &Config) -> String {
+        let names: Vec<String> = config
+            .upstream
+            .iter()
+            .map(|u| u.address.to_string())
+            .chain(config.pool.iter().map(|p| format!("pool {} (up to {})", p.name, p.max_sources)))
+            .collect();
+        format!("sync: disciplined (virtual clock) from {}", names.join(", "))
+    }
+}
+
+impl Entry {
+    fn new(name: HostPort, config: SourceConfig, max_sources: usize) -> Self {
+        Self { name, config, max_sources, sources: Vec::new(), resolve_at: Some(Instant::now()), banned: Vec::new() }
+    }
+}
+
+/// The engine's settings from `[clock]`, with the host's own addresses as loop refids.
+fn sync_config(config: &Config, precision: i8) -> SyncConfig {
+    let c = &config.clock;
+    let own_refids = stratum_host::netif::addresses()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| refid_for_address(a.address))
+        .collect();
+    SyncConfig {
+        discipline: DisciplineConfig { step_threshold: c.step_threshold, max_steps: c.max_steps, ..Default::default() },
+        minsane: c.minsane,
+        max_holdover: c.max_holdover,
+        precision,
+        own_refids,
+        leap_mode: LeapMode::Step,
+        ..Default::default()
+    }
+}
+
+struct Driver {
+    engine: SyncEngine,
+    entries: Vec<Entry>,
+    links: HashMap<SourceId, Link>,
+    resolver: Resolver,
+    cell: Arc<SnapshotCell>,
+    view: Arc<SyncView>,
+    /// The served state as last logged.
+    served: String,
+    /// Each source's state as last logged.
+    states: HashMap<SourceId, SourceState>,
+    /// Since when each unreachable or demobilised source has been so.
+    lost_since: HashMap<SourceId, Instant>,
+}
+
+impl Driver {
+    fn run(&mut self, shutdown: &AtomicBool) {
+        let mut rng = rand::thread_rng();
+        while !shutdown.load(Ordering::Relaxed) {
+            self.take_resolved();
+            self.ask_resolver();
+            self.engine.handle_timeout(clock::now());
+            while let Some(tx) = self.engine.poll_transmit(clock::now(), rng.next_u64()) {
+                if let Some(link) = self.links.get(&tx.source) {
+                    // A failed send is an unanswered poll: the reach register shows it.
+                    let _ = link.socket.send(&tx.packet);
+                }
+            }
+            self.publish();
+            self.wait_and_receive();
+            self.publish();
+            self.replace_lost_sources();
+        }
+    }
+
+    /// Waits for replies until the engine's next deadline (at most [`PUBLISH_INTERVAL`]) and
+    /// hands every reply to the engine with its kernel receive time.
+    fn wait_and_receive(&mut self) {
+        let now = clock::now();
+        let wait = self
+            .engine
+            .next_deadline(now)
+            .map_or(PUBLISH_INTERVAL, |d| Duration::from_secs_f64(d.since(now).to_seconds_f64().max(0.0)))
+            .min(PUBLISH_INTERVAL);
+        let ids: Vec<SourceId> = self.links.keys().copied().collect();
+        let mut fds: Vec<libc::pollfd> = ids
+            .iter()
+            .map(|id| libc::pollfd { fd: self.links[id].socket.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+            .collect();
+        if fds.is_empty() {
+            std::thread::sleep(wait);
+            return;
+        }
+        // SAFETY: fds is a live array of pollfd of the length given.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait.as_millis() as libc::c_int) };
+        if ready <= 0 {
+            return;
+        }
+        let mut buf = [0u8; 1024];
+        for (id, fd) in ids.iter().zip(&fds) {
+            if fd.revents == 0 {
+                continue;
+            }
+            let Some(link) = self.links.get(id) else { continue };
+            while let Some((len, t4)) = receive(&link.socket, &mut buf) {
+                self.engine.handle_reply(*id, &buf[..len], t4);
+            }
+        }
+    }
+
+    /// Publishes the snapshot, updates the operator view, and logs what changed.
+    fn publish(&mut self) {
+        let now = clock::now();
+        let snapshot: ServerSnapshot = self.engine.snapshot(now);
+        self.cell.publish(&snapshot);
+        let rows: Vec<SourceRow> = self
+            .engine
+            .sources()
+            .filter_map(|status| {
+                let link = self.links.get(&status.id)?;
+                Some(SourceRow { name: self.entries[link.entry].name.to_string(), address: link.address, status })
+            })
+            .collect();
+        for row in &rows {
+            let before = self.states.insert(row.status.id, row.status.state);
+            if before.is_some_and(|b| b != row.status.state)
+                || (before.is_none() && row.status.state != SourceState::Unselectable)
+            {
+                tracing::info!(source = %row.address, name = %row.name, "source is now {}", row.status.state.name());
+            }
+        }
+        self.view.set(rows, self.engine.tracking(now));
+        let state = served(&snapshot);
+        if state != self.served {
+            if snapshot.is_synchronized() {
+                tracing::info!("now serving {state}");
+            } else {
+                tracing::warn!("now serving {state}");
+            }
+            self.served = state;
+        }
+    }
+
+    /// Asks the resolver for every entry that needs sources and whose time has come.
+    fn ask_resolver(&mut self) {
+        let now = Instant::now();
+        for (key, entry) in self.entries.iter_mut().enumerate() {
+            if entry.resolve_at.is_some_and(|at| at <= now) && entry.sources.len() < entry.max_sources {
+                entry.resolve_at = None;
+                self.resolver.ask(key, &entry.name);
+            }
+        }
+    }
+
+    /// Adds the sources that resolved names give: new addresses only, up to each entry's count.
+    fn take_resolved(&mut self) {
+        while let Ok(Resolved { key, addresses }) = self.resolver.results.try_recv() {
+            let Some(entry) = self.entries.get_mut(key) else { continue };
+            let addresses = match addresses {
+                Ok(a) if !a.is_empty() => a,
+                Ok(_) => Vec::new(),
+                Err(e) => {
+                    tracing::warn!(name = %entry.name, error = %e, "cannot resolve; asking again in {} s", RESOLVE_RETRY.as_secs());
+                    entry.resolve_at = Some(Instant::now() + RESOLVE_RETRY);
+                    continue;
+                }
+            };
+            let in_use: Vec<SocketAddr> =
+                entry.sources.iter().filter_map(|id| self.links.get(id)).map(|l| l.address).collect();
+            for address in addresses.into_iter().filter(|a| !in_use.contains(a) && !entry.banned.contains(a)) {
+                if entry.sources.len() >= entry.max_sources {
+                    break;
+                }
+                match open_socket(address) {
+                    Ok(socket) => match self.engine.add_source(address.ip(), entry.config, clock::now()) {
+                        Ok(id) => {
+                            entry.sources.push(id);
+                            self.links.insert(id, Link { entry: key, socket, address });
+                            tracing::info!(name = %entry.name, source = %address, "polling");
+                        }
+                        Err(e) => tracing::error!(name = %entry.name, error = ?e, "source refused by the engine"),
+                    },
+                    Err(e) => tracing::warn!(name = %entry.name, source = %address, error = %e, "cannot open a socket"),
+                }
+            }
+            if entry.sources.len() < entry.max_sources {
+                entry.resolve_at = Some(Instant::now() + RESOLVE_RETRY);
+            }
+        }
+    }
+
+    /// A source unreachable, or told to go away (KoD DENY/RSTR), for [`RESOLVE_RETRY`] makes
+    /// room for what its name resolves to now: a server that moved, or another pool member. One
+    /// given as an address stays: its state says why it is not used.
+    fn replace_lost_sources(&mut self) {
+        let now = Instant::now();
+        let states: Vec<(SourceId, SourceState)> = self.engine.sources().map(|s| (s.id, s.state)).collect();
+        for (id, state) in states {
+            if !matches!(state, SourceState::Unreachable | SourceState::Demobilised(_)) {
+                self.lost_since.remove(&id);
+                continue;
+            }
+            let since = *self.lost_since.entry(id).or_insert(now);
+            let Some(link) = self.links.get(&id) else { continue };
+            let entry = &mut self.entries[link.entry];
+            if entry.name.host.parse::<IpAddr>().is_ok() || now.duration_since(since) < RESOLVE_RETRY {
+                continue;
+            }
+            if matches!(state, SourceState::Demobilised(_)) {
+                entry.banned.push(link.address);
+            }
+            tracing::info!(name = %entry.name, source = %link.address, "{}: asking for another address", state.name());
+            entry.sources.retain(|s| *s != id);
+            entry.resolve_at = Some(now);
+            self.links.remove(&id);
+            self.states.remove(&id);
+            self.lost_since.remove(&id);
+            self.engine.remove_source(id);
+        }
+    }
+}
+
+/// A UDP socket on a random local port, connected to `address`, with kernel receive stamps.
+fn open_socket(address: SocketAddr) -> io::Result<UdpSocket> {
+    let local: SocketAddr = if address.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }
+        .map_err(|_| io::Error::other("literal"))?;
+    let socket = UdpSocket::bind(local)?;
+    socket.connect(address)?;
+    socket.set_nonblocking(true)?;
+    stratum_host::sockopt::set_int(&socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+    Ok(socket)
+}
+
+/// One datagram, non-blocking, with its kernel receive time (the host clock now when the kernel
+/// gave none). None when nothing is waiting.
+fn receive(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, NtpTimestamp)> {
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: all-zero is a valid msghdr; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: msg points at live buffers of the lengths it states.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return None;
+    }
+    let mut stamp = None;
+    // SAFETY: the CMSG macros walk the control buffer the kernel just filled, within its length.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                stamp = Some(clock::from_timespec(ts.tv_sec, ts.tv_nsec));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Some((n as usize, stamp.unwrap_or_else(clock::now)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_comes_with_its_kernel_receive_time() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = open_socket(server.local_addr().unwrap()).unwrap();
+        let mut buf = [0u8; 64];
+        assert!(receive(&client, &mut buf).is_none(), "nothing yet");
+        client.send(&[1; 48]).unwrap();
+        let (_, from) = server.recv_from(&mut buf).unwrap();
+        let before = clock::now();
+        server.send_to(&[2; 48], from).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let (len, t4) = receive(&client, &mut buf).unwrap();
+        let after = clock::now();
+        assert_eq!((len, buf[0]), (48, 2));
+        // The kernel's stamp lies between the send and now.
+        assert!(t4.since(before).to_seconds_f64() >= -0.001 && after.since(t4).to_seconds_f64() >= 0.0, "{t4:?}");
+    }
+}
