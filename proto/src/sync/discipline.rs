@@ -39,6 +39,9 @@ const PHASE_NOISE: f64 = 1e-16;
 const SPIKE_SIGMAS: f64 = 6.0;
 /// ... and past this absolute size, seconds.
 const SPIKE_FLOOR_S: f64 = 1e-3;
+/// The poll interval grows while the oscillator's wander over two intervals stays below this
+/// fraction of the measurement variance (tuned in the `lan` and `internet` simulations).
+const POLL_NOISE_RATIO: f64 = 0.00002;
 /// Spikes that persist this long are believed (RFC 5905's stepout), seconds.
 const STEPOUT_S: f64 = 300.0;
 
@@ -189,7 +192,7 @@ impl Discipline {
         let mut poll = min;
         while poll < max {
             let t = 2f64.powi(i32::from(poll) + 1);
-            if self.config.wander * t * t * t / 3.0 > self.typical_variance {
+            if self.config.wander * t * t * t / 3.0 > self.typical_variance * POLL_NOISE_RATIO {
                 break;
             }
             poll += 1;
@@ -405,6 +408,7 @@ mod tests {
         assert!(d.estimated_offset(t).abs() < 1e-6, "{}", d.estimated_offset(t));
         assert!((d.correction().rate as f64 / 4_294_967_296.0 - freq).abs() < 1e-9);
         assert_eq!(d.steps(), 0);
-        assert!(d.suggested_poll(4, 10) > 4);
+        assert!(d.suggested_poll(-2, 10) > -2);
+        assert_eq!(d.suggested_poll(8, 10), 8, "never below minpoll");
     }
 }

@@ -276,9 +276,13 @@ impl SyncEngine {
             consider(t);
         }
         if let Some(last) = self.system.last_update {
-            consider(last.add(NtpDuration::from_seconds_f64(self.config.max_holdover)));
             let left = (self.config.max_distance - self.system.root_delay / 2.0 - self.system.root_dispersion) / PHI;
-            consider(last.add(NtpDuration::from_seconds_f64(left.max(0.0))));
+            for end in [self.config.max_holdover, left] {
+                let at = last.add(NtpDuration::from_seconds_f64(end.max(0.0)));
+                if at.since(now).to_bits() > 0 {
+                    consider(at);
+                }
+            }
         }
         if self.leap_direction.is_some() {
             let served = self.served_unix(now);
@@ -439,10 +443,20 @@ impl SyncEngine {
         }
         // The sample's error: uniform within ±(delay − minimum delay)/2, plus both precisions.
         let s = &self.slots[i].source;
-        let excess = (sample.delay - s.min_delay).max(0.0);
+        // After n samples the minimum delay itself may still be about mean-excess / n too high
+        // (the minimum of n exponentials), so that much is added to the excess.
+        let unsure = 2.0 * s.mean_excess / f64::from(s.samples_seen.max(1));
+        let excess = (sample.delay - s.min_delay).max(0.0) + unsure;
         let floor = sample.dispersion;
         let variance = excess * excess / 12.0 + floor * floor;
-        let action = self.discipline.update(sample.time, sample.offset, variance, now);
+        // The very first update starts from all survivors' combined offset, not from whichever
+        // source answered first (a 2-against-2 split must not pull the clock towards one side).
+        let action = if self.discipline.has_estimate() {
+            self.discipline.update(sample.time, sample.offset, variance, now)
+        } else {
+            let raw = combined + self.discipline.correction_at(now);
+            self.discipline.update(now, raw, variance.max(jitter * jitter), now)
+        };
         self.last_action = Some(action);
         if matches!(action, ClockAction::PanicRefused { .. } | ClockAction::BeforeBuildDate { .. }) {
             self.system.peer = Some(peer);

@@ -32,7 +32,8 @@ pub struct Sample {
 pub struct Filtered {
     /// The best sample (smallest delay among the stages).
     pub sample: Sample,
-    /// RFC 5905's weighted sum of the stages' dispersions, as of `sample.time`, seconds.
+    /// RFC 5905's weighted sum of the stages' dispersions, as of `sample.time` (recomputed
+    /// with every sample added, even one that is not the best), seconds.
     pub dispersion: f64,
     /// RMS of the stages' offsets about the best one's (after removing the frequency), seconds.
     pub jitter: f64,
@@ -143,13 +144,18 @@ impl ClockFilter {
         let jitter = if valid > 1 { (sum_sq / (valid - 1) as f64).sqrt() } else { 0.0 }.max(precision);
         let estimate = Filtered { sample: best, dispersion, jitter };
 
-        if let Some(last) = self.last {
+        if let Some(last) = self.last.as_mut() {
             let elapsed = best.time.since(last.sample.time).to_seconds_f64();
+            let popcorn = (best.offset - (last.sample.offset + freq * elapsed)).abs()
+                > SPIKE_GATE * last.jitter.max(precision)
+                && elapsed < 2.0 * poll_interval;
+            // The estimate keeps its sample, but its dispersion and jitter are the stages' now.
+            last.dispersion = dispersion - PHI * now.since(last.sample.time).to_seconds_f64().max(0.0);
+            last.jitter = jitter;
             if elapsed <= 0.0 {
                 return FilterVerdict::NotNewer;
             }
-            let expected = last.sample.offset + freq * elapsed;
-            if (best.offset - expected).abs() > SPIKE_GATE * last.jitter.max(precision) && elapsed < 2.0 * poll_interval {
+            if popcorn {
                 return FilterVerdict::Popcorn;
             }
         }

@@ -124,15 +124,15 @@ pub fn combine(survivors: &[Candidate]) -> Option<f64> {
 }
 
 /// The system peer among the clustered `survivors` (sorted by merit): a `prefer` source if one
-/// survived, else the previous system peer while it survives and has the best stratum (no clock
-/// hopping), else the first by merit.
+/// survived, else the previous system peer while it survives with the best stratum and at most
+/// twice the best root distance (no clock hopping), else the first by merit.
 pub fn system_peer(survivors: &[Candidate], previous: Option<usize>) -> Option<usize> {
     let first = survivors.first()?;
     if let Some(p) = survivors.iter().find(|c| c.prefer) {
         return Some(p.index);
     }
     if let Some(p) = previous.and_then(|prev| survivors.iter().find(|c| c.index == prev)) {
-        if p.stratum == first.stratum {
+        if p.stratum == first.stratum && p.root_distance <= 2.0 * first.root_distance {
             return Some(p.index);
         }
     }

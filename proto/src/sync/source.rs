@@ -166,11 +166,14 @@ pub(crate) struct Source {
     pub last_sample: Option<Sample>,
     /// Long-term minimum delay (slowly aged upward), the base of a sample's error estimate.
     pub min_delay: f64,
+    /// Running mean of the delay above `min_delay`, seconds, and samples seen (capped).
+    pub mean_excess: f64,
+    pub samples_seen: u32,
 }
 
 /// How fast the long-term minimum delay ages upward, seconds per second (so a lasting route
-/// change is learned within an hour or so).
-const MIN_DELAY_AGING: f64 = 1e-7;
+/// rise is learned within a day or so; until then its samples only count for less).
+const MIN_DELAY_AGING: f64 = 1e-9;
 
 impl Source {
     pub(crate) fn new(address: IpAddr, refid: RefId, config: SourceConfig, now: NtpTimestamp) -> Self {
@@ -192,6 +195,8 @@ impl Source {
             last_flash: Flash::NONE,
             last_sample: None,
             min_delay: f64::INFINITY,
+            mean_excess: 0.0,
+            samples_seen: 0,
         }
     }
 
@@ -304,6 +309,10 @@ impl Source {
             f64::INFINITY
         };
         self.min_delay = aged.min(delay);
+        self.samples_seen = (self.samples_seen + 1).min(1000);
+        let excess = delay - self.min_delay;
+        let weight = 1.0 / f64::from(self.samples_seen.min(64));
+        self.mean_excess += (excess - self.mean_excess) * weight;
         self.last_sample = Some(sample);
         Ok(sample)
     }
