@@ -5,36 +5,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const CTL: &str = env!("CARGO_BIN_EXE_stratumctl");
-
-/// `GET /metrics` from inside `ns` (a thread that joins the namespace), HTTP/1.0: the body.
-fn scrape_in(ns: &Netns, addr: SocketAddr) -> Option<String> {
-    let path = format!("/run/netns/{}", ns.name);
-    std::thread::spawn(move || {
-        let ns = std::fs::File::open(path).ok()?;
-        // SAFETY: setns on this thread only, with a namespace file we hold open.
-        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return None;
-        }
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).ok()?;
-        let (head, body) = raw.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
-    })
-    .join()
-    .ok()?
-}
 
 /// stratumctl with no `--socket`, `env` set as given, until it answers (or 10 s): its stdout.
 fn stratumctl_status(env: &[(&str, &str)]) -> String {

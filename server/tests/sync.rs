@@ -238,6 +238,7 @@ fn syncs_to_chronyd_and_ntpd_and_serves_a_chronyd_client() {
     // reached (reach 377), one selected.
     let fast = "minpoll = -1\nmaxpoll = -1";
     let body = format!("[clock]\nsource = \"sync\"\n\n{}{}{}", upstream(1, fast), upstream(2, fast), upstream(3, fast));
+    let body = body + "\n[metrics]\nlisten = \"10.91.4.1:9123\"\n";
     let (mut server, control) = lab.stratumd(&body);
     let sources = wait_for(Duration::from_secs(30), "reach 377 on all three, one selected", &control, "sources", |s| {
         let list = s["sources"].as_array().cloned().unwrap_or_default();
@@ -262,6 +263,24 @@ fn syncs_to_chronyd_and_ntpd_and_serves_a_chronyd_client() {
     let offset = chronyd_client(client, "10.91.4.1").expect("the chronyd client accepts stratumd");
     eprintln!("chronyd client: offset {offset} s");
     assert!(offset.abs() < 0.01, "{offset}");
+
+    // /metrics has every upstream name the dashboard and the alert rules use.
+    let metrics = scrape_in(&lab.server, "10.91.4.1:9123".parse().unwrap()).expect("/metrics");
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+    let referenced = std::fs::read_to_string(format!("{deploy}/grafana-dashboard.json")).unwrap()
+        + &std::fs::read_to_string(format!("{deploy}/alerts.yml")).unwrap();
+    let mut names: Vec<&str> = referenced
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("stratumd_source_") || w.starts_with("stratumd_sync_"))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 5, "{names:?}");
+    for name in names {
+        let exported = metrics.lines().any(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with([' ', '{'])));
+        assert!(exported, "{name} is referenced but not exported:\n{metrics}");
+    }
+    assert!(metrics.contains("stratumd_source_state{source=\"10.91.3.2:123\""), "{metrics}");
     server.stop();
 }
 

@@ -21,6 +21,7 @@ use stratum_proto::DropReason;
 use crate::dataplane::histogram::HistogramSnapshot;
 use crate::dataplane::stats::{Totals, KISS_CODES};
 use crate::mgmt::status::{ServerStatus, XdpStatus};
+use crate::sync::upstream::SyncView;
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -60,6 +61,18 @@ enum Metric {
     XdpFillRingEmpty,
     XdpTxRingEmpty,
     XdpInvalidDescriptors,
+    SourceState,
+    SourceReach,
+    SourceStratum,
+    SourceOffset,
+    SourceDelay,
+    SourceJitter,
+    SyncOffset,
+    SyncFrequency,
+    SyncJitter,
+    SyncUpdateAge,
+    SyncSourcesReachable,
+    SyncSteps,
 }
 
 /// One exported metric: name, help, type, and its labels' names.
@@ -78,7 +91,7 @@ const fn family(name: &'static str, kind: MetricType, labels: &'static [&'static
 use MetricType::{COUNTER, GAUGE, HISTOGRAM};
 
 /// Indexed by [`Metric`]: the array's length is checked against the last variant at compile time.
-const FAMILIES: [Family; Metric::XdpInvalidDescriptors as usize + 1] = [
+const FAMILIES: [Family; Metric::SyncSteps as usize + 1] = [
     family("stratumd_build_info", GAUGE, &["version"], "Always 1; the version label names the build."),
     family("stratumd_uptime_seconds", GAUGE, &[], "Seconds since stratumd started."),
     family("stratumd_backend_info", GAUGE, &["backend"], "Always 1; the data plane in use."),
@@ -110,6 +123,18 @@ const FAMILIES: [Family; Metric::XdpInvalidDescriptors as usize + 1] = [
     family("stratumd_xdp_fill_ring_empty_total", COUNTER, &["queue"], "Times the kernel found the fill ring empty."),
     family("stratumd_xdp_tx_ring_empty_total", COUNTER, &["queue"], "Times the kernel found the TX ring empty when woken."),
     family("stratumd_xdp_invalid_descriptors_total", COUNTER, &["queue", "ring"], "Descriptors the kernel refused (rx or tx)."),
+    family("stratumd_source_state", GAUGE, &["source", "name", "state"], "1 per upstream source (source = \"sync\"), labelled with its state: selected, candidate, outlier, falseticker, unselectable, unreachable, demobilised."),
+    family("stratumd_source_reach", GAUGE, &["source"], "The source's reach register, 0..255 (255: the last 8 polls answered)."),
+    family("stratumd_source_stratum", GAUGE, &["source"], "The stratum the source announced in its last reply."),
+    family("stratumd_source_offset_seconds", GAUGE, &["source"], "Offset of the source's last good sample (upstream minus served clock)."),
+    family("stratumd_source_delay_seconds", GAUGE, &["source"], "Round-trip delay of the source's last good sample."),
+    family("stratumd_source_jitter_seconds", GAUGE, &["source"], "The source's clock-filter jitter."),
+    family("stratumd_sync_offset_seconds", GAUGE, &[], "Estimated offset of true time from the served clock now."),
+    family("stratumd_sync_frequency_ppm", GAUGE, &[], "Frequency correction applied to the host clock, ppm (slew limit 500)."),
+    family("stratumd_sync_system_jitter_seconds", GAUGE, &[], "Selection jitter among the surviving sources."),
+    family("stratumd_sync_update_age_seconds", GAUGE, &[], "Seconds since the last clock update (grows in holdover)."),
+    family("stratumd_sync_sources_reachable", GAUGE, &[], "Sources that answered at least one of their last 8 polls."),
+    family("stratumd_sync_steps_total", COUNTER, &[], "Steps of the served clock."),
 ];
 
 /// The collector: builds every family from [`ServerStatus`] at scrape time.
@@ -255,6 +280,44 @@ impl Families {
         self.counter(Metric::RatelimitFastClients, &[], totals.ratelimit_fast_clients);
     }
 
+    fn sync(&mut self, view: &SyncView) {
+        let sources = view.sources();
+        for row in &sources {
+            let st = &row.status;
+            let source = row.address.to_string();
+            let label = [("source", source.as_str())];
+            self.gauge(
+                Metric::SourceState,
+                &[("source", &source), ("name", &row.name), ("state", st.state.name())],
+                1.0,
+            );
+            self.gauge(Metric::SourceReach, &label, f64::from(st.reach));
+            if let Some(stratum) = st.stratum {
+                self.gauge(Metric::SourceStratum, &label, f64::from(stratum));
+            }
+            for (metric, value) in [
+                (Metric::SourceOffset, st.last_offset),
+                (Metric::SourceDelay, st.last_delay),
+                (Metric::SourceJitter, st.jitter),
+            ] {
+                if let Some(v) = value {
+                    self.gauge(metric, &label, v);
+                }
+            }
+        }
+        let reachable = sources.iter().filter(|r| r.status.reach != 0).count();
+        self.gauge(Metric::SyncSourcesReachable, &[], reachable as f64);
+        if let Some(t) = view.tracking() {
+            self.gauge(Metric::SyncOffset, &[], t.offset);
+            self.gauge(Metric::SyncFrequency, &[], t.frequency_ppm);
+            self.gauge(Metric::SyncJitter, &[], t.system_jitter);
+            if let Some(age) = t.update_age {
+                self.gauge(Metric::SyncUpdateAge, &[], age);
+            }
+            self.counter(Metric::SyncSteps, &[], u64::from(t.steps));
+        }
+    }
+
     fn xdp(&mut self, x: &XdpStatus) {
         // Requests the XDP program drops on its deny list never reach a worker: they join the
         // request counts as worker "program", so that sum(stratumd_requests_total{reason="denied"})
@@ -310,6 +373,9 @@ impl Collector for StratumCollector {
         out.ratelimit(s);
         if let Some(x) = &s.xdp {
             out.xdp(&x.read());
+        }
+        if let Some(view) = &s.sync {
+            out.sync(view);
         }
         out.0
     }
@@ -370,6 +436,25 @@ mod tests {
         }
     }
 
+    /// A sync view holding one source (just added, not yet polled) and the engine's tracking.
+    fn sync_view() -> Arc<SyncView> {
+        use stratum_proto::sync::{SourceConfig, SyncConfig, SyncEngine};
+        let now = stratum_proto::NtpTimestamp::from_parts(3_980_000_000, 0);
+        let mut engine = SyncEngine::new(SyncConfig::default());
+        engine.add_source("192.0.2.10".parse().unwrap(), SourceConfig::default(), now).unwrap();
+        let rows = engine
+            .sources()
+            .map(|status| crate::sync::upstream::SourceRow {
+                name: "time.example".into(),
+                address: "192.0.2.10:123".parse().unwrap(),
+                status,
+            })
+            .collect();
+        let view = Arc::new(SyncView::default());
+        view.set(rows, engine.tracking(now));
+        view
+    }
+
     #[test]
     fn the_catalogue_is_in_variant_order() {
         assert_eq!(FAMILIES[Metric::BuildInfo as usize].name, "stratumd_build_info");
@@ -400,10 +485,20 @@ mod tests {
             clock_source: "local".into(),
             cell: SnapshotCell::new(ServerSnapshot::unsynchronized(-20)),
             limiter: None,
-            sync: None,
+            sync: Some(sync_view()),
         });
         let text = String::from_utf8(render(&registry(status).unwrap())).unwrap();
-        for f in &FAMILIES {
+        // A source's stratum, offset, delay and jitter, and the update age, exist once there is a
+        // sample (a clock update): tests/sync.rs
+        // scrapes them from a server polling real upstreams.
+        let after_a_sample = [
+            Metric::SourceStratum,
+            Metric::SourceOffset,
+            Metric::SourceDelay,
+            Metric::SourceJitter,
+            Metric::SyncUpdateAge,
+        ];
+        for f in FAMILIES.iter().filter(|f| !after_a_sample.iter().any(|m| FAMILIES[*m as usize].name == f.name)) {
             assert!(text.contains(&format!("# TYPE {} ", f.name)), "{} missing:\n{text}", f.name);
         }
         for line in [
@@ -427,6 +522,9 @@ mod tests {
             "stratumd_xdp_program_packets_total{action=\"denied\"} 4",
             "stratumd_xdp_program_packets_total{action=\"not_ours\"} 8",
             "stratumd_requests_total{worker=\"program\",outcome=\"dropped\",reason=\"denied\"} 4",
+            "stratumd_source_state{source=\"192.0.2.10:123\",name=\"time.example\",state=\"unselectable\"} 1",
+            "stratumd_source_reach{source=\"192.0.2.10:123\"} 0",
+            "stratumd_sync_sources_reachable 0",
             "stratumd_xdp_rx_dropped_total{queue=\"3\"} 5",
             "stratumd_xdp_fill_ring_empty_total{queue=\"3\"} 6",
             "stratumd_xdp_invalid_descriptors_total{queue=\"3\",ring=\"tx\"} 7",

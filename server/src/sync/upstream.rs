@@ -59,7 +59,7 @@ impl SyncView {
         self.state.lock().ok().and_then(|s| s.1)
     }
 
-    fn set(&self, sources: Vec<SourceRow>, tracking: Tracking) {
+    pub(crate) fn set(&self, sources: Vec<SourceRow>, tracking: Tracking) {
         if let Ok(mut s) = self.state.lock() {
             *s = (sources, Some(tracking));
         }

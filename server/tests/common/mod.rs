@@ -3,8 +3,9 @@
 //! when `CI` is set (CI runs as root with every tool installed by the test command).
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::Read;
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -238,4 +239,25 @@ pub fn ntpdig_available() -> bool {
 /// Waits until a server inside `ns` answers on 127.0.0.1:123 (probing with ntpdig itself).
 pub fn ntpdig(ns: &Netns, host: &str) -> Output {
     ns.command("ntpdig").args(["-j", "-t", "2", host]).output().expect("run ntpdig")
+}
+
+/// `GET /metrics` from inside `ns` (a thread that joins the namespace), HTTP/1.0: the body.
+pub fn scrape_in(ns: &Netns, addr: SocketAddr) -> Option<String> {
+    let path = format!("/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(path).ok()?;
+        // SAFETY: setns on this thread only, with a namespace file we hold open.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return None;
+        }
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).ok()?;
+        let (head, body) = raw.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    })
+    .join()
+    .ok()?
 }
