@@ -10,24 +10,81 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use stratum_proto::server::ratelimit::{RateLimitConfig, RateLimiter};
+use stratum_proto::server::ratelimit::{
+    ClientKey, RateLimitConfig, RateLimiter, SetBlock, TableMemory, PREFETCH_BYTES,
+};
 use stratum_proto::NtpTimestamp;
 
 const CLIENTS: u32 = 1 << 20;
 
-/// The prefetch hint a worker issues for each request of a batch.
+/// The prefetch hints a worker issues for each request of a batch: every line of the
+/// `PREFETCH_BYTES` from the client's set address (as server/src/dataplane/prefetch.rs does).
 fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
+    for offset in (0..PREFETCH_BYTES).step_by(64) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.wrapping_add(offset).cast())
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = p.wrapping_add(offset);
+    }
 }
 
+/// One batch of 64 distinct clients from `base`, as a worker decides it: keys (and prefetch
+/// hints) first, then the decisions.
+fn batch(l: &RateLimiter, base: u32, random: &mut u64, hint: bool) {
+    let keys: [ClientKey; 64] = core::array::from_fn(|k| l.key(address(base + k as u32)));
+    if hint {
+        for key in &keys {
+            prefetch(l.key_address(key));
+        }
+    }
+    for key in keys {
+        *random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        black_box(l.check_key(key, NtpTimestamp::from_parts(3_900_000_000, base), *random));
+    }
+}
+
+const SEED: [u64; 2] = [0x1234_5678_9ABC_DEF0, 0x0FED_CBA9_8765_4321];
+
 fn limiter() -> RateLimiter {
-    RateLimiter::new(&RateLimitConfig::default(), [0x1234_5678_9ABC_DEF0, 0x0FED_CBA9_8765_4321])
+    RateLimiter::new(&RateLimitConfig::default(), SEED)
+}
+
+/// The table on transparent huge pages, as stratumd maps it (`stratum_host::hugemem`, which proto
+/// cannot depend on): anonymous memory 2 MiB aligned, `madvise(MADV_HUGEPAGE)` before the first
+/// touch. Linux x86-64 constants; the mapping is never unmapped (a benchmark process).
+#[derive(Debug)]
+struct HugeTable(&'static [SetBlock]);
+
+impl TableMemory for HugeTable {
+    fn blocks(&self) -> &[SetBlock] {
+        self.0
+    }
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn huge_limiter() -> RateLimiter {
+    extern "C" {
+        fn mmap(addr: *mut u8, len: usize, prot: i32, flags: i32, fd: i32, offset: i64) -> *mut u8;
+        fn madvise(addr: *mut u8, len: usize, advice: i32) -> i32;
+    }
+    const HUGE: usize = 2 << 20;
+    let config = RateLimitConfig::default();
+    let sets = RateLimiter::sets_for(&config);
+    let len = sets * core::mem::size_of::<SetBlock>();
+    // SAFETY: a new private anonymous mapping (PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS),
+    // zero-filled; the advice (MADV_HUGEPAGE = 14) changes no contents. SetBlock is all AtomicU64s,
+    // valid as zeroes; the memory is never unmapped, so the 'static view stays valid.
+    let blocks = unsafe {
+        let p = mmap(core::ptr::null_mut(), len + HUGE, 3, 0x22, -1, 0);
+        assert!(p as isize != -1, "mmap failed");
+        let aligned = p.add(p.align_offset(HUGE));
+        madvise(aligned, len, 14);
+        core::slice::from_raw_parts(aligned.cast::<SetBlock>(), sets)
+    };
+    RateLimiter::with_memory(&config, SEED, Box::new(HugeTable(blocks))).unwrap()
 }
 
 fn address(i: u32) -> IpAddr {
@@ -76,20 +133,45 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    // What a worker does: prefetch the sets of a whole batch of 64, then decide each.
+    // What a worker does: a first pass over a batch of 64 computes each client's key and
+    // prefetches its set, a second decides each.
     let l = limiter();
     let mut base = 0u32;
     group.throughput(Throughput::Elements(64));
     group.bench_function("distinct_1thread_batch64_prefetched", |b| {
         b.iter(|| {
             base = (base + 64) % CLIENTS;
-            for k in 0..64 {
-                prefetch(l.set_address(address(base + k)));
-            }
-            for k in 0..64 {
+            batch(&l, base, &mut random, true)
+        })
+    });
+
+    // The same on transparent huge pages (as stratumd maps the table): no TLB miss per client.
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        let l = huge_limiter();
+        group.bench_function("distinct_1thread_batch64_prefetched_huge_pages", |b| {
+            b.iter(|| {
+                base = (base + 64) % CLIENTS;
+                batch(&l, base, &mut random, true)
+            })
+        });
+        group.throughput(Throughput::Elements(1));
+        group.bench_function("distinct_1thread_huge_pages", |b| {
+            b.iter(|| {
+                i = (i + 1) % CLIENTS;
                 random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                black_box(l.check(address(base + k), NtpTimestamp::from_parts(3_900_000_000, base), random));
-            }
+                black_box(l.check(address(i), NtpTimestamp::from_parts(3_900_000_000, i), random))
+            })
+        });
+        group.throughput(Throughput::Elements(64));
+    }
+
+    // The floor: the same batches against a table small enough to stay in cache (4 k clients).
+    let small = RateLimiter::new(&RateLimitConfig { clients: 4096, ..Default::default() }, [1, 2]);
+    group.bench_function("distinct_1thread_batch64_cached_table", |b| {
+        b.iter(|| {
+            base = (base + 64) % CLIENTS;
+            batch(&small, base, &mut random, false)
         })
     });
     group.throughput(Throughput::Elements(1));

@@ -117,3 +117,25 @@ fn the_client_side_does_not_allocate() {
     let after = allocations();
     assert_eq!(after - before, 0, "the client side allocated");
 }
+
+#[test]
+fn the_rate_limiter_does_not_allocate_after_new() {
+    use std::hint::black_box;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use stratum_proto::server::ratelimit::{RateLimitConfig, RateLimiter};
+
+    // Small enough to churn: inserts, evictions, limited and sampled requests all happen.
+    let l = RateLimiter::new(&RateLimitConfig { clients: 1024, burst: 2, kod: 1, ..Default::default() }, [1, 2]);
+    let before = allocations();
+    for i in 0..20_000u32 {
+        let v4 = IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + i % 3000));
+        let v6 = IpAddr::V6(Ipv6Addr::from(u128::from(i % 500) << 64 | 0x2001_0db8 << 96));
+        let now = NtpTimestamp::from_parts(3_900_000_000 + i / 1000, 0);
+        let random = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let key = l.key(v4);
+        black_box(l.key_address(&key));
+        black_box(l.check_key(key, now, random));
+        black_box(l.check(v6, now, random.rotate_left(17)));
+    }
+    assert_eq!(allocations(), before, "the limiter allocated after new()");
+}

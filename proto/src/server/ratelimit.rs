@@ -2,7 +2,11 @@
 //!
 //! Clients are keyed by address prefix (IPv4 /32 and IPv6 /64 by default) through a hash with a
 //! per-process random seed, into a set-associative table: each set is one cache line of eight
-//! 64-bit records, `fingerprint:32 | tat:32`. The bucket is a GCRA ("virtual scheduling") token
+//! 64-bit records, `fingerprint:32 | tat:32`, followed by three lines of per-record detail
+//! (sampled statistics, prefix, last sample time), so one set is one 256-byte [`SetBlock`]. A
+//! decision reads the records line, and the statistics line next to it when it inserts or samples:
+//! both lie in the [`PREFETCH_BYTES`] from [`RateLimiter::set_address`], which a worker prefetches
+//! for a whole batch before deciding any of it. The bucket is a GCRA ("virtual scheduling") token
 //! bucket, so its whole state is one theoretical arrival time (`tat`) and every update is a single
 //! compare-and-swap of one word:
 //!
@@ -29,6 +33,9 @@ use crate::time::NtpTimestamp;
 
 /// Records per set: 8 x 8 bytes = one 64-byte cache line.
 pub const WAYS: usize = 8;
+/// Bytes from [`RateLimiter::set_address`] that a decision reads: the records line, and the
+/// statistics line an insert (choosing a victim) or a sampled request reads next.
+pub const PREFETCH_BYTES: usize = 128;
 /// Bytes the table spends per tracked client: record, prefix, statistics, detection state.
 pub const BYTES_PER_CLIENT: usize = 32;
 /// Table time runs in 1/16 s units: NTP 32.32 shifted right by 28.
@@ -92,6 +99,15 @@ impl RateDecision {
     }
 }
 
+/// A client's place in one limiter's table ([`RateLimiter::key`]): its prefix, record fingerprint
+/// and set, computed once per request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientKey {
+    prefix: u64,
+    fingerprint: u32,
+    set: usize,
+}
+
 /// The decision plus what happened to the table, for the caller's counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateOutcome {
@@ -124,21 +140,67 @@ pub struct ClientUsage {
     pub fast_retries: bool,
 }
 
+/// One set of the table: four cache lines of eight 64-bit words, one word per record (way) in
+/// each. 128-byte aligned, so the two lines a decision reads are one aligned pair (the pair a
+/// CPU's adjacent-line prefetcher fetches together) and never straddle a page.
+///
+/// `repr(C)`, nothing but `AtomicU64`s (which have the in-memory representation of `u64`): all-zero
+/// bytes are an empty set, so memory a caller maps zero-filled (huge pages, see
+/// [`TableMemory`]) can be viewed as `[SetBlock]`.
 #[derive(Debug)]
-#[repr(align(64))]
-struct Set([AtomicU64; WAYS]);
+#[repr(C, align(128))]
+pub struct SetBlock {
+    /// The records, `fingerprint:32 | tat:32`.
+    records: [AtomicU64; WAYS],
+    /// Per record: sampled statistics, see [`Stats`].
+    stats: [AtomicU64; WAYS],
+    /// Per record: the client prefix, for display.
+    prefixes: [AtomicU64; WAYS],
+    /// Per record: when it was last sampled (table time units).
+    meta: [AtomicU64; WAYS],
+}
+
+impl SetBlock {
+    fn empty() -> Self {
+        let zeroes = || core::array::from_fn(|_| AtomicU64::new(0));
+        Self { records: zeroes(), stats: zeroes(), prefixes: zeroes(), meta: zeroes() }
+    }
+}
+
+/// Memory for the table that the caller provides (stratumd maps it on huge pages where the kernel
+/// gives them): [`RateLimiter::with_memory`] takes it. It must hold exactly
+/// [`RateLimiter::sets_for`] blocks, all zero, and keep them at one place for its lifetime.
+pub trait TableMemory: Send + Sync + core::fmt::Debug {
+    fn blocks(&self) -> &[SetBlock];
+}
+
+/// Where the table lives: on the heap ([`RateLimiter::new`]) or in the caller's memory.
+#[derive(Debug)]
+enum Memory {
+    Heap(Box<[SetBlock]>),
+    Provided(Box<dyn TableMemory>),
+}
+
+/// [`RateLimiter::with_memory`] got memory of the wrong size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WrongTableSize {
+    pub expected: usize,
+    pub given: usize,
+}
+
+impl core::fmt::Display for WrongTableSize {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "rate-limiter table memory of {} sets where the configuration needs {}", self.given, self.expected)
+    }
+}
+
+impl std::error::Error for WrongTableSize {}
 
 /// The rate-limiter table. Shared by all workers (`&self` everywhere); the only shared mutable state
 /// of the data plane.
 #[derive(Debug)]
 pub struct RateLimiter {
-    sets: Box<[Set]>,
-    /// Per record: the client prefix, for display.
-    prefixes: Box<[AtomicU64]>,
-    /// Per record: sampled statistics, see [`Stats`].
-    stats: Box<[AtomicU64]>,
-    /// Per record: when it was last sampled (table time units).
-    meta: Box<[AtomicU64]>,
+    memory: Memory,
     set_mask: usize,
     seed: [u64; 2],
     interval_units: u32,
@@ -147,18 +209,37 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// Allocates the whole table now; nothing allocates later. `seed` must be random per process.
+    /// Allocates the whole table now, on the heap; nothing allocates later. `seed` must be random
+    /// per process.
     pub fn new(config: &RateLimitConfig, seed: [u64; 2]) -> Self {
+        let sets = Self::sets_for(config);
+        Self::build(config, seed, Memory::Heap((0..sets).map(|_| SetBlock::empty()).collect()), sets)
+    }
+
+    /// As [`new`](Self::new), the table in `memory`: [`sets_for`](Self::sets_for) zeroed blocks.
+    pub fn with_memory(
+        config: &RateLimitConfig,
+        seed: [u64; 2],
+        memory: Box<dyn TableMemory>,
+    ) -> Result<Self, WrongTableSize> {
+        let (expected, given) = (Self::sets_for(config), memory.blocks().len());
+        if given != expected {
+            return Err(WrongTableSize { expected, given });
+        }
+        Ok(Self::build(config, seed, Memory::Provided(memory), expected))
+    }
+
+    /// Sets (each a [`SetBlock`]) the table has for `config`: its clients rounded up to a power of
+    /// two, [`WAYS`] to a set.
+    pub fn sets_for(config: &RateLimitConfig) -> usize {
+        config.clients.max(WAYS).next_power_of_two() / WAYS
+    }
+
+    fn build(config: &RateLimitConfig, seed: [u64; 2], memory: Memory, sets: usize) -> Self {
         let interval = config.interval.clamp(MIN_INTERVAL, MAX_INTERVAL);
-        let records = config.clients.max(WAYS).next_power_of_two();
-        let sets = records / WAYS;
         let interval_units = 1u32 << (interval - MIN_INTERVAL) as u32;
-        let zeroes = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect::<Box<[_]>>();
         Self {
-            sets: (0..sets).map(|_| Set(core::array::from_fn(|_| AtomicU64::new(0)))).collect(),
-            prefixes: zeroes(records),
-            stats: zeroes(records),
-            meta: zeroes(records),
+            memory,
             set_mask: sets - 1,
             seed,
             interval_units,
@@ -173,7 +254,20 @@ impl RateLimiter {
 
     /// Clients the table can track at once.
     pub fn capacity(&self) -> usize {
-        self.sets.len() * WAYS
+        self.blocks().len() * WAYS
+    }
+
+    /// True when the table lives in memory the caller provided ([`with_memory`](Self::with_memory)).
+    pub fn in_provided_memory(&self) -> bool {
+        matches!(self.memory, Memory::Provided(_))
+    }
+
+    #[inline(always)]
+    fn blocks(&self) -> &[SetBlock] {
+        match &self.memory {
+            Memory::Heap(blocks) => blocks,
+            Memory::Provided(memory) => memory.blocks(),
+        }
     }
 
     /// Bytes the table occupies.
@@ -184,20 +278,44 @@ impl RateLimiter {
     /// Decides for one request from `client` arriving at `now`. `random` must be fresh random bits
     /// for every call.
     pub fn check(&self, client: IpAddr, now: NtpTimestamp, random: u64) -> RateOutcome {
-        let now = (now.to_bits() >> TIME_SHIFT) as u32;
+        self.check_key(self.key(client), now, random)
+    }
+
+    /// `client`'s place in the table: what [`check`](Self::check) computes first. A worker that
+    /// prefetches a batch computes it once, for [`key_address`](Self::key_address) and then
+    /// [`check_key`](Self::check_key).
+    #[inline]
+    pub fn key(&self, client: IpAddr) -> ClientKey {
         let (prefix, is_v6) = self.prefix_of(client);
         let hash = self.hash(prefix, is_v6);
         let fingerprint = (((hash >> 32) as u32) & 0x7FFF_FFFF | (is_v6 as u32) << 31).max(1);
-        let set_index = hash as usize & self.set_mask;
-        let set = &self.sets[set_index].0;
+        ClientKey { prefix, fingerprint, set: hash as usize & self.set_mask }
+    }
+
+    /// As [`set_address`](Self::set_address), for a key.
+    #[inline]
+    pub fn key_address(&self, key: &ClientKey) -> *const u8 {
+        self.blocks()[key.set & self.set_mask].records.as_ptr().cast()
+    }
+
+    /// [`check`](Self::check) for the client `key` was made for (by this limiter).
+    pub fn check_key(&self, key: ClientKey, now: NtpTimestamp, random: u64) -> RateOutcome {
+        let now = (now.to_bits() >> TIME_SHIFT) as u32;
+        let ClientKey { prefix, fingerprint, set: set_index } = key;
+        let block = &self.blocks()[set_index & self.set_mask];
+        let set = &block.records;
 
         for _ in 0..MAX_ATTEMPTS {
-            let found = set.iter().enumerate().find_map(|(way, cell)| {
-                let word = cell.load(Ordering::Relaxed);
-                ((word >> 32) as u32 == fingerprint).then_some((way, word))
-            });
-            let Some((way, word)) = found else {
-                let (way, old) = self.victim(set, set_index, now);
+            // All eight ways at once, without a branch per way: the ways that hold this client as a
+            // bit mask, the first of them the one the lookup uses.
+            let words: [u64; WAYS] = core::array::from_fn(|way| set[way].load(Ordering::Relaxed));
+            let hits = words
+                .iter()
+                .enumerate()
+                .fold(0u32, |hits, (way, word)| hits | u32::from((word >> 32) as u32 == fingerprint) << way);
+            if hits == 0 {
+                let way = self.victim(block, &words, now);
+                let old = words[way];
                 let new = record(fingerprint, now.wrapping_add(self.interval_units));
                 if set[way].compare_exchange(old, new, Ordering::Relaxed, Ordering::Relaxed).is_err() {
                     continue;
@@ -209,8 +327,9 @@ impl RateLimiter {
                     evicted: old != 0,
                     flagged_fast: false,
                 };
-            };
-            let index = set_index * WAYS + way;
+            }
+            let way = hits.trailing_zeros() as usize;
+            let word = words[way];
             let tat = word as u32;
             let debt = tat.wrapping_sub(now) as i32 as i64;
             if debt <= i64::from(self.tolerance) || debt > STALE_DEBT {
@@ -220,40 +339,40 @@ impl RateLimiter {
                 if set[way].compare_exchange(word, new, Ordering::Relaxed, Ordering::Relaxed).is_err() {
                     continue;
                 }
-                self.sample(index, fingerprint, prefix, now, random, false);
+                self.sample(block, way, fingerprint, prefix, now, random, false);
                 return RateOutcome::just(RateDecision::Allow);
             }
             let decision = self.over_limit(random);
-            let flagged_fast = self.sample(index, fingerprint, prefix, now, random, !decision.is_answered());
+            let flagged_fast = self.sample(block, way, fingerprint, prefix, now, random, !decision.is_answered());
             return RateOutcome { flagged_fast, ..RateOutcome::just(decision) };
         }
         // Four lost races on one set in a row: answer rather than guess; never silence a client.
         RateOutcome::just(RateDecision::Allow)
     }
 
-    /// The record to replace: an empty one; else one whose bucket is full again (it carries no
-    /// limiting state), the longest idle first; else the one with the fewest sampled requests, so a
-    /// heavy hitter outlives a flood of one-off addresses.
-    fn victim(&self, set: &[AtomicU64; WAYS], set_index: usize, now: u32) -> (usize, u64) {
-        let mut best = (0, 0, (2u8, u64::MAX, i64::MAX));
-        for (way, cell) in set.iter().enumerate() {
-            let word = cell.load(Ordering::Relaxed);
-            if word == 0 {
-                return (way, 0);
-            }
-            let debt = (word as u32).wrapping_sub(now) as i32 as i64;
-            let score = if debt <= 0 || debt > STALE_DEBT {
-                (0, 0, debt)
+    /// The record to replace (of `words`, the set as just read): an empty one; else one whose
+    /// bucket is full again (it carries no limiting state), the longest idle first; else the one
+    /// with the fewest sampled requests, so a heavy hitter outlives a flood of one-off addresses.
+    /// Ties go to the first way. Each way's rank is one number, `class:2 | samples:20 | debt:32`
+    /// above the way's index, and the lowest wins: no branch on the comparisons.
+    fn victim(&self, block: &SetBlock, words: &[u64; WAYS], now: u32) -> usize {
+        let mut best = u64::MAX;
+        for (way, &word) in words.iter().enumerate() {
+            let debt = (word as u32).wrapping_sub(now) as i32;
+            // The debt's order as an unsigned number.
+            let debt_rank = u64::from(debt as u32 ^ 0x8000_0000);
+            let rank = if word == 0 {
+                0
+            } else if debt <= 0 || i64::from(debt) > STALE_DEBT {
+                1 << 52 | debt_rank
             } else {
-                let stats = Stats::unpack(self.stats[set_index * WAYS + way].load(Ordering::Relaxed));
+                let stats = Stats::unpack(block.stats[way].load(Ordering::Relaxed));
                 let samples = if stats.tag == tag_of((word >> 32) as u32) { stats.samples } else { 0 };
-                (1, u64::from(samples), debt)
+                2 << 52 | u64::from(samples) << 32 | debt_rank
             };
-            if score < best.2 {
-                best = (way, word, score);
-            }
+            best = best.min(rank << 3 | way as u64);
         }
-        (best.0, best.1)
+        (best & 7) as usize
     }
 
     fn over_limit(&self, random: u64) -> RateDecision {
@@ -272,13 +391,23 @@ impl RateLimiter {
     /// when this request flags the client as one that keeps retrying fast while limited. A record's
     /// statistics carry a tag of their owner, so a new owner starts from zero without the insert
     /// having to write them.
-    fn sample(&self, index: usize, fingerprint: u32, prefix: u64, now: u32, random: u64, limited: bool) -> bool {
+    #[allow(clippy::too_many_arguments)]
+    fn sample(
+        &self,
+        block: &SetBlock,
+        way: usize,
+        fingerprint: u32,
+        prefix: u64,
+        now: u32,
+        random: u64,
+        limited: bool,
+    ) -> bool {
         if (random >> 32) & (SAMPLE_WEIGHT - 1) != 0 {
             return false;
         }
         let tag = tag_of(fingerprint);
-        let last = self.meta[index].load(Ordering::Relaxed) as u32;
-        let mut current = self.stats[index].load(Ordering::Relaxed);
+        let last = block.meta[way].load(Ordering::Relaxed) as u32;
+        let mut current = block.stats[way].load(Ordering::Relaxed);
         for _ in 0..2 {
             let old = Stats::unpack(current);
             let fresh = old.tag != tag;
@@ -292,12 +421,12 @@ impl RateLimiter {
             if newly_flagged {
                 new.flags |= FLAG_FAST;
             }
-            match self.stats[index].compare_exchange(current, new.pack(), Ordering::Relaxed, Ordering::Relaxed) {
+            match block.stats[way].compare_exchange(current, new.pack(), Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => {
                     if fresh {
-                        self.prefixes[index].store(prefix, Ordering::Relaxed);
+                        block.prefixes[way].store(prefix, Ordering::Relaxed);
                     }
-                    self.meta[index].store(u64::from(now), Ordering::Relaxed);
+                    block.meta[way].store(u64::from(now), Ordering::Relaxed);
                     return newly_flagged;
                 }
                 Err(actual) => current = actual,
@@ -306,18 +435,17 @@ impl RateLimiter {
         false
     }
 
-    /// Where the cache line of `client`'s set is, so that a worker can issue prefetch hints for a
-    /// whole batch before deciding any of it: the misses then overlap instead of stalling one by
-    /// one. (The hint itself is the caller's: it needs an intrinsic this crate does not use.)
+    /// Where `client`'s set is: the [`PREFETCH_BYTES`] from here are what deciding for it reads.
+    /// A worker issues prefetch hints for a whole batch before deciding any of it, so that the
+    /// misses overlap instead of stalling one by one. (The hint itself is the caller's: it needs
+    /// an intrinsic this crate does not use.)
     pub fn set_address(&self, client: IpAddr) -> *const u8 {
-        let (prefix, is_v6) = self.prefix_of(client);
-        let set_index = self.hash(prefix, is_v6) as usize & self.set_mask;
-        self.sets[set_index].0.as_ptr().cast()
+        self.key_address(&self.key(client))
     }
 
     /// Records in use (a scan; for metrics, not the data plane).
     pub fn occupancy(&self) -> usize {
-        self.sets.iter().flat_map(|s| s.0.iter()).filter(|w| w.load(Ordering::Relaxed) != 0).count()
+        self.blocks().iter().flat_map(|b| b.records.iter()).filter(|w| w.load(Ordering::Relaxed) != 0).count()
     }
 
     /// The `n` clients with the most (estimated) requests, read without stopping anyone. One pass
@@ -330,11 +458,12 @@ impl RateLimiter {
         }
         // Min-heap on (requests, limited, record index): the root is the weakest of the best n.
         let mut best: BinaryHeap<Reverse<(u64, u64, usize)>> = BinaryHeap::with_capacity(n + 1);
-        for (set_index, set) in self.sets.iter().enumerate() {
-            for (way, cell) in set.0.iter().enumerate() {
+        let blocks = self.blocks();
+        for (set_index, block) in blocks.iter().enumerate() {
+            for (way, cell) in block.records.iter().enumerate() {
                 let word = cell.load(Ordering::Relaxed);
                 let index = set_index * WAYS + way;
-                let stats = Stats::unpack(self.stats[index].load(Ordering::Relaxed));
+                let stats = Stats::unpack(block.stats[way].load(Ordering::Relaxed));
                 if word == 0 || stats.tag != tag_of((word >> 32) as u32) {
                     continue; // empty, or not sampled since this client took the record
                 }
@@ -347,9 +476,10 @@ impl RateLimiter {
         let mut top: Vec<ClientUsage> = best
             .into_iter()
             .map(|Reverse((_, _, index))| {
-                let word = self.sets[index / WAYS].0[index % WAYS].load(Ordering::Relaxed);
-                let stats = Stats::unpack(self.stats[index].load(Ordering::Relaxed));
-                let prefix = self.prefixes[index].load(Ordering::Relaxed);
+                let block = &blocks[index / WAYS];
+                let word = block.records[index % WAYS].load(Ordering::Relaxed);
+                let stats = Stats::unpack(block.stats[index % WAYS].load(Ordering::Relaxed));
+                let prefix = block.prefixes[index % WAYS].load(Ordering::Relaxed);
                 let (address, prefix_len) = if (word >> 63) == 1 {
                     (IpAddr::V6(Ipv6Addr::from(u128::from(prefix) << 64)), self.config.ipv6_prefix)
                 } else {
@@ -701,10 +831,32 @@ mod tests {
     #[test]
     fn set_address_points_into_the_table() {
         let l = limiter(RateLimitConfig::default());
-        let start = l.sets.as_ptr() as usize;
-        let end = start + l.sets.len() * core::mem::size_of::<Set>();
+        let start = l.blocks().as_ptr() as usize;
+        let end = start + core::mem::size_of_val(l.blocks());
         let at = l.set_address("192.0.2.1".parse().unwrap()) as usize;
-        assert!((start..end).contains(&at) && at % 64 == 0);
+        assert!((start..end).contains(&at) && at % PREFETCH_BYTES == 0);
+    }
+
+    #[derive(Debug)]
+    struct Provided(Box<[SetBlock]>);
+    impl TableMemory for Provided {
+        fn blocks(&self) -> &[SetBlock] {
+            &self.0
+        }
+    }
+
+    #[test]
+    fn provided_memory_of_the_right_size_holds_the_table() {
+        let config = RateLimitConfig { clients: 1024, burst: 1, ..Default::default() };
+        let blocks = |n: usize| Box::new(Provided((0..n).map(|_| SetBlock::empty()).collect()));
+        let err = RateLimiter::with_memory(&config, SEED, blocks(127)).unwrap_err();
+        assert_eq!(err, WrongTableSize { expected: 128, given: 127 });
+        let l = RateLimiter::with_memory(&config, SEED, blocks(128)).unwrap();
+        assert!(l.in_provided_memory() && !limiter(config).in_provided_memory());
+        let c: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(l.check(c, at(0.0), 0).decision.is_answered());
+        assert_eq!(l.check(c, at(0.0), NEVER_LEAK | 0xFF00).decision, RateDecision::Drop);
+        assert_eq!((l.capacity(), l.occupancy(), l.top(1)[0].address), (1024, 1, c));
     }
 
     #[test]
@@ -726,8 +878,9 @@ mod tests {
         let l = RateLimiter::new(&RateLimitConfig { clients: 1_000_000, ..Default::default() }, SEED);
         assert_eq!(l.capacity(), 1 << 20);
         assert_eq!(l.memory_bytes(), 32 << 20);
-        assert_eq!(core::mem::size_of::<Set>(), 64);
-        assert_eq!(core::mem::align_of::<Set>(), 64);
+        assert_eq!(core::mem::size_of::<SetBlock>(), WAYS * BYTES_PER_CLIENT);
+        assert_eq!(core::mem::align_of::<SetBlock>(), PREFETCH_BYTES);
+        assert_eq!(RateLimiter::sets_for(&RateLimitConfig { clients: 1_000_000, ..Default::default() }), 1 << 17);
     }
 
     #[test]
