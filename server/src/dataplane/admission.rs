@@ -1,16 +1,31 @@
 //! The server's admission policy: the access list, then the rate limiter, in front of every
-//! well-formed request. One per worker (its own random bits); the limiter table is shared.
+//! well-formed request. One per worker (its own random bits); the limiter table is shared, on huge
+//! pages where the kernel gives them (`stratum_host::hugemem`).
+//!
+//! Batches are decided in two passes: the worker first calls [`WorkerPolicy::prepare`] for every
+//! request of a batch (each client's limiter key is computed once and its set prefetched), then
+//! answers them in order; [`AdmissionPolicy::admit`] takes the prepared key. With a million
+//! distinct clients each set is a cache miss; prepared a batch ahead, the misses overlap.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use stratum_proto::server::access::{AccessList, AccessVerdict};
-use stratum_proto::server::ratelimit::{RateDecision, RateLimiter};
+use stratum_proto::server::ratelimit::{ClientKey, RateDecision, RateLimitConfig, RateLimiter, PREFETCH_BYTES};
 use stratum_proto::{AdmissionPolicy, AdmitAction, ClientRequest, DropReason, KissCode, NtpTimestamp, RxMeta};
 
 use crate::config::{Config, DenyAction};
+use crate::dataplane::prefetch::prefetch;
 use crate::dataplane::stats::WorkerCounters;
+
+/// Requests of one batch whose keys [`WorkerPolicy::prepare`] keeps (the largest batch either
+/// backend takes); later ones are keyed when decided.
+pub const MAX_PREPARED: usize = 256;
+/// How far [`AdmissionPolicy::admit`] looks ahead among the prepared keys for its client: past
+/// requests that never reached admission (malformed, truncated), never a whole batch.
+const LOOK_AHEAD: usize = 8;
 
 /// What every worker's policy shares: built once at start.
 #[derive(Debug, Clone)]
@@ -26,7 +41,7 @@ impl Admission {
         let access = AccessList::new(&config.access.allow, &config.access.deny, loopback_is_martian);
         let limiter = config.ratelimit.as_ref().filter(|r| r.enabled).map(|r| {
             let seed = [rand::random(), rand::random()];
-            Arc::new(RateLimiter::new(&r.to_proto(), seed))
+            Arc::new(limiter_on_huge_pages(&r.to_proto(), seed))
         });
         Self { access: Arc::new(access), limiter, deny_action: config.access.deny_action }
     }
@@ -37,6 +52,31 @@ impl Admission {
             rng: StdRng::from_entropy(),
             counters,
             now: stratum_host::clock::monotonic(),
+            prepared: Prepared {
+                entries: Box::new([(IpAddr::V4(Ipv4Addr::UNSPECIFIED), None); MAX_PREPARED]),
+                len: 0,
+                cursor: 0,
+            },
+        }
+    }
+}
+
+/// The limiter's table mapped on huge pages (`MAP_HUGETLB` or transparent huge pages), else on
+/// the heap as before; the start-up log says which.
+fn limiter_on_huge_pages(config: &RateLimitConfig, seed: [u64; 2]) -> RateLimiter {
+    let mapped = stratum_host::hugemem::LimiterMemory::map(config).map_err(|e| e.to_string()).and_then(|memory| {
+        let pages = memory.pages();
+        let limiter = RateLimiter::with_memory(config, seed, Box::new(memory)).map_err(|e| e.to_string())?;
+        Ok((limiter, pages))
+    });
+    match mapped {
+        Ok((limiter, pages)) => {
+            tracing::info!(bytes = limiter.memory_bytes(), "rate-limiter table on {pages}");
+            limiter
+        }
+        Err(error) => {
+            tracing::info!(%error, "rate-limiter table on the heap (no mapping for huge pages)");
+            RateLimiter::new(config, seed)
         }
     }
 }
@@ -50,11 +90,61 @@ pub struct WorkerPolicy {
     /// The rate limiter's clock: monotonic (a step of the real-time clock must not refill or
     /// drain every bucket), read by the worker once per batch.
     now: NtpTimestamp,
+    prepared: Prepared,
+}
+
+/// The batch's clients in order, with their limiter keys ([`WorkerPolicy::prepare`]).
+#[derive(Debug)]
+struct Prepared {
+    entries: Box<[(IpAddr, Option<ClientKey>); MAX_PREPARED]>,
+    len: usize,
+    /// The first entry `admit` has not used.
+    cursor: usize,
+}
+
+impl Prepared {
+    /// `client`'s key, when it is among the next few prepared.
+    #[inline]
+    fn take(&mut self, client: IpAddr) -> Option<ClientKey> {
+        let end = self.len.min(self.cursor + LOOK_AHEAD);
+        for i in self.cursor..end {
+            if let (ip, Some(key)) = self.entries[i] {
+                if ip == client {
+                    self.cursor = i + 1;
+                    return Some(key);
+                }
+            }
+        }
+        None
+    }
 }
 
 impl WorkerPolicy {
+    /// Starts a batch: its limiter time, and no prepared keys yet.
     pub fn set_time(&mut self, now: NtpTimestamp) {
         self.now = now;
+        self.prepared.len = 0;
+        self.prepared.cursor = 0;
+    }
+
+    /// The first pass over a batch, once per request in the order they will be decided: computes
+    /// `client`'s limiter key and prefetches its set. A hint only; a request never prepared is
+    /// decided the same way.
+    #[inline]
+    pub fn prepare(&mut self, client: IpAddr) {
+        let Some(limiter) = &self.shared.limiter else { return };
+        let key = limiter.key(client);
+        prefetch(limiter.key_address(&key), PREFETCH_BYTES);
+        let p = &mut self.prepared;
+        if p.len < MAX_PREPARED {
+            p.entries[p.len] = (client, Some(key));
+            p.len += 1;
+        }
+    }
+
+    /// True when the batch's requests are prepared ([`prepare`](Self::prepare) does something).
+    pub fn prepares(&self) -> bool {
+        self.shared.limiter.is_some()
     }
 }
 
@@ -74,7 +164,8 @@ impl AdmissionPolicy for WorkerPolicy {
         let Some(limiter) = &self.shared.limiter else {
             return AdmitAction::Serve;
         };
-        let outcome = limiter.check(ip, self.now, self.rng.next_u64());
+        let key = self.prepared.take(ip).unwrap_or_else(|| limiter.key(ip));
+        let outcome = limiter.check_key(key, self.now, self.rng.next_u64());
         self.counters.count_rate_outcome(&outcome);
         match outcome.decision {
             RateDecision::Allow | RateDecision::Leak => AdmitAction::Serve,
@@ -111,6 +202,31 @@ mod tests {
         assert_eq!(admit(&mut p, "11.0.0.1:123"), AdmitAction::Kod { code: KissCode::Rstr, poll: 0 });
         assert_eq!(admit(&mut p, "10.2.0.1:123"), AdmitAction::Serve);
         assert_eq!(admit(&mut p, "224.0.0.1:123"), AdmitAction::Drop(DropReason::Martian));
+    }
+
+    #[test]
+    fn prepared_batches_are_decided_as_unprepared_ones() {
+        let config = "[ratelimit]\nburst = 2\nleak = 16\n";
+        let (mut prepared, mut plain) = (policy(config), policy(config));
+        let clients = ["192.0.2.1:1", "192.0.2.2:1", "192.0.2.1:2", "[2001:db8::1]:3", "192.0.2.1:4", "192.0.2.3:1"];
+        for batch in 0..3 {
+            prepared.set_time(NtpTimestamp::from_parts(3_900_000_000 + batch, 0));
+            plain.set_time(NtpTimestamp::from_parts(3_900_000_000 + batch, 0));
+            // Prepared in order, one never prepared (192.0.2.3), one prepared and never decided
+            // (198.51.100.9, as a request dropped before admission).
+            for c in &clients[..5] {
+                prepared.prepare(c.parse::<std::net::SocketAddr>().unwrap().ip());
+            }
+            prepared.prepare("198.51.100.9".parse().unwrap());
+            for c in clients {
+                assert_eq!(admit(&mut prepared, c), admit(&mut plain, c), "batch {batch}, {c}");
+            }
+            assert_eq!(prepared.prepared.cursor, 5, "every prepared key used but the extra one");
+        }
+        // Without a limiter nothing is prepared.
+        let mut off = policy("");
+        off.prepare("192.0.2.1".parse().unwrap());
+        assert!(!off.prepares() && off.prepared.len == 0);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod admission;
 pub mod answer;
 pub mod histogram;
 pub mod pinning;
+pub mod prefetch;
 pub mod socket;
 pub mod stats;
 #[cfg(feature = "xdp")]

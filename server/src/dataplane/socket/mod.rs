@@ -1,6 +1,7 @@
 //! The socket backend: N worker threads, each pinned to a core, each with its own SO_REUSEPORT
-//! socket per listen address. A worker moves requests in recvmmsg batches, answers them in place
-//! with [`crate::dataplane::answer`] (proto's `respond`), and sends the replies back with one sendmmsg.
+//! socket per listen address. A worker moves requests in recvmmsg batches, prefetches the batch's
+//! rate-limiter sets ([`WorkerPolicy::prepare`]), answers them in place with
+//! [`crate::dataplane::answer`] (proto's `respond`), and sends the replies back with one sendmmsg.
 //!
 //! Per packet there is no allocation, no lock, no syscall and no log line; the kernel receive
 //! stamp (SO_TIMESTAMPING) is T2 and the clock is read for T3 as the last step of each reply;
@@ -186,6 +187,15 @@ impl Worker {
         self.counters.add_received(n as u64);
         let snapshot = *self.reader.refresh();
         admission.set_time(clock::monotonic());
+        // First pass: every client's rate-limiter set requested at once (their misses overlap);
+        // the second pass below decides.
+        if admission.prepares() {
+            for i in 0..n {
+                if let Some(source) = batch.source(i) {
+                    admission.prepare(source.ip());
+                }
+            }
+        }
         let wildcard = self.wildcard[socket];
         // Read once per batch, and only when a datagram came without a kernel stamp.
         let mut fallback_rx = None;

@@ -1,10 +1,12 @@
 //! One xdp worker: its AF_XDP socket's rings, pinned to a core. It takes a batch of frames off the
-//! RX ring, answers each in place in its UMEM frame ([`answer_frame`]), puts the replies on the TX
-//! ring and everything else back on the fill ring, and wakes the kernel at most once a batch.
+//! RX ring, prefetches what answering them reads ([`prepare_batch`]: headers, rate-limiter sets),
+//! answers each in place in its UMEM frame ([`answer_frame`]), puts the replies on the TX ring and
+//! everything else back on the fill ring, and wakes the kernel at most once a batch.
 //!
 //! The hot path: no allocation, no lock, no log line; one clock read per batch for the rate
 //! limiter, one per reply for T3.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -12,11 +14,12 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use stratum_proto::frame::{parse_frame, write_reply, FrameVerdict};
 use stratum_proto::{DropReason, NtpTimestamp, ServerSnapshot, Verdict};
-use stratum_xdp::meta::RxMetadata;
-use stratum_xdp::xsk::{BatchOutcome, ReplyScratch, XskSocket, EMPTY_DESC, MAX_BATCH, TX_WAIT_SLEEP_MS};
+use stratum_xdp::meta::{RxMetadata, META_LEN};
+use stratum_xdp::xsk::{BatchOutcome, ReplyScratch, Umem, XskSocket, EMPTY_DESC, MAX_BATCH, TX_WAIT_SLEEP_MS};
 
 use crate::dataplane::admission::WorkerPolicy;
 use crate::dataplane::answer::answer;
+use crate::dataplane::prefetch::prefetch;
 use crate::dataplane::stats::WorkerCounters;
 use crate::time::core::SnapshotReader;
 use stratum_host::clock;
@@ -88,6 +91,7 @@ impl Worker {
     ) -> BatchOutcome {
         let snapshot = *self.reader.refresh();
         admission.set_time(clock::monotonic());
+        prepare_batch(&self.xsk.umem, rx, admission);
         let (port, counters) = (self.port, &self.counters);
         // Read at most once per batch, and only for a frame without a stamp from the program.
         let mut fallback_rx = None;
@@ -106,6 +110,50 @@ impl Worker {
                 }
             }
         })
+    }
+}
+
+/// The first passes over a batch, before any frame is answered, so that what answering reads is
+/// on its way for all of them at once instead of one miss after another: each frame's metadata
+/// and headers (a zero-copy NIC leaves them in memory or the last-level cache), then each
+/// client's rate-limiter set ([`WorkerPolicy::prepare`], keyed by the source address read from
+/// the frame's header: a hint only, parse_frame decides).
+fn prepare_batch(umem: &Umem, rx: &[libc::xdp_desc], admission: &mut WorkerPolicy) {
+    for desc in rx {
+        if let Some(head) = umem.data(desc.addr.saturating_sub(META_LEN as u64), META_LEN as u32) {
+            prefetch(head.as_ptr(), META_LEN + (desc.len as usize).min(HEADER_BYTES));
+        }
+    }
+    if !admission.prepares() {
+        return;
+    }
+    for desc in rx {
+        if let Some(source) = umem.data(desc.addr, desc.len).and_then(peek_source) {
+            admission.prepare(source);
+        }
+    }
+}
+
+/// Bytes of a request frame the answer reads first: Ethernet, two VLAN tags, IPv6, UDP and the
+/// NTP header.
+const HEADER_BYTES: usize = 14 + 8 + 40 + 8 + 48;
+
+/// The source address of an Ethernet frame (up to two VLAN tags) carrying IPv4 or IPv6, read
+/// without the checks of `parse_frame` (which still decides): for prefetching only.
+fn peek_source(frame: &[u8]) -> Option<IpAddr> {
+    let ethertype = |at: usize| Some(u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?));
+    let mut at = 12;
+    for _ in 0..2 {
+        if !matches!(ethertype(at)?, 0x8100 | 0x88A8) {
+            break;
+        }
+        at += 4;
+    }
+    let l3 = at + 2;
+    match ethertype(at)? {
+        0x0800 => Some(IpAddr::from(<[u8; 4]>::try_from(frame.get(l3 + 12..l3 + 16)?).ok()?)),
+        0x86DD => Some(IpAddr::from(<[u8; 16]>::try_from(frame.get(l3 + 8..l3 + 24)?).ok()?)),
+        _ => None,
     }
 }
 
@@ -153,6 +201,25 @@ fn tai_to_utc(tai_ns: u64, snapshot: &ServerSnapshot) -> NtpTimestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peeked_sources_are_parse_frames_sources() {
+        let v4 = [
+            &[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x81, 0, 0, 7, 0x08, 0][..],
+            &[0x45, 0, 0, 76, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 1, 2, 192, 0, 2, 1][..],
+        ]
+        .concat();
+        assert_eq!(peek_source(&v4), Some("10.0.1.2".parse().unwrap()));
+        let mut v6 = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xDD, 0x60, 0, 0, 0, 0, 56, 17, 64];
+        v6.extend_from_slice(&"2001:db8::7".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        v6.extend_from_slice(&[0; 16]);
+        assert_eq!(peek_source(&v6), Some("2001:db8::7".parse().unwrap()));
+        assert_eq!(peek_source(&v6[..30]), None, "short: no address, no panic");
+        assert_eq!(peek_source(&[0x08, 0x06]), None);
+        let mut arp = v4.clone();
+        arp[16..18].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(peek_source(&arp), None);
+    }
 
     #[test]
     fn tai_stamps_convert_with_the_snapshot_offset() {
