@@ -174,13 +174,27 @@ pub fn write_reply(frame: &mut [u8], parsed: &NtpFrame, reply_len: usize) -> Opt
         (IpAddr::V4(client), IpAddr::V4(us)) => {
             let header_len = parsed.l4 - l3;
             let header = frame.get_mut(l3..parsed.l4)?;
-            header[2..4].copy_from_slice(&((header_len + udp_len) as u16).to_be_bytes());
+            let total = ((header_len + udp_len) as u16).to_be_bytes();
+            // The whole reply header's checksum, summed before the header is written: reading
+            // back bytes just stored in smaller pieces stalls the load until the stores retire.
+            // The words that stay (version to TOS, identification to fragment offset, options),
+            // the new length, TTL and protocol, the checksum field as zero, and the two addresses
+            // (swapped, which does not change the sum).
+            let sum = checksum(&[
+                &header[0..2],
+                &total,
+                &header[4..8],
+                &[REPLY_HOPS, header[9]],
+                &[0, 0],
+                &us.octets(),
+                &client.octets(),
+                &header[IPV4_MIN_HEADER..],
+            ]);
+            header[2..4].copy_from_slice(&total);
             header[8] = REPLY_HOPS;
-            header[10..12].fill(0);
+            header[10..12].copy_from_slice(&sum.to_be_bytes());
             header[12..16].copy_from_slice(&us.octets());
             header[16..20].copy_from_slice(&client.octets());
-            let sum = checksum(&[header]);
-            header[10..12].copy_from_slice(&sum.to_be_bytes());
         }
         (IpAddr::V6(client), IpAddr::V6(us)) => {
             let header = frame.get_mut(l3..l3 + IPV6_HEADER)?;
@@ -192,26 +206,28 @@ pub fn write_reply(frame: &mut [u8], parsed: &NtpFrame, reply_len: usize) -> Opt
         _ => return None,
     }
     let l4 = parsed.l4;
-    let udp = frame.get_mut(l4..l4 + UDP_HEADER)?;
+    // The UDP header is built here and summed from its own bytes, not read back after writing.
+    let mut udp = [0u8; UDP_HEADER];
     udp[0..2].copy_from_slice(&parsed.destination.port().to_be_bytes());
     udp[2..4].copy_from_slice(&parsed.source.port().to_be_bytes());
     udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-    udp[6..8].fill(0);
-    let sum = udp_checksum(frame, parsed, udp_len);
-    frame[l4 + 6..l4 + 8].copy_from_slice(&sum.to_be_bytes());
+    let sum = udp_checksum(parsed, &udp, frame.get(l4 + UDP_HEADER..end)?);
+    udp[6..8].copy_from_slice(&sum.to_be_bytes());
+    frame.get_mut(l4..l4 + UDP_HEADER)?.copy_from_slice(&udp);
     Some(end)
 }
 
-/// The UDP checksum of the reply now in `frame` (pseudo-header: our address as source).
-fn udp_checksum(frame: &[u8], parsed: &NtpFrame, udp_len: usize) -> u16 {
-    let segment = &frame[parsed.l4..parsed.l4 + udp_len];
+/// The UDP checksum of the reply: pseudo-header (our address as source), the reply's UDP header
+/// `udp` (checksum field zero) and its `payload`.
+fn udp_checksum(parsed: &NtpFrame, udp: &[u8; UDP_HEADER], payload: &[u8]) -> u16 {
+    let udp_len = UDP_HEADER + payload.len();
     let length = (udp_len as u32).to_be_bytes();
     let sum = match (parsed.destination.ip(), parsed.source.ip()) {
         (IpAddr::V4(from), IpAddr::V4(to)) => {
-            checksum(&[&from.octets(), &to.octets(), &[0, PROTO_UDP], &(udp_len as u16).to_be_bytes(), segment])
+            checksum(&[&from.octets(), &to.octets(), &[0, PROTO_UDP], &(udp_len as u16).to_be_bytes(), udp, payload])
         }
         (IpAddr::V6(from), IpAddr::V6(to)) => {
-            checksum(&[&from.octets(), &to.octets(), &length, &[0, 0, 0, PROTO_UDP], segment])
+            checksum(&[&from.octets(), &to.octets(), &length, &[0, 0, 0, PROTO_UDP], udp, payload])
         }
         _ => 0,
     };
@@ -241,9 +257,11 @@ pub fn checksum(parts: &[&[u8]]) -> u16 {
             _ => {}
         }
     }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xFFFF) + (sum >> 16);
-    }
+    // Fold to 16 bits in a fixed number of steps (no loop on the data): 64 -> 33 -> 17 -> 16 bits.
+    sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    sum = (sum & 0xFFFF) + (sum >> 16);
     !(sum as u16)
 }
 
