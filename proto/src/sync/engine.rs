@@ -594,3 +594,72 @@ impl SyncEngine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{NtpHeader, NtpMode, NtpPacket};
+
+    fn at(seconds: f64) -> NtpTimestamp {
+        NtpTimestamp::from_parts(3_990_000_000, 0).add(NtpDuration::from_seconds_f64(seconds))
+    }
+
+    /// Answers every request due at `now` from upstreams 2 ms ahead of the host clock, 150 µs
+    /// each way, with a root dispersion of 50 µs (a stratum-1 server on the LAN).
+    fn answer_due(engine: &mut SyncEngine, now: f64, random: &mut u64) {
+        while let Some(tx) = engine.poll_transmit(at(now), *random) {
+            *random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let request = NtpHeader::new(&tx.packet).unwrap();
+            let t2 = at(now + 150e-6 + 2e-3);
+            let reply = NtpPacket {
+                leap: LeapIndicator::NoWarning,
+                version: 4,
+                mode: NtpMode::Server,
+                stratum: 1,
+                poll: request.poll(),
+                precision: -20,
+                root_delay: NtpShort::ZERO,
+                root_dispersion: NtpShort::from_micros(50),
+                ref_id: RefId(*b"GPS\0"),
+                reference_timestamp: t2,
+                origin_timestamp: request.transmit_timestamp(),
+                receive_timestamp: t2,
+                transmit_timestamp: t2.add(NtpDuration::from_nanos(10_000)),
+            };
+            let outcome = engine.handle_reply(tx.source, &reply.to_bytes(), at(now + 310e-6));
+            assert!(matches!(outcome, ReplyOutcome::Sample { .. }), "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn root_dispersion_is_sane_right_after_the_first_synchronisation() {
+        let mut engine = SyncEngine::new(SyncConfig::default());
+        for i in 0..3u8 {
+            let config = SourceConfig { iburst: true, ..Default::default() };
+            engine.add_source(core::net::Ipv4Addr::new(192, 0, 2, 10 + i).into(), config, at(0.0)).unwrap();
+        }
+        let mut random = 0x5eed;
+        let mut now = 0.0;
+        while !engine.is_synchronized(at(now)) {
+            assert!(now < 10.0, "not synchronised after an iburst");
+            answer_due(&mut engine, now, &mut random);
+            engine.handle_timeout(at(now));
+            now += 0.5;
+        }
+        // Synchronised on the iburst's fourth samples: the served root dispersion is the
+        // upstream's 50 µs, the 2 ms the served clock is still off (RFC 5905 adds |offset|; the
+        // slew has only begun) and microseconds of our own, not the 0.94 s that the clock
+        // filter's four empty stages (at 16 s each) would add.
+        let tracking = engine.tracking(at(now));
+        assert!(tracking.synchronized && tracking.stratum == 2, "{tracking:?}");
+        assert!((tracking.combined_offset - 2e-3).abs() < 1e-5, "{tracking:?}");
+        let own = tracking.root_dispersion - 50e-6 - tracking.combined_offset.abs();
+        assert!((0.0..100e-6).contains(&own), "root dispersion {} s", tracking.root_dispersion);
+        let served = engine.snapshot(at(now)).root_dispersion.to_duration().to_seconds_f64();
+        assert!(served < 2.2e-3, "served root dispersion {served} s");
+        for status in engine.sources() {
+            let distance = status.root_distance.unwrap();
+            assert!(distance < 1e-3, "{status:?}");
+        }
+    }
+}

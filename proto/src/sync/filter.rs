@@ -13,6 +13,11 @@ use crate::time::NtpTimestamp;
 pub const STAGES: usize = 8;
 /// Popcorn gate: a best sample further than this many jitters from the previous one is a spike.
 const SPIKE_GATE: f64 = 3.0;
+/// Stages holding a sample from which a source's dispersion is its samples' own, the empty
+/// stages left out (see [`ClockFilter::add`]). Below it, an empty stage counts
+/// [`MAX_DISPERSION`] as in RFC 5905's reference code, which keeps a source with 1 to 3 samples
+/// over the 1.5 s distance limit (7.9, 3.9 and 1.9 s), i.e. not selectable yet.
+pub const MIN_SAMPLES: usize = 4;
 
 /// One exchange's measurement, raw (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -124,23 +129,33 @@ impl ClockFilter {
         order.sort_unstable_by(|a, b| a.1.total_cmp(&b.1));
         let Some(best) = self.stages[order[0].0] else { return FilterVerdict::NotNewer };
 
+        // RFC 5905's weighted sum (weights 1/2, 1/4, ... in delay order). The reference code
+        // counts an empty stage as MAX_DISPERSION, so a source with 4 of 8 stages filled (an
+        // iburst) carries 16 s × (1/32 + ... + 1/256) = 0.94 s of dispersion that says nothing
+        // about its samples, widening its correctness interval until every stage is filled (8
+        // polls: over two hours at a 1024 s poll) and propagating into the served root
+        // dispersion. From MIN_SAMPLES on, the empty stages are left out and the weights of
+        // the filled ones normalised to sum to 1 (the same figure once all 8 are filled).
         let mut dispersion = 0.0;
+        let mut empty = 0.0;
+        let mut total_weight = 0.0;
         let mut weight = 0.5;
         let mut sum_sq = 0.0;
         let mut valid = 0usize;
         for (i, delay) in order {
-            let disp = match self.stages[i] {
+            match self.stages[i] {
                 Some(s) if delay.is_finite() => {
                     let at_best = s.offset + freq * best.time.since(s.time).to_seconds_f64();
                     sum_sq += (at_best - best.offset).powi(2);
                     valid += 1;
-                    s.dispersion + PHI * now.since(s.time).to_seconds_f64().max(0.0)
+                    dispersion += weight * (s.dispersion + PHI * now.since(s.time).to_seconds_f64().max(0.0));
+                    total_weight += weight;
                 }
-                _ => MAX_DISPERSION,
-            };
-            dispersion += disp * weight;
+                _ => empty += weight * MAX_DISPERSION,
+            }
             weight /= 2.0;
         }
+        let dispersion = if valid >= MIN_SAMPLES { dispersion / total_weight } else { dispersion + empty };
         let jitter = if valid > 1 { (sum_sq / (valid - 1) as f64).sqrt() } else { 0.0 }.max(precision);
         let estimate = Filtered { sample: best, dispersion, jitter };
 
@@ -216,6 +231,25 @@ mod tests {
         let FilterVerdict::New(e) = g.add(sample(1000, 0.0, 1e-4), 64.0, 0.0, 1e-7) else { panic!() };
         assert!(e.dispersion > 0.5 * 1e-6 + 0.25 * (1e-6 + PHI * 1000.0) - 1e-9);
         let _ = NtpDuration::ZERO;
+    }
+
+    #[test]
+    fn empty_stages_count_only_until_a_source_has_enough_samples() {
+        // RFC 5905's reference weighting while a source has 1 to 3 samples: the empty stages
+        // keep it over the 1.5 s distance limit.
+        let mut f = ClockFilter::new();
+        for (n, floor) in [(1, 7.9), (2, 3.9), (3, 1.9)] {
+            f.add(sample(n * 2, 1e-3, 200e-6), 2.0, 0.0, 1e-7);
+            let d = f.last().unwrap().dispersion;
+            assert!(d > floor && d < MAX_DISPERSION, "{n} samples: {d}");
+        }
+        // From the fourth on (an iburst's worth), only the samples count: microseconds, not
+        // the 0.94 s that 4 empty stages at 16 s would add.
+        f.add(sample(8, 1e-3, 200e-6), 2.0, 0.0, 1e-7);
+        let d = f.last().unwrap().dispersion;
+        assert!(d < 1e-4, "4 samples: {d}");
+        // Still a weighted mean of the stages' own dispersions, aged at 15 ppm.
+        assert!(d >= 1e-6, "{d}");
     }
 
     #[test]
