@@ -30,6 +30,29 @@ fn bench_respond(c: &mut Criterion) {
         })
     });
 
+    // The same request served from a virtual clock (source = "sync"): the correction (an offset
+    // and a rate since its base) applied to T2 and T3. Side by side with client_request_v4, which
+    // serves the identity correction, in one run: the difference is the virtual clock's cost.
+    let disciplined = stratum_proto::ServerSnapshot {
+        correction: stratum_proto::ClockCorrection {
+            offset: stratum_proto::NtpDuration::from_nanos(1_234_567),
+            base: NtpTimestamp::from_parts(0xEC00_0000, 0),
+            rate: -31_337,
+        },
+        ..snap
+    };
+    group.bench_function("client_request_v4_virtual_clock", |b| {
+        let mut buf = request;
+        b.iter(|| {
+            buf = request;
+            noise = noise.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let rx = RxMeta { client, rx_time: NtpTimestamp::from_parts(0xEC00_0011, 0), noise };
+            black_box(respond(black_box(&mut buf), rx, black_box(&disciplined), &mut ServeAll, || {
+                NtpTimestamp::from_parts(0xEC00_0011, 0x100)
+            }))
+        })
+    });
+
     group.bench_function("drop_mode_4", |b| {
         let mut spoofed = request;
         spoofed[0] = (spoofed[0] & !7) | 4;
