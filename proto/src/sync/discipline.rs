@@ -44,6 +44,13 @@ const SPIKE_FLOOR_S: f64 = 1e-3;
 const POLL_NOISE_RATIO: f64 = 0.00002;
 /// Spikes that persist this long are believed (RFC 5905's stepout), seconds.
 const STEPOUT_S: f64 = 300.0;
+/// The poll interval grows only while the offset error predicted at the longer interval
+/// ([`Discipline::predicted_phase_error`]) stays below this, seconds: where the network's noise
+/// is high (an internet path: milliseconds per sample) averaging fewer samples would cost more
+/// accuracy than the polls it saves, so the poll stays short there.
+pub const POLL_ERROR_BUDGET_S: f64 = 50e-6;
+/// Weight of one sample in the running means of the samples' information and spacing.
+const STATS_WEIGHT: f64 = 0.05;
 
 /// How the clock is steered.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -119,6 +126,12 @@ pub struct Discipline {
     spike_since: Option<NtpTimestamp>,
     /// Running mean of the measurement variance, s² (sets the poll interval).
     typical_variance: f64,
+    /// Running mean of the samples' information (1 / variance), s⁻².
+    mean_information: f64,
+    /// Running mean of the time between samples, in poll intervals (1/4 with 4 sources).
+    sample_spacing: f64,
+    /// The poll interval the next sample was taken at, seconds ([`Self::set_poll_interval`]).
+    poll_interval: f64,
     last_offset: f64,
 }
 
@@ -134,6 +147,9 @@ impl Discipline {
             in_sync_once: false,
             spike_since: None,
             typical_variance: 0.0,
+            mean_information: 0.0,
+            sample_spacing: 0.0,
+            poll_interval: 0.0,
             last_offset: 0.0,
         }
     }
@@ -184,7 +200,8 @@ impl Discipline {
     }
 
     /// The longest poll exponent in `min..=max` over which the oscillator's wander stays below
-    /// the measurements' own noise.
+    /// the measurements' own noise and the predicted offset error stays within
+    /// [`POLL_ERROR_BUDGET_S`].
     pub fn suggested_poll(&self, min: i8, max: i8) -> i8 {
         if self.kalman.is_none() || self.typical_variance <= 0.0 {
             return min;
@@ -195,9 +212,33 @@ impl Discipline {
             if self.config.wander * t * t * t / 3.0 > self.typical_variance * POLL_NOISE_RATIO {
                 break;
             }
+            if self.predicted_phase_error(poll + 1).is_some_and(|e| e > POLL_ERROR_BUDGET_S) {
+                break;
+            }
             poll += 1;
         }
         poll
+    }
+
+    /// Tells the discipline the poll interval (seconds) at which the next sample was taken, so
+    /// that it learns how many samples arrive per poll interval (the sources answering).
+    pub fn set_poll_interval(&mut self, seconds: f64) {
+        self.poll_interval = seconds;
+    }
+
+    /// The steady-state standard deviation of the phase estimate (seconds) if every source were
+    /// polled every 2^`poll` s, from the samples seen so far: their mean information and how many
+    /// arrive per poll interval. With a random-walk frequency of spectral density q (the
+    /// `wander`) and white phase noise of spectral density r (a sample's variance times the
+    /// time between samples), the two-state filter's phase variance settles at
+    /// √2 · q^¼ · r^¾, so the error grows as the poll interval to the power 3/8. None before
+    /// enough samples.
+    pub fn predicted_phase_error(&self, poll: i8) -> Option<f64> {
+        if self.mean_information <= 0.0 || self.sample_spacing <= 0.0 {
+            return None;
+        }
+        let r = self.sample_spacing * 2f64.powi(i32::from(poll)) / self.mean_information;
+        Some((core::f64::consts::SQRT_2 * self.config.wander.sqrt().sqrt() * r.powf(0.75)).sqrt())
     }
 
     /// Ends the slew at its deadline (or later, if the caller was late): the rate drops back to
@@ -232,6 +273,13 @@ impl Discipline {
         let variance = variance.max(1e-18);
         self.typical_variance =
             if self.typical_variance == 0.0 { variance } else { self.typical_variance * 0.9 + variance * 0.1 };
+        self.mean_information = running_mean(self.mean_information, 1.0 / variance);
+        if let Some(k) = self.kalman.filter(|_| self.poll_interval > 0.0) {
+            let dt = time.since(k.time).to_seconds_f64();
+            if dt > 0.0 {
+                self.sample_spacing = running_mean(self.sample_spacing, dt / self.poll_interval);
+            }
+        }
         match self.kalman.as_mut() {
             None => {
                 let sigma_f = INITIAL_FREQ_SIGMA;
@@ -309,6 +357,15 @@ impl Discipline {
         self.correction = line(now, current, k.freq + rate);
         self.slew_end = Some(now.add(NtpDuration::from_seconds_f64(duration)));
         ClockAction::Slew { offset: error, rate }
+    }
+}
+
+/// `mean` moved towards `value` by [`STATS_WEIGHT`]; `value` itself while `mean` is still 0.
+fn running_mean(mean: f64, value: f64) -> f64 {
+    if mean == 0.0 {
+        value
+    } else {
+        mean + (value - mean) * STATS_WEIGHT
     }
 }
 
@@ -410,5 +467,31 @@ mod tests {
         assert_eq!(d.steps(), 0);
         assert!(d.suggested_poll(-2, 10) > -2);
         assert_eq!(d.suggested_poll(8, 10), 8, "never below minpoll");
+    }
+
+    #[test]
+    fn noisy_samples_keep_the_poll_short() {
+        // 4 sources at a 64 s poll (a sample every 16 s), each sample 1 ms (one sigma) off: an
+        // internet path. The predicted error grows as poll^(3/8) and is over the budget past 64 s.
+        let mut d = Discipline::new(DisciplineConfig::default());
+        for i in 0..400 {
+            let t = at(f64::from(i) * 16.0);
+            d.set_poll_interval(64.0);
+            d.update(t, 0.01, 1e-6, t);
+        }
+        let (e6, e7) = (d.predicted_phase_error(6).unwrap(), d.predicted_phase_error(7).unwrap());
+        assert!((e7 / e6 - 2f64.powf(0.375)).abs() < 1e-9, "{e6} {e7}");
+        assert!(e6 > 30e-6 && e6 < 200e-6, "{e6}");
+        assert_eq!(d.suggested_poll(6, 10), 6);
+        // The same with 10 µs samples (a LAN): far within the budget at every poll, so only the
+        // oscillator's wander limits the poll.
+        let mut quiet = Discipline::new(DisciplineConfig { wander: 1e-22, ..Default::default() });
+        for i in 0..400 {
+            let t = at(f64::from(i) * 16.0);
+            quiet.set_poll_interval(64.0);
+            quiet.update(t, 0.01, 1e-10, t);
+        }
+        assert!(quiet.predicted_phase_error(10).unwrap() < POLL_ERROR_BUDGET_S);
+        assert!(quiet.suggested_poll(6, 10) > 6);
     }
 }

@@ -443,14 +443,22 @@ impl SyncEngine {
         }
         // The sample's error: uniform within ±(delay − minimum delay)/2, plus both precisions.
         let s = &self.slots[i].source;
-        // After n samples the minimum delay itself may still be about mean-excess / n too high
-        // (the minimum of n exponentials), so that much is added to the excess.
-        let unsure = 2.0 * s.mean_excess / f64::from(s.samples_seen.max(1));
+        // The minimum delay learned from n samples is itself too high by an unknown amount, which
+        // is added to the excess. With an exponential delay each way the round trip's excess is
+        // the sum of two (density rising from 0), whose minimum over n samples shrinks only as
+        // mean-excess / √n (not / n, as for a single exponential): a sample at the minimum
+        // is not exact, and taking it as exact made the filter trust a few early samples to a
+        // microsecond and learn a frequency error from their milliseconds of noise. While a
+        // source has few samples its mean excess says little either, so the error is also
+        // at least the minimum delay / n (one sample: RFC 5905's bound of half the delay).
+        let n = f64::from(s.samples_seen.max(1));
+        let unsure = (s.mean_excess / n.sqrt()).max(s.min_delay / n);
         let excess = (sample.delay - s.min_delay).max(0.0) + unsure;
         let floor = sample.dispersion;
         let variance = excess * excess / 12.0 + floor * floor;
         // The very first update starts from all survivors' combined offset, not from whichever
         // source answered first (a 2-against-2 split must not pull the clock towards one side).
+        self.discipline.set_poll_interval(poll_seconds(s.poll));
         let action = if self.discipline.has_estimate() {
             self.discipline.update(sample.time, sample.offset, variance, now)
         } else {
