@@ -347,6 +347,15 @@ pub struct ServerConfig {
     /// xdp backend: microseconds a worker keeps polling its empty RX ring before it sleeps.
     #[serde(default = "default_idle_spin_us", deserialize_with = "idle_spin_us")]
     pub idle_spin_us: u64,
+    /// The user (name or number) to run as once every socket is bound and the XDP program is
+    /// attached, with no capabilities left; needs stratumd started as root.
+    #[serde(default, deserialize_with = "run_as_user")]
+    pub user: Option<crate::privileges::User>,
+}
+
+fn run_as_user<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::privileges::User>, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::privileges::User::lookup(&text).map(Some).map_err(de::Error::custom)
 }
 
 fn default_idle_spin_us() -> u64 {

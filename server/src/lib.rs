@@ -6,6 +6,7 @@
 pub mod config;
 pub mod dataplane;
 pub mod mgmt;
+pub mod privileges;
 pub mod sync;
 pub mod time;
 
@@ -92,6 +93,19 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+    // Everything privileged is done (sockets bound, the XDP program attached, the control socket
+    // made): from here on, the configured user with no capabilities.
+    if let Some(user) = &config.server.user {
+        let dropped = control_server.as_ref().map_or(Ok(()), |c| c.hand_to(user.uid, user.gid)).and_then(|()| {
+            privileges::drop_to(user).map_err(|e| anyhow::anyhow!("cannot become user {}: {e}", user.name))
+        });
+        if let Err(e) = dropped {
+            shutdown.store(true, Ordering::Relaxed);
+            backend.join();
+            return Err(e);
+        }
+        tracing::info!(user = %user.name, uid = user.uid, gid = user.gid, "running as {} with no capabilities", user.name);
+    }
     let first_error = sync_loop.as_ref().and_then(|s| s.first_error().map(str::to_owned));
     let sync_thread = match (sync_loop, sync_view) {
         (Some(sync_loop), _) => SyncThread::Loop(sync_loop.spawn(shutdown.clone())?),

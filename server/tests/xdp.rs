@@ -450,6 +450,57 @@ fn only_requests_addressed_to_this_host_are_answered_on_both_backends() {
     }
 }
 
+/// Least privilege on the xdp backend (#13): started as root with `[server] user`, every thread
+/// runs as that user with no capabilities once the program is attached and the sockets bound,
+/// and it still answers, reads the program's counters and follows the host's addresses.
+#[test]
+fn the_xdp_backend_serves_as_the_configured_user_with_no_capabilities() {
+    if !available() {
+        return;
+    }
+    let pair = Pair::new("xu", 1);
+    let dir = tempfile::tempdir().unwrap().keep();
+    let control = dir.join("control.sock");
+    let config = xdp_config("\"all\"", &control, "").replace("[clock]", "user = \"nobody\"\n\n[clock]");
+    let server = Server::start_with(pair.srv.command(BIN), &config, 123, None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ctl(&control, &["status"]).is_none() {
+        assert!(Instant::now() < deadline, "stratumd (xdp, user nobody) did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(chronyd_in(&pair, &pair.server_v4()).is_ok(), "answers after the drop");
+    for task in std::fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap().flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let field =
+            |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_default().trim().to_string();
+        assert!(field("Uid:").split_whitespace().all(|u| u == "65534"), "{status}");
+        assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    }
+    let s = ctl(&control, &["status"]).unwrap();
+    assert!(s["xdp"]["program"]["redirected"].as_u64().unwrap() > 0, "the program's maps are read: {s}");
+    // The address table is still kept up to date: an address added now is served.
+    let anycast = format!("192.0.2.{}", pair.net);
+    run_ok(Command::new("ip").args([
+        "-n",
+        &pair.cli.name,
+        "route",
+        "add",
+        &format!("{anycast}/32"),
+        "via",
+        &pair.server_v4(),
+    ]));
+    run_ok(Command::new("ip").args(["-n", &pair.srv.name, "addr", "add", &format!("{anycast}/32"), "dev", "lo"]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = pair.python(QUERY_FROM, &[&anycast]);
+        if out.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "an address added after the drop is not served");
+    }
+    drop(server);
+}
+
 /// Starts the socket backend on every address inside the server namespace, with a control socket.
 fn start_socket(pair: &Pair) -> (Server, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap().keep();

@@ -151,8 +151,12 @@ impl endpoint::Listener for ControlListener {
 
 /// Makes the socket: creates the parent directory if missing, removes a stale socket file (one
 /// nobody answers on), refuses to replace a live one or a file that is not a socket.
-fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+fn bind(path: &Path) -> anyhow::Result<(UnixListener, Option<PathBuf>)> {
+    let mut made_directory = None;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            made_directory = Some(parent.to_path_buf());
+        }
         prepare_directory(parent)?;
     }
     match std::fs::symlink_metadata(path) {
@@ -172,7 +176,8 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     let bound = UnixListener::bind(path);
     // SAFETY: as above.
     unsafe { libc::umask(old) };
-    bound.with_context(|| format!("cannot make the control socket {}", path.display()))
+    let listener = bound.with_context(|| format!("cannot make the control socket {}", path.display()))?;
+    Ok((listener, made_directory))
 }
 
 /// Creates the socket's directory where it is missing. Inside a world-writable directory (the
@@ -269,6 +274,8 @@ mod peer {
 #[derive(Debug)]
 pub struct ControlServer {
     pub path: PathBuf,
+    /// The socket's directory, when stratumd created it.
+    made_directory: Option<PathBuf>,
     thread: JoinHandle<()>,
 }
 
@@ -281,19 +288,33 @@ impl ControlServer {
         status: Arc<ServerStatus>,
         shutdown: Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
-        let listener = bind(path)?;
+        let (listener, made_directory) = bind(path)?;
         listener.set_nonblocking(true)?;
         let listener = ControlListener { listener, group };
         let thread =
             endpoint::spawn("stratumd-control", listener, Control { status, clients: Default::default() }, shutdown)
                 .context("cannot start the control thread")?;
-        Ok(Self { path: path.to_path_buf(), thread })
+        Ok(Self { path: path.to_path_buf(), made_directory, thread })
     }
 
     /// Waits for the thread (after shutdown was raised) and removes the socket file.
     pub fn join(self) {
         let _ = self.thread.join();
         let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Gives the socket file, and its directory when stratumd made it, to the user stratumd is
+    /// about to become, so that it can still remove the file when it stops.
+    pub fn hand_to(&self, uid: u32, gid: u32) -> anyhow::Result<()> {
+        let mut paths = vec![self.path.clone()];
+        if let Some(dir) = &self.made_directory {
+            paths.push(dir.clone());
+        }
+        for path in paths {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+                .with_context(|| format!("cannot give {} to uid {uid}", path.display()))?;
+        }
+        Ok(())
     }
 }
 
