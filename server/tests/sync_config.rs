@@ -73,7 +73,12 @@ fn bad_upstream_pool_and_clock_keys_name_their_line() {
     refused(&sync("minsane = 3", UPSTREAM), 7, "clock.minsane", "never synchronised");
     refused(&sync("discipline = \"system\"", UPSTREAM), 7, "clock.discipline", "not built yet");
     refused(&sync("stratum = 2", UPSTREAM), 7, "clock.stratum", "follow the selected upstream");
-    refused(&sync("leap-seconds = \"/nonexistent/leap-seconds.list\"", UPSTREAM), 7, "clock.leap-seconds", "cannot read");
+    refused(
+        &sync("leap-seconds = \"/nonexistent/leap-seconds.list\"", UPSTREAM),
+        7,
+        "clock.leap-seconds",
+        "cannot read",
+    );
     // Upstreams without source = "sync" would be silently unused.
     let local = format!("{SERVER}\n[clock]\nsource = \"local\"\n\n{UPSTREAM}");
     refused(&local, 8, "upstream", "need [clock] source = \"sync\"");
@@ -81,8 +86,8 @@ fn bad_upstream_pool_and_clock_keys_name_their_line() {
 
 #[test]
 fn a_leap_seconds_file_with_a_bad_hash_is_refused() {
-    let good = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/tests/data/leap-seconds.list"))
-        .unwrap();
+    let good =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/tests/data/leap-seconds.list")).unwrap();
     // One changed entry: the #h line no longer matches.
     let tampered = good.replacen("      37      #", "      38      #", 1);
     assert_ne!(tampered, good);

@@ -131,8 +131,9 @@ impl XskSocket {
         }
         let offsets = mmap_offsets(fd.as_fd()).map_err(context("ring offsets"))?;
         let map = |off: libc::xdp_ring_offset, entry: usize, pgoff: u64| -> io::Result<Region> {
-            let len = super::ring::map_len(RingOffsets::from(off).desc, size, entry)
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "AF_XDP ring offsets past the address space"))?;
+            let len = super::ring::map_len(RingOffsets::from(off).desc, size, entry).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "AF_XDP ring offsets past the address space")
+            })?;
             Ok(Region::Mapped(Mmap::ring(fd.as_fd(), len, pgoff).map_err(context("ring mmap"))?))
         };
         let fill = ProducerRing::new(map(offsets.fr, 8, libc::XDP_UMEM_PGOFF_FILL_RING)?, offsets.fr.into(), size)?;
