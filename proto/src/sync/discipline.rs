@@ -74,6 +74,10 @@ pub struct DisciplineConfig {
     pub wander: f64,
     /// The frequency to start from (upstream minus host, s/s; a saved drift value), default 0.
     pub initial_frequency: f64,
+    /// Largest rate of the correction, frequency and slew together, s/s (default 1000 ppm, what
+    /// the snapshot carries; a kernel takes at most 500 ppm, so a disciplined host clock asks
+    /// for less: the slew then gives way to the frequency).
+    pub max_rate: f64,
 }
 
 impl Default for DisciplineConfig {
@@ -87,6 +91,7 @@ impl Default for DisciplineConfig {
             max_slew: 500e-6,
             wander: 1e-18,
             initial_frequency: 0.0,
+            max_rate: 2.0 * MAX_FREQUENCY,
         }
     }
 }
@@ -249,7 +254,7 @@ impl Discipline {
             return;
         }
         let at = self.correction_at(end);
-        self.correction = line(end, at, self.frequency());
+        self.correction = line(end, at, self.frequency(), self.config.max_rate);
         self.slew_end = None;
     }
 
@@ -259,6 +264,13 @@ impl Discipline {
         if let Some(k) = self.kalman.as_mut() {
             k.phase += by;
         }
+        self.correction.offset = self.correction.offset.add_seconds(by);
+    }
+
+    /// Moves the correction alone by `by` seconds, the estimate staying where it is: the host
+    /// clock took an adjustment a little late (a frequency change applied δ after it was due
+    /// leaves the clock `rate × δ` off), and the next update slews the difference away.
+    pub fn adjust_correction(&mut self, by: f64) {
         self.correction.offset = self.correction.offset.add_seconds(by);
     }
 
@@ -345,16 +357,19 @@ impl Discipline {
             }
             self.steps += 1;
             self.in_sync_once = true;
-            self.correction = line(now, target, k.freq);
+            self.correction = line(now, target, k.freq, self.config.max_rate);
             self.slew_end = None;
             return ClockAction::Step { offset: error };
         }
         if error.abs() <= self.config.step_threshold {
             self.in_sync_once = true;
         }
-        let duration = (error.abs() / self.config.max_slew).max(MIN_SLEW_S);
+        // The slew gets what the rate limit leaves beside the frequency (at least 10 % of it).
+        let room = (self.config.max_rate - k.freq.abs()).max(0.1 * self.config.max_rate);
+        let max_slew = self.config.max_slew.min(room);
+        let duration = (error.abs() / max_slew).max(MIN_SLEW_S);
         let rate = error / duration;
-        self.correction = line(now, current, k.freq + rate);
+        self.correction = line(now, current, k.freq + rate, self.config.max_rate);
         self.slew_end = Some(now.add(NtpDuration::from_seconds_f64(duration)));
         ClockAction::Slew { offset: error, rate }
     }
@@ -382,9 +397,9 @@ fn predict(x: &mut Kalman, dt: f64, wander: f64) {
     x.cov = [[p00 + q00, p01 + q01], [p01 + q01, p11 + q11]];
 }
 
-/// The correction `offset_s + rate × (t − base)`, rate clamped to what the snapshot can carry.
-fn line(base: NtpTimestamp, offset_s: f64, rate: f64) -> ClockCorrection {
-    let rate = (rate.clamp(-2.0 * MAX_FREQUENCY, 2.0 * MAX_FREQUENCY) * 4_294_967_296.0).round() as i32;
+/// The correction `offset_s + rate × (t − base)`, rate clamped to `max_rate`.
+fn line(base: NtpTimestamp, offset_s: f64, rate: f64, max_rate: f64) -> ClockCorrection {
+    let rate = (rate.clamp(-max_rate, max_rate) * 4_294_967_296.0).round() as i32;
     ClockCorrection { offset: NtpDuration::from_seconds_f64(offset_s), base, rate }
 }
 

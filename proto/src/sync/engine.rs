@@ -2,20 +2,34 @@
 //! process, clock filter), runs select, cluster and combine on every sample, feeds the discipline,
 //! follows leap seconds and holdover, and says what to publish ([`SyncEngine::snapshot`]).
 //!
-//! Every time it takes is the **host clock** (the clock the sync thread reads, never corrected):
-//! T1 when a request is built, T4 when its reply arrives, `now` otherwise. The served clock is the
-//! host clock plus the snapshot's [`ClockCorrection`](crate::ClockCorrection).
+//! Every time it takes is the **host clock** (the clock the sync thread reads): T1 when a request
+//! is built, T4 when its reply arrives, `now` otherwise. The served clock is the host clock plus the
+//! snapshot's [`ClockCorrection`](crate::ClockCorrection).
+//!
+//! # A disciplined host clock
+//!
+//! The model (filter, Kalman estimate, poll deadlines) assumes a host clock nobody touches. With
+//! [`HostClock::Disciplined`] the caller steers the host clock itself, so the engine keeps a
+//! record of what the host clock carries (`applied`, a line like the correction): every time
+//! given to it is turned back into the untouched clock's time base at the door, every time it
+//! gives out is turned into the host clock's, and the model inside never sees the difference.
+//! [`SyncEngine::host_adjustment`] says what to do to the host clock for it to carry the served
+//! correction (a frequency, and a step only when the served clock steps), and
+//! [`SyncEngine::host_adjusted`] takes note that it was done, and when: a change applied late
+//! leaves the host clock `rate × lateness` off, which the correction takes over (the next update
+//! slews it away). The snapshot then carries the identity correction. With [`HostClock::Free`]
+//! the record stays the identity and nothing changes.
 
 use core::net::IpAddr;
 
 use super::discipline::{ClockAction, Discipline};
 use super::filter::{FilterVerdict, Sample};
-use super::leap::{leap_vote, served_leap, LeapDirection, LeapSecondsList};
+use super::leap::{leap_smear, leap_vote, served_leap, LeapDirection, LeapSecondsList, SMEAR_WINDOW_S};
 use super::select::{cluster, combine, intersection, keep_truechimers, system_peer, Candidate, Endpoint};
 use super::source::{poll_seconds, ReplyContext, ReplyOutcome, Source, SourceConfig, SourceConfigError, MIN_POLL};
-use super::{calendar, log2_seconds, refid_for_address, Flash, LeapMode, SyncConfig, PHI};
+use super::{calendar, log2_seconds, refid_for_address, Flash, HostClock, LeapMode, SyncConfig, PHI};
 use crate::packet::{KissCode, LeapIndicator, RefId, HEADER_LEN};
-use crate::server::snapshot::{ServerSnapshot, STRATUM_UNSYNCHRONIZED};
+use crate::server::snapshot::{ClockCorrection, ServerSnapshot, STRATUM_UNSYNCHRONIZED};
 use crate::time::{ppm_to_rate, NtpDuration, NtpShort, NtpTimestamp};
 
 /// A source's handle, stable for its life (never reused after [`SyncEngine::remove_source`]).
@@ -140,6 +154,28 @@ pub struct Tracking {
     pub system_poll: i8,
 }
 
+/// What to do to the host clock now ([`SyncEngine::host_adjustment`], [`HostClock::Disciplined`]):
+/// step it by `step` seconds (0: no step), then run it at `frequency` from now on. Apply both at
+/// once (one `clock_adjtime` with ADJ_SETOFFSET and ADJ_FREQUENCY), then call
+/// [`SyncEngine::host_adjusted`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HostAdjustment {
+    /// Seconds to add to the host clock at once (a step the served clock took too).
+    pub step: f64,
+    /// The host clock's frequency correction against its own when the engine started, s/s
+    /// (positive: run faster); the kernel's frequency is the one it had then plus this.
+    pub frequency: f64,
+}
+
+/// A phase difference between the host clock and the served clock below this is rounding (or
+/// lateness the correction takes over); past it the host clock is stepped, seconds.
+const HOST_STEP_EPSILON: f64 = 1e-6;
+/// A difference between the host clock and the served clock this small (2^-24 s, 60 ns) is the
+/// rounding of the lines' arithmetic: the snapshot then carries the identity.
+const IDENTITY_BITS: u64 = 1 << 8;
+/// 2^32, the unit of a correction's rate.
+const RATE_UNIT: f64 = 4_294_967_296.0;
+
 /// A request to send now ([`SyncEngine::poll_transmit`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transmit {
@@ -184,6 +220,11 @@ pub struct SyncEngine {
     candidates: Vec<Candidate>,
     endpoints: Vec<Endpoint>,
     last_action: Option<ClockAction>,
+    /// What the host clock carries: host = untouched + `applied` (the identity unless
+    /// [`HostClock::Disciplined`]). Times inside the engine are the untouched clock's.
+    applied: ClockCorrection,
+    /// The last leap taken (Unix time of its instant, direction): a smear goes on after it.
+    leap_taken: Option<(i64, LeapDirection)>,
 }
 
 impl SyncEngine {
@@ -211,6 +252,111 @@ impl SyncEngine {
             candidates: Vec::new(),
             endpoints: Vec::new(),
             last_action: None,
+            applied: ClockCorrection::IDENTITY,
+            leap_taken: None,
+        }
+    }
+
+    /// The host clock's time `host` in the engine's time base (the host clock as if never
+    /// adjusted). The identity unless the host clock is disciplined.
+    fn raw(&self, host: NtpTimestamp) -> NtpTimestamp {
+        let a = self.applied;
+        if a == ClockCorrection::IDENTITY {
+            return host;
+        }
+        // host = raw + offset + rate (raw − base), so raw = x − (x − base) rate / (1 + rate) with
+        // x = host − offset.
+        let x = host.add(NtpDuration::from_bits(a.offset.to_bits().wrapping_neg()));
+        let rate = f64::from(a.rate) / RATE_UNIT;
+        let dt = x.since(a.base).to_seconds_f64();
+        x.add(NtpDuration::from_seconds_f64(-dt * rate / (1.0 + rate)))
+    }
+
+    /// The engine's time `raw` as the host clock reads it.
+    fn host(&self, raw: NtpTimestamp) -> NtpTimestamp {
+        self.applied.apply(raw)
+    }
+
+    /// The served clock at engine time `r`, as a correction of the untouched clock: the
+    /// discipline's, with the leap smear in it while one runs ([`LeapMode::Smear`]).
+    fn served_line(&self, r: NtpTimestamp) -> ClockCorrection {
+        let c = self.discipline.correction();
+        if self.config.leap_mode != LeapMode::Smear {
+            return c;
+        }
+        let leaping = c.apply(r);
+        let unix = leaping.to_unix(self.config.discipline.build_date_unix).0;
+        // The leap ahead (announced, within a day) or the one just taken; its instant and how
+        // far the never-leaping clock is from the leaping one (the leap, once taken).
+        let (at, direction, taken) = match (self.leap_direction, self.leap_taken) {
+            // (The month's end from half a day back: the leaping clock may be a moment past the
+            // boundary before handle_timeout takes the leap.)
+            (Some(d), _) => (calendar::start_of_next_month(unix - calendar::DAY / 2), d, 0.0),
+            (None, Some((at, d))) => (at, d, d.clock_shift()),
+            (None, None) => return c,
+        };
+        let since = leaping.since(NtpTimestamp::from_unix(at, 0)).to_seconds_f64() - taken;
+        if since.abs() >= SMEAR_WINDOW_S / 2.0 {
+            return c;
+        }
+        // Served = the never-leaping clock + the smear = the leaping clock − taken + smear.
+        let extra = leap_smear(since, direction) - taken;
+        let rate = (direction.clock_shift() / SMEAR_WINDOW_S * RATE_UNIT).round() as i32;
+        ClockCorrection {
+            offset: NtpDuration::from_bits(
+                leaping.since(r).to_bits().wrapping_add(NtpDuration::from_seconds_f64(extra).to_bits()),
+            ),
+            base: r,
+            rate: c.rate.saturating_add(rate),
+        }
+    }
+
+    /// What the snapshot carries at engine time `r`: the served clock against the host clock.
+    fn residual(&self, r: NtpTimestamp) -> ClockCorrection {
+        let target = self.served_line(r);
+        if self.applied == ClockCorrection::IDENTITY {
+            return target;
+        }
+        let host = self.applied.apply(r);
+        let offset = target.apply(r).since(host);
+        let rate = target.rate.saturating_sub(self.applied.rate);
+        if rate == 0 && offset.to_bits().unsigned_abs() <= IDENTITY_BITS {
+            return ClockCorrection::IDENTITY;
+        }
+        ClockCorrection { offset, base: host, rate }
+    }
+
+    /// With [`HostClock::Disciplined`]: what to do to the host clock at host time `now` for it to
+    /// carry the served clock (None when it does). Call after every other call (a reply, a
+    /// timeout), apply it at once, then call [`host_adjusted`](Self::host_adjusted). Until that is
+    /// called the snapshot keeps carrying the difference, so a kernel that refuses leaves the
+    /// served time right.
+    pub fn host_adjustment(&self, now: NtpTimestamp) -> Option<HostAdjustment> {
+        if self.config.host_clock != HostClock::Disciplined {
+            return None;
+        }
+        let r = self.raw(now);
+        let target = self.served_line(r);
+        let phase = target.apply(r).since(self.applied.apply(r)).to_seconds_f64();
+        let step = if phase.abs() >= HOST_STEP_EPSILON { phase } else { 0.0 };
+        if step == 0.0 && target.rate == self.applied.rate {
+            return None;
+        }
+        Some(HostAdjustment { step, frequency: f64::from(target.rate) / RATE_UNIT })
+    }
+
+    /// The caller applied `adjustment` to the host clock; `at` is the host clock read right
+    /// after (the step in it). From then on the host clock carries it.
+    pub fn host_adjusted(&mut self, adjustment: &HostAdjustment, at: NtpTimestamp) {
+        let r = self.raw(at.add(NtpDuration::from_seconds_f64(-adjustment.step)));
+        let host = self.applied.apply(r).add(NtpDuration::from_seconds_f64(adjustment.step));
+        let rate = (adjustment.frequency * RATE_UNIT).round() as i32;
+        self.applied = ClockCorrection { offset: host.since(r), base: r, rate };
+        // Applied late: the host clock ran the old rate a little longer than the served clock.
+        // The correction follows the host clock; the next update slews the difference away.
+        let late = host.since(self.served_line(r).apply(r)).to_seconds_f64();
+        if late.abs() < 1e-3 {
+            self.discipline.adjust_correction(late);
         }
     }
 
@@ -227,6 +373,7 @@ impl SyncEngine {
         now: NtpTimestamp,
     ) -> Result<SourceId, SourceConfigError> {
         config.validate()?;
+        let now = self.raw(now);
         let id = SourceId(self.next_id);
         self.next_id += 1;
         let source = Source::new(address, refid_for_address(address), config, now);
@@ -261,6 +408,7 @@ impl SyncEngine {
     /// [`handle_timeout`](Self::handle_timeout) called: a poll due, a slew ending, the leap
     /// warning starting or the leap itself, holdover running out. None with nothing to do.
     pub fn next_deadline(&self, now: NtpTimestamp) -> Option<NtpTimestamp> {
+        let now = self.raw(now);
         let mut best: Option<NtpTimestamp> = None;
         let mut consider = |t: NtpTimestamp| {
             if best.is_none_or(|b| t.since(b).to_bits() < 0) {
@@ -284,22 +432,35 @@ impl SyncEngine {
                 }
             }
         }
+        // Served-clock instants, to the fraction of a second (a leap applied at the boundary,
+        // not up to a second after it).
+        let served = self.discipline.correction().apply(now);
+        let mut consider_served = |unix: i64| {
+            let ahead = NtpTimestamp::from_unix(unix, 0).since(served);
+            if ahead.to_bits() > 0 && ahead.to_seconds_f64() <= 2.0 * calendar::DAY as f64 {
+                consider(now.add(ahead));
+            }
+        };
         if self.leap_direction.is_some() {
-            let served = self.served_unix(now);
-            let end = calendar::start_of_next_month(served);
-            for at in [end - calendar::DAY, end] {
-                if at > served {
-                    consider(now.add(NtpDuration::from_seconds((at - served).min(i64::from(i32::MAX)) as i32)));
-                }
+            let end = calendar::start_of_next_month(self.served_unix(now) - calendar::DAY / 2);
+            let half = (SMEAR_WINDOW_S / 2.0) as i64;
+            let smear = self.config.leap_mode == LeapMode::Smear;
+            for at in [end - calendar::DAY, end, end - half].into_iter().take(if smear { 3 } else { 2 }) {
+                consider_served(at);
             }
         }
-        best
+        if let Some((at, d)) = self.leap_taken.filter(|_| self.config.leap_mode == LeapMode::Smear) {
+            // The smear's end, on the leaping clock (a second off the never-leaping one).
+            consider_served(at + (SMEAR_WINDOW_S / 2.0) as i64 + d.clock_shift() as i64);
+        }
+        best.map(|b| self.host(b))
     }
 
     /// The next request due at `now`, if any: send `packet` to `address` at once. `random` (64 bits
     /// from a good RNG, fresh per call) becomes its transmit timestamp; `now` is kept as T1. Call
     /// again until it returns None. A poll left unanswered counts as lost when the next one goes.
     pub fn poll_transmit(&mut self, now: NtpTimestamp, random: u64) -> Option<Transmit> {
+        let now = self.raw(now);
         let system_poll = self.system_poll;
         let slot = self
             .slots
@@ -317,6 +478,7 @@ impl SyncEngine {
     /// stamp when there is one). Runs the checks, the filter, the mitigation and the discipline.
     pub fn handle_reply(&mut self, id: SourceId, datagram: &[u8], t4: NtpTimestamp) -> ReplyOutcome {
         let Some(i) = self.slot_index(id) else { return ReplyOutcome::UnknownSource };
+        let t4 = self.raw(t4);
         if self.slots[i].source.demobilised.is_some() {
             return ReplyOutcome::UnknownSource;
         }
@@ -346,6 +508,7 @@ impl SyncEngine {
     /// Does what is due at `now`: ends a slew, applies a leap second to the served clock
     /// ([`LeapMode::Step`]). Requests are [`poll_transmit`](Self::poll_transmit)'s.
     pub fn handle_timeout(&mut self, now: NtpTimestamp) {
+        let now = self.raw(now);
         self.discipline.finish_slew(now);
         let Some(dir) = self.leap_direction else { return };
         // The leap takes effect at the first second of a month (served time): the month boundary
@@ -357,8 +520,18 @@ impl SyncEngine {
         }
         self.leap_done_at = Some(boundary);
         self.leap_direction = None;
-        if self.config.leap_mode == LeapMode::Step {
+        self.leap_taken = Some((boundary, dir));
+        let kernel_took_it = self.config.host_clock == HostClock::Disciplined;
+        if self.config.leap_mode != LeapMode::Kernel || kernel_took_it {
             let by = dir.clock_shift();
+            if self.config.leap_mode == LeapMode::Kernel {
+                // The kernel stepped the host clock by the leap at the boundary: the record of
+                // what the host clock carries takes the step, so the engine's time base goes on
+                // untouched and no adjustment follows.
+                self.applied.offset = NtpDuration::from_bits(
+                    self.applied.offset.to_bits().wrapping_add(NtpDuration::from_seconds_f64(by).to_bits()),
+                );
+            }
             let at = now.add(NtpDuration::from_seconds_f64(-((served - boundary) as f64)));
             self.discipline.shift(by);
             for s in &mut self.slots {
@@ -505,6 +678,10 @@ impl SyncEngine {
     /// Whether the served clock counts as synchronised at `now`: updated at least once, within
     /// `max_holdover`, and a root distance within `max_distance`.
     pub fn is_synchronized(&self, now: NtpTimestamp) -> bool {
+        self.synchronized_at(self.raw(now))
+    }
+
+    fn synchronized_at(&self, now: NtpTimestamp) -> bool {
         let Some(last) = self.system.last_update else { return false };
         let age = now.since(last).to_seconds_f64();
         age <= self.config.max_holdover && self.root_distance_at(now) <= self.config.max_distance
@@ -520,14 +697,22 @@ impl SyncEngine {
     /// and the virtual clock's correction. Unsynchronised (LI = 3, stratum 16) before the first
     /// update, past `max-holdover` or past the root distance limit; the correction still applies.
     pub fn snapshot(&self, now: NtpTimestamp) -> ServerSnapshot {
-        let correction = self.discipline.correction();
+        self.snapshot_at(self.raw(now))
+    }
+
+    fn snapshot_at(&self, now: NtpTimestamp) -> ServerSnapshot {
+        let correction = self.residual(now);
         let served_unix = self.served_unix(now);
         let tai_offset = self.leap_list.as_ref().and_then(|l| l.tai_offset_at(served_unix)).unwrap_or(0);
         let mut snap =
             ServerSnapshot { correction, tai_offset, ..ServerSnapshot::unsynchronized(self.config.precision) };
-        let Some(last) = self.system.last_update.filter(|_| self.is_synchronized(now)) else { return snap };
-        let reference = correction.apply(last);
-        snap.leap = served_leap(self.leap_direction, served_unix);
+        let Some(last) = self.system.last_update.filter(|_| self.synchronized_at(now)) else { return snap };
+        let reference = self.served_line(last).apply(last);
+        // A smeared clock announces no leap: a client would take it a second time.
+        snap.leap = match self.config.leap_mode {
+            LeapMode::Smear => LeapIndicator::NoWarning,
+            LeapMode::Step | LeapMode::Kernel => served_leap(self.leap_direction, served_unix),
+        };
         snap.stratum = self.system.stratum;
         snap.ref_id = self.system.ref_id;
         snap.reference_time = reference;
@@ -540,7 +725,8 @@ impl SyncEngine {
 
     /// The system's state for `stratumctl tracking` and /metrics.
     pub fn tracking(&self, now: NtpTimestamp) -> Tracking {
-        let snap = self.snapshot(now);
+        let now = self.raw(now);
+        let snap = self.snapshot_at(now);
         let peer = self.system.peer.map(|p| &self.slots[p]);
         Tracking {
             system_peer: peer.map(|p| p.id),
@@ -556,7 +742,7 @@ impl SyncEngine {
             root_dispersion: self.system.root_dispersion
                 + self.system.last_update.map_or(0.0, |l| PHI * now.since(l).to_seconds_f64().max(0.0)),
             leap: snap.leap,
-            last_update: self.system.last_update,
+            last_update: self.system.last_update.map(|l| self.host(l)),
             update_age: self.system.last_update.map(|l| now.since(l).to_seconds_f64()),
             synchronized: snap.is_synchronized(),
             steps: self.discipline.steps(),
@@ -594,11 +780,11 @@ impl SyncEngine {
             reach: s.reach,
             last_offset: s.last_sample.map(|l| l.offset - self.discipline.correction_at(l.time)),
             last_delay: s.last_sample.map(|l| l.delay),
-            last_sample_time: s.last_sample.map(|l| l.time),
+            last_sample_time: s.last_sample.map(|l| self.host(l.time)),
             jitter: est.map(|e| e.jitter),
             root_distance: slot.root_distance,
             last_flash: s.last_flash,
-            next_poll: s.next_poll,
+            next_poll: self.host(s.next_poll),
         }
     }
 }
@@ -669,5 +855,99 @@ mod tests {
             let distance = status.root_distance.unwrap();
             assert!(distance < 1e-3, "{status:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod host_clock_tests {
+    use super::*;
+    use crate::packet::{NtpHeader, NtpMode, NtpPacket};
+
+    fn at(seconds: f64) -> NtpTimestamp {
+        NtpTimestamp::from_parts(3_990_000_000, 0).add(NtpDuration::from_seconds_f64(seconds))
+    }
+
+    /// Upstreams `ahead` seconds ahead of the host clock `host(t)` at true time t, 150 µs each way.
+    fn synchronise(engine: &mut SyncEngine, ahead: f64) -> f64 {
+        for i in 0..3u8 {
+            let config = SourceConfig { iburst: true, ..Default::default() };
+            engine.add_source(core::net::Ipv4Addr::new(192, 0, 2, 10 + i).into(), config, at(0.0)).unwrap();
+        }
+        let mut now = 0.0;
+        loop {
+            assert!(now < 10.0, "not synchronised after an iburst");
+            while let Some(tx) = engine.poll_transmit(at(now), 7) {
+                let request = NtpHeader::new(&tx.packet).unwrap();
+                let t2 = at(now + 150e-6 + ahead);
+                let reply = NtpPacket {
+                    leap: LeapIndicator::NoWarning,
+                    version: 4,
+                    mode: NtpMode::Server,
+                    stratum: 1,
+                    poll: request.poll(),
+                    precision: -20,
+                    root_delay: NtpShort::ZERO,
+                    root_dispersion: NtpShort::from_micros(50),
+                    ref_id: RefId(*b"GPS\0"),
+                    reference_timestamp: t2,
+                    origin_timestamp: request.transmit_timestamp(),
+                    receive_timestamp: t2,
+                    transmit_timestamp: t2,
+                };
+                engine.handle_reply(tx.source, &reply.to_bytes(), at(now + 300e-6));
+            }
+            // The first clock update, its adjustment not yet due to anyone.
+            if engine.is_synchronized(at(now + 300e-6)) {
+                return now + 300e-6;
+            }
+            engine.handle_timeout(at(now));
+            now += 0.5;
+        }
+    }
+
+    #[test]
+    fn a_free_host_clock_is_never_asked_to_move() {
+        let mut engine = SyncEngine::new(SyncConfig::default());
+        let now = synchronise(&mut engine, 0.5);
+        assert_eq!(engine.host_adjustment(at(now)), None);
+        assert_ne!(engine.snapshot(at(now)).correction, ClockCorrection::IDENTITY, "the snapshot carries it");
+    }
+
+    #[test]
+    fn a_disciplined_host_clock_carries_the_slew_and_the_snapshot_the_identity() {
+        let config = SyncConfig { host_clock: HostClock::Disciplined, ..SyncConfig::default() };
+        let mut engine = SyncEngine::new(config);
+        let now = synchronise(&mut engine, 2e-3);
+        let adjustment = engine.host_adjustment(at(now)).expect("a slew to apply");
+        assert_eq!(adjustment.step, 0.0, "2 ms is slewed");
+        assert!(adjustment.frequency > 1e-6 && adjustment.frequency < 500.001e-6, "{adjustment:?}");
+        // Not applied yet (a kernel that refused): the snapshot still carries the correction.
+        assert_ne!(engine.snapshot(at(now)).correction, ClockCorrection::IDENTITY);
+        engine.host_adjusted(&adjustment, at(now));
+        assert_eq!(engine.host_adjustment(at(now)), None);
+        assert_eq!(engine.snapshot(at(now)).correction, ClockCorrection::IDENTITY);
+        // The host clock now runs at the slew's rate: its readings map back to the engine's time
+        // base, which is the untouched clock's, and back again.
+        let later = at(now + 0.25);
+        assert!(engine.host(engine.raw(later)).since(later).to_bits().unsigned_abs() < 4);
+        assert_eq!(engine.snapshot(later).correction, ClockCorrection::IDENTITY);
+    }
+
+    #[test]
+    fn a_step_of_the_served_clock_is_a_step_of_the_host_clock_and_applied_late_is_taken_over() {
+        let config = SyncConfig { host_clock: HostClock::Disciplined, ..SyncConfig::default() };
+        let mut engine = SyncEngine::new(config);
+        let now = synchronise(&mut engine, 0.5);
+        let adjustment = engine.host_adjustment(at(now)).expect("a step to apply");
+        assert!((adjustment.step - 0.5).abs() < 1e-3, "{adjustment:?}");
+        // Applied 10 ms late: the host clock is read after the step.
+        let after = at(now + 0.01 + adjustment.step);
+        engine.host_adjusted(&adjustment, after);
+        assert_eq!(engine.host_adjustment(after), None);
+        assert_eq!(engine.snapshot(after).correction, ClockCorrection::IDENTITY);
+        assert_eq!(engine.tracking(after).steps, 1);
+        // The engine's own clock did not jump: the next deadline is in the host clock's terms.
+        let next = engine.next_deadline(after).unwrap();
+        assert!(next.since(after).to_seconds_f64() >= 0.0 && next.since(after).to_seconds_f64() < 70.0);
     }
 }

@@ -266,6 +266,19 @@ pub fn served_leap(direction: Option<LeapDirection>, now_unix: i64) -> LeapIndic
     }
 }
 
+/// The width of a leap smear ([`LeapMode::Smear`](super::LeapMode::Smear)): 24 h, centred on the
+/// leap (noon to noon UTC, as Google's and Amazon's smears), a rate of 1/86 400 s/s (11.6 ppm).
+pub const SMEAR_WINDOW_S: f64 = 86_400.0;
+
+/// The smeared clock minus a clock that never leaps, `since_leap` seconds (of that clock) from
+/// the leap: 0 before the window, growing linearly to the whole leap at its end, then the whole
+/// leap (`direction.clock_shift()`: −1 s for an insert). A pure function of time; a clock that
+/// takes the leap as a step is the smeared one only outside the window.
+pub fn leap_smear(since_leap: f64, direction: LeapDirection) -> f64 {
+    let progress = ((since_leap + SMEAR_WINDOW_S / 2.0) / SMEAR_WINDOW_S).clamp(0.0, 1.0);
+    direction.clock_shift() * progress
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -275,6 +288,21 @@ mod tests {
     const FILE: &str = include_str!("../../tests/data/leap-seconds.list");
     /// 2017-01-01T00:00:00Z, just after the last leap second so far.
     const JAN_2017: i64 = 1_483_228_800;
+
+    #[test]
+    fn the_smear_is_linear_over_a_day_centred_on_the_leap() {
+        let insert = LeapDirection::Insert;
+        assert_eq!(leap_smear(-43_200.0, insert), 0.0);
+        assert_eq!(leap_smear(-50_000.0, insert), 0.0);
+        assert!((leap_smear(0.0, insert) + 0.5).abs() < 1e-12);
+        assert!((leap_smear(21_600.0, insert) + 0.75).abs() < 1e-12);
+        assert_eq!(leap_smear(43_200.0, insert), -1.0);
+        assert_eq!(leap_smear(1e6, insert), -1.0);
+        assert!((leap_smear(0.0, LeapDirection::Delete) - 0.5).abs() < 1e-12);
+        // 1/86 400 s/s throughout: 11.6 ppm.
+        let rate = (leap_smear(1.0, insert) - leap_smear(0.0, insert)) * 1e6;
+        assert!((rate + 11.574).abs() < 1e-3, "{rate}");
+    }
 
     #[test]
     fn the_real_file_parses_and_its_hash_checks() {

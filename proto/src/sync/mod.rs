@@ -54,9 +54,9 @@ pub mod source;
 use crate::packet::RefId;
 
 pub use discipline::{ClockAction, DisciplineConfig};
-pub use engine::{SourceId, SourceState, SourceStatus, SyncEngine, Tracking, Transmit};
+pub use engine::{HostAdjustment, SourceId, SourceState, SourceStatus, SyncEngine, Tracking, Transmit};
 pub use flash::Flash;
-pub use leap::{Expiry, LeapDirection, LeapEvent, LeapFileError, LeapSecondsList};
+pub use leap::{leap_smear, Expiry, LeapDirection, LeapEvent, LeapFileError, LeapSecondsList, SMEAR_WINDOW_S};
 pub use refid::refid_for_address;
 pub use source::{ReplyOutcome, SourceConfig, SourceConfigError, MAX_POLL, MIN_POLL};
 
@@ -82,8 +82,26 @@ pub enum LeapMode {
     #[default]
     Step,
     /// The kernel inserts or deletes the second in the host clock (the `system` backend sets
-    /// STA_INS/STA_DEL from the served leap indicator); the engine only announces it.
+    /// STA_INS/STA_DEL from the served leap indicator); the engine only announces it, and with
+    /// [`HostClock::Disciplined`] counts the kernel's step as applied to the host clock.
     Kernel,
+    /// The served clock takes the leap second as a linear smear over [`SMEAR_WINDOW_S`] centred
+    /// on it ([`leap_smear`]), and serves no leap warning (a client would take it twice). Never
+    /// for a public server: smeared and unsmeared servers disagree by up to 0.5 s.
+    Smear,
+}
+
+/// Who carries the discipline's correction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HostClock {
+    /// The host clock is nobody's to touch (or another's): the correction is in the snapshot
+    /// (the `virtual` backend).
+    #[default]
+    Free,
+    /// The caller disciplines the host clock as [`SyncEngine::host_adjustment`] asks and tells the
+    /// engine when it has ([`SyncEngine::host_adjusted`]); the snapshot's correction is then the
+    /// identity (the `system` backend). Every time given to the engine is still the host clock.
+    Disciplined,
 }
 
 /// The system's settings (the `[clock]` table, less what is the server's).
@@ -104,6 +122,7 @@ pub struct SyncConfig {
     /// is synchronised to us (a loop) and is not used.
     pub own_refids: Vec<RefId>,
     pub leap_mode: LeapMode,
+    pub host_clock: HostClock,
 }
 
 impl Default for SyncConfig {
@@ -116,6 +135,7 @@ impl Default for SyncConfig {
             precision: -20,
             own_refids: Vec::new(),
             leap_mode: LeapMode::Step,
+            host_clock: HostClock::Free,
         }
     }
 }

@@ -10,7 +10,9 @@ mod rng;
 mod world;
 
 use stratum_proto::packet::{KissCode, LeapIndicator};
-use stratum_proto::sync::{SourceConfig, SourceState, SyncConfig};
+use stratum_proto::sync::{
+    leap_smear, DisciplineConfig, HostClock, LeapDirection, LeapMode, SourceConfig, SourceState, SyncConfig,
+};
 use stratum_proto::ClockCorrection;
 use world::{run, Kod, Report, Scenario, Upstream};
 
@@ -34,6 +36,53 @@ fn lan_four_good_upstreams_hold_within_25_us_rms() {
         let r = run(&s, &mut |_| {});
         figure("lan", seed, &r);
         assert!(r.steps <= 1, "seed {seed}: {r:?}");
+        assert!(r.rms < 25e-6, "seed {seed}: {r:?}");
+        assert!(r.max < 80e-6, "seed {seed}: {r:?}");
+        assert!(r.freq_rms_ppm < 0.03, "seed {seed}: {r:?}");
+    }
+}
+
+/// The engine's settings for the `system` discipline, as stratumd gives them: the host clock is
+/// steered through the kernel, whose frequency takes at most 500 ppm (the slew gives way).
+fn system_config(leap_mode: LeapMode) -> SyncConfig {
+    SyncConfig {
+        host_clock: HostClock::Disciplined,
+        leap_mode,
+        discipline: DisciplineConfig { max_rate: 480e-6, ..Default::default() },
+        ..SyncConfig::default()
+    }
+}
+
+/// Once the engine has adjusted the host clock, the host clock *is* the served clock: the
+/// snapshot's correction is the identity and the kernel's frequency cancels the oscillator's.
+fn check_host_carries_the_correction(o: &world::Observation<'_>) {
+    if o.adjustments == 0 {
+        return;
+    }
+    assert_eq!(o.snapshot.correction, ClockCorrection::IDENTITY, "t={}", o.t);
+    assert!((o.host_error - o.error).abs() < 1e-9, "t={}: host {} served {}", o.t, o.host_error, o.error);
+    assert!(o.host_steps <= 1, "t={}: {} steps of the host clock", o.t, o.host_steps);
+}
+
+#[test]
+fn lan_system_discipline_steers_the_host_clock_within_25_us_rms() {
+    // The `lan` scenario with the discipline applied to the (simulated) kernel instead of the
+    // snapshot: frequency in the kernel's 2^-16 ppm steps, slews as frequency, one step at start.
+    for seed in SEEDS {
+        let mut s = Scenario::new(seed, vec![Upstream::lan(); 4]);
+        s.config = system_config(LeapMode::Kernel);
+        let mut last = None;
+        let r = run(&s, &mut |o| {
+            check_host_carries_the_correction(o);
+            last = Some((o.adjustments, o.host_steps, o.kernel_freq));
+        });
+        let (adjustments, host_steps, kernel_freq) = last.unwrap();
+        figure("lan-system", seed, &r);
+        println!(
+            "FIGURE lan-system seed={seed} host_adjustments={adjustments} host_steps={host_steps} kernel_freq_ppm={:.3}",
+            kernel_freq * 1e6
+        );
+        assert!(r.steps <= 1 && host_steps <= 1, "seed {seed}: {r:?}");
         assert!(r.rms < 25e-6, "seed {seed}: {r:?}");
         assert!(r.max < 80e-6, "seed {seed}: {r:?}");
         assert!(r.freq_rms_ppm < 0.03, "seed {seed}: {r:?}");
@@ -187,10 +236,20 @@ fn leap_scenario(seed: u64, announcing: usize, li: LeapIndicator) -> (Scenario, 
 }
 
 fn check_leap(name: &str, li: LeapIndicator, announcing: usize, expect_flag: bool) {
-    let (s, leap_at) = leap_scenario(31, announcing, li);
+    check_leap_with(name, li, announcing, expect_flag, SyncConfig::default());
+}
+
+fn check_leap_with(name: &str, li: LeapIndicator, announcing: usize, expect_flag: bool, config: SyncConfig) {
+    let (mut s, leap_at) = leap_scenario(31, announcing, li);
+    let system = config.host_clock == HostClock::Disciplined;
+    s.kernel_leaps = system && config.leap_mode == LeapMode::Kernel;
+    s.config = config;
     let mut flagged = false;
     let mut worst_after = 0.0f64;
     let r = run(&s, &mut |o| {
+        if system && (o.t - leap_at).abs() > 2.0 {
+            check_host_carries_the_correction(o);
+        }
         let last_day = o.t >= leap_at - 86_400.0 + 300.0 && o.t < leap_at - 10.0;
         if !o.snapshot.is_synchronized() {
             assert_eq!(o.snapshot.leap, LeapIndicator::Unsynchronized);
@@ -220,6 +279,72 @@ fn leap_insert_announced_by_all_is_served_on_the_last_day_and_applied() {
 #[test]
 fn leap_delete_announced_by_all_is_served_on_the_last_day_and_applied() {
     check_leap("leap-delete", LeapIndicator::DeleteSecond, 4, true);
+}
+
+#[test]
+fn leap_insert_with_system_discipline_is_taken_by_the_kernel() {
+    // STA_INS from the served leap indicator: the simulated kernel repeats 23:59:59 itself; the
+    // engine counts that step as the host clock's, so no adjustment follows and none is a step.
+    check_leap_with("leap-insert-kernel", LeapIndicator::InsertSecond, 4, true, system_config(LeapMode::Kernel));
+}
+
+#[test]
+fn leap_insert_with_system_discipline_and_step_mode_steps_the_host_clock() {
+    let (mut s, leap_at) = leap_scenario(31, 4, LeapIndicator::InsertSecond);
+    s.config = system_config(LeapMode::Step);
+    let mut worst_after = 0.0f64;
+    let mut steps = 0;
+    let r = run(&s, &mut |o| {
+        if o.t > leap_at + 600.0 {
+            worst_after = worst_after.max(o.error.abs());
+            assert_eq!(o.snapshot.correction, ClockCorrection::IDENTITY, "t={}", o.t);
+        }
+        steps = o.host_steps;
+    });
+    figure("leap-insert-system-step", 31, &r);
+    // The leap's step (the start's 0.1 s is below the step threshold: slewed).
+    assert_eq!(steps, 1);
+    assert!(worst_after < 100e-6, "{worst_after}");
+}
+
+/// A leap insert taken as a smear: the served clock is the never-leaping clock plus
+/// [`leap_smear`], within the usual error, and no leap is ever announced.
+fn check_smear(name: &str, config: SyncConfig) {
+    let (mut s, leap_at) = leap_scenario(33, 4, LeapIndicator::InsertSecond);
+    let system = config.host_clock == HostClock::Disciplined;
+    s.config = config;
+    s.duration = leap_at + 14.0 * 3600.0;
+    s.observe_every = 30.0;
+    let (mut worst, mut deepest) = (0.0f64, 0.0f64);
+    let r = run(&s, &mut |o| {
+        assert_ne!(o.snapshot.leap, LeapIndicator::InsertSecond, "t={}: a smear announces nothing", o.t);
+        if system {
+            check_host_carries_the_correction(o);
+        }
+        if o.t < 1800.0 || (o.t - leap_at).abs() < 2.0 {
+            return;
+        }
+        // o.error is against UTC, which repeats a second at the leap: the never-leaping clock
+        // is a second ahead of it afterwards.
+        let after = if o.t >= leap_at { 1.0 } else { 0.0 };
+        let expected = leap_smear(o.t - leap_at, LeapDirection::Insert) + after;
+        worst = worst.max((o.error - expected).abs());
+        deepest = deepest.max(expected.abs());
+    });
+    figure(name, 33, &r);
+    println!("FIGURE {name} seed=33 worst_vs_smear_us={:.1} largest_smear_s={deepest:.3}", worst * 1e6);
+    assert!(deepest > 0.49, "the smear reached {deepest} s");
+    assert!(worst < 100e-6, "off the smear by {worst} s");
+}
+
+#[test]
+fn leap_insert_smeared_over_24_hours() {
+    check_smear("leap-insert-smear", SyncConfig { leap_mode: LeapMode::Smear, ..SyncConfig::default() });
+}
+
+#[test]
+fn leap_insert_smeared_by_the_system_discipline() {
+    check_smear("leap-insert-smear-system", system_config(LeapMode::Smear));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::collections::BinaryHeap;
 
 use stratum_proto::packet::{KissCode, LeapIndicator, NtpHeader, NtpMode, NtpPacket, RefId};
-use stratum_proto::sync::{SourceConfig, SourceId, SyncConfig, SyncEngine, Tracking};
+use stratum_proto::sync::{HostClock, SourceConfig, SourceId, SyncConfig, SyncEngine, Tracking};
 use stratum_proto::{NtpDuration, NtpShort, NtpTimestamp, ServerSnapshot};
 
 use super::rng::Rng;
@@ -112,6 +112,10 @@ pub(crate) struct Scenario {
     pub(crate) observe_every: f64,
     /// Spoofed kiss-o'-death DENY packets sent to every source every this many seconds.
     pub(crate) spoof_every: Option<f64>,
+    /// Set by `config.host_clock = Disciplined`: the host clock runs through a simulated kernel
+    /// that the engine's adjustments steer (`system` discipline), which inserts or deletes a leap
+    /// second itself when the served leap indicator announces one and `kernel_leaps` is set.
+    pub(crate) kernel_leaps: bool,
 }
 
 impl Scenario {
@@ -127,6 +131,7 @@ impl Scenario {
             stats_from: 1800.0,
             observe_every: 10.0,
             spoof_every: None,
+            kernel_leaps: false,
         }
     }
 }
@@ -145,6 +150,14 @@ pub(crate) struct Observation<'a> {
     pub(crate) ids: &'a [SourceId],
     /// True UTC as Unix seconds.
     pub(crate) utc_unix: f64,
+    /// The host clock minus true UTC, seconds (with a disciplined host clock, the served clock
+    /// itself once the snapshot's correction is the identity).
+    pub(crate) host_error: f64,
+    /// The simulated kernel's frequency correction, s/s (0 unless the host clock is disciplined).
+    pub(crate) kernel_freq: f64,
+    /// Host clock adjustments applied so far, and steps among them.
+    pub(crate) adjustments: u32,
+    pub(crate) host_steps: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -196,6 +209,56 @@ impl Host {
     }
 }
 
+/// The kernel's side of a disciplined host clock: what the adjustments have added to the
+/// oscillator (a phase, and a frequency from the moment it was set, in the kernel's 2^-16 ppm
+/// units), and a leap second armed for the coming midnight (STA_INS/STA_DEL).
+#[derive(Default)]
+struct Kernel {
+    phase: f64,
+    freq: f64,
+    /// The oscillator's reading (seconds since start) when `phase` was last brought up to date.
+    raw_last: f64,
+    /// Unix time (host clock) of the midnight at which to take the leap, and its step.
+    leap: Option<(f64, f64)>,
+    /// The midnight whose leap was taken (as Linux's TIME_WAIT: not again while the flag stays).
+    leap_taken: Option<f64>,
+    adjustments: u32,
+    steps: u32,
+}
+
+impl Kernel {
+    /// The host clock's reading, seconds since start, at oscillator reading `raw`.
+    fn read(&mut self, raw: f64) -> f64 {
+        self.phase += self.freq * (raw - self.raw_last);
+        self.raw_last = raw;
+        raw + self.phase
+    }
+
+    fn set_frequency(&mut self, freq: f64) {
+        // ADJ_FREQUENCY takes ppm × 2^16 as an integer, at most 500 ppm.
+        self.freq = ((freq * 1e6 * 65_536.0).round() / 65_536.0 / 1e6).clamp(-500e-6, 500e-6);
+    }
+}
+
+/// The `system` discipline's driver: the engine's adjustment, if any, applied to the kernel at
+/// once, then reported with the host clock read right after (returned).
+fn apply_adjustment(
+    engine: &mut SyncEngine,
+    kernel: &mut Kernel,
+    now: NtpTimestamp,
+    raw: f64,
+    start: NtpTimestamp,
+) -> Option<NtpTimestamp> {
+    let adjustment = engine.host_adjustment(now)?;
+    kernel.phase += adjustment.step;
+    kernel.set_frequency(adjustment.frequency);
+    kernel.adjustments += 1;
+    kernel.steps += u32::from(adjustment.step != 0.0);
+    let after = ts(start, kernel.read(raw));
+    engine.host_adjusted(&adjustment, after);
+    Some(after)
+}
+
 fn ts(start: NtpTimestamp, seconds: f64) -> NtpTimestamp {
     start.add(NtpDuration::from_seconds_f64(seconds))
 }
@@ -207,8 +270,10 @@ pub(crate) fn run(s: &Scenario, observe: &mut dyn FnMut(&Observation<'_>)) -> Re
     let mut net = Rng::new(s.seed.wrapping_mul(31).wrapping_add(7));
     let start = NtpTimestamp::from_unix(s.start_unix, 0);
     let mut host = Host { osc: s.oscillator, second: 0, phase: s.oscillator.phase, freq: s.oscillator.freq };
+    let mut kernel = Kernel::default();
+    let disciplined = s.config.host_clock == HostClock::Disciplined;
     let mut engine = SyncEngine::new(s.config.clone());
-    let h0 = ts(start, host.error_at(0.0, &mut rng));
+    let h0 = ts(start, kernel.read(host.error_at(0.0, &mut rng)));
     let ids: Vec<SourceId> = (0..s.upstreams.len())
         .map(|i| {
             let addr = std::net::Ipv4Addr::new(192, 0, 2, 10 + i as u8).into();
@@ -235,8 +300,23 @@ pub(crate) fn run(s: &Scenario, observe: &mut dyn FnMut(&Observation<'_>)) -> Re
         )
     };
     while t < s.duration {
-        let host_err = host.error_at(t, &mut rng);
-        let now = ts(start, t + host_err);
+        let raw = t + host.error_at(t, &mut rng);
+        let mut host_now = kernel.read(raw);
+        if let Some((midnight, by)) = kernel.leap.filter(|l| s.start_unix as f64 + host_now >= l.0) {
+            // The kernel takes the leap when its clock reaches midnight: 23:59:60 repeats 23:59:59.
+            kernel.leap_taken = Some(midnight);
+            kernel.phase += by;
+            kernel.leap = None;
+            host_now = kernel.read(raw);
+        }
+        let mut now = ts(start, host_now);
+        // As stratumd's driver does before it publishes: what became due by the passing of time
+        // alone (a smear's start) is applied before anyone reads the snapshot.
+        if let Some(adjusted) = apply_adjustment(&mut engine, &mut kernel, now, raw, start) {
+            now = adjusted;
+            host_now = kernel.read(raw);
+        }
+        let host_err = host_now - t;
         if t >= next_observe {
             let snapshot = engine.snapshot(now);
             let tracking = engine.tracking(now);
@@ -253,6 +333,10 @@ pub(crate) fn run(s: &Scenario, observe: &mut dyn FnMut(&Observation<'_>)) -> Re
                 engine: &engine,
                 ids: &ids,
                 utc_unix: s.start_unix as f64 + utc,
+                host_error: host_err - utc_shift(t),
+                kernel_freq: kernel.freq,
+                adjustments: kernel.adjustments,
+                host_steps: kernel.steps,
             };
             observe(&o);
             if t >= s.stats_from {
@@ -312,13 +396,29 @@ pub(crate) fn run(s: &Scenario, observe: &mut dyn FnMut(&Observation<'_>)) -> Re
             }
             arrivals.push(Arrival { at: t + out + 10e-6 + back, source: i, bytes: p.to_bytes() });
         }
+        // The `system` discipline's driver: the engine's adjustment applied to the kernel at
+        // once, then reported with the host clock read right after.
+        if let Some(adjusted) = apply_adjustment(&mut engine, &mut kernel, now, raw, start) {
+            now = adjusted;
+        }
+        if disciplined && s.kernel_leaps {
+            // STA_INS/STA_DEL follow the served leap indicator (LeapMode::Kernel).
+            let host_unix = s.start_unix as f64 + kernel.read(raw);
+            let midnight = (host_unix / 86_400.0).floor() * 86_400.0 + 86_400.0;
+            kernel.leap = match engine.snapshot(now).leap {
+                LeapIndicator::InsertSecond => Some((midnight, -1.0)),
+                LeapIndicator::DeleteSecond => Some((midnight - 1.0, 1.0)),
+                _ => None,
+            }
+            .filter(|l| kernel.leap_taken.is_none_or(|m| (m - l.0).abs() > 2.0));
+        }
         // Next event: a reply, an engine deadline, an observation.
         let mut next = next_observe.min(s.duration).min(next_spoof);
         if let Some(a) = arrivals.peek() {
             next = next.min(a.at);
         }
         if let Some(d) = engine.next_deadline(now) {
-            let ahead = d.since(now).to_seconds_f64() / (1.0 + host.freq);
+            let ahead = d.since(now).to_seconds_f64() / (1.0 + host.freq + kernel.freq);
             next = next.min(t + ahead.max(1e-6));
         }
         t = next.max(t + 1e-9);
