@@ -537,6 +537,10 @@ pub struct ClockConfig {
     /// `source = "sync"`: how the disciplined time is served.
     #[serde(default)]
     pub discipline: sync::Discipline,
+    /// `source = "sync"`: how a leap second is taken (default: `kernel` with the system
+    /// discipline, `step` with the virtual one; see [`sync::LeapMode::or_default_for`]).
+    #[serde(default)]
+    pub leap_mode: Option<sync::LeapMode>,
     /// Offsets past this are stepped, while steps are allowed; seconds.
     #[serde(default = "sync::default_step_threshold", deserialize_with = "sync::step_threshold")]
     pub step_threshold: f64,
@@ -773,6 +777,12 @@ impl Config {
             if !self.pool.is_empty() {
                 return Err(Invalid::new("pool", "a pool needs [clock] source = \"sync\"").entry(0));
             }
+            if c.leap_mode.is_some() {
+                return Err(Invalid::new(
+                    "clock.leap-mode",
+                    "leap-mode needs source = \"sync\" (with local or external the kernel takes the leap)",
+                ));
+            }
             return Ok(warnings);
         }
         if self.upstream.is_empty() && self.pool.is_empty() {
@@ -781,10 +791,10 @@ impl Config {
                 "source = \"sync\" needs servers to poll: add [[upstream]] address = \"...\" or [[pool]] name = \"...\"",
             ));
         }
-        if c.discipline == sync::Discipline::System {
+        if c.leap_mode == Some(sync::LeapMode::Kernel) && c.discipline != sync::Discipline::System {
             return Err(Invalid::new(
-                "clock.discipline",
-                "\"system\" is not built yet; use \"virtual\" (disciplined time served without touching the system clock)",
+                "clock.leap-mode",
+                "\"kernel\" needs discipline = \"system\" (with the virtual clock the kernel's clock is not the served one); use \"step\" or \"smear\"",
             ));
         }
         for key in ["clock.stratum", "clock.refid"] {

@@ -94,24 +94,37 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         }
     };
     // Everything privileged is done (sockets bound, the XDP program attached, the control socket
-    // made): from here on, the configured user with no capabilities.
+    // made): from here on, the configured user with no capabilities; with discipline = "system"
+    // this thread keeps CAP_SYS_TIME for the sync thread it spawns below, then gives it up.
+    let system_clock =
+        config.clock.source == config::ClockSource::Sync && config.clock.discipline == config::sync::Discipline::System;
     if let Some(user) = &config.server.user {
         let dropped = control_server.as_ref().map_or(Ok(()), |c| c.hand_to(user.uid, user.gid)).and_then(|()| {
-            privileges::drop_to(user).map_err(|e| anyhow::anyhow!("cannot become user {}: {e}", user.name))
+            privileges::drop_to(user, system_clock)
+                .map_err(|e| anyhow::anyhow!("cannot become user {}: {e}", user.name))
         });
         if let Err(e) = dropped {
             shutdown.store(true, Ordering::Relaxed);
             backend.join();
             return Err(e);
         }
-        tracing::info!(user = %user.name, uid = user.uid, gid = user.gid, "running as {} with no capabilities", user.name);
+        if system_clock {
+            tracing::info!(user = %user.name, uid = user.uid, gid = user.gid, "running as {} with CAP_SYS_TIME in the sync thread only", user.name);
+        } else {
+            tracing::info!(user = %user.name, uid = user.uid, gid = user.gid, "running as {} with no capabilities", user.name);
+        }
     }
     let first_error = sync_loop.as_ref().and_then(|s| s.first_error().map(str::to_owned));
     let sync_thread = match (sync_loop, sync_view) {
         (Some(sync_loop), _) => SyncThread::Loop(sync_loop.spawn(shutdown.clone())?),
         (None, view) => {
             let view = view.unwrap_or_default();
-            SyncThread::Upstream(UpstreamSync::start(config, cell.clone(), precision, view, shutdown.clone())?)
+            let upstream = UpstreamSync::start(config, cell.clone(), precision, view, shutdown.clone());
+            if system_clock && config.server.user.is_some() {
+                // The sync thread has CAP_SYS_TIME now; this thread needs it no more.
+                privileges::drop_thread_capabilities()?;
+            }
+            SyncThread::Upstream(upstream?)
         }
     };
 

@@ -43,6 +43,13 @@ fn good_sync_configurations_pass() {
             "[[upstream]]\naddress = \"[2001:db8::1]:4123\"\niburst = true\nminpoll = -6\nmaxpoll = 17\nprefer = true\n\n\
              [[pool]]\nname = \"pool.example.net\"\nmax-sources = 4\n",
         ),
+        // The system discipline (checked here, never run: it would steer this machine's clock).
+        sync("discipline = \"system\"", UPSTREAM),
+        sync("discipline = \"system\"\nleap-mode = \"kernel\"", UPSTREAM),
+        sync("discipline = \"system\"\nleap-mode = \"smear\"", UPSTREAM),
+        sync("discipline = \"system\"\nleap-mode = \"step\"", UPSTREAM),
+        sync("leap-mode = \"smear\"", UPSTREAM),
+        sync("discipline = \"virtual\"\nleap-mode = \"step\"", UPSTREAM),
     ] {
         let (ok, err, _) = check(&text);
         assert!(ok, "{err}\n{text}");
@@ -71,7 +78,21 @@ fn bad_upstream_pool_and_clock_keys_name_their_line() {
     refused(&sync("step-threshold = -1", UPSTREAM), 7, "clock.step-threshold", "outside");
     refused(&sync("max-holdover = \"3w\"", UPSTREAM), 7, "clock.max-holdover", "not a duration");
     refused(&sync("minsane = 3", UPSTREAM), 7, "clock.minsane", "never synchronised");
-    refused(&sync("discipline = \"system\"", UPSTREAM), 7, "clock.discipline", "not built yet");
+    refused(&sync("discipline = \"sundial\"", UPSTREAM), 7, "clock.discipline", "unknown variant");
+    refused(&sync("leap-mode = \"kernel\"", UPSTREAM), 7, "clock.leap-mode", "needs discipline = \"system\"");
+    refused(
+        &sync("discipline = \"virtual\"\nleap-mode = \"kernel\"", UPSTREAM),
+        8,
+        "clock.leap-mode",
+        "needs discipline = \"system\"",
+    );
+    refused(&sync("leap-mode = \"slew\"", UPSTREAM), 7, "clock.leap-mode", "unknown variant");
+    refused(
+        &format!("{SERVER}\n[clock]\nsource = \"local\"\nleap-mode = \"smear\"\n"),
+        7,
+        "clock.leap-mode",
+        "needs source = \"sync\"",
+    );
     refused(&sync("stratum = 2", UPSTREAM), 7, "clock.stratum", "follow the selected upstream");
     refused(
         &sync("leap-seconds = \"/nonexistent/leap-seconds.list\"", UPSTREAM),

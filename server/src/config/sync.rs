@@ -16,8 +16,44 @@ pub enum Discipline {
     /// core's snapshot and the workers apply them to every timestamp (no CAP_SYS_TIME).
     #[default]
     Virtual,
-    /// stratumd steers CLOCK_REALTIME itself (not built yet: refused with a line saying so).
+    /// stratumd steers CLOCK_REALTIME itself with clock_adjtime (frequency, slews as frequency,
+    /// rare steps) and keeps the kernel's synchronisation status, error estimates and leap bits
+    /// right; the snapshot then carries the identity correction. Needs CAP_SYS_TIME, and nothing
+    /// else disciplining the clock.
     System,
+}
+
+/// `[clock] leap-mode`: how the served clock takes a leap second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeapMode {
+    /// stratumd steps the served clock at the boundary (the virtual correction, or with `system`
+    /// a step of the host clock).
+    Step,
+    /// The kernel inserts or deletes the second (STA_INS/STA_DEL): `system` only.
+    Kernel,
+    /// A linear smear over 24 h centred on the leap, no leap announced. Never for a public
+    /// server: smeared and unsmeared servers disagree by up to 0.5 s.
+    Smear,
+}
+
+impl LeapMode {
+    /// The mode in force: the configured one, else `kernel` with the system discipline and
+    /// `step` with the virtual one.
+    pub fn or_default_for(mode: Option<Self>, discipline: Discipline) -> Self {
+        mode.unwrap_or(match discipline {
+            Discipline::Virtual => Self::Step,
+            Discipline::System => Self::Kernel,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Step => "step",
+            Self::Kernel => "kernel",
+            Self::Smear => "smear",
+        }
+    }
 }
 
 /// `[[upstream]]`: one NTP server to poll.

@@ -29,6 +29,11 @@ impl Resolver {
         // Not joined: a getaddrinfo in progress at shutdown finishes on its own, and the thread
         // then sees the closed channel and ends.
         std::thread::Builder::new().name("stratumd-resolve".into()).spawn(move || {
+            // Started from a thread that may hold CAP_SYS_TIME (discipline = "system" as a
+            // configured user): names need none.
+            if crate::privileges::effective_capabilities().is_ok_and(|c| c != 0) {
+                let _ = crate::privileges::drop_thread_capabilities();
+            }
             for (key, name) in inbox {
                 let addresses = (name.host.as_str(), name.port).to_socket_addrs().map(|a| dedup(a.collect()));
                 if outbox.send(Resolved { key, addresses }).is_err() {

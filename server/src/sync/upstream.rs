@@ -4,6 +4,11 @@
 //! again for a source that has gone unreachable, and publishes the engine's snapshot to the time
 //! core after every event and at least every [`PUBLISH_INTERVAL`]. Workers keep reading the
 //! snapshot once per batch: nothing on the request path changes.
+//!
+//! With `discipline = "system"` it also steers CLOCK_REALTIME ([`crate::time::system`]): before
+//! each publication it applies what the engine asks of the host clock and tells the engine when,
+//! so the published snapshot carries the identity correction; and it keeps the kernel's status
+//! and error estimates current. A kernel that refuses leaves the correction in the snapshot.
 
 use std::collections::HashMap;
 use std::io;
@@ -17,22 +22,27 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use stratum_host::clock;
 use stratum_proto::sync::{
-    refid_for_address, DisciplineConfig, LeapMode, SourceConfig, SourceId, SourceState, SourceStatus, SyncConfig,
-    SyncEngine, Tracking,
+    refid_for_address, DisciplineConfig, HostClock, LeapMode, SourceConfig, SourceId, SourceState, SourceStatus,
+    SyncConfig, SyncEngine, Tracking,
 };
 use stratum_proto::{NtpTimestamp, ServerSnapshot};
 
 use super::resolve::{Resolved, Resolver};
 use super::served;
-use crate::config::sync::HostPort;
+use crate::config::sync::{self as sync_keys, HostPort};
 use crate::config::Config;
 use crate::time::core::SnapshotCell;
+use crate::time::system::{KernelClock, KernelStatus, LinuxKernel, SystemClock};
 
 /// The longest the served snapshot goes without being published again.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a name that did not resolve, or a source that went unreachable, waits before the
 /// name is asked again.
 const RESOLVE_RETRY: Duration = Duration::from_secs(60);
+/// The rate the engine may ask of the kernel, frequency and slew together: under the kernel's
+/// 500 ppm, with room for a leap smear's 11.6 ppm.
+const SYSTEM_MAX_RATE: f64 = 480e-6;
+use crate::privileges::CAP_SYS_TIME;
 
 /// One source as the operator interfaces show it.
 #[derive(Clone, Debug)]
@@ -106,6 +116,10 @@ impl UpstreamSync {
         shutdown: Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
         let engine = SyncEngine::new(sync_config(config, precision));
+        let system = match config.clock.discipline {
+            sync_keys::Discipline::Virtual => None,
+            sync_keys::Discipline::System => Some(system_clock(config)?),
+        };
         let mut entries: Vec<Entry> = Vec::new();
         for u in &config.upstream {
             let source = SourceConfig {
@@ -134,6 +148,8 @@ impl UpstreamSync {
             served: served(&ServerSnapshot::unsynchronized(precision)),
             states: HashMap::new(),
             lost_since: HashMap::new(),
+            system,
+            kernel_failing: false,
         };
         if let Some(leap) = &config.clock.leap_seconds {
             driver.engine.set_leap_seconds(Some(leap.list.clone()));
@@ -154,8 +170,35 @@ impl UpstreamSync {
             .map(|u| u.address.to_string())
             .chain(config.pool.iter().map(|p| format!("pool {} (up to {})", p.name, p.max_sources)))
             .collect();
-        format!("sync: disciplined (virtual clock) from {}", names.join(", "))
+        let how = match config.clock.discipline {
+            sync_keys::Discipline::Virtual => "disciplined (virtual clock)",
+            sync_keys::Discipline::System => "disciplining the system clock (clock_adjtime)",
+        };
+        let leap = sync_keys::LeapMode::or_default_for(config.clock.leap_mode, config.clock.discipline);
+        format!("sync: {how}, leap seconds by {}, from {}", leap.as_str(), names.join(", "))
     }
+}
+
+/// The system discipline's hold on the kernel clock: CAP_SYS_TIME checked in this thread (the
+/// sync thread is spawned from it and inherits its capabilities), the kernel's frequency read.
+/// Nothing is written to the kernel here.
+fn system_clock(config: &Config) -> anyhow::Result<SystemClock<Box<dyn KernelClock>>> {
+    let caps = crate::privileges::effective_capabilities()?;
+    if caps & (1 << CAP_SYS_TIME) == 0 {
+        anyhow::bail!(
+            "discipline = \"system\" needs CAP_SYS_TIME (run as root, or give the service \
+             AmbientCapabilities=CAP_SYS_TIME); or use discipline = \"virtual\""
+        );
+    }
+    let leap = sync_keys::LeapMode::or_default_for(config.clock.leap_mode, config.clock.discipline);
+    let kernel: Box<dyn KernelClock> = Box::new(LinuxKernel);
+    let clock = SystemClock::new(kernel, leap == sync_keys::LeapMode::Kernel)
+        .map_err(|e| anyhow::anyhow!("cannot read the kernel clock: {e}"))?;
+    tracing::info!(
+        frequency_ppm = clock.base_frequency_ppm(),
+        "discipline = \"system\": the system clock is stratumd's from the first clock update on (nothing else may discipline it)"
+    );
+    Ok(clock)
 }
 
 impl Entry {
@@ -172,13 +215,24 @@ fn sync_config(config: &Config, precision: i8) -> SyncConfig {
         .into_iter()
         .map(|a| refid_for_address(a.address))
         .collect();
+    let system = c.discipline == sync_keys::Discipline::System;
     SyncConfig {
-        discipline: DisciplineConfig { step_threshold: c.step_threshold, max_steps: c.max_steps, ..Default::default() },
+        discipline: DisciplineConfig {
+            step_threshold: c.step_threshold,
+            max_steps: c.max_steps,
+            max_rate: if system { SYSTEM_MAX_RATE } else { DisciplineConfig::default().max_rate },
+            ..Default::default()
+        },
         minsane: c.minsane,
         max_holdover: c.max_holdover,
         precision,
         own_refids,
-        leap_mode: LeapMode::Step,
+        leap_mode: match sync_keys::LeapMode::or_default_for(c.leap_mode, c.discipline) {
+            sync_keys::LeapMode::Step => LeapMode::Step,
+            sync_keys::LeapMode::Kernel => LeapMode::Kernel,
+            sync_keys::LeapMode::Smear => LeapMode::Smear,
+        },
+        host_clock: if system { HostClock::Disciplined } else { HostClock::Free },
         ..Default::default()
     }
 }
@@ -196,6 +250,10 @@ struct Driver {
     states: HashMap<SourceId, SourceState>,
     /// Since when each unreachable or demobilised source has been so.
     lost_since: HashMap<SourceId, Instant>,
+    /// `discipline = "system"`: the kernel clock the engine's adjustments go to.
+    system: Option<SystemClock<Box<dyn KernelClock>>>,
+    /// Whether the kernel refused the last write (logged once per change).
+    kernel_failing: bool,
 }
 
 impl Driver {
@@ -253,8 +311,57 @@ impl Driver {
         }
     }
 
+    /// `discipline = "system"`: applies what the engine asks of the host clock, then tells it
+    /// when (the clock read right after). A refusal leaves the correction in the snapshot.
+    fn adjust_system_clock(&mut self) {
+        let Some(system) = self.system.as_mut() else { return };
+        let Some(adjustment) = self.engine.host_adjustment(clock::now()) else { return };
+        match system.apply(&adjustment) {
+            Ok(()) => {
+                self.engine.host_adjusted(&adjustment, clock::now());
+                if adjustment.step != 0.0 {
+                    tracing::warn!(step_s = adjustment.step, "stepped the system clock by {:+.6} s", adjustment.step);
+                }
+                self.kernel_ok();
+            }
+            Err(e) => self.kernel_refused(&e),
+        }
+    }
+
+    /// `discipline = "system"`: the kernel's status, maxerror and esterror (and leap bits with
+    /// `leap-mode = "kernel"`) from what is served.
+    fn update_kernel_status(&mut self, snapshot: &ServerSnapshot, tracking: &Tracking) {
+        let Some(system) = self.system.as_mut() else { return };
+        let status = KernelStatus {
+            synchronized: snapshot.is_synchronized(),
+            leap: snapshot.leap,
+            max_error: snapshot.root_delay.to_duration().to_seconds_f64() / 2.0 + tracking.root_dispersion,
+            est_error: tracking.offset_error,
+            tai_offset: snapshot.tai_offset,
+        };
+        match system.update_status(&status, Instant::now()) {
+            Ok(()) => self.kernel_ok(),
+            Err(e) => self.kernel_refused(&e),
+        }
+    }
+
+    fn kernel_ok(&mut self) {
+        if self.kernel_failing {
+            tracing::info!("the kernel takes the system clock's adjustments again");
+            self.kernel_failing = false;
+        }
+    }
+
+    fn kernel_refused(&mut self, e: &io::Error) {
+        if !self.kernel_failing {
+            tracing::error!(error = %e, "cannot adjust the system clock; serving the correction from the snapshot meanwhile");
+            self.kernel_failing = true;
+        }
+    }
+
     /// Publishes the snapshot, updates the operator view, and logs what changed.
     fn publish(&mut self) {
+        self.adjust_system_clock();
         let now = clock::now();
         let snapshot: ServerSnapshot = self.engine.snapshot(now);
         self.cell.publish(&snapshot);
@@ -274,7 +381,9 @@ impl Driver {
                 tracing::info!(source = %row.address, name = %row.name, "source is now {}", row.status.state.name());
             }
         }
-        self.view.set(rows, self.engine.tracking(now));
+        let tracking = self.engine.tracking(now);
+        self.update_kernel_status(&snapshot, &tracking);
+        self.view.set(rows, tracking);
         let state = served(&snapshot);
         if state != self.served {
             if snapshot.is_synchronized() {
