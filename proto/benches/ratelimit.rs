@@ -195,6 +195,15 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // One client over its limit, one core: the decision's own cost, without another core's writes.
+    let l = limiter();
+    group.bench_function("hot_key_1thread", |b| {
+        b.iter(|| {
+            random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            black_box(l.check(address(7), NtpTimestamp::from_parts(3_900_000_000, 0), random))
+        })
+    });
+
     let l = limiter();
     group.bench_function(format!("hot_key_{threads}threads_per_core"), |b| {
         b.iter_custom(|iters| contended(&l, threads, iters.div_ceil(threads as u64), |_, _| address(7)))

@@ -306,14 +306,14 @@ impl RateLimiter {
         let set = &block.records;
 
         for _ in 0..MAX_ATTEMPTS {
-            // All eight ways at once, without a branch per way: the ways that hold this client as a
-            // bit mask, the first of them the one the lookup uses.
-            let words: [u64; WAYS] = core::array::from_fn(|way| set[way].load(Ordering::Relaxed));
-            let hits = words
-                .iter()
-                .enumerate()
-                .fold(0u32, |hits, (way, word)| hits | u32::from((word >> 32) as u32 == fingerprint) << way);
-            if hits == 0 {
+            // The first way that holds this client: the loop's branch is taken once, where it is
+            // found (a hot client is found at once), or never, for a client not in the table.
+            let found = set.iter().enumerate().find_map(|(way, cell)| {
+                let word = cell.load(Ordering::Relaxed);
+                ((word >> 32) as u32 == fingerprint).then_some((way, word))
+            });
+            let Some((way, word)) = found else {
+                let words: [u64; WAYS] = core::array::from_fn(|way| set[way].load(Ordering::Relaxed));
                 let way = self.victim(block, &words, now);
                 let old = words[way];
                 let new = record(fingerprint, now.wrapping_add(self.interval_units));
@@ -327,9 +327,7 @@ impl RateLimiter {
                     evicted: old != 0,
                     flagged_fast: false,
                 };
-            }
-            let way = hits.trailing_zeros() as usize;
-            let word = words[way];
+            };
             let tat = word as u32;
             let debt = tat.wrapping_sub(now) as i32 as i64;
             if debt <= i64::from(self.tolerance) || debt > STALE_DEBT {
@@ -426,7 +424,11 @@ impl RateLimiter {
                     if fresh {
                         block.prefixes[way].store(prefix, Ordering::Relaxed);
                     }
-                    block.meta[way].store(u64::from(now), Ordering::Relaxed);
+                    // Unchanged within a time unit (1/16 s): a client hammered from every core
+                    // then costs its line no write, only the statistics' CAS.
+                    if last != now {
+                        block.meta[way].store(u64::from(now), Ordering::Relaxed);
+                    }
                     return newly_flagged;
                 }
                 Err(actual) => current = actual,
