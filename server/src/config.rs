@@ -40,6 +40,9 @@ pub struct Config {
     /// Absent: no control socket (and no `stratumctl`).
     #[serde(default)]
     pub control: Option<ControlConfig>,
+    /// `[health]`: what `/healthz` and `stratumctl health` call healthy.
+    #[serde(default)]
+    pub health: HealthConfig,
     /// `[[upstream]]`: NTP servers to poll (`source = "sync"`).
     #[serde(default)]
     pub upstream: Vec<sync::UpstreamConfig>,
@@ -50,6 +53,34 @@ pub struct Config {
     /// by `--check-config` and logged at start.
     #[serde(skip)]
     pub warnings: Vec<String>,
+}
+
+/// `[health]`: the bar a server must clear to be in service (container probes, anycast routing).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HealthConfig {
+    /// Largest root distance (half the root delay plus the root dispersion) still healthy, seconds.
+    #[serde(default = "default_max_root_distance", deserialize_with = "max_root_distance")]
+    pub max_root_distance: f64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self { max_root_distance: default_max_root_distance() }
+    }
+}
+
+/// A second: well inside the 1.5 s past which clients stop using a server.
+fn default_max_root_distance() -> f64 {
+    1.0
+}
+
+fn max_root_distance<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let s = f64::deserialize(d)?;
+    if !(s > 0.0 && s <= 16.0) {
+        return Err(de::Error::custom(format!("{s} s: it must be more than 0 and at most 16")));
+    }
+    Ok(s)
 }
 
 /// Where `/metrics` listens when `[metrics]` gives no `listen`.

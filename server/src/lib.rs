@@ -220,11 +220,23 @@ fn start_management(
     shutdown: &Arc<AtomicBool>,
 ) -> anyhow::Result<Management> {
     let metrics = match &config.metrics {
-        Some(m) => Some(MetricsServer::start(m.listen, &m.allow, status.clone(), shutdown.clone())?),
+        Some(m) => Some(MetricsServer::start(
+            m.listen,
+            &m.allow,
+            config.health.max_root_distance,
+            status.clone(),
+            shutdown.clone(),
+        )?),
         None => None,
     };
     let control = match &config.control {
-        Some(c) => match ControlServer::start(&c.socket, c.group, status.clone(), shutdown.clone()) {
+        Some(c) => match ControlServer::start(
+            &c.socket,
+            c.group,
+            config.health.max_root_distance,
+            status.clone(),
+            shutdown.clone(),
+        ) {
             Ok(c) => Some(c),
             Err(e) => {
                 shutdown.store(true, Ordering::Relaxed);

@@ -41,6 +41,10 @@ enum Command {
     /// The served clock: system peer, stratum, refid, offset, frequency, root delay/dispersion,
     /// leap, age of the last update.
     Tracking,
+    /// Exit 0 when the server is in service (synchronised, root distance within its
+    /// `[health] max-root-distance`), else 1 with the reason: for container probes and routing
+    /// daemons (an anycast announcement withdrawn while it fails).
+    Health,
     /// The heaviest clients in the rate limiter's table (needs `[ratelimit]` in stratumd's configuration).
     ///
     /// Only clients with a sampled request are listed: the rate limiter keeps statistics for 1
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Workers => ControlRequest::Workers,
         Command::Sources => ControlRequest::Sources,
         Command::Tracking => ControlRequest::Tracking,
+        Command::Health => ControlRequest::Health,
         Command::Clients { top } => ControlRequest::Clients { top: top as usize },
     };
     // The first default place that exists, else the first (for the error message).
@@ -74,9 +79,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A health check's answer is its exit status, table or JSON alike.
+    let status = if req == ControlRequest::Health && response["healthy"] != true {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    };
     if args.json {
         println!("{response}");
-        return ExitCode::SUCCESS;
+        return status;
     }
     let text = match req {
         ControlRequest::Status => status_table(&response),
@@ -84,9 +95,13 @@ fn main() -> ExitCode {
         ControlRequest::Sources => sources_table(&response),
         ControlRequest::Tracking => tracking_table(&response),
         ControlRequest::Clients { top } => clients_table(&response, top),
+        ControlRequest::Health => {
+            let word = if response["healthy"] == true { "healthy" } else { "unhealthy" };
+            format!("{word}: {}\n", show(&response["reason"]))
+        }
     };
     print!("{text}");
-    ExitCode::SUCCESS
+    status
 }
 
 fn one_line(e: &anyhow::Error) -> String {

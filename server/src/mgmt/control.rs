@@ -37,6 +37,7 @@ pub enum ControlRequest {
     Workers,
     Sources,
     Tracking,
+    Health,
     Clients {
         #[serde(default = "default_top")]
         top: usize,
@@ -47,13 +48,23 @@ fn default_top() -> usize {
     10
 }
 
-/// Answers one request line.
-pub fn handle_line(status: &ServerStatus, line: &str) -> Value {
+/// Answers one request line; `health` asks for a root distance within `max_root_distance` s.
+pub fn handle_line(status: &ServerStatus, line: &str, max_root_distance: f64) -> Value {
     match serde_json::from_str::<ControlRequest>(line.trim()) {
         Ok(ControlRequest::Status) => status.status_json(),
         Ok(ControlRequest::Workers) => status.workers_json(),
         Ok(ControlRequest::Sources) => status.sources_json(),
         Ok(ControlRequest::Tracking) => status.tracking_json(),
+        Ok(ControlRequest::Health) => {
+            let h = status.health(max_root_distance);
+            json!({
+                "healthy": h.healthy,
+                "reason": h.reason,
+                "root_distance_seconds": h.root_distance,
+                "max_root_distance_seconds": max_root_distance,
+                "stratum": h.stratum,
+            })
+        }
         Ok(ControlRequest::Clients { top }) if (1..=MAX_TOP).contains(&top) => status.clients_json(top),
         Ok(ControlRequest::Clients { top }) => json!({ "error": format!("top {top} is outside 1..={MAX_TOP}") }),
         Err(e) => json!({ "error": format!("bad request: {e}") }),
@@ -67,6 +78,8 @@ const CLIENTS_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
 /// The control protocol over the endpoint loop: one JSON line in, one JSON line out.
 struct Control {
     status: Arc<ServerStatus>,
+    /// `[health] max-root-distance`, seconds.
+    max_root_distance: f64,
     /// The last `clients` answer: when, for how many, and the answer.
     clients: std::cell::RefCell<Option<(std::time::Instant, usize, Value)>>,
 }
@@ -75,7 +88,7 @@ impl Control {
     fn answer_line(&self, line: &str) -> Value {
         match serde_json::from_str::<ControlRequest>(line.trim()) {
             Ok(ControlRequest::Clients { top }) if (1..=MAX_TOP).contains(&top) => self.clients(top),
-            _ => handle_line(&self.status, line),
+            _ => handle_line(&self.status, line, self.max_root_distance),
         }
     }
 
@@ -285,15 +298,20 @@ impl ControlServer {
     pub fn start(
         path: &Path,
         group: Option<u32>,
+        max_root_distance: f64,
         status: Arc<ServerStatus>,
         shutdown: Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
         let (listener, made_directory) = bind(path)?;
         listener.set_nonblocking(true)?;
         let listener = ControlListener { listener, group };
-        let thread =
-            endpoint::spawn("stratumd-control", listener, Control { status, clients: Default::default() }, shutdown)
-                .context("cannot start the control thread")?;
+        let thread = endpoint::spawn(
+            "stratumd-control",
+            listener,
+            Control { status, max_root_distance, clients: Default::default() },
+            shutdown,
+        )
+        .context("cannot start the control thread")?;
         Ok(Self { path: path.to_path_buf(), made_directory, thread })
     }
 
@@ -367,7 +385,7 @@ mod tests {
             limiter: Some(Arc::new(RateLimiter::new(&RateLimitConfig::default(), [1, 2]))),
             sync: None,
         });
-        let control = Control { status, clients: Default::default() };
+        let control = Control { status, max_root_distance: 1.0, clients: Default::default() };
         let scanned_for = |c: &Control| c.clients.borrow().as_ref().map(|(_, n, _)| *n);
         assert_eq!(control.answer_line(r#"{"command":"clients","top":5}"#)["ratelimit"], true);
         assert_eq!(scanned_for(&control), Some(5));

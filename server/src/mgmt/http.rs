@@ -15,7 +15,7 @@ use stratum_proto::server::access::Cidr;
 
 use crate::mgmt::endpoint;
 use crate::mgmt::metrics::{registry, render, CONTENT_TYPE};
-use crate::mgmt::status::ServerStatus;
+use crate::mgmt::status::{Health, ServerStatus};
 
 /// The longest request head we read; anything longer is refused.
 pub const MAX_REQUEST_BYTES: usize = 8192;
@@ -41,6 +41,7 @@ impl Response {
             400 => "Bad Request",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            503 => "Service Unavailable",
             431 => "Request Header Fields Too Large",
             _ => "Error",
         };
@@ -59,8 +60,8 @@ impl Response {
 }
 
 /// Answers one request head (everything up to the blank line). `metrics` renders the body and is
-/// called only for `GET /metrics` or `HEAD /metrics`.
-pub fn handle_request(head: &[u8], metrics: impl FnOnce() -> Vec<u8>) -> Response {
+/// called only for `GET /metrics` or `HEAD /metrics`; `health` only for `/healthz`.
+pub fn handle_request(head: &[u8], metrics: impl FnOnce() -> Vec<u8>, health: impl FnOnce() -> Health) -> Response {
     let Some(line) = head.split(|b| *b == b'\n').next().and_then(|l| std::str::from_utf8(l).ok()) else {
         return Response::plain(400, "bad request\n");
     };
@@ -73,15 +74,20 @@ pub fn handle_request(head: &[u8], metrics: impl FnOnce() -> Vec<u8>) -> Respons
         return Response::plain(400, "bad request\n");
     }
     let path = target.split('?').next().unwrap_or_default();
-    if path != "/metrics" {
-        return Response::plain(404, "not found; try /metrics\n");
+    if !matches!(method, "GET" | "HEAD") {
+        return Response::plain(405, "only GET and HEAD\n");
     }
-    match method {
-        "GET" | "HEAD" => {
-            Response { status: 200, content_type: CONTENT_TYPE, body: metrics(), head_only: method == "HEAD" }
+    let response = match path {
+        "/metrics" => Response { status: 200, content_type: CONTENT_TYPE, body: metrics(), head_only: false },
+        // 200 or 503 with one line saying why: what probes and routing daemons act on.
+        "/healthz" => {
+            let h = health();
+            let status = if h.healthy { 200 } else { 503 };
+            Response::plain(status, &format!("{}: {}\n", if h.healthy { "ok" } else { "unhealthy" }, h.reason))
         }
-        _ => Response::plain(405, "only GET and HEAD\n"),
-    }
+        _ => return Response::plain(404, "not found; try /metrics or /healthz\n"),
+    };
+    Response { head_only: method == "HEAD", ..response }
 }
 
 /// Whether a request head is whole: it ends with its blank line.
@@ -93,6 +99,9 @@ fn head_complete(head: &[u8]) -> bool {
 /// answer, then the connection closes.
 struct Http {
     registry: Registry,
+    status: Arc<ServerStatus>,
+    /// `[health] max-root-distance`, seconds.
+    max_root_distance: f64,
 }
 
 impl endpoint::Protocol for Http {
@@ -107,7 +116,8 @@ impl endpoint::Protocol for Http {
             return Some(Response::plain(431, "request too large\n").to_bytes());
         }
         // A client that closed before its head was whole asked nothing.
-        (!at_eof).then(|| handle_request(head, || render(&self.registry)).to_bytes())
+        let health = || self.status.health(self.max_root_distance);
+        (!at_eof).then(|| handle_request(head, || render(&self.registry), health).to_bytes())
     }
 }
 
@@ -147,10 +157,11 @@ impl MetricsServer {
     pub fn start(
         listen: SocketAddr,
         allow: &[Cidr],
+        max_root_distance: f64,
         status: Arc<ServerStatus>,
         shutdown: Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
-        let registry = registry(status)?;
+        let registry = registry(status.clone())?;
         let listener = TcpListener::bind(listen).with_context(|| format!("cannot listen for /metrics on {listen}"))?;
         let address = listener.local_addr()?;
         listener.set_nonblocking(true)?;
@@ -161,8 +172,9 @@ impl MetricsServer {
             );
         }
         let listener = MetricsListener { listener, allow: allow.to_vec() };
-        let thread = endpoint::spawn("stratumd-metrics", listener, Http { registry }, shutdown)
-            .context("cannot start the metrics thread")?;
+        let http = Http { registry, status, max_root_distance };
+        let thread =
+            endpoint::spawn("stratumd-metrics", listener, http, shutdown).context("cannot start the metrics thread")?;
         Ok(Self { address, thread })
     }
 
@@ -179,26 +191,47 @@ mod tests {
         b"metrics\n".to_vec()
     }
 
+    fn no_health() -> Health {
+        panic!("health asked for a request that is not /healthz")
+    }
+
+    fn health(healthy: bool) -> impl FnOnce() -> Health {
+        move || Health { healthy, reason: "why".into(), root_distance: 0.001, stratum: 2 }
+    }
+
     #[test]
     fn get_metrics_is_answered_and_everything_else_is_not() {
-        let r = handle_request(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n", body);
+        let r = handle_request(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n", body, no_health);
         assert_eq!((r.status, r.content_type, r.body.as_slice()), (200, CONTENT_TYPE, &b"metrics\n"[..]));
         let text = String::from_utf8(r.to_bytes()).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
         assert!(text.contains("Content-Length: 8\r\n") && text.ends_with("\r\n\r\nmetrics\n"), "{text}");
-        assert_eq!(handle_request(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n", body).status, 200);
-        let head = handle_request(b"HEAD /metrics HTTP/1.1\r\n\r\n", body);
+        assert_eq!(handle_request(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n", body, no_health).status, 200);
+        let head = handle_request(b"HEAD /metrics HTTP/1.1\r\n\r\n", body, no_health);
         assert!(String::from_utf8(head.to_bytes())
             .unwrap()
             .ends_with("Content-Length: 8\r\nConnection: close\r\n\r\n"));
 
         let never = || -> Vec<u8> { panic!("rendered for a request that is not GET /metrics") };
-        assert_eq!(handle_request(b"GET / HTTP/1.1\r\n\r\n", never).status, 404);
-        assert_eq!(handle_request(b"GET /metricsx HTTP/1.1\r\n\r\n", never).status, 404);
-        assert_eq!(handle_request(b"POST /metrics HTTP/1.1\r\n\r\n", never).status, 405);
-        assert_eq!(handle_request(b"GET /metrics\r\n\r\n", never).status, 400);
-        assert_eq!(handle_request(b"GET /metrics SPDY/3\r\n\r\n", never).status, 400);
-        assert_eq!(handle_request(b"\xff\xfe\r\n\r\n", never).status, 400);
-        assert_eq!(handle_request(b"", never).status, 400);
+        assert_eq!(handle_request(b"GET / HTTP/1.1\r\n\r\n", never, no_health).status, 404);
+        assert_eq!(handle_request(b"GET /metricsx HTTP/1.1\r\n\r\n", never, no_health).status, 404);
+        assert_eq!(handle_request(b"POST /metrics HTTP/1.1\r\n\r\n", never, no_health).status, 405);
+        assert_eq!(handle_request(b"GET /metrics\r\n\r\n", never, no_health).status, 400);
+        assert_eq!(handle_request(b"GET /metrics SPDY/3\r\n\r\n", never, no_health).status, 400);
+        assert_eq!(handle_request(b"\xff\xfe\r\n\r\n", never, no_health).status, 400);
+        assert_eq!(handle_request(b"", never, no_health).status, 400);
+    }
+
+    #[test]
+    fn healthz_says_200_or_503_and_why() {
+        let never = || -> Vec<u8> { panic!("rendered for /healthz") };
+        let ok = handle_request(b"GET /healthz HTTP/1.1\r\n\r\n", never, health(true));
+        assert_eq!((ok.status, ok.body.as_slice()), (200, &b"ok: why\n"[..]));
+        let bad = handle_request(b"GET /healthz HTTP/1.0\r\n\r\n", never, health(false));
+        assert_eq!((bad.status, bad.body.as_slice()), (503, &b"unhealthy: why\n"[..]));
+        assert!(String::from_utf8(bad.to_bytes()).unwrap().starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        let head = handle_request(b"HEAD /healthz HTTP/1.1\r\n\r\n", never, health(true));
+        assert!(head.head_only && head.status == 200);
+        assert_eq!(handle_request(b"POST /healthz HTTP/1.1\r\n\r\n", never, no_health).status, 405);
     }
 }

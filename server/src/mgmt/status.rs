@@ -85,6 +85,16 @@ pub struct ServerStatus {
     pub sync: Option<Arc<crate::sync::upstream::SyncView>>,
 }
 
+/// The answer of a health check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub healthy: bool,
+    /// One line: why, either way.
+    pub reason: String,
+    pub root_distance: f64,
+    pub stratum: u8,
+}
+
 /// The clock state as operators read it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClockState {
@@ -116,6 +126,23 @@ impl ClockState {
 impl ServerStatus {
     pub fn uptime_seconds(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
+    }
+
+    /// Whether this server should be in service: synchronised, with a root distance (half the
+    /// root delay plus the root dispersion a reply now would carry) within `max_root_distance`
+    /// seconds. What `/healthz`, `stratumctl health` and so container probes and routing
+    /// daemons go by.
+    pub fn health(&self, max_root_distance: f64) -> Health {
+        let clock = self.clock();
+        let distance = clock.root_delay_seconds / 2.0 + clock.root_dispersion_seconds;
+        let (healthy, reason) = if !clock.synchronized {
+            (false, "unsynchronised: serving LI=3, stratum 16".to_string())
+        } else if distance > max_root_distance {
+            (false, format!("root distance {distance:.6} s is over the {max_root_distance} s allowed"))
+        } else {
+            (true, format!("synchronised at stratum {}, root distance {distance:.6} s", clock.stratum))
+        };
+        Health { healthy, reason, root_distance: distance, stratum: clock.stratum }
     }
 
     pub fn clock(&self) -> ClockState {

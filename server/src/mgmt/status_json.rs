@@ -230,6 +230,27 @@ mod tests {
     }
 
     #[test]
+    fn health_needs_synchronised_time_within_the_root_distance() {
+        let mut s = status(false);
+        assert!(!s.health(1.0).healthy, "unsynchronised");
+        assert!(s.health(1.0).reason.starts_with("unsynchronised"));
+        let synced = ServerSnapshot {
+            leap: stratum_proto::LeapIndicator::NoWarning,
+            stratum: 2,
+            root_delay: stratum_proto::NtpShort::from_micros(4_000),
+            root_dispersion: stratum_proto::NtpShort::from_micros(10_000),
+            dispersion_rate: 0,
+            ..ServerSnapshot::unsynchronized(-20)
+        };
+        s.cell = SnapshotCell::new(synced);
+        let h = s.health(0.1);
+        assert!(h.healthy, "{h:?}");
+        assert!((h.root_distance - 0.012).abs() < 0.0005, "{h:?}");
+        let h = s.health(0.005);
+        assert!(!h.healthy && h.reason.contains("over the 0.005 s allowed"), "{h:?}");
+    }
+
+    #[test]
     fn status_carries_clock_state_and_totals() {
         let s = status(false).status_json();
         assert_eq!(s["backend"], "socket");
