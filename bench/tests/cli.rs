@@ -632,7 +632,26 @@ fn compare_script_parses_and_prints_its_help() {
     let help = Command::new(script).arg("--help").output().unwrap();
     assert!(help.status.success(), "{}", text(&help.stderr));
     let usage = text(&help.stdout);
-    for option in ["--runs", "--ramp", "--tries", "--refine", "--server-core", "--client-core", "--only", "--out"] {
+    for option in
+        ["--runs", "--ramp", "--tries", "--refine", "--server-core", "--client-core", "--queues", "--only", "--out"]
+    {
+        assert!(usage.contains(option), "{option} missing: {usage}");
+    }
+    let bad = Command::new(script).arg("--frobnicate").output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("unknown option: --frobnicate"), "{}", text(&bad.stderr));
+}
+
+/// bench/scale (bench/compare at 1, 2, 4 and 8 queues) likewise: syntax, --help, a wrong option.
+#[test]
+fn scale_script_parses_and_prints_its_help() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scale");
+    let syntax = Command::new("bash").args(["-n", script]).output().unwrap();
+    assert!(syntax.status.success(), "{}", text(&syntax.stderr));
+    let help = Command::new(script).arg("--help").output().unwrap();
+    assert!(help.status.success(), "{}", text(&help.stderr));
+    let usage = text(&help.stdout);
+    for option in ["--queues", "--runs", "--gen-cores", "--engine", "--out"] {
         assert!(usage.contains(option), "{option} missing: {usage}");
     }
     let bad = Command::new(script).arg("--frobnicate").output().unwrap();
