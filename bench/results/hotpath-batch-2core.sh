@@ -25,7 +25,11 @@ bench_bin() { # DIR TARGET_DIR NAME -> path of the bench executable
 }
 rm -rf "$BIN"
 mkdir -p "$BIN"
-if [[ ! -d $WT ]]; then git -C "$ROOT" worktree add -f --detach "$WT" "$BEFORE" >/dev/null; fi
+if [[ ! -d $WT ]]; then
+    git -C "$ROOT" worktree add -f --detach "$WT" "$BEFORE" >/dev/null
+    # A worktree made here goes again at the end (HOTPATH_WORKTREE names one to keep and reuse).
+    trap 'git -C "$ROOT" worktree remove --force "$WT"' EXIT
+fi
 git -C "$WT" checkout -q --detach "$BEFORE"
 git -C "$WT" show "HEAD:proto/benches/frame.rs" >/dev/null
 cp "$ROOT/proto/benches/frame.rs" "$WT/proto/benches/frame.rs"
