@@ -25,6 +25,7 @@ use core::net::IpAddr;
 use super::discipline::{ClockAction, Discipline};
 use super::filter::{FilterVerdict, Sample};
 use super::leap::{leap_smear, leap_vote, served_leap, LeapDirection, LeapSecondsList, SMEAR_WINDOW_S};
+use super::refclock::{RefclockConfig, RefclockConfigError, RefclockSample, RefclockState};
 use super::select::{cluster, combine, intersection, keep_truechimers, system_peer, Candidate, Endpoint};
 use super::source::{poll_seconds, ReplyContext, ReplyOutcome, Source, SourceConfig, SourceConfigError, MIN_POLL};
 use super::{calendar, log2_seconds, refid_for_address, Flash, HostClock, LeapMode, SyncConfig, PHI};
@@ -121,6 +122,10 @@ pub struct SourceStatus {
     pub last_flash: Flash,
     /// Host time of the next request.
     pub next_poll: NtpTimestamp,
+    /// A reference clock's refid (None for an upstream server; `address` is then unspecified).
+    pub refclock: Option<RefId>,
+    /// A reference clock's samples taken since it was added.
+    pub refclock_samples: u64,
 }
 
 /// The system's state as `stratumctl tracking` shows it.
@@ -190,6 +195,20 @@ struct Slot {
     source: Source,
     state: SourceState,
     root_distance: Option<f64>,
+    /// Set for a reference clock (no requests; its samples come from a driver).
+    refclock: Option<Box<RefclockState>>,
+}
+
+/// What [`SyncEngine::handle_refclock_sample`] made of a sample.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RefclockOutcome {
+    /// No refclock with that id.
+    UnknownSource,
+    /// Kept for the median filter; no estimate yet.
+    Filtered,
+    /// The median filter gave an estimate (reference minus served clock, seconds), which went to
+    /// the selection.
+    Estimate { offset: f64 },
 }
 
 /// The system variables set by the last clock update.
@@ -377,10 +396,74 @@ impl SyncEngine {
         let id = SourceId(self.next_id);
         self.next_id += 1;
         let source = Source::new(address, refid_for_address(address), config, now);
-        self.slots.push(Slot { id, source, state: SourceState::Unselectable, root_distance: None });
+        self.slots.push(Slot { id, source, state: SourceState::Unselectable, root_distance: None, refclock: None });
         self.candidates.reserve(self.slots.len().saturating_sub(self.candidates.capacity()));
         self.endpoints.reserve((3 * self.slots.len()).saturating_sub(self.endpoints.capacity()));
         Ok(id)
+    }
+
+    /// Adds a reference clock (stratum 0: served as stratum 1 with `refid` while it is the system
+    /// peer). Its samples come through [`handle_refclock_sample`](Self::handle_refclock_sample).
+    pub fn add_refclock(
+        &mut self,
+        refid: RefId,
+        config: RefclockConfig,
+        now: NtpTimestamp,
+    ) -> Result<SourceId, RefclockConfigError> {
+        config.validate()?;
+        let now = self.raw(now);
+        let id = SourceId(self.next_id);
+        self.next_id += 1;
+        let source_config = SourceConfig {
+            minpoll: config.poll,
+            maxpoll: config.poll,
+            iburst: false,
+            prefer: config.prefer,
+            noselect: config.noselect,
+        };
+        let address = IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED);
+        let mut source = Source::new(address, refid, source_config, now);
+        source.min_delay = 0.0;
+        let refclock = Some(Box::new(RefclockState::new(config, now)));
+        self.slots.push(Slot { id, source, state: SourceState::Unselectable, root_distance: None, refclock });
+        self.candidates.reserve(self.slots.len().saturating_sub(self.candidates.capacity()));
+        self.endpoints.reserve((3 * self.slots.len()).saturating_sub(self.endpoints.capacity()));
+        Ok(id)
+    }
+
+    /// A sample of refclock `id` (its driver's thread read it). The median filter keeps it; at
+    /// the end of the refclock's poll interval the filtered estimate goes to the selection and
+    /// the discipline, as an upstream's reply does.
+    pub fn handle_refclock_sample(&mut self, id: SourceId, sample: RefclockSample) -> RefclockOutcome {
+        let Some(i) = self.slot_index(id) else { return RefclockOutcome::UnknownSource };
+        let t = self.raw(sample.local_receive_time);
+        let offset = sample.reference_time.since(sample.local_receive_time).to_seconds_f64();
+        let freq = self.discipline.frequency();
+        let slot = &mut self.slots[i];
+        let Some(rc) = slot.refclock.as_mut() else { return RefclockOutcome::UnknownSource };
+        rc.leap = sample.leap;
+        let Some(estimate) = rc.add(offset, t, sample.dispersion, sample.delay, freq) else {
+            slot.source.reach |= 1;
+            return RefclockOutcome::Filtered;
+        };
+        let s = &mut slot.source;
+        s.reach |= 1;
+        s.last_flash = Flash::NONE;
+        s.upstream = Some(super::source::UpstreamHeader {
+            leap: sample.leap,
+            stratum: 0,
+            precision: self.config.precision,
+            ref_id: s.refid,
+            root_delay: 0.0,
+            root_dispersion: 0.0,
+        });
+        s.min_delay = sample.delay;
+        s.mean_excess = 0.0;
+        s.samples_seen = (s.samples_seen + 1).min(1000);
+        s.last_sample = Some(estimate.sample);
+        s.filter.set_estimate(estimate);
+        self.mitigate(t, Some((i, estimate.sample)));
+        RefclockOutcome::Estimate { offset: estimate.sample.offset - self.discipline.correction_at(t) }
     }
 
     /// Drops a source (a re-resolved name, a pool member replaced). Returns whether it existed.
@@ -416,7 +499,9 @@ impl SyncEngine {
             }
         };
         for s in &self.slots {
-            if s.source.demobilised.is_none() {
+            if let Some(rc) = &s.refclock {
+                consider(rc.interval_end);
+            } else if s.source.demobilised.is_none() {
                 consider(s.source.next_poll);
             }
         }
@@ -465,7 +550,9 @@ impl SyncEngine {
         let slot = self
             .slots
             .iter_mut()
-            .filter(|s| s.source.demobilised.is_none() && s.source.next_poll.since(now).to_bits() <= 0)
+            .filter(|s| {
+                s.refclock.is_none() && s.source.demobilised.is_none() && s.source.next_poll.since(now).to_bits() <= 0
+            })
             .min_by_key(|s| s.source.next_poll.since(now).to_bits())?;
         let packet = slot.source.transmit(now, random, system_poll);
         if slot.source.reach == 0 && slot.source.last_sample.is_some() {
@@ -510,6 +597,23 @@ impl SyncEngine {
     pub fn handle_timeout(&mut self, now: NtpTimestamp) {
         let now = self.raw(now);
         self.discipline.finish_slew(now);
+        // Refclock intervals ended: shift the reach register; one that gave no sample for a
+        // whole interval leaves the selection now.
+        let mut went_quiet = false;
+        for slot in &mut self.slots {
+            let Some(rc) = slot.refclock.as_mut() else { continue };
+            while rc.interval_end.since(now).to_bits() <= 0 {
+                let step = NtpDuration::from_seconds_f64(rc.interval());
+                rc.interval_end = rc.interval_end.add(step);
+                let r = &mut slot.source.reach;
+                went_quiet |= *r & 1 == 1 && !rc.sampled;
+                *r = (*r << 1) | u8::from(rc.sampled);
+                rc.sampled = false;
+            }
+        }
+        if went_quiet {
+            self.mitigate(now, None);
+        }
         let Some(dir) = self.leap_direction else { return };
         // The leap takes effect at the first second of a month (served time): the month boundary
         // at or before `served`, if it is less than a day ago.
@@ -565,6 +669,10 @@ impl SyncEngine {
                 continue;
             }
             slot.state = SourceState::Unselectable;
+            if slot.refclock.is_some() && s.reach & 1 == 0 {
+                // No sample for a whole poll interval: a fix or a lock lost.
+                continue;
+            }
             let (Some(est), Some(up)) = (s.filter.last(), s.upstream) else { continue };
             let age = now.since(est.sample.time).to_seconds_f64().max(0.0);
             let distance =
@@ -784,7 +892,9 @@ impl SyncEngine {
             jitter: est.map(|e| e.jitter),
             root_distance: slot.root_distance,
             last_flash: s.last_flash,
-            next_poll: self.host(s.next_poll),
+            next_poll: self.host(slot.refclock.as_ref().map_or(s.next_poll, |rc| rc.interval_end)),
+            refclock: slot.refclock.as_ref().map(|_| s.refid),
+            refclock_samples: slot.refclock.as_ref().map_or(0, |rc| rc.samples),
         }
     }
 }

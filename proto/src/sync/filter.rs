@@ -74,6 +74,12 @@ impl ClockFilter {
         *self = Self::new();
     }
 
+    /// Takes `estimate` as the source's estimate as it is (a reference clock: its own median
+    /// filter made it), with no stage kept.
+    pub(crate) fn set_estimate(&mut self, estimate: Filtered) {
+        self.last = Some(estimate);
+    }
+
     /// The last estimate handed out by [`add`](Self::add), if any.
     pub fn last(&self) -> Option<&Filtered> {
         self.last.as_ref()

@@ -11,6 +11,9 @@
 //!   kiss-o'-death handling.
 //! - [`leap`]: the leap-seconds.list parser and the leap indicator's rules.
 //! - [`refid`]: the refid of an upstream address (IPv6: MD5).
+//! - [`refclock`]: reference clocks (GPS, PPS, SHM, SOCK: issue 18) as stratum-0 sources, their
+//!   samples through a median filter ([`SyncEngine::add_refclock`],
+//!   [`SyncEngine::handle_refclock_sample`]).
 //!
 //! # One poll cycle
 //!
@@ -47,6 +50,7 @@ pub mod engine;
 pub mod filter;
 mod flash;
 pub mod leap;
+pub mod refclock;
 pub mod refid;
 pub mod select;
 pub mod source;
@@ -54,9 +58,12 @@ pub mod source;
 use crate::packet::RefId;
 
 pub use discipline::{ClockAction, DisciplineConfig};
-pub use engine::{HostAdjustment, SourceId, SourceState, SourceStatus, SyncEngine, Tracking, Transmit};
+pub use engine::{
+    HostAdjustment, RefclockOutcome, SourceId, SourceState, SourceStatus, SyncEngine, Tracking, Transmit,
+};
 pub use flash::Flash;
 pub use leap::{leap_smear, Expiry, LeapDirection, LeapEvent, LeapFileError, LeapSecondsList, SMEAR_WINDOW_S};
+pub use refclock::{RefclockConfig, RefclockConfigError, RefclockSample};
 pub use refid::refid_for_address;
 pub use source::{ReplyOutcome, SourceConfig, SourceConfigError, MAX_POLL, MIN_POLL};
 

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // the observation carries more than every scenario reads
 
+mod refclock;
 mod rng;
 mod world;
 
@@ -419,4 +420,33 @@ fn iburst_synchronises_within_8_seconds_on_a_lan() {
 #[test]
 fn sources_accept_the_chrony_poll_range() {
     assert!(SourceConfig { minpoll: -6, maxpoll: 17, ..Default::default() }.validate().is_ok());
+}
+
+/// Issue 18: NMEA (300 ms late, 5 ms jitter, noselect) and PPS (100 ns jitter) locked to it:
+/// served within 1 µs of true time, stratum 1, refid PPS.
+#[test]
+fn gps_nmea_and_locked_pps_serve_stratum_1_within_1_us() {
+    for seed in SEEDS {
+        let f = refclock::run_gps(seed, 3600, 1800.0, true);
+        println!(
+            "FIGURE gps-pps seed={seed} rms_us={:.3} max_us={:.3} unlocked={}",
+            f.rms * 1e6,
+            f.max * 1e6,
+            f.unlocked
+        );
+        assert_eq!((f.stratum, f.ref_id), (1, stratum_proto::RefId(*b"PPS\0")), "seed {seed}");
+        assert!(f.max < 1e-6, "seed {seed}: max {} s", f.max);
+        assert!(f.unlocked <= 1, "seed {seed}: {} pulses unlocked", f.unlocked);
+    }
+}
+
+/// Issue 18: NMEA alone, its offset calibrated: stratum 1 refid GPS, within 2 ms of true time.
+#[test]
+fn gps_nmea_alone_serves_stratum_1_within_2_ms() {
+    for seed in SEEDS {
+        let f = refclock::run_gps(seed, 3600, 1800.0, false);
+        println!("FIGURE gps-nmea seed={seed} rms_us={:.1} max_us={:.1}", f.rms * 1e6, f.max * 1e6);
+        assert_eq!((f.stratum, f.ref_id), (1, stratum_proto::RefId(*b"GPS\0")), "seed {seed}");
+        assert!(f.max < 2e-3, "seed {seed}: max {} s", f.max);
+    }
 }

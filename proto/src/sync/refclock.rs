@@ -1,0 +1,194 @@
+//! Reference clocks as sources of the selection (issue 18): a GPS receiver, a PPS line, gpsd's
+//! SHM or chrony's SOCK feed samples (reference time against the host clock) that the server's
+//! driver threads read; the engine treats a refclock as a stratum-0 source, so the served
+//! stratum is 1 and the refid the refclock's.
+//!
+//! Samples go through a median filter, chrony's: those of one poll interval (`2^poll` s, at most
+//! `filter` of them) are sorted by offset, the middle 60 % averaged, and that one estimate goes to
+//! the selection and the discipline, its error the spread of the ones kept. A refclock that gave
+//! no sample for a whole poll interval is not selectable (a GPS that lost its fix, a PPS that
+//! lost its lock) until it gives one again.
+
+use super::filter::{Filtered, Sample};
+use crate::packet::LeapIndicator;
+use crate::time::NtpTimestamp;
+
+/// A refclock's settings (the `[[refclock]]` table's selection keys).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RefclockConfig {
+    /// Preferred by the selection (chrony's and ntpd's `prefer`).
+    pub prefer: bool,
+    /// Followed and shown, never selected (an NMEA source only there to number PPS pulses).
+    pub noselect: bool,
+    /// Median filter interval, log2 s (default 4: 16 s, chrony's).
+    pub poll: i8,
+    /// Most samples in one interval (default 64, chrony's `filter`).
+    pub filter: usize,
+}
+
+impl Default for RefclockConfig {
+    fn default() -> Self {
+        Self { prefer: false, noselect: false, poll: 4, filter: 64 }
+    }
+}
+
+/// Most samples a refclock's median filter keeps.
+pub const MAX_FILTER: usize = 1024;
+
+/// Why a refclock's settings were refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefclockConfigError {
+    Poll(i8),
+    Filter(usize),
+}
+
+impl core::fmt::Display for RefclockConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Poll(p) => write!(f, "poll {p} is outside -6..=10"),
+            Self::Filter(n) => write!(f, "filter {n} is outside 1..={MAX_FILTER}"),
+        }
+    }
+}
+
+impl RefclockConfig {
+    pub fn validate(&self) -> Result<(), RefclockConfigError> {
+        if !(-6..=10).contains(&self.poll) {
+            return Err(RefclockConfigError::Poll(self.poll));
+        }
+        if !(1..=MAX_FILTER).contains(&self.filter) {
+            return Err(RefclockConfigError::Filter(self.filter));
+        }
+        Ok(())
+    }
+}
+
+/// One measurement from a refclock driver (all times the host clock's, as the engine takes them).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RefclockSample {
+    /// The reference's time at `local_receive_time` (its configured offset added).
+    pub reference_time: NtpTimestamp,
+    /// The host clock then.
+    pub local_receive_time: NtpTimestamp,
+    /// The reference's leap warning (NoWarning when it has none).
+    pub leap: LeapIndicator,
+    /// The sample's own error bound (the driver's precision), seconds.
+    pub dispersion: f64,
+    /// The configured `delay`, seconds (half of it counts in the root distance).
+    pub delay: f64,
+}
+
+/// A refclock's filter state inside the engine.
+#[derive(Clone, Debug)]
+pub(crate) struct RefclockState {
+    pub config: RefclockConfig,
+    /// Raw offsets (reference − host) of this interval, with their times and dispersions.
+    pending: Vec<(f64, NtpTimestamp, f64)>,
+    pub delay: f64,
+    pub leap: LeapIndicator,
+    /// Host time the current interval ends.
+    pub interval_end: NtpTimestamp,
+    /// A sample arrived in the current interval.
+    pub sampled: bool,
+    /// Samples taken (for status) and the last raw offset.
+    pub samples: u64,
+}
+
+impl RefclockState {
+    pub(crate) fn new(config: RefclockConfig, now: NtpTimestamp) -> Self {
+        Self {
+            config,
+            pending: Vec::with_capacity(config.filter),
+            delay: 0.0,
+            leap: LeapIndicator::NoWarning,
+            interval_end: now.add(crate::time::NtpDuration::from_seconds_f64(super::source::poll_seconds(config.poll))),
+            sampled: false,
+            samples: 0,
+        }
+    }
+
+    pub(crate) fn interval(&self) -> f64 {
+        super::source::poll_seconds(self.config.poll)
+    }
+
+    /// Adds a raw sample; returns the filtered estimate when the interval is complete (its time
+    /// passed, or `filter` samples).
+    pub(crate) fn add(
+        &mut self,
+        offset: f64,
+        time: NtpTimestamp,
+        dispersion: f64,
+        delay: f64,
+        freq: f64,
+    ) -> Option<Filtered> {
+        self.samples += 1;
+        self.sampled = true;
+        self.delay = delay;
+        if self.pending.len() == self.config.filter {
+            self.pending.remove(0);
+        }
+        self.pending.push((offset, time, dispersion));
+        let first = self.pending[0].1;
+        let span = time.since(first).to_seconds_f64();
+        // Enough for one estimate: `filter` samples or an interval's worth (a 1 Hz source at poll
+        // 4: 16; the first estimate as soon as 4 are in, so that a new refclock counts soon).
+        let due = self.pending.len() >= self.config.filter
+            || span + 1e-3 >= self.interval() - 1.0
+            || (self.samples == 4 && self.pending.len() == 4);
+        if !due {
+            return None;
+        }
+        Some(self.median(time, freq))
+    }
+
+    /// The middle 60 % of the pending offsets (brought to `now` at frequency `freq`), averaged.
+    fn median(&mut self, now: NtpTimestamp, freq: f64) -> Filtered {
+        for p in &mut self.pending {
+            p.0 += freq * now.since(p.1).to_seconds_f64();
+        }
+        self.pending.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let n = self.pending.len();
+        let drop = n * 2 / 10;
+        let kept = &self.pending[drop..n - drop];
+        let k = kept.len() as f64;
+        let mean = kept.iter().map(|p| p.0).sum::<f64>() / k;
+        let var = kept.iter().map(|p| (p.0 - mean) * (p.0 - mean)).sum::<f64>() / k;
+        let own = kept.iter().map(|p| p.2).fold(0.0, f64::max);
+        // The error of the mean: the spread over √k, never below the driver's precision / √k.
+        let error = (var.sqrt().max(own) / k.sqrt()).max(1e-9);
+        self.pending.clear();
+        Filtered {
+            sample: Sample { offset: mean, delay: self.delay, dispersion: error, time: now },
+            dispersion: error,
+            jitter: var.sqrt(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::NtpDuration;
+
+    #[test]
+    fn the_median_filter_drops_the_outliers_and_averages_the_middle() {
+        let t0 = NtpTimestamp::from_parts(3_990_000_000, 0);
+        let mut s = RefclockState::new(RefclockConfig { filter: 10, poll: 6, ..Default::default() }, t0);
+        let warm = [1e-3; 4];
+        let offsets = [1e-3, 1.1e-3, 0.9e-3, 1.0e-3, 5.0, 1.05e-3, 0.95e-3, -3.0, 1.0e-3, 1.0e-3];
+        let mut out = None;
+        for (i, o) in warm.iter().chain(&offsets).enumerate() {
+            let t = t0.add(NtpDuration::from_seconds(i as i32));
+            out = s.add(*o, t, 1e-6, 0.0, 0.0);
+            if i == 3 {
+                assert!(out.is_some(), "the first estimate after 4 samples");
+            } else if i < 13 {
+                assert!(out.is_none(), "{i}");
+            }
+        }
+        let f = out.expect("filter full");
+        assert!((f.sample.offset - 1e-3).abs() < 5e-5, "{f:?}");
+        assert!(f.jitter < 1e-4, "{f:?}");
+        assert!(RefclockConfig { filter: 0, ..Default::default() }.validate().is_err());
+    }
+}
