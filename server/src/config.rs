@@ -184,6 +184,26 @@ pub struct RateLimitConfig {
     pub ipv6_prefix: u8,
     #[serde(default = "default_clients", deserialize_with = "clients")]
     pub clients: usize,
+    /// Replies a second, whole server, to clients the table has no record of (their first
+    /// request): a flood of spoofed new sources is answered at most this fast. 0: no budget.
+    #[serde(default = "default_first_contacts", deserialize_with = "per_second")]
+    pub first_contacts_per_second: u64,
+    /// Kiss-o'-death replies a second, whole server (RATE, and DENY/RSTR with deny-action =
+    /// "kod"). 0: no budget.
+    #[serde(default = "default_kods", deserialize_with = "per_second")]
+    pub kods_per_second: u64,
+}
+
+fn default_first_contacts() -> u64 {
+    100_000
+}
+
+fn default_kods() -> u64 {
+    10_000
+}
+
+fn per_second<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    ranged(d, 0, 1 << 32).map(|n| n as u64)
 }
 
 impl RateLimitConfig {

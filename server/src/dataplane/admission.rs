@@ -33,6 +33,43 @@ pub struct Admission {
     pub access: Arc<AccessList>,
     pub limiter: Option<Arc<RateLimiter>>,
     pub deny_action: DenyAction,
+    /// Whole-server budgets (replies a second; 0: none): first contacts, kiss-o'-death.
+    pub first_contacts_per_second: u64,
+    pub kods_per_second: u64,
+}
+
+/// A token bucket of one worker's share of a whole-server budget: no shared cache line, so no
+/// worker ever waits on another. A second's worth of burst.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// Tokens a nanosecond (the worker's share of the rate).
+    per_ns: f64,
+    burst: f64,
+    tokens: f64,
+    last: NtpTimestamp,
+}
+
+impl Budget {
+    /// `per_second` for the whole server, split over `workers`; None without a budget.
+    fn new(per_second: u64, workers: usize, now: NtpTimestamp) -> Option<Self> {
+        (per_second > 0).then(|| {
+            let share = per_second as f64 / workers.max(1) as f64;
+            Self { per_ns: share / 1e9, burst: share.max(1.0), tokens: share.max(1.0), last: now }
+        })
+    }
+
+    /// Takes one token at `now` (the batch's time); false when the budget is spent.
+    fn take(&mut self, now: NtpTimestamp) -> bool {
+        let elapsed = now.since(self.last).to_nanos().max(0) as f64;
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_ns).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Admission {
@@ -43,15 +80,28 @@ impl Admission {
             let seed = [rand::random(), rand::random()];
             Arc::new(limiter_on_huge_pages(&r.to_proto(), seed))
         });
-        Self { access: Arc::new(access), limiter, deny_action: config.access.deny_action }
+        let budget = |f: fn(&crate::config::RateLimitConfig) -> u64| {
+            config.ratelimit.as_ref().filter(|r| r.enabled).map_or(0, f)
+        };
+        Self {
+            access: Arc::new(access),
+            limiter,
+            deny_action: config.access.deny_action,
+            first_contacts_per_second: budget(|r| r.first_contacts_per_second),
+            kods_per_second: budget(|r| r.kods_per_second),
+        }
     }
 
-    pub fn for_worker(&self, counters: Arc<WorkerCounters>) -> WorkerPolicy {
+    /// The policy of one of `workers` workers: its share of the whole-server budgets.
+    pub fn for_worker(&self, counters: Arc<WorkerCounters>, workers: usize) -> WorkerPolicy {
+        let now = stratum_host::clock::monotonic();
         WorkerPolicy {
             shared: self.clone(),
             rng: StdRng::from_entropy(),
             counters,
-            now: stratum_host::clock::monotonic(),
+            first_contacts: Budget::new(self.first_contacts_per_second, workers, now),
+            kods: Budget::new(self.kods_per_second, workers, now),
+            now,
             prepared: Prepared {
                 entries: Box::new([(IpAddr::V4(Ipv4Addr::UNSPECIFIED), None); MAX_PREPARED]),
                 len: 0,
@@ -87,6 +137,9 @@ pub struct WorkerPolicy {
     shared: Admission,
     rng: StdRng,
     counters: Arc<WorkerCounters>,
+    /// This worker's shares of the whole-server budgets (None: no budget).
+    first_contacts: Option<Budget>,
+    kods: Option<Budget>,
     /// The rate limiter's clock: monotonic (a step of the real-time clock must not refill or
     /// drain every bucket), read by the worker once per batch.
     now: NtpTimestamp,
@@ -148,18 +201,43 @@ impl WorkerPolicy {
     }
 }
 
+impl WorkerPolicy {
+    /// A kiss-o'-death within the whole-server budget, else the drop it becomes.
+    fn kiss(&mut self, code: KissCode, poll: i8, otherwise: DropReason) -> AdmitAction {
+        let now = self.now;
+        if self.kods.as_mut().is_some_and(|budget| !budget.take(now)) {
+            return AdmitAction::Drop(otherwise);
+        }
+        AdmitAction::Kod { code, poll }
+    }
+
+    /// A denied or not-allowed client: dropped, or with deny-action = "kod" a kiss-o'-death that
+    /// goes through the rate limiter and the KoD budget like any other, so that a spoofed flood
+    /// of denied sources is not answered one for one.
+    fn refuse(&mut self, ip: IpAddr, code: KissCode) -> AdmitAction {
+        if self.shared.deny_action == DenyAction::Drop {
+            return AdmitAction::Drop(DropReason::Denied);
+        }
+        if let Some(limiter) = &self.shared.limiter {
+            let key = self.prepared.take(ip).unwrap_or_else(|| limiter.key(ip));
+            let outcome = limiter.check_key(key, self.now, self.rng.next_u64());
+            self.counters.count_rate_outcome(&outcome);
+            if outcome.decision == RateDecision::Drop {
+                return AdmitAction::Drop(DropReason::Denied);
+            }
+        }
+        self.kiss(code, 0, DropReason::Denied)
+    }
+}
+
 impl AdmissionPolicy for WorkerPolicy {
     fn admit(&mut self, rx: &RxMeta, _: &ClientRequest) -> AdmitAction {
         let ip = rx.client.ip();
-        let refused = |code| match self.shared.deny_action {
-            DenyAction::Drop => AdmitAction::Drop(DropReason::Denied),
-            DenyAction::Kod => AdmitAction::Kod { code, poll: 0 },
-        };
         match self.shared.access.check(ip) {
             AccessVerdict::Allow => {}
             AccessVerdict::Martian => return AdmitAction::Drop(DropReason::Martian),
-            AccessVerdict::Deny => return refused(KissCode::Deny),
-            AccessVerdict::NotAllowed => return refused(KissCode::Rstr),
+            AccessVerdict::Deny => return self.refuse(ip, KissCode::Deny),
+            AccessVerdict::NotAllowed => return self.refuse(ip, KissCode::Rstr),
         }
         let Some(limiter) = &self.shared.limiter else {
             return AdmitAction::Serve;
@@ -167,9 +245,17 @@ impl AdmissionPolicy for WorkerPolicy {
         let key = self.prepared.take(ip).unwrap_or_else(|| limiter.key(ip));
         let outcome = limiter.check_key(key, self.now, self.rng.next_u64());
         self.counters.count_rate_outcome(&outcome);
+        // A client the table had no record of is answered within the first-contact budget only:
+        // a flood from N spoofed sources is not reflected N for N.
+        if outcome.inserted && self.first_contacts.as_mut().is_some_and(|b| !b.take(self.now)) {
+            return AdmitAction::Drop(DropReason::RateLimited);
+        }
         match outcome.decision {
             RateDecision::Allow | RateDecision::Leak => AdmitAction::Serve,
-            RateDecision::Kod => AdmitAction::Kod { code: KissCode::Rate, poll: limiter.config().interval },
+            RateDecision::Kod => {
+                let poll = limiter.config().interval;
+                self.kiss(KissCode::Rate, poll, DropReason::RateLimited)
+            }
             RateDecision::Drop => AdmitAction::Drop(DropReason::RateLimited),
         }
     }
@@ -183,7 +269,7 @@ mod tests {
     fn policy(extra: &str) -> WorkerPolicy {
         let text = format!("[server]\nlisten = [\"127.0.0.1:1\"]\n[clock]\nsource = \"local\"\n{extra}");
         let config = Config::parse(&text, "t").unwrap();
-        Admission::from_config(&config, false).for_worker(Arc::new(WorkerCounters::default()))
+        Admission::from_config(&config, false).for_worker(Arc::new(WorkerCounters::default()), 1)
     }
 
     fn admit(p: &mut WorkerPolicy, client: &str) -> AdmitAction {
@@ -242,5 +328,52 @@ mod tests {
         assert!(limited.iter().any(|a| matches!(a, AdmitAction::Kod { .. })));
         let disabled = policy("[ratelimit]\nenabled = false\n");
         assert!(disabled.shared.limiter.is_none());
+    }
+
+    fn admit_at(p: &mut WorkerPolicy, client: &str, second: u32) -> AdmitAction {
+        p.set_time(NtpTimestamp::from_parts(3_900_000_000 + second, 0));
+        admit(p, client)
+    }
+
+    #[test]
+    fn first_contacts_are_answered_within_the_whole_server_budget() {
+        let mut p = policy("[ratelimit]\nfirst-contacts-per-second = 10\n");
+        // 50 spoofed sources, each new, in the same second: the budget's 10, no more.
+        let served = (0..50).filter(|i| admit_at(&mut p, &format!("10.0.{i}.1:123"), 0) == AdmitAction::Serve).count();
+        assert_eq!(served, 10);
+        // A second later, 10 more; and a source already known is not a first contact.
+        let served =
+            (50..100).filter(|i| admit_at(&mut p, &format!("10.0.{i}.1:123"), 1) == AdmitAction::Serve).count();
+        assert_eq!(served, 10);
+        assert_eq!(admit_at(&mut p, "10.0.0.1:123", 1), AdmitAction::Serve, "known since second 0");
+        // Shared by two workers: each has half.
+        let config = Config::parse(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n[clock]\nsource = \"local\"\n[ratelimit]\nfirst-contacts-per-second = 10\n",
+            "t",
+        )
+        .unwrap();
+        let mut half = Admission::from_config(&config, false).for_worker(Arc::new(WorkerCounters::default()), 2);
+        let served =
+            (0..50).filter(|i| admit_at(&mut half, &format!("10.1.{i}.1:123"), 0) == AdmitAction::Serve).count();
+        assert_eq!(served, 5);
+    }
+
+    #[test]
+    fn kisses_of_death_go_through_the_limiter_and_the_kod_budget() {
+        let extra = "[access]\ndeny = [\"10.0.0.0/8\"]\ndeny-action = \"kod\"\n[ratelimit]\nburst = 2\nleak = 16\n\
+                     kods-per-second = 5\nfirst-contacts-per-second = 0\n";
+        let mut p = policy(extra);
+        // 20 denied sources at once: 5 kissed, the rest dropped as denied.
+        let kissed = (0..20)
+            .map(|i| admit_at(&mut p, &format!("10.0.{i}.1:123"), 0))
+            .filter(|a| matches!(a, AdmitAction::Kod { code: KissCode::Deny, .. }))
+            .count();
+        assert_eq!(kissed, 5);
+        // One denied source hammering, the budget aside: its limiter record stops the kisses
+        // after its burst.
+        let mut p = policy(&extra.replace("kods-per-second = 5", "kods-per-second = 0"));
+        let answers: Vec<AdmitAction> = (0..20).map(|_| admit_at(&mut p, "10.9.9.9:123", 5)).collect();
+        assert_eq!(answers.iter().filter(|a| matches!(a, AdmitAction::Kod { .. })).count(), 2, "{answers:?}");
+        assert!(answers[2..].iter().all(|a| *a == AdmitAction::Drop(DropReason::Denied)));
     }
 }

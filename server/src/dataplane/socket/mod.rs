@@ -75,7 +75,7 @@ impl SocketBackend {
         for (id, sockets) in per_worker.into_iter().enumerate() {
             let worker_counters = Arc::new(WorkerCounters::default());
             counters.push(worker_counters.clone());
-            let policy = admission.for_worker(worker_counters.clone());
+            let policy = admission.for_worker(worker_counters.clone(), workers);
             let wildcard = addresses.iter().map(|a| a.ip().is_unspecified()).collect();
             let worker = Worker {
                 sockets,

@@ -75,7 +75,7 @@ impl XdpBackend {
         for (id, socket) in sockets.into_iter().enumerate() {
             let worker_counters = Arc::new(WorkerCounters::default());
             counters.push(worker_counters.clone());
-            let policy = admission.for_worker(worker_counters.clone());
+            let policy = admission.for_worker(worker_counters.clone(), queues.len());
             let worker = Worker {
                 xsk: socket,
                 port: server.port,
