@@ -488,6 +488,9 @@ impl<R: Read> NmeaReader<R> {
     }
 }
 
+/// The serial port [`open_serial`] gives.
+pub use serialport::SerialPort;
+
 /// Opens a serial device at `baud`, 8N1, with reads returning after `timeout` at the latest.
 pub fn open_serial(path: &str, baud: u32, timeout: Duration) -> io::Result<Box<dyn serialport::SerialPort>> {
     serialport::new(path, baud)

@@ -49,6 +49,10 @@ pub struct Config {
     /// `[[pool]]`: names whose addresses are polled (`source = "sync"`).
     #[serde(default)]
     pub pool: Vec<sync::PoolConfig>,
+    /// `[[refclock]]`: reference clocks (`source = "sync"`): GPS over NMEA, PPS, gpsd's SHM,
+    /// chrony's SOCK.
+    #[serde(default)]
+    pub refclock: Vec<sync::RefclockTable>,
     /// What is valid but probably not meant, one `FILE:LINE: KEY: warning: ...` line each: printed
     /// by `--check-config` and logged at start.
     #[serde(skip)]
@@ -828,6 +832,9 @@ impl Config {
             if !self.pool.is_empty() {
                 return Err(Invalid::new("pool", "a pool needs [clock] source = \"sync\"").entry(0));
             }
+            if !self.refclock.is_empty() {
+                return Err(Invalid::new("refclock", "reference clocks need [clock] source = \"sync\"").entry(0));
+            }
             if c.leap_mode.is_some() {
                 return Err(Invalid::new(
                     "clock.leap-mode",
@@ -836,10 +843,10 @@ impl Config {
             }
             return Ok(warnings);
         }
-        if self.upstream.is_empty() && self.pool.is_empty() {
+        if self.upstream.is_empty() && self.pool.is_empty() && self.refclock.is_empty() {
             return Err(Invalid::new(
                 "clock.source",
-                "source = \"sync\" needs servers to poll: add [[upstream]] address = \"...\" or [[pool]] name = \"...\"",
+                "source = \"sync\" needs servers to poll or reference clocks: add [[upstream]] address = \"...\", [[pool]] name = \"...\" or [[refclock]] driver = \"...\"",
             ));
         }
         if c.leap_mode == Some(sync::LeapMode::Kernel) && c.discipline != sync::Discipline::System {
@@ -889,13 +896,70 @@ impl Config {
                 stratum_proto::sync::Expiry::Valid => {}
             }
         }
-        let sources = self.upstream.len() + self.pool.iter().map(|p| p.max_sources).sum::<usize>();
+        self.validate_refclocks()?;
+        let sources =
+            self.upstream.len() + self.pool.iter().map(|p| p.max_sources).sum::<usize>() + self.refclock.len();
         if sources < c.minsane {
             let message =
                 format!("minsane {} is more than the {sources} sources configured: never synchronised", c.minsane);
             return Err(Invalid::new("clock.minsane", message));
         }
         Ok(warnings)
+    }
+}
+
+impl Config {
+    /// `[[refclock]]`: the device as its driver takes it, keys only one driver has, `lock`
+    /// naming another refclock's refid, no refid or device twice. No device is opened here.
+    fn validate_refclocks(&self) -> Result<(), Invalid> {
+        use sync::RefclockDriver as D;
+        let bad = |i: usize, message: String| Err(Invalid::new("refclock", message).entry(i));
+        for (i, r) in self.refclock.iter().enumerate() {
+            match r.driver {
+                D::Shm if r.shm_unit().is_none() => {
+                    return bad(
+                        i,
+                        format!("shm: device `{}` is not a unit number (0..={})", r.device, sync::MAX_SHM_UNIT),
+                    )
+                }
+                D::Sock | D::Nmea | D::Pps if !r.device.starts_with('/') => {
+                    return bad(i, format!("{}: device `{}` is not an absolute path", r.driver.as_str(), r.device))
+                }
+                _ => {}
+            }
+            if r.baud.is_some() && r.driver != D::Nmea {
+                return bad(i, format!("baud is for the nmea driver, not {}", r.driver.as_str()));
+            }
+            if r.driver != D::Pps {
+                if r.lock.is_some() || r.edge.is_some() {
+                    return bad(i, format!("lock and edge are for the pps driver, not {}", r.driver.as_str()));
+                }
+            } else {
+                let Some(lock) = &r.lock else {
+                    return bad(
+                        i,
+                        "pps: needs lock = \"REFID\", the time-of-day refclock (nmea, shm or sock) that numbers its pulses"
+                            .into(),
+                    );
+                };
+                match self.refclock.iter().find(|o| o.refid() == lock) {
+                    None => return bad(i, format!("lock = \"{lock}\" names no configured refclock's refid")),
+                    Some(o) if o.driver == D::Pps => {
+                        return bad(i, format!("lock = \"{lock}\" names a pps refclock; lock to a time-of-day one"))
+                    }
+                    Some(_) => {}
+                }
+            }
+            if let Some(j) = self.refclock[..i].iter().position(|o| o.refid() == r.refid()) {
+                let message =
+                    format!("refid {} is used twice (entry {}); give each refclock its own refid", r.refid(), j + 1);
+                return bad(i, message);
+            }
+            if let Some(j) = self.refclock[..i].iter().position(|o| o.driver == r.driver && o.device == r.device) {
+                return bad(i, format!("{} is listed twice (entry {})", r.name(), j + 1));
+            }
+        }
+        Ok(())
     }
 }
 

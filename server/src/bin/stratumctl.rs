@@ -241,6 +241,7 @@ fn sources_table(v: &Value) -> String {
             show(&s["state"]),
             show(&s["name"]),
             show(&s["address"]),
+            show(&s["refid"]),
             show(&s["stratum"]),
             show(&s["poll"]),
             show(&s["reach"]),
@@ -250,7 +251,8 @@ fn sources_table(v: &Value) -> String {
             seconds(&s["jitter_seconds"], 1e6, "us"),
         ]
     });
-    let header = ["", "state", "name", "address", "stratum", "poll", "reach", "last rx", "offset", "delay", "jitter"];
+    let header =
+        ["", "state", "name", "address", "refid", "stratum", "poll", "reach", "last rx", "offset", "delay", "jitter"];
     table(&header, &rows)
 }
 

@@ -91,6 +91,152 @@ pub struct PoolConfig {
     pub maxpoll: i8,
 }
 
+/// `[[refclock]]`: a reference clock (issue 18). The device is not opened, nor checked for
+/// existence, when the configuration is read (`--check-config` passes without the hardware);
+/// what spans keys (device by driver, `lock`, duplicates) is checked in
+/// [`super::Config::validate`].
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RefclockTable {
+    pub driver: RefclockDriver,
+    /// shm: the unit number; sock: the socket path stratumd creates; nmea: the serial device;
+    /// pps: the PPS device (/dev/ppsN).
+    pub device: String,
+    /// nmea: the serial port's speed (default 9600).
+    #[serde(default, deserialize_with = "baud")]
+    pub baud: Option<u32>,
+    /// Default `GPS` (`PPS` for the pps driver).
+    #[serde(default, deserialize_with = "refclock_refid")]
+    pub refid: Option<String>,
+    /// Seconds added to every sample (NMEA: how late the sentences come after the second).
+    #[serde(default, deserialize_with = "refclock_offset")]
+    pub offset: f64,
+    /// The reference's assumed delay, seconds (half of it counts as error).
+    #[serde(default, deserialize_with = "refclock_delay")]
+    pub delay: f64,
+    #[serde(default)]
+    pub prefer: bool,
+    #[serde(default)]
+    pub noselect: bool,
+    /// pps: the refid of the time-of-day refclock that numbers the pulses.
+    #[serde(default)]
+    pub lock: Option<String>,
+    /// pps: the edge that marks the second.
+    #[serde(default)]
+    pub edge: Option<PpsEdge>,
+    /// The median filter's interval, log2 s (default 4).
+    #[serde(default = "default_refclock_poll", deserialize_with = "refclock_poll")]
+    pub poll: i8,
+    /// Most samples in one interval (default 64).
+    #[serde(default = "default_refclock_filter", deserialize_with = "refclock_filter")]
+    pub filter: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefclockDriver {
+    Shm,
+    Sock,
+    Nmea,
+    Pps,
+}
+
+impl RefclockDriver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shm => "shm",
+            Self::Sock => "sock",
+            Self::Nmea => "nmea",
+            Self::Pps => "pps",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PpsEdge {
+    Assert,
+    Clear,
+}
+
+impl RefclockTable {
+    /// The refid: configured, else `PPS` for the pps driver and `GPS` for the others.
+    pub fn refid(&self) -> &str {
+        self.refid.as_deref().unwrap_or(if self.driver == RefclockDriver::Pps { "PPS" } else { "GPS" })
+    }
+
+    /// `driver:device`, as the operator interfaces name it.
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.driver.as_str(), self.device)
+    }
+
+    /// shm: the unit (checked by the configuration's validation).
+    pub fn shm_unit(&self) -> Option<u32> {
+        self.device.parse::<u32>().ok().filter(|u| *u <= MAX_SHM_UNIT)
+    }
+}
+
+/// The highest SHM unit whose key (0x4E545030 + unit) is still a positive `key_t`.
+pub const MAX_SHM_UNIT: u32 = (i32::MAX - 0x4E54_5030) as u32;
+
+fn baud<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let n = i64::deserialize(d)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|b| (300..=4_000_000).contains(b))
+        .map(Some)
+        .ok_or_else(|| de::Error::custom(format!("{n} is outside 300..=4000000")))
+}
+
+fn refclock_refid<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.is_empty() || text.len() > 4 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(de::Error::custom(format!("`{text}` is not 1 to 4 printable ASCII characters")));
+    }
+    Ok(Some(text))
+}
+
+fn refclock_offset<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let s = f64::deserialize(d)?;
+    if !(-10.0..=10.0).contains(&s) {
+        return Err(de::Error::custom(format!("{s} s is outside -10..=10")));
+    }
+    Ok(s)
+}
+
+fn refclock_delay<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let s = f64::deserialize(d)?;
+    if !(0.0..=1.0).contains(&s) {
+        return Err(de::Error::custom(format!("{s} s is outside 0..=1")));
+    }
+    Ok(s)
+}
+
+fn default_refclock_poll() -> i8 {
+    stratum_proto::sync::RefclockConfig::default().poll
+}
+
+fn refclock_poll<'de, D: Deserializer<'de>>(d: D) -> Result<i8, D::Error> {
+    let n = i64::deserialize(d)?;
+    i8::try_from(n)
+        .ok()
+        .filter(|p| (-6..=10).contains(p))
+        .ok_or_else(|| de::Error::custom(format!("{n} is outside -6..=10 (log2 seconds)")))
+}
+
+fn default_refclock_filter() -> usize {
+    stratum_proto::sync::RefclockConfig::default().filter
+}
+
+fn refclock_filter<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let max = stratum_proto::sync::refclock::MAX_FILTER;
+    let n = i64::deserialize(d)?;
+    usize::try_from(n)
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| de::Error::custom(format!("{n} is outside 1..={max}")))
+}
+
 /// A host name or address and a port (123 unless given).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostPort {

@@ -76,7 +76,11 @@ impl ServerStatus {
         json!({
             "clock_source": self.clock_source,
             "synchronized": t.synchronized,
-            "system_peer": t.system_peer_address.map(|a| a.to_string()),
+            // A refclock system peer by its name (driver:device), an upstream by its address.
+            "system_peer": self.sync.as_ref().and_then(|v| {
+                let id = t.system_peer?;
+                v.sources().into_iter().find(|r| r.status.id == id && r.status.refclock.is_some()).map(|r| r.name)
+            }).or_else(|| t.system_peer_address.map(|a| a.to_string())),
             "stratum": t.stratum,
             "refid": t.ref_id.to_text(t.stratum).to_string(),
             "offset_seconds": t.offset,
@@ -124,11 +128,16 @@ fn source_json(row: &crate::sync::upstream::SourceRow, now: stratum_proto::NtpTi
     let s = &row.status;
     json!({
         "name": row.name,
-        "address": row.address.to_string(),
+        // A refclock has no network address (its row's is a pseudo-address for the metrics).
+        "address": if s.refclock.is_some() { "-".to_string() } else { row.address.to_string() },
+        "refclock": s.refclock.is_some(),
         "state": s.state.name(),
         "symbol": s.state.symbol().to_string(),
         "stratum": s.stratum,
-        "refid": s.upstream_ref_id.zip(s.stratum).map(|(r, st)| r.to_text(st).to_string()),
+        "refid": match s.refclock {
+            Some(refid) => Some(refid.to_text(0).to_string()),
+            None => s.upstream_ref_id.zip(s.stratum).map(|(r, st)| r.to_text(st).to_string()),
+        },
         "poll": s.poll,
         "reach": format!("{:o}", s.reach),
         "last_offset_seconds": s.last_offset,

@@ -3,6 +3,7 @@
 //! and logs when that state changes (never per packet). For `sync`, [`upstream`] polls the
 //! upstream servers and drives the sans-IO sync engine instead, with [`resolve`] beside it.
 
+pub mod refclock;
 pub mod resolve;
 pub mod upstream;
 

@@ -22,10 +22,14 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use stratum_host::clock;
 use stratum_proto::sync::{
-    refid_for_address, DisciplineConfig, HostClock, LeapMode, SourceConfig, SourceId, SourceState, SourceStatus,
-    SyncConfig, SyncEngine, Tracking,
+    refid_for_address, DisciplineConfig, HostClock, LeapMode, RefclockConfig, RefclockSample, SourceConfig, SourceId,
+    SourceState, SourceStatus, SyncConfig, SyncEngine, Tracking,
 };
-use stratum_proto::{NtpTimestamp, ServerSnapshot};
+use stratum_proto::{NtpTimestamp, RefId, ServerSnapshot};
+use stratum_refclock::pps::{PpsConfig, PpsLock};
+use stratum_refclock::TimeSample;
+
+use super::refclock::{self as drivers, Delivery, Reading, Refclocks};
 
 use super::resolve::{Resolved, Resolver};
 use super::served;
@@ -47,8 +51,12 @@ use crate::privileges::CAP_SYS_TIME;
 /// One source as the operator interfaces show it.
 #[derive(Clone, Debug)]
 pub struct SourceRow {
-    /// The configured name (`[[upstream]] address` or `[[pool]] name`).
+    /// The configured name (`[[upstream]] address` or `[[pool]] name`; a refclock's
+    /// `driver:device`).
     pub name: String,
+    /// A refclock's is ntpd's pseudo-address for its kind, 127.127.T.N (T 28 shm, 46 sock,
+    /// 20 nmea, 22 pps; N its index in `[[refclock]]`), port 0: distinct per refclock for the
+    /// metrics' labels; `stratumctl sources` shows "-" for it (`status.refclock` is set).
     pub address: SocketAddr,
     pub status: SourceStatus,
 }
@@ -98,6 +106,17 @@ struct Link {
     address: SocketAddr,
 }
 
+/// One `[[refclock]]` in the engine.
+#[derive(Debug)]
+struct RefclockSlot {
+    name: String,
+    address: SocketAddr,
+    id: SourceId,
+    /// pps: numbers the pulses from the samples of refclock `lock_of`.
+    lock: Option<PpsLock>,
+    lock_of: Option<usize>,
+}
+
 /// The running upstream thread.
 #[derive(Debug)]
 pub struct UpstreamSync {
@@ -136,9 +155,33 @@ impl UpstreamSync {
                 SourceConfig { minpoll: p.minpoll, maxpoll: p.maxpoll, iburst: p.iburst, ..Default::default() };
             entries.push(Entry::new(p.name.clone(), source, p.max_sources));
         }
+        let mut engine = engine;
+        let mut refclock_slots = Vec::new();
+        for (i, r) in config.refclock.iter().enumerate() {
+            let refid = RefId::from_ascii(r.refid()).ok_or_else(|| anyhow::anyhow!("refid {}", r.refid()))?;
+            let rc = RefclockConfig { prefer: r.prefer, noselect: r.noselect, poll: r.poll, filter: r.filter };
+            let id = engine
+                .add_refclock(refid, rc, clock::now())
+                .map_err(|e| anyhow::anyhow!("refclock {}: {e}", r.name()))?;
+            let kind = match r.driver {
+                sync_keys::RefclockDriver::Shm => 28,
+                sync_keys::RefclockDriver::Sock => 46,
+                sync_keys::RefclockDriver::Nmea => 20,
+                sync_keys::RefclockDriver::Pps => 22,
+            };
+            let address = SocketAddr::from(([127, 127, kind, u8::try_from(i).unwrap_or(u8::MAX)], 0));
+            let lock_of = r.lock.as_ref().and_then(|l| config.refclock.iter().position(|o| o.refid() == l));
+            let lock =
+                lock_of.map(|_| PpsLock::new(PpsConfig { offset: r.offset, delay: r.delay, ..PpsConfig::default() }));
+            refclock_slots.push(RefclockSlot { name: r.name(), address, id, lock, lock_of });
+        }
+        let readings =
+            if config.refclock.is_empty() { None } else { Some(drivers::start(&config.refclock, &shutdown)?) };
         let resolver = Resolver::start()?;
         let mut driver = Driver {
             engine,
+            refclocks: refclock_slots,
+            readings,
             entries,
             links: HashMap::new(),
             resolver,
@@ -169,6 +212,7 @@ impl UpstreamSync {
             .iter()
             .map(|u| u.address.to_string())
             .chain(config.pool.iter().map(|p| format!("pool {} (up to {})", p.name, p.max_sources)))
+            .chain(config.refclock.iter().map(|r| format!("refclock {} ({})", r.name(), r.refid())))
             .collect();
         let how = match config.clock.discipline {
             sync_keys::Discipline::Virtual => "disciplined (virtual clock)",
@@ -239,6 +283,10 @@ fn sync_config(config: &Config, precision: i8) -> SyncConfig {
 
 struct Driver {
     engine: SyncEngine,
+    /// `[[refclock]]`, in the configuration's order.
+    refclocks: Vec<RefclockSlot>,
+    /// The refclock driver threads' channel (None without refclocks).
+    readings: Option<Refclocks>,
     entries: Vec<Entry>,
     links: HashMap<SourceId, Link>,
     resolver: Resolver,
@@ -290,12 +338,22 @@ impl Driver {
             .iter()
             .map(|id| libc::pollfd { fd: self.links[id].socket.as_raw_fd(), events: libc::POLLIN, revents: 0 })
             .collect();
+        // The refclock drivers' eventfd, last: a reading wakes the wait at once.
+        if let Some(r) = &self.readings {
+            fds.push(libc::pollfd { fd: r.wake_fd(), events: libc::POLLIN, revents: 0 });
+        }
         if fds.is_empty() {
             std::thread::sleep(wait);
             return;
         }
         // SAFETY: fds is a live array of pollfd of the length given.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait.as_millis() as libc::c_int) };
+        if let Some(r) = &self.readings {
+            if fds.last().is_some_and(|f| f.revents != 0) {
+                r.clear_wake();
+            }
+        }
+        self.take_readings();
         if ready <= 0 {
             return;
         }
@@ -308,6 +366,35 @@ impl Driver {
             while let Some((len, t4)) = receive(&link.socket, &mut buf) {
                 self.engine.handle_reply(*id, &buf[..len], t4);
             }
+        }
+    }
+
+    /// Every reading the refclock drivers have sent: samples to the engine (and to the PPS locks
+    /// that number pulses from them), pulses through their lock.
+    fn take_readings(&mut self) {
+        let Some(r) = &self.readings else { return };
+        let deliveries: Vec<Delivery> = r.receiver.try_iter().collect();
+        for Delivery { index, reading } in deliveries {
+            let Some(id) = self.refclocks.get(index).map(|s| s.id) else { continue };
+            let sample = match reading {
+                Reading::Sample(s) => {
+                    for pps in self.refclocks.iter_mut().filter(|p| p.lock_of == Some(index)) {
+                        if let Some(lock) = pps.lock.as_mut() {
+                            lock.time_of_day(s);
+                        }
+                    }
+                    s
+                }
+                Reading::Pulse(t) => {
+                    let Some(lock) = self.refclocks[index].lock.as_mut() else { continue };
+                    match lock.pulse(t) {
+                        Ok(s) => s,
+                        // Counted by the lock (unlocked, double, wrong edge).
+                        Err(_) => continue,
+                    }
+                }
+            };
+            self.engine.handle_refclock_sample(id, engine_sample(&sample));
         }
     }
 
@@ -369,6 +456,10 @@ impl Driver {
             .engine
             .sources()
             .filter_map(|status| {
+                if status.refclock.is_some() {
+                    let slot = self.refclocks.iter().find(|r| r.id == status.id)?;
+                    return Some(SourceRow { name: slot.name.clone(), address: slot.address, status });
+                }
                 let link = self.links.get(&status.id)?;
                 Some(SourceRow { name: self.entries[link.entry].name.to_string(), address: link.address, status })
             })
@@ -471,6 +562,17 @@ impl Driver {
             self.lost_since.remove(&id);
             self.engine.remove_source(id);
         }
+    }
+}
+
+/// A driver's sample as the engine takes it.
+fn engine_sample(s: &TimeSample) -> RefclockSample {
+    RefclockSample {
+        reference_time: s.reference,
+        local_receive_time: s.local,
+        leap: s.leap,
+        dispersion: s.dispersion,
+        delay: s.delay,
     }
 }
 

@@ -1,0 +1,329 @@
+//! `[[refclock]]` end to end (issue 18): stratumd fed by the refclock crate's own gpsd-like SHM
+//! writer and SOCK sender, carrying the host clock's time, serves stratum 1 with the refclock's
+//! refid; a real chronyd reads the same SHM segment (`refclock SHM`) and the same SOCK stream
+//! (`refclock SOCK`) and reports the same, and a real chronyd client in a network namespace
+//! accepts stratumd as a stratum-1 server. chronyd never touches the clock (`-x`, `-Q`).
+//! The SOCK test needs nothing; the others need root (namespaces, port 123, SysV shm units of
+//! their own) and chronyd: they skip outside CI without them, fail in CI.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use serde_json::Value;
+use stratum_refclock::shm::{self, ShmSegment};
+use stratum_refclock::sock::{SockSample, SockSender};
+
+const CTL: &str = env!("CARGO_BIN_EXE_stratumctl");
+
+fn ctl(control: &Path, command: &str) -> Option<Value> {
+    let out = Command::new(CTL).arg("--socket").arg(control).args([command, "--json"]).output().ok()?;
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+}
+
+/// Asks `command` every 100 ms until its answer satisfies `ok` (returns it) or `limit` passes
+/// (panics, with the last answer).
+fn wait_for(limit: Duration, what: &str, control: &Path, command: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let answer = ctl(control, command);
+        if let Some(v) = answer.as_ref().filter(|v| ok(v)) {
+            return v.clone();
+        }
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}; last `{command}`: {answer:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn now_unix() -> (i64, u32) {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    (d.as_secs() as i64, d.subsec_nanos())
+}
+
+/// A thread doing something every `period` until dropped.
+struct Feeder {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Feeder {
+    fn every(period: Duration, mut each: impl FnMut() + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                each();
+                std::thread::sleep(period);
+            }
+        });
+        Self { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A child process killed and reaped on drop.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The SHM segment of a unit this test owns, removed on drop.
+struct Unit(u32);
+
+impl Drop for Unit {
+    fn drop(&mut self) {
+        let _ = shm::remove(self.0);
+    }
+}
+
+/// The body of a stratumd config: [clock] source = "sync", the refclock table, a control socket.
+fn refclock_config(listen: &str, refclock: &str, control: &Path) -> String {
+    format!(
+        "[server]\nlisten = [\"{listen}\"]\nworkers = 1\n\n[clock]\nsource = \"sync\"\n\n[[refclock]]\n{refclock}\n\n\
+         [control]\nsocket = \"{}\"\n",
+        control.display()
+    )
+}
+
+/// The one refclock row of a `sources` answer, once it is selected.
+fn selected_refclock(sources: &Value) -> Option<Value> {
+    let list = sources["sources"].as_array()?;
+    list.iter().find(|s| s["state"] == "selected" && s["refclock"] == true).cloned()
+}
+
+/// A directory only root can enter (chronyd's command socket refuses a world-accessible one).
+fn private_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    dir
+}
+
+/// chronyd with `refclock` as its only source, never touching the clock (-x), no NTP port, its
+/// command socket in `dir`.
+fn chronyd_refclock(dir: &Path, refclock: &str) -> (Running, PathBuf) {
+    let d = dir.display();
+    let socket = dir.join("chronyd.sock");
+    let conf = dir.join("chrony.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{refclock}\nport 0\ncmdport 0\nbindcmdaddress {}\npidfile {d}/chronyd.pid\ndriftfile {d}/chrony.drift\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("chronyd")
+        .args(["-x", "-d", "-u", "root", "-f"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chronyd");
+    (Running(Some(child)), socket)
+}
+
+/// chronyc's CSV source line for `refid` once chronyd has selected it (`*`): its fields.
+fn chronyc_selected(socket: &Path, refid: &str, limit: Duration) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    loop {
+        let out = Command::new("chronyc").arg("-h").arg(socket).args(["-n", "-c", "sources"]).output();
+        if let Ok(out) = out {
+            last = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            let line = last
+                .lines()
+                .map(|l| l.split(',').map(str::to_string).collect::<Vec<_>>())
+                .find(|f| f.len() >= 10 && f[0] == "#" && f[1] == "*" && f[2] == refid);
+            if let Some(fields) = line {
+                return fields;
+            }
+        }
+        assert!(Instant::now() < deadline, "chronyd did not select {refid} within {limit:?}: {last}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// SOCK: a sender carrying the host clock's time (offset 0) makes stratumd serve stratum 1,
+/// refid GPS, and `stratumctl sources` shows the refclock as `sock:PATH`, address "-".
+#[test]
+fn a_sock_sender_makes_stratumd_stratum_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gps.sock");
+    let control = dir.path().join("control.sock");
+    let port = free_port();
+    let text = refclock_config(
+        &format!("127.0.0.1:{port}"),
+        &format!("driver = \"sock\"\ndevice = \"{}\"\npoll = 0", path.display()),
+        &control,
+    );
+    let mut server = Server::start(&text, port);
+    let sender = SockSender::new().unwrap();
+    let target = path.clone();
+    let _feed = Feeder::every(Duration::from_millis(100), move || {
+        let (sec, nsec) = now_unix();
+        let sample = SockSample { tv_sec: sec, tv_usec: i64::from(nsec / 1000), offset: 0.0, pulse: 0, leap: 0 };
+        // Until stratumd has made its socket, sends fail: the next one is tried.
+        let _ = sender.send(&target, &sample);
+    });
+    let tracking = wait_for(Duration::from_secs(20), "synchronised to the SOCK refclock", &control, "tracking", |t| {
+        t["synchronized"] == true && t["stratum"] == 1
+    });
+    assert_eq!(tracking["refid"], "GPS", "{tracking}");
+    assert_eq!(tracking["system_peer"], format!("sock:{}", path.display()), "{tracking}");
+    let sources = wait_for(Duration::from_secs(5), "the refclock selected", &control, "sources", |s| {
+        selected_refclock(s).is_some()
+    });
+    let row = selected_refclock(&sources).unwrap();
+    assert_eq!((row["address"].as_str(), row["refid"].as_str()), (Some("-"), Some("GPS")), "{row}");
+    assert_eq!(row["name"], format!("sock:{}", path.display()), "{row}");
+    let offset = row["last_offset_seconds"].as_f64().unwrap();
+    assert!(offset.abs() < 1e-3, "the host clock's own time: offset {offset}");
+
+    // Served on the wire: stratum 1, refid GPS.
+    let (reply, _, _) =
+        query(SocketAddr::from(([127, 0, 0, 1], port)), 4, Duration::from_secs(1)).expect("stratumd answers");
+    assert_eq!(reply.stratum, 1, "{reply:?}");
+    assert_eq!(reply.ref_id.0, *b"GPS\0", "{reply:?}");
+
+    // The table shows it too.
+    let out = Command::new(CTL).arg("--socket").arg(&control).arg("sources").output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains(&format!("sock:{}", path.display())) && table.contains("GPS"), "{table}");
+    eprintln!("{table}");
+    server.stop();
+}
+
+/// Runs `f` on a thread inside network namespace `ns`.
+fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(path).expect("namespace file");
+        // SAFETY: setns on this thread only, with a namespace file we hold open.
+        assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+        f()
+    })
+    .join()
+    .expect("thread in the namespace")
+}
+
+/// gpsd's SHM, as the refclock crate's writer fills it with the host clock's time (mode 1,
+/// 10 Hz): stratumd in a namespace serves stratum 1 refid GPS; a real chronyd reading the same
+/// segment selects it with the same (near zero) offset; a real chronyd client in a second
+/// namespace accepts stratumd.
+#[test]
+fn a_gpsd_shm_segment_feeds_stratumd_and_chronyd_and_a_chronyd_client_accepts_stratumd() {
+    let ok = require(is_root() && have_tool("ip"), "refclock SHM: needs root and ip (namespaces, port 123)")
+        && require(have_tool("chronyd") && have_tool("chronyc"), "chronyd is not installed (apt-get install chrony)");
+    if !ok {
+        return;
+    }
+    // A unit of this test's own (the refclock crate's unit test uses 0x5000..0x6000).
+    let unit = Unit(0x6000 + std::process::id() % 0x1000);
+    let writer = ShmSegment::attach(unit.0, true, 0o600).unwrap();
+    let _feed = Feeder::every(Duration::from_millis(100), move || {
+        let now = now_unix();
+        writer.write(now, now, 0, -20);
+    });
+
+    let server_ns = Netns::new("rcs");
+    let client_ns = Netns::new("rcc");
+    run_ok(Command::new("ip").args([
+        "link",
+        "add",
+        "rcv1",
+        "netns",
+        &server_ns.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "rcv2",
+        "netns",
+        &client_ns.name,
+    ]));
+    for (ns, dev, addr) in [(&server_ns, "rcv1", "10.92.1.1/24"), (&client_ns, "rcv2", "10.92.1.2/24")] {
+        run_ok(Command::new("ip").args(["-n", &ns.name, "addr", "add", addr, "dev", dev]));
+        run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", dev, "up"]));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("control.sock");
+    let text =
+        refclock_config("0.0.0.0:123", &format!("driver = \"shm\"\ndevice = \"{}\"\npoll = 0", unit.0), &control);
+    let mut server = Server::start_with(server_ns.command(BIN), &text, 123, None);
+    let tracking = wait_for(Duration::from_secs(20), "synchronised to SHM", &control, "tracking", |t| {
+        t["synchronized"] == true && t["stratum"] == 1
+    });
+    assert_eq!(tracking["refid"], "GPS", "{tracking}");
+    assert_eq!(tracking["system_peer"], format!("shm:{}", unit.0), "{tracking}");
+    let sources = wait_for(Duration::from_secs(5), "the refclock selected", &control, "sources", |s| {
+        selected_refclock(s).is_some()
+    });
+    let row = selected_refclock(&sources).unwrap();
+    assert_eq!((row["address"].as_str(), row["refid"].as_str()), (Some("-"), Some("GPS")), "{row}");
+    let stratumd_offset = row["last_offset_seconds"].as_f64().unwrap();
+
+    // The wire, from the client's namespace: stratum 1, refid GPS.
+    let reply = in_netns(&client_ns, || {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let request = stratum_proto::NtpPacket::client_request(4, now_ntp()).to_bytes();
+        socket.send_to(&request, "10.92.1.1:123").unwrap();
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("stratumd answers");
+        stratum_proto::NtpPacket::parse(&buf[..n]).expect("an NTP reply")
+    });
+    assert_eq!((reply.stratum, reply.ref_id.0), (1, *b"GPS\0"), "{reply:?}");
+
+    // A real chronyd reading the same segment.
+    let private = private_dir();
+    let (_chronyd, socket) =
+        chronyd_refclock(private.path(), &format!("refclock SHM {} refid GPS poll 0 dpoll -2", unit.0));
+    let fields = chronyc_selected(&socket, "GPS", Duration::from_secs(30));
+    let chrony_offset: f64 = fields[8].parse().unwrap();
+    eprintln!(
+        "SHM unit {}: stratumd offset {:+.3} us, chronyd offset {:+.3} us ({})",
+        unit.0,
+        stratumd_offset * 1e6,
+        chrony_offset * 1e6,
+        fields.join(",")
+    );
+    assert!(stratumd_offset.abs() < 1e-4 && chrony_offset.abs() < 1e-4, "{stratumd_offset} {chrony_offset}");
+
+    // A real chronyd client accepts stratumd (stratum 1).
+    let out = client_ns
+        .command("chronyd")
+        .args(["-Q", "-t", "4", "server 10.92.1.1 iburst maxsamples 1"])
+        .output()
+        .expect("run chronyd -Q");
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    let offset = log
+        .lines()
+        .find_map(|l| l.split("System clock wrong by ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok());
+    assert!(offset.is_some_and(|o| o.abs() < 0.01), "the chronyd client refused stratumd: {log}");
+    eprintln!("chronyd client: offset {offset:?} s");
+    server.stop();
+}
