@@ -327,3 +327,83 @@ fn a_gpsd_shm_segment_feeds_stratumd_and_chronyd_and_a_chronyd_client_accepts_st
     eprintln!("chronyd client: offset {offset:?} s");
     server.stop();
 }
+
+fn hms(unix: i64) -> String {
+    let s = unix.rem_euclid(86_400);
+    format!("{:02}{:02}{:02}.00", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Day, month, year of `unix` (Hinnant's civil_from_days).
+fn ddmmyy(unix: i64) -> (i64, i64, i64) {
+    let z = unix.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (d, m, yoe + era * 400 + i64::from(m <= 2))
+}
+
+/// NMEA over a pty: a talker writes GGA (fix, 8 satellites) and RMC for each second of the host
+/// clock, 50 ms after it; stratumd's nmea driver (`offset = 0.05`) on the pty's other end makes
+/// it serve stratum 1 refid GPS with the refclock's offset within 10 ms (-0.4 ms here).
+#[test]
+fn an_nmea_talker_on_a_pty_makes_stratumd_stratum_1() {
+    use stratum_refclock::nmea::sentence;
+    let (mut master_fd, mut slave_fd) = (-1, -1);
+    // SAFETY: openpty fills the two fds (no name buffer, termios or window size passed).
+    let rc = unsafe {
+        libc::openpty(&mut master_fd, &mut slave_fd, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+    };
+    assert_eq!(rc, 0, "openpty");
+    // SAFETY: fresh fds from openpty, owned from here on.
+    let (master_file, slave_file) = unsafe {
+        use std::os::fd::FromRawFd;
+        (std::fs::File::from_raw_fd(master_fd), std::fs::File::from_raw_fd(slave_fd))
+    };
+    let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", slave_file.as_raw_fd())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("control.sock");
+    let port = free_port();
+    let text = refclock_config(
+        &format!("127.0.0.1:{port}"),
+        &format!("driver = \"nmea\"\ndevice = \"{}\"\nbaud = 9600\noffset = 0.05\npoll = 0", slave_path.display()),
+        &control,
+    );
+    let mut server = Server::start(&text, port);
+    let _talker = Feeder::every(Duration::from_millis(2), {
+        let mut master = master_file;
+        let mut last = 0i64;
+        move || {
+            let (sec, nsec) = now_unix();
+            if sec == last || nsec < 50_000_000 {
+                return;
+            }
+            last = sec;
+            let (d, m, y) = ddmmyy(sec);
+            let gga = sentence(&format!("GPGGA,{},4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,", hms(sec)));
+            let rmc = sentence(&format!(
+                "GPRMC,{},A,4807.038,N,01131.000,E,0.0,0.0,{d:02}{m:02}{:02},,,A",
+                hms(sec),
+                y % 100
+            ));
+            let _ = std::io::Write::write_all(&mut master, format!("{gga}\r\n{rmc}\r\n").as_bytes());
+        }
+    });
+    let tracking = wait_for(Duration::from_secs(20), "synchronised to NMEA", &control, "tracking", |t| {
+        t["synchronized"] == true && t["stratum"] == 1
+    });
+    assert_eq!(tracking["refid"], "GPS", "{tracking}");
+    let sources = wait_for(Duration::from_secs(5), "the refclock selected", &control, "sources", |s| {
+        selected_refclock(s).is_some()
+    });
+    let row = selected_refclock(&sources).unwrap();
+    assert_eq!(row["name"], format!("nmea:{}", slave_path.display()), "{row}");
+    let offset = row["last_offset_seconds"].as_f64().unwrap();
+    eprintln!("NMEA over a pty: offset {:+.3} ms", offset * 1e3);
+    assert!(offset.abs() < 0.01, "offset {offset}");
+    drop(slave_file);
+    server.stop();
+}
