@@ -50,13 +50,5 @@ pub(crate) fn seconds(s: f64) -> stratum_proto::NtpDuration {
     stratum_proto::NtpDuration::from_seconds_f64(s)
 }
 
-/// Days since 1970-01-01 of the civil date `y-m-d` (H. Hinnant's `days_from_civil`).
-pub(crate) const fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+/// Days since 1970-01-01 of a civil date: proto's, the one calendar of the workspace.
+pub(crate) use stratum_proto::sync::calendar::days_from_civil;

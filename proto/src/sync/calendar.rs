@@ -1,11 +1,12 @@
 //! Civil (proleptic Gregorian, UTC) dates from NTP seconds, for the leap-second rules: a leap
-//! second happens at the end of a month, and its warning is served only on that month's last day.
+//! second happens at the end of a month, and its warning is served only on that month's last day;
+//! and for the reference clocks' dates (stratum-refclock's NMEA decoder).
 
 /// Seconds in a day.
-pub(crate) const DAY: i64 = 86_400;
+pub const DAY: i64 = 86_400;
 
 /// Days since 1970-01-01 of the civil date `y-m-d` (H. Hinnant's `days_from_civil`).
-pub(crate) const fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub const fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = if y >= 0 { y } else { y - 399 } / 400;
     let yoe = y - era * 400;
@@ -16,7 +17,7 @@ pub(crate) const fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 /// The civil date (year, month 1..=12, day 1..=31) of `days` since 1970-01-01.
-pub(crate) const fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub const fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
     let doe = z - era * 146_097;

@@ -44,7 +44,7 @@
 //! with 64 sources is measured by `cargo bench -p stratum-proto --bench sync`; one source's state
 //! is [`SOURCE_STATE_BYTES`] bytes.
 
-mod calendar;
+pub mod calendar;
 pub mod discipline;
 pub mod engine;
 pub mod filter;
