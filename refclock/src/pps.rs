@@ -89,6 +89,8 @@ pub struct PpsConfig {
     pub precision: f64,
 }
 
+// Alike in shape to NmeaConfig's offset, delay and precision (the same three things every
+// reference clock has), kept apart because each driver documents its own defaults.
 impl Default for PpsConfig {
     fn default() -> Self {
         Self { offset: 0.0, delay: 0.0, max_lock_age: 2, width: 0.0, precision: 1e-7 }

@@ -76,6 +76,9 @@ pub struct UpstreamConfig {
 }
 
 /// `[[pool]]`: a name whose addresses are polled, up to `max-sources` of them at once.
+///
+/// Its poll keys repeat `[[upstream]]`'s on purpose: serde's `flatten` would share them but
+/// cannot be combined with `deny_unknown_fields`, and a misspelt key must stay an error.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PoolConfig {

@@ -121,7 +121,8 @@ impl endpoint::Protocol for Http {
     }
 }
 
-/// The /metrics listener, with the allow list applied at accept.
+/// The /metrics listener, with the allow list applied at accept. (Shaped like the control
+/// socket's listener: each wraps its listener type and says at accept whether the peer may ask.)
 struct MetricsListener {
     listener: TcpListener,
     allow: Vec<Cidr>,
