@@ -10,6 +10,17 @@ pub fn now() -> NtpTimestamp {
     from_system_time(SystemTime::now())
 }
 
+/// CLOCK_REALTIME now, or None when clock_gettime fails (std's `SystemTime::now` panics then):
+/// what the request path reads, so that a failing clock costs a counted drop, never the process.
+pub fn try_now() -> Option<NtpTimestamp> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a live timespec for the kernel (or the vDSO) to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) } != 0 {
+        return None;
+    }
+    Some(from_timespec(ts.tv_sec, ts.tv_nsec))
+}
+
 /// A monotonic clock in NTP form (seconds since this process first asked, plus one era-safe base):
 /// for the rate limiter, whose buckets must not jump when the real-time clock is stepped.
 pub fn monotonic() -> NtpTimestamp {

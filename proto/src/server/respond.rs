@@ -83,10 +83,13 @@ pub enum DropReason {
     Destination,
     /// A source address no real client can have (see [`crate::server::access::is_martian`]).
     Martian,
+    /// The host clock could not be read (clock_gettime failed): nothing is sent rather than a
+    /// reply without a true time (seen by the server, not by [`respond`]; BAD_INPUTS 45).
+    Clock,
 }
 
 impl DropReason {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Short,
         Self::Malformed,
         Self::TooLong,
@@ -99,6 +102,7 @@ impl DropReason {
         Self::RateLimited,
         Self::Destination,
         Self::Martian,
+        Self::Clock,
     ];
 
     /// Position in [`DropReason::ALL`], for counter arrays.
@@ -120,6 +124,7 @@ impl DropReason {
             Self::RateLimited => "rate_limited",
             Self::Destination => "destination",
             Self::Martian => "martian",
+            Self::Clock => "clock",
         }
     }
 }

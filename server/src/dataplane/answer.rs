@@ -7,7 +7,7 @@
 use rand::rngs::StdRng;
 use rand::RngCore;
 use std::net::SocketAddr;
-use stratum_proto::{respond, NtpTimestamp, RxMeta, ServerSnapshot, Verdict};
+use stratum_proto::{respond, DropReason, NtpTimestamp, RxMeta, ServerSnapshot, Verdict};
 
 use crate::dataplane::admission::WorkerPolicy;
 use crate::dataplane::stats::WorkerCounters;
@@ -23,16 +23,65 @@ pub fn answer(
     rng: &mut StdRng,
     counters: &WorkerCounters,
 ) -> Verdict {
+    answer_with_clock(payload, client, rx_time, snapshot, admission, rng, counters, stratum_host::clock::try_now)
+}
+
+/// [`answer`] with the clock T3 is read from as a parameter. A clock that cannot be read turns a
+/// reply into a counted drop ([`DropReason::Clock`]): its transmit timestamp would be untrue.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn answer_with_clock(
+    payload: &mut [u8],
+    client: SocketAddr,
+    rx_time: NtpTimestamp,
+    snapshot: &ServerSnapshot,
+    admission: &mut WorkerPolicy,
+    rng: &mut StdRng,
+    counters: &WorkerCounters,
+    read_clock: impl Fn() -> Option<NtpTimestamp>,
+) -> Verdict {
     let rx = RxMeta { client, rx_time, noise: rng.next_u64() };
-    // T3 as respond() read it (raw host clock, like rx_time), for the turnaround histogram.
+    // T3 as respond() read it (raw host clock, like rx_time), for the turnaround histogram; None
+    // inside when the read failed.
     let mut tx_time = None;
     let verdict = respond(payload, rx, snapshot, admission, || {
-        let t3 = stratum_host::clock::now();
+        let t3 = read_clock();
         tx_time = Some(t3);
-        t3
+        t3.unwrap_or(NtpTimestamp::ZERO)
     });
-    if let Some(t3) = tx_time {
-        counters.turnaround.record(t3.since(rx_time));
+    match tx_time {
+        Some(Some(t3)) => counters.turnaround.record(t3.since(rx_time)),
+        Some(None) if verdict.reply_len().is_some() => return Verdict::Drop(DropReason::Clock),
+        _ => {}
     }
     verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use stratum_proto::NtpPacket;
+
+    #[test]
+    fn a_clock_that_cannot_be_read_is_a_counted_drop_not_a_false_time() {
+        let config = crate::config::Config::embedded_default();
+        let admission = crate::dataplane::admission::Admission::from_config(&config, false);
+        let counters = std::sync::Arc::new(WorkerCounters::default());
+        let mut policy = admission.for_worker(counters.clone(), 1);
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut snapshot = ServerSnapshot::unsynchronized(-20);
+        snapshot.stratum = 2;
+        snapshot.leap = stratum_proto::LeapIndicator::NoWarning;
+        let client = "192.0.2.7:123".parse().unwrap();
+        let rx = NtpTimestamp::from_parts(3_990_000_000, 0);
+        let request = NtpPacket::client_request(4, NtpTimestamp::from_parts(3_990_000_000, 7)).to_bytes();
+        let mut buf = request;
+        let broken = || None;
+        let v = answer_with_clock(&mut buf, client, rx, &snapshot, &mut policy, &mut rng, &counters, broken);
+        assert_eq!(v, Verdict::Drop(DropReason::Clock));
+        let mut buf = request;
+        let working = || Some(NtpTimestamp::from_parts(3_990_000_000, 1000));
+        let v = answer_with_clock(&mut buf, client, rx, &snapshot, &mut policy, &mut rng, &counters, working);
+        assert!(v.reply_len().is_some(), "{v:?}");
+    }
 }

@@ -208,8 +208,11 @@ impl Worker {
                 (_, Some(dst)) if !dst.is_unicast() => Verdict::Drop(DropReason::Destination),
                 (None, _) => Verdict::Drop(DropReason::Malformed),
                 (Some(client), _) => {
-                    let rx_time = info.rx_stamp().unwrap_or_else(|| *fallback_rx.get_or_insert_with(clock::now));
-                    answer(payload, client, rx_time, &snapshot, admission, rng, &self.counters)
+                    match info.rx_stamp().or_else(|| *fallback_rx.get_or_insert_with(clock::try_now)) {
+                        Some(rx_time) => answer(payload, client, rx_time, &snapshot, admission, rng, &self.counters),
+                        // No kernel stamp and no clock: no true receive time to give.
+                        None => Verdict::Drop(DropReason::Clock),
+                    }
                 }
             };
             self.counters.count(&verdict);

@@ -99,7 +99,14 @@ impl Worker {
             let meta = umem.rx_metadata(desc.addr).and_then(|m| RxMetadata::decode(&m));
             let rx_time = match meta {
                 Some(m) => tai_to_utc(m.rx_time_ns, &snapshot),
-                None => *fallback_rx.get_or_insert_with(clock::now),
+                None => match *fallback_rx.get_or_insert_with(clock::try_now) {
+                    Some(t) => t,
+                    // No stamp from the program and no clock: no true receive time to give.
+                    None => {
+                        counters.count(&Verdict::Drop(DropReason::Clock));
+                        return None;
+                    }
+                },
             };
             match umem.data_mut(desc.addr, desc.len) {
                 Some(frame) => answer_frame(frame, port, rx_time, &snapshot, rng, admission, counters),
