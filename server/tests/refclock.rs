@@ -346,12 +346,8 @@ fn ddmmyy(unix: i64) -> (i64, i64, i64) {
     (d, m, yoe + era * 400 + i64::from(m <= 2))
 }
 
-/// NMEA over a pty: a talker writes GGA (fix, 8 satellites) and RMC for each second of the host
-/// clock, 50 ms after it; stratumd's nmea driver (`offset = 0.05`) on the pty's other end makes
-/// it serve stratum 1 refid GPS with the refclock's offset within 10 ms (-0.4 ms here).
-#[test]
-fn an_nmea_talker_on_a_pty_makes_stratumd_stratum_1() {
-    use stratum_refclock::nmea::sentence;
+/// A pty pair: the master's writer, the slave (kept open while the test runs) and its path.
+fn pty() -> (std::fs::File, std::fs::File, PathBuf) {
     let (mut master_fd, mut slave_fd) = (-1, -1);
     // SAFETY: openpty fills the two fds (no name buffer, termios or window size passed).
     let rc = unsafe {
@@ -364,6 +360,41 @@ fn an_nmea_talker_on_a_pty_makes_stratumd_stratum_1() {
         (std::fs::File::from_raw_fd(master_fd), std::fs::File::from_raw_fd(slave_fd))
     };
     let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", slave_file.as_raw_fd())).unwrap();
+    (master_file, slave_file, slave_path)
+}
+
+/// An NMEA talker on `master`: GGA (fix, 8 satellites) and RMC for each second of the host
+/// clock, 50 ms after it; while `fix` is false, RMC status V and GGA fix 0, no satellites.
+fn nmea_talker(master: std::fs::File, fix: Arc<AtomicBool>) -> Feeder {
+    use stratum_refclock::nmea::sentence;
+    let mut master = master;
+    let mut last = 0i64;
+    Feeder::every(Duration::from_millis(2), move || {
+        let (sec, nsec) = now_unix();
+        if sec == last || nsec < 50_000_000 {
+            return;
+        }
+        last = sec;
+        let good = fix.load(Ordering::Relaxed);
+        let (d, m, y) = ddmmyy(sec);
+        let (quality, sats, status) = if good { (1, 8, 'A') } else { (0, 0, 'V') };
+        let gga =
+            sentence(&format!("GPGGA,{},4807.038,N,01131.000,E,{quality},{sats:02},0.9,545.4,M,46.9,M,,", hms(sec)));
+        let rmc = sentence(&format!(
+            "GPRMC,{},{status},4807.038,N,01131.000,E,0.0,0.0,{d:02}{m:02}{:02},,,A",
+            hms(sec),
+            y % 100
+        ));
+        let _ = std::io::Write::write_all(&mut master, format!("{gga}\r\n{rmc}\r\n").as_bytes());
+    })
+}
+
+/// NMEA over a pty: a talker writes GGA (fix, 8 satellites) and RMC for each second of the host
+/// clock, 50 ms after it; stratumd's nmea driver (`offset = 0.05`) on the pty's other end makes
+/// it serve stratum 1 refid GPS with the refclock's offset within 10 ms (-0.4 ms here).
+#[test]
+fn an_nmea_talker_on_a_pty_makes_stratumd_stratum_1() {
+    let (master_file, slave_file, slave_path) = pty();
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("control.sock");
     let port = free_port();
@@ -373,25 +404,7 @@ fn an_nmea_talker_on_a_pty_makes_stratumd_stratum_1() {
         &control,
     );
     let mut server = Server::start(&text, port);
-    let _talker = Feeder::every(Duration::from_millis(2), {
-        let mut master = master_file;
-        let mut last = 0i64;
-        move || {
-            let (sec, nsec) = now_unix();
-            if sec == last || nsec < 50_000_000 {
-                return;
-            }
-            last = sec;
-            let (d, m, y) = ddmmyy(sec);
-            let gga = sentence(&format!("GPGGA,{},4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,", hms(sec)));
-            let rmc = sentence(&format!(
-                "GPRMC,{},A,4807.038,N,01131.000,E,0.0,0.0,{d:02}{m:02}{:02},,,A",
-                hms(sec),
-                y % 100
-            ));
-            let _ = std::io::Write::write_all(&mut master, format!("{gga}\r\n{rmc}\r\n").as_bytes());
-        }
-    });
+    let _talker = nmea_talker(master_file, Arc::new(AtomicBool::new(true)));
     let tracking = wait_for(Duration::from_secs(20), "synchronised to NMEA", &control, "tracking", |t| {
         t["synchronized"] == true && t["stratum"] == 1
     });
@@ -404,6 +417,49 @@ fn an_nmea_talker_on_a_pty_makes_stratumd_stratum_1() {
     let offset = row["last_offset_seconds"].as_f64().unwrap();
     eprintln!("NMEA over a pty: offset {:+.3} ms", offset * 1e3);
     assert!(offset.abs() < 0.01, "offset {offset}");
+    drop(slave_file);
+    server.stop();
+}
+
+/// Fix loss (issue 18): the talker switches to RMC status V / GGA no fix; within 3 s the NMEA
+/// refclock (at the default poll 4, a 16 s filter interval) is out of the selection, stratumd
+/// has no system peer, and with no upstream it serves LI=3 once `max-holdover` (2 s) has run out.
+#[test]
+fn an_nmea_fix_loss_takes_the_refclock_out_within_3_s_then_holdover_then_unsynchronised() {
+    let (master_file, slave_file, slave_path) = pty();
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("control.sock");
+    let port = free_port();
+    let text = refclock_config(
+        &format!("127.0.0.1:{port}"),
+        &format!("driver = \"nmea\"\ndevice = \"{}\"\nbaud = 9600\noffset = 0.05", slave_path.display()),
+        &control,
+    )
+    .replace("source = \"sync\"\n", "source = \"sync\"\nmax-holdover = \"2s\"\n");
+    let mut server = Server::start(&text, port);
+    let fix = Arc::new(AtomicBool::new(true));
+    let _talker = nmea_talker(master_file, fix.clone());
+    wait_for(Duration::from_secs(20), "synchronised to NMEA", &control, "tracking", |t| {
+        t["synchronized"] == true && t["stratum"] == 1 && t["refid"] == "GPS"
+    });
+    wait_for(Duration::from_secs(5), "the refclock selected", &control, "sources", |s| selected_refclock(s).is_some());
+
+    fix.store(false, Ordering::Relaxed);
+    let lost = Instant::now();
+    let sources = wait_for(Duration::from_secs(3), "the refclock out of the selection", &control, "sources", |s| {
+        s["sources"].as_array().is_some_and(|l| l.iter().any(|r| r["refclock"] == true && r["state"] != "selected"))
+    });
+    eprintln!("NMEA fix loss: out of the selection after {:?}", lost.elapsed());
+    let row = sources["sources"].as_array().unwrap().iter().find(|r| r["refclock"] == true).unwrap().clone();
+    assert_eq!(row["stale"], true, "{row}");
+    let tracking = ctl(&control, "tracking").unwrap();
+    assert!(tracking["system_peer"].is_null(), "no system peer: {tracking}");
+    assert!(lost.elapsed() < Duration::from_secs(3), "{:?}", lost.elapsed());
+    let status = wait_for(Duration::from_secs(10), "LI=3 after max-holdover", &control, "status", |s| {
+        s["synchronized"] == false
+    });
+    assert_eq!(status["leap"], 3, "{status}");
+    assert_eq!(status["stratum"], 16, "{status}");
     drop(slave_file);
     server.stop();
 }

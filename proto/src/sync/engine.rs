@@ -126,6 +126,9 @@ pub struct SourceStatus {
     pub refclock: Option<RefId>,
     /// A reference clock's samples taken since it was added.
     pub refclock_samples: u64,
+    /// A reference clock out of the selection until its next estimate (fix lost, no sample for
+    /// its `max_age`).
+    pub refclock_stale: bool,
 }
 
 /// The system's state as `stratumctl tracking` shows it.
@@ -446,6 +449,8 @@ impl SyncEngine {
             slot.source.reach |= 1;
             return RefclockOutcome::Filtered;
         };
+        // A fresh estimate: selectable again after a fix loss.
+        rc.stale = false;
         let s = &mut slot.source;
         s.reach |= 1;
         s.last_flash = Flash::NONE;
@@ -464,6 +469,21 @@ impl SyncEngine {
         s.filter.set_estimate(estimate);
         self.mitigate(t, Some((i, estimate.sample)));
         RefclockOutcome::Estimate { offset: estimate.sample.offset - self.discipline.correction_at(t) }
+    }
+
+    /// Refclock `id`'s driver says its reference is not good now (an NMEA receiver without a fix,
+    /// too few satellites): it leaves the selection at once, and comes back with its next
+    /// median-filter estimate. Returns whether it was selectable-fresh before (false: already
+    /// stale, or no such refclock).
+    pub fn refclock_stale(&mut self, id: SourceId, now: NtpTimestamp) -> bool {
+        let Some(i) = self.slot_index(id) else { return false };
+        let Some(rc) = self.slots[i].refclock.as_mut() else { return false };
+        if !rc.go_stale() {
+            return false;
+        }
+        let now = self.raw(now);
+        self.mitigate(now, None);
+        true
     }
 
     /// Drops a source (a re-resolved name, a pool member replaced). Returns whether it existed.
@@ -501,6 +521,9 @@ impl SyncEngine {
         for s in &self.slots {
             if let Some(rc) = &s.refclock {
                 consider(rc.interval_end);
+                if let Some(at) = rc.stale_at() {
+                    consider(at);
+                }
             } else if s.source.demobilised.is_none() {
                 consider(s.source.next_poll);
             }
@@ -610,6 +633,10 @@ impl SyncEngine {
                 *r = (*r << 1) | u8::from(rc.sampled);
                 rc.sampled = false;
             }
+            // No sample for `max_age`: stale now, not at the interval's end.
+            if rc.stale_at().is_some_and(|at| at.since(now).to_bits() <= 0) {
+                went_quiet |= rc.go_stale();
+            }
         }
         if went_quiet {
             self.mitigate(now, None);
@@ -669,8 +696,9 @@ impl SyncEngine {
                 continue;
             }
             slot.state = SourceState::Unselectable;
-            if slot.refclock.is_some() && s.reach & 1 == 0 {
-                // No sample for a whole poll interval: a fix or a lock lost.
+            if slot.refclock.as_ref().is_some_and(|rc| rc.stale || s.reach & 1 == 0) {
+                // Stale (its driver said so, or no sample for `max_age`) or no sample for a whole
+                // poll interval: a fix or a lock lost.
                 continue;
             }
             let (Some(est), Some(up)) = (s.filter.last(), s.upstream) else { continue };
@@ -895,6 +923,7 @@ impl SyncEngine {
             next_poll: self.host(slot.refclock.as_ref().map_or(s.next_poll, |rc| rc.interval_end)),
             refclock: slot.refclock.as_ref().map(|_| s.refid),
             refclock_samples: slot.refclock.as_ref().map_or(0, |rc| rc.samples),
+            refclock_stale: slot.refclock.as_ref().is_some_and(|rc| rc.stale),
         }
     }
 }
@@ -1059,5 +1088,86 @@ mod host_clock_tests {
         // The engine's own clock did not jump: the next deadline is in the host clock's terms.
         let next = engine.next_deadline(after).unwrap();
         assert!(next.since(after).to_seconds_f64() >= 0.0 && next.since(after).to_seconds_f64() < 70.0);
+    }
+}
+
+#[cfg(test)]
+mod refclock_tests {
+    use super::*;
+
+    fn at(seconds: f64) -> NtpTimestamp {
+        NtpTimestamp::from_parts(3_990_000_000, 0).add(NtpDuration::from_seconds_f64(seconds))
+    }
+
+    /// A 1 Hz GPS 1 ms ahead of the host clock, sampled 0.1 s after each second.
+    fn sample(engine: &mut SyncEngine, id: SourceId, t: f64) -> RefclockOutcome {
+        let local = at(t);
+        let sample = RefclockSample {
+            reference_time: local.add(NtpDuration::from_seconds_f64(1e-3)),
+            local_receive_time: local,
+            leap: LeapIndicator::NoWarning,
+            dispersion: 1e-6,
+            delay: 0.0,
+        };
+        engine.handle_refclock_sample(id, sample)
+    }
+
+    /// Runs the engine's timer as the server's loop does (at most 200 ms apart).
+    fn run(engine: &mut SyncEngine, id: SourceId, from: f64, to: f64, sampled: bool) {
+        let mut t = from;
+        while t < to {
+            engine.handle_timeout(at(t));
+            if sampled && (t.fract() - 0.1).abs() < 1e-6 {
+                sample(engine, id, t);
+            }
+            t = ((t + 0.1) * 10.0).round() / 10.0;
+        }
+    }
+
+    fn selected(engine: &SyncEngine, id: SourceId) -> bool {
+        engine.sources().any(|s| s.id == id && s.state == SourceState::SystemPeer)
+    }
+
+    fn gps(engine: &mut SyncEngine) -> SourceId {
+        engine.add_refclock(RefId(*b"GPS\0"), RefclockConfig::default(), at(0.0)).unwrap()
+    }
+
+    #[test]
+    fn a_fix_loss_takes_a_refclock_out_of_the_selection_at_once_and_its_next_estimate_back() {
+        let mut engine = SyncEngine::new(SyncConfig::default());
+        let id = gps(&mut engine);
+        run(&mut engine, id, 0.0, 30.0, true);
+        assert!(selected(&engine, id), "{:?}", engine.sources().collect::<Vec<_>>());
+        // The receiver says "no fix" (poll 4: 16 s intervals; this is 2 s into one).
+        assert!(engine.refclock_stale(id, at(30.0)));
+        assert!(!engine.refclock_stale(id, at(30.05)), "already stale");
+        assert!(!selected(&engine, id));
+        let status = engine.sources().find(|s| s.id == id).unwrap();
+        assert!(status.refclock_stale && status.state == SourceState::Unselectable, "{status:?}");
+        assert!(engine.tracking(at(30.1)).system_peer.is_none());
+        // The fix is back: selectable from the first estimate of samples taken since.
+        run(&mut engine, id, 31.0, 33.0, true);
+        assert!(!selected(&engine, id), "not before an estimate");
+        run(&mut engine, id, 33.0, 60.0, true);
+        assert!(selected(&engine, id));
+    }
+
+    #[test]
+    fn a_refclock_that_stops_sampling_is_stale_after_max_age_not_a_poll_interval() {
+        let mut engine = SyncEngine::new(SyncConfig::default());
+        let id = gps(&mut engine);
+        run(&mut engine, id, 0.0, 30.05, true);
+        assert!(selected(&engine, id));
+        // The last sample at 30.1; then silence (an SHM writer that stopped).
+        sample(&mut engine, id, 30.1);
+        run(&mut engine, id, 30.2, 32.1, false);
+        let deadline = engine.next_deadline(at(32.1)).unwrap();
+        assert!(deadline.since(at(32.6)).to_seconds_f64().abs() < 1e-6, "a deadline at max_age");
+        run(&mut engine, id, 32.1, 32.6, false);
+        assert!(selected(&engine, id), "one missed second is no loss");
+        run(&mut engine, id, 32.6, 32.7, false);
+        assert!(!selected(&engine, id), "stale 2.5 s after the last sample");
+        assert!(engine.sources().next().unwrap().refclock_stale);
+        assert!(RefclockConfig { max_age: 0.0, ..Default::default() }.validate().is_err());
     }
 }

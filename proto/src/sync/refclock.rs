@@ -5,9 +5,13 @@
 //!
 //! Samples go through a median filter, chrony's: those of one poll interval (`2^poll` s, at most
 //! `filter` of them) are sorted by offset, the middle 60 % averaged, and that one estimate goes to
-//! the selection and the discipline, its error the spread of the ones kept. A refclock that gave
-//! no sample for a whole poll interval is not selectable (a GPS that lost its fix, a PPS that
-//! lost its lock) until it gives one again.
+//! the selection and the discipline, its error the spread of the ones kept.
+//!
+//! A refclock goes stale, and leaves the selection at once, when its driver says so (an NMEA
+//! receiver reporting no fix: [`SyncEngine::refclock_stale`](super::SyncEngine::refclock_stale))
+//! or when no sample came for `max_age` seconds (an SHM or SOCK writer that stopped, a PPS that
+//! lost its lock), not a whole poll interval later. It is selectable again from its next
+//! median-filter estimate, made of samples taken after it came back.
 
 use super::filter::{Filtered, Sample};
 use crate::packet::LeapIndicator;
@@ -24,22 +28,29 @@ pub struct RefclockConfig {
     pub poll: i8,
     /// Most samples in one interval (default 64, chrony's `filter`).
     pub filter: usize,
+    /// Seconds without a sample after which the refclock is stale (default 2.5: a 1 Hz driver
+    /// may miss one second, not two). A driver slower than 1 Hz needs more.
+    pub max_age: f64,
 }
 
 impl Default for RefclockConfig {
     fn default() -> Self {
-        Self { prefer: false, noselect: false, poll: 4, filter: 64 }
+        Self { prefer: false, noselect: false, poll: 4, filter: 64, max_age: DEFAULT_MAX_AGE }
     }
 }
+
+/// A refclock's default `max_age`, seconds.
+pub const DEFAULT_MAX_AGE: f64 = 2.5;
 
 /// Most samples a refclock's median filter keeps.
 pub const MAX_FILTER: usize = 1024;
 
 /// Why a refclock's settings were refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RefclockConfigError {
     Poll(i8),
     Filter(usize),
+    MaxAge(f64),
 }
 
 impl core::fmt::Display for RefclockConfigError {
@@ -47,6 +58,7 @@ impl core::fmt::Display for RefclockConfigError {
         match self {
             Self::Poll(p) => write!(f, "poll {p} is outside -6..=10"),
             Self::Filter(n) => write!(f, "filter {n} is outside 1..={MAX_FILTER}"),
+            Self::MaxAge(a) => write!(f, "max-age {a} s is not a positive number of seconds"),
         }
     }
 }
@@ -58,6 +70,9 @@ impl RefclockConfig {
         }
         if !(1..=MAX_FILTER).contains(&self.filter) {
             return Err(RefclockConfigError::Filter(self.filter));
+        }
+        if !(self.max_age.is_finite() && self.max_age > 0.0) {
+            return Err(RefclockConfigError::MaxAge(self.max_age));
         }
         Ok(())
     }
@@ -92,6 +107,10 @@ pub(crate) struct RefclockState {
     pub sampled: bool,
     /// Samples taken (for status) and the last raw offset.
     pub samples: u64,
+    /// Host (raw) time of the last sample.
+    pub last_sample_at: Option<NtpTimestamp>,
+    /// Out of the selection until its next estimate: its driver said so, or `max_age` passed.
+    pub stale: bool,
 }
 
 impl RefclockState {
@@ -104,7 +123,23 @@ impl RefclockState {
             interval_end: now.add(crate::time::NtpDuration::from_seconds_f64(super::source::poll_seconds(config.poll))),
             sampled: false,
             samples: 0,
+            last_sample_at: None,
+            stale: false,
         }
+    }
+
+    /// When it goes stale for want of samples (None: it is already, or never sampled).
+    pub(crate) fn stale_at(&self) -> Option<NtpTimestamp> {
+        let last = self.last_sample_at.filter(|_| !self.stale)?;
+        Some(last.add(crate::time::NtpDuration::from_seconds_f64(self.config.max_age)))
+    }
+
+    /// Its driver said the reference is not good (fix lost): stale, and the samples of this
+    /// interval dropped (the next estimate is made of samples taken after it came back).
+    /// Returns whether it was not stale before.
+    pub(crate) fn go_stale(&mut self) -> bool {
+        self.pending.clear();
+        !core::mem::replace(&mut self.stale, true)
     }
 
     pub(crate) fn interval(&self) -> f64 {
@@ -123,6 +158,7 @@ impl RefclockState {
     ) -> Option<Filtered> {
         self.samples += 1;
         self.sampled = true;
+        self.last_sample_at = Some(time);
         self.delay = delay;
         if self.pending.len() == self.config.filter {
             self.pending.remove(0);

@@ -146,6 +146,8 @@ fn source_json(row: &crate::sync::upstream::SourceRow, now: stratum_proto::NtpTi
         "jitter_seconds": s.jitter,
         "root_distance_seconds": s.root_distance,
         "flash": s.last_flash.to_string(),
+        // A refclock out of the selection until its next estimate (fix lost, no samples).
+        "stale": s.refclock.is_some().then_some(s.refclock_stale),
         "kod": match s.state {
             stratum_proto::sync::SourceState::Demobilised(code) => Some(code.as_str()),
             _ => None,

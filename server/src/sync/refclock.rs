@@ -11,7 +11,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -42,6 +42,51 @@ pub enum Reading {
     Sample(TimeSample),
     /// The host time of a PPS edge (numbered by the sync thread's lock).
     Pulse(NtpTimestamp),
+    /// The reference is not good now (NMEA: RMC status V, no fix, too few satellites), read at
+    /// this host time: the refclock leaves the selection at once.
+    Stale(NtpTimestamp),
+}
+
+/// What a driver thread knows of its device that the operator views show (`stratumctl
+/// sources`, /metrics), shared with the sync thread.
+#[derive(Debug)]
+pub struct DriverState {
+    /// Readings dropped because the channel was full.
+    pub dropped: AtomicU64,
+    /// nmea: 0 not told yet, 1 no fix (or stale), 2 a good fix.
+    fix: AtomicU8,
+    /// nmea: satellites in use as GGA last said (u32::MAX: not told).
+    satellites: AtomicU32,
+}
+
+impl Default for DriverState {
+    fn default() -> Self {
+        Self { dropped: AtomicU64::new(0), fix: AtomicU8::new(0), satellites: AtomicU32::new(u32::MAX) }
+    }
+}
+
+impl DriverState {
+    /// nmea: whether the receiver has a good fix (None before it said, or another driver).
+    pub fn fix(&self) -> Option<bool> {
+        match self.fix.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(v == 2),
+        }
+    }
+
+    /// nmea: satellites in use (None before a GGA, or another driver).
+    pub fn satellites(&self) -> Option<u32> {
+        Some(self.satellites.load(Ordering::Relaxed)).filter(|&n| n != u32::MAX)
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn set_fix(&self, fix: bool, satellites: Option<u32>) {
+        self.fix.store(if fix { 2 } else { 1 }, Ordering::Relaxed);
+        self.satellites.store(satellites.unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
 }
 
 /// A reading and the refclock (its index in `[[refclock]]`) it came from.
@@ -56,8 +101,8 @@ pub struct Delivery {
 pub struct Refclocks {
     pub receiver: Receiver<Delivery>,
     wake: Arc<OwnedFd>,
-    /// Per refclock: readings dropped because the channel was full.
-    pub dropped: Vec<Arc<AtomicU64>>,
+    /// Per refclock: its driver's state (drops, NMEA fix).
+    pub state: Vec<Arc<DriverState>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -88,7 +133,7 @@ struct Outlet {
     index: usize,
     tx: SyncSender<Delivery>,
     wake: Arc<OwnedFd>,
-    dropped: Arc<AtomicU64>,
+    state: Arc<DriverState>,
 }
 
 impl Outlet {
@@ -104,7 +149,7 @@ impl Outlet {
                 true
             }
             Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.state.dropped.fetch_add(1, Ordering::Relaxed);
                 true
             }
             Err(TrySendError::Disconnected(_)) => false,
@@ -122,11 +167,11 @@ pub fn start(tables: &[RefclockTable], shutdown: &Arc<AtomicBool>) -> anyhow::Re
     // SAFETY: a fresh fd nobody else owns.
     let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
     let (tx, receiver) = sync_channel(CHANNEL_DEPTH);
-    let mut refclocks = Refclocks { receiver, wake: wake.clone(), dropped: Vec::new(), threads: Vec::new() };
+    let mut refclocks = Refclocks { receiver, wake: wake.clone(), state: Vec::new(), threads: Vec::new() };
     for (index, table) in tables.iter().enumerate() {
-        let dropped = Arc::new(AtomicU64::new(0));
-        refclocks.dropped.push(dropped.clone());
-        let outlet = Outlet { index, tx: tx.clone(), wake: wake.clone(), dropped };
+        let state = Arc::new(DriverState::default());
+        refclocks.state.push(state.clone());
+        let outlet = Outlet { index, tx: tx.clone(), wake: wake.clone(), state };
         let device = open(table).map_err(|e| anyhow::anyhow!("refclock {}: cannot open: {e}", table.name()))?;
         let (table, shutdown) = (table.clone(), shutdown.clone());
         let name = format!("stratumd-rc{index}");
@@ -220,12 +265,24 @@ impl Device {
             Device::Nmea(mut reader) => {
                 let mut alive = true;
                 while alive && !shutdown.load(Ordering::Relaxed) {
-                    let read = reader.poll(clock::now, |event| {
+                    let mut told = None;
+                    let read = reader.poll(clock::now, |event| match event {
                         // The reader adds offset and delay itself.
-                        if let NmeaEvent::Sample(s) = event {
+                        NmeaEvent::Sample(s) => {
+                            told = Some(true);
                             alive &= out.send(Reading::Sample(s));
                         }
+                        NmeaEvent::Stale(why) => {
+                            told = Some(false);
+                            tracing::debug!(refclock = %name, "stale: {why:?}");
+                            alive &= out.send(Reading::Stale(clock::now()));
+                        }
+                        _ => {}
                     });
+                    let fix = reader.decoder().fix();
+                    if let Some(good) = told.or(fix.fix) {
+                        out.state.set_fix(good && fix.fix != Some(false), fix.satellites);
+                    }
                     if let Err(e) = read {
                         tracing::error!(refclock = %name, error = %e, "cannot read the serial port; retrying in 1 s");
                         std::thread::sleep(Duration::from_secs(1));

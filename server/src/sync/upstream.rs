@@ -159,7 +159,13 @@ impl UpstreamSync {
         let mut refclock_slots = Vec::new();
         for (i, r) in config.refclock.iter().enumerate() {
             let refid = RefId::from_ascii(r.refid()).ok_or_else(|| anyhow::anyhow!("refid {}", r.refid()))?;
-            let rc = RefclockConfig { prefer: r.prefer, noselect: r.noselect, poll: r.poll, filter: r.filter };
+            let rc = RefclockConfig {
+                prefer: r.prefer,
+                noselect: r.noselect,
+                poll: r.poll,
+                filter: r.filter,
+                ..RefclockConfig::default()
+            };
             let id = engine
                 .add_refclock(refid, rc, clock::now())
                 .map_err(|e| anyhow::anyhow!("refclock {}: {e}", r.name()))?;
@@ -377,6 +383,18 @@ impl Driver {
         for Delivery { index, reading } in deliveries {
             let Some(id) = self.refclocks.get(index).map(|s| s.id) else { continue };
             let sample = match reading {
+                Reading::Stale(at) => {
+                    // No pulse is numbered from a receiver without a fix.
+                    for pps in self.refclocks.iter_mut().filter(|p| p.lock_of == Some(index)) {
+                        if let Some(lock) = pps.lock.as_mut() {
+                            lock.forget_time_of_day();
+                        }
+                    }
+                    if self.engine.refclock_stale(id, at) {
+                        tracing::warn!(refclock = %self.refclocks[index].name, "the reference went stale (no fix); out of the selection");
+                    }
+                    continue;
+                }
                 Reading::Sample(s) => {
                     for pps in self.refclocks.iter_mut().filter(|p| p.lock_of == Some(index)) {
                         if let Some(lock) = pps.lock.as_mut() {
