@@ -196,6 +196,37 @@ pub struct RateLimitConfig {
     /// "kod"). 0: no budget.
     #[serde(default = "default_kods", deserialize_with = "per_second")]
     pub kods_per_second: u64,
+    /// A second, coarser bucket per prefix (a /24, a /48 by default) in a table of its own,
+    /// checked for the requests the client's own bucket allows: a flood spread over many spoofed
+    /// addresses of one network is answered at most that network's budget (plus the leak).
+    #[serde(default = "yes")]
+    pub coarse: bool,
+    #[serde(default = "default_coarse_interval", deserialize_with = "interval")]
+    pub coarse_interval: i8,
+    #[serde(default = "default_coarse_burst", deserialize_with = "burst")]
+    pub coarse_burst: u8,
+    #[serde(default = "default_coarse_v4_prefix", deserialize_with = "ipv4_prefix")]
+    pub coarse_ipv4_prefix: u8,
+    #[serde(default = "default_coarse_v6_prefix", deserialize_with = "ipv6_prefix")]
+    pub coarse_ipv6_prefix: u8,
+}
+
+/// 16 answered requests a second per coarse prefix (the fastest rate the table's 1/16 s time unit
+/// expresses): 128 clients polling at the per-client limit (one per 8 s), or 1000 chrony clients
+/// at minpoll 6 (64 s); a few hundred at 64-1024 s polls use a third or less.
+fn default_coarse_interval() -> i8 {
+    MIN_INTERVAL
+}
+/// 255 back to back (about 16 s of the rate): a few hundred clients' iburst or the pool monitor
+/// meeting the same second.
+fn default_coarse_burst() -> u8 {
+    255
+}
+fn default_coarse_v4_prefix() -> u8 {
+    24
+}
+fn default_coarse_v6_prefix() -> u8 {
+    48
 }
 
 fn default_first_contacts() -> u64 {
@@ -221,6 +252,41 @@ impl RateLimitConfig {
             ipv6_prefix: self.ipv6_prefix,
             clients: self.clients,
         }
+    }
+
+    /// The coarse bucket's limiter, when on: the same leak (so a real client inside a flooded
+    /// network is still answered 1 in 2^leak), no KoD (a flood's network gets none), and a table
+    /// of one prefix for every 16 clients (at least 4096; the default 64 k prefixes is 2 MiB).
+    pub fn to_coarse_proto(&self) -> Option<limiter::RateLimitConfig> {
+        self.coarse.then(|| limiter::RateLimitConfig {
+            interval: self.coarse_interval,
+            burst: self.coarse_burst,
+            leak: self.leak,
+            kod: 0,
+            ipv4_prefix: self.coarse_ipv4_prefix,
+            ipv6_prefix: self.coarse_ipv6_prefix,
+            clients: (self.clients / 16).max(4096),
+        })
+    }
+
+    /// A coarse prefix must hold the client prefix: not longer than it.
+    fn validate(&self, spans: &Spans) -> Result<(), Invalid> {
+        if !self.coarse {
+            return Ok(());
+        }
+        let checks = [
+            (self.coarse_ipv4_prefix, self.ipv4_prefix, "ratelimit.coarse-ipv4-prefix", "ratelimit.ipv4-prefix"),
+            (self.coarse_ipv6_prefix, self.ipv6_prefix, "ratelimit.coarse-ipv6-prefix", "ratelimit.ipv6-prefix"),
+        ];
+        for (coarse, client, coarse_key, client_key) in checks {
+            if coarse > client {
+                let message =
+                    format!("/{coarse} is narrower than the client prefix /{client}; it must be /{client} or wider");
+                let at = if spans.has(coarse_key) { coarse_key } else { client_key };
+                return Err(Invalid::new(coarse_key, message).at(at));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -816,6 +882,9 @@ impl Config {
                 return Err(Invalid::new("server.interface", format!("no such interface `{interface}` on this host")));
             }
         }
+        if let Some(r) = &self.ratelimit {
+            r.validate(spans)?;
+        }
         warnings.extend(self.validate_sync(spans)?);
         Ok(warnings)
     }
@@ -1311,6 +1380,27 @@ stratum = 3
         let defaults = Config::parse(&format!("{GOOD}\n[ratelimit]\n"), "t").unwrap().ratelimit.unwrap();
         assert!(defaults.enabled);
         assert_eq!(defaults.to_proto(), limiter::RateLimitConfig::default());
+        let coarse = defaults.to_coarse_proto().unwrap();
+        assert_eq!(
+            (
+                coarse.interval,
+                coarse.burst,
+                coarse.leak,
+                coarse.kod,
+                coarse.ipv4_prefix,
+                coarse.ipv6_prefix,
+                coarse.clients
+            ),
+            (-4, 255, 2, 0, 24, 48, 1 << 16)
+        );
+        let text = format!(
+            "{GOOD}\n[ratelimit]\ncoarse-interval = -2\ncoarse-burst = 64\ncoarse-ipv4-prefix = 20\n\
+             coarse-ipv6-prefix = 40\nclients = 1024\n"
+        );
+        let r = Config::parse(&text, "t").unwrap().ratelimit.unwrap().to_coarse_proto().unwrap();
+        assert_eq!((r.interval, r.burst, r.ipv4_prefix, r.ipv6_prefix, r.clients), (-2, 64, 20, 40, 4096));
+        let off = Config::parse(&format!("{GOOD}\n[ratelimit]\ncoarse = false\nipv4-prefix = 16\n"), "t").unwrap();
+        assert!(off.ratelimit.unwrap().to_coarse_proto().is_none(), "off, and its prefixes not checked");
         assert!(Config::parse(GOOD, "t").unwrap().ratelimit.is_none());
     }
 
@@ -1320,6 +1410,21 @@ stratum = 3
         assert!(e.starts_with("test.toml:12: ratelimit.leak: 0 is outside 1..=16"), "{e}");
         let e = error_for(&format!("{GOOD}\n[ratelimit]\ninterval = 20\n"));
         assert!(e.starts_with("test.toml:12: ratelimit.interval: "), "{e}");
+        let e = error_for(&format!("{GOOD}\n[ratelimit]\ncoarse-interval = -5\n"));
+        assert!(e.starts_with("test.toml:12: ratelimit.coarse-interval: -5 is outside -4..=12"), "{e}");
+        let e = error_for(&format!("{GOOD}\n[ratelimit]\ncoarse-burst = 0\n"));
+        assert!(e.starts_with("test.toml:12: ratelimit.coarse-burst: 0 is outside 1..=255"), "{e}");
+        let e = error_for(&format!("{GOOD}\n[ratelimit]\ncoarse-ipv4-prefix = 7\n"));
+        assert!(e.starts_with("test.toml:12: ratelimit.coarse-ipv4-prefix: 7 is outside 8..=32"), "{e}");
+        let e = error_for(&format!("{GOOD}\n[ratelimit]\ncoarse-ipv6-prefix = 65\n"));
+        assert!(e.starts_with("test.toml:12: ratelimit.coarse-ipv6-prefix: 65 is outside 16..=64"), "{e}");
+        let e = error_for(&format!("{GOOD}\n[ratelimit]\nipv4-prefix = 24\ncoarse-ipv4-prefix = 28\n"));
+        assert!(e.starts_with("test.toml:13: ratelimit.coarse-ipv4-prefix: /28 is narrower than"), "{e}");
+        // Written only as the client prefix: the error points at that line.
+        let e = error_for(&format!("{GOOD}\n[ratelimit]\nenabled = true\nipv6-prefix = 32\n"));
+        assert!(e.starts_with("test.toml:13: ratelimit.coarse-ipv6-prefix: /48 is narrower"), "{e}");
+        let e = error_for(&format!("{GOOD}\n[ratelimit]\ncoarse = \"yes\"\n"));
+        assert!(e.starts_with("test.toml:12: ratelimit.coarse: "), "{e}");
         let e = error_for(&format!("{GOOD}\n[access]\ndeny = [\"192.0.2.1/24\"]\n"));
         assert!(e.starts_with("test.toml:12: access.deny: "), "{e}");
         assert!(e.contains("did you mean 192.0.2.0/24"), "{e}");

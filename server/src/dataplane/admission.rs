@@ -6,6 +6,12 @@
 //! request of a batch (each client's limiter key is computed once and its set prefetched), then
 //! answers them in order; [`AdmissionPolicy::admit`] takes the prepared key. With a million
 //! distinct clients each set is a cache miss; prepared a batch ahead, the misses overlap.
+//!
+//! Behind the per-client bucket a second, coarser one per network (a /24, a /48 by default; its
+//! own table, `coarse` in the config) is checked for the requests the client's bucket allows, so
+//! a flood spread over many spoofed addresses of one network is answered at most that network's
+//! budget plus its leak, while a client over its own limit (already limited to its leak) costs no
+//! second lookup. Both keys are computed and both sets prefetched in the same first pass.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -13,7 +19,9 @@ use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use stratum_proto::server::access::{AccessList, AccessVerdict};
-use stratum_proto::server::ratelimit::{ClientKey, RateDecision, RateLimitConfig, RateLimiter, PREFETCH_BYTES};
+use stratum_proto::server::ratelimit::{
+    ClientKey, RateDecision, RateLimitConfig, RateLimiter, RateOutcome, PREFETCH_BYTES,
+};
 use stratum_proto::{AdmissionPolicy, AdmitAction, ClientRequest, DropReason, KissCode, NtpTimestamp, RxMeta};
 
 use crate::config::{Config, DenyAction};
@@ -32,6 +40,8 @@ const LOOK_AHEAD: usize = 8;
 pub struct Admission {
     pub access: Arc<AccessList>,
     pub limiter: Option<Arc<RateLimiter>>,
+    /// The coarse per-network bucket (only with `limiter`).
+    pub coarse: Option<Arc<RateLimiter>>,
     pub deny_action: DenyAction,
     /// Whole-server budgets (replies a second; 0: none): first contacts, kiss-o'-death.
     pub first_contacts_per_second: u64,
@@ -78,7 +88,11 @@ impl Admission {
         let access = AccessList::new(&config.access.allow, &config.access.deny, loopback_is_martian);
         let limiter = config.ratelimit.as_ref().filter(|r| r.enabled).map(|r| {
             let seed = [rand::random(), rand::random()];
-            Arc::new(limiter_on_huge_pages(&r.to_proto(), seed))
+            Arc::new(limiter_on_huge_pages(&r.to_proto(), seed, "rate-limiter table"))
+        });
+        let coarse = config.ratelimit.as_ref().filter(|r| r.enabled).and_then(|r| r.to_coarse_proto()).map(|c| {
+            let seed = [rand::random(), rand::random()];
+            Arc::new(limiter_on_huge_pages(&c, seed, "coarse rate-limiter table"))
         });
         let budget = |f: fn(&crate::config::RateLimitConfig) -> u64| {
             config.ratelimit.as_ref().filter(|r| r.enabled).map_or(0, f)
@@ -86,6 +100,7 @@ impl Admission {
         Self {
             access: Arc::new(access),
             limiter,
+            coarse,
             deny_action: config.access.deny_action,
             first_contacts_per_second: budget(|r| r.first_contacts_per_second),
             kods_per_second: budget(|r| r.kods_per_second),
@@ -103,7 +118,7 @@ impl Admission {
             kods: Budget::new(self.kods_per_second, workers, now),
             now,
             prepared: Prepared {
-                entries: Box::new([(IpAddr::V4(Ipv4Addr::UNSPECIFIED), None); MAX_PREPARED]),
+                entries: Box::new([(IpAddr::V4(Ipv4Addr::UNSPECIFIED), None, None); MAX_PREPARED]),
                 len: 0,
                 cursor: 0,
             },
@@ -113,7 +128,7 @@ impl Admission {
 
 /// The limiter's table mapped on huge pages (`MAP_HUGETLB` or transparent huge pages), else on
 /// the heap as before; the start-up log says which.
-fn limiter_on_huge_pages(config: &RateLimitConfig, seed: [u64; 2]) -> RateLimiter {
+fn limiter_on_huge_pages(config: &RateLimitConfig, seed: [u64; 2], what: &str) -> RateLimiter {
     let mapped = stratum_host::hugemem::LimiterMemory::map(config).map_err(|e| e.to_string()).and_then(|memory| {
         let pages = memory.pages();
         let limiter = RateLimiter::with_memory(config, seed, Box::new(memory)).map_err(|e| e.to_string())?;
@@ -121,11 +136,11 @@ fn limiter_on_huge_pages(config: &RateLimitConfig, seed: [u64; 2]) -> RateLimite
     });
     match mapped {
         Ok((limiter, pages)) => {
-            tracing::info!(bytes = limiter.memory_bytes(), "rate-limiter table on {pages}");
+            tracing::info!(bytes = limiter.memory_bytes(), "{what} on {pages}");
             limiter
         }
         Err(error) => {
-            tracing::info!(%error, "rate-limiter table on the heap (no mapping for huge pages)");
+            tracing::info!(%error, "{what} on the heap (no mapping for huge pages)");
             RateLimiter::new(config, seed)
         }
     }
@@ -146,25 +161,30 @@ pub struct WorkerPolicy {
     prepared: Prepared,
 }
 
-/// The batch's clients in order, with their limiter keys ([`WorkerPolicy::prepare`]).
+/// One prepared request: its client, its limiter key and its coarse key (None: none made).
+type PreparedEntry = (IpAddr, Option<ClientKey>, Option<ClientKey>);
+
+/// The batch's clients in order, with their limiter keys, client and coarse
+/// ([`WorkerPolicy::prepare`]).
 #[derive(Debug)]
 struct Prepared {
-    entries: Box<[(IpAddr, Option<ClientKey>); MAX_PREPARED]>,
+    entries: Box<[PreparedEntry; MAX_PREPARED]>,
     len: usize,
     /// The first entry `admit` has not used.
     cursor: usize,
 }
 
 impl Prepared {
-    /// `client`'s key, when it is among the next few prepared.
+    /// `client`'s keys (client; coarse, when there is a coarse bucket), when it is among the next
+    /// few prepared.
     #[inline]
-    fn take(&mut self, client: IpAddr) -> Option<ClientKey> {
+    fn take(&mut self, client: IpAddr) -> Option<(ClientKey, Option<ClientKey>)> {
         let end = self.len.min(self.cursor + LOOK_AHEAD);
         for i in self.cursor..end {
-            if let (ip, Some(key)) = self.entries[i] {
+            if let (ip, Some(key), coarse) = self.entries[i] {
                 if ip == client {
                     self.cursor = i + 1;
-                    return Some(key);
+                    return Some((key, coarse));
                 }
             }
         }
@@ -188,9 +208,14 @@ impl WorkerPolicy {
         let Some(limiter) = &self.shared.limiter else { return };
         let key = limiter.key(client);
         prefetch(limiter.key_address(&key), PREFETCH_BYTES);
+        let coarse = self.shared.coarse.as_ref().map(|coarse| {
+            let key = coarse.key(client);
+            prefetch(coarse.key_address(&key), PREFETCH_BYTES);
+            key
+        });
         let p = &mut self.prepared;
         if p.len < MAX_PREPARED {
-            p.entries[p.len] = (client, Some(key));
+            p.entries[p.len] = (client, Some(key), coarse);
             p.len += 1;
         }
     }
@@ -202,6 +227,31 @@ impl WorkerPolicy {
 }
 
 impl WorkerPolicy {
+    /// The limiter's decision for `ip` (prepared keys where there are): its own bucket, then, for
+    /// a request that bucket allows, its network's coarse bucket, whose over-the-limit decision
+    /// (leak or drop, never a KoD) replaces the allow. The table counters are the client's; a
+    /// coarse leak counts as leaked.
+    /// None without a limiter.
+    #[inline]
+    fn limit(&mut self, ip: IpAddr) -> Option<RateOutcome> {
+        let limiter = self.shared.limiter.as_deref()?;
+        let (key, coarse_key) = match self.prepared.take(ip) {
+            Some(keys) => keys,
+            None => (limiter.key(ip), self.shared.coarse.as_ref().map(|c| c.key(ip))),
+        };
+        let random = self.rng.next_u64();
+        let mut outcome = limiter.check_key(key, self.now, random);
+        if outcome.decision == RateDecision::Allow {
+            if let (Some(coarse), Some(coarse_key)) = (&self.shared.coarse, coarse_key) {
+                // The client's allow used none of the bits the coarse decision reads (leak: the
+                // low 16; sampling: 32..36, here the client's low bits): no second draw.
+                outcome.decision = coarse.check_key(coarse_key, self.now, random.rotate_left(32)).decision;
+            }
+        }
+        self.counters.count_rate_outcome(&outcome);
+        Some(outcome)
+    }
+
     /// A kiss-o'-death within the whole-server budget, else the drop it becomes.
     fn kiss(&mut self, code: KissCode, poll: i8, otherwise: DropReason) -> AdmitAction {
         let now = self.now;
@@ -218,10 +268,7 @@ impl WorkerPolicy {
         if self.shared.deny_action == DenyAction::Drop {
             return AdmitAction::Drop(DropReason::Denied);
         }
-        if let Some(limiter) = &self.shared.limiter {
-            let key = self.prepared.take(ip).unwrap_or_else(|| limiter.key(ip));
-            let outcome = limiter.check_key(key, self.now, self.rng.next_u64());
-            self.counters.count_rate_outcome(&outcome);
+        if let Some(outcome) = self.limit(ip) {
             if outcome.decision == RateDecision::Drop {
                 return AdmitAction::Drop(DropReason::Denied);
             }
@@ -239,12 +286,9 @@ impl AdmissionPolicy for WorkerPolicy {
             AccessVerdict::Deny => return self.refuse(ip, KissCode::Deny),
             AccessVerdict::NotAllowed => return self.refuse(ip, KissCode::Rstr),
         }
-        let Some(limiter) = &self.shared.limiter else {
+        let Some(outcome) = self.limit(ip) else {
             return AdmitAction::Serve;
         };
-        let key = self.prepared.take(ip).unwrap_or_else(|| limiter.key(ip));
-        let outcome = limiter.check_key(key, self.now, self.rng.next_u64());
-        self.counters.count_rate_outcome(&outcome);
         // A client the table had no record of is answered within the first-contact budget only:
         // a flood from N spoofed sources is not reflected N for N.
         if outcome.inserted && self.first_contacts.as_mut().is_some_and(|b| !b.take(self.now)) {
@@ -253,7 +297,7 @@ impl AdmissionPolicy for WorkerPolicy {
         match outcome.decision {
             RateDecision::Allow | RateDecision::Leak => AdmitAction::Serve,
             RateDecision::Kod => {
-                let poll = limiter.config().interval;
+                let poll = self.shared.limiter.as_ref().map_or(0, |l| l.config().interval);
                 self.kiss(KissCode::Rate, poll, DropReason::RateLimited)
             }
             RateDecision::Drop => AdmitAction::Drop(DropReason::RateLimited),
@@ -356,6 +400,58 @@ mod tests {
         let served =
             (0..50).filter(|i| admit_at(&mut half, &format!("10.1.{i}.1:123"), 0) == AdmitAction::Serve).count();
         assert_eq!(served, 5);
+    }
+
+    #[test]
+    fn a_spoofed_flood_over_one_24_is_answered_at_most_its_coarse_budget() {
+        // Defaults but the leak: 16/s, burst 255 per /24; first-contact budget out of the way.
+        let extra = "[ratelimit]\nleak = 4\nfirst-contacts-per-second = 0\n";
+        // 2032 spoofed requests in one second, 8 from each of the 254 addresses of
+        // 198.51.100.0/24: each address within its own burst (8), so only the /24's bucket
+        // stands between the flood and a reply each.
+        let flood = |p: &mut WorkerPolicy| {
+            (0..254 * 8u32)
+                .filter(|i| admit_at(p, &format!("198.51.100.{}:123", 1 + i % 254), 0) == AdmitAction::Serve)
+                .count()
+        };
+        let mut p = policy(extra);
+        let served = flood(&mut p);
+        // The coarse burst (255) plus the leak (1/16) of the rest: 366 expected.
+        assert!((255..=255 + (254 * 8 - 255) / 16 + 40).contains(&served), "{served}");
+        // Without the coarse bucket every request is answered.
+        assert_eq!(flood(&mut policy(&format!("{extra}coarse = false\n"))), 254 * 8);
+
+        // A real client in another /24, polling every 64 s, is untouched.
+        for poll in 0..20 {
+            assert_eq!(admit_at(&mut p, "198.51.101.7:123", poll * 64), AdmitAction::Serve);
+        }
+        // A real client inside a flooded /24 (1000 requests a second from its other addresses,
+        // more than its 16/s), each of its requests within its own limit (one per 8 s), still
+        // gets the leak: 1 in 4 (the default leak) of its requests, 50 of 200 expected.
+        let mut p = policy("[ratelimit]\nfirst-contacts-per-second = 0\n");
+        let mut answered = 0;
+        for second in 1..=1600u32 {
+            for i in 0..1000u32 {
+                admit_at(&mut p, &format!("198.51.100.{}:123", 1 + (i + second) % 254), second);
+            }
+            if second % 8 == 0 {
+                answered += u32::from(admit_at(&mut p, "198.51.100.200:123", second) == AdmitAction::Serve);
+            }
+        }
+        assert!((25..80).contains(&answered), "{answered} of 200 answered");
+    }
+
+    #[test]
+    fn the_coarse_key_is_prepared_with_the_client_key() {
+        let mut p = policy("[ratelimit]\n");
+        p.set_time(NtpTimestamp::from_parts(3_900_000_000, 0));
+        p.prepare("192.0.2.1".parse().unwrap());
+        let (ip, key, coarse) = p.prepared.entries[0];
+        assert_eq!(ip, "192.0.2.1".parse::<IpAddr>().unwrap());
+        let c = p.shared.coarse.as_ref().unwrap();
+        assert_eq!((key, coarse), (Some(p.shared.limiter.as_ref().unwrap().key(ip)), Some(c.key(ip))));
+        assert_eq!(c.key(ip), c.key("192.0.2.254".parse().unwrap()), "one /24, one coarse key");
+        assert!(policy("[ratelimit]\ncoarse = false\n").shared.coarse.is_none());
     }
 
     #[test]
