@@ -3,6 +3,10 @@
 //!
 //! The multi-thread cases report the time per decision *per core* (wall time x threads / decisions),
 //! so they compare directly with the single-thread figure: equal means no contention cost.
+//!
+//! The `_coarse` cases add stratumd's second, coarse bucket (a /24 table of its own, checked for
+//! requests the client's bucket allows, its key computed and set prefetched in the same first
+//! pass): each is measured next to its case without, in the same run.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -11,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use stratum_proto::server::ratelimit::{
-    ClientKey, RateLimitConfig, RateLimiter, SetBlock, TableMemory, PREFETCH_BYTES,
+    ClientKey, RateDecision, RateLimitConfig, RateLimiter, SetBlock, TableMemory, PREFETCH_BYTES,
 };
 use stratum_proto::NtpTimestamp;
 
@@ -44,6 +48,54 @@ fn batch(l: &RateLimiter, base: u32, random: &mut u64, hint: bool) {
         *random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         black_box(l.check_key(key, NtpTimestamp::from_parts(3_900_000_000, base), *random));
     }
+}
+
+/// As [`batch`], with the coarse bucket as stratumd's admission does it: both keys and both
+/// prefetches in the first pass, the coarse decision only where the client's bucket allows.
+fn batch_coarse(l: &RateLimiter, coarse: &RateLimiter, base: u32, random: &mut u64) {
+    let keys: [(ClientKey, ClientKey); 64] = core::array::from_fn(|k| {
+        let a = address(base + k as u32);
+        (l.key(a), coarse.key(a))
+    });
+    for (key, coarse_key) in &keys {
+        prefetch(l.key_address(key));
+        prefetch(coarse.key_address(coarse_key));
+    }
+    for (key, coarse_key) in keys {
+        *random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        black_box(decide(l, coarse, key, coarse_key, NtpTimestamp::from_parts(3_900_000_000, base), *random));
+    }
+}
+
+/// One decision through both buckets, as `WorkerPolicy::limit` makes it.
+#[inline]
+fn decide(
+    l: &RateLimiter,
+    coarse: &RateLimiter,
+    key: ClientKey,
+    coarse_key: ClientKey,
+    now: NtpTimestamp,
+    random: u64,
+) -> RateDecision {
+    let decision = l.check_key(key, now, random).decision;
+    if decision != RateDecision::Allow {
+        return decision;
+    }
+    coarse.check_key(coarse_key, now, random.rotate_left(32)).decision
+}
+
+/// stratumd's default coarse bucket: /24 and /48, 16 a second, burst 255, a table of 64 k prefixes.
+fn coarse_limiter() -> RateLimiter {
+    let config = RateLimitConfig {
+        interval: -4,
+        burst: 255,
+        kod: 0,
+        ipv4_prefix: 24,
+        ipv6_prefix: 48,
+        clients: 1 << 16,
+        ..Default::default()
+    };
+    RateLimiter::new(&config, [0x5555, 0xAAAA])
 }
 
 const SEED: [u64; 2] = [0x1234_5678_9ABC_DEF0, 0x0FED_CBA9_8765_4321];
@@ -144,6 +196,13 @@ fn bench(c: &mut Criterion) {
             batch(&l, base, &mut random, true)
         })
     });
+    let (l, coarse) = (limiter(), coarse_limiter());
+    group.bench_function("distinct_1thread_batch64_prefetched_coarse", |b| {
+        b.iter(|| {
+            base = (base + 64) % CLIENTS;
+            batch_coarse(&l, &coarse, base, &mut random)
+        })
+    });
 
     // The same on transparent huge pages (as stratumd maps the table): no TLB miss per client.
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
@@ -201,6 +260,36 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             black_box(l.check(address(7), NtpTimestamp::from_parts(3_900_000_000, 0), random))
+        })
+    });
+
+    let (l, coarse) = (limiter(), coarse_limiter());
+    group.bench_function("hot_key_1thread_coarse", |b| {
+        let (key, coarse_key) = (l.key(address(7)), coarse.key(address(7)));
+        b.iter(|| {
+            random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            black_box(decide(&l, &coarse, key, coarse_key, NtpTimestamp::from_parts(3_900_000_000, 0), random))
+        })
+    });
+
+    // One client within its limit (a request every 8 s of table time), so every request is
+    // allowed and, with the coarse bucket, pays the second lookup (its /24, also in cache).
+    let (l, coarse) = (limiter(), coarse_limiter());
+    let mut second = 0u32;
+    let (key, coarse_key) = (l.key(address(9)), coarse.key(address(9)));
+    group.bench_function("allowed_key_1thread", |b| {
+        b.iter(|| {
+            second = second.wrapping_add(8);
+            random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            black_box(l.check_key(key, NtpTimestamp::from_parts(3_900_000_000u32.wrapping_add(second), 0), random))
+        })
+    });
+    group.bench_function("allowed_key_1thread_coarse", |b| {
+        b.iter(|| {
+            second = second.wrapping_add(8);
+            random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let now = NtpTimestamp::from_parts(3_900_000_000u32.wrapping_add(second), 0);
+            black_box(decide(&l, &coarse, key, coarse_key, now, random))
         })
     });
 
