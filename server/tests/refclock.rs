@@ -398,11 +398,12 @@ fn an_nmea_talker_on_a_pty_makes_stratumd_stratum_1() {
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("control.sock");
     let port = free_port();
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let text = refclock_config(
         &format!("127.0.0.1:{port}"),
         &format!("driver = \"nmea\"\ndevice = \"{}\"\nbaud = 9600\noffset = 0.05\npoll = 0", slave_path.display()),
         &control,
-    );
+    ) + &format!("\n[metrics]\nlisten = \"{metrics}\"\n");
     let mut server = Server::start(&text, port);
     let _talker = nmea_talker(master_file, Arc::new(AtomicBool::new(true)));
     let tracking = wait_for(Duration::from_secs(20), "synchronised to NMEA", &control, "tracking", |t| {
@@ -417,8 +418,58 @@ fn an_nmea_talker_on_a_pty_makes_stratumd_stratum_1() {
     let offset = row["last_offset_seconds"].as_f64().unwrap();
     eprintln!("NMEA over a pty: offset {:+.3} ms", offset * 1e3);
     assert!(offset.abs() < 0.01, "offset {offset}");
+    // The driver's state in `sources --json`: the fix and satellites the talker reports.
+    assert_eq!(row["driver"], "nmea", "{row}");
+    assert_eq!(row["fix"], true, "{row}");
+    assert_eq!(row["satellites"], 8, "{row}");
+    assert_eq!(row["stale"], false, "{row}");
+    assert!(row["pps_locked"].is_null() && row["samples"].as_u64() > Some(0), "{row}");
+    assert_eq!(row["samples_dropped"], 0, "{row}");
+
+    // /metrics: the refclock's series, and every stratumd_refclock_ name the dashboard and the
+    // alert rules use (the PPS ones from a pps refclock are checked by the unit test's exposition).
+    let scraped = scrape(metrics);
+    let label = format!("{{refclock=\"nmea:{}\",source=\"127.127.20.0:0\"}}", slave_path.display());
+    for line in [format!("stratumd_refclock_fix{label} 1"), format!("stratumd_refclock_satellites{label} 8")] {
+        assert!(scraped.lines().any(|l| l == line), "no `{line}` in:\n{scraped}");
+    }
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+    let referenced = std::fs::read_to_string(format!("{deploy}/grafana-dashboard.json")).unwrap()
+        + &std::fs::read_to_string(format!("{deploy}/alerts.yml")).unwrap();
+    let mut names: Vec<&str> = referenced
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("stratumd_refclock_"))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 5, "{names:?}");
+    // A pps refclock's names need a /dev/pps this test cannot have: those must be in the metric
+    // catalogue (whose unit test renders a pps row).
+    let pps_only = ["stratumd_refclock_pps_locked", "stratumd_refclock_pulses_total"];
+    let catalogue = include_str!("../src/mgmt/metrics.rs");
+    for name in names {
+        let exported = scraped.lines().any(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with([' ', '{'])));
+        let described = catalogue.contains(&format!("family(\"{name}\""));
+        assert!(
+            exported || (pps_only.contains(&name) && described),
+            "{name} is referenced but not exported:\n{scraped}"
+        );
+    }
     drop(slave_file);
     server.stop();
+}
+
+/// `GET /metrics` over HTTP/1.0: the body.
+fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect to /metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
 }
 
 /// Fix loss (issue 18): the talker switches to RMC status V / GGA no fix; within 3 s the NMEA
@@ -452,6 +503,7 @@ fn an_nmea_fix_loss_takes_the_refclock_out_within_3_s_then_holdover_then_unsynch
     eprintln!("NMEA fix loss: out of the selection after {:?}", lost.elapsed());
     let row = sources["sources"].as_array().unwrap().iter().find(|r| r["refclock"] == true).unwrap().clone();
     assert_eq!(row["stale"], true, "{row}");
+    assert_eq!(row["fix"], false, "{row}");
     let tracking = ctl(&control, "tracking").unwrap();
     assert!(tracking["system_peer"].is_null(), "no system peer: {tracking}");
     assert!(lost.elapsed() < Duration::from_secs(3), "{:?}", lost.elapsed());

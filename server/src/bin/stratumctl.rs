@@ -249,11 +249,53 @@ fn sources_table(v: &Value) -> String {
             seconds(&s["last_offset_seconds"], 1e6, "us"),
             seconds(&s["last_delay_seconds"], 1e6, "us"),
             seconds(&s["jitter_seconds"], 1e6, "us"),
+            refclock_state(s),
         ]
     });
-    let header =
-        ["", "state", "name", "address", "refid", "stratum", "poll", "reach", "last rx", "offset", "delay", "jitter"];
+    let header = [
+        "", "state", "name", "address", "refid", "stratum", "poll", "reach", "last rx", "offset", "delay", "jitter",
+        "refclock",
+    ];
     table(&header, &rows)
+}
+
+/// A refclock row's driver state in a few words ("fix 8 sats", "no fix stale", "locked 120/122
+/// pulses", "dropped 3"); "-" for an upstream.
+fn refclock_state(s: &Value) -> String {
+    if s["refclock"] != true {
+        return "-".into();
+    }
+    let mut words = Vec::new();
+    match s["fix"].as_bool() {
+        Some(true) => words.push("fix".to_string()),
+        Some(false) => words.push("no fix".to_string()),
+        None => {}
+    }
+    if let Some(n) = s["satellites"].as_u64() {
+        words.push(format!("{n} sats"));
+    }
+    match s["pps_locked"].as_bool() {
+        Some(true) => words.push("locked".into()),
+        Some(false) => words.push("unlocked".into()),
+        None => {}
+    }
+    if let (Some(locked), Some(total)) = (s["pulses"]["locked"].as_u64(), s["pulses"]["total"].as_u64()) {
+        words.push(format!("{locked}/{total} pulses"));
+    }
+    if let Some(o) = s["last_pulse_offset_seconds"].as_f64() {
+        words.push(format!("pulse {:+.0} ns", o * 1e9));
+    }
+    if s["stale"] == true {
+        words.push("stale".into());
+    }
+    if let Some(n) = s["samples_dropped"].as_u64().filter(|&n| n > 0) {
+        words.push(format!("dropped {n}"));
+    }
+    if words.is_empty() {
+        "ok".into()
+    } else {
+        words.join(" ")
+    }
 }
 
 /// A number of seconds in `unit` (scaled by `scale`), rounded, or "-".
@@ -324,6 +366,19 @@ mod tests {
             "requests": { "received": 5, "answered": 5, "kod": {}, "dropped": {}, "send_failed": 0 },
             "xdp": xdp,
         })
+    }
+
+    #[test]
+    fn a_refclock_row_shows_its_driver_state() {
+        let nmea = json!({"refclock": true, "fix": false, "satellites": 2, "pps_locked": null, "stale": true,
+            "samples_dropped": 3});
+        assert_eq!(refclock_state(&nmea), "no fix 2 sats stale dropped 3");
+        let pps = json!({"refclock": true, "fix": null, "pps_locked": true, "stale": false,
+            "pulses": {"total": 12, "locked": 10}, "last_pulse_offset_seconds": 1.2e-7, "samples_dropped": 0});
+        assert_eq!(refclock_state(&pps), "locked 10/12 pulses pulse +120 ns");
+        assert_eq!(refclock_state(&json!({"refclock": false})), "-");
+        let table = sources_table(&json!({"sources": [nmea], "clock_source": "sync"}));
+        assert!(table.lines().next().unwrap().ends_with("refclock"), "{table}");
     }
 
     fn row<'a>(text: &'a str, key: &str) -> Option<&'a str> {

@@ -73,6 +73,13 @@ enum Metric {
     SyncUpdateAge,
     SyncSourcesReachable,
     SyncSteps,
+    RefclockFix,
+    RefclockSatellites,
+    RefclockStale,
+    RefclockPpsLocked,
+    RefclockPulses,
+    RefclockSamples,
+    RefclockSamplesDropped,
 }
 
 /// One exported metric: name, help, type, and its labels' names.
@@ -91,7 +98,7 @@ const fn family(name: &'static str, kind: MetricType, labels: &'static [&'static
 use MetricType::{COUNTER, GAUGE, HISTOGRAM};
 
 /// Indexed by [`Metric`]: the array's length is checked against the last variant at compile time.
-const FAMILIES: [Family; Metric::SyncSteps as usize + 1] = [
+const FAMILIES: [Family; Metric::RefclockSamplesDropped as usize + 1] = [
     family("stratumd_build_info", GAUGE, &["version"], "Always 1; the version label names the build."),
     family("stratumd_uptime_seconds", GAUGE, &[], "Seconds since stratumd started."),
     family("stratumd_backend_info", GAUGE, &["backend"], "Always 1; the data plane in use."),
@@ -135,6 +142,13 @@ const FAMILIES: [Family; Metric::SyncSteps as usize + 1] = [
     family("stratumd_sync_update_age_seconds", GAUGE, &[], "Seconds since the last clock update (grows in holdover)."),
     family("stratumd_sync_sources_reachable", GAUGE, &[], "Sources that answered at least one of their last 8 polls."),
     family("stratumd_sync_steps_total", COUNTER, &[], "Steps of the served clock."),
+    family("stratumd_refclock_fix", GAUGE, &["refclock", "source"], "nmea: 1 while the receiver reports a good fix, 0 without one (RMC status V, GGA/GSA no fix, too few satellites)."),
+    family("stratumd_refclock_satellites", GAUGE, &["refclock", "source"], "nmea: satellites in use, as the receiver's last GGA said."),
+    family("stratumd_refclock_stale", GAUGE, &["refclock", "source"], "1 while the refclock is out of the selection for a lost fix or lock, or no sample for 2.5 s, until its next estimate."),
+    family("stratumd_refclock_pps_locked", GAUGE, &["refclock", "source"], "pps: 1 while pulses are numbered by the locked time-of-day refclock, 0 when they are not."),
+    family("stratumd_refclock_pulses_total", COUNTER, &["refclock", "source", "outcome"], "pps: pulses by what the lock made of them: locked (numbered), unlocked (no or a disagreeing time-of-day sample), double, wrong_edge."),
+    family("stratumd_refclock_samples_total", COUNTER, &["refclock", "source"], "Samples (and numbered pulses) the refclock gave the sync engine."),
+    family("stratumd_refclock_samples_dropped_total", COUNTER, &["refclock", "source"], "Readings the refclock's driver dropped because the channel to the sync thread was full."),
 ];
 
 /// The collector: builds every family from [`ServerStatus`] at scrape time.
@@ -305,6 +319,34 @@ impl Families {
                 }
             }
         }
+        for row in &sources {
+            let Some(rc) = &row.refclock else { continue };
+            let source = row.address.to_string();
+            let label = [("refclock", row.name.as_str()), ("source", source.as_str())];
+            if let Some(fix) = rc.fix {
+                self.gauge(Metric::RefclockFix, &label, f64::from(u8::from(fix)));
+            }
+            if let Some(n) = rc.satellites {
+                self.gauge(Metric::RefclockSatellites, &label, f64::from(n));
+            }
+            self.gauge(Metric::RefclockStale, &label, f64::from(u8::from(row.status.refclock_stale)));
+            if let Some(locked) = rc.pps_locked {
+                self.gauge(Metric::RefclockPpsLocked, &label, f64::from(u8::from(locked)));
+            }
+            if let Some(p) = rc.pulses {
+                for (outcome, n) in [
+                    ("locked", p.locked),
+                    ("unlocked", p.unlocked),
+                    ("double", p.doubles),
+                    ("wrong_edge", p.wrong_edges),
+                ] {
+                    let labels = [label[0], label[1], ("outcome", outcome)];
+                    self.counter(Metric::RefclockPulses, &labels, n);
+                }
+            }
+            self.counter(Metric::RefclockSamples, &label, row.status.refclock_samples);
+            self.counter(Metric::RefclockSamplesDropped, &label, rc.dropped);
+        }
         let reachable = sources.iter().filter(|r| r.status.reach != 0).count();
         self.gauge(Metric::SyncSourcesReachable, &[], reachable as f64);
         if let Some(t) = view.tracking() {
@@ -442,12 +484,36 @@ mod tests {
         let now = stratum_proto::NtpTimestamp::from_parts(3_980_000_000, 0);
         let mut engine = SyncEngine::new(SyncConfig::default());
         engine.add_source("192.0.2.10".parse().unwrap(), SourceConfig::default(), now).unwrap();
+        let refid = stratum_proto::RefId(*b"PPS\0");
+        engine.add_refclock(refid, stratum_proto::sync::RefclockConfig::default(), now).unwrap();
         let rows = engine
             .sources()
-            .map(|status| crate::sync::upstream::SourceRow {
-                name: "time.example".into(),
-                address: "192.0.2.10:123".parse().unwrap(),
-                status,
+            .map(|status| match status.refclock {
+                None => crate::sync::upstream::SourceRow {
+                    name: "time.example".into(),
+                    address: "192.0.2.10:123".parse().unwrap(),
+                    status,
+                    refclock: None,
+                },
+                Some(_) => crate::sync::upstream::SourceRow {
+                    name: "pps:/dev/pps0".into(),
+                    address: "127.127.22.1:0".parse().unwrap(),
+                    status,
+                    refclock: Some(crate::sync::upstream::RefclockRow {
+                        driver: "pps",
+                        fix: Some(false),
+                        satellites: Some(3),
+                        pps_locked: Some(false),
+                        pulses: Some(stratum_refclock::pps::PulseCounters {
+                            pulses: 9,
+                            locked: 7,
+                            unlocked: 2,
+                            ..Default::default()
+                        }),
+                        last_pulse_offset: None,
+                        dropped: 4,
+                    }),
+                },
             })
             .collect();
         let view = Arc::new(SyncView::default());
@@ -525,6 +591,12 @@ mod tests {
             "stratumd_source_state{source=\"192.0.2.10:123\",name=\"time.example\",state=\"unselectable\"} 1",
             "stratumd_source_reach{source=\"192.0.2.10:123\"} 0",
             "stratumd_sync_sources_reachable 0",
+            "stratumd_refclock_fix{refclock=\"pps:/dev/pps0\",source=\"127.127.22.1:0\"} 0",
+            "stratumd_refclock_satellites{refclock=\"pps:/dev/pps0\",source=\"127.127.22.1:0\"} 3",
+            "stratumd_refclock_pps_locked{refclock=\"pps:/dev/pps0\",source=\"127.127.22.1:0\"} 0",
+            "stratumd_refclock_pulses_total{refclock=\"pps:/dev/pps0\",source=\"127.127.22.1:0\",outcome=\"unlocked\"} 2",
+            "stratumd_refclock_samples_dropped_total{refclock=\"pps:/dev/pps0\",source=\"127.127.22.1:0\"} 4",
+            "stratumd_refclock_stale{refclock=\"pps:/dev/pps0\",source=\"127.127.22.1:0\"} 0",
             "stratumd_xdp_rx_dropped_total{queue=\"3\"} 5",
             "stratumd_xdp_fill_ring_empty_total{queue=\"3\"} 6",
             "stratumd_xdp_invalid_descriptors_total{queue=\"3\",ring=\"tx\"} 7",

@@ -126,7 +126,7 @@ impl ServerStatus {
 /// One source as `stratumctl sources --json` shows it.
 fn source_json(row: &crate::sync::upstream::SourceRow, now: stratum_proto::NtpTimestamp) -> Value {
     let s = &row.status;
-    json!({
+    let mut v = json!({
         "name": row.name,
         // A refclock has no network address (its row's is a pseudo-address for the metrics).
         "address": if s.refclock.is_some() { "-".to_string() } else { row.address.to_string() },
@@ -152,7 +152,28 @@ fn source_json(row: &crate::sync::upstream::SourceRow, now: stratum_proto::NtpTi
             stratum_proto::sync::SourceState::Demobilised(code) => Some(code.as_str()),
             _ => None,
         },
-    })
+    });
+    // A refclock's driver state (issue 18): its keys only on refclock rows.
+    if let (Some(rc), Value::Object(o)) = (&row.refclock, &mut v) {
+        o.insert("driver".into(), rc.driver.into());
+        o.insert("fix".into(), json!(rc.fix));
+        o.insert("satellites".into(), json!(rc.satellites));
+        o.insert("pps_locked".into(), json!(rc.pps_locked));
+        o.insert(
+            "pulses".into(),
+            json!(rc.pulses.map(|p| json!({
+                "total": p.pulses,
+                "locked": p.locked,
+                "unlocked": p.unlocked,
+                "double": p.doubles,
+                "wrong_edge": p.wrong_edges,
+            }))),
+        );
+        o.insert("last_pulse_offset_seconds".into(), json!(rc.last_pulse_offset));
+        o.insert("samples".into(), s.refclock_samples.into());
+        o.insert("samples_dropped".into(), rc.dropped.into());
+    }
+    v
 }
 
 fn round_ms(seconds: f64) -> f64 {

@@ -264,6 +264,8 @@ impl Device {
             }
             Device::Nmea(mut reader) => {
                 let mut alive = true;
+                // Whether the last time sentence gave a sample (true) or said stale (false).
+                let mut good = None;
                 while alive && !shutdown.load(Ordering::Relaxed) {
                     let mut told = None;
                     let read = reader.poll(clock::now, |event| match event {
@@ -279,9 +281,10 @@ impl Device {
                         }
                         _ => {}
                     });
+                    good = told.or(good);
                     let fix = reader.decoder().fix();
-                    if let Some(good) = told.or(fix.fix) {
-                        out.state.set_fix(good && fix.fix != Some(false), fix.satellites);
+                    if let Some(g) = good.or(fix.fix) {
+                        out.state.set_fix(g && fix.fix != Some(false), fix.satellites);
                     }
                     if let Err(e) = read {
                         tracing::error!(refclock = %name, error = %e, "cannot read the serial port; retrying in 1 s");

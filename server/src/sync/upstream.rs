@@ -26,7 +26,7 @@ use stratum_proto::sync::{
     SourceState, SourceStatus, SyncConfig, SyncEngine, Tracking,
 };
 use stratum_proto::{NtpTimestamp, RefId, ServerSnapshot};
-use stratum_refclock::pps::{PpsConfig, PpsLock};
+use stratum_refclock::pps::{PpsConfig, PpsLock, PulseCounters};
 use stratum_refclock::TimeSample;
 
 use super::refclock::{self as drivers, Delivery, Reading, Refclocks};
@@ -59,6 +59,27 @@ pub struct SourceRow {
     /// metrics' labels; `stratumctl sources` shows "-" for it (`status.refclock` is set).
     pub address: SocketAddr,
     pub status: SourceStatus,
+    /// A refclock's driver state (None for an upstream).
+    pub refclock: Option<RefclockRow>,
+}
+
+/// What a refclock's driver and PPS lock say, for `stratumctl sources` and /metrics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RefclockRow {
+    /// "nmea", "pps", "shm" or "sock".
+    pub driver: &'static str,
+    /// nmea: whether the receiver has a good fix (None before it said).
+    pub fix: Option<bool>,
+    /// nmea: satellites in use, as GGA last said.
+    pub satellites: Option<u32>,
+    /// pps: whether its last pulse was numbered by the lock (None for other drivers).
+    pub pps_locked: Option<bool>,
+    /// pps: what the lock made of the pulses.
+    pub pulses: Option<PulseCounters>,
+    /// pps: the last numbered pulse's offset (reference minus host), seconds.
+    pub last_pulse_offset: Option<f64>,
+    /// Readings dropped because the channel to the sync thread was full.
+    pub dropped: u64,
 }
 
 /// What `stratumctl sources`/`tracking` and /metrics read of the sync thread, updated by it after
@@ -112,6 +133,7 @@ struct RefclockSlot {
     name: String,
     address: SocketAddr,
     id: SourceId,
+    driver: &'static str,
     /// pps: numbers the pulses from the samples of refclock `lock_of`.
     lock: Option<PpsLock>,
     lock_of: Option<usize>,
@@ -179,7 +201,7 @@ impl UpstreamSync {
             let lock_of = r.lock.as_ref().and_then(|l| config.refclock.iter().position(|o| o.refid() == l));
             let lock =
                 lock_of.map(|_| PpsLock::new(PpsConfig { offset: r.offset, delay: r.delay, ..PpsConfig::default() }));
-            refclock_slots.push(RefclockSlot { name: r.name(), address, id, lock, lock_of });
+            refclock_slots.push(RefclockSlot { name: r.name(), address, id, driver: r.driver.as_str(), lock, lock_of });
         }
         let readings =
             if config.refclock.is_empty() { None } else { Some(drivers::start(&config.refclock, &shutdown)?) };
@@ -475,11 +497,24 @@ impl Driver {
             .sources()
             .filter_map(|status| {
                 if status.refclock.is_some() {
-                    let slot = self.refclocks.iter().find(|r| r.id == status.id)?;
-                    return Some(SourceRow { name: slot.name.clone(), address: slot.address, status });
+                    let index = self.refclocks.iter().position(|r| r.id == status.id)?;
+                    let slot = &self.refclocks[index];
+                    let state = self.readings.as_ref().and_then(|r| r.state.get(index));
+                    let refclock = RefclockRow {
+                        driver: slot.driver,
+                        fix: state.and_then(|s| s.fix()),
+                        satellites: state.and_then(|s| s.satellites()),
+                        pps_locked: slot.lock.as_ref().map(|l| l.is_locked() && !status.refclock_stale),
+                        pulses: slot.lock.as_ref().map(PpsLock::counters),
+                        last_pulse_offset: slot.lock.as_ref().and_then(PpsLock::last_offset),
+                        dropped: state.map_or(0, |s| s.dropped()),
+                    };
+                    let (name, address) = (slot.name.clone(), slot.address);
+                    return Some(SourceRow { name, address, status, refclock: Some(refclock) });
                 }
                 let link = self.links.get(&status.id)?;
-                Some(SourceRow { name: self.entries[link.entry].name.to_string(), address: link.address, status })
+                let name = self.entries[link.entry].name.to_string();
+                Some(SourceRow { name, address: link.address, status, refclock: None })
             })
             .collect();
         for row in &rows {
