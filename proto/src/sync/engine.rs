@@ -620,8 +620,9 @@ impl SyncEngine {
     pub fn handle_timeout(&mut self, now: NtpTimestamp) {
         let now = self.raw(now);
         self.discipline.finish_slew(now);
-        // Refclock intervals ended: shift the reach register; one that gave no sample for a
-        // whole interval leaves the selection now.
+        // Refclock intervals ended: shift the reach register (ntpd's: bit 0 is the interval now
+        // begun, set by its first sample, so a silent interval stays a 0 once samples resume);
+        // one that gave no sample for a whole interval leaves the selection now.
         let mut went_quiet = false;
         for slot in &mut self.slots {
             let Some(rc) = slot.refclock.as_mut() else { continue };
@@ -629,8 +630,8 @@ impl SyncEngine {
                 let step = NtpDuration::from_seconds_f64(rc.interval());
                 rc.interval_end = rc.interval_end.add(step);
                 let r = &mut slot.source.reach;
-                went_quiet |= *r & 1 == 1 && !rc.sampled;
-                *r = (*r << 1) | u8::from(rc.sampled);
+                went_quiet |= *r & 0b11 != 0 && *r & 0b1 == 0;
+                *r <<= 1;
                 rc.sampled = false;
             }
             // No sample for `max_age`: stale now, not at the interval's end.
@@ -696,9 +697,9 @@ impl SyncEngine {
                 continue;
             }
             slot.state = SourceState::Unselectable;
-            if slot.refclock.as_ref().is_some_and(|rc| rc.stale || s.reach & 1 == 0) {
-                // Stale (its driver said so, or no sample for `max_age`) or no sample for a whole
-                // poll interval: a fix or a lock lost.
+            if slot.refclock.as_ref().is_some_and(|rc| rc.stale || s.reach & 0b11 == 0) {
+                // Stale (its driver said so, or no sample for `max_age`), or no sample in the last
+                // whole poll interval nor this one: a fix or a lock lost.
                 continue;
             }
             let (Some(est), Some(up)) = (s.filter.last(), s.upstream) else { continue };
@@ -1150,6 +1151,29 @@ mod refclock_tests {
         assert!(!selected(&engine, id), "not before an estimate");
         run(&mut engine, id, 33.0, 60.0, true);
         assert!(selected(&engine, id));
+    }
+
+    #[test]
+    fn a_refclock_sampled_in_every_interval_reaches_377() {
+        let mut engine = SyncEngine::new(SyncConfig::default());
+        let id = gps(&mut engine);
+        let reach = |e: &SyncEngine| e.sources().next().unwrap().reach;
+        run(&mut engine, id, 0.0, 16.15, true);
+        assert_eq!(reach(&engine), 0b11, "one interval and the next begun");
+        run(&mut engine, id, 16.15, 32.15, true);
+        assert_eq!(reach(&engine), 0b111);
+        run(&mut engine, id, 32.15, 200.0, true);
+        assert_eq!(reach(&engine), 0xff, "{:o}", reach(&engine));
+        assert!(selected(&engine, id));
+        // Right after an interval ends, before the next sample: still 376 and selected.
+        run(&mut engine, id, 200.0, 208.05, true);
+        assert_eq!(reach(&engine), 0xfe, "{:o}", reach(&engine));
+        assert!(selected(&engine, id));
+        // A whole silent interval (224-240) stays a 0 bit once samples resume.
+        run(&mut engine, id, 208.05, 223.15, true);
+        run(&mut engine, id, 223.15, 240.05, false);
+        run(&mut engine, id, 240.05, 256.15, true);
+        assert_eq!(reach(&engine), 0b1111_1011, "{:o}", reach(&engine));
     }
 
     #[test]
