@@ -603,7 +603,7 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "no line `{line}` in:\n{text}");
         }
-        // 2 workers x (1 answered + 3 kiss codes + 12 drop reasons), and the XDP program's denials.
+        // 2 workers x (1 answered + 3 kiss codes + 13 drop reasons), and the XDP program's denials.
         let series = text.lines().filter(|l| l.starts_with("stratumd_requests_total{")).count();
         assert_eq!(series, 2 * (1 + 3 + DropReason::ALL.len()) + 1);
     }
