@@ -14,22 +14,11 @@ use crate::dataplane::stats::WorkerCounters;
 
 /// Decides what `payload` (a request from `client`, received at `rx_time` on the host clock)
 /// gets, writing any reply over it; records the reply's turnaround. The caller counts the verdict.
-pub fn answer(
-    payload: &mut [u8],
-    client: SocketAddr,
-    rx_time: NtpTimestamp,
-    snapshot: &ServerSnapshot,
-    admission: &mut WorkerPolicy,
-    rng: &mut StdRng,
-    counters: &WorkerCounters,
-) -> Verdict {
-    answer_with_clock(payload, client, rx_time, snapshot, admission, rng, counters, stratum_host::clock::try_now)
-}
-
-/// [`answer`] with the clock T3 is read from as a parameter. A clock that cannot be read turns a
-/// reply into a counted drop ([`DropReason::Clock`]): its transmit timestamp would be untrue.
+/// T3 is read from `read_clock` (the workers pass `stratum_host::clock::try_now`); a clock that
+/// cannot be read turns a reply into a counted drop ([`DropReason::Clock`]): its transmit
+/// timestamp would be untrue.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn answer_with_clock(
+pub fn answer(
     payload: &mut [u8],
     client: SocketAddr,
     rx_time: NtpTimestamp,
@@ -77,11 +66,11 @@ mod tests {
         let request = NtpPacket::client_request(4, NtpTimestamp::from_parts(3_990_000_000, 7)).to_bytes();
         let mut buf = request;
         let broken = || None;
-        let v = answer_with_clock(&mut buf, client, rx, &snapshot, &mut policy, &mut rng, &counters, broken);
+        let v = answer(&mut buf, client, rx, &snapshot, &mut policy, &mut rng, &counters, broken);
         assert_eq!(v, Verdict::Drop(DropReason::Clock));
         let mut buf = request;
         let working = || Some(NtpTimestamp::from_parts(3_990_000_000, 1000));
-        let v = answer_with_clock(&mut buf, client, rx, &snapshot, &mut policy, &mut rng, &counters, working);
+        let v = answer(&mut buf, client, rx, &snapshot, &mut policy, &mut rng, &counters, working);
         assert!(v.reply_len().is_some(), "{v:?}");
     }
 }

@@ -48,29 +48,6 @@ fn default_top() -> usize {
     10
 }
 
-/// Answers one request line; `health` asks for a root distance within `max_root_distance` s.
-pub fn handle_line(status: &ServerStatus, line: &str, max_root_distance: f64) -> Value {
-    match serde_json::from_str::<ControlRequest>(line.trim()) {
-        Ok(ControlRequest::Status) => status.status_json(),
-        Ok(ControlRequest::Workers) => status.workers_json(),
-        Ok(ControlRequest::Sources) => status.sources_json(),
-        Ok(ControlRequest::Tracking) => status.tracking_json(),
-        Ok(ControlRequest::Health) => {
-            let h = status.health(max_root_distance);
-            json!({
-                "healthy": h.healthy,
-                "reason": h.reason,
-                "root_distance_seconds": h.root_distance,
-                "max_root_distance_seconds": max_root_distance,
-                "stratum": h.stratum,
-            })
-        }
-        Ok(ControlRequest::Clients { top }) if (1..=MAX_TOP).contains(&top) => status.clients_json(top),
-        Ok(ControlRequest::Clients { top }) => json!({ "error": format!("top {top} is outside 1..={MAX_TOP}") }),
-        Err(e) => json!({ "error": format!("bad request: {e}") }),
-    }
-}
-
 /// How long a `clients` answer is reused: the table scan behind it (up to the whole limiter
 /// table) runs at most once a second however often it is asked.
 const CLIENTS_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -85,10 +62,27 @@ struct Control {
 }
 
 impl Control {
+    /// Answers one request line.
     fn answer_line(&self, line: &str) -> Value {
+        let status = &self.status;
         match serde_json::from_str::<ControlRequest>(line.trim()) {
+            Ok(ControlRequest::Status) => status.status_json(),
+            Ok(ControlRequest::Workers) => status.workers_json(),
+            Ok(ControlRequest::Sources) => status.sources_json(),
+            Ok(ControlRequest::Tracking) => status.tracking_json(),
+            Ok(ControlRequest::Health) => {
+                let h = status.health(self.max_root_distance);
+                json!({
+                    "healthy": h.healthy,
+                    "reason": h.reason,
+                    "root_distance_seconds": h.root_distance,
+                    "max_root_distance_seconds": self.max_root_distance,
+                    "stratum": h.stratum,
+                })
+            }
             Ok(ControlRequest::Clients { top }) if (1..=MAX_TOP).contains(&top) => self.clients(top),
-            _ => handle_line(&self.status, line, self.max_root_distance),
+            Ok(ControlRequest::Clients { top }) => json!({ "error": format!("top {top} is outside 1..={MAX_TOP}") }),
+            Err(e) => json!({ "error": format!("bad request: {e}") }),
         }
     }
 

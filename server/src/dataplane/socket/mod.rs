@@ -209,7 +209,9 @@ impl Worker {
                 (None, _) => Verdict::Drop(DropReason::Malformed),
                 (Some(client), _) => {
                     match info.rx_stamp().or_else(|| *fallback_rx.get_or_insert_with(clock::try_now)) {
-                        Some(rx_time) => answer(payload, client, rx_time, &snapshot, admission, rng, &self.counters),
+                        Some(rx_time) => {
+                            answer(payload, client, rx_time, &snapshot, admission, rng, &self.counters, clock::try_now)
+                        }
                         // No kernel stamp and no clock: no true receive time to give.
                         None => Verdict::Drop(DropReason::Clock),
                     }

@@ -189,7 +189,7 @@ fn answer_frame(
         }
     };
     let payload = &mut frame[parsed.payload()..parsed.payload() + parsed.payload_len];
-    let verdict = answer(payload, parsed.source, rx_time, snapshot, admission, rng, counters);
+    let verdict = answer(payload, parsed.source, rx_time, snapshot, admission, rng, counters, clock::try_now);
     counters.count(&verdict);
     let len = verdict.reply_len()?;
     let total = write_reply(frame, &parsed, len);
