@@ -11,13 +11,12 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use stratum_proto::NtpPacket;
 
-const CTL: &str = env!("CARGO_BIN_EXE_stratumctl");
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/anycast");
 /// The service address in deploy/anycast/bird.conf, and the uplink's two ends.
 const ANYCAST: &str = "192.0.2.123";
@@ -31,24 +30,6 @@ fn available(test: &str) -> bool {
 
 fn chronyd_available() -> bool {
     require(have_tool("chronyd"), "chronyd is not installed (apt-get install chrony)")
-}
-
-/// A child process killed and reaped on drop.
-struct Running(Option<Child>);
-
-impl Running {
-    fn stop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// The anycast server's namespace (stratumd, its BIRD, the gate) and the router's, joined by a

@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const CTL: &str = env!("CARGO_BIN_EXE_stratumctl");
-
 /// stratumctl with no `--socket`, `env` set as given, until it answers (or 10 s): its stdout.
 fn stratumctl_status(env: &[(&str, &str)]) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -10,58 +10,54 @@ use common::*;
 const SERVER: &str = "[server]\nlisten = [\"127.0.0.1:11123\"]\nworkers = 1\n";
 const CLOCK: &str = "\n[clock]\nsource = \"local\"\n";
 
-/// `--check-config` on `text`: (ok, stdout, stderr, path).
-fn check(text: &str) -> (bool, String, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("first.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN).arg("--check-config").arg(&path).output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into());
-    (out.status.success(), stdout, stderr, path.display().to_string())
-}
-
-/// Asserts `text` is refused with one line starting `FILE:LINE: KEY: ` and containing `detail`.
-fn refused(text: &str, line: usize, key: &str, detail: &str) {
-    let (ok, _, err, path) = check(text);
-    assert!(!ok, "accepted:\n{text}");
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with(&format!("{path}:{line}: {key}: ")), "wanted line {line} and {key}: {err}");
-    assert!(err.contains(detail), "wanted `{detail}` in: {err}");
-}
-
 /// (1) A log level the logger cannot use was `ok`, and the server then logged nothing.
 #[test]
 fn bad_log_levels_are_refused() {
     for level in ["loud", "stratumd=verbose", "[[["] {
         let text = format!("{SERVER}{CLOCK}\n[log]\nlevel = \"{level}\"\n");
-        refused(&text, 9, "log.level", "trace, debug, info, warn, error, off");
+        assert_refused(&text, 9, "log.level", "trace, debug, info, warn, error, off");
     }
-    let (ok, _, err, _) = check(&format!("{SERVER}{CLOCK}\n[log]\nlevel = \"stratumd=debug,info\"\n"));
+    let (ok, _, err, _) = check_config(&format!("{SERVER}{CLOCK}\n[log]\nlevel = \"stratumd=debug,info\"\n"));
     assert!(ok, "{err}");
 }
 
 /// (3) Errors found across keys carry the line of the key, or of the entry in an array.
 #[test]
 fn semantic_errors_have_lines() {
-    refused(&format!("[server]\nlisten = []\n{CLOCK}"), 2, "server.listen", "at least one address");
-    refused(&format!("{SERVER}timestamping = \"hardware\"\n{CLOCK}"), 4, "server.interface", "needs the interface");
-    refused(&format!("{SERVER}interface = \"nosuch0\"\n{CLOCK}"), 4, "server.interface", "no such interface `nosuch0`");
+    assert_refused(&format!("[server]\nlisten = []\n{CLOCK}"), 2, "server.listen", "at least one address");
+    assert_refused(
+        &format!("{SERVER}timestamping = \"hardware\"\n{CLOCK}"),
+        4,
+        "server.interface",
+        "needs the interface",
+    );
+    assert_refused(
+        &format!("{SERVER}interface = \"nosuch0\"\n{CLOCK}"),
+        4,
+        "server.interface",
+        "no such interface `nosuch0`",
+    );
     let multi = format!("[server]\nlisten = [\n  \"127.0.0.1:11123\",\n  \"127.0.0.1\",\n]\n{CLOCK}");
-    refused(&multi, 4, "server.listen", "`127.0.0.1` is not a socket address");
+    assert_refused(&multi, 4, "server.listen", "`127.0.0.1` is not a socket address");
 }
 
 /// (4) Values that were accepted and then did something else.
 #[test]
 fn accepted_but_wrong_values_are_refused() {
-    refused(
+    assert_refused(
         &format!("{SERVER}cores = [99]\n{CLOCK}"),
         4,
         "server.cores",
         "core 99 is not a CPU this process may run on",
     );
-    refused(&format!("{SERVER}port = 124\n{CLOCK}"), 4, "server.port", "takes the port from `listen`");
-    refused(&format!("{SERVER}{CLOCK}\n[access]\nallow = []\n"), 9, "access.allow", "remove `allow` to allow everyone");
-    refused(&format!("{SERVER}{CLOCK}refid = \"\"\n"), 7, "clock.refid", "1 to 4 ASCII characters");
+    assert_refused(&format!("{SERVER}port = 124\n{CLOCK}"), 4, "server.port", "takes the port from `listen`");
+    assert_refused(
+        &format!("{SERVER}{CLOCK}\n[access]\nallow = []\n"),
+        9,
+        "access.allow",
+        "remove `allow` to allow everyone",
+    );
+    assert_refused(&format!("{SERVER}{CLOCK}refid = \"\"\n"), 7, "clock.refid", "1 to 4 ASCII characters");
 }
 
 #[cfg(feature = "xdp")]
@@ -82,11 +78,11 @@ mod xdp {
     fn xdp_errors_have_lines() {
         let base = format!("[server]\nbackend = \"xdp\"\ninterface = \"lo\"\n{CLOCK}");
         let listen = base.replace("interface = \"lo\"\n", "interface = \"lo\"\nlisten = [\"127.0.0.1:123\"]\n");
-        refused(&listen, 4, "server.listen", "the xdp backend serves `port`");
-        refused(&base.replace("interface = \"lo\"\n", ""), 2, "server.interface", "needs the interface");
-        refused(&base.replace("\"lo\"", "\"nosuch0\""), 3, "server.interface", "no such interface");
+        assert_refused(&listen, 4, "server.listen", "the xdp backend serves `port`");
+        assert_refused(&base.replace("interface = \"lo\"\n", ""), 2, "server.interface", "needs the interface");
+        assert_refused(&base.replace("\"lo\"", "\"nosuch0\""), 3, "server.interface", "no such interface");
         let twice = base.replace("interface = \"lo\"\n", "interface = \"lo\"\nqueues = [\n  0,\n  0,\n]\n");
-        refused(&twice, 6, "server.queues", "queue 0 is listed twice");
+        assert_refused(&twice, 6, "server.queues", "queue 0 is listed twice");
     }
 
     /// (15) A queue without a worker: valid, but its requests fall through to the kernel. The
@@ -106,12 +102,12 @@ mod xdp {
         assert!(made.success(), "ip link add failed");
         let _link = TwoQueueLink(name);
         let text = format!("[server]\nbackend = \"xdp\"\ninterface = \"{name}\"\nqueues = [0]\n{CLOCK}");
-        let (ok, out, err, path) = check(&text);
+        let (ok, out, err, path) = check_config(&text);
         assert!(ok, "{err}");
         assert!(out.contains(": ok"), "{out}");
         assert!(err.starts_with(&format!("{path}:4: server.queues: warning: ")), "{err}");
         assert!(err.contains("queue 1 has no socket") && err.contains("no_socket"), "{err}");
-        let (ok, _, err, _) = check(&text.replace("queues = [0]", "queues = [0, 1]"));
+        let (ok, _, err, _) = check_config(&text.replace("queues = [0]", "queues = [0, 1]"));
         assert!(ok && err.is_empty(), "every queue served: no warning: {err}");
     }
 }

@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const CTL: &str = env!("CARGO_BIN_EXE_stratumctl");
-
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();

@@ -11,7 +11,7 @@ mod common;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -21,27 +21,6 @@ use common::*;
 use serde_json::Value;
 use stratum_refclock::shm::{self, ShmSegment};
 use stratum_refclock::sock::{SockSample, SockSender};
-
-const CTL: &str = env!("CARGO_BIN_EXE_stratumctl");
-
-fn ctl(control: &Path, command: &str) -> Option<Value> {
-    let out = Command::new(CTL).arg("--socket").arg(control).args([command, "--json"]).output().ok()?;
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
-}
-
-/// Asks `command` every 100 ms until its answer satisfies `ok` (returns it) or `limit` passes
-/// (panics, with the last answer).
-fn wait_for(limit: Duration, what: &str, control: &Path, command: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let answer = ctl(control, command);
-        if let Some(v) = answer.as_ref().filter(|v| ok(v)) {
-            return v.clone();
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}; last `{command}`: {answer:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn now_unix() -> (i64, u32) {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
@@ -73,18 +52,6 @@ impl Drop for Feeder {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-    }
-}
-
-/// A child process killed and reaped on drop.
-struct Running(Option<Child>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
         }
     }
 }
@@ -504,7 +471,7 @@ fn an_nmea_fix_loss_takes_the_refclock_out_within_3_s_then_holdover_then_unsynch
     let row = sources["sources"].as_array().unwrap().iter().find(|r| r["refclock"] == true).unwrap().clone();
     assert_eq!(row["stale"], true, "{row}");
     assert_eq!(row["fix"], false, "{row}");
-    let tracking = ctl(&control, "tracking").unwrap();
+    let tracking = ctl_json(&control, &["tracking"]).unwrap();
     assert!(tracking["system_peer"].is_null(), "no system peer: {tracking}");
     assert!(lost.elapsed() < Duration::from_secs(3), "{:?}", lost.elapsed());
     let status = wait_for(Duration::from_secs(10), "LI=3 after max-holdover", &control, "status", |s| {

@@ -4,28 +4,9 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 const SERVER: &str = "[server]\nlisten = [\"127.0.0.1:11123\"]\nworkers = 1\n";
-
-fn check(text: &str) -> (bool, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("refclock.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN).arg("--check-config").arg(&path).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into(), path.display().to_string())
-}
-
-/// Refused with one line `FILE:LINE: KEY: ...` containing `detail`.
-fn refused(text: &str, line: usize, key: &str, detail: &str) {
-    let (ok, err, path) = check(text);
-    assert!(!ok, "accepted:\n{text}");
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with(&format!("{path}:{line}: {key}: ")), "wanted line {line} and {key}: {err}");
-    assert!(err.contains(detail), "wanted `{detail}` in: {err}");
-}
 
 /// Lines: 1-3 [server], 4 blank, 5 [clock], 6 source, 7 blank, 8 [[refclock]], 9 on: `rest`.
 fn sync(rest: &str) -> String {
@@ -49,24 +30,29 @@ fn good_refclock_configurations_pass_without_the_devices() {
         ),
         sync("[[refclock]]\ndriver = \"shm\"\ndevice = \"0\"\n\n[[refclock]]\ndriver = \"shm\"\ndevice = \"1\"\nrefid = \"GPS1\"\n"),
     ] {
-        let (ok, err, _) = check(&text);
+        let (ok, _, err, _) = check_config(&text);
         assert!(ok, "{err}\n{text}");
     }
 }
 
 #[test]
 fn bad_refclock_keys_name_their_line() {
-    refused(&refclock("driver = \"gps\"\ndevice = \"0\""), 9, "refclock.driver", "unknown variant");
-    refused(&refclock("device = \"0\""), 8, "refclock", "driver");
-    refused(&refclock("driver = \"shm\""), 8, "refclock", "device");
-    refused(&refclock("driver = \"shm\"\ndevice = \"0\"\nwidth = 1"), 11, "refclock.width", "unknown field");
-    refused(&refclock("driver = \"nmea\"\ndevice = \"/dev/ttyS0\"\nbaud = 12"), 11, "refclock.baud", "300..=4000000");
-    refused(&refclock("driver = \"shm\"\ndevice = \"0\"\npoll = 11"), 11, "refclock.poll", "-6..=10");
-    refused(&refclock("driver = \"shm\"\ndevice = \"0\"\nfilter = 0"), 11, "refclock.filter", "1..=1024");
-    refused(&refclock("driver = \"shm\"\ndevice = \"0\"\nrefid = \"TOOLONG\""), 11, "refclock.refid", "1 to 4");
-    refused(&refclock("driver = \"shm\"\ndevice = \"0\"\noffset = 20.0"), 11, "refclock.offset", "-10..=10");
-    refused(&refclock("driver = \"shm\"\ndevice = \"0\"\ndelay = -1.0"), 11, "refclock.delay", "0..=1");
-    refused(
+    assert_refused(&refclock("driver = \"gps\"\ndevice = \"0\""), 9, "refclock.driver", "unknown variant");
+    assert_refused(&refclock("device = \"0\""), 8, "refclock", "driver");
+    assert_refused(&refclock("driver = \"shm\""), 8, "refclock", "device");
+    assert_refused(&refclock("driver = \"shm\"\ndevice = \"0\"\nwidth = 1"), 11, "refclock.width", "unknown field");
+    assert_refused(
+        &refclock("driver = \"nmea\"\ndevice = \"/dev/ttyS0\"\nbaud = 12"),
+        11,
+        "refclock.baud",
+        "300..=4000000",
+    );
+    assert_refused(&refclock("driver = \"shm\"\ndevice = \"0\"\npoll = 11"), 11, "refclock.poll", "-6..=10");
+    assert_refused(&refclock("driver = \"shm\"\ndevice = \"0\"\nfilter = 0"), 11, "refclock.filter", "1..=1024");
+    assert_refused(&refclock("driver = \"shm\"\ndevice = \"0\"\nrefid = \"TOOLONG\""), 11, "refclock.refid", "1 to 4");
+    assert_refused(&refclock("driver = \"shm\"\ndevice = \"0\"\noffset = 20.0"), 11, "refclock.offset", "-10..=10");
+    assert_refused(&refclock("driver = \"shm\"\ndevice = \"0\"\ndelay = -1.0"), 11, "refclock.delay", "0..=1");
+    assert_refused(
         &refclock("driver = \"pps\"\ndevice = \"/dev/pps0\"\nedge = \"both\""),
         11,
         "refclock.edge",
@@ -76,26 +62,31 @@ fn bad_refclock_keys_name_their_line() {
 
 #[test]
 fn bad_refclock_combinations_name_their_entry() {
-    refused(&refclock("driver = \"shm\"\ndevice = \"gps0\""), 8, "refclock", "not a unit number");
-    refused(&refclock("driver = \"nmea\"\ndevice = \"ttyS0\""), 8, "refclock", "not an absolute path");
-    refused(&refclock("driver = \"shm\"\ndevice = \"0\"\nbaud = 9600"), 8, "refclock", "baud is for the nmea driver");
-    refused(&refclock("driver = \"shm\"\ndevice = \"0\"\nlock = \"GPS\""), 8, "refclock", "for the pps driver");
-    refused(&refclock("driver = \"pps\"\ndevice = \"/dev/pps0\""), 8, "refclock", "needs lock");
-    refused(
+    assert_refused(&refclock("driver = \"shm\"\ndevice = \"gps0\""), 8, "refclock", "not a unit number");
+    assert_refused(&refclock("driver = \"nmea\"\ndevice = \"ttyS0\""), 8, "refclock", "not an absolute path");
+    assert_refused(
+        &refclock("driver = \"shm\"\ndevice = \"0\"\nbaud = 9600"),
+        8,
+        "refclock",
+        "baud is for the nmea driver",
+    );
+    assert_refused(&refclock("driver = \"shm\"\ndevice = \"0\"\nlock = \"GPS\""), 8, "refclock", "for the pps driver");
+    assert_refused(&refclock("driver = \"pps\"\ndevice = \"/dev/pps0\""), 8, "refclock", "needs lock");
+    assert_refused(
         &refclock("driver = \"pps\"\ndevice = \"/dev/pps0\"\nlock = \"NMEA\""),
         8,
         "refclock",
         "names no configured",
     );
     let two = "[[refclock]]\ndriver = \"shm\"\ndevice = \"0\"\n\n[[refclock]]\ndriver = \"sock\"\ndevice = \"/run/gps.sock\"\n";
-    refused(&sync(two), 12, "refclock", "refid GPS is used twice (entry 1)");
+    assert_refused(&sync(two), 12, "refclock", "refid GPS is used twice (entry 1)");
     let same = "[[refclock]]\ndriver = \"shm\"\ndevice = \"0\"\n\n[[refclock]]\ndriver = \"shm\"\ndevice = \"0\"\nrefid = \"G2\"\n";
-    refused(&sync(same), 12, "refclock", "shm:0 is listed twice (entry 1)");
+    assert_refused(&sync(same), 12, "refclock", "shm:0 is listed twice (entry 1)");
     let pps_to_pps =
         "[[refclock]]\ndriver = \"shm\"\ndevice = \"0\"\n\n[[refclock]]\ndriver = \"pps\"\ndevice = \"/dev/pps0\"\n\
                       lock = \"PPS\"\n";
-    refused(&sync(pps_to_pps), 12, "refclock", "names a pps refclock");
+    assert_refused(&sync(pps_to_pps), 12, "refclock", "names a pps refclock");
     // Reference clocks need the sync time plane.
     let local = format!("{SERVER}\n[clock]\nsource = \"local\"\n\n[[refclock]]\ndriver = \"shm\"\ndevice = \"0\"\n");
-    refused(&local, 8, "refclock", "need [clock] source = \"sync\"");
+    assert_refused(&local, 8, "refclock", "need [clock] source = \"sync\"");
 }

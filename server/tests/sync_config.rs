@@ -4,28 +4,9 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 const SERVER: &str = "[server]\nlisten = [\"127.0.0.1:11123\"]\nworkers = 1\n";
-
-fn check(text: &str) -> (bool, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sync.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN).arg("--check-config").arg(&path).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into(), path.display().to_string())
-}
-
-/// Refused with one line `FILE:LINE: KEY: ...` containing `detail`.
-fn refused(text: &str, line: usize, key: &str, detail: &str) {
-    let (ok, err, path) = check(text);
-    assert!(!ok, "accepted:\n{text}");
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with(&format!("{path}:{line}: {key}: ")), "wanted line {line} and {key}: {err}");
-    assert!(err.contains(detail), "wanted `{detail}` in: {err}");
-}
 
 fn sync(clock: &str, rest: &str) -> String {
     format!("{SERVER}\n[clock]\nsource = \"sync\"\n{clock}\n{rest}")
@@ -51,7 +32,7 @@ fn good_sync_configurations_pass() {
         sync("leap-mode = \"smear\"", UPSTREAM),
         sync("discipline = \"virtual\"\nleap-mode = \"step\"", UPSTREAM),
     ] {
-        let (ok, err, _) = check(&text);
+        let (ok, _, err, _) = check_config(&text);
         assert!(ok, "{err}\n{text}");
     }
 }
@@ -59,42 +40,67 @@ fn good_sync_configurations_pass() {
 #[test]
 fn bad_upstream_pool_and_clock_keys_name_their_line() {
     // Lines: 1-3 [server], 4 blank, 5 [clock], 6 source, 7 the clock key below (if any), ...
-    refused(&sync("", "[[upstream]]\naddress = \"192.0.2.10:0\"\n"), 9, "upstream.address", "not a port");
-    refused(&sync("", "[[upstream]]\naddress = \"a b\"\n"), 9, "upstream.address", "not a host");
-    refused(&sync("", "[[upstream]]\naddress = \"192.0.2.10\"\nminpoll = 18\n"), 10, "upstream.minpoll", "-6..=17");
-    refused(&sync("", "[[upstream]]\naddress = \"192.0.2.10\"\nmaxpoll = -7\n"), 10, "upstream.maxpoll", "-6..=17");
-    refused(&sync("", "[[upstream]]\naddress = \"192.0.2.10\"\nburst = true\n"), 10, "upstream.burst", "unknown field");
-    refused(&sync("", "[[upstream]]\nminpoll = 4\n"), 8, "upstream", "address");
-    refused(
+    assert_refused(&sync("", "[[upstream]]\naddress = \"192.0.2.10:0\"\n"), 9, "upstream.address", "not a port");
+    assert_refused(&sync("", "[[upstream]]\naddress = \"a b\"\n"), 9, "upstream.address", "not a host");
+    assert_refused(
+        &sync("", "[[upstream]]\naddress = \"192.0.2.10\"\nminpoll = 18\n"),
+        10,
+        "upstream.minpoll",
+        "-6..=17",
+    );
+    assert_refused(
+        &sync("", "[[upstream]]\naddress = \"192.0.2.10\"\nmaxpoll = -7\n"),
+        10,
+        "upstream.maxpoll",
+        "-6..=17",
+    );
+    assert_refused(
+        &sync("", "[[upstream]]\naddress = \"192.0.2.10\"\nburst = true\n"),
+        10,
+        "upstream.burst",
+        "unknown field",
+    );
+    assert_refused(&sync("", "[[upstream]]\nminpoll = 4\n"), 8, "upstream", "address");
+    assert_refused(
         &sync("", &format!("{UPSTREAM}\n[[upstream]]\naddress = \"192.0.2.11\"\nminpoll = 8\nmaxpoll = 6\n")),
         11,
         "upstream",
         "minpoll 8 is above maxpoll 6",
     );
-    refused(&sync("", &format!("{UPSTREAM}\n{UPSTREAM}")), 11, "upstream", "listed twice");
-    refused(&sync("", "[[pool]]\nname = \"pool.example.net\"\nmax-sources = 0\n"), 10, "pool.max-sources", "1..=16");
-    refused(&sync("", "[[pool]]\nname = \"pool.example.net\"\nminpoll = 9\nmaxpoll = 7\n"), 8, "pool", "above maxpoll");
-    refused(&sync("", ""), 6, "clock.source", "needs servers to poll");
-    refused(&sync("step-threshold = -1", UPSTREAM), 7, "clock.step-threshold", "outside");
-    refused(&sync("max-holdover = \"3w\"", UPSTREAM), 7, "clock.max-holdover", "not a duration");
-    refused(&sync("minsane = 3", UPSTREAM), 7, "clock.minsane", "never synchronised");
-    refused(&sync("discipline = \"sundial\"", UPSTREAM), 7, "clock.discipline", "unknown variant");
-    refused(&sync("leap-mode = \"kernel\"", UPSTREAM), 7, "clock.leap-mode", "needs discipline = \"system\"");
-    refused(
+    assert_refused(&sync("", &format!("{UPSTREAM}\n{UPSTREAM}")), 11, "upstream", "listed twice");
+    assert_refused(
+        &sync("", "[[pool]]\nname = \"pool.example.net\"\nmax-sources = 0\n"),
+        10,
+        "pool.max-sources",
+        "1..=16",
+    );
+    assert_refused(
+        &sync("", "[[pool]]\nname = \"pool.example.net\"\nminpoll = 9\nmaxpoll = 7\n"),
+        8,
+        "pool",
+        "above maxpoll",
+    );
+    assert_refused(&sync("", ""), 6, "clock.source", "needs servers to poll");
+    assert_refused(&sync("step-threshold = -1", UPSTREAM), 7, "clock.step-threshold", "outside");
+    assert_refused(&sync("max-holdover = \"3w\"", UPSTREAM), 7, "clock.max-holdover", "not a duration");
+    assert_refused(&sync("minsane = 3", UPSTREAM), 7, "clock.minsane", "never synchronised");
+    assert_refused(&sync("discipline = \"sundial\"", UPSTREAM), 7, "clock.discipline", "unknown variant");
+    assert_refused(&sync("leap-mode = \"kernel\"", UPSTREAM), 7, "clock.leap-mode", "needs discipline = \"system\"");
+    assert_refused(
         &sync("discipline = \"virtual\"\nleap-mode = \"kernel\"", UPSTREAM),
         8,
         "clock.leap-mode",
         "needs discipline = \"system\"",
     );
-    refused(&sync("leap-mode = \"slew\"", UPSTREAM), 7, "clock.leap-mode", "unknown variant");
-    refused(
+    assert_refused(&sync("leap-mode = \"slew\"", UPSTREAM), 7, "clock.leap-mode", "unknown variant");
+    assert_refused(
         &format!("{SERVER}\n[clock]\nsource = \"local\"\nleap-mode = \"smear\"\n"),
         7,
         "clock.leap-mode",
         "needs source = \"sync\"",
     );
-    refused(&sync("stratum = 2", UPSTREAM), 7, "clock.stratum", "follow the selected upstream");
-    refused(
+    assert_refused(&sync("stratum = 2", UPSTREAM), 7, "clock.stratum", "follow the selected upstream");
+    assert_refused(
         &sync("leap-seconds = \"/nonexistent/leap-seconds.list\"", UPSTREAM),
         7,
         "clock.leap-seconds",
@@ -102,7 +108,7 @@ fn bad_upstream_pool_and_clock_keys_name_their_line() {
     );
     // Upstreams without source = "sync" would be silently unused.
     let local = format!("{SERVER}\n[clock]\nsource = \"local\"\n\n{UPSTREAM}");
-    refused(&local, 8, "upstream", "need [clock] source = \"sync\"");
+    assert_refused(&local, 8, "upstream", "need [clock] source = \"sync\"");
 }
 
 #[test]
@@ -115,5 +121,5 @@ fn a_leap_seconds_file_with_a_bad_hash_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("leap-seconds.list");
     std::fs::write(&path, tampered).unwrap();
-    refused(&sync(&format!("leap-seconds = \"{}\"", path.display()), UPSTREAM), 7, "clock.leap-seconds", "");
+    assert_refused(&sync(&format!("leap-seconds = \"{}\"", path.display()), UPSTREAM), 7, "clock.leap-seconds", "");
 }

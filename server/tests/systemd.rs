@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
-const CTL: &str = env!("CARGO_BIN_EXE_stratumctl");
 
 /// deploy/stratumd.service in `dir` with its paths pointing at the built binary and a real
 /// config; with `xdp`, the drop-in beside it as stratumd.service.d/xdp.conf.

@@ -10,11 +10,9 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{have_tool, is_root, require, run_ok, Netns, Server, BIN};
+use common::{chronyd_offset, ctl_json, have_tool, is_root, require, run_ok, Netns, Server, BIN};
 use serde_json::Value;
 use stratum_proto::frame::checksum;
-
-const CTL: &str = env!("CARGO_BIN_EXE_stratumctl");
 
 fn available() -> bool {
     require(is_root(), "the xdp backend needs root (XDP, AF_XDP, network namespaces)")
@@ -152,19 +150,11 @@ fn start_xdp(pair: &Pair, queues: &str, extra: &str) -> (Server, std::path::Path
     let mut server = Server::start_with(pair.srv.command(BIN), &xdp_config(queues, &control, extra), 123, None);
     // Generous: on a loaded 2-core host the verifier and the attach alone can take seconds.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while ctl(&control, &["status"]).is_none() {
+    while ctl_json(&control, &["status"]).is_none() {
         assert!(Instant::now() < deadline, "stratumd (xdp) did not come up: {}", server.stop_output());
         std::thread::sleep(Duration::from_millis(50));
     }
     (server, control)
-}
-
-fn ctl(control: &std::path::Path, args: &[&str]) -> Option<Value> {
-    let out = Command::new(CTL).arg("--socket").arg(control).args(args).arg("--json").output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
 }
 
 fn dropped(status: &Value, reason: &str) -> u64 {
@@ -174,12 +164,7 @@ fn dropped(status: &Value, reason: &str) -> u64 {
 /// chronyd -Q from the client namespace.
 fn chronyd_in(pair: &Pair, host: &str) -> Result<f64, String> {
     let out = pair.in_cli("chronyd", &["-Q", "-t", "6", &format!("server {host} iburst maxsamples 1")]);
-    let log = String::from_utf8_lossy(&out.stderr).to_string();
-    log.lines()
-        .find_map(|l| l.split("System clock wrong by ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse::<f64>().ok())
-        .ok_or(log)
+    chronyd_offset(&String::from_utf8_lossy(&out.stderr))
 }
 
 #[test]
@@ -212,7 +197,7 @@ fn real_clients_get_valid_replies_and_other_traffic_reaches_the_kernel() {
     assert!(tcp.status.success(), "TCP through XDP_PASS: {}", String::from_utf8_lossy(&tcp.stderr));
     assert_eq!(String::from_utf8_lossy(&tcp.stdout).trim(), "hello over tcp");
 
-    let status = ctl(&control, &["status"]).unwrap();
+    let status = ctl_json(&control, &["status"]).unwrap();
     assert_eq!(status["backend"], "xdp");
     assert_eq!(status["xdp"]["attach_mode"], "driver");
     assert_eq!(status["xdp"]["bind_mode"], "copy", "veth has no zero-copy mode");
@@ -279,13 +264,13 @@ fn one_worker_per_queue_on_a_multi_queue_veth() {
     }
     let pair = Pair::new("xq", 2);
     let (_server, control) = start_xdp(&pair, "\"all\"", "");
-    let workers = ctl(&control, &["workers"]).unwrap();
+    let workers = ctl_json(&control, &["workers"]).unwrap();
     assert_eq!(workers["workers"].as_array().unwrap().len(), 2, "{workers}");
     // Many sockets (source ports) spread over the client's two TX queues, hence both RX queues.
     let out = pair.python(MANY_SOCKETS, &[&pair.server_v4(), "64"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "64", "every socket got its reply");
-    let workers = ctl(&control, &["workers"]).unwrap();
+    let workers = ctl_json(&control, &["workers"]).unwrap();
     for w in workers["workers"].as_array().unwrap() {
         assert!(w["answered"].as_u64().unwrap() > 0, "every queue's worker answered: {workers}");
     }
@@ -333,9 +318,9 @@ fn bad_inputs_on_the_xdp_path() {
         let out = pair.python(RAW_SEND, &args);
         assert!(out.status.success(), "raw send: {}", String::from_utf8_lossy(&out.stderr));
         std::thread::sleep(Duration::from_millis(300));
-        ctl(&control, &["status"]).unwrap()
+        ctl_json(&control, &["status"]).unwrap()
     };
-    let before = ctl(&control, &["status"]).unwrap();
+    let before = ctl_json(&control, &["status"]).unwrap();
     let answered = |s: &Value| s["requests"]["answered"].as_u64().unwrap();
     let passed = |s: &Value| s["xdp"]["program"]["passed"].as_u64().unwrap();
 
@@ -423,9 +408,9 @@ fn only_requests_addressed_to_this_host_are_answered_on_both_backends() {
     for backend in ["xdp", "socket"] {
         let (mut server_process, control) =
             if backend == "xdp" { start_xdp(&pair, "\"all\"", "") } else { start_socket(&pair) };
-        let before = ctl(&control, &["status"]).unwrap();
+        let before = ctl_json(&control, &["status"]).unwrap();
         send(&frames);
-        let after = ctl(&control, &["status"]).unwrap();
+        let after = ctl_json(&control, &["status"]).unwrap();
         assert_eq!(
             after["requests"]["received"], before["requests"]["received"],
             "{backend}: no worker saw them: {after}"
@@ -465,7 +450,7 @@ fn the_xdp_backend_serves_as_the_configured_user_with_no_capabilities() {
     let config = xdp_config("\"all\"", &control, "").replace("[clock]", "user = \"nobody\"\n\n[clock]");
     let server = Server::start_with(pair.srv.command(BIN), &config, 123, None);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while ctl(&control, &["status"]).is_none() {
+    while ctl_json(&control, &["status"]).is_none() {
         assert!(Instant::now() < deadline, "stratumd (xdp, user nobody) did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -477,7 +462,7 @@ fn the_xdp_backend_serves_as_the_configured_user_with_no_capabilities() {
         assert!(field("Uid:").split_whitespace().all(|u| u == "65534"), "{status}");
         assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
     }
-    let s = ctl(&control, &["status"]).unwrap();
+    let s = ctl_json(&control, &["status"]).unwrap();
     assert!(s["xdp"]["program"]["redirected"].as_u64().unwrap() > 0, "the program's maps are read: {s}");
     // The address table is still kept up to date: an address added now is served.
     let anycast = format!("192.0.2.{}", pair.net);
@@ -513,7 +498,7 @@ fn start_socket(pair: &Pair) -> (Server, std::path::PathBuf) {
     );
     let server = Server::start_with(pair.srv.command(BIN), &config, 123, None);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while ctl(&control, &["status"]).is_none() {
+    while ctl_json(&control, &["status"]).is_none() {
         assert!(Instant::now() < deadline, "stratumd (socket) did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -533,7 +518,7 @@ fn sigterm_under_load_stops_within_a_second_and_detaches() {
     let _flood = KillOnDrop(flood);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let s = ctl(&control, &["status"]).unwrap();
+        let s = ctl_json(&control, &["status"]).unwrap();
         if s["requests"]["answered"].as_u64().unwrap() > 10_000 {
             break;
         }
@@ -624,7 +609,7 @@ fn deny_list_is_enforced_in_the_xdp_program() {
     let access = format!("\n[access]\ndeny = [\"{}/32\"]\n", pair.client_v4());
     let (_server, control) = start_xdp(&pair, "\"all\"", &access);
     assert!(chronyd_in(&pair, &pair.server_v4()).is_err(), "a denied client gets nothing");
-    let s = ctl(&control, &["status"]).unwrap();
+    let s = ctl_json(&control, &["status"]).unwrap();
     let denied = s["xdp"]["program"]["denied"].as_u64().unwrap();
     assert!(denied > 0, "{s}");
     assert_eq!(s["requests"]["answered"], 0, "{s}");

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stratum_proto::{NtpPacket, NtpTimestamp};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_stratumd");
+pub const CTL: &str = env!("CARGO_BIN_EXE_stratumctl");
 
 /// Whether a prerequisite holds; outside CI a missing one skips the test with a reason, in CI it
 /// fails it.
@@ -184,14 +185,90 @@ pub fn chronyd_query(host: &str, port: u16, timeout_s: u32) -> Result<f64, Strin
     if !out.status.success() {
         return Err(log);
     }
-    // "System clock wrong by -0.000006 seconds (ignored)"
-    let offset = log
-        .lines()
+    chronyd_offset(&log)
+}
+
+/// The offset in `chronyd -Q`'s log ("System clock wrong by -0.000006 seconds (ignored)"): the
+/// server was accepted; Err(log) when there is no such line (it was refused).
+pub fn chronyd_offset(log: &str) -> Result<f64, String> {
+    log.lines()
         .find_map(|l| l.split("System clock wrong by ").nth(1))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse::<f64>().ok())
-        .ok_or_else(|| format!("no offset line in: {log}"))?;
-    Ok(offset)
+        .ok_or_else(|| log.to_string())
+}
+
+/// `chronyd -Q` from inside `ns` against `host` port 123: the offset, or why it refused.
+pub fn chronyd_client(ns: &Netns, host: &str, timeout_s: u32) -> Result<f64, String> {
+    let out = ns
+        .command("chronyd")
+        .args(["-Q", "-t", &timeout_s.to_string(), &format!("server {host} iburst maxsamples 1")])
+        .output()
+        .expect("run chronyd -Q");
+    chronyd_offset(&String::from_utf8_lossy(&out.stderr))
+}
+
+/// A child process killed and reaped on drop (or at `stop`).
+pub struct Running(pub Option<Child>);
+
+impl Running {
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `stratumctl --socket CONTROL ARGS --json`: its answer, None when it failed.
+pub fn ctl_json(control: &std::path::Path, args: &[&str]) -> Option<serde_json::Value> {
+    let out = Command::new(CTL).arg("--socket").arg(control).args(args).arg("--json").output().ok()?;
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+}
+
+/// Asks `command` every 100 ms until its answer satisfies `ok` (returns it) or `limit` passes
+/// (panics, with the last answer).
+pub fn wait_for(
+    limit: Duration,
+    what: &str,
+    control: &std::path::Path,
+    command: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let answer = ctl_json(control, &[command]);
+        if let Some(v) = answer.as_ref().filter(|v| ok(v)) {
+            return v.clone();
+        }
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}; last `{command}`: {answer:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `stratumd --check-config` on `text`: (ok, stdout, stderr, the file's path).
+pub fn check_config(text: &str) -> (bool, String, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stratumd.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN).arg("--check-config").arg(&path).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into());
+    (out.status.success(), stdout, stderr, path.display().to_string())
+}
+
+/// Asserts `text` is refused with one line starting `FILE:LINE: KEY: ` and containing `detail`.
+pub fn assert_refused(text: &str, line: usize, key: &str, detail: &str) {
+    let (ok, _, err, path) = check_config(text);
+    assert!(!ok, "accepted:\n{text}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with(&format!("{path}:{line}: {key}: ")), "wanted line {line} and {key}: {err}");
+    assert!(err.contains(detail), "wanted `{detail}` in: {err}");
 }
 
 /// A network namespace with loopback up, deleted on drop.
