@@ -300,17 +300,10 @@ fn hms(unix: i64) -> String {
     format!("{:02}{:02}{:02}.00", s / 3600, s / 60 % 60, s % 60)
 }
 
-/// Day, month, year of `unix` (Hinnant's civil_from_days).
+/// Day, month, year of `unix`.
 fn ddmmyy(unix: i64) -> (i64, i64, i64) {
-    let z = unix.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (d, m, yoe + era * 400 + i64::from(m <= 2))
+    let (y, m, d) = stratum_proto::sync::calendar::civil_from_days(unix.div_euclid(86_400));
+    (i64::from(d), i64::from(m), y)
 }
 
 /// A pty pair: the master's writer, the slave (kept open while the test runs) and its path.

@@ -15,16 +15,8 @@ fn hms(unix: i64) -> String {
 }
 
 fn ddmmyy(unix: i64) -> (u32, u32, i64) {
-    // Civil date of `unix` (Hinnant's civil_from_days).
-    let z = unix.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (d, m, yoe + era * 400 + i64::from(m <= 2))
+    let (y, m, d) = stratum_proto::sync::calendar::civil_from_days(unix.div_euclid(86_400));
+    (d, m, y)
 }
 
 fn rmc(unix: i64, status: char) -> String {
