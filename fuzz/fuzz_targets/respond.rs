@@ -3,14 +3,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stratum_proto::{respond, NtpPacket, NtpTimestamp, RxMeta, ServeAll, ServerSnapshot};
+use stratum_proto::{respond, NoAuth, NtpPacket, NtpTimestamp, RxMeta, ServeAll, ServerSnapshot};
 
 fuzz_target!(|input: (u16, u64, u64, Vec<u8>)| {
     let (port, rx_bits, noise, bytes) = input;
     let mut buf = bytes.clone();
     let rx = RxMeta { client: ([198, 51, 100, 7], port).into(), rx_time: NtpTimestamp::from_bits(rx_bits), noise };
     let snapshot = ServerSnapshot::unsynchronized(-20);
-    let verdict = respond(&mut buf, rx, &snapshot, &mut ServeAll, || NtpTimestamp::from_bits(rx_bits.wrapping_add(1)));
+    let verdict = respond(&mut buf, rx, &snapshot, &mut ServeAll, &mut NoAuth, || {
+        NtpTimestamp::from_bits(rx_bits.wrapping_add(1))
+    });
     match verdict.reply_len() {
         Some(len) => {
             assert!(len <= bytes.len());

@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use stratum_proto::frame::{checksum, parse_frame, write_reply, FrameVerdict};
-use stratum_proto::{respond, NtpPacket, NtpTimestamp, RxMeta, ServeAll};
+use stratum_proto::{respond, NoAuth, NtpPacket, NtpTimestamp, RxMeta, ServeAll};
 
 #[path = "common/fixture.rs"]
 mod fixture;
@@ -71,8 +71,9 @@ fn bench_frames(c: &mut Criterion) {
                     noise = noise.wrapping_mul(6364136223846793005).wrapping_add(1);
                     let rx = RxMeta { client: parsed.source, rx_time: NtpTimestamp::from_parts(0xEC00_0011, 0), noise };
                     let payload = &mut frame[parsed.payload()..parsed.payload() + parsed.payload_len];
-                    let verdict =
-                        respond(payload, rx, &snap, &mut ServeAll, || NtpTimestamp::from_parts(0xEC00_0011, 0x100));
+                    let verdict = respond(payload, rx, &snap, &mut ServeAll, &mut NoAuth, || {
+                        NtpTimestamp::from_parts(0xEC00_0011, 0x100)
+                    });
                     if let Some(len) = verdict.reply_len() {
                         sent += write_reply(frame, &parsed, len).unwrap_or(0);
                     }

@@ -7,13 +7,16 @@
 #![forbid(unsafe_code)]
 
 mod atomic;
+pub mod auth;
 pub mod client;
 pub mod frame;
+pub mod mode6;
 pub mod packet;
 pub mod server;
 pub mod sync;
 pub mod time;
 
+pub use auth::{Authenticate, NoAuth};
 pub use packet::{KissCode, LeapIndicator, NtpHeader, NtpMode, NtpPacket, RefId};
 pub use server::respond::{
     respond, AdmissionPolicy, AdmitAction, ClientRequest, DropReason, RxMeta, ServeAll, Verdict,

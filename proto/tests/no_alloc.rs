@@ -6,7 +6,7 @@ use std::cell::Cell;
 
 use stratum_proto::server::respond::ClientRequest;
 use stratum_proto::{
-    respond, AdmissionPolicy, AdmitAction, KissCode, NtpPacket, NtpTimestamp, RxMeta, ServeAll, ServerSnapshot,
+    respond, AdmissionPolicy, AdmitAction, KissCode, NoAuth, NtpPacket, NtpTimestamp, RxMeta, ServeAll, ServerSnapshot,
 };
 
 struct Counting;
@@ -73,13 +73,46 @@ fn respond_does_not_allocate() {
         buf.copy_from_slice(input);
         let rx = RxMeta { client, rx_time: NtpTimestamp::from_bits(i), noise: i };
         if i % 2 == 0 {
-            std::hint::black_box(respond(buf, rx, &snap, &mut ServeAll, || NtpTimestamp::from_bits(i)));
+            std::hint::black_box(respond(buf, rx, &snap, &mut ServeAll, &mut NoAuth, || NtpTimestamp::from_bits(i)));
         } else {
-            std::hint::black_box(respond(buf, rx, &snap, &mut kod, || NtpTimestamp::from_bits(i)));
+            std::hint::black_box(respond(buf, rx, &snap, &mut kod, &mut NoAuth, || NtpTimestamp::from_bits(i)));
         }
     }
     let after = allocations();
     assert_eq!(after - before, 0, "respond() allocated");
+}
+
+/// Signed requests (a good MAC, a bad one, an unknown key) are checked and answered, signed or
+/// with a crypto-NAK, without allocating: the keys are prepared once, before.
+#[test]
+fn authenticated_requests_do_not_allocate() {
+    use stratum_proto::auth::{KeyTable, KeyType, SymmetricKey};
+    let snap = ServerSnapshot::unsynchronized(-20);
+    let key = SymmetricKey::new(7, KeyType::Aes128Cmac, &[1; 16]).unwrap();
+    let sha = SymmetricKey::new(8, KeyType::Sha1, b"secret").unwrap();
+    let mut keys = KeyTable::new(vec![key.clone(), sha.clone()]).unwrap();
+    let mut inputs = Vec::new();
+    for (k, corrupt) in [(&key, false), (&sha, false), (&key, true)] {
+        let mut p = NtpPacket::client_request(4, NtpTimestamp::from_bits(42)).to_bytes().to_vec();
+        p.resize(48 + 4 + k.kind().digest_len(), 0);
+        k.sign(&mut p, 48).unwrap();
+        if corrupt {
+            p[55] ^= 1;
+        }
+        inputs.push(p);
+    }
+    let client = "203.0.113.5:123".parse().unwrap();
+    let mut scratch = vec![0u8; 2048];
+    let before = allocations();
+    for i in 0..3000u64 {
+        let input = &inputs[i as usize % inputs.len()];
+        let buf = &mut scratch[..input.len()];
+        buf.copy_from_slice(input);
+        let rx = RxMeta { client, rx_time: NtpTimestamp::from_bits(i), noise: i };
+        let v = std::hint::black_box(respond(buf, rx, &snap, &mut ServeAll, &mut keys, || NtpTimestamp::from_bits(i)));
+        assert!(v.reply_len().is_some());
+    }
+    assert_eq!(allocations() - before, 0, "respond() allocated for a signed request");
 }
 
 /// The client side a load generator (and, next, the upstream poller) runs per request and reply:
@@ -98,7 +131,7 @@ fn the_client_side_does_not_allocate() {
         let mut buf = request(6, -20, t1);
         let rx = RxMeta { client, rx_time: NtpTimestamp::from_bits(u64::from(i) << 20), noise: 0 };
         let t3 = NtpTimestamp::from_bits((u64::from(i) << 20) + 7);
-        let verdict = std::hint::black_box(respond(&mut buf, rx, &snap, &mut ServeAll, || t3));
+        let verdict = std::hint::black_box(respond(&mut buf, rx, &snap, &mut ServeAll, &mut NoAuth, || t3));
         let len = verdict.reply_len().expect("a well-formed request is answered");
         // Every fourth reply damaged: a wrong origin, then a short one, then a wrong mode.
         match i % 4 {

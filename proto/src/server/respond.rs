@@ -7,12 +7,16 @@
 //! transmit timestamp is read from the clock last and written last.
 //!
 //! Admission (access lists, rate limiting) is a seam: the caller passes an [`AdmissionPolicy`] that
-//! sees only well-formed client requests.
+//! sees only well-formed client requests. Authentication is another: a request with a MAC is
+//! checked by the caller's [`Authenticate`] after admission (the limiter sees it first, so a flood
+//! of forged MACs costs no more than its rate allows) and its reply is signed with the same key,
+//! or carries a crypto-NAK (BAD_INPUTS 57).
 
 use core::net::SocketAddr;
 
+use crate::auth::{Authenticate, MacCheck};
 use crate::packet::{
-    scan_trailer, write_transmit_timestamp, KissCode, LeapIndicator, NtpHeader, NtpMode, NtpPacket, HEADER_LEN,
+    scan_trailer, write_transmit_timestamp, KissCode, LeapIndicator, Mac, NtpHeader, NtpMode, NtpPacket, HEADER_LEN,
     MAX_PACKET_LEN,
 };
 use crate::server::snapshot::ServerSnapshot;
@@ -71,7 +75,8 @@ pub enum DropReason {
     Mode,
     /// Mode 6 or 7 (control and private) is never answered on the data plane.
     Control,
-    /// Carries a MAC or crypto-NAK; we hold no keys, so it is never treated as authenticated.
+    /// Carries a MAC while the server holds no keys, or a crypto-NAK: never treated as
+    /// authenticated. (With keys, an unknown key or a bad MAC is answered with a crypto-NAK.)
     Authenticated,
     /// Source port 0.
     SourcePort,
@@ -169,13 +174,22 @@ impl AdmissionPolicy for ServeAll {
 /// writes the reply over it.
 ///
 /// `tx_clock` reads the host clock; it is called once, last, and only for a normal reply.
-pub fn respond<A, C>(buf: &mut [u8], rx: RxMeta, snapshot: &ServerSnapshot, admission: &mut A, tx_clock: C) -> Verdict
+/// `auth` checks a request's MAC and signs the reply ([`crate::auth::NoAuth`] without keys).
+pub fn respond<A, Au, C>(
+    buf: &mut [u8],
+    rx: RxMeta,
+    snapshot: &ServerSnapshot,
+    admission: &mut A,
+    auth: &mut Au,
+    tx_clock: C,
+) -> Verdict
 where
     A: AdmissionPolicy + ?Sized,
+    Au: Authenticate + ?Sized,
     C: FnOnce() -> NtpTimestamp,
 {
-    let request = match parse_request(buf, &rx.client) {
-        Ok(request) => request,
+    let (request, mac) = match parse_request(buf, &rx.client) {
+        Ok(parsed) => parsed,
         Err(reason) => return Verdict::Drop(reason),
     };
     let Some(out) = buf.first_chunk_mut::<HEADER_LEN>() else {
@@ -189,6 +203,17 @@ where
             return Verdict::Kod(code);
         }
     }
+    // After admission: the rate limiter has already bounded what a flood of forged MACs costs.
+    let signing = match mac {
+        None => None,
+        Some(at) => match check_mac(buf, at, auth) {
+            Ok(check) => Some(check),
+            Err(reason) => return Verdict::Drop(reason),
+        },
+    };
+    let Some(out) = buf.first_chunk_mut::<HEADER_LEN>() else {
+        return Verdict::Drop(DropReason::Short);
+    };
 
     let receive = randomize_below_precision(snapshot.correction.apply(rx.rx_time), snapshot.precision, rx.noise as u32);
     let reply = NtpPacket {
@@ -210,11 +235,48 @@ where
     let transmit =
         randomize_below_precision(snapshot.correction.apply(tx_clock()), snapshot.precision, (rx.noise >> 32) as u32);
     write_transmit_timestamp(out, transmit);
-    Verdict::Reply(HEADER_LEN)
+    match signing {
+        None => Verdict::Reply(HEADER_LEN),
+        Some(check) => sign_reply(buf, check, auth),
+    }
 }
 
-/// Checks everything about a request that does not depend on who sent it or on policy.
-fn parse_request(buf: &[u8], client: &SocketAddr) -> Result<ClientRequest, DropReason> {
+/// Where a request's MAC starts (its key id), as [`parse_request`] found it.
+#[derive(Clone, Copy, Debug)]
+struct MacAt {
+    offset: usize,
+    key_id: u32,
+}
+
+/// Checks the request's MAC: `Ok` with what the reply gets, or the drop (a crypto-NAK in a
+/// request, or a MAC at a server without keys).
+fn check_mac<Au: Authenticate + ?Sized>(buf: &[u8], at: MacAt, auth: &mut Au) -> Result<MacCheck, DropReason> {
+    let (signed, rest) = buf.split_at(at.offset.min(buf.len()));
+    match auth.check(signed, at.key_id, rest.get(4..).unwrap_or(&[])) {
+        MacCheck::Unsupported => Err(DropReason::Authenticated),
+        check => Ok(check),
+    }
+}
+
+/// Appends the reply's MAC after the header: the request's key, or a crypto-NAK (key id 0 and no
+/// digest, RFC 5905 section 7.3) when its MAC did not verify. Both fit in the request's own MAC.
+fn sign_reply<Au: Authenticate + ?Sized>(buf: &mut [u8], check: MacCheck, auth: &mut Au) -> Verdict {
+    let signed = match check {
+        MacCheck::Valid(key) => auth.sign(key, buf, HEADER_LEN),
+        _ => buf.get_mut(HEADER_LEN..HEADER_LEN + 4).map(|nak| {
+            nak.fill(0);
+            HEADER_LEN + 4
+        }),
+    };
+    match signed {
+        Some(len) => Verdict::Reply(len),
+        None => Verdict::Drop(DropReason::Authenticated),
+    }
+}
+
+/// Checks everything about a request that does not depend on who sent it or on policy; finds its
+/// MAC, if any.
+fn parse_request(buf: &[u8], client: &SocketAddr) -> Result<(ClientRequest, Option<MacAt>), DropReason> {
     if client.port() == 0 {
         return Err(DropReason::SourcePort);
     }
@@ -235,10 +297,15 @@ fn parse_request(buf: &[u8], client: &SocketAddr) -> Result<ClientRequest, DropR
         _ => return Err(DropReason::Mode),
     }
     let trailer = scan_trailer(version, &buf[HEADER_LEN..]).map_err(|_| DropReason::Malformed)?;
-    if trailer.mac.is_some() {
-        return Err(DropReason::Authenticated);
-    }
-    Ok(ClientRequest { version, poll: header.poll(), transmit: header.transmit_timestamp() })
+    let mac = match trailer.mac {
+        None => None,
+        Some(Mac::CryptoNak { .. }) => return Err(DropReason::Authenticated),
+        Some(Mac::Digest { key_id, digest_len }) => {
+            Some(MacAt { offset: buf.len() - 4 - usize::from(digest_len), key_id })
+        }
+    };
+    let request = ClientRequest { version, poll: header.poll(), transmit: header.transmit_timestamp() };
+    Ok((request, mac))
 }
 
 /// Writes a Kiss-o'-Death (RFC 5905 section 7.4): stratum 0, the kiss code as reference id, the
@@ -279,6 +346,7 @@ pub const fn randomize_below_precision(t: NtpTimestamp, precision: i8, noise: u3
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::NoAuth;
     use crate::time::NtpDuration;
     use crate::{ClockCorrection, RefId};
     use proptest::prelude::*;
@@ -315,7 +383,7 @@ mod tests {
     }
 
     fn run(buf: &mut [u8]) -> Verdict {
-        respond(buf, meta(), &synced(), &mut ServeAll, || T3)
+        respond(buf, meta(), &synced(), &mut ServeAll, &mut NoAuth, || T3)
     }
 
     struct Fixed(AdmitAction);
@@ -409,6 +477,79 @@ mod tests {
         }
     }
 
+    fn keys() -> crate::auth::KeyTable {
+        use crate::auth::{KeyType, SymmetricKey};
+        let cmac = SymmetricKey::new(7, KeyType::Aes128Cmac, &[0x42; 16]).unwrap();
+        let sha1 = SymmetricKey::new(9, KeyType::Sha1, b"sha1-secret").unwrap();
+        crate::auth::KeyTable::new(vec![cmac, sha1]).unwrap()
+    }
+
+    /// A v4 request signed with `key`, after `extensions` bytes of extension fields.
+    fn signed_request(key: &crate::auth::SymmetricKey, extensions: usize) -> Vec<u8> {
+        let mut p = request(4, 3);
+        for _ in 0..extensions / 16 {
+            p.extend([0x20, 0x05, 0x00, 0x10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        }
+        let len = p.len();
+        p.resize(len + 4 + key.kind().digest_len(), 0);
+        assert_eq!(key.sign(&mut p, len), Some(p.len()));
+        p
+    }
+
+    fn run_keys(buf: &mut [u8]) -> Verdict {
+        respond(buf, meta(), &synced(), &mut ServeAll, &mut keys(), || T3)
+    }
+
+    #[test]
+    fn row57_a_known_key_gets_a_reply_signed_with_it() {
+        for id in [7, 9] {
+            let table = keys();
+            let key = table.get(id).unwrap();
+            for extensions in [0, 32] {
+                let mut p = signed_request(key, extensions);
+                let mac_len = 4 + key.kind().digest_len();
+                assert_eq!(run_keys(&mut p), Verdict::Reply(HEADER_LEN + mac_len), "key {id}");
+                assert_eq!(p[48..52], id.to_be_bytes());
+                assert!(key.verify(&p[..48], &p[52..48 + mac_len]), "reply MAC, key {id}");
+                let r = NtpPacket::parse(&p[..48]).unwrap();
+                assert_eq!((r.mode, r.origin_timestamp, r.stratum), (NtpMode::Server, T1, 2));
+            }
+        }
+    }
+
+    #[test]
+    fn row57_unknown_key_bad_or_truncated_mac_get_a_crypto_nak() {
+        let table = keys();
+        let mut unknown = signed_request(table.get(7).unwrap(), 0);
+        unknown[48..52].copy_from_slice(&8u32.to_be_bytes());
+        let mut bad = signed_request(table.get(9).unwrap(), 0);
+        bad[60] ^= 1;
+        let mut forged_header = signed_request(table.get(7).unwrap(), 0);
+        forged_header[20] ^= 1;
+        // Key 9 is SHA-1 (20 bytes): a 16-byte MAC for it is truncated.
+        let mut truncated = signed_request(table.get(7).unwrap(), 0);
+        truncated[48..52].copy_from_slice(&9u32.to_be_bytes());
+        for (name, mut p) in [("unknown", unknown), ("bad", bad), ("header", forged_header), ("truncated", truncated)] {
+            assert_eq!(run_keys(&mut p), Verdict::Reply(52), "{name}");
+            assert_eq!(p[48..52], [0, 0, 0, 0], "{name}: crypto-NAK");
+            assert_eq!(NtpPacket::parse(&p[..48]).unwrap().origin_timestamp, T1, "{name}");
+        }
+    }
+
+    #[test]
+    fn row57_crypto_nak_requests_are_dropped_even_with_keys() {
+        let mut p = request(4, 3);
+        p.extend([0u8; 4]);
+        assert_eq!(run_keys(&mut p), Verdict::Drop(DropReason::Authenticated));
+    }
+
+    #[test]
+    fn row57_a_rate_limited_signed_request_gets_the_kod_without_a_mac_check() {
+        let mut p = signed_request(keys().get(7).unwrap(), 0);
+        let mut policy = Fixed(AdmitAction::Kod { code: KissCode::Rate, poll: 6 });
+        assert_eq!(respond(&mut p, meta(), &synced(), &mut policy, &mut keys(), || T3), Verdict::Kod(KissCode::Rate));
+    }
+
     #[test]
     fn row11_oversized_payloads_are_dropped() {
         let mut p = request(4, 3);
@@ -457,8 +598,8 @@ mod tests {
         let mut a = request(4, 3);
         let mut b = request(4, 3);
         let snap = synced();
-        respond(&mut a, RxMeta { noise: 0, ..meta() }, &snap, &mut ServeAll, || T3);
-        respond(&mut b, RxMeta { noise: u64::MAX, ..meta() }, &snap, &mut ServeAll, || T3);
+        respond(&mut a, RxMeta { noise: 0, ..meta() }, &snap, &mut ServeAll, &mut NoAuth, || T3);
+        respond(&mut b, RxMeta { noise: u64::MAX, ..meta() }, &snap, &mut ServeAll, &mut NoAuth, || T3);
         let (ra, rb) = (NtpPacket::parse(&a).unwrap(), NtpPacket::parse(&b).unwrap());
         let mask = (1u64 << 12) - 1; // precision -20: 12 bits below it
         assert_eq!(ra.receive_timestamp.to_bits() & mask, 0);
@@ -484,7 +625,7 @@ mod tests {
     #[test]
     fn unsynchronized_snapshot_answers_li3_stratum_16() {
         let mut p = request(4, 3);
-        respond(&mut p, meta(), &ServerSnapshot::unsynchronized(-20), &mut ServeAll, || T3);
+        respond(&mut p, meta(), &ServerSnapshot::unsynchronized(-20), &mut ServeAll, &mut NoAuth, || T3);
         let r = NtpPacket::parse(&p).unwrap();
         assert_eq!((r.leap, r.stratum), (LeapIndicator::Unsynchronized, 16));
     }
@@ -497,7 +638,7 @@ mod tests {
             ..synced()
         };
         let mut p = request(4, 3);
-        respond(&mut p, meta(), &snap, &mut ServeAll, || T3);
+        respond(&mut p, meta(), &snap, &mut ServeAll, &mut NoAuth, || T3);
         let r = NtpPacket::parse(&p).unwrap();
         assert_eq!(r.receive_timestamp.since(T2), NtpDuration::from_seconds(3));
         assert_eq!(r.transmit_timestamp.since(T3), NtpDuration::from_seconds(3));
@@ -507,7 +648,10 @@ mod tests {
     fn source_port_zero_is_dropped() {
         let mut p = request(4, 3);
         let rx = RxMeta { client: "192.0.2.10:0".parse().unwrap(), ..meta() };
-        assert_eq!(respond(&mut p, rx, &synced(), &mut ServeAll, || T3), Verdict::Drop(DropReason::SourcePort));
+        assert_eq!(
+            respond(&mut p, rx, &synced(), &mut ServeAll, &mut NoAuth, || T3),
+            Verdict::Drop(DropReason::SourcePort)
+        );
     }
 
     #[test]
@@ -516,7 +660,7 @@ mod tests {
         p[2] = 2;
         let mut policy = Fixed(AdmitAction::Kod { code: KissCode::Rate, poll: 6 });
         let mut clock_read = false;
-        let v = respond(&mut p, meta(), &synced(), &mut policy, || {
+        let v = respond(&mut p, meta(), &synced(), &mut policy, &mut NoAuth, || {
             clock_read = true;
             T3
         });
@@ -532,7 +676,10 @@ mod tests {
     fn admission_drop_is_reported() {
         let mut p = request(4, 3);
         let mut policy = Fixed(AdmitAction::Drop(DropReason::Denied));
-        assert_eq!(respond(&mut p, meta(), &synced(), &mut policy, || T3), Verdict::Drop(DropReason::Denied));
+        assert_eq!(
+            respond(&mut p, meta(), &synced(), &mut policy, &mut NoAuth, || T3),
+            Verdict::Drop(DropReason::Denied)
+        );
     }
 
     #[test]
@@ -547,7 +694,7 @@ mod tests {
         fn arbitrary_bytes_never_panic_and_never_grow(bytes in proptest::collection::vec(any::<u8>(), 0..1200), port in any::<u16>(), noise in any::<u64>()) {
             let mut buf = bytes.clone();
             let rx = RxMeta { client: SocketAddr::from(([198, 51, 100, 7], port)), rx_time: T2, noise };
-            let verdict = respond(&mut buf, rx, &synced(), &mut ServeAll, || T3);
+            let verdict = respond(&mut buf, rx, &synced(), &mut ServeAll, &mut NoAuth, || T3);
             match verdict.reply_len() {
                 Some(len) => {
                     prop_assert!(len <= bytes.len());
@@ -560,12 +707,29 @@ mod tests {
         }
 
         #[test]
+        fn arbitrary_bytes_with_keys_never_panic_and_never_grow(bytes in proptest::collection::vec(any::<u8>(), 48..200), key_id in prop_oneof![Just(7u32), Just(9), any::<u32>()]) {
+            let mut buf = bytes.clone();
+            buf[0] = 0x23;
+            let len = buf.len() & !3;
+            buf.truncate(len);
+            if len >= 52 {
+                buf[len - 24.min(len - 48)..][..4].copy_from_slice(&key_id.to_be_bytes());
+            }
+            let before = buf.clone();
+            let verdict = respond(&mut buf, meta(), &synced(), &mut ServeAll, &mut keys(), || T3);
+            match verdict.reply_len() {
+                Some(len) => prop_assert!(len <= before.len()),
+                None => prop_assert_eq!(&buf, &before),
+            }
+        }
+
+        #[test]
         fn valid_requests_with_random_fields_are_answered(header in proptest::array::uniform32(any::<u8>()), xmt in any::<u64>(), version in 1u8..=4) {
             let mut buf = [0u8; 48];
             buf[..32].copy_from_slice(&header);
             buf[40..].copy_from_slice(&xmt.to_be_bytes());
             buf[0] = (buf[0] & 0xC0) | (version << 3) | 3;
-            let verdict = respond(&mut buf, meta(), &synced(), &mut ServeAll, || T3);
+            let verdict = respond(&mut buf, meta(), &synced(), &mut ServeAll, &mut NoAuth, || T3);
             prop_assert_eq!(verdict, Verdict::Reply(48));
             prop_assert_eq!(NtpHeader::new(&buf).unwrap().origin_timestamp().to_bits(), xmt);
         }

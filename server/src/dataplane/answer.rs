@@ -7,7 +7,7 @@
 use rand::rngs::StdRng;
 use rand::RngCore;
 use std::net::SocketAddr;
-use stratum_proto::{respond, DropReason, NtpTimestamp, RxMeta, ServerSnapshot, Verdict};
+use stratum_proto::{respond, DropReason, NoAuth, NtpTimestamp, RxMeta, ServerSnapshot, Verdict};
 
 use crate::dataplane::admission::WorkerPolicy;
 use crate::dataplane::stats::WorkerCounters;
@@ -32,7 +32,7 @@ pub fn answer(
     // T3 as respond() read it (raw host clock, like rx_time), for the turnaround histogram; None
     // inside when the read failed.
     let mut tx_time = None;
-    let verdict = respond(payload, rx, snapshot, admission, || {
+    let verdict = respond(payload, rx, snapshot, admission, &mut NoAuth, || {
         let t3 = read_clock();
         tx_time = Some(t3);
         t3.unwrap_or(NtpTimestamp::ZERO)
