@@ -7,6 +7,7 @@
 //! caller passes every time in), no panic on any input.
 
 pub mod access;
+pub mod interleaved;
 pub mod ratelimit;
 pub mod respond;
 pub mod snapshot;

@@ -19,6 +19,7 @@ use crate::packet::{
     scan_trailer, write_transmit_timestamp, KissCode, LeapIndicator, Mac, NtpHeader, NtpMode, NtpPacket, HEADER_LEN,
     MAX_PACKET_LEN,
 };
+use crate::server::interleaved::{BasicOnly, Interleave};
 use crate::server::snapshot::ServerSnapshot;
 use crate::time::{NtpShort, NtpTimestamp};
 
@@ -175,6 +176,7 @@ impl AdmissionPolicy for ServeAll {
 ///
 /// `tx_clock` reads the host clock; it is called once, last, and only for a normal reply.
 /// `auth` checks a request's MAC and signs the reply ([`crate::auth::NoAuth`] without keys).
+/// Basic mode only: [`respond_with`] and [`BasicOnly`].
 pub fn respond<A, Au, C>(
     buf: &mut [u8],
     rx: RxMeta,
@@ -186,6 +188,31 @@ pub fn respond<A, Au, C>(
 where
     A: AdmissionPolicy + ?Sized,
     Au: Authenticate + ?Sized,
+    C: FnOnce() -> NtpTimestamp,
+{
+    respond_with(buf, rx, snapshot, admission, auth, &mut BasicOnly, tx_clock)
+}
+
+/// As [`respond`], with interleaved mode (RFC 9769, as chrony's server does it) through
+/// `interleave`. Every reply's receive timestamp has its LSB set and its transmit timestamp its
+/// LSB clear, so a request whose origin has the LSB set can only be quoting one of our receive
+/// timestamps: such an NTPv4 request (receive != transmit, as chrony checks) is interleaved. When
+/// `interleave` still holds the transmit time of the reply it quotes, the reply carries that as
+/// its transmit timestamp and the request's receive field as its origin; either way this reply's
+/// receive timestamp and T3 are saved for the client's next request. Never for a KoD.
+pub fn respond_with<A, Au, I, C>(
+    buf: &mut [u8],
+    rx: RxMeta,
+    snapshot: &ServerSnapshot,
+    admission: &mut A,
+    auth: &mut Au,
+    interleave: &mut I,
+    tx_clock: C,
+) -> Verdict
+where
+    A: AdmissionPolicy + ?Sized,
+    Au: Authenticate + ?Sized,
+    I: Interleave + ?Sized,
     C: FnOnce() -> NtpTimestamp,
 {
     let (request, mac) = match parse_request(buf, &rx.client) {
@@ -215,7 +242,14 @@ where
         return Verdict::Drop(DropReason::Short);
     };
 
+    // The request's origin and receive fields, read before the reply overwrites them.
+    let (origin, client_receive) = NtpHeader::new(&out[..])
+        .map_or((NtpTimestamp::ZERO, NtpTimestamp::ZERO), |h| (h.origin_timestamp(), h.receive_timestamp()));
+    let candidate = request.version == 4 && origin.to_bits() & 1 == 1 && client_receive != request.transmit;
+    let earlier = if candidate { interleave.take(origin) } else { None };
+
     let receive = randomize_below_precision(snapshot.correction.apply(rx.rx_time), snapshot.precision, rx.noise as u32);
+    let receive = NtpTimestamp::from_bits(receive.to_bits() | 1);
     let reply = NtpPacket {
         leap: snapshot.leap,
         version: request.version,
@@ -227,14 +261,17 @@ where
         root_dispersion: snapshot.root_dispersion_at(receive),
         ref_id: snapshot.ref_id,
         reference_timestamp: snapshot.reference_time,
-        origin_timestamp: request.transmit,
+        origin_timestamp: if earlier.is_some() { client_receive } else { request.transmit },
         receive_timestamp: receive,
         transmit_timestamp: NtpTimestamp::ZERO,
     };
     reply.emit_before_transmit(out);
-    let transmit =
-        randomize_below_precision(snapshot.correction.apply(tx_clock()), snapshot.precision, (rx.noise >> 32) as u32);
-    write_transmit_timestamp(out, transmit);
+    let t3 = snapshot.correction.apply(tx_clock());
+    let transmit = randomize_below_precision(earlier.unwrap_or(t3), snapshot.precision, (rx.noise >> 32) as u32);
+    write_transmit_timestamp(out, NtpTimestamp::from_bits(transmit.to_bits() & !1));
+    if candidate {
+        interleave.save(receive, t3);
+    }
     match signing {
         None => Verdict::Reply(HEADER_LEN),
         Some(check) => sign_reply(buf, check, auth),
@@ -602,11 +639,12 @@ mod tests {
         respond(&mut b, RxMeta { noise: u64::MAX, ..meta() }, &snap, &mut ServeAll, &mut NoAuth, || T3);
         let (ra, rb) = (NtpPacket::parse(&a).unwrap(), NtpPacket::parse(&b).unwrap());
         let mask = (1u64 << 12) - 1; // precision -20: 12 bits below it
-        assert_eq!(ra.receive_timestamp.to_bits() & mask, 0);
+                                     // ... but for the LSBs interleaved mode needs: receive's set, transmit's clear.
+        assert_eq!(ra.receive_timestamp.to_bits() & mask, 1);
         assert_eq!(rb.receive_timestamp.to_bits() & mask, mask);
         assert_eq!(ra.transmit_timestamp.to_bits() & !mask, T3.to_bits() & !mask);
         assert_eq!(ra.receive_timestamp.to_bits() & !mask, T2.to_bits() & !mask);
-        assert_eq!(rb.transmit_timestamp.to_bits() & mask, mask);
+        assert_eq!(rb.transmit_timestamp.to_bits() & mask, mask & !1);
     }
 
     #[test]
@@ -640,8 +678,116 @@ mod tests {
         let mut p = request(4, 3);
         respond(&mut p, meta(), &snap, &mut ServeAll, &mut NoAuth, || T3);
         let r = NtpPacket::parse(&p).unwrap();
-        assert_eq!(r.receive_timestamp.since(T2), NtpDuration::from_seconds(3));
+        // T2's LSB is set in every reply (interleaved mode's marker); T3's is already clear.
+        assert_eq!(r.receive_timestamp.since(T2), NtpDuration::from_bits(NtpDuration::from_seconds(3).to_bits() | 1));
         assert_eq!(r.transmit_timestamp.since(T3), NtpDuration::from_seconds(3));
+    }
+
+    /// A map standing in for the store: what respond() takes and saves.
+    #[derive(Default)]
+    struct Remember(std::collections::HashMap<u64, NtpTimestamp>, u32);
+
+    impl Interleave for Remember {
+        fn take(&mut self, origin: NtpTimestamp) -> Option<NtpTimestamp> {
+            self.0.remove(&origin.to_bits())
+        }
+        fn save(&mut self, receive: NtpTimestamp, transmit: NtpTimestamp) {
+            self.1 += 1;
+            self.0.insert(receive.to_bits(), transmit);
+        }
+    }
+
+    /// A request as chronyd's `xleave` client sends it: origin = our last receive timestamp,
+    /// receive = when it got our last reply, transmit = now.
+    fn interleaved_request(origin: NtpTimestamp, receive: NtpTimestamp, transmit: NtpTimestamp) -> Vec<u8> {
+        let mut p = request(4, 3);
+        p[24..32].copy_from_slice(&origin.to_be_bytes());
+        p[32..40].copy_from_slice(&receive.to_be_bytes());
+        p[40..48].copy_from_slice(&transmit.to_be_bytes());
+        p
+    }
+
+    fn serve(p: &mut [u8], store: &mut Remember, rx_time: NtpTimestamp, t3: NtpTimestamp) -> NtpPacket {
+        let rx = RxMeta { rx_time, ..meta() };
+        let snap = ServerSnapshot { precision: -32, ..synced() };
+        assert_eq!(respond_with(p, rx, &snap, &mut ServeAll, &mut NoAuth, store, || t3), Verdict::Reply(48));
+        NtpPacket::parse(p).unwrap()
+    }
+
+    #[test]
+    fn an_xleave_client_gets_the_previous_replys_transmit_time_from_its_third_request() {
+        let mut store = Remember::default();
+        let ts = |s: u32, f: u32| NtpTimestamp::from_parts(0xE000_0000 + s, f);
+        // 1: a fresh client, origin zero: basic, nothing saved.
+        let r1 = serve(
+            &mut interleaved_request(NtpTimestamp::ZERO, NtpTimestamp::ZERO, ts(1, 0)),
+            &mut store,
+            ts(1, 10),
+            ts(1, 20),
+        );
+        assert_eq!((r1.origin_timestamp, store.1), (ts(1, 0), 0));
+        assert_eq!(r1.receive_timestamp.to_bits() & 1, 1);
+        // 2: origin = our receive timestamp of reply 1 (LSB 1), not stored: basic, saved.
+        let r2 = serve(
+            &mut interleaved_request(r1.receive_timestamp, ts(1, 30), ts(2, 0)),
+            &mut store,
+            ts(2, 10),
+            ts(2, 20),
+        );
+        assert_eq!(r2.origin_timestamp, ts(2, 0));
+        assert_eq!(r2.transmit_timestamp, ts(2, 20));
+        assert_eq!(store.1, 1);
+        // The kernel's stamp of reply 2 arrives: 3 units later.
+        store.0.insert(r2.receive_timestamp.to_bits(), ts(2, 24));
+        // 3: quotes reply 2's receive timestamp: interleaved. Origin = the request's receive
+        // field; transmit = reply 2's true transmit time, LSB clear.
+        let r3 = serve(
+            &mut interleaved_request(r2.receive_timestamp, ts(2, 30), ts(3, 0)),
+            &mut store,
+            ts(3, 10),
+            ts(3, 20),
+        );
+        assert_eq!(r3.origin_timestamp, ts(2, 30));
+        assert_eq!(r3.transmit_timestamp, ts(2, 24));
+        assert_eq!(r3.receive_timestamp, ts(3, 11));
+        // Used once: the same request again gets a basic reply.
+        let again = serve(
+            &mut interleaved_request(r2.receive_timestamp, ts(2, 30), ts(3, 5)),
+            &mut store,
+            ts(3, 40),
+            ts(3, 50),
+        );
+        assert_eq!((again.origin_timestamp, again.transmit_timestamp), (ts(3, 5), ts(3, 50)));
+    }
+
+    #[test]
+    fn basic_clients_never_touch_the_store() {
+        let mut store = Remember::default();
+        let t = |f: u32| NtpTimestamp::from_parts(0xE000_0001, f);
+        store.0.insert(t(7).to_bits(), t(1));
+        // ntpd-like: origin = our last transmit timestamp (LSB clear).
+        serve(&mut interleaved_request(t(6), t(9), t(11)), &mut store, t(20), t(30));
+        // chrony in basic mode: origin and receive zero.
+        serve(&mut interleaved_request(NtpTimestamp::ZERO, NtpTimestamp::ZERO, t(11)), &mut store, t(20), t(30));
+        // NTPv3, and receive == transmit (chrony's sign of a client that cannot use it).
+        let mut v3 = interleaved_request(t(7), t(9), t(11));
+        v3[0] = (3 << 3) | 3;
+        serve(&mut v3, &mut store, t(20), t(30));
+        serve(&mut interleaved_request(t(7), t(11), t(11)), &mut store, t(20), t(30));
+        assert_eq!((store.0.len(), store.1), (1, 0));
+    }
+
+    #[test]
+    fn a_kod_is_never_interleaved() {
+        let mut store = Remember::default();
+        let t = |f: u32| NtpTimestamp::from_parts(0xE000_0001, f);
+        store.0.insert(t(7).to_bits(), t(1));
+        let mut p = interleaved_request(t(7), t(9), t(11));
+        let mut policy = Fixed(AdmitAction::Kod { code: KissCode::Rate, poll: 6 });
+        let v = respond_with(&mut p, meta(), &synced(), &mut policy, &mut NoAuth, &mut store, || T3);
+        assert_eq!(v, Verdict::Kod(KissCode::Rate));
+        assert_eq!((store.0.len(), store.1), (1, 0), "nothing taken, nothing saved");
+        assert_eq!(NtpPacket::parse(&p).unwrap().origin_timestamp, t(11));
     }
 
     #[test]
