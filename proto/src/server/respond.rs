@@ -320,6 +320,11 @@ fn parse_request(buf: &[u8], client: &SocketAddr) -> Result<(ClientRequest, Opti
     if buf.len() > MAX_PACKET_LEN {
         return Err(DropReason::TooLong);
     }
+    // Mode 6 and 7 requests are shorter than an NTP header (ntpq's are 12 bytes): named for what
+    // they are, so that the socket backend can hand an allowed one to the ntpq thread.
+    if buf.first().is_some_and(|b| matches!(b & 7, 6 | 7)) {
+        return Err(DropReason::Control);
+    }
     let header = NtpHeader::new(buf).ok_or(DropReason::Short)?;
     if buf.len() % 4 != 0 {
         return Err(DropReason::Malformed);
@@ -487,6 +492,9 @@ mod tests {
         for mode in [6, 7] {
             assert_eq!(run(&mut request(2, mode)), Verdict::Drop(DropReason::Control));
         }
+        // ntpq's READVAR: 12 bytes, shorter than an NTP header, still a control drop.
+        let mut readvar = vec![0x26, 0x02, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(run(&mut readvar), Verdict::Drop(DropReason::Control));
     }
 
     #[test]
