@@ -118,6 +118,9 @@ pub struct PulseCounters {
     pub unlocked: u64,
     pub doubles: u64,
     pub wrong_edges: u64,
+    /// Seconds between two numbered pulses that had no pulse at all (neither numbered nor
+    /// refused): the line or the feed missed them.
+    pub missing: u64,
 }
 
 /// chrony's `lock`: numbers pulses from a time-of-day source's samples.
@@ -127,12 +130,23 @@ pub struct PpsLock {
     reference: Option<TimeSample>,
     last_pulse: Option<NtpTimestamp>,
     last_offset: Option<f64>,
+    /// The second the last numbered pulse named, and the pulses refused as unlocked since.
+    last_second: Option<NtpTimestamp>,
+    unlocked_since: u64,
     counters: PulseCounters,
 }
 
 impl PpsLock {
     pub fn new(config: PpsConfig) -> Self {
-        Self { config, reference: None, last_pulse: None, last_offset: None, counters: PulseCounters::default() }
+        Self {
+            config,
+            reference: None,
+            last_pulse: None,
+            last_offset: None,
+            last_second: None,
+            unlocked_since: 0,
+            counters: PulseCounters::default(),
+        }
     }
 
     pub fn counters(&self) -> PulseCounters {
@@ -167,6 +181,15 @@ impl PpsLock {
         match result {
             Ok(s) => {
                 self.counters.locked += 1;
+                if let Some(prev) = self.last_second {
+                    // Seconds skipped since the last numbered pulse, less those whose pulse
+                    // came but was refused (counted as unlocked already).
+                    let gap = s.reference.since(prev).to_seconds_f64().round();
+                    let skipped = if gap > 1.0 { (gap - 1.0).min(u64::MAX as f64) as u64 } else { 0 };
+                    self.counters.missing += skipped.saturating_sub(self.unlocked_since);
+                }
+                self.last_second = Some(s.reference);
+                self.unlocked_since = 0;
                 self.last_pulse = Some(local);
                 self.last_offset = Some(s.offset());
             }
@@ -174,6 +197,7 @@ impl PpsLock {
             Err(PulseReject::WrongEdge) => self.counters.wrong_edges += 1,
             Err(PulseReject::NoLock | PulseReject::LockDisagrees(_)) => {
                 self.counters.unlocked += 1;
+                self.unlocked_since += 1;
                 self.last_offset = None;
             }
         }

@@ -76,6 +76,22 @@ impl SockSample {
         NtpTimestamp::from_unix(self.tv_sec, (self.tv_usec * 1000) as u32)
     }
 
+    /// A pulse (`pulse` non-zero): the host time, nearest `tv`, at which the reference's second
+    /// began, for [`PpsLock::pulse`](crate::pps::PpsLock::pulse). chrony's convention, which
+    /// tools feeding its SOCK refclock follow: a pulse's `offset` is the host clock's lead over
+    /// the reference within the second (chrony passes it as RCL_AddPulse's `second`, as the PPS
+    /// driver passes the edge stamp's fraction), the opposite sign of a time sample's `offset`.
+    /// So the reference reads `tv - offset` at `tv`, and a whole second `frac` earlier or later.
+    pub fn pulse_edge(&self) -> NtpTimestamp {
+        let local = self.local();
+        let reference = local.add(seconds(-self.offset));
+        let (_, nanos) = reference.to_unix(0);
+        let fraction = f64::from(nanos) * 1e-9;
+        // How far past its nearest whole second the reference is at `tv`.
+        let past = if fraction < 0.5 { fraction } else { fraction - 1.0 };
+        local.add(seconds(-past))
+    }
+
     /// As a time sample (not for pulses: their offset names no second).
     pub fn to_time_sample(&self, dispersion: f64) -> TimeSample {
         let local = self.local();
@@ -154,6 +170,25 @@ mod tests {
         let t = s.to_time_sample(1e-6);
         assert!((t.offset() + 0.012_5).abs() < 1e-9);
         assert_eq!(t.leap, LeapIndicator::InsertSecond);
+    }
+
+    /// chrony's pulse convention: the edge a pulse names, whichever way the tool stamps it.
+    #[test]
+    fn a_pulse_names_the_host_time_of_the_reference_second() {
+        // Within 2 ns: the reference time goes through whole nanoseconds.
+        let at = |s: &SockSample| s.pulse_edge().since(NtpTimestamp::from_unix(1_773_144_000, 0)).to_seconds_f64();
+        // Stamped at the host's whole second, the host 37 µs ahead: the edge 37 µs after it.
+        let top = SockSample { tv_sec: 1_773_144_000, tv_usec: 0, offset: 37e-6, pulse: 1, leap: 0 };
+        assert!((at(&top) - 37e-6).abs() < 2e-9, "{}", at(&top));
+        // Host 2 µs behind.
+        let behind = SockSample { offset: -2e-6, ..top };
+        assert!((at(&behind) + 2e-6).abs() < 2e-9, "{}", at(&behind));
+        // Stamped at the edge itself, the offset its fraction (what chrony's PPS driver passes).
+        let edge = SockSample { tv_usec: 123, offset: 123e-6, ..top };
+        assert!((at(&edge) - 123e-6).abs() < 2e-9, "{}", at(&edge));
+        // Stamped 0.3 s after the edge, the host 5 µs ahead: the edge, not tv's nearest second.
+        let later = SockSample { tv_usec: 300_005, offset: 5e-6, ..top };
+        assert!((at(&later) - 5e-6).abs() < 2e-9, "{}", at(&later));
     }
 
     #[test]

@@ -999,22 +999,29 @@ impl Config {
             if r.baud.is_some() && r.driver != D::Nmea {
                 return bad(i, format!("baud is for the nmea driver, not {}", r.driver.as_str()));
             }
-            if r.driver != D::Pps {
-                if r.lock.is_some() || r.edge.is_some() {
-                    return bad(i, format!("lock and edge are for the pps driver, not {}", r.driver.as_str()));
-                }
-            } else {
-                let Some(lock) = &r.lock else {
-                    return bad(
-                        i,
-                        "pps: needs lock = \"REFID\", the time-of-day refclock (nmea, shm or sock) that numbers its pulses"
-                            .into(),
-                    );
-                };
+            if r.edge.is_some() && r.driver != D::Pps {
+                return bad(i, format!("edge is for the pps driver, not {}", r.driver.as_str()));
+            }
+            if (r.max_lock_age.is_some() || r.width.is_some()) && r.lock.is_none() {
+                return bad(i, "max-lock-age and width are for a refclock with lock (pps, or sock pulses)".into());
+            }
+            // A sock refclock's pulse samples are numbered as a pps one's.
+            if r.lock.is_some() && !matches!(r.driver, D::Pps | D::Sock) {
+                return bad(i, format!("lock is for the pps and sock drivers, not {}", r.driver.as_str()));
+            }
+            if r.driver == D::Pps && r.lock.is_none() {
+                return bad(
+                    i,
+                    "pps: needs lock = \"REFID\", the time-of-day refclock (nmea, shm or sock) that numbers its pulses"
+                        .into(),
+                );
+            }
+            if let Some(lock) = &r.lock {
                 match self.refclock.iter().find(|o| o.refid() == lock) {
                     None => return bad(i, format!("lock = \"{lock}\" names no configured refclock's refid")),
-                    Some(o) if o.driver == D::Pps => {
-                        return bad(i, format!("lock = \"{lock}\" names a pps refclock; lock to a time-of-day one"))
+                    Some(o) if o.driver == D::Pps || o.lock.is_some() => {
+                        let what = if o.driver == D::Pps { "a pps refclock" } else { "a refclock with its own lock" };
+                        return bad(i, format!("lock = \"{lock}\" names {what}; lock to a time-of-day one"));
                     }
                     Some(_) => {}
                 }

@@ -475,3 +475,236 @@ fn an_nmea_fix_loss_takes_the_refclock_out_within_3_s_then_holdover_then_unsynch
     drop(slave_file);
     server.stop();
 }
+
+/// A small deterministic generator for the feeds' jitter (xorshift64, about normal by the sum
+/// of four uniforms).
+struct Jitter(u64);
+
+impl Jitter {
+    fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard deviation `sigma`.
+    fn normal(&mut self, sigma: f64) -> f64 {
+        let sum: f64 = (0..4).map(|_| self.uniform()).sum();
+        (sum - 2.0) * 3f64.sqrt() * sigma
+    }
+}
+
+/// Sleeps until host Unix time `t`.
+fn sleep_until_unix(t: f64) {
+    let (s, ns) = now_unix();
+    let ahead = t - (s as f64 + f64::from(ns) * 1e-9);
+    if ahead > 0.0 {
+        std::thread::sleep(Duration::from_secs_f64(ahead));
+    }
+}
+
+/// An NMEA talker as a receiver is: GGA + RMC naming each host second, written `delay` seconds
+/// after it with `jitter` (standard deviation); each time also handed to `also` (the second
+/// named and the host time written), for a chronyd fed the same sentences over SOCK.
+fn nmea_talker_late(
+    master: std::fs::File,
+    delay: f64,
+    jitter: f64,
+    mut also: impl FnMut(i64, f64) + Send + 'static,
+) -> Feeder {
+    use stratum_refclock::nmea::sentence;
+    let mut master = master;
+    let mut rng = Jitter(0x9e37_79b9_7f4a_7c15);
+    Feeder::every(Duration::ZERO, move || {
+        let (sec, _) = now_unix();
+        let at = sec as f64 + 1.0 + delay + rng.normal(jitter);
+        sleep_until_unix(at);
+        let named = sec + 1;
+        let (d, m, y) = ddmmyy(named);
+        let gga = sentence(&format!("GPGGA,{},4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,", hms(named)));
+        let rmc =
+            sentence(&format!("GPRMC,{},A,4807.038,N,01131.000,E,0.0,0.0,{d:02}{m:02}{:02},,,A", hms(named), y % 100));
+        let _ = std::io::Write::write_all(&mut master, format!("{gga}\r\n{rmc}\r\n").as_bytes());
+        let (s, ns) = now_unix();
+        also(named, s as f64 + f64::from(ns) * 1e-9);
+    })
+}
+
+/// What the pulse feed leaves out or adds: every `missing`-th second no pulse, every
+/// `double`-th a second one 1 ms after it (0: never).
+#[derive(Clone, Copy, Default)]
+struct PulseFaults {
+    missing: i64,
+    double: i64,
+}
+
+/// A PPS feed over chrony's SOCK protocol, the way a pulse tool feeds chrony: for each host
+/// second (truth here: the host clock), 1 ms after it, a pulse sample stamped at the second
+/// with the edge's 100 ns jitter as its offset (chrony's convention: the host's lead over the
+/// pulse), sent to every path in `paths`.
+fn pps_sock_feed(paths: Vec<PathBuf>, faults: Arc<std::sync::Mutex<PulseFaults>>) -> Feeder {
+    let sender = SockSender::new().unwrap();
+    let mut rng = Jitter(0x2545_f491_4f6c_dd1d);
+    Feeder::every(Duration::ZERO, move || {
+        let (sec, _) = now_unix();
+        let second = sec + 1;
+        sleep_until_unix(second as f64 + 1e-3);
+        let f = *faults.lock().unwrap();
+        let every = |n: i64| n > 0 && second % n == 0;
+        if every(f.missing) {
+            return;
+        }
+        let pulse = SockSample { tv_sec: second, tv_usec: 0, offset: rng.normal(100e-9), pulse: 1, leap: 0 };
+        let double = SockSample { offset: pulse.offset + 1e-3, ..pulse };
+        for path in &paths {
+            let _ = sender.send(path, &pulse);
+            if every(f.double) {
+                let _ = sender.send(path, &double);
+            }
+        }
+    })
+}
+
+/// The refclock row named `name` in a `sources` answer.
+fn refclock_row(sources: &Value, name: &str) -> Option<Value> {
+    sources["sources"].as_array()?.iter().find(|s| s["name"] == name).cloned()
+}
+
+/// Issue 18's appliance through a real stratumd: an NMEA talker on a pty at 1 Hz (sentences
+/// 300 ms after the second, 5 ms jitter, `offset = 0.3`, noselect) numbers SOCK pulse samples
+/// (100 ns jitter, `lock = "GPS"`, prefer). Truth is the host clock (the virtual discipline
+/// serves host time plus its correction). stratumd in a namespace serves stratum 1 refid PPS,
+/// the PPS refclock's offset within 5 µs, the served clock within 50 µs of the host's as a
+/// client measures it on loopback, and a real chronyd client accepts it. A real chronyd fed the
+/// same pulses (`refclock SOCK ... lock NMEA`, its NMEA the same sentences as SOCK samples)
+/// reports the same offset within 1 µs. Then pulses go missing and come double: counted
+/// (missing, double), the lock and the selection kept.
+#[test]
+fn nmea_numbering_sock_pulses_serves_stratum_1_refid_pps_as_chronyd_does() {
+    let ok = require(is_root() && have_tool("ip"), "refclock PPS: needs root and ip (a namespace, port 123)")
+        && require(have_tool("chronyd") && have_tool("chronyc"), "chronyd is not installed (apt-get install chrony)");
+    if !ok {
+        return;
+    }
+    let (master_file, slave_file, slave_path) = pty();
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("control.sock");
+    let pps_path = dir.path().join("pps.sock");
+    let private = private_dir();
+    let chrony_pps = private.path().join("pps.sock");
+    let chrony_nmea = private.path().join("nmea.sock");
+    let ns = Netns::new("rcp");
+    let metrics: SocketAddr = "127.0.0.1:9123".parse().unwrap();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:123\"]\nworkers = 1\n\n[clock]\nsource = \"sync\"\n\n\
+         [[refclock]]\ndriver = \"nmea\"\ndevice = \"{}\"\nbaud = 9600\noffset = 0.3\ndelay = 0.1\nnoselect = true\n\n\
+         [[refclock]]\ndriver = \"sock\"\ndevice = \"{}\"\nrefid = \"PPS\"\nlock = \"GPS\"\nprefer = true\npoll = 2\n\n\
+         [control]\nsocket = \"{}\"\n\n[metrics]\nlisten = \"{metrics}\"\n",
+        slave_path.display(),
+        pps_path.display(),
+        control.display()
+    );
+    let mut server = Server::start_with(ns.command(BIN), &text, 123, None);
+    let (_chronyd, chrony_socket) = chronyd_refclock(
+        private.path(),
+        &format!(
+            "refclock SOCK {} refid NMEA offset 0.3 delay 0.1 noselect\nrefclock SOCK {} refid PPS lock NMEA poll 2 prefer",
+            chrony_nmea.display(),
+            chrony_pps.display()
+        ),
+    );
+    // chronyd's NMEA: the same sentences, as SOCK time samples (reference minus host).
+    let nmea_sender = SockSender::new().unwrap();
+    let to_chrony = chrony_nmea.clone();
+    let _talker = nmea_talker_late(master_file, 0.3, 5e-3, move |named, at| {
+        let (s, us) = (at.floor() as i64, ((at - at.floor()) * 1e6) as i64);
+        let sample = SockSample { tv_sec: s, tv_usec: us, offset: named as f64 - at, pulse: 0, leap: 0 };
+        let _ = nmea_sender.send(&to_chrony, &sample);
+    });
+    let faults = Arc::new(std::sync::Mutex::new(PulseFaults::default()));
+    let _pulses = pps_sock_feed(vec![pps_path.clone(), chrony_pps.clone()], faults.clone());
+
+    let tracking = wait_for(Duration::from_secs(40), "stratum 1 refid PPS", &control, "tracking", |t| {
+        t["synchronized"] == true && t["stratum"] == 1 && t["refid"] == "PPS"
+    });
+    assert_eq!(tracking["system_peer"], format!("sock:{}", pps_path.display()), "{tracking}");
+    let pps_name = format!("sock:{}", pps_path.display());
+    // Settled: a few poll-2 estimates after the first.
+    std::thread::sleep(Duration::from_secs(12));
+    let sources = ctl_json(&control, &["sources"]).unwrap();
+    let pps = refclock_row(&sources, &pps_name).unwrap();
+    let gps = refclock_row(&sources, &format!("nmea:{}", slave_path.display())).unwrap();
+    assert_eq!((pps["state"].as_str(), pps["pps_locked"].as_bool()), (Some("selected"), Some(true)), "{pps}");
+    assert_eq!(gps["state"], "unselectable", "NMEA is noselect: {gps}");
+    let pps_offset = pps["last_offset_seconds"].as_f64().unwrap();
+    let pps_jitter = pps["jitter_seconds"].as_f64().unwrap_or(f64::NAN);
+    let nmea_offset = gps["last_offset_seconds"].as_f64().unwrap_or(f64::NAN);
+    eprintln!(
+        "NMEA+PPS (SOCK pulses): PPS offset {:+.3} us jitter {:.3} us; NMEA offset {:+.3} ms; pulses {}",
+        pps_offset * 1e6,
+        pps_jitter * 1e6,
+        nmea_offset * 1e3,
+        pps["pulses"]
+    );
+    assert!(pps_offset.abs() < 5e-6, "PPS offset {pps_offset}");
+
+    // Served against the host clock, from a client on the namespace's loopback: the reply of
+    // the shortest round trip of 20.
+    let (served, delay) = in_netns(&ns, || {
+        (0..20)
+            .filter_map(|_| query(SocketAddr::from(([127, 0, 0, 1], 123)), 4, Duration::from_secs(1)))
+            .map(|(reply, offset, delay)| {
+                assert_eq!((reply.stratum, reply.ref_id.0), (1, *b"PPS\0"), "{reply:?}");
+                (offset, delay)
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("stratumd answers")
+    });
+    eprintln!("served - host: {:+.3} us (round trip {:.3} us)", served * 1e6, delay * 1e6);
+    assert!(served.abs() < 50e-6, "served clock {served} s off the host's");
+
+    // A real chronyd client in the namespace accepts it.
+    let client = chronyd_client(&ns, "127.0.0.1", 4).unwrap_or_else(|log| panic!("chronyd refused stratumd: {log}"));
+    eprintln!("chronyd client: offset {:+.3} us", client * 1e6);
+    assert!(client.abs() < 1e-3, "{client}");
+
+    // chronyd fed the same pulses: the same offset.
+    let fields = chronyc_selected(&chrony_socket, "PPS", Duration::from_secs(30));
+    let chrony_offset: f64 = fields[8].parse().unwrap();
+    let pps = refclock_row(&ctl_json(&control, &["sources"]).unwrap(), &pps_name).unwrap();
+    let stratumd_offset = pps["last_offset_seconds"].as_f64().unwrap();
+    eprintln!(
+        "SOCK pulses: stratumd PPS offset {:+.3} us, chronyd {:+.3} us ({})",
+        stratumd_offset * 1e6,
+        chrony_offset * 1e6,
+        fields.join(",")
+    );
+    assert!((stratumd_offset - chrony_offset).abs() < 1e-6, "{stratumd_offset} {chrony_offset}");
+
+    // Missing (every 5th second) and double (every 7th) pulses: counted, the lock kept.
+    let before = pps["pulses"].clone();
+    *faults.lock().unwrap() = PulseFaults { missing: 5, double: 7 };
+    std::thread::sleep(Duration::from_secs(22));
+    let pps = refclock_row(&ctl_json(&control, &["sources"]).unwrap(), &pps_name).unwrap();
+    let count = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let p = &pps["pulses"];
+    eprintln!("22 s with missing and double pulses: before {before}, after {p}; offset {:+.3} us", {
+        pps["last_offset_seconds"].as_f64().unwrap_or(f64::NAN) * 1e6
+    });
+    assert!(count(p, "missing") >= count(&before, "missing") + 3, "{before} {p}");
+    assert!(count(p, "double") >= count(&before, "double") + 2, "{before} {p}");
+    assert_eq!(count(p, "unlocked"), count(&before, "unlocked"), "the lock held: {before} {p}");
+    assert_eq!((pps["state"].as_str(), pps["pps_locked"].as_bool()), (Some("selected"), Some(true)), "{pps}");
+    assert!(pps["last_offset_seconds"].as_f64().is_some_and(|o| o.abs() < 5e-6), "{pps}");
+    let scraped = scrape_in(&ns, metrics).expect("/metrics");
+    let line = |outcome: &str| {
+        format!("stratumd_refclock_pulses_total{{refclock=\"{pps_name}\",source=\"127.127.46.1:0\",outcome=\"{outcome}\"}} ")
+    };
+    for outcome in ["locked", "missing", "double"] {
+        let n = scraped.lines().find_map(|l| l.strip_prefix(&line(outcome))).and_then(|n| n.parse::<u64>().ok());
+        assert!(n.is_some_and(|n| n > 0), "{outcome}: {n:?} in\n{scraped}");
+    }
+    drop(slave_file);
+    server.stop();
+}

@@ -29,6 +29,18 @@ fn good_refclock_configurations_pass_without_the_devices() {
              edge = \"clear\"\nprefer = true\npoll = 2\nfilter = 16\n\n[[upstream]]\naddress = \"192.0.2.10\"\n",
         ),
         sync("[[refclock]]\ndriver = \"shm\"\ndevice = \"0\"\n\n[[refclock]]\ndriver = \"shm\"\ndevice = \"1\"\nrefid = \"GPS1\"\n"),
+        // SOCK pulse samples numbered by an NMEA receiver, as a /dev/pps line's would be.
+        sync(
+            "[[refclock]]\ndriver = \"nmea\"\ndevice = \"/dev/ttyNONE9\"\noffset = 0.3\nnoselect = true\n\n\
+             [[refclock]]\ndriver = \"sock\"\ndevice = \"/run/stratumd/pps.sock\"\nrefid = \"PPS\"\nlock = \"GPS\"\n\
+             prefer = true\n",
+        ),
+        // The selection and staleness keys: a trusted, required PPS, an SHM writer at 1/8 Hz.
+        sync(
+            "[[refclock]]\ndriver = \"shm\"\ndevice = \"2\"\nmax-age = \"20s\"\nnoselect = true\n\n\
+             [[refclock]]\ndriver = \"pps\"\ndevice = \"/dev/ppsNONE9\"\nlock = \"GPS\"\ntrust = true\nrequire = true\n\
+             prefer = true\nmax-lock-age = 4\nwidth = 0.1\nmax-age = 3\n",
+        ),
     ] {
         let (ok, _, err, _) = check_config(&text);
         assert!(ok, "{err}\n{text}");
@@ -40,7 +52,35 @@ fn bad_refclock_keys_name_their_line() {
     assert_refused(&refclock("driver = \"gps\"\ndevice = \"0\""), 9, "refclock.driver", "unknown variant");
     assert_refused(&refclock("device = \"0\""), 8, "refclock", "driver");
     assert_refused(&refclock("driver = \"shm\""), 8, "refclock", "device");
-    assert_refused(&refclock("driver = \"shm\"\ndevice = \"0\"\nwidth = 1"), 11, "refclock.width", "unknown field");
+    assert_refused(&refclock("driver = \"shm\"\ndevice = \"0\"\nwidht = 0.1"), 11, "refclock.widht", "unknown field");
+    assert_refused(&refclock("driver = \"shm\"\ndevice = \"0\"\nwidth = 1"), 11, "refclock.width", "outside 0..0.5");
+    // trust, require, max-age, max-lock-age (issue 18's selection and staleness keys).
+    assert_refused(&refclock("driver = \"shm\"\ndevice = \"0\"\ntrust = \"yes\""), 11, "refclock.trust", "boolean");
+    assert_refused(&refclock("driver = \"shm\"\ndevice = \"0\"\nrequire = 1"), 11, "refclock.require", "boolean");
+    assert_refused(
+        &refclock("driver = \"shm\"\ndevice = \"0\"\nmax-age = 0.01"),
+        11,
+        "refclock.max-age",
+        "0.1 s..=1 day",
+    );
+    assert_refused(
+        &refclock("driver = \"shm\"\ndevice = \"0\"\nmax-age = \"2d\""),
+        11,
+        "refclock.max-age",
+        "0.1 s..=1 day",
+    );
+    assert_refused(
+        &refclock("driver = \"shm\"\ndevice = \"0\"\nmax-age = \"3w\""),
+        11,
+        "refclock.max-age",
+        "not a duration",
+    );
+    assert_refused(
+        &refclock("driver = \"pps\"\ndevice = \"/dev/pps0\"\nlock = \"GPS\"\nmax-lock-age = 0"),
+        12,
+        "refclock.max-lock-age",
+        "1..=64",
+    );
     assert_refused(
         &refclock("driver = \"nmea\"\ndevice = \"/dev/ttyS0\"\nbaud = 12"),
         11,
@@ -70,7 +110,30 @@ fn bad_refclock_combinations_name_their_entry() {
         "refclock",
         "baud is for the nmea driver",
     );
-    assert_refused(&refclock("driver = \"shm\"\ndevice = \"0\"\nlock = \"GPS\""), 8, "refclock", "for the pps driver");
+    assert_refused(
+        &refclock("driver = \"shm\"\ndevice = \"0\"\nlock = \"GPS\""),
+        8,
+        "refclock",
+        "for the pps and sock",
+    );
+    assert_refused(
+        &refclock("driver = \"shm\"\ndevice = \"0\"\nwidth = 0.1"),
+        8,
+        "refclock",
+        "for a refclock with lock",
+    );
+    assert_refused(
+        &refclock("driver = \"sock\"\ndevice = \"/run/gps.sock\"\nmax-lock-age = 4"),
+        8,
+        "refclock",
+        "for a refclock with lock",
+    );
+    assert_refused(
+        &refclock("driver = \"sock\"\ndevice = \"/run/gps.sock\"\nedge = \"assert\""),
+        8,
+        "refclock",
+        "edge is for the pps driver",
+    );
     assert_refused(&refclock("driver = \"pps\"\ndevice = \"/dev/pps0\""), 8, "refclock", "needs lock");
     assert_refused(
         &refclock("driver = \"pps\"\ndevice = \"/dev/pps0\"\nlock = \"NMEA\""),
@@ -86,6 +149,11 @@ fn bad_refclock_combinations_name_their_entry() {
         "[[refclock]]\ndriver = \"shm\"\ndevice = \"0\"\n\n[[refclock]]\ndriver = \"pps\"\ndevice = \"/dev/pps0\"\n\
                       lock = \"PPS\"\n";
     assert_refused(&sync(pps_to_pps), 12, "refclock", "names a pps refclock");
+    // A pulse source numbered by another pulse source names no second.
+    let sock_to_locked = "[[refclock]]\ndriver = \"shm\"\ndevice = \"0\"\n\n[[refclock]]\ndriver = \"sock\"\n\
+                          device = \"/run/a.sock\"\nrefid = \"PPS\"\nlock = \"GPS\"\n\n[[refclock]]\ndriver = \"sock\"\n\
+                          device = \"/run/b.sock\"\nrefid = \"PPS2\"\nlock = \"PPS\"\n";
+    assert_refused(&sync(sock_to_locked), 18, "refclock", "names a refclock with its own lock");
     // Reference clocks need the sync time plane.
     let local = format!("{SERVER}\n[clock]\nsource = \"local\"\n\n[[refclock]]\ndriver = \"shm\"\ndevice = \"0\"\n");
     assert_refused(&local, 8, "refclock", "need [clock] source = \"sync\"");

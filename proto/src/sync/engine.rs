@@ -26,7 +26,7 @@ use super::discipline::{ClockAction, Discipline};
 use super::filter::{FilterVerdict, Sample};
 use super::leap::{leap_smear, leap_vote, served_leap, LeapDirection, LeapSecondsList, SMEAR_WINDOW_S};
 use super::refclock::{RefclockConfig, RefclockConfigError, RefclockSample, RefclockState};
-use super::select::{cluster, combine, intersection, keep_truechimers, system_peer, Candidate, Endpoint};
+use super::select::{cluster, combine, requirement_met, system_peer, truechimers, Candidate, Endpoint};
 use super::source::{poll_seconds, ReplyContext, ReplyOutcome, Source, SourceConfig, SourceConfigError, MIN_POLL};
 use super::{calendar, log2_seconds, refid_for_address, Flash, HostClock, LeapMode, SyncConfig, PHI};
 use crate::packet::{KissCode, LeapIndicator, RefId, HEADER_LEN};
@@ -718,14 +718,16 @@ impl SyncEngine {
                 jitter: est.jitter,
                 stratum: up.stratum,
                 prefer: s.config.prefer,
+                trust: slot.refclock.as_ref().is_some_and(|rc| rc.config.trust),
+                require: slot.refclock.as_ref().is_some_and(|rc| rc.config.require),
             });
         }
-        let Some(range) = intersection(&self.candidates, &mut self.endpoints) else {
+        if truechimers(&mut self.candidates, &mut self.endpoints).is_none() {
             self.no_selection();
             return;
-        };
-        keep_truechimers(&mut self.candidates, range);
-        if self.candidates.len() < self.config.minsane.max(1) {
+        }
+        let any_required = self.slots.iter().any(|s| s.refclock.as_ref().is_some_and(|rc| rc.config.require));
+        if self.candidates.len() < self.config.minsane.max(1) || !requirement_met(any_required, &self.candidates) {
             for c in &self.candidates {
                 self.slots[c.index].state = SourceState::Unselectable;
             }

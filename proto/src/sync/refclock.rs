@@ -24,6 +24,12 @@ pub struct RefclockConfig {
     pub prefer: bool,
     /// Followed and shown, never selected (an NMEA source only there to number PPS pulses).
     pub noselect: bool,
+    /// chrony's `trust`: outvoted only by other trusted sources (a PPS that upstream servers
+    /// cannot overrule); the untrusted ones must then agree with it ([`super::select::truechimers`]).
+    pub trust: bool,
+    /// chrony's `require`: while any source has it, the clock is updated only when one of them
+    /// survives the selection (an appliance that must not serve upstream time without its GPS).
+    pub require: bool,
     /// Median filter interval, log2 s (default 4: 16 s, chrony's).
     pub poll: i8,
     /// Most samples in one interval (default 64, chrony's `filter`).
@@ -35,7 +41,15 @@ pub struct RefclockConfig {
 
 impl Default for RefclockConfig {
     fn default() -> Self {
-        Self { prefer: false, noselect: false, poll: 4, filter: 64, max_age: DEFAULT_MAX_AGE }
+        Self {
+            prefer: false,
+            noselect: false,
+            trust: false,
+            require: false,
+            poll: 4,
+            filter: 64,
+            max_age: DEFAULT_MAX_AGE,
+        }
     }
 }
 
@@ -226,5 +240,80 @@ mod tests {
         assert!((f.sample.offset - 1e-3).abs() < 5e-5, "{f:?}");
         assert!(f.jitter < 1e-4, "{f:?}");
         assert!(RefclockConfig { filter: 0, ..Default::default() }.validate().is_err());
+    }
+}
+
+/// `trust` and `require` through the engine's selection, with refclocks as the sources.
+#[cfg(test)]
+mod selection_tests {
+    use super::*;
+    use crate::packet::RefId;
+    use crate::sync::{SourceId, SourceState, SyncConfig, SyncEngine};
+    use crate::time::NtpDuration;
+
+    fn at(seconds: f64) -> NtpTimestamp {
+        NtpTimestamp::from_parts(3_990_000_000, 0).add(NtpDuration::from_seconds_f64(seconds))
+    }
+
+    /// Refclocks at the given offsets (1 µs precision each), sampled at 1 Hz for `seconds`.
+    fn run(engine: &mut SyncEngine, clocks: &[(SourceId, f64)], from: u32, seconds: u32) {
+        for k in from..from + seconds {
+            let local = at(f64::from(k) + 0.1);
+            for &(id, offset) in clocks {
+                let sample = RefclockSample {
+                    reference_time: local.add(NtpDuration::from_seconds_f64(offset)),
+                    local_receive_time: local,
+                    leap: LeapIndicator::NoWarning,
+                    dispersion: 1e-6,
+                    delay: 0.0,
+                };
+                engine.handle_refclock_sample(id, sample);
+            }
+            engine.handle_timeout(local);
+        }
+    }
+
+    fn state(engine: &SyncEngine, id: SourceId) -> SourceState {
+        engine.sources().find(|s| s.id == id).unwrap().state
+    }
+
+    /// A PPS against two refclocks 5 ms away from it that agree with each other: outvoted,
+    /// unless trusted; trusted, it is the system peer and the two are out.
+    #[test]
+    fn a_trusted_refclock_is_not_outvoted() {
+        for trust in [false, true] {
+            let mut engine = SyncEngine::new(SyncConfig { minsane: 1, ..SyncConfig::default() });
+            let mut add = |name: &[u8; 4], config: RefclockConfig| engine.add_refclock(RefId(*name), config, at(0.0));
+            let pps = add(b"PPS\0", RefclockConfig { trust, poll: 2, ..Default::default() }).unwrap();
+            let a = add(b"GPSA", RefclockConfig { poll: 2, ..Default::default() }).unwrap();
+            let b = add(b"GPSB", RefclockConfig { poll: 2, ..Default::default() }).unwrap();
+            run(&mut engine, &[(pps, 0.0), (a, 5e-3), (b, 5e-3)], 0, 30);
+            let states = [pps, a, b].map(|id| state(&engine, id));
+            if trust {
+                assert_eq!(states[0], SourceState::SystemPeer, "{states:?}");
+                assert_eq!(&states[1..], &[SourceState::Falseticker; 2], "{states:?}");
+            } else {
+                assert_eq!(states[0], SourceState::Falseticker, "{states:?}");
+                assert!(states[1..].contains(&SourceState::SystemPeer), "{states:?}");
+            }
+        }
+    }
+
+    /// With a `require` refclock configured, the others alone never steer: when it goes stale
+    /// nothing is selected, and it is back with its next estimate.
+    #[test]
+    fn without_its_required_refclock_nothing_is_selected() {
+        let mut engine = SyncEngine::new(SyncConfig { minsane: 1, ..SyncConfig::default() });
+        let config = RefclockConfig { poll: 2, ..Default::default() };
+        let gps = engine.add_refclock(RefId(*b"GPS\0"), RefclockConfig { require: true, ..config }, at(0.0)).unwrap();
+        let shm = engine.add_refclock(RefId(*b"SHM\0"), config, at(0.0)).unwrap();
+        run(&mut engine, &[(gps, 0.0), (shm, 0.0)], 0, 20);
+        assert!(engine.tracking(at(20.0)).system_peer.is_some());
+        assert!(engine.refclock_stale(gps, at(20.2)));
+        run(&mut engine, &[(shm, 0.0)], 21, 10);
+        assert_eq!(engine.tracking(at(31.0)).system_peer, None, "the required GPS is stale");
+        assert_eq!(state(&engine, shm), SourceState::Unselectable);
+        run(&mut engine, &[(gps, 0.0), (shm, 0.0)], 31, 10);
+        assert!(engine.tracking(at(41.0)).system_peer.is_some(), "back with the GPS");
     }
 }

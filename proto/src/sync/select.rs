@@ -2,6 +2,11 @@
 //! of correctness intervals), cluster (drop the survivor furthest from the rest until the spread is
 //! below the sources' own jitter) and combine (the survivors' offsets weighted by their root
 //! distance). Pure functions over a caller-owned scratch buffer: no allocation per update.
+//!
+//! chrony's `trust` and `require` act here too ([`truechimers`], [`requirement_met`]): a trusted
+//! source can only be outvoted by other trusted sources, the others must fall wholly inside the
+//! trusted sources' intersection; with any source marked `require`, nothing is selected unless
+//! one of them survives.
 
 /// Fewest survivors the cluster step keeps (RFC 5905's NMIN).
 pub const CLUSTER_MIN: usize = 3;
@@ -19,6 +24,10 @@ pub struct Candidate {
     pub jitter: f64,
     pub stratum: u8,
     pub prefer: bool,
+    /// chrony's `trust`: only other trusted sources can outvote it.
+    pub trust: bool,
+    /// chrony's `require`: the clock is updated only while one `require` source survives.
+    pub require: bool,
 }
 
 /// An endpoint of a correctness interval: (value, -1 lower / 0 midpoint / +1 upper).
@@ -28,12 +37,21 @@ pub type Endpoint = (f64, i8);
 /// for which `n - f` intervals share a point, and that intersection. `endpoints` is scratch space.
 /// Returns None when no majority agrees.
 pub fn intersection(candidates: &[Candidate], endpoints: &mut Vec<Endpoint>) -> Option<(f64, f64)> {
-    let n = candidates.len();
+    intersection_of(candidates, endpoints, |_| true)
+}
+
+/// [`intersection`] of the candidates `among` picks.
+fn intersection_of(
+    candidates: &[Candidate],
+    endpoints: &mut Vec<Endpoint>,
+    among: impl Fn(&Candidate) -> bool,
+) -> Option<(f64, f64)> {
+    let n = candidates.iter().filter(|c| among(c)).count();
     if n == 0 {
         return None;
     }
     endpoints.clear();
-    for c in candidates {
+    for c in candidates.iter().filter(|c| among(c)) {
         endpoints.push((c.offset - c.root_distance, -1));
         endpoints.push((c.offset, 0));
         endpoints.push((c.offset + c.root_distance, 1));
@@ -80,6 +98,36 @@ pub fn keep_truechimers(candidates: &mut Vec<Candidate>, (low, high): (f64, f64)
     let before = candidates.len();
     candidates.retain(|c| c.offset - c.root_distance <= high && c.offset + c.root_distance >= low);
     before - candidates.len()
+}
+
+/// The select step with chrony's `trust` (sources.c): without trusted candidates, Marzullo's
+/// intersection of them all and its truechimers. With some, the intersection of the trusted ones
+/// alone (a single trusted source is its own majority, however many others disagree), the
+/// trusted ones meeting it, and the others only when their whole interval lies inside it, so
+/// that no untrusted source can move the combined offset out of what the trusted ones say.
+/// Leaves the survivors in `candidates`; None (and `candidates` untouched) without a majority.
+pub fn truechimers(candidates: &mut Vec<Candidate>, endpoints: &mut Vec<Endpoint>) -> Option<(f64, f64)> {
+    if !candidates.iter().any(|c| c.trust) {
+        let range = intersection(candidates, endpoints)?;
+        keep_truechimers(candidates, range);
+        return Some(range);
+    }
+    let (low, high) = intersection_of(candidates, endpoints, |c| c.trust)?;
+    candidates.retain(|c| {
+        let (lo, hi) = (c.offset - c.root_distance, c.offset + c.root_distance);
+        if c.trust {
+            lo <= high && hi >= low
+        } else {
+            lo >= low && hi <= high
+        }
+    });
+    Some((low, high))
+}
+
+/// chrony's `require`: when any configured source has it (`any_required`, whether or not it is
+/// a candidate now), the clock is updated only while one of them is among the `survivors`.
+pub fn requirement_met(any_required: bool, survivors: &[Candidate]) -> bool {
+    !any_required || survivors.iter().any(|c| c.require)
 }
 
 /// The cluster step: sorts `survivors` by merit (stratum, then root distance) and drops, one at a
@@ -146,7 +194,63 @@ mod tests {
     use super::*;
 
     fn c(index: usize, offset: f64, root_distance: f64) -> Candidate {
-        Candidate { index, offset, root_distance, jitter: 1e-4, stratum: 2, prefer: false }
+        Candidate {
+            index,
+            offset,
+            root_distance,
+            jitter: 1e-4,
+            stratum: 2,
+            prefer: false,
+            trust: false,
+            require: false,
+        }
+    }
+
+    fn trusted(mut c: Candidate) -> Candidate {
+        c.trust = true;
+        c
+    }
+
+    /// A trusted PPS (1 µs) against three upstreams that agree with each other 5 ms away: the
+    /// majority would outvote it; trusted, it stands, and the upstreams (not inside its
+    /// interval) are out. An upstream whose interval lies inside it survives.
+    #[test]
+    fn a_trusted_source_is_outvoted_only_by_trusted_ones() {
+        let pps = c(0, 0.0, 1e-6);
+        let upstreams = [c(1, 5e-3, 1e-3), c(2, 5.1e-3, 1e-3), c(3, 4.9e-3, 1e-3)];
+        let mut scratch = Vec::new();
+        let mut plain: Vec<_> = [pps].into_iter().chain(upstreams).collect();
+        truechimers(&mut plain, &mut scratch).unwrap();
+        assert!(plain.iter().all(|c| c.index != 0), "untrusted, the PPS is the falseticker: {plain:?}");
+
+        let mut with_trust: Vec<_> = [trusted(pps)].into_iter().chain(upstreams).collect();
+        let range = truechimers(&mut with_trust, &mut scratch).unwrap();
+        assert_eq!(range, (-1e-6, 1e-6));
+        assert_eq!(with_trust.iter().map(|c| c.index).collect::<Vec<_>>(), vec![0]);
+
+        // An untrusted source wholly inside the trusted interval stays; one overlapping it only
+        // partly does not.
+        let mut inside = vec![trusted(c(0, 0.0, 1e-3)), c(1, 1e-4, 1e-4), c(2, 9e-4, 5e-4)];
+        truechimers(&mut inside, &mut scratch).unwrap();
+        assert_eq!(inside.iter().map(|c| c.index).collect::<Vec<_>>(), vec![0, 1]);
+
+        // Two trusted sources that disagree, with nothing else trusted: no majority.
+        let mut split = vec![trusted(c(0, 0.0, 1e-6)), trusted(c(1, 1e-3, 1e-6)), c(2, 0.0, 1e-6)];
+        assert_eq!(truechimers(&mut split, &mut scratch), None);
+        assert_eq!(split.len(), 3, "left as it was");
+        // Three trusted, one off: the other two are the majority, the third out.
+        let mut three = vec![trusted(c(0, 0.0, 1e-5)), trusted(c(1, 1e-6, 1e-5)), trusted(c(2, 1e-3, 1e-5))];
+        truechimers(&mut three, &mut scratch).unwrap();
+        assert_eq!(three.iter().map(|c| c.index).collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_required_source_must_survive() {
+        let mut required = c(0, 0.0, 1e-3);
+        required.require = true;
+        assert!(requirement_met(false, &[c(1, 0.0, 1e-3)]), "nothing required");
+        assert!(!requirement_met(true, &[c(1, 0.0, 1e-3)]), "the required one did not survive");
+        assert!(requirement_met(true, &[c(1, 0.0, 1e-3), required]));
     }
 
     #[test]

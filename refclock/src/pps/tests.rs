@@ -89,6 +89,18 @@ fn missing_double_and_wrong_edge_pulses_are_filtered() {
     assert!(used.len() > 200, "{} used", used.len());
     assert!(used.iter().all(|o| o.abs() < 300e-9));
     assert_eq!(lock.counters().doubles as usize, doubles);
+    // Every one of the 300 seconds is a numbered pulse, a refused one or a missing one (the
+    // first and last seconds may fall outside the numbered span).
+    let c = lock.counters();
+    let accounted = c.locked + c.unlocked + c.missing;
+    assert!((298..=300).contains(&accounted), "{c:?}");
+    // (Unlocked: runs of missing pulses here also skip their NMEA sentences, so the lock's
+    // sample grows older than `max_lock_age`.)
+    assert!(c.missing > 40, "{c:?}");
+    println!(
+        "FIGURE pps-lock 300 s, 20 % missing, 20 % double: {c:?}, max |offset| {:.0} ns",
+        used.iter().fold(0.0f64, |m, o| m.max(o.abs())) * 1e9
+    );
 
     // Capturing the clear edge of a 100 ms pulse by mistake (or both): with `width` the lock
     // puts it 0.1 s after the second and drops it.

@@ -121,7 +121,27 @@ pub struct RefclockTable {
     pub prefer: bool,
     #[serde(default)]
     pub noselect: bool,
-    /// pps: the refid of the time-of-day refclock that numbers the pulses.
+    /// chrony's `trust`: only other trusted sources can outvote it.
+    #[serde(default)]
+    pub trust: bool,
+    /// chrony's `require`: the clock is steered only while this one (or another `require`
+    /// source) survives the selection.
+    #[serde(default)]
+    pub require: bool,
+    /// Seconds without a sample after which the refclock is stale (default 2.5: one missed
+    /// second of a 1 Hz driver; a slower one needs more). A number or "5s", "2m".
+    #[serde(default = "default_refclock_max_age", deserialize_with = "refclock_max_age")]
+    pub max_age: f64,
+    /// pps and locked sock: how many pulses old the lock's sample may be (chrony's
+    /// `maxlockage`, default 2).
+    #[serde(default, deserialize_with = "max_lock_age")]
+    pub max_lock_age: Option<u32>,
+    /// pps and locked sock: the pulse's width, seconds; an edge the lock puts that far after the
+    /// second is the pulse's other edge and dropped (chrony's `width`; default 0, unknown).
+    #[serde(default, deserialize_with = "pulse_width")]
+    pub width: Option<f64>,
+    /// pps, and sock's pulse samples: the refid of the time-of-day refclock that numbers the
+    /// pulses.
     #[serde(default)]
     pub lock: Option<String>,
     /// pps: the edge that marks the second.
@@ -213,6 +233,45 @@ fn refclock_delay<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         return Err(de::Error::custom(format!("{s} s is outside 0..=1")));
     }
     Ok(s)
+}
+
+fn default_refclock_max_age() -> f64 {
+    stratum_proto::sync::refclock::DEFAULT_MAX_AGE
+}
+
+/// Seconds (a number, or "5s", "2m"), 0.1 s..=1 day.
+fn refclock_max_age<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Seconds(f64),
+        Written(String),
+    }
+    let seconds = match Text::deserialize(d)? {
+        Text::Seconds(s) => s,
+        Text::Written(t) => parse_duration(&t).map_err(de::Error::custom)?,
+    };
+    if !(0.1..=86_400.0).contains(&seconds) {
+        return Err(de::Error::custom(format!("{seconds} s is outside 0.1 s..=1 day")));
+    }
+    Ok(seconds)
+}
+
+fn max_lock_age<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let n = i64::deserialize(d)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=64).contains(n))
+        .map(Some)
+        .ok_or_else(|| de::Error::custom(format!("{n} is outside 1..=64 (pulses)")))
+}
+
+fn pulse_width<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let s = f64::deserialize(d)?;
+    if !(0.0..0.5).contains(&s) {
+        return Err(de::Error::custom(format!("{s} s is outside 0..0.5")));
+    }
+    Ok(Some(s))
 }
 
 fn default_refclock_poll() -> i8 {

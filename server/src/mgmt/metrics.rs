@@ -145,8 +145,8 @@ const FAMILIES: [Family; Metric::RefclockSamplesDropped as usize + 1] = [
     family("stratumd_refclock_fix", GAUGE, &["refclock", "source"], "nmea: 1 while the receiver reports a good fix, 0 without one (RMC status V, GGA/GSA no fix, too few satellites)."),
     family("stratumd_refclock_satellites", GAUGE, &["refclock", "source"], "nmea: satellites in use, as the receiver's last GGA said."),
     family("stratumd_refclock_stale", GAUGE, &["refclock", "source"], "1 while the refclock is out of the selection for a lost fix or lock, or no sample for 2.5 s, until its next estimate."),
-    family("stratumd_refclock_pps_locked", GAUGE, &["refclock", "source"], "pps: 1 while pulses are numbered by the locked time-of-day refclock, 0 when they are not."),
-    family("stratumd_refclock_pulses_total", COUNTER, &["refclock", "source", "outcome"], "pps: pulses by what the lock made of them: locked (numbered), unlocked (no or a disagreeing time-of-day sample), double, wrong_edge."),
+    family("stratumd_refclock_pps_locked", GAUGE, &["refclock", "source"], "pps (and sock with lock): 1 while pulses are numbered by the locked time-of-day refclock, 0 when they are not."),
+    family("stratumd_refclock_pulses_total", COUNTER, &["refclock", "source", "outcome"], "pps (and sock with lock): pulses by what the lock made of them: locked (numbered), unlocked (no or a disagreeing time-of-day sample), double, wrong_edge; missing: seconds between numbered pulses without any pulse."),
     family("stratumd_refclock_samples_total", COUNTER, &["refclock", "source"], "Samples (and numbered pulses) the refclock gave the sync engine."),
     family("stratumd_refclock_samples_dropped_total", COUNTER, &["refclock", "source"], "Readings the refclock's driver dropped because the channel to the sync thread was full."),
 ];
@@ -339,6 +339,7 @@ impl Families {
                     ("unlocked", p.unlocked),
                     ("double", p.doubles),
                     ("wrong_edge", p.wrong_edges),
+                    ("missing", p.missing),
                 ] {
                     let labels = [label[0], label[1], ("outcome", outcome)];
                     self.counter(Metric::RefclockPulses, &labels, n);

@@ -167,6 +167,7 @@ fn source_json(row: &crate::sync::upstream::SourceRow, now: stratum_proto::NtpTi
                 "unlocked": p.unlocked,
                 "double": p.doubles,
                 "wrong_edge": p.wrong_edges,
+                "missing": p.missing,
             }))),
         );
         o.insert("last_pulse_offset_seconds".into(), json!(rc.last_pulse_offset));

@@ -40,7 +40,7 @@ const PRECISION_FLOOR: f64 = 1e-9;
 pub enum Reading {
     /// A time-of-day sample, the configured `offset` and `delay` applied.
     Sample(TimeSample),
-    /// The host time of a PPS edge (numbered by the sync thread's lock).
+    /// The host time of a PPS edge, /dev/pps or a SOCK pulse (numbered by the sync thread's lock).
     Pulse(NtpTimestamp),
     /// The reference is not good now (NMEA: RMC status V, no fix, too few satellites), read at
     /// this host time: the refclock leaves the selection at once.
@@ -243,9 +243,17 @@ impl Device {
                 while !shutdown.load(Ordering::Relaxed) {
                     match socket.recv(POLL_PERIOD) {
                         Ok(None) => {}
+                        // A pulse names no second: with `lock` the sync thread numbers it as a
+                        // /dev/pps edge; without, it is unused (as chrony would need its own
+                        // synchronised clock for it, which a stratum-1 appliance must not lean on).
+                        Ok(Some(Ok(s))) if s.pulse != 0 && table.lock.is_some() => {
+                            if !out.send(Reading::Pulse(s.pulse_edge())) {
+                                return;
+                            }
+                        }
                         Ok(Some(Ok(s))) if s.pulse != 0 => {
                             if !pulses_ignored {
-                                tracing::warn!(refclock = %name, "SOCK pulse samples are not used yet (only time-of-day samples)");
+                                tracing::warn!(refclock = %name, "SOCK pulse samples need lock = \"REFID\" (a time-of-day refclock to number them); ignored");
                                 pulses_ignored = true;
                             }
                         }

@@ -184,9 +184,11 @@ impl UpstreamSync {
             let rc = RefclockConfig {
                 prefer: r.prefer,
                 noselect: r.noselect,
+                trust: r.trust,
+                require: r.require,
                 poll: r.poll,
                 filter: r.filter,
-                ..RefclockConfig::default()
+                max_age: r.max_age,
             };
             let id = engine
                 .add_refclock(refid, rc, clock::now())
@@ -199,8 +201,15 @@ impl UpstreamSync {
             };
             let address = SocketAddr::from(([127, 127, kind, u8::try_from(i).unwrap_or(u8::MAX)], 0));
             let lock_of = r.lock.as_ref().and_then(|l| config.refclock.iter().position(|o| o.refid() == l));
-            let lock =
-                lock_of.map(|_| PpsLock::new(PpsConfig { offset: r.offset, delay: r.delay, ..PpsConfig::default() }));
+            let defaults = PpsConfig::default();
+            let pps = PpsConfig {
+                offset: r.offset,
+                delay: r.delay,
+                max_lock_age: r.max_lock_age.unwrap_or(defaults.max_lock_age),
+                width: r.width.unwrap_or(defaults.width),
+                ..defaults
+            };
+            let lock = lock_of.map(|_| PpsLock::new(pps));
             refclock_slots.push(RefclockSlot { name: r.name(), address, id, driver: r.driver.as_str(), lock, lock_of });
         }
         let readings =
