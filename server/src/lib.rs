@@ -6,6 +6,7 @@
 pub mod config;
 pub mod dataplane;
 pub mod mgmt;
+pub mod notify;
 pub mod privileges;
 pub mod sync;
 pub mod time;
@@ -47,6 +48,8 @@ impl SyncThread {
 /// Runs the server until SIGTERM or SIGINT, then stops within a second.
 pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Before any thread starts: the sync thread's watchdog pings read it.
+    notify::init_from_env();
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         // A second signal while stopping ends the process at once.
@@ -149,10 +152,15 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     }
     log_rate_limiting(&admission);
     log_how_to_reach(&backend, metrics_server.as_ref(), control_server.as_ref());
+    if let Some(interval) = notify::watchdog_interval_in_use() {
+        tracing::info!("systemd watchdog: the sync thread pings every {:?}", interval / 2);
+    }
+    notify::ready(&format!("serving {}", sync::served(&first)));
 
     while !shutdown.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
     }
+    notify::stopping();
     tracing::info!("stopping");
     backend.join();
     sync_thread.join();

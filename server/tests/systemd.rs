@@ -5,13 +5,16 @@
 //! stratumd makes serving clients, /metrics and its control socket is in the unit's
 //! SystemCallFilter (run under strace). The xdp drop-in's one addition, `bpf`, is from the same
 //! check run by hand over tests/xdp.rs (the calls outside @system-service: bpf, clock_adjtime).
-//! WatchdogSec is not set: it needs sd_notify from the sync thread, not written yet. Without
+//! The unit is Type=notify with WatchdogSec=: stratumd run with NOTIFY_SOCKET on a socket the
+//! test owns and WATCHDOG_USEC says READY=1, then WATCHDOG=1 from the sync thread (both of its
+//! loops: `local` and `sync`) at half that interval, and STOPPING=1 on SIGTERM. Without
 //! systemd-analyze or strace these skip, in CI they fail.
 
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -145,8 +148,11 @@ fn every_system_call_stratumd_makes_is_in_the_units_filter() {
     let trace = dir.path().join("trace");
     let text = config(&[format!("127.0.0.1:{port}")], 2, "source = \"local\"\nstratum = 2")
         + &format!("\n[metrics]\nlisten = \"{metrics}\"\n\n[control]\nsocket = \"{}\"\n", control.display());
+    // Under systemd's notification protocol too, as the unit runs it.
+    let notify = UnixDatagram::bind(dir.path().join("notify")).unwrap();
     let mut cmd = Command::new("strace");
     cmd.args(["-f", "-qq", "-o"]).arg(&trace).arg("--").arg(BIN);
+    cmd.env("NOTIFY_SOCKET", dir.path().join("notify")).env("WATCHDOG_USEC", "2000000");
     let mut server = Server::start_with(cmd, &text, port, Some(SocketAddr::from(([127, 0, 0, 1], port))));
     let deadline = Instant::now() + Duration::from_secs(10);
     while !control.exists() {
@@ -169,6 +175,7 @@ fn every_system_call_stratumd_makes_is_in_the_units_filter() {
     // SAFETY: kill(2) on the stratumd our strace child started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let (status, log, _) = server.stop();
+    drop(notify);
     let traced = std::fs::read_to_string(&trace).unwrap();
     let after_exec = traced.split_once(&format!("execve(\"{BIN}\"")).map_or(traced.as_str(), |(_, rest)| rest);
     let made: BTreeSet<String> = after_exec
@@ -183,4 +190,82 @@ fn every_system_call_stratumd_makes_is_in_the_units_filter() {
     assert!(made.len() > 20 && (made.contains("recvmmsg") || made.contains("recvfrom")), "{made:?} ({status}: {log})");
     let outside: Vec<&String> = made.difference(&allowed).collect();
     assert!(outside.is_empty(), "system calls outside SystemCallFilter={filter:?}: {outside:?}");
+}
+
+/// Every notification stratumd sent on `socket` within `limit` (or until STOPPING=1), with when.
+fn notifications(socket: &UnixDatagram, limit: Duration) -> Vec<(Instant, String)> {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        if let Ok(n) = socket.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            let stop = text.contains("STOPPING=1");
+            got.push((Instant::now(), text));
+            if stop {
+                break;
+            }
+        }
+    }
+    got
+}
+
+/// READY=1 once, then WATCHDOG=1 about every second (WATCHDOG_USEC 2 s), then STOPPING=1.
+fn notifies_ready_watchdog_and_stopping(clock: &str, extra: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    let port = free_port();
+    let text = config(&[format!("127.0.0.1:{port}")], 1, clock) + extra;
+    let mut cmd = Command::new(BIN);
+    cmd.env("NOTIFY_SOCKET", &path).env("WATCHDOG_USEC", "2000000");
+    let mut server = Server::start_with(cmd, &text, port, None);
+    let got = notifications(&socket, Duration::from_secs(5));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(server.pid(), libc::SIGTERM) };
+    let end = notifications(&socket, Duration::from_secs(3));
+    let log = server.stop_output();
+    let ready: Vec<&(Instant, String)> =
+        got.iter().filter(|(_, m)| m.starts_with("READY=1\nSTATUS=serving ")).collect();
+    assert_eq!(ready.len(), 1, "one READY=1 with a STATUS: {got:?} ({log})");
+    let pings: Vec<Instant> =
+        got.iter().filter(|(t, m)| m == "WATCHDOG=1" && *t >= ready[0].0).map(|(t, _)| *t).collect();
+    assert!(pings.len() >= 3, "WATCHDOG=1 at least every 1.5 s after READY=1: {got:?}");
+    for pair in pings.windows(2) {
+        let gap = pair[1] - pair[0];
+        // Half of WATCHDOG_USEC apart, or one loop turn more: never late enough for systemd.
+        assert!(gap >= Duration::from_millis(900) && gap < Duration::from_millis(1600), "pings {gap:?} apart");
+    }
+    assert!(end.iter().any(|(_, m)| m == "STOPPING=1"), "STOPPING=1 after SIGTERM: {end:?}");
+    assert!(got.iter().chain(&end).all(|(_, m)| m.starts_with("READY=1") || m == "WATCHDOG=1" || m == "STOPPING=1"));
+}
+
+#[test]
+fn notify_socket_gets_ready_watchdog_and_stopping_from_the_local_loop() {
+    notifies_ready_watchdog_and_stopping("source = \"local\"\nstratum = 3", "");
+}
+
+#[test]
+fn notify_socket_gets_watchdog_from_the_upstream_sync_thread() {
+    // Unsynchronised all along (an upstream that never answers): the loop still turns and pings.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let upstream = format!("\n[[upstream]]\naddress = \"{}\"\niburst = true\n", silent.local_addr().unwrap());
+    notifies_ready_watchdog_and_stopping("source = \"sync\"", &upstream);
+}
+
+#[test]
+fn without_notify_socket_nothing_is_sent_and_it_serves() {
+    // Not under systemd: WATCHDOG_USEC alone is ignored (no socket to tell).
+    let port = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("NOTIFY_SOCKET").env("WATCHDOG_USEC", "2000000");
+    let mut server = Server::start_with(
+        cmd,
+        &config(&[format!("127.0.0.1:{port}")], 1, "source = \"local\""),
+        port,
+        Some(SocketAddr::from(([127, 0, 0, 1], port))),
+    );
+    let log = server.stop_output();
+    assert!(!log.contains("watchdog") && !log.contains("NOTIFY_SOCKET"), "{log}");
 }

@@ -101,6 +101,8 @@ impl SyncLoop {
                     waited += SHUTDOWN_CHECK;
                 }
                 self.update();
+                // Only a loop that still turns keeps systemd's watchdog quiet.
+                crate::notify::watchdog();
             }
         })
     }
