@@ -1,0 +1,292 @@
+//! The container image (#17, item 1): the top-level Dockerfile, built with podman from a Debian
+//! base the test makes itself (base images cannot be pulled here), then run the way a container
+//! runtime would: its root file system from `podman mount`, chrooted into inside a network
+//! namespace, as the image's USER, with its ENTRYPOINT, CMD and ENV (`podman run` is refused by
+//! this sandbox). A real chronyd client queries it, and the image's HEALTHCHECK command, run in
+//! that root file system, passes while stratumd is synchronised and fails while it is not.
+//! Needs root, podman, mmdebstrap (and Debian's mirror for the base and the image's libelf1);
+//! skips outside CI without them, fails in CI.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+/// The Dockerfile's runtime base; the test tags its own bookworm minbase as this.
+const BASE: &str = "docker.io/library/debian:bookworm-slim";
+
+fn available() -> bool {
+    require(is_root() && have_tool("ip"), "the container test needs root and ip (podman, chroot, namespaces)")
+        && require(
+            have_tool("podman") && have_tool("mmdebstrap"),
+            "podman or mmdebstrap is not installed (apt-get install podman mmdebstrap)",
+        )
+        && require(have_tool("chronyd"), "chronyd is not installed (apt-get install chrony)")
+}
+
+fn podman(args: &[&str]) -> String {
+    let out = run_ok(Command::new("podman").args(args));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The bookworm base, made once with mmdebstrap and kept under target/ between runs.
+fn base_image() {
+    if Command::new("podman").args(["image", "exists", BASE]).status().is_ok_and(|s| s.success()) {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("container");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tar = dir.join("base-bookworm.tar");
+    if !tar.exists() {
+        let partial = dir.join("base-bookworm.tar.partial");
+        run_ok(
+            Command::new("mmdebstrap").args(["--quiet", "--variant=minbase", "--format=tar", "bookworm"]).arg(&partial),
+        );
+        std::fs::rename(&partial, &tar).unwrap();
+    }
+    run_ok(Command::new("podman").arg("import").arg(&tar).arg(BASE));
+}
+
+/// The image's run-time settings (`podman image inspect`).
+struct ImageConfig {
+    user: String,
+    env: Vec<String>,
+    argv: Vec<String>,
+    healthcheck: Vec<String>,
+}
+
+fn inspect(image: &str) -> ImageConfig {
+    let v: serde_json::Value = serde_json::from_str(&podman(&["image", "inspect", image])).unwrap();
+    let config = &v[0]["Config"];
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect()).unwrap_or_default()
+    };
+    let mut argv = strings(&config["Entrypoint"]);
+    argv.extend(strings(&config["Cmd"]));
+    // ["CMD", argv...] or ["CMD-SHELL", "a shell line"], as Docker keeps it.
+    let test = strings(&v[0]["Healthcheck"]["Test"]);
+    let healthcheck = match test.first().map(String::as_str) {
+        Some("CMD") => test[1..].to_vec(),
+        Some("CMD-SHELL") => vec!["/bin/sh".into(), "-c".into(), test[1].clone()],
+        _ => panic!("the image has no HEALTHCHECK command: {test:?}"),
+    };
+    ImageConfig {
+        user: config["User"].as_str().unwrap_or_default().to_string(),
+        env: strings(&config["Env"]),
+        argv,
+        healthcheck,
+    }
+}
+
+/// The built image's container: its root file system mounted, removed on drop.
+struct Container {
+    id: String,
+    root: PathBuf,
+    config: ImageConfig,
+    ns: Netns,
+}
+
+impl Container {
+    fn new(image: &str, tag: &str) -> Self {
+        let config = inspect(image);
+        let id = podman(&["create", "--no-healthcheck", image]);
+        let root = PathBuf::from(podman(&["mount", &id]));
+        Self { id, root, config, ns: Netns::new(tag) }
+    }
+
+    /// `argv` inside the root file system and the namespace, as `user` (as chroot's --userspec)
+    /// with the image's environment only, and /proc and /dev as a runtime provides them.
+    fn command(&self, user: &str, argv: &[String]) -> Command {
+        let mut c = self.ns.command("sh");
+        c.arg("-c")
+            .arg(
+                r#"root=$1 user=$2; shift 2; mount -t proc proc "$root/proc" && mount --rbind /dev "$root/dev" && exec chroot --userspec="$user" "$root" env -i "$@""#,
+            )
+            .arg("sh")
+            .arg(&self.root)
+            .arg(user);
+        c.args(&self.config.env).args(argv);
+        c
+    }
+
+    /// stratumd, started as the image starts it (ENTRYPOINT + CMD) plus `extra` arguments.
+    fn start(&self, user: &str, extra: &[&str]) -> Running {
+        let mut argv = self.config.argv.clone();
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let child = self.command(user, &argv).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        Running(Some(child))
+    }
+
+    /// The image's HEALTHCHECK command: (passed, what it printed).
+    fn healthcheck(&self, user: &str) -> (bool, String) {
+        let out = self.command(user, &self.config.healthcheck).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    }
+
+    fn control_socket(&self) -> PathBuf {
+        self.root.join("run/stratumd/control.sock")
+    }
+
+    /// Waits for the control socket (stratumd has bound everything by then).
+    fn wait_up(&self, server: &mut Running) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.control_socket().exists() {
+            if let Some(status) = server.0.as_mut().unwrap().try_wait().unwrap() {
+                let mut log = String::new();
+                std::io::Read::read_to_string(server.0.as_mut().unwrap().stderr.as_mut().unwrap(), &mut log).unwrap();
+                panic!("stratumd in the image exited ({status}): {log}");
+            }
+            if Instant::now() > deadline {
+                let mut child = server.0.take().unwrap();
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "stratumd in the image made no control socket within 20 s: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `chronyd -Q` in the namespace against 127.0.0.1:`port`.
+    fn chronyd(&self, port: u16) -> Result<f64, String> {
+        let out = self
+            .ns
+            .command("chronyd")
+            .args(["-Q", "-t", "5", &format!("server 127.0.0.1 port {port} iburst maxsamples 1")])
+            .output()
+            .unwrap();
+        chronyd_offset(&String::from_utf8_lossy(&out.stderr))
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("podman").args(["umount", &self.id]).output();
+        let _ = Command::new("podman").args(["rm", "--force", &self.id]).output();
+    }
+}
+
+/// The built image, removed on drop with the prebuilt stage's untagged image (it holds this run's
+/// binaries); the base and the apt layer stay cached for the next run.
+struct Image(String);
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = Command::new("podman").args(["rmi", "--force", &self.0]).output();
+        let stage = Command::new("podman")
+            .args(["images", "-q", "--filter", "dangling=true", "--filter", "label=org.stratumd.stage=prebuilt"])
+            .output();
+        for id in stage.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default().lines() {
+            let _ = Command::new("podman").args(["rmi", id]).output();
+        }
+    }
+}
+
+/// The uid stratumd runs as (its /proc status line `Uid:`, real id).
+fn uid_of(server: &Running) -> u32 {
+    let pid = server.0.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The image's user's uid, from its own /etc/passwd.
+fn image_uid(root: &Path, user: &str) -> u32 {
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    let line =
+        passwd.lines().find(|l| l.starts_with(&format!("{user}:"))).unwrap_or_else(|| panic!("no {user} in the image"));
+    line.split(':').nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_image_serves_chronyd_as_its_user_and_its_healthcheck_follows_sync() {
+    if !available() {
+        return;
+    }
+    let started = Instant::now();
+    base_image();
+    // The prebuilt path: a context holding only the two binaries this test run built.
+    let context = tempfile::tempdir().unwrap();
+    std::fs::copy(BIN, context.path().join("stratumd")).unwrap();
+    std::fs::copy(CTL, context.path().join("stratumctl")).unwrap();
+    let image = format!("localhost/stratumd-test:{}", std::process::id());
+    let build = Command::new("podman")
+        .args([
+            "build",
+            "--isolation=chroot",
+            "--format=docker",
+            "--build-arg",
+            "BINARIES=prebuilt",
+            "-t",
+            &image,
+            "-f",
+        ])
+        .arg(Path::new(REPO).join("Dockerfile"))
+        .arg(context.path())
+        .output()
+        .unwrap();
+    let _image = Image(image.clone());
+    assert!(build.status.success(), "podman build failed: {}", String::from_utf8_lossy(&build.stderr));
+    let c = Container::new(&image, "ctr");
+    let user = c.config.user.clone();
+    let uid = image_uid(&c.root, &user);
+    assert!(!user.is_empty() && user != "root" && uid != 0, "the image's USER is `{user}` (uid {uid})");
+
+    // 1. As the image starts it: the embedded default, as its user; a real client is answered.
+    let mut server = c.start(&user, &[]);
+    c.wait_up(&mut server);
+    assert_eq!(uid_of(&server), uid, "stratumd runs as the image's user");
+    let offset = c.chronyd(11123).unwrap_or_else(|log| panic!("chronyd refused the image's stratumd: {log}"));
+    assert!(offset.abs() < 0.01, "offset {offset}");
+    let (ok, said) = c.healthcheck(&user);
+    assert!(ok && said.starts_with("healthy: synchronised"), "HEALTHCHECK while synchronised: {said}");
+    server.stop();
+    std::fs::remove_file(c.control_socket()).ok();
+
+    // 2. A mounted configuration whose clock is unsynchronised (an upstream that never answers):
+    //    the HEALTHCHECK fails and says why.
+    let etc = c.root.join("etc/stratumd");
+    std::fs::write(
+        etc.join("stratumd.toml"),
+        "[server]\nlisten = [\"127.0.0.1:11123\"]\nworkers = 1\n\n[clock]\nsource = \"sync\"\n\n\
+         [[upstream]]\naddress = \"127.0.0.1:10999\"\niburst = true\n\n\
+         [control]\n",
+    )
+    .unwrap();
+    let mut server = c.start(&user, &["--config", "/etc/stratumd/stratumd.toml"]);
+    c.wait_up(&mut server);
+    let (ok, said) = c.healthcheck(&user);
+    assert!(!ok && said.starts_with("unhealthy: unsynchronised"), "HEALTHCHECK while unsynchronised: {said}");
+    assert!(c.chronyd(11123).is_err(), "chronyd accepted an unsynchronised server");
+    server.stop();
+    std::fs::remove_file(c.control_socket()).ok();
+
+    // 3. README's run line for port 123 on the host's network: started as root (`--user 0`) with
+    //    `[server] user` naming the image's user: it binds, then serves as that user.
+    std::fs::write(
+        etc.join("stratumd.toml"),
+        format!("[server]\nlisten = [\"127.0.0.1:123\"]\nworkers = 1\nuser = \"{user}\"\n\n[clock]\nsource = \"local\"\nstratum = 4\n\n[control]\n"),
+    )
+    .unwrap();
+    let mut server = c.start("0:0", &["--config", "/etc/stratumd/stratumd.toml"]);
+    c.wait_up(&mut server);
+    let offset = chronyd_client(&c.ns, "127.0.0.1", 5).unwrap_or_else(|log| panic!("chronyd on port 123: {log}"));
+    assert!(offset.abs() < 0.01, "offset {offset}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while uid_of(&server) != uid {
+        assert!(Instant::now() < deadline, "stratumd still runs as uid {} after binding port 123", uid_of(&server));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ok, said) = c.healthcheck("0:0");
+    assert!(ok, "HEALTHCHECK as root: {said}");
+    server.stop();
+
+    drop(c);
+    eprintln!("container test took {:?}", started.elapsed());
+}
