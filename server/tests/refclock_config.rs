@@ -41,6 +41,8 @@ fn good_refclock_configurations_pass_without_the_devices() {
              [[refclock]]\ndriver = \"pps\"\ndevice = \"/dev/ppsNONE9\"\nlock = \"GPS\"\ntrust = true\nrequire = true\n\
              prefer = true\nmax-lock-age = 4\nwidth = 0.1\nmax-age = 3\n",
         ),
+        // trust and require on an upstream too (chrony's server options).
+        sync("[[upstream]]\naddress = \"192.0.2.10\"\ntrust = true\nrequire = true\n"),
     ] {
         let (ok, _, err, _) = check_config(&text);
         assert!(ok, "{err}\n{text}");
@@ -55,6 +57,7 @@ fn bad_refclock_keys_name_their_line() {
     assert_refused(&refclock("driver = \"shm\"\ndevice = \"0\"\nwidht = 0.1"), 11, "refclock.widht", "unknown field");
     assert_refused(&refclock("driver = \"shm\"\ndevice = \"0\"\nwidth = 1"), 11, "refclock.width", "outside 0..0.5");
     // trust, require, max-age, max-lock-age (issue 18's selection and staleness keys).
+    assert_refused(&sync("[[upstream]]\naddress = \"192.0.2.10\"\ntrust = 1\n"), 10, "upstream.trust", "boolean");
     assert_refused(&refclock("driver = \"shm\"\ndevice = \"0\"\ntrust = \"yes\""), 11, "refclock.trust", "boolean");
     assert_refused(&refclock("driver = \"shm\"\ndevice = \"0\"\nrequire = 1"), 11, "refclock.require", "boolean");
     assert_refused(

@@ -423,6 +423,8 @@ impl SyncEngine {
             iburst: false,
             prefer: config.prefer,
             noselect: config.noselect,
+            trust: config.trust,
+            require: config.require,
         };
         let address = IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED);
         let mut source = Source::new(address, refid, source_config, now);
@@ -718,15 +720,15 @@ impl SyncEngine {
                 jitter: est.jitter,
                 stratum: up.stratum,
                 prefer: s.config.prefer,
-                trust: slot.refclock.as_ref().is_some_and(|rc| rc.config.trust),
-                require: slot.refclock.as_ref().is_some_and(|rc| rc.config.require),
+                trust: s.config.trust,
+                require: s.config.require,
             });
         }
         if truechimers(&mut self.candidates, &mut self.endpoints).is_none() {
             self.no_selection();
             return;
         }
-        let any_required = self.slots.iter().any(|s| s.refclock.as_ref().is_some_and(|rc| rc.config.require));
+        let any_required = self.slots.iter().any(|s| s.source.config.require);
         if self.candidates.len() < self.config.minsane.max(1) || !requirement_met(any_required, &self.candidates) {
             for c in &self.candidates {
                 self.slots[c.index].state = SourceState::Unselectable;

@@ -36,11 +36,16 @@ pub struct SourceConfig {
     pub prefer: bool,
     /// Poll and show the source, never select it (default false).
     pub noselect: bool,
+    /// chrony's `trust`: outvoted only by other trusted sources ([`super::select::truechimers`]).
+    pub trust: bool,
+    /// chrony's `require`: while any source has it, the clock is steered only when one of them
+    /// survives the selection.
+    pub require: bool,
 }
 
 impl Default for SourceConfig {
     fn default() -> Self {
-        Self { minpoll: 6, maxpoll: 10, iburst: false, prefer: false, noselect: false }
+        Self { minpoll: 6, maxpoll: 10, iburst: false, prefer: false, noselect: false, trust: false, require: false }
     }
 }
 

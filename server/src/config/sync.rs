@@ -73,6 +73,12 @@ pub struct UpstreamConfig {
     pub prefer: bool,
     #[serde(default)]
     pub noselect: bool,
+    /// chrony's `trust`: only other trusted sources can outvote it.
+    #[serde(default)]
+    pub trust: bool,
+    /// chrony's `require`: the clock is steered only while a `require` source survives.
+    #[serde(default)]
+    pub require: bool,
 }
 
 /// `[[pool]]`: a name whose addresses are polled, up to `max-sources` of them at once.

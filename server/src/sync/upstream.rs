@@ -169,6 +169,8 @@ impl UpstreamSync {
                 iburst: u.iburst,
                 prefer: u.prefer,
                 noselect: u.noselect,
+                trust: u.trust,
+                require: u.require,
             };
             entries.push(Entry::new(u.address.clone(), source, 1));
         }
