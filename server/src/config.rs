@@ -53,6 +53,9 @@ pub struct Config {
     /// chrony's SOCK.
     #[serde(default)]
     pub refclock: Vec<sync::RefclockTable>,
+    /// `[auth]`: symmetric keys (an ntp.keys file) for requests with a MAC.
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
     /// What is valid but probably not meant, one `FILE:LINE: KEY: warning: ...` line each: printed
     /// by `--check-config` and logged at start.
     #[serde(skip)]
@@ -886,6 +889,7 @@ impl Config {
             r.validate(spans)?;
         }
         warnings.extend(self.validate_sync(spans)?);
+        warnings.extend(self.auth.warnings().into_iter().map(|w| Invalid::new("auth.keys", w)));
         Ok(warnings)
     }
 

@@ -3,6 +3,7 @@
 //! time core), `dataplane` (the workers that answer, on either backend) and `mgmt` (`/metrics`, the
 //! control socket). `main.rs` only parses the command line and calls [`run`].
 
+pub mod auth;
 pub mod config;
 pub mod dataplane;
 pub mod mgmt;
@@ -73,7 +74,11 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
 
     // Over AF_XDP, loopback sources cannot be real clients (the kernel never routes them to a NIC).
     let admission = Admission::from_config(config, config.server.backend == Backend::Xdp);
-    let backend = DataPlane::start(config, WorkerInputs { admission: &admission, cell: &cell, shutdown: &shutdown })?;
+    let keys = config.auth.table();
+    let backend = DataPlane::start(
+        config,
+        WorkerInputs { admission: &admission, cell: &cell, shutdown: &shutdown, keys: &keys },
+    )?;
     let status = Arc::new(ServerStatus {
         version: env!("CARGO_PKG_VERSION"),
         started,

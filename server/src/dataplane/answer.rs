@@ -7,7 +7,8 @@
 use rand::rngs::StdRng;
 use rand::RngCore;
 use std::net::SocketAddr;
-use stratum_proto::{respond, DropReason, NoAuth, NtpTimestamp, RxMeta, ServerSnapshot, Verdict};
+use stratum_proto::auth::KeyTable;
+use stratum_proto::{respond, DropReason, NtpTimestamp, RxMeta, ServerSnapshot, Verdict};
 
 use crate::dataplane::admission::WorkerPolicy;
 use crate::dataplane::stats::WorkerCounters;
@@ -24,6 +25,7 @@ pub fn answer(
     rx_time: NtpTimestamp,
     snapshot: &ServerSnapshot,
     admission: &mut WorkerPolicy,
+    keys: &mut KeyTable,
     rng: &mut StdRng,
     counters: &WorkerCounters,
     read_clock: impl Fn() -> Option<NtpTimestamp>,
@@ -32,7 +34,7 @@ pub fn answer(
     // T3 as respond() read it (raw host clock, like rx_time), for the turnaround histogram; None
     // inside when the read failed.
     let mut tx_time = None;
-    let verdict = respond(payload, rx, snapshot, admission, &mut NoAuth, || {
+    let verdict = respond(payload, rx, snapshot, admission, keys, || {
         let t3 = read_clock();
         tx_time = Some(t3);
         t3.unwrap_or(NtpTimestamp::ZERO)
@@ -66,11 +68,12 @@ mod tests {
         let request = NtpPacket::client_request(4, NtpTimestamp::from_parts(3_990_000_000, 7)).to_bytes();
         let mut buf = request;
         let broken = || None;
-        let v = answer(&mut buf, client, rx, &snapshot, &mut policy, &mut rng, &counters, broken);
+        let mut keys = KeyTable::default();
+        let v = answer(&mut buf, client, rx, &snapshot, &mut policy, &mut keys, &mut rng, &counters, broken);
         assert_eq!(v, Verdict::Drop(DropReason::Clock));
         let mut buf = request;
         let working = || Some(NtpTimestamp::from_parts(3_990_000_000, 1000));
-        let v = answer(&mut buf, client, rx, &snapshot, &mut policy, &mut rng, &counters, working);
+        let v = answer(&mut buf, client, rx, &snapshot, &mut policy, &mut keys, &mut rng, &counters, working);
         assert!(v.reply_len().is_some(), "{v:?}");
     }
 }

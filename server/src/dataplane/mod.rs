@@ -32,6 +32,8 @@ pub struct WorkerInputs<'a> {
     pub admission: &'a Admission,
     pub cell: &'a Arc<SnapshotCell>,
     pub shutdown: &'a Arc<AtomicBool>,
+    /// `[auth]`'s symmetric keys; each worker takes its own clone.
+    pub keys: &'a stratum_proto::auth::KeyTable,
 }
 
 /// The data plane in use.

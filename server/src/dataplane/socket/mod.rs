@@ -44,7 +44,7 @@ pub struct SocketBackend {
 impl SocketBackend {
     /// Opens every socket (so that bind errors surface before anything runs) and starts the workers.
     pub fn start(config: &ServerConfig, inputs: WorkerInputs<'_>) -> anyhow::Result<Self> {
-        let WorkerInputs { admission, cell, shutdown } = inputs;
+        let WorkerInputs { admission, cell, shutdown, keys } = inputs;
         let workers = match config.workers {
             Workers::Count(n) => n,
             Workers::Auto => core_affinity::get_core_ids().map_or(1, |c| c.len().max(1)),
@@ -85,6 +85,7 @@ impl SocketBackend {
                 counters: worker_counters,
                 shutdown: shutdown.clone(),
                 socket_drops: vec![0; addresses.len()],
+                keys: keys.clone(),
             };
             threads.push(spawn_worker(format!("stratumd-w{id}"), id, cores[id], move || worker.run(policy))?);
         }
@@ -136,6 +137,8 @@ struct Worker {
     shutdown: Arc<AtomicBool>,
     /// The kernel's latest drop count for each of this worker's sockets.
     socket_drops: Vec<u32>,
+    /// This worker's own copy of `[auth]`'s keys (a MAC is checked without touching another core's memory).
+    keys: stratum_proto::auth::KeyTable,
 }
 
 impl Worker {
@@ -209,9 +212,17 @@ impl Worker {
                 (None, _) => Verdict::Drop(DropReason::Malformed),
                 (Some(client), _) => {
                     match info.rx_stamp().or_else(|| *fallback_rx.get_or_insert_with(clock::try_now)) {
-                        Some(rx_time) => {
-                            answer(payload, client, rx_time, &snapshot, admission, rng, &self.counters, clock::try_now)
-                        }
+                        Some(rx_time) => answer(
+                            payload,
+                            client,
+                            rx_time,
+                            &snapshot,
+                            admission,
+                            &mut self.keys,
+                            rng,
+                            &self.counters,
+                            clock::try_now,
+                        ),
                         // No kernel stamp and no clock: no true receive time to give.
                         None => Verdict::Drop(DropReason::Clock),
                     }

@@ -38,6 +38,8 @@ pub(super) struct Worker {
     pub(super) reader: SnapshotReader,
     pub(super) counters: Arc<WorkerCounters>,
     pub(super) shutdown: Arc<AtomicBool>,
+    /// This worker's own copy of `[auth]`'s keys.
+    pub(super) keys: stratum_proto::auth::KeyTable,
 }
 
 impl Worker {
@@ -92,7 +94,7 @@ impl Worker {
         let snapshot = *self.reader.refresh();
         admission.set_time(clock::monotonic());
         prepare_batch(&self.xsk.umem, rx, admission);
-        let (port, counters) = (self.port, &self.counters);
+        let (port, counters, keys) = (self.port, &self.counters, &mut self.keys);
         // Read at most once per batch, and only for a frame without a stamp from the program.
         let mut fallback_rx = None;
         self.xsk.answer_in_place(rx, scratch, |umem, desc| {
@@ -109,7 +111,7 @@ impl Worker {
                 },
             };
             match umem.data_mut(desc.addr, desc.len) {
-                Some(frame) => answer_frame(frame, port, rx_time, &snapshot, rng, admission, counters),
+                Some(frame) => answer_frame(frame, port, rx_time, &snapshot, rng, admission, keys, counters),
                 None => {
                     // A descriptor outside its frame: never from a sane kernel, counted all the same.
                     counters.count(&Verdict::Drop(DropReason::Malformed));
@@ -166,6 +168,7 @@ fn peek_source(frame: &[u8]) -> Option<IpAddr> {
 
 /// One frame: parse, decide, and rewrite into the reply in place. Returns the reply frame's
 /// length, or None when nothing is sent (the verdict is counted either way).
+#[allow(clippy::too_many_arguments)]
 fn answer_frame(
     frame: &mut [u8],
     port: u16,
@@ -173,6 +176,7 @@ fn answer_frame(
     snapshot: &ServerSnapshot,
     rng: &mut StdRng,
     admission: &mut WorkerPolicy,
+    keys: &mut stratum_proto::auth::KeyTable,
     counters: &WorkerCounters,
 ) -> Option<usize> {
     let parsed = match parse_frame(frame, port) {
@@ -189,7 +193,7 @@ fn answer_frame(
         }
     };
     let payload = &mut frame[parsed.payload()..parsed.payload() + parsed.payload_len];
-    let verdict = answer(payload, parsed.source, rx_time, snapshot, admission, rng, counters, clock::try_now);
+    let verdict = answer(payload, parsed.source, rx_time, snapshot, admission, keys, rng, counters, clock::try_now);
     counters.count(&verdict);
     let len = verdict.reply_len()?;
     let total = write_reply(frame, &parsed, len);

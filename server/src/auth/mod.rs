@@ -1,0 +1,118 @@
+//! `[auth]`: the symmetric keys the data plane checks MACs with (RFC 8573), read from an
+//! ntp.keys-format file when the configuration is (before privileges are dropped), parsed by
+//! `stratum_proto::auth`. Each worker gets its own clone of the table.
+//!
+//! ```toml
+//! [auth]
+//! keys = "/etc/stratumd/ntp.keys"   # lines: ID TYPE KEY, e.g. 1 AES128CMAC 0f1e...(32 hex digits)
+//! ```
+
+use std::path::PathBuf;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use stratum_proto::auth::{parse_keys, KeyTable, KeyType};
+
+/// `[auth]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AuthConfig {
+    /// The key file; absent: no keys, and a request with a MAC is dropped as before (BAD_INPUTS 10).
+    #[serde(default, deserialize_with = "key_file")]
+    pub keys: Option<KeyFile>,
+}
+
+/// A key file as read at start.
+#[derive(Clone, Debug)]
+pub struct KeyFile {
+    pub path: PathBuf,
+    pub table: KeyTable,
+    /// Whether any other user may read it (warned: the secrets are in it).
+    pub world_readable: bool,
+}
+
+impl AuthConfig {
+    /// The workers' key table (empty without `keys`).
+    pub fn table(&self) -> KeyTable {
+        self.keys.as_ref().map(|k| k.table.clone()).unwrap_or_default()
+    }
+
+    /// What is valid but should not be: MD5 keys (RFC 8573 deprecates them) and a key file other
+    /// users can read. One message each, for `auth.keys`.
+    pub fn warnings(&self) -> Vec<String> {
+        let Some(file) = &self.keys else { return Vec::new() };
+        let path = file.path.display();
+        let mut warnings = Vec::new();
+        let md5: Vec<String> =
+            file.table.iter().filter(|k| k.kind() == KeyType::Md5).map(|k| k.id().to_string()).collect();
+        if !md5.is_empty() {
+            warnings.push(format!(
+                "{path}: key {} is MD5, which is broken (RFC 8573); accepted for old clients only, move them to AES128CMAC",
+                md5.join(", ")
+            ));
+        }
+        if file.world_readable {
+            warnings.push(format!("{path} is readable by every user; its keys are secrets (chmod 600)"));
+        }
+        if file.table.is_empty() {
+            warnings.push(format!("{path} holds no keys: every request with a MAC gets a crypto-NAK"));
+        }
+        warnings
+    }
+}
+
+/// Reads and parses the key file named by `keys`; a bad line is `PATH:LINE: key ID: what`.
+fn key_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<KeyFile>, D::Error> {
+    let path = PathBuf::from(String::deserialize(d)?);
+    read_key_file(path).map(Some).map_err(de::Error::custom)
+}
+
+fn read_key_file(path: PathBuf) -> Result<KeyFile, String> {
+    use std::os::unix::fs::MetadataExt;
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let entries = parse_keys(&text).map_err(|e| format!("{}:{e}", path.display()))?;
+    let table = KeyTable::new(entries.into_iter().map(|e| e.key).collect())
+        .ok_or_else(|| format!("{}: a key id is defined twice", path.display()))?;
+    let world_readable = std::fs::metadata(&path).map(|m| m.mode() & 0o004 != 0).unwrap_or(false);
+    Ok(KeyFile { path, table, world_readable })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn reads_keys_and_warns_about_md5() {
+        let f = file("1 AES128CMAC 000102030405060708090a0b0c0d0e0f\n2 MD5 oldsecret\n3 M other\n");
+        let keys = read_key_file(f.path().into()).unwrap();
+        let auth = AuthConfig { keys: Some(keys) };
+        assert_eq!(auth.table().len(), 3);
+        let warnings = auth.warnings();
+        assert!(warnings.iter().any(|w| w.contains("key 2, 3 is MD5")), "{warnings:?}");
+    }
+
+    #[test]
+    fn a_bad_line_names_file_line_and_key() {
+        let f = file("# keys\n1 SHA1 good\n7 SHA512 nope\n");
+        let e = read_key_file(f.path().into()).unwrap_err();
+        assert_eq!(
+            e,
+            format!("{}:3: key 7: unsupported type \"SHA512\" (supported: AES128CMAC, SHA1, MD5)", f.path().display())
+        );
+        let e = read_key_file("/nonexistent/ntp.keys".into()).unwrap_err();
+        assert!(e.starts_with("cannot read /nonexistent/ntp.keys: "), "{e}");
+    }
+
+    #[test]
+    fn no_section_no_keys() {
+        assert!(AuthConfig::default().table().is_empty());
+        assert!(AuthConfig::default().warnings().is_empty());
+    }
+}
