@@ -73,7 +73,10 @@ fn chronyd_accepts_signed_replies_with_the_right_key_and_refuses_a_wrong_one() {
     }
     for (id, kind, wrong) in [(1, "AES128", WRONG_CMAC_HEX), (2, "SHA1", WRONG_SHA1_HEX), (9, "SHA1", SHA1_HEX)] {
         let refused = chronyd_with_key(port, id, &format!("{id} {kind} HEX:{wrong}"));
-        assert!(refused.is_err(), "chronyd accepted a reply for key {id} with a wrong secret or unknown id: {refused:?}");
+        assert!(
+            refused.is_err(),
+            "chronyd accepted a reply for key {id} with a wrong secret or unknown id: {refused:?}"
+        );
     }
     let log = server.stop_output();
     assert!(log.contains("auth.keys") && log.contains("key 3 is MD5"), "MD5 warned at start: {log}");
@@ -150,7 +153,10 @@ fn the_wire_signed_reply_crypto_nak_and_drop() {
 
     let mut crypto_nak_request = request[..52].to_vec();
     crypto_nak_request[48..].fill(0);
-    assert!(exchange(addr, &crypto_nak_request, Duration::from_millis(500)).is_none(), "a crypto-NAK request is dropped");
+    assert!(
+        exchange(addr, &crypto_nak_request, Duration::from_millis(500)).is_none(),
+        "a crypto-NAK request is dropped"
+    );
     server.stop();
 }
 
@@ -172,7 +178,11 @@ fn a_bad_key_file_is_one_line_naming_both_files_the_line_and_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("ntp.keys");
     std::fs::write(&keys, "1 SHA1 fine\n\n7 SHA512 0123456789abcdef0123456789abcdef\n").unwrap();
-    let text = format!("{}\n[auth]\nkeys = \"{}\"\n", config(&["127.0.0.1:123".into()], 1, "source = \"local\""), keys.display());
+    let text = format!(
+        "{}\n[auth]\nkeys = \"{}\"\n",
+        config(&["127.0.0.1:123".into()], 1, "source = \"local\""),
+        keys.display()
+    );
     let detail = format!("{}:3: key 7: unsupported type \"SHA512\"", keys.display());
     assert_refused(&text, 9, "auth.keys", &detail);
 
