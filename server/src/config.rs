@@ -43,6 +43,12 @@ pub struct Config {
     /// `[health]`: what `/healthz` and `stratumctl health` call healthy.
     #[serde(default)]
     pub health: HealthConfig,
+    /// `[ntpq]`: who gets mode 6 (ntpq) answers; loopback only unless listed.
+    #[serde(default)]
+    pub ntpq: NtpqConfig,
+    /// `[stats]`: ntpd-format statistics files (absent: none).
+    #[serde(default)]
+    pub stats: Option<StatsConfig>,
     /// `[[upstream]]`: NTP servers to poll (`source = "sync"`).
     #[serde(default)]
     pub upstream: Vec<sync::UpstreamConfig>,
@@ -116,6 +122,56 @@ fn management_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::
     text.parse().map_err(|_| {
         de::Error::custom(format!("`{text}` is not a socket address (like \"127.0.0.1:9123\" or \"[::1]:9123\")"))
     })
+}
+
+/// `[ntpq]`: mode 6 (`ntpq -p`, `-c rv`, `-c mrulist`), read-only, answered by a management
+/// thread for these sources only; everyone else's mode 6 is dropped and counted as before.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NtpqConfig {
+    /// `false`: mode 6 is dropped for everyone.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "loopback_only", deserialize_with = "cidrs")]
+    pub allow: Vec<Cidr>,
+}
+
+impl Default for NtpqConfig {
+    fn default() -> Self {
+        Self { enabled: true, allow: loopback_only() }
+    }
+}
+
+fn loopback_only() -> Vec<Cidr> {
+    vec!["127.0.0.0/8".parse().expect("literal"), "::1/128".parse().expect("literal")]
+}
+
+/// `[stats]`: ntpd's statistics files in `directory`, one per kind and UTC day.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StatsConfig {
+    pub directory: PathBuf,
+    #[serde(default = "yes")]
+    pub loopstats: bool,
+    #[serde(default = "yes")]
+    pub peerstats: bool,
+    #[serde(default)]
+    pub rawstats: bool,
+    #[serde(default)]
+    pub clockstats: bool,
+    #[serde(default)]
+    pub sysstats: bool,
+    /// Day files kept per kind; older ones are deleted.
+    #[serde(default = "default_keep_days", deserialize_with = "keep_days")]
+    pub keep_days: usize,
+}
+
+fn default_keep_days() -> usize {
+    7
+}
+
+fn keep_days<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    ranged(d, 1, 3650).map(|n| n as usize)
 }
 
 /// `[control]`: the Unix socket `stratumctl` talks to.

@@ -24,6 +24,8 @@ use dataplane::admission::Admission;
 use dataplane::{DataPlane, WorkerInputs};
 use mgmt::control::ControlServer;
 use mgmt::http::MetricsServer;
+use mgmt::ntpq::{NtpqHandoff, NtpqServer};
+use mgmt::stats::{StatsSink, StatsWriter, SyncStats};
 use mgmt::status::ServerStatus;
 use sync::upstream::{SyncView, UpstreamSync};
 use sync::SyncLoop;
@@ -75,10 +77,18 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     // Over AF_XDP, loopback sources cannot be real clients (the kernel never routes them to a NIC).
     let admission = Admission::from_config(config, config.server.backend == Backend::Xdp);
     let keys = config.auth.table();
-    let backend = DataPlane::start(
-        config,
-        WorkerInputs { admission: &admission, cell: &cell, shutdown: &shutdown, keys: &keys },
-    )?;
+    // Mode 6 from `[ntpq] allow`: the socket workers hand it to the ntpq thread (mgmt/ntpq.rs).
+    let ntpq = config.ntpq.enabled.then(|| NtpqHandoff::new(&config.ntpq.allow));
+    let inputs = WorkerInputs {
+        admission: &admission,
+        cell: &cell,
+        shutdown: &shutdown,
+        ntpq: ntpq.as_ref().map(|n| &n.0),
+        keys: &keys,
+    };
+    let backend = DataPlane::start(config, inputs)?;
+    // `[stats]`: the sync thread makes the lines, a writer thread writes them (mgmt/stats.rs).
+    let stats = config.stats.as_ref().map(|c| (c, StatsSink::new(c)));
     let status = Arc::new(ServerStatus {
         version: env!("CARGO_PKG_VERSION"),
         started,
@@ -90,6 +100,8 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         cell: cell.clone(),
         limiter: admission.limiter.clone(),
         sync: sync_view.clone(),
+        ntpq: ntpq.as_ref().map(|n| n.0.counters.clone()),
+        stats: stats.as_ref().map(|(_, (sink, _))| sink.counters.clone()),
     });
     // Management interfaces start after the data plane, so their errors (a taken port, a live
     // control socket) stop stratumd with a message; the workers it started stop with it.
@@ -100,6 +112,30 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
             backend.join();
             return Err(e);
         }
+    };
+    let ntpq_server = match (ntpq, backend.reply_sockets()) {
+        (Some((handoff, rx)), Some(sockets)) => {
+            match NtpqServer::start(rx, sockets, status.clone(), handoff.counters.clone(), shutdown.clone()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    shutdown.store(true, Ordering::Relaxed);
+                    backend.join();
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
+    let (stats_writer, stats_sink) = match stats {
+        Some((c, (sink, rx))) => match StatsWriter::start(c, rx, sink.clone(), status.clone(), shutdown.clone()) {
+            Ok(w) => (Some(w), Some(sink)),
+            Err(e) => {
+                shutdown.store(true, Ordering::Relaxed);
+                backend.join();
+                return Err(e);
+            }
+        },
+        None => (None, None),
     };
     // Everything privileged is done (sockets bound, the XDP program attached, the control socket
     // made): from here on, the configured user with no capabilities; with discipline = "system"
@@ -127,7 +163,8 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         (Some(sync_loop), _) => SyncThread::Loop(sync_loop.spawn(shutdown.clone())?),
         (None, view) => {
             let view = view.unwrap_or_default();
-            let upstream = UpstreamSync::start(config, cell.clone(), precision, view, shutdown.clone());
+            let stats = stats_sink.map(SyncStats::new);
+            let upstream = UpstreamSync::start(config, cell.clone(), precision, view, stats, shutdown.clone());
             if system_clock && config.server.user.is_some() {
                 // The sync thread has CAP_SYS_TIME now; this thread needs it no more.
                 privileges::drop_thread_capabilities()?;
@@ -169,6 +206,12 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     tracing::info!("stopping");
     backend.join();
     sync_thread.join();
+    if let Some(n) = ntpq_server {
+        n.join();
+    }
+    if let Some(w) = stats_writer {
+        w.join();
+    }
     if let Some(m) = metrics_server {
         m.join();
     }

@@ -34,6 +34,8 @@ pub struct WorkerInputs<'a> {
     pub shutdown: &'a Arc<AtomicBool>,
     /// `[auth]`'s symmetric keys; each worker takes its own clone.
     pub keys: &'a stratum_proto::auth::KeyTable,
+    /// Where allowed mode 6 (ntpq) goes instead of being only dropped (socket backend).
+    pub ntpq: Option<&'a crate::mgmt::ntpq::NtpqHandoff>,
 }
 
 /// The data plane in use.
@@ -98,6 +100,15 @@ impl DataPlane {
                 let queues: Vec<String> = b.queues.iter().map(ToString::to_string).collect();
                 format!("{} queues {}", b.interface, queues.join(","))
             }
+        }
+    }
+
+    /// Sockets the ntpq thread answers from, one per listen address (socket backend only).
+    pub fn reply_sockets(&self) -> Option<Vec<socket2::Socket>> {
+        match self {
+            Self::Socket(b) => b.reply_sockets.iter().map(|s| s.try_clone().ok()).collect(),
+            #[cfg(feature = "xdp")]
+            Self::Xdp(_) => None,
         }
     }
 

@@ -378,6 +378,8 @@ mod tests {
             cell: crate::time::core::SnapshotCell::new(stratum_proto::ServerSnapshot::unsynchronized(-20)),
             limiter: Some(Arc::new(RateLimiter::new(&RateLimitConfig::default(), [1, 2]))),
             sync: None,
+            ntpq: None,
+            stats: None,
         });
         let control = Control { status, max_root_distance: 1.0, clients: Default::default() };
         let scanned_for = |c: &Control| c.clients.borrow().as_ref().map(|(_, n, _)| *n);

@@ -80,6 +80,8 @@ enum Metric {
     RefclockPulses,
     RefclockSamples,
     RefclockSamplesDropped,
+    NtpqRequests,
+    StatsLines,
 }
 
 /// One exported metric: name, help, type, and its labels' names.
@@ -98,7 +100,7 @@ const fn family(name: &'static str, kind: MetricType, labels: &'static [&'static
 use MetricType::{COUNTER, GAUGE, HISTOGRAM};
 
 /// Indexed by [`Metric`]: the array's length is checked against the last variant at compile time.
-const FAMILIES: [Family; Metric::RefclockSamplesDropped as usize + 1] = [
+const FAMILIES: [Family; Metric::StatsLines as usize + 1] = [
     family("stratumd_build_info", GAUGE, &["version"], "Always 1; the version label names the build."),
     family("stratumd_uptime_seconds", GAUGE, &[], "Seconds since stratumd started."),
     family("stratumd_backend_info", GAUGE, &["backend"], "Always 1; the data plane in use."),
@@ -149,6 +151,8 @@ const FAMILIES: [Family; Metric::RefclockSamplesDropped as usize + 1] = [
     family("stratumd_refclock_pulses_total", COUNTER, &["refclock", "source", "outcome"], "pps (and sock with lock): pulses by what the lock made of them: locked (numbered), unlocked (no or a disagreeing time-of-day sample), double, wrong_edge; missing: seconds between numbered pulses without any pulse."),
     family("stratumd_refclock_samples_total", COUNTER, &["refclock", "source"], "Samples (and numbered pulses) the refclock gave the sync engine."),
     family("stratumd_refclock_samples_dropped_total", COUNTER, &["refclock", "source"], "Readings the refclock's driver dropped because the channel to the sync thread was full."),
+    family("stratumd_ntpq_requests_total", COUNTER, &["outcome"], "Mode 6 (ntpq) requests the workers dropped, by what became of them: queued for the ntpq thread (allowed source), denied (not on [ntpq] allow), queue_full, answered, dropped (not a request, bad nonce), and reply fragments sent."),
+    family("stratumd_stats_lines_total", COUNTER, &["file", "outcome"], "Statistics file lines: written, dropped (the writer's queue was full), failed (the disk refused them)."),
 ];
 
 /// The collector: builds every family from [`ServerStatus`] at scrape time.
@@ -420,6 +424,32 @@ impl Collector for StratumCollector {
         if let Some(view) = &s.sync {
             out.sync(view);
         }
+        if let Some(n) = &s.ntpq {
+            let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            for (outcome, c) in [
+                ("queued", &n.queued),
+                ("denied", &n.denied),
+                ("queue_full", &n.queue_full),
+                ("answered", &n.answered),
+                ("dropped", &n.dropped),
+                ("fragments", &n.fragments),
+                ("send_failed", &n.send_failed),
+            ] {
+                out.counter(Metric::NtpqRequests, &[("outcome", outcome)], get(c));
+            }
+        }
+        if let Some(st) = &s.stats {
+            use crate::mgmt::stats_format::Kind;
+            for kind in Kind::ALL {
+                let i = kind.index();
+                for (outcome, c) in
+                    [("written", &st.written[i]), ("dropped", &st.dropped[i]), ("failed", &st.failed[i])]
+                {
+                    let labels = [("file", kind.name()), ("outcome", outcome)];
+                    out.counter(Metric::StatsLines, &labels, c.load(std::sync::atomic::Ordering::Relaxed));
+                }
+            }
+        }
         out.0
     }
 }
@@ -553,6 +583,8 @@ mod tests {
             cell: SnapshotCell::new(ServerSnapshot::unsynchronized(-20)),
             limiter: None,
             sync: Some(sync_view()),
+            ntpq: Some(Arc::default()),
+            stats: Some(Arc::default()),
         });
         let text = String::from_utf8(render(&registry(status).unwrap())).unwrap();
         // A source's stratum, offset, delay and jitter, and the update age, exist once there is a

@@ -10,5 +10,8 @@ pub mod control_path;
 pub mod endpoint;
 pub mod http;
 pub mod metrics;
+pub mod ntpq;
+pub mod stats;
+pub mod stats_format;
 pub mod status;
 pub mod status_json;

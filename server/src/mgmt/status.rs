@@ -83,6 +83,10 @@ pub struct ServerStatus {
     pub limiter: Option<Arc<RateLimiter>>,
     /// The upstream sources and the system's tracking state (`source = "sync"` only).
     pub sync: Option<Arc<crate::sync::upstream::SyncView>>,
+    /// Mode 6 (ntpq) handed to the management thread (None: `[ntpq] enabled = false`).
+    pub ntpq: Option<Arc<crate::mgmt::ntpq::NtpqCounters>>,
+    /// `[stats]` files' lines written, dropped and failed (None without `[stats]`).
+    pub stats: Option<Arc<crate::mgmt::stats::StatsCounters>>,
 }
 
 /// The answer of a health check.

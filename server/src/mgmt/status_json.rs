@@ -259,6 +259,8 @@ mod tests {
             cell: SnapshotCell::new(ServerSnapshot::unsynchronized(-20)),
             limiter,
             sync: None,
+            ntpq: None,
+            stats: None,
         }
     }
 

@@ -35,6 +35,8 @@ use super::resolve::{Resolved, Resolver};
 use super::served;
 use crate::config::sync::{self as sync_keys, HostPort};
 use crate::config::Config;
+use crate::mgmt::stats::SyncStats;
+use crate::mgmt::stats_format::Kind;
 use crate::time::core::SnapshotCell;
 use crate::time::system::{KernelClock, KernelStatus, LinuxKernel, SystemClock};
 
@@ -154,6 +156,7 @@ impl UpstreamSync {
         cell: Arc<SnapshotCell>,
         precision: i8,
         view: Arc<SyncView>,
+        stats: Option<SyncStats>,
         shutdown: Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
         let engine = SyncEngine::new(sync_config(config, precision));
@@ -232,6 +235,7 @@ impl UpstreamSync {
             lost_since: HashMap::new(),
             system,
             kernel_failing: false,
+            stats,
         };
         if let Some(leap) = &config.clock.leap_seconds {
             driver.engine.set_leap_seconds(Some(leap.list.clone()));
@@ -341,6 +345,8 @@ struct Driver {
     system: Option<SystemClock<Box<dyn KernelClock>>>,
     /// Whether the kernel refused the last write (logged once per change).
     kernel_failing: bool,
+    /// `[stats]`: the lines for loopstats, peerstats, rawstats and clockstats.
+    stats: Option<SyncStats>,
 }
 
 impl Driver {
@@ -406,6 +412,10 @@ impl Driver {
             let Some(link) = self.links.get(id) else { continue };
             while let Some((len, t4)) = receive(&link.socket, &mut buf) {
                 self.engine.handle_reply(*id, &buf[..len], t4);
+                if let Some(s) = self.stats.as_ref().filter(|s| s.wants(Kind::Raw)) {
+                    let local = link.socket.local_addr().map_or(link.address.ip(), |a| a.ip());
+                    s.raw(link.address.ip(), local, &buf[..len], t4);
+                }
             }
         }
     }
@@ -448,6 +458,10 @@ impl Driver {
                 }
             };
             self.engine.handle_refclock_sample(id, engine_sample(&sample));
+            if let Some(s) = &self.stats {
+                let slot = &self.refclocks[index];
+                s.clock(slot.address.ip(), slot.driver, sample.reference, sample.local);
+            }
         }
     }
 
@@ -540,6 +554,9 @@ impl Driver {
         }
         let tracking = self.engine.tracking(now);
         self.update_kernel_status(&snapshot, &tracking);
+        if let Some(s) = &mut self.stats {
+            s.observe(&rows, &tracking);
+        }
         self.view.set(rows, tracking);
         let state = served(&snapshot);
         if state != self.served {

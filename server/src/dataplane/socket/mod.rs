@@ -38,13 +38,15 @@ pub struct SocketBackend {
     pub addresses: Vec<SocketAddr>,
     pub counters: Vec<Arc<WorkerCounters>>,
     pub cores: Vec<Option<usize>>,
+    /// A clone of the first worker's socket per listen address: the ntpq thread answers from it.
+    pub reply_sockets: Vec<Socket>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl SocketBackend {
     /// Opens every socket (so that bind errors surface before anything runs) and starts the workers.
     pub fn start(config: &ServerConfig, inputs: WorkerInputs<'_>) -> anyhow::Result<Self> {
-        let WorkerInputs { admission, cell, shutdown, keys } = inputs;
+        let WorkerInputs { admission, cell, shutdown, keys, ntpq } = inputs;
         let workers = match config.workers {
             Workers::Count(n) => n,
             Workers::Auto => core_affinity::get_core_ids().map_or(1, |c| c.len().max(1)),
@@ -69,6 +71,7 @@ impl SocketBackend {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             per_worker.push(sockets);
         }
+        let reply_sockets = per_worker[0].iter().map(Socket::try_clone).collect::<std::io::Result<Vec<_>>>()?;
 
         let mut counters = Vec::with_capacity(workers);
         let mut threads = Vec::with_capacity(workers);
@@ -86,10 +89,11 @@ impl SocketBackend {
                 shutdown: shutdown.clone(),
                 socket_drops: vec![0; addresses.len()],
                 keys: keys.clone(),
+                ntpq: ntpq.cloned(),
             };
             threads.push(spawn_worker(format!("stratumd-w{id}"), id, cores[id], move || worker.run(policy))?);
         }
-        Ok(Self { addresses, counters, cores, threads })
+        Ok(Self { addresses, counters, cores, reply_sockets, threads })
     }
 
     /// Waits for every worker to finish (after shutdown was raised).
@@ -137,6 +141,8 @@ struct Worker {
     shutdown: Arc<AtomicBool>,
     /// The kernel's latest drop count for each of this worker's sockets.
     socket_drops: Vec<u32>,
+    /// Where mode 6 from a management source goes after `respond()` dropped it.
+    ntpq: Option<crate::mgmt::ntpq::NtpqHandoff>,
     /// This worker's own copy of `[auth]`'s keys (a MAC is checked without touching another core's memory).
     keys: stratum_proto::auth::KeyTable,
 }
@@ -229,6 +235,10 @@ impl Worker {
                 }
             };
             self.counters.count(&verdict);
+            // Mode 6 never gets a reply here; an allowed source's goes to the ntpq thread.
+            if let (Verdict::Drop(DropReason::Control), Some(ntpq), Some(client)) = (verdict, &self.ntpq, source) {
+                ntpq.offer(payload, client, info.packet_info, socket);
+            }
             if let Some(len) = verdict.reply_len() {
                 let reply_from = if wildcard { info.packet_info } else { None };
                 batch.queue_reply(i, len, reply_from.as_ref());

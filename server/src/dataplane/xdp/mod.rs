@@ -52,7 +52,7 @@ impl XdpBackend {
     /// Attaches the program, opens and registers one socket per queue (every error surfaces
     /// before a worker runs), pushes the deny list into the program, and starts the workers.
     pub fn start(config: &Config, inputs: WorkerInputs<'_>) -> anyhow::Result<Self> {
-        let WorkerInputs { admission, cell, shutdown, keys } = inputs;
+        let WorkerInputs { admission, cell, shutdown, keys, .. } = inputs;
         let server = &config.server;
         let interface = server.interface.clone().context("the xdp backend needs `interface`")?;
         let queues: Vec<u32> = match &server.queues {

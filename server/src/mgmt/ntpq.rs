@@ -1,0 +1,321 @@
+//! Mode 6 (`ntpq`) for management sources: one thread that answers what the workers hand it.
+//!
+//! Why this shape: mode 6 is an amplification vector (one request, up to 32 reply fragments),
+//! so it never runs on a worker. A worker's `respond()` drops every mode 6 datagram as before
+//! (`control`, counted: BAD_INPUTS 7); only on that drop path does the socket worker call
+//! [`NtpqHandoff::offer`], which checks the source against `[ntpq] allow` and copies the
+//! datagram into a bounded queue (`sync_channel`: slots allocated once, `try_send` never
+//! blocks; full is a counted drop). Normal requests pay nothing: the check sits behind the
+//! verdict. The thread here answers from the same state `stratumctl tracking`/`sources` read
+//! ([`ServerStatus`]) with proto's pure [`stratum_proto::mode6`], and sends the fragments from
+//! a clone of the listen socket the request came in on, with the address it came to as the
+//! source (IP_PKTINFO), as ntpq expects.
+//!
+//! The XDP backend does not hand mode 6 over (its frames carry no kernel socket to answer
+//! from); there mode 6 stays dropped and counted by the worker, allowed sources included.
+
+use std::io::IoSlice;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rand::RngCore;
+use socket2::{MsgHdr, SockAddr, Socket};
+use stratum_proto::mode6::{
+    self, Mode6State, MruEntry, NonceKey, Outcome, PeerVars, Selection, SystemVars, TimeSource,
+};
+use stratum_proto::server::access::Cidr;
+use stratum_proto::sync::SourceState;
+use stratum_proto::RefId;
+
+use crate::dataplane::socket::cmsg::{self, PacketInfo};
+use crate::mgmt::status::ServerStatus;
+use stratum_host::clock;
+
+/// Requests waiting for the thread; more are dropped and counted (a burst from a management
+/// host never grows memory).
+pub const QUEUE_DEPTH: usize = 64;
+/// The longest request kept: the header, 468 bytes of data and a MAC (12 + 468 + 24).
+pub const MAX_REQUEST: usize = 504;
+/// The most MRU entries one reply is built from (the rate limiter's heaviest clients).
+pub const MRU_ENTRIES: usize = 256;
+
+/// What happened to mode 6 from sources the workers saw, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct NtpqCounters {
+    /// Handed to the thread (an allowed source).
+    pub queued: AtomicU64,
+    /// Answered with at least one datagram.
+    pub answered: AtomicU64,
+    /// Datagrams sent back (fragments).
+    pub fragments: AtomicU64,
+    /// From a source not on `[ntpq] allow`: dropped (the worker's `control` drop counts it too).
+    pub denied: AtomicU64,
+    /// The queue to the thread was full, or the request longer than [`MAX_REQUEST`].
+    pub queue_full: AtomicU64,
+    /// Not answered: not a request, or an MRU request without a good nonce.
+    pub dropped: AtomicU64,
+    pub send_failed: AtomicU64,
+}
+
+/// One mode 6 datagram on its way to the thread.
+#[derive(Debug)]
+pub struct Queued {
+    len: usize,
+    buf: [u8; MAX_REQUEST],
+    client: SocketAddr,
+    to: Option<PacketInfo>,
+    /// Which listen address (index into the backend's addresses) it came in on.
+    socket: usize,
+}
+
+/// The workers' end: clone one per worker.
+#[derive(Clone, Debug)]
+pub struct NtpqHandoff {
+    tx: SyncSender<Queued>,
+    allow: Arc<[Cidr]>,
+    pub counters: Arc<NtpqCounters>,
+}
+
+impl NtpqHandoff {
+    /// A queue for `allow`'s sources, and the thread's end of it.
+    pub fn new(allow: &[Cidr]) -> (Self, Receiver<Queued>) {
+        let (tx, rx) = sync_channel(QUEUE_DEPTH);
+        (Self { tx, allow: allow.into(), counters: Arc::default() }, rx)
+    }
+
+    /// Called by a worker for a datagram `respond()` dropped as mode 6/7: queues it for the
+    /// thread when its source is allowed. No allocation, no lock, never blocks.
+    pub fn offer(&self, payload: &[u8], client: SocketAddr, to: Option<PacketInfo>, socket: usize) {
+        if !self.allow.iter().any(|c| c.contains(client.ip())) {
+            self.counters.denied.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if payload.len() > MAX_REQUEST || payload.first().is_none_or(|b| b & 7 != 6) {
+            // Too long to be a request ntpq sends, or mode 7 (never answered).
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut q = Queued { len: payload.len(), buf: [0; MAX_REQUEST], client, to, socket };
+        q.buf[..payload.len()].copy_from_slice(payload);
+        match self.tx.try_send(q) {
+            Ok(()) => self.counters.queued.fetch_add(1, Ordering::Relaxed),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counters.queue_full.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+/// The running thread.
+#[derive(Debug)]
+pub struct NtpqServer {
+    thread: JoinHandle<()>,
+}
+
+impl NtpqServer {
+    /// Starts the thread; `sockets[i]` answers what came in on listen address `i`.
+    pub fn start(
+        rx: Receiver<Queued>,
+        sockets: Vec<Socket>,
+        status: Arc<ServerStatus>,
+        counters: Arc<NtpqCounters>,
+        shutdown: Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
+        let mut secret = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut secret);
+        let responder = Responder { key: NonceKey(secret), status, system: host_system() };
+        let thread = std::thread::Builder::new().name("stratumd-ntpq".into()).spawn(move || {
+            while !shutdown.load(Ordering::Relaxed) {
+                let q = match rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(q) => q,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                };
+                match responder.answer(&q.buf[..q.len], q.client.ip()) {
+                    Outcome::Reply(fragments) => {
+                        counters.answered.fetch_add(1, Ordering::Relaxed);
+                        let Some(socket) = sockets.get(q.socket) else { continue };
+                        for f in &fragments {
+                            match send(socket, &f[..], q.client, q.to.as_ref()) {
+                                Ok(_) => counters.fragments.fetch_add(1, Ordering::Relaxed),
+                                Err(_) => counters.send_failed.fetch_add(1, Ordering::Relaxed),
+                            };
+                        }
+                    }
+                    Outcome::Drop(_) => {
+                        counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })?;
+        Ok(Self { thread })
+    }
+
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+/// Sends one fragment from the address the request came to.
+fn send(socket: &Socket, data: &[u8], to: SocketAddr, from: Option<&PacketInfo>) -> std::io::Result<usize> {
+    let mut control = [0u8; 64];
+    let control_len = from.map_or(0, |f| cmsg::write_source(&mut control, f));
+    let address = SockAddr::from(to);
+    let buffers = [IoSlice::new(data)];
+    let mut msg = MsgHdr::new().with_addr(&address).with_buffers(&buffers);
+    if control_len > 0 {
+        msg = msg.with_control(&control[..control_len]);
+    }
+    socket.sendmsg(&msg, 0)
+}
+
+/// "Linux/6.x" as ntpd's `system` variable shows it, read once.
+fn host_system() -> String {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("Linux/{}", release.trim())
+}
+
+struct Responder {
+    key: NonceKey,
+    status: Arc<ServerStatus>,
+    system: String,
+}
+
+impl Responder {
+    fn answer(&self, datagram: &[u8], client: IpAddr) -> Outcome {
+        let snapshot = self.status.cell.load().1;
+        let now = snapshot.correction.apply(clock::now());
+        let clock_state = self.status.clock();
+        let view = self.status.sync.as_ref();
+        let tracking = view.and_then(|v| v.tracking());
+        let rows = view.map(|v| v.sources()).unwrap_or_default();
+        let peers: Vec<PeerVars> = rows.iter().enumerate().map(|(i, r)| peer_vars(i, r)).collect();
+        let system_peer = tracking.and_then(|t| t.system_peer);
+        let peer_row = system_peer.and_then(|id| rows.iter().position(|r| r.status.id == id));
+        let source = match (clock_state.synchronized, peer_row.map(|i| &rows[i])) {
+            (false, _) => TimeSource::Unspecified,
+            (true, Some(r)) if r.refclock.as_ref().is_some_and(|rc| rc.driver == "pps") => TimeSource::Atom,
+            (true, Some(r)) if r.status.refclock.is_some() => TimeSource::Uhf,
+            (true, Some(_)) => TimeSource::Ntp,
+            (true, None) => TimeSource::Local,
+        };
+        let refid = refid_text(clock_state.ref_id, clock_state.stratum);
+        let tc = tracking.map_or(0, |t| t.system_poll);
+        let system = SystemVars {
+            version: concat!("stratumd ", env!("CARGO_PKG_VERSION")),
+            processor: std::env::consts::ARCH,
+            system: &self.system,
+            leap: clock_state.leap,
+            stratum: clock_state.stratum,
+            precision: snapshot.precision,
+            root_delay_ms: clock_state.root_delay_seconds * 1e3,
+            root_dispersion_ms: clock_state.root_dispersion_seconds * 1e3,
+            refid: &refid,
+            reftime: tracking.and_then(|t| t.last_update),
+            clock: now,
+            peer: peer_row.map_or(0, association),
+            source,
+            tc,
+            mintc: rows.iter().map(|r| r.status.config.minpoll).min().unwrap_or(tc).min(tc),
+            offset_ms: tracking.map_or(0.0, |t| t.offset * 1e3),
+            frequency_ppm: tracking.map_or(0.0, |t| t.frequency_ppm),
+            sys_jitter_ms: tracking.map_or(0.0, |t| t.system_jitter * 1e3),
+            clk_jitter_ms: tracking.map(|t| t.offset_error * 1e3),
+            clk_wander_ppm: None,
+            tai: None,
+            leapsec: None,
+            expire: None,
+        };
+        // The rate limiter's table is scanned only for an MRU request (opcode 10).
+        let mru: Vec<MruEntry> = match (datagram.get(1).map(|b| b & 0x1f), &self.status.limiter) {
+            (Some(mode6::op::READ_MRU), Some(limiter)) => limiter
+                .top(MRU_ENTRIES)
+                .iter()
+                .map(|c| MruEntry {
+                    address: c.address,
+                    port: 0,
+                    count: c.requests,
+                    dropped: c.limited,
+                    // The table keeps no times.
+                    first: now,
+                    last: now,
+                    mode_version: 4 << 3 | 3,
+                    limited: c.fast_retries,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let state = Mode6State { system, peers: &peers, mru: &mru, now };
+        mode6::answer(datagram, &state, client, &self.key)
+    }
+}
+
+/// A refid as ntpd's mode 6 writes it: an address from stratum 2 on, else up to four
+/// characters with anything unprintable as `.` (stratumctl's `\xNN` escapes would be cut by
+/// ntpq's column).
+fn refid_text(refid: RefId, stratum: u8) -> String {
+    if stratum >= 2 {
+        return refid.to_text(stratum).to_string();
+    }
+    refid
+        .to_bits()
+        .to_be_bytes()
+        .iter()
+        .take_while(|b| **b != 0)
+        .map(|&b| if b.is_ascii_graphic() { char::from(b) } else { '.' })
+        .collect()
+}
+
+/// Association ids: 1, 2, ... in the order the sync thread lists its sources.
+fn association(index: usize) -> u16 {
+    u16::try_from(index + 1).unwrap_or(u16::MAX)
+}
+
+fn peer_vars(index: usize, row: &crate::sync::upstream::SourceRow) -> PeerVars {
+    let s = &row.status;
+    let ms = |x: Option<f64>| x.map(|v| v * 1e3);
+    PeerVars {
+        association: association(index),
+        selection: match s.state {
+            SourceState::SystemPeer => Selection::SystemPeer,
+            SourceState::Candidate => Selection::Candidate,
+            SourceState::Outlier => Selection::Outlier,
+            SourceState::Falseticker => Selection::Falseticker,
+            SourceState::Unselectable | SourceState::Unreachable | SourceState::Demobilised(_) => Selection::Reject,
+        },
+        reach: s.reach,
+        srcadr: row.address.ip(),
+        srcport: row.address.port(),
+        srchost: Some(row.name.clone()),
+        dstadr: None,
+        leap: s.leap.map(|l| l.to_bits()),
+        stratum: s.stratum.or(s.refclock.map(|_| 0)),
+        precision: None,
+        root_delay_ms: None,
+        root_dispersion_ms: None,
+        refid: match s.refclock {
+            Some(refid) => Some(refid_text(refid, 0)),
+            None => s.upstream_ref_id.zip(s.stratum).map(|(r, st)| refid_text(r, st)),
+        },
+        rec: s.last_sample_time,
+        unreach: None,
+        hmode: 3,
+        pmode: 4,
+        hpoll: s.poll,
+        ppoll: s.poll,
+        headway: 0,
+        flash: s.last_flash.bits(),
+        offset_ms: ms(s.last_offset),
+        delay_ms: ms(s.last_delay),
+        dispersion_ms: None,
+        jitter_ms: ms(s.jitter),
+        xleave_ms: 0.0,
+        filtdelay_ms: Vec::new(),
+        filtoffset_ms: Vec::new(),
+        filtdisp_ms: Vec::new(),
+    }
+}

@@ -1,0 +1,239 @@
+//! NTPsec's real `ntpq` against a synchronised stratumd (issue 15): stratumd on port 123 in a
+//! namespace, polling a chronyd in another; `ntpq -p`, `-c rv`, `-c as`, `-c "rv 0 offset"` and
+//! `-c mrulist` from loopback (on `[ntpq] allow` by default) print what `stratumctl` shows, and
+//! the chronyd's namespace, not on the list, gets nothing (dropped and counted).
+//!
+//! Needs root, ip, chronyd, /usr/bin/python3 with python3-ntp (from ntpsec-ntpdate) and ntpq
+//! unpacked by scripts/test into target/peers/ntpsec: skips outside CI without them, fails in CI.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const SERVER: &str = "10.93.1.1";
+const PEER: &str = "10.93.1.2";
+
+fn ntpq_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/peers/ntpsec/usr/bin/ntpq")
+}
+
+fn available() -> bool {
+    require(is_root(), "ntpq only talks to port 123: needs root and a network namespace")
+        && require(have_tool("ip") && have_tool("chronyd"), "ip or chronyd is not installed")
+        && require(
+            ntpq_script().exists() && std::path::Path::new("/usr/lib/python3/dist-packages/ntp/packet.py").exists(),
+            "NTPsec's ntpq is not unpacked in target/peers/ntpsec or python3-ntp is missing (scripts/test does both)",
+        )
+}
+
+/// stratumd's namespace and the chronyd's, joined by a veth pair.
+struct Lab {
+    server: Netns,
+    peer: Netns,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new() -> Self {
+        let server = Netns::new("ntpqs");
+        let peer = Netns::new("ntpqp");
+        run_ok(Command::new("ip").args([
+            "link",
+            "add",
+            "nq0",
+            "netns",
+            &server.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "nq1",
+            "netns",
+            &peer.name,
+        ]));
+        for (ns, dev, addr) in [(&server, "nq0", SERVER), (&peer, "nq1", PEER)] {
+            run_ok(Command::new("ip").args(["-n", &ns.name, "addr", "add", &format!("{addr}/24"), "dev", dev]));
+            run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", dev, "up"]));
+        }
+        Self { server, peer, dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn chronyd(&self) -> Running {
+        let conf = self.dir.path().join("chrony.conf");
+        let d = self.dir.path().display();
+        std::fs::write(
+            &conf,
+            format!(
+                "local stratum 1\nallow all\ncmdport 0\npidfile {d}/chronyd.pid\ndriftfile {d}/chrony.drift\n\
+                 bindaddress {PEER}\n"
+            ),
+        )
+        .unwrap();
+        let child = self
+            .peer
+            .command("chronyd")
+            .args(["-d", "-x", "-f"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chronyd");
+        Running(Some(child))
+    }
+
+    /// `ntpq ARGS HOST` from inside `ns`: its stdout and stderr.
+    fn ntpq(ns: &Netns, host: &str, args: &[&str]) -> (String, String) {
+        let out = ns
+            .command("/usr/bin/python3")
+            .arg(ntpq_script())
+            .arg("-n")
+            .args(args)
+            .arg(host)
+            .output()
+            .expect("run ntpq");
+        (String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    }
+}
+
+fn ms(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or_else(|| panic!("{key} in {v}")) * 1e3
+}
+
+/// The `name=value` of `text` (ntpq's `rv` output).
+fn var(text: &str, name: &str) -> Option<String> {
+    text.split([',', '\n'])
+        .map(str::trim)
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(|v| v.trim_matches('"').to_string()))
+}
+
+/// Runs `f` with a UDP socket on 127.0.0.1 inside `ns` (a thread that joins it).
+fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce(std::net::UdpSocket) -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(path).unwrap();
+        // SAFETY: setns on this thread only, with a namespace file we hold open.
+        assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) }, 0);
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        f(s)
+    })
+    .join()
+    .unwrap()
+}
+
+/// Sends `n` client requests to 127.0.0.1:123 from inside `ns`.
+fn requests_in(ns: &Netns, n: usize) {
+    in_ns(ns, move |s| {
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let mut buf = [0u8; 128];
+        for _ in 0..n {
+            let request = stratum_proto::NtpPacket::client_request(4, now_ntp()).to_bytes();
+            s.send_to(&request, "127.0.0.1:123").unwrap();
+            let _ = s.recv(&mut buf);
+        }
+    });
+}
+
+#[test]
+fn ntpq_reads_a_synchronised_stratumd_and_other_sources_get_nothing() {
+    if !available() {
+        return;
+    }
+    let lab = Lab::new();
+    let _chronyd = lab.chronyd();
+    let control = lab.dir.path().join("control.sock");
+    let text = format!(
+        "[server]\nlisten = [\"0.0.0.0:123\"]\nworkers = 1\n\n[clock]\nsource = \"sync\"\n\n\
+         [[upstream]]\naddress = \"{PEER}\"\niburst = true\n\n[ratelimit]\n\n[control]\nsocket = \"{}\"\n",
+        control.display()
+    );
+    let _server = Server::start_with(lab.server.command(BIN), &text, 123, None);
+    wait_for(Duration::from_secs(20), "synchronised to the chronyd", &control, "tracking", |t| {
+        t["synchronized"] == true
+    });
+    // A client for the MRU list: 200 requests from loopback (the rate limiter samples one in 16).
+    requests_in(&lab.server, 200);
+
+    // ntpq -p: one line, the chronyd, selected ('*'), stratum 1, its refid, reach, and the
+    // same offset as stratumctl sources (within 1 ms: they are read a moment apart).
+    let (peers, err) = Lab::ntpq(&lab.server, "127.0.0.1", &["-p"]);
+    eprintln!("ntpq -p:\n{peers}{err}");
+    let sources = ctl_json(&control, &["sources"]).expect("stratumctl sources");
+    let source = &sources["sources"][0];
+    let line = peers.lines().find(|l| l.starts_with('*')).unwrap_or_else(|| panic!("no system peer in:\n{peers}"));
+    let cols: Vec<&str> = line[1..].split_whitespace().collect();
+    assert_eq!(cols[0], PEER, "{line}");
+    // The refid as ntpd writes it (unprintable bytes as '.'; chronyd's `local` one is 7f7f0101).
+    let refid = source["refid"].as_str().unwrap().replace("\\x7f", ".").replace("\\x01", ".");
+    // ntpq puts dots around a refid with none of its own.
+    let shown = if refid.contains('.') { refid } else { format!(".{refid}.") };
+    assert_eq!(cols[1], shown, "{line}");
+    assert_eq!(cols[2], "1", "stratum: {line}");
+    assert_eq!(cols[3], "u", "unicast: {line}");
+    assert_eq!(cols[6], source["reach"].as_str().unwrap(), "reach: {line}");
+    let offset: f64 = cols[8].parse().unwrap();
+    assert!((offset - ms(source, "last_offset_seconds")).abs() < 1.0, "offset {offset} ms vs {source}");
+
+    // ntpq -c rv: the system variables match stratumctl tracking.
+    let (rv, err) = Lab::ntpq(&lab.server, "127.0.0.1", &["-c", "rv"]);
+    eprintln!("ntpq -c rv:\n{rv}{err}");
+    let tracking = ctl_json(&control, &["tracking"]).expect("stratumctl tracking");
+    assert!(rv.contains("leap_none") && rv.contains("sync_ntp"), "status word: {rv}");
+    assert_eq!(var(&rv, "stratum").as_deref(), Some("2"), "{rv}");
+    assert_eq!(var(&rv, "refid"), tracking["refid"].as_str().map(String::from), "{rv}");
+    assert_eq!(var(&rv, "peer").as_deref(), Some("1"), "{rv}");
+    assert!(var(&rv, "version").is_some_and(|v| v.starts_with("stratumd ")), "{rv}");
+    let rootdelay: f64 = var(&rv, "rootdelay").unwrap().parse().unwrap();
+    assert!((rootdelay - ms(&tracking, "root_delay_seconds")).abs() < 0.5, "{rv} vs {tracking}");
+
+    // rv 0 offset: one variable, the offset stratumctl tracking shows at about the same time.
+    let (one, err) = Lab::ntpq(&lab.server, "127.0.0.1", &["-c", "rv 0 offset"]);
+    let tracking = ctl_json(&control, &["tracking"]).expect("stratumctl tracking");
+    eprintln!("ntpq -c 'rv 0 offset':\n{one}{err}");
+    let offset: f64 = var(&one, "offset").unwrap_or_else(|| panic!("{one}")).parse().unwrap();
+    assert!(var(&one, "stratum").is_none(), "only what was asked: {one}");
+    assert!((offset - ms(&tracking, "offset_seconds")).abs() < 0.5, "{offset} ms vs {tracking}");
+
+    // as: one association, reachable, the system peer.
+    let (assoc, err) = Lab::ntpq(&lab.server, "127.0.0.1", &["-c", "as"]);
+    eprintln!("ntpq -c as:\n{assoc}{err}");
+    let row = assoc.lines().find(|l| l.trim_start().starts_with("1 ")).unwrap_or_else(|| panic!("{assoc}"));
+    assert!(row.contains("sys.peer") && row.contains("yes"), "{row}");
+
+    // mrulist: the nonce exchange, then loopback among the rate limiter's clients.
+    let (mru, err) = Lab::ntpq(&lab.server, "127.0.0.1", &["-c", "mrulist"]);
+    eprintln!("ntpq -c mrulist:\n{mru}{err}");
+    assert!(mru.contains("lstint avgint rstr r m v  count"), "{mru}{err}");
+    let row = mru.lines().find(|l| l.trim_end().ends_with(" 127.0.0.1")).unwrap_or_else(|| panic!("{mru}{err}"));
+    let clients = ctl_json(&control, &["clients"]).expect("stratumctl clients");
+    let client = clients["clients"].as_array().unwrap().iter().find(|c| c["prefix"] == "127.0.0.1/32").unwrap();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[6].parse::<u64>().ok(), client["requests"].as_u64(), "count: {row} vs {client}");
+    assert_eq!(cols[8].parse::<u64>().ok(), client["limited"].as_u64(), "drop: {row} vs {client}");
+
+    // Writes are refused with the protocol's error (ntpq itself will not send one without a
+    // key, so the request is made here): one 12-byte reply, error bit, code 1 (permission).
+    let reply = in_ns(&lab.server, |s| {
+        let writevar =
+            [0x26, 0x03, 0, 9, 0, 0, 0, 0, 0, 0, 0, 9, b's', b't', b'r', b'a', b't', b'u', b'm', b'=', b'1', 0, 0, 0];
+        s.send_to(&writevar, "127.0.0.1:123").unwrap();
+        let mut buf = [0u8; 600];
+        let n = s.recv(&mut buf).expect("an error reply");
+        buf[..n].to_vec()
+    });
+    assert_eq!(reply, [0x26, 0xc3, 0, 9, 1, 0, 0, 0, 0, 0, 0, 0], "WRITEVAR refused");
+
+    // From the chronyd's namespace (not on [ntpq] allow): no reply, counted as a control drop.
+    let before = ctl_json(&control, &["status"]).unwrap()["requests"]["dropped"]["control"].as_u64().unwrap();
+    let (none, err) = Lab::ntpq(&lab.peer, SERVER, &["-c", "timeout 500", "-c", "rv"]);
+    eprintln!("ntpq -c rv from {PEER}:\n{none}{err}");
+    assert!(!none.contains("stratum="), "answered a source not on the allow list: {none}");
+    assert!(err.contains("timed out") || none.contains("timed out"), "{none}{err}");
+    let after = ctl_json(&control, &["status"]).unwrap()["requests"]["dropped"]["control"].as_u64().unwrap();
+    assert!(after >= before + 2, "dropped and counted: {before} -> {after}");
+}
