@@ -997,6 +997,13 @@ impl Config {
                 let message = format!("minpoll {} is above maxpoll {}", u.minpoll, u.maxpoll);
                 return Err(Invalid::new("upstream", message).entry(i));
             }
+            if let Some(id) = u.key.filter(|id| self.auth.keys.as_ref().and_then(|k| k.table.get(*id)).is_none()) {
+                let message = match &self.auth.keys {
+                    Some(k) => format!("key {id} is not in {}", k.path.display()),
+                    None => format!("key {id} needs [auth] keys = \"FILE\" holding it"),
+                };
+                return Err(Invalid::new("upstream.key", message).entry(i));
+            }
             if let Some(j) = self.upstream[..i].iter().position(|v| v.address == u.address) {
                 return Err(
                     Invalid::new("upstream", format!("{} is listed twice (entry {})", u.address, j + 1)).entry(i)

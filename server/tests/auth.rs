@@ -197,3 +197,110 @@ fn a_bad_key_file_is_one_line_naming_both_files_the_line_and_the_key() {
     assert!(ok, "MD5 is accepted: {err}");
     assert!(format!("{out}{err}").contains("key 3 is MD5"), "and warned: {out} {err}");
 }
+
+/// stratumd as a client: `[[upstream]] key = N` signs its requests; it synchronises to a keyed
+/// stratumd with the right secret, and never with a wrong one (the crypto-NAKs and the replies it
+/// cannot verify count as lost), nor against a server without keys (which drops signed requests).
+#[test]
+fn a_keyed_upstream_synchronises_only_with_the_right_key() {
+    let upstream_port = free_port();
+    let keydir = tempfile::tempdir().unwrap();
+    let keys = server_keys(keydir.path());
+    let mut upstream = Server::start(&auth_config(&[format!("127.0.0.1:{upstream_port}")], &keys), upstream_port);
+    let plain_port = free_port();
+    let mut plain =
+        Server::start(&config(&[format!("127.0.0.1:{plain_port}")], 1, "source = \"local\"\nstratum = 2"), plain_port);
+    let wrong = keydir.path().join("wrong.keys");
+    std::fs::write(&wrong, format!("1 AES128CMAC {WRONG_CMAC_HEX}\n")).unwrap();
+    let client = |keyfile: &str, port: u16, control: &Path| {
+        let listen = free_port();
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:{listen}\"]\nworkers = 1\n\n[clock]\nsource = \"sync\"\n\n\
+             [control]\nsocket = \"{}\"\n\n[auth]\nkeys = \"{keyfile}\"\n\n\
+             [[upstream]]\naddress = \"127.0.0.1:{port}\"\niburst = true\nminpoll = -2\nmaxpoll = 0\nkey = 1\n",
+            control.display()
+        );
+        Server::start(&text, listen)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let good_ctl = dir.path().join("good.sock");
+    let wrong_ctl = dir.path().join("wrong.sock");
+    let plain_ctl = dir.path().join("plain.sock");
+    let mut good = client(&keys, upstream_port, &good_ctl);
+    let mut bad = client(&wrong.display().to_string(), upstream_port, &wrong_ctl);
+    let mut unkeyed = client(&keys, plain_port, &plain_ctl);
+    let tracking = wait_for(Duration::from_secs(20), "synchronised over key 1", &good_ctl, "tracking", |t| {
+        t["synchronized"] == true
+    });
+    assert_eq!(tracking["stratum"].as_u64(), Some(3), "{tracking}");
+    for (ctl, what) in [(&wrong_ctl, "a wrong secret"), (&plain_ctl, "a server without keys")] {
+        let t = ctl_json(ctl, &["tracking"]).expect("tracking");
+        assert_eq!(t["synchronized"], false, "synchronised with {what}: {t}");
+        let sources = ctl_json(ctl, &["sources"]).expect("sources");
+        assert!(
+            sources.to_string().contains("\"reach\":\"0\"") || sources.to_string().contains("\"reach\":0"),
+            "{what}: no reply counted: {sources}"
+        );
+    }
+    for s in [&mut good, &mut bad, &mut unkeyed, &mut plain, &mut upstream] {
+        s.stop();
+    }
+}
+
+#[test]
+fn an_upstream_key_must_be_in_the_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = server_keys(dir.path());
+    let base = "[server]\nlisten = [\"127.0.0.1:123\"]\nworkers = 1\n\n[clock]\nsource = \"sync\"\n";
+    let upstream = "[[upstream]]\naddress = \"192.0.2.1\"\nkey = 4\n";
+    let text = format!("{base}\n[auth]\nkeys = \"{keys}\"\n\n{upstream}");
+    assert_refused(&text, 11, "upstream.key", &format!("key 4 is not in {keys}"));
+    let text = format!("{base}\n{upstream}");
+    assert_refused(&text, 8, "upstream.key", "key 4 needs [auth] keys");
+}
+
+/// The upstream side against a real server: chronyd serving with the same AES128 key answers
+/// stratumd's signed requests with signed replies, which stratumd verifies and synchronises to.
+#[test]
+fn a_keyed_upstream_synchronises_to_chronyd() {
+    if !require(have_tool("chronyd"), "chronyd is not installed (apt-get install chrony)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let chrony_port = free_port();
+    std::fs::write(dir.path().join("chrony.keys"), format!("1 AES128 HEX:{CMAC_HEX}\n")).unwrap();
+    let conf = dir.path().join("chrony.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "local stratum 1\nallow 127.0.0.1\nport {chrony_port}\nbindaddress 127.0.0.1\ncmdport 0\n\
+             pidfile {d}/chronyd.pid\ndriftfile {d}/chrony.drift\nkeyfile {d}/chrony.keys\n"
+        ),
+    )
+    .unwrap();
+    let _chronyd = Running(Some(
+        std::process::Command::new("chronyd")
+            .args(["-d", "-x", "-u", "root", "-f"])
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start chronyd"),
+    ));
+    let keys = server_keys(dir.path());
+    let control = dir.path().join("control.sock");
+    let listen = free_port();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:{listen}\"]\nworkers = 1\n\n[clock]\nsource = \"sync\"\n\n\
+         [control]\nsocket = \"{}\"\n\n[auth]\nkeys = \"{keys}\"\n\n\
+         [[upstream]]\naddress = \"127.0.0.1:{chrony_port}\"\niburst = true\nminpoll = -2\nmaxpoll = 0\nkey = 1\n",
+        control.display()
+    );
+    let mut server = Server::start(&text, listen);
+    let tracking = wait_for(Duration::from_secs(20), "synchronised to chronyd over key 1", &control, "tracking", |t| {
+        t["synchronized"] == true
+    });
+    assert_eq!(tracking["stratum"].as_u64(), Some(2), "{tracking}");
+    server.stop();
+}

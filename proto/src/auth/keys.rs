@@ -142,6 +142,17 @@ impl SymmetricKey {
         digest.len() == len && bool::from(expected[..len].ct_eq(digest))
     }
 
+    /// A client's check of a reply (or any packet) signed with this key: header, this key's id
+    /// and its MAC, nothing else. The header (what the MAC covers) when it verifies; `None` for a
+    /// reply without a MAC, a crypto-NAK, another key's or a wrong MAC.
+    pub fn verify_packet<'a>(&self, packet: &'a [u8]) -> Option<&'a [u8]> {
+        const HEADER: usize = crate::packet::HEADER_LEN;
+        if packet.len() != HEADER + 4 + self.kind.digest_len() || packet[HEADER..HEADER + 4] != self.id.to_be_bytes() {
+            return None;
+        }
+        self.verify(&packet[..HEADER], &packet[HEADER + 4..]).then(|| &packet[..HEADER])
+    }
+
     /// Appends this key's id and the MAC of `buf[..len]`; the new length, or `None` without room.
     pub fn sign(&self, buf: &mut [u8], len: usize) -> Option<usize> {
         let end = len.checked_add(4 + self.kind.digest_len())?;
@@ -282,6 +293,23 @@ mod tests {
         changed[40] ^= 0x80;
         assert!(!key.verify(&changed[..48], &changed[52..72]), "signed bytes changed");
         assert_eq!(key.sign(&mut [0u8; 71], 48), None, "no room");
+    }
+
+    #[test]
+    fn a_client_verifies_a_signed_reply() {
+        let key = SymmetricKey::new(4, KeyType::Aes128Cmac, &[5; 16]).unwrap();
+        let mut reply = [0x24u8; 68];
+        key.sign(&mut reply, 48).unwrap();
+        assert_eq!(key.verify_packet(&reply), Some(&reply[..48]));
+        let other = SymmetricKey::new(5, KeyType::Aes128Cmac, &[5; 16]).unwrap();
+        assert_eq!(other.verify_packet(&reply), None, "another key id");
+        let mut nak = [0x24u8; 52];
+        nak[48..].fill(0);
+        assert_eq!(key.verify_packet(&nak), None, "crypto-NAK");
+        assert_eq!(key.verify_packet(&reply[..48]), None, "no MAC");
+        let mut bad = reply;
+        bad[67] ^= 1;
+        assert_eq!(key.verify_packet(&bad), None, "wrong MAC");
     }
 
     #[test]

@@ -79,6 +79,10 @@ pub struct UpstreamConfig {
     /// chrony's `require`: the clock is steered only while a `require` source survives.
     #[serde(default)]
     pub require: bool,
+    /// A key id of `[auth] keys`: requests are signed with it, and only replies signed with it
+    /// count (RFC 8573; chrony's and ntpd's `key`).
+    #[serde(default)]
+    pub key: Option<u32>,
 }
 
 /// `[[pool]]`: a name whose addresses are polled, up to `max-sources` of them at once.

@@ -35,6 +35,8 @@ use super::resolve::{Resolved, Resolver};
 use super::served;
 use crate::config::sync::{self as sync_keys, HostPort};
 use crate::config::Config;
+use stratum_proto::auth::{SymmetricKey, MAX_DIGEST_LEN};
+use stratum_proto::packet::HEADER_LEN;
 use crate::mgmt::stats::SyncStats;
 use crate::mgmt::stats_format::Kind;
 use crate::time::core::SnapshotCell;
@@ -119,6 +121,8 @@ struct Entry {
     resolve_at: Option<Instant>,
     /// Addresses that sent a kiss-o'-death DENY or RSTR: never taken again from this name.
     banned: Vec<SocketAddr>,
+    /// `key`: the symmetric key its requests are signed with and its replies must carry.
+    key: Option<SymmetricKey>,
 }
 
 /// A source's socket and where it points.
@@ -127,6 +131,8 @@ struct Link {
     entry: usize,
     socket: UdpSocket,
     address: SocketAddr,
+    /// Its entry's key, if any.
+    key: Option<SymmetricKey>,
 }
 
 /// One `[[refclock]]` in the engine.
@@ -175,7 +181,10 @@ impl UpstreamSync {
                 trust: u.trust,
                 require: u.require,
             };
-            entries.push(Entry::new(u.address.clone(), source, 1));
+            let mut entry = Entry::new(u.address.clone(), source, 1);
+            // Checked when the configuration was: the key is in [auth] keys.
+            entry.key = u.key.and_then(|id| config.auth.keys.as_ref()?.table.get(id).cloned());
+            entries.push(entry);
         }
         for p in &config.pool {
             let source =
@@ -290,7 +299,8 @@ fn system_clock(config: &Config) -> anyhow::Result<SystemClock<Box<dyn KernelClo
 
 impl Entry {
     fn new(name: HostPort, config: SourceConfig, max_sources: usize) -> Self {
-        Self { name, config, max_sources, sources: Vec::new(), resolve_at: Some(Instant::now()), banned: Vec::new() }
+        let (sources, banned, key) = (Vec::new(), Vec::new(), None);
+        Self { name, config, max_sources, sources, resolve_at: Some(Instant::now()), banned, key }
     }
 }
 
@@ -359,7 +369,15 @@ impl Driver {
             while let Some(tx) = self.engine.poll_transmit(clock::now(), rng.next_u64()) {
                 if let Some(link) = self.links.get(&tx.source) {
                     // A failed send is an unanswered poll: the reach register shows it.
-                    let _ = link.socket.send(&tx.packet);
+                    let _ = match &link.key {
+                        None => link.socket.send(&tx.packet),
+                        Some(key) => {
+                            let mut signed = [0u8; HEADER_LEN + 4 + MAX_DIGEST_LEN];
+                            signed[..HEADER_LEN].copy_from_slice(&tx.packet);
+                            let len = key.sign(&mut signed, HEADER_LEN).unwrap_or(HEADER_LEN);
+                            link.socket.send(&signed[..len])
+                        }
+                    };
                 }
             }
             self.publish();
@@ -411,7 +429,16 @@ impl Driver {
             }
             let Some(link) = self.links.get(id) else { continue };
             while let Some((len, t4)) = receive(&link.socket, &mut buf) {
-                self.engine.handle_reply(*id, &buf[..len], t4);
+                // A keyed source: only a reply signed with its key counts (a crypto-NAK or a
+                // forged one is as if lost), and the engine sees the header the MAC covers.
+                let reply = match &link.key {
+                    None => &buf[..len],
+                    Some(key) => match key.verify_packet(&buf[..len]) {
+                        Some(header) => header,
+                        None => continue,
+                    },
+                };
+                self.engine.handle_reply(*id, reply, t4);
                 if let Some(s) = self.stats.as_ref().filter(|s| s.wants(Kind::Raw)) {
                     let local = link.socket.local_addr().map_or(link.address.ip(), |a| a.ip());
                     s.raw(link.address.ip(), local, &buf[..len], t4);
@@ -603,7 +630,8 @@ impl Driver {
                     Ok(socket) => match self.engine.add_source(address.ip(), entry.config, clock::now()) {
                         Ok(id) => {
                             entry.sources.push(id);
-                            self.links.insert(id, Link { entry: key, socket, address });
+                            let link = Link { entry: key, socket, address, key: entry.key.clone() };
+                            self.links.insert(id, link);
                             tracing::info!(name = %entry.name, source = %address, "polling");
                         }
                         Err(e) => tracing::error!(name = %entry.name, error = ?e, "source refused by the engine"),
