@@ -4,11 +4,25 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use stratum_proto::server::interleaved::{Interleave, InterleavedStore};
+use stratum_proto::server::respond::respond_with;
 use stratum_proto::{respond, NoAuth, NtpPacket, NtpTimestamp, RxMeta, ServeAll};
 
 #[path = "common/fixture.rs"]
 mod fixture;
 use fixture::snapshot;
+
+/// The server's adapter in its simplest form: straight to the shared store.
+struct Shared<'a>(&'a InterleavedStore);
+
+impl Interleave for Shared<'_> {
+    fn take(&mut self, origin: NtpTimestamp) -> Option<NtpTimestamp> {
+        self.0.take(origin).map(|s| s.transmit)
+    }
+    fn save(&mut self, receive: NtpTimestamp, transmit: NtpTimestamp) {
+        self.0.save(receive, transmit);
+    }
+}
 
 fn bench_respond(c: &mut Criterion) {
     let snap = snapshot();
@@ -69,6 +83,30 @@ fn bench_respond(c: &mut Criterion) {
             black_box(respond(black_box(&mut buf), rx, &snap, &mut ServeAll, &mut keys, || {
                 NtpTimestamp::from_parts(0xEC00_0011, 0x100)
             }))
+        })
+    });
+
+    // An xleave client's steady state: each request quotes the last reply's receive timestamp,
+    // so respond_with takes that entry from the shared store and saves its own. Side by side
+    // with client_request_v4 (a basic client, which never touches the store).
+    let store = InterleavedStore::new(65_536);
+    group.bench_function("client_request_v4_interleaved", |b| {
+        let mut buf = request;
+        let mut origin = NtpTimestamp::ZERO;
+        let mut rx_s = 0xEC00_0011u32;
+        b.iter(|| {
+            buf = request;
+            buf[24..32].copy_from_slice(&origin.to_be_bytes());
+            buf[32..40].copy_from_slice(&NtpTimestamp::from_parts(rx_s, 7).to_be_bytes());
+            noise = noise.wrapping_mul(6364136223846793005).wrapping_add(1);
+            rx_s = rx_s.wrapping_add(1);
+            let rx = RxMeta { client, rx_time: NtpTimestamp::from_parts(rx_s, 0), noise };
+            let v =
+                respond_with(black_box(&mut buf), rx, &snap, &mut ServeAll, &mut NoAuth, &mut Shared(&store), || {
+                    NtpTimestamp::from_parts(rx_s, 0x100)
+                });
+            origin = NtpTimestamp::from_bits(u64::from_be_bytes(buf[32..40].try_into().unwrap()));
+            black_box(v)
         })
     });
 

@@ -531,6 +531,51 @@ pub struct ServerConfig {
     /// attached, with no capabilities left; needs stratumd started as root.
     #[serde(default, deserialize_with = "run_as_user")]
     pub user: Option<crate::privileges::User>,
+    /// Interleaved mode (RFC 9769) for the clients that ask for it (chronyd's `xleave`).
+    #[serde(default = "default_interleaved")]
+    pub interleaved: bool,
+    /// Replies remembered for interleaved mode, shared by every worker (24 bytes each, fixed).
+    #[serde(default = "default_interleaved_entries")]
+    pub interleaved_entries: usize,
+    /// Where a reply's true transmit time comes from (interleaved mode sends it).
+    #[serde(default)]
+    pub tx_timestamps: TxTimestamps,
+}
+
+fn default_interleaved() -> bool {
+    true
+}
+
+fn default_interleaved_entries() -> usize {
+    65_536
+}
+
+/// `[server] tx-timestamps`: the transmit stamps interleaved replies carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TxTimestamps {
+    /// The best the backend has: hardware where `timestamping = "hardware"` (socket) or the
+    /// driver fills the AF_XDP TX metadata (xdp), else software.
+    #[default]
+    Auto,
+    /// Kernel software stamps (socket: SO_TIMESTAMPING at the driver; xdp: the clock read
+    /// right after the frame was handed to the kernel).
+    Software,
+    /// NIC stamps (socket: SO_TIMESTAMPING hardware; xdp: AF_XDP TX metadata).
+    Hardware,
+    /// None: interleaved replies carry the daemon's own T3, as basic ones do.
+    Off,
+}
+
+impl TxTimestamps {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Software => "software",
+            Self::Hardware => "hardware",
+            Self::Off => "off",
+        }
+    }
 }
 
 fn run_as_user<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::privileges::User>, D::Error> {
@@ -935,6 +980,13 @@ impl Config {
         if s.timestamping == Timestamping::Hardware && s.interface.is_none() {
             return Err(Invalid::new("server.interface", "timestamping = \"hardware\" needs the interface to enable")
                 .at("server.timestamping"));
+        }
+        if s.tx_timestamps == TxTimestamps::Hardware && s.backend == Backend::Socket && s.interface.is_none() {
+            return Err(Invalid::new("server.interface", "tx-timestamps = \"hardware\" needs the interface to enable")
+                .at("server.tx-timestamps"));
+        }
+        if !(1..=1 << 24).contains(&s.interleaved_entries) {
+            return Err(Invalid::new("server.interleaved-entries", "must be 1 to 16777216"));
         }
         if let Some(interface) = &s.interface {
             if stratum_host::netif::index(interface).is_none() {

@@ -93,6 +93,7 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION"),
         started,
         backend: config.server.backend.as_str(),
+        tx_timestamps: backend.tx_stamps().as_str(),
         xdp: backend.xdp_status(),
         addresses: backend.addresses(),
         workers: backend.worker_handles(),

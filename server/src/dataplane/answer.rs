@@ -8,16 +8,19 @@ use rand::rngs::StdRng;
 use rand::RngCore;
 use std::net::SocketAddr;
 use stratum_proto::auth::KeyTable;
-use stratum_proto::{respond, DropReason, NtpTimestamp, RxMeta, ServerSnapshot, Verdict};
+use stratum_proto::server::respond::respond_with;
+use stratum_proto::{DropReason, NtpTimestamp, RxMeta, ServerSnapshot, Verdict};
 
 use crate::dataplane::admission::WorkerPolicy;
+use crate::dataplane::interleave::WorkerInterleave;
 use crate::dataplane::stats::WorkerCounters;
 
 /// Decides what `payload` (a request from `client`, received at `rx_time` on the host clock)
 /// gets, writing any reply over it; records the reply's turnaround. The caller counts the verdict.
 /// T3 is read from `read_clock` (the workers pass `stratum_host::clock::try_now`); a clock that
 /// cannot be read turns a reply into a counted drop ([`DropReason::Clock`]): its transmit
-/// timestamp would be untrue.
+/// timestamp would be untrue. Interleaved mode goes through `interleave` (afterwards its
+/// `saved()` names the reply whose transmit stamp the backend should ask for).
 #[allow(clippy::too_many_arguments)]
 pub fn answer(
     payload: &mut [u8],
@@ -26,15 +29,17 @@ pub fn answer(
     snapshot: &ServerSnapshot,
     admission: &mut WorkerPolicy,
     keys: &mut KeyTable,
+    interleave: &mut WorkerInterleave,
     rng: &mut StdRng,
     counters: &WorkerCounters,
     read_clock: impl Fn() -> Option<NtpTimestamp>,
 ) -> Verdict {
+    interleave.begin();
     let rx = RxMeta { client, rx_time, noise: rng.next_u64() };
     // T3 as respond() read it (raw host clock, like rx_time), for the turnaround histogram; None
     // inside when the read failed.
     let mut tx_time = None;
-    let verdict = respond(payload, rx, snapshot, admission, keys, || {
+    let verdict = respond_with(payload, rx, snapshot, admission, keys, interleave, || {
         let t3 = read_clock();
         tx_time = Some(t3);
         t3.unwrap_or(NtpTimestamp::ZERO)
@@ -69,11 +74,34 @@ mod tests {
         let mut buf = request;
         let broken = || None;
         let mut keys = KeyTable::default();
-        let v = answer(&mut buf, client, rx, &snapshot, &mut policy, &mut keys, &mut rng, &counters, broken);
+        let mut interleave = WorkerInterleave::new(None, counters.clone());
+        let v = answer(
+            &mut buf,
+            client,
+            rx,
+            &snapshot,
+            &mut policy,
+            &mut keys,
+            &mut interleave,
+            &mut rng,
+            &counters,
+            broken,
+        );
         assert_eq!(v, Verdict::Drop(DropReason::Clock));
         let mut buf = request;
         let working = || Some(NtpTimestamp::from_parts(3_990_000_000, 1000));
-        let v = answer(&mut buf, client, rx, &snapshot, &mut policy, &mut keys, &mut rng, &counters, working);
+        let v = answer(
+            &mut buf,
+            client,
+            rx,
+            &snapshot,
+            &mut policy,
+            &mut keys,
+            &mut interleave,
+            &mut rng,
+            &counters,
+            working,
+        );
         assert!(v.reply_len().is_some(), "{v:?}");
     }
 }

@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod answer;
 pub mod histogram;
+pub mod interleave;
 pub mod pinning;
 pub mod prefetch;
 pub mod socket;
@@ -109,6 +110,15 @@ impl DataPlane {
             Self::Socket(b) => b.reply_sockets.iter().map(|s| s.try_clone().ok()).collect(),
             #[cfg(feature = "xdp")]
             Self::Xdp(_) => None,
+        }
+    }
+
+    /// The transmit stamps interleaved replies carry.
+    pub fn tx_stamps(&self) -> interleave::TxStampMode {
+        match self {
+            Self::Socket(b) => b.tx_stamps,
+            #[cfg(feature = "xdp")]
+            Self::Xdp(b) => b.tx_stamps,
         }
     }
 

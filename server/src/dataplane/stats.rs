@@ -32,12 +32,27 @@ pub struct WorkerCounters {
     pub ratelimit_evicted: AtomicU64,
     /// Clients flagged for retrying fast while limited.
     pub ratelimit_fast_clients: AtomicU64,
+    /// Interleaved mode: replies that carried an earlier reply's transmit time, and of those,
+    /// how many had only the daemon's T3 for it (no kernel/NIC stamp arrived).
+    pub interleaved_replies: AtomicU64,
+    pub tx_stamps_missing: AtomicU64,
+    /// Kernel/NIC transmit stamps that reached the interleaved store, and those refused as more
+    /// than 1 s after the daemon's T3.
+    pub tx_stamps: AtomicU64,
+    pub tx_stamps_late: AtomicU64,
+    /// Live interleaved entries overwritten for want of room (the store is too small).
+    pub interleaved_evictions: AtomicU64,
     /// Turnaround (T3 − T2) of answered requests.
     pub turnaround: TurnaroundHistogram,
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
     counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+/// Adds one to a counter of the calling worker's own [`WorkerCounters`] (its only writer).
+pub fn incr(counter: &AtomicU64) {
+    bump(counter, 1);
 }
 
 impl WorkerCounters {
@@ -101,6 +116,11 @@ pub struct Totals {
     pub ratelimit_inserted: u64,
     pub ratelimit_evicted: u64,
     pub ratelimit_fast_clients: u64,
+    pub interleaved_replies: u64,
+    pub tx_stamps_missing: u64,
+    pub tx_stamps: u64,
+    pub tx_stamps_late: u64,
+    pub interleaved_evictions: u64,
 }
 
 impl Totals {
@@ -117,6 +137,11 @@ impl Totals {
             t.ratelimit_inserted += get(&w.ratelimit_inserted);
             t.ratelimit_evicted += get(&w.ratelimit_evicted);
             t.ratelimit_fast_clients += get(&w.ratelimit_fast_clients);
+            t.interleaved_replies += get(&w.interleaved_replies);
+            t.tx_stamps_missing += get(&w.tx_stamps_missing);
+            t.tx_stamps += get(&w.tx_stamps);
+            t.tx_stamps_late += get(&w.tx_stamps_late);
+            t.interleaved_evictions += get(&w.interleaved_evictions);
             for (sum, c) in t.kod.iter_mut().zip(&w.kod) {
                 *sum += get(c);
             }
@@ -162,6 +187,11 @@ impl Totals {
             ("ratelimit_clients_inserted", self.ratelimit_inserted),
             ("ratelimit_clients_evicted", self.ratelimit_evicted),
             ("ratelimit_fast_clients", self.ratelimit_fast_clients),
+            ("interleaved_replies", self.interleaved_replies),
+            ("tx_stamps", self.tx_stamps),
+            ("tx_stamps_missing", self.tx_stamps_missing),
+            ("tx_stamps_late", self.tx_stamps_late),
+            ("interleaved_evictions", self.interleaved_evictions),
         ] {
             if n > 0 {
                 s += &format!(" {name}={n}");

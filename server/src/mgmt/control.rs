@@ -371,6 +371,7 @@ mod tests {
             version: "0.0.0",
             started: std::time::Instant::now(),
             backend: "socket",
+            tx_timestamps: "software",
             xdp: None,
             addresses: vec![],
             workers: vec![],

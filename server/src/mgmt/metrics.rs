@@ -54,6 +54,10 @@ enum Metric {
     RatelimitEvictions,
     RatelimitLeaked,
     RatelimitFastClients,
+    TxTimestampsInfo,
+    InterleavedReplies,
+    TxTimestamps,
+    InterleavedEvictions,
     XdpInfo,
     XdpProgramPackets,
     XdpRxDropped,
@@ -125,6 +129,10 @@ const FAMILIES: [Family; Metric::StatsLines as usize + 1] = [
     family("stratumd_ratelimit_evictions_total", COUNTER, &[], "Records evicted to make room for a new client."),
     family("stratumd_ratelimit_leaked_total", COUNTER, &[], "Requests over their limit answered anyway (the leak)."),
     family("stratumd_ratelimit_fast_clients_total", COUNTER, &[], "Clients flagged for retrying fast while limited."),
+    family("stratumd_tx_timestamps_info", GAUGE, &["mode"], "Always 1; where interleaved replies' transmit times come from: off (the daemon's own T3), software (kernel; xdp: the clock read after the send), hardware (NIC)."),
+    family("stratumd_interleaved_replies_total", COUNTER, &["tx_stamp"], "Interleaved-mode replies, by the transmit time they carried: precise (kernel/NIC stamp) or missing (the daemon's T3; no stamp arrived)."),
+    family("stratumd_tx_timestamps_total", COUNTER, &["outcome"], "Kernel/NIC transmit stamps of interleaved clients' replies: stored, or late (more than 1 s after the daemon's T3; refused)."),
+    family("stratumd_interleaved_evictions_total", COUNTER, &[], "Interleaved entries overwritten before use for want of room ([server] interleaved-entries too small)."),
     family("stratumd_xdp_info", GAUGE, &["interface", "mode", "bind", "rx_timestamps"], "Always 1 with the xdp backend: attach mode (driver/generic), socket bind mode (zero-copy/copy), stamp source."),
     family("stratumd_xdp_program_packets_total", COUNTER, &["action"], "Frames the XDP program handled: redirected to a worker, passed to the kernel, dropped as malformed or denied, no socket on the queue, or to our port but not addressed to this host (passed to the kernel)."),
     family("stratumd_xdp_rx_dropped_total", COUNTER, &["queue"], "Frames the kernel dropped on the queue's AF_XDP socket."),
@@ -285,6 +293,17 @@ impl Families {
         self.gauge(Metric::ClockRootDispersion, &[], clock.root_dispersion_seconds);
     }
 
+    fn interleaved(&mut self, s: &ServerStatus) {
+        let t = s.totals();
+        self.gauge(Metric::TxTimestampsInfo, &[("mode", s.tx_timestamps)], 1.0);
+        let precise = t.interleaved_replies.saturating_sub(t.tx_stamps_missing);
+        self.counter(Metric::InterleavedReplies, &[("tx_stamp", "precise")], precise);
+        self.counter(Metric::InterleavedReplies, &[("tx_stamp", "missing")], t.tx_stamps_missing);
+        self.counter(Metric::TxTimestamps, &[("outcome", "stored")], t.tx_stamps);
+        self.counter(Metric::TxTimestamps, &[("outcome", "late")], t.tx_stamps_late);
+        self.counter(Metric::InterleavedEvictions, &[], t.interleaved_evictions);
+    }
+
     fn ratelimit(&mut self, s: &ServerStatus) {
         let totals = s.totals();
         self.gauge(Metric::RatelimitEnabled, &[], f64::from(u8::from(s.limiter.is_some())));
@@ -418,6 +437,7 @@ impl Collector for StratumCollector {
         out.turnaround(s);
         out.clock(s);
         out.ratelimit(s);
+        out.interleaved(s);
         if let Some(x) = &s.xdp {
             out.xdp(&x.read());
         }
@@ -572,6 +592,7 @@ mod tests {
             version: "9.9.9",
             started: Instant::now(),
             backend: "xdp",
+            tx_timestamps: "hardware",
             xdp: Some(Arc::new(FixedXdp)),
             addresses: vec![],
             workers: counters

@@ -16,6 +16,7 @@ impl ServerStatus {
             "version": self.version,
             "uptime_seconds": round_ms(self.uptime_seconds()),
             "backend": self.backend,
+            "tx_timestamps": self.tx_timestamps,
             "workers": self.workers.len(),
             "listen": self.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "clock_source": self.clock_source,
@@ -194,6 +195,13 @@ pub fn totals_json(t: &Totals) -> Value {
         "send_failed": t.send_failed,
         "receive_errors": t.receive_errors,
         "socket_drops": t.socket_drops,
+        "interleaved": {
+            "replies": t.interleaved_replies,
+            "tx_stamps": t.tx_stamps,
+            "tx_stamps_missing": t.tx_stamps_missing,
+            "tx_stamps_late": t.tx_stamps_late,
+            "evictions": t.interleaved_evictions,
+        },
     })
 }
 
@@ -252,6 +260,7 @@ mod tests {
             version: "0.0.0",
             started: Instant::now(),
             backend: "socket",
+            tx_timestamps: "software",
             xdp: None,
             addresses: vec!["127.0.0.1:123".parse().unwrap()],
             workers,

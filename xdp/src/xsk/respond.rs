@@ -24,11 +24,21 @@ pub const EMPTY_DESC: libc::xdp_desc = libc::xdp_desc { addr: 0, len: 0, options
 pub struct ReplyScratch {
     tx: [libc::xdp_desc; MAX_BATCH],
     frames: [u64; MAX_BATCH],
+    /// How many of `tx` the last batch put on the TX ring.
+    sent: usize,
 }
 
 impl Default for ReplyScratch {
     fn default() -> Self {
-        Self { tx: [EMPTY_DESC; MAX_BATCH], frames: [0; MAX_BATCH] }
+        Self { tx: [EMPTY_DESC; MAX_BATCH], frames: [0; MAX_BATCH], sent: 0 }
+    }
+}
+
+impl ReplyScratch {
+    /// The descriptors the last [`XskSocket::answer_in_place`] put on the TX ring (their frames
+    /// hold the replies until they complete).
+    pub fn sent(&self) -> &[libc::xdp_desc] {
+        &self.tx[..self.sent]
     }
 }
 
@@ -53,12 +63,25 @@ impl XskSocket {
         scratch: &mut ReplyScratch,
         mut answer: impl FnMut(&mut Umem, &libc::xdp_desc) -> Option<usize>,
     ) -> BatchOutcome {
+        self.answer_in_place_with(rx, scratch, |umem, desc| answer(umem, desc).map(|len| (len, 0)))
+    }
+
+    /// As [`answer_in_place`](Self::answer_in_place), with the TX descriptor's options from
+    /// `answer` too (`XDP_TX_METADATA` for a reply whose transmit timestamp it asked for with
+    /// [`Umem::request_tx_timestamp`]). Afterwards [`ReplyScratch::sent`] lists the replies put
+    /// on the TX ring.
+    pub fn answer_in_place_with(
+        &mut self,
+        rx: &[libc::xdp_desc],
+        scratch: &mut ReplyScratch,
+        mut answer: impl FnMut(&mut Umem, &libc::xdp_desc) -> Option<(usize, u32)>,
+    ) -> BatchOutcome {
         assert!(rx.len() <= MAX_BATCH, "a batch of {} descriptors; at most {MAX_BATCH}", rx.len());
         let (mut n_tx, mut n_back) = (0, 0);
         for desc in rx {
             match answer(&mut self.umem, desc) {
-                Some(len) => {
-                    scratch.tx[n_tx] = libc::xdp_desc { addr: desc.addr, len: len as u32, options: 0 };
+                Some((len, options)) => {
+                    scratch.tx[n_tx] = libc::xdp_desc { addr: desc.addr, len: len as u32, options };
                     n_tx += 1;
                 }
                 None => {
@@ -69,6 +92,7 @@ impl XskSocket {
         }
         let not_answered = n_back;
         let sent = self.tx.push(&scratch.tx[..n_tx]);
+        scratch.sent = sent;
         for d in &scratch.tx[sent..n_tx] {
             scratch.frames[n_back] = self.umem.frame_of(d.addr);
             n_back += 1;
@@ -116,12 +140,20 @@ impl XskSocket {
     /// Frames the kernel has sent come back on the completion ring; they go onto the fill ring
     /// again.
     pub fn recycle_completions(&mut self, scratch: &mut ReplyScratch) {
+        self.recycle_completions_with(scratch, |_, _| {});
+    }
+
+    /// As [`recycle_completions`](Self::recycle_completions), showing `completed` each sent
+    /// frame's descriptor address first (its TX metadata holds the transmit timestamp, its data
+    /// the reply), before the frame goes back to the fill ring.
+    pub fn recycle_completions_with(&mut self, scratch: &mut ReplyScratch, mut completed: impl FnMut(&Umem, u64)) {
         loop {
             let n = self.completion.pop(&mut scratch.frames);
             if n == 0 {
                 return;
             }
             for addr in &mut scratch.frames[..n] {
+                completed(&self.umem, *addr);
                 *addr = self.umem.frame_of(*addr);
             }
             self.refill(&scratch.frames[..n]);

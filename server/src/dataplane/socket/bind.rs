@@ -69,12 +69,14 @@ fn enable_packet_info(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
     }
 }
 
-/// Asks the NIC driver to timestamp every received packet in hardware (SIOCSHWTSTAMP).
+/// Asks the NIC driver to timestamp every received packet in hardware (SIOCSHWTSTAMP), and with
+/// `tx` the packets we ask a transmit stamp for too.
 ///
 /// The raw hardware stamps are in the NIC clock's timescale: they are only UTC when that clock is
 /// kept on the system clock (phc2sys), which is the operator's job and documented as such.
-pub fn enable_hardware_rx_stamps(interface: &str) -> io::Result<()> {
+pub fn enable_hardware_rx_stamps(interface: &str, tx: bool) -> io::Result<()> {
     const HWTSTAMP_TX_OFF: libc::c_int = 0;
+    const HWTSTAMP_TX_ON: libc::c_int = 1;
     const HWTSTAMP_FILTER_ALL: libc::c_int = 1;
     const HWTSTAMP_FILTER_NTP_ALL: libc::c_int = 15;
     #[repr(C)]
@@ -95,7 +97,8 @@ pub fn enable_hardware_rx_stamps(interface: &str) -> io::Result<()> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
     let mut last = io::Error::from(io::ErrorKind::Unsupported);
     for filter in [HWTSTAMP_FILTER_ALL, HWTSTAMP_FILTER_NTP_ALL] {
-        let mut config = HwTstampConfig { flags: 0, tx_type: HWTSTAMP_TX_OFF, rx_filter: filter };
+        let mut config =
+            HwTstampConfig { flags: 0, tx_type: if tx { HWTSTAMP_TX_ON } else { HWTSTAMP_TX_OFF }, rx_filter: filter };
         let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: &mut config, _pad: [0; 16] };
         for (dst, src) in req.name.iter_mut().zip(interface.bytes()) {
             *dst = src as libc::c_char;
@@ -126,8 +129,8 @@ mod tests {
 
     #[test]
     fn hardware_stamps_on_a_missing_interface_fail_cleanly() {
-        assert!(enable_hardware_rx_stamps("no-such-if0").is_err());
-        assert!(enable_hardware_rx_stamps("").is_err());
-        assert!(enable_hardware_rx_stamps("lo").is_err(), "loopback has no hardware clock");
+        assert!(enable_hardware_rx_stamps("no-such-if0", false).is_err());
+        assert!(enable_hardware_rx_stamps("", true).is_err());
+        assert!(enable_hardware_rx_stamps("lo", false).is_err(), "loopback has no hardware clock");
     }
 }

@@ -30,8 +30,10 @@ const RXQ_OVFL_LEN: usize = 4;
 
 /// Room for everything we ask the kernel for on receive.
 pub const RECV_SPACE: usize = space(TIMESTAMPING_LEN) + space(IN6_PKTINFO_LEN) + space(RXQ_OVFL_LEN);
-/// Room for what we attach on send.
-pub const SEND_SPACE: usize = space(IN6_PKTINFO_LEN);
+/// Room for what we attach on send: the source address and a transmit-stamp request.
+pub const SEND_SPACE: usize = space(IN6_PKTINFO_LEN) + space(TX_FLAGS_LEN);
+/// SO_TIMESTAMPING on send: the recording flags (a u32) for this one datagram.
+const TX_FLAGS_LEN: usize = 4;
 
 /// The local address a datagram was sent to (IP_PKTINFO / IPV6_PKTINFO).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +150,22 @@ pub fn write_source(out: &mut [u8], info: &PacketInfo) -> usize {
             data[16..20].copy_from_slice(&info.interface.to_ne_bytes());
         }
     }
+    total
+}
+
+/// Writes the control message that asks the kernel to stamp this one datagram as it leaves
+/// (SO_TIMESTAMPING with `flags`, e.g. SOF_TIMESTAMPING_TX_SOFTWARE); the stamp comes back on
+/// the socket's error queue. Returns the bytes used (0 if `out` is too small).
+pub fn write_tx_stamp_request(out: &mut [u8], flags: u32) -> usize {
+    let total = space(TX_FLAGS_LEN);
+    let Some(msg) = out.get_mut(..total) else {
+        return 0;
+    };
+    msg.fill(0);
+    msg[..WORD].copy_from_slice(&(HEADER + TX_FLAGS_LEN).to_ne_bytes());
+    msg[WORD..WORD + 4].copy_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
+    msg[WORD + 4..WORD + 8].copy_from_slice(&libc::SO_TIMESTAMPING.to_ne_bytes());
+    msg[HEADER..HEADER + TX_FLAGS_LEN].copy_from_slice(&flags.to_ne_bytes());
     total
 }
 

@@ -113,6 +113,20 @@ impl MessageBatch {
         self.queued += 1;
     }
 
+    /// Asks the kernel to stamp the reply queued last as it leaves (`flags`: SO_TIMESTAMPING
+    /// recording flags); the stamp comes back on the socket's error queue
+    /// ([`super::errqueue::TxStamps`]). Only that datagram asks; the others cost nothing.
+    pub fn request_tx_stamp(&mut self, flags: u32) {
+        let Some(j) = self.queued.checked_sub(1) else { return };
+        let used = self.send_headers[j].msg_hdr.msg_controllen;
+        let written = self.send_control[j].0.get_mut(used..).map_or(0, |out| cmsg::write_tx_stamp_request(out, flags));
+        if written > 0 {
+            let h = &mut self.send_headers[j].msg_hdr;
+            h.msg_control = self.send_control[j].0.as_mut_ptr().cast();
+            h.msg_controllen = used + written;
+        }
+    }
+
     /// Sends every queued reply without blocking. Returns (sent, not sent); a full socket buffer
     /// or a per-datagram error drops that reply (counted by the caller), never blocks the worker.
     pub fn send_queued(&mut self, fd: RawFd) -> (usize, usize) {

@@ -9,6 +9,7 @@
 
 pub mod bind;
 pub mod cmsg;
+pub mod errqueue;
 pub mod mmsg;
 
 use std::net::SocketAddr;
@@ -22,13 +23,15 @@ use rand::SeedableRng;
 use socket2::Socket;
 use stratum_proto::{DropReason, Verdict};
 
-use crate::config::{ServerConfig, Timestamping, Workers};
+use crate::config::{ServerConfig, Timestamping, TxTimestamps, Workers};
 use crate::dataplane::admission::WorkerPolicy;
 use crate::dataplane::answer::answer;
+use crate::dataplane::interleave::{self, TxStampMode, WorkerInterleave};
 use crate::dataplane::pinning::{assign_cores, spawn_worker};
 use crate::dataplane::stats::WorkerCounters;
 use crate::dataplane::WorkerInputs;
 use crate::time::core::SnapshotReader;
+use errqueue::TxStamps;
 use mmsg::MessageBatch;
 use stratum_host::clock;
 
@@ -40,6 +43,8 @@ pub struct SocketBackend {
     pub cores: Vec<Option<usize>>,
     /// A clone of the first worker's socket per listen address: the ntpq thread answers from it.
     pub reply_sockets: Vec<Socket>,
+    /// The transmit stamps interleaved replies carry.
+    pub tx_stamps: TxStampMode,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -52,22 +57,35 @@ impl SocketBackend {
             Workers::Auto => core_affinity::get_core_ids().map_or(1, |c| c.len().max(1)),
         };
         let cores = assign_cores(workers, config.cores.as_ref().map(|c| c.get_ref().as_slice()));
-        if config.timestamping == Timestamping::Hardware {
+        // Hardware transmit stamps need the NIC told too (SIOCSHWTSTAMP tx_type ON).
+        let tx_hardware = config.interleaved
+            && (config.tx_timestamps == TxTimestamps::Hardware
+                || (config.tx_timestamps == TxTimestamps::Auto && config.timestamping == Timestamping::Hardware));
+        let mut hardware_ok = false;
+        if config.timestamping == Timestamping::Hardware || tx_hardware {
             let interface = config.interface.as_deref().unwrap_or_default();
-            match bind::enable_hardware_rx_stamps(interface) {
-                Ok(()) => tracing::info!(interface, "hardware receive timestamps enabled"),
+            match bind::enable_hardware_rx_stamps(interface, tx_hardware) {
+                Ok(()) => {
+                    hardware_ok = true;
+                    tracing::info!(interface, tx = tx_hardware, "hardware timestamps enabled");
+                }
                 Err(e) => {
-                    tracing::warn!(interface, error = %e, "no hardware receive timestamps; using kernel software stamps")
+                    tracing::warn!(interface, error = %e, "no hardware timestamps; using kernel software stamps")
                 }
             }
         }
+        let tx_stamps = TxStampMode::for_socket(config, hardware_ok);
+        let store = interleave::store(config);
+        // Sockets report hardware stamps when either direction uses them.
+        let socket_stamps =
+            if tx_stamps == TxStampMode::Hardware { Timestamping::Hardware } else { config.timestamping };
 
         let addresses = resolve_ports(&config.listen)?;
         let mut per_worker: Vec<Vec<Socket>> = Vec::with_capacity(workers);
         for _ in 0..workers {
             let sockets = addresses
                 .iter()
-                .map(|addr| bind::open(*addr, config.timestamping).map_err(|e| listen_error(*addr, e)))
+                .map(|addr| bind::open(*addr, socket_stamps).map_err(|e| listen_error(*addr, e)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             per_worker.push(sockets);
         }
@@ -85,15 +103,17 @@ impl SocketBackend {
                 wildcard,
                 batch_size: config.batch,
                 reader: SnapshotReader::new(cell.clone()),
-                counters: worker_counters,
+                counters: worker_counters.clone(),
                 shutdown: shutdown.clone(),
                 socket_drops: vec![0; addresses.len()],
                 keys: keys.clone(),
                 ntpq: ntpq.cloned(),
+                interleave: WorkerInterleave::new(store.clone(), worker_counters.clone()),
+                tx_stamps,
             };
             threads.push(spawn_worker(format!("stratumd-w{id}"), id, cores[id], move || worker.run(policy))?);
         }
-        Ok(Self { addresses, counters, cores, reply_sockets, threads })
+        Ok(Self { addresses, counters, cores, reply_sockets, tx_stamps, threads })
     }
 
     /// Waits for every worker to finish (after shutdown was raised).
@@ -145,11 +165,17 @@ struct Worker {
     ntpq: Option<crate::mgmt::ntpq::NtpqHandoff>,
     /// This worker's own copy of `[auth]`'s keys (a MAC is checked without touching another core's memory).
     keys: stratum_proto::auth::KeyTable,
+    /// Interleaved mode: this worker's side of the shared store.
+    interleave: WorkerInterleave,
+    /// Transmit stamps asked for per interleaved reply and read back from the error queue
+    /// ([`TxStamps`], made on the worker's thread like its [`MessageBatch`]).
+    tx_stamps: TxStampMode,
 }
 
 impl Worker {
     fn run(mut self, mut admission: WorkerPolicy) {
         let mut batch = MessageBatch::new(self.batch_size);
+        let mut tx = TxStamps::new(self.tx_stamps, self.sockets.len(), self.batch_size);
         let mut rng = StdRng::from_entropy();
         let fds: Vec<RawFd> = self.sockets.iter().map(|s| s.as_raw_fd()).collect();
         let mut poll_fds: Vec<libc::pollfd> =
@@ -159,7 +185,7 @@ impl Worker {
             if fds.len() == 1 {
                 // Blocks for the first datagram (up to the socket's read timeout), then takes
                 // whatever else is already queued.
-                self.receive_and_answer(&mut batch, 0, fds[0], libc::MSG_WAITFORONE, &mut rng, &mut admission);
+                self.receive_and_answer(&mut batch, &mut tx, 0, fds[0], libc::MSG_WAITFORONE, &mut rng, &mut admission);
                 continue;
             }
             let timeout_ms = bind::WAKE_INTERVAL.as_millis() as libc::c_int;
@@ -170,15 +196,25 @@ impl Worker {
             }
             for s in 0..poll_fds.len() {
                 if poll_fds[s].revents & libc::POLLIN != 0 {
-                    self.receive_and_answer(&mut batch, s, fds[s], libc::MSG_DONTWAIT, &mut rng, &mut admission);
+                    self.receive_and_answer(
+                        &mut batch,
+                        &mut tx,
+                        s,
+                        fds[s],
+                        libc::MSG_DONTWAIT,
+                        &mut rng,
+                        &mut admission,
+                    );
                 }
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn receive_and_answer(
         &mut self,
         batch: &mut MessageBatch,
+        tx: &mut Option<TxStamps>,
         socket: usize,
         fd: RawFd,
         flags: libc::c_int,
@@ -195,6 +231,7 @@ impl Worker {
         };
         self.counters.add_received(n as u64);
         let snapshot = *self.reader.refresh();
+        self.interleave.watch_steps(&snapshot);
         admission.set_time(clock::monotonic());
         // First pass: every client's rate-limiter set requested at once (their misses overlap);
         // the second pass below decides.
@@ -209,6 +246,7 @@ impl Worker {
         // Read once per batch, and only when a datagram came without a kernel stamp.
         let mut fallback_rx = None;
         let mut drops_seen = None;
+        let mut stamps_asked = 0;
         for i in 0..n {
             let (payload, truncated, source, info) = batch.datagram(i);
             drops_seen = info.socket_drops.or(drops_seen);
@@ -225,6 +263,7 @@ impl Worker {
                             &snapshot,
                             admission,
                             &mut self.keys,
+                            &mut self.interleave,
                             rng,
                             &self.counters,
                             clock::try_now,
@@ -242,6 +281,11 @@ impl Worker {
             if let Some(len) = verdict.reply_len() {
                 let reply_from = if wildcard { info.packet_info } else { None };
                 batch.queue_reply(i, len, reply_from.as_ref());
+                // An interleaved client's reply: its true transmit time goes into the store.
+                if let (Some(tx), Some(_)) = (&tx, self.interleave.saved()) {
+                    batch.request_tx_stamp(tx.request_flags());
+                    stamps_asked += 1;
+                }
             }
         }
         if let Some(drops) = drops_seen {
@@ -252,6 +296,13 @@ impl Worker {
         let (_, failed) = batch.send_queued(fd);
         if failed > 0 {
             self.counters.add_send_failed(failed as u64);
+        }
+        // Software stamps are on the error queue by the time sendmmsg returns; a NIC's may come
+        // a batch later. Either way one read, and none while no stamp is outstanding.
+        if let Some(tx) = tx {
+            tx.asked(socket, stamps_asked);
+            let interleave = &self.interleave;
+            tx.drain(socket, fd, |key, stamp| interleave.tx_stamp(key, stamp, &snapshot));
         }
     }
 }

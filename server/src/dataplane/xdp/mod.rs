@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use stratum_proto::server::access::{prefilter_denies, Cidr};
 use stratum_xdp::program::{AttachedMode, ProgramConfig, SteeringProgram, XdpMode as ProgramMode};
-use stratum_xdp::xsk::{XskConfig, MAX_BATCH};
+use stratum_xdp::xsk::{BindMode, XskConfig, MAX_BATCH};
 
 // The configured batch is clamped to the ring batch the xdp crate sizes its arrays for; the config's
 // own limit (the socket backend's too) must not promise more.
@@ -30,6 +30,7 @@ const _: () = assert!(crate::config::MAX_BATCH <= MAX_BATCH);
 
 use crate::config::{Config, DenyAction, Queues, Timestamping, XdpMode};
 use crate::dataplane::admission::Admission;
+use crate::dataplane::interleave::{self, TxStampMode, WorkerInterleave};
 use crate::dataplane::pinning::{assign_cores, spawn_worker};
 use crate::dataplane::stats::WorkerCounters;
 use crate::dataplane::WorkerInputs;
@@ -45,6 +46,8 @@ pub struct XdpBackend {
     pub counters: Vec<Arc<WorkerCounters>>,
     pub cores: Vec<Option<usize>>,
     pub status: Arc<XdpStatusReader>,
+    /// The transmit stamps interleaved replies carry.
+    pub tx_stamps: TxStampMode,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -67,6 +70,14 @@ impl XdpBackend {
         // make it a whole batch where the kernel lets us (drive_tx wakes once per budget otherwise).
         let sockets = program.open_queue_sockets(&queues, &XskConfig::default(), batch as u32)?;
         let status = Arc::new(XdpStatusReader::new(program, &sockets)?);
+        // NIC stamps through the TX metadata need a zero-copy driver that fills them; copy mode
+        // gets the software stamp.
+        let metadata = sockets.iter().all(|s| s.umem.tx_metadata_len() > 0 && s.mode() == BindMode::ZeroCopy);
+        let tx_stamps = TxStampMode::for_xdp(server, metadata);
+        if server.tx_timestamps == crate::config::TxTimestamps::Hardware && tx_stamps != TxStampMode::Hardware {
+            tracing::warn!(interface, "no NIC transmit stamps (copy mode or no TX metadata); using software stamps");
+        }
+        let store = interleave::store(server);
         let watcher = local::spawn_watcher(status.clone(), shutdown.clone())
             .context("cannot watch the host's addresses (netlink)")?;
 
@@ -82,14 +93,17 @@ impl XdpBackend {
                 batch,
                 idle_spin: std::time::Duration::from_micros(server.idle_spin_us),
                 reader: SnapshotReader::new(cell.clone()),
-                counters: worker_counters,
+                counters: worker_counters.clone(),
                 shutdown: shutdown.clone(),
                 keys: keys.clone(),
+                interleave: WorkerInterleave::new(store.clone(), worker_counters.clone()),
+                tx_stamps,
+                stamp_wanted: Vec::new(),
             };
             threads.push(spawn_worker(format!("stratumd-x{id}"), id, cores[id], move || worker.run(policy))?);
         }
         threads.push(watcher);
-        Ok(Self { interface, queues, counters, cores, status, threads })
+        Ok(Self { interface, queues, counters, cores, status, tx_stamps, threads })
     }
 
     /// Waits for every worker to finish (after shutdown was raised), then detaches the program.

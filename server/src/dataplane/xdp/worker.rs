@@ -19,6 +19,7 @@ use stratum_xdp::xsk::{BatchOutcome, ReplyScratch, Umem, XskSocket, EMPTY_DESC, 
 
 use crate::dataplane::admission::WorkerPolicy;
 use crate::dataplane::answer::answer;
+use crate::dataplane::interleave::{reply_key, TxStampMode, WorkerInterleave};
 use crate::dataplane::prefetch::prefetch;
 use crate::dataplane::stats::WorkerCounters;
 use crate::time::core::SnapshotReader;
@@ -40,11 +41,18 @@ pub(super) struct Worker {
     pub(super) shutdown: Arc<AtomicBool>,
     /// This worker's own copy of `[auth]`'s keys.
     pub(super) keys: stratum_proto::auth::KeyTable,
+    /// Interleaved mode: this worker's side of the shared store.
+    pub(super) interleave: WorkerInterleave,
+    /// Where interleaved replies' transmit times come from.
+    pub(super) tx_stamps: TxStampMode,
+    /// Per UMEM frame: its reply asked for a NIC stamp in its TX metadata (read at completion).
+    pub(super) stamp_wanted: Vec<bool>,
 }
 
 impl Worker {
     pub(super) fn run(mut self, mut admission: WorkerPolicy) {
         let mut rx = [EMPTY_DESC; MAX_BATCH];
+        self.stamp_wanted = vec![false; self.xsk.umem.frame_count() as usize];
         let mut scratch = ReplyScratch::default();
         let mut rng = StdRng::from_entropy();
         // Spinning on an empty ring for `idle_spin` keeps a busy queue's latency low (no wakeup
@@ -52,7 +60,7 @@ impl Worker {
         let mut spins = 0u32;
         let mut idle_since: Option<std::time::Instant> = None;
         while !self.shutdown.load(Ordering::Relaxed) {
-            self.xsk.recycle_completions(&mut scratch);
+            self.recycle(&mut scratch);
             let n = self.xsk.rx.pop(&mut rx[..self.batch]);
             if n == 0 {
                 // Replies a busy device left on the TX ring go out now, not with the next request
@@ -92,12 +100,18 @@ impl Worker {
         admission: &mut WorkerPolicy,
     ) -> BatchOutcome {
         let snapshot = *self.reader.refresh();
+        self.interleave.watch_steps(&snapshot);
         admission.set_time(clock::monotonic());
         prepare_batch(&self.xsk.umem, rx, admission);
-        let (port, counters, keys) = (self.port, &self.counters, &mut self.keys);
+        let (port, counters, keys, interleave) = (self.port, &self.counters, &mut self.keys, &mut self.interleave);
+        let tx_stamps = self.tx_stamps;
         // Read at most once per batch, and only for a frame without a stamp from the program.
         let mut fallback_rx = None;
-        self.xsk.answer_in_place(rx, scratch, |umem, desc| {
+        // Interleaved clients' replies (their index among this batch's replies, their address)
+        // that get the software stamp: the clock read once the batch has left.
+        let mut software = [(0usize, 0u64); MAX_BATCH];
+        let (mut n_software, mut replies) = (0, 0);
+        let outcome = self.xsk.answer_in_place_with(rx, scratch, |umem, desc| {
             let meta = umem.rx_metadata(desc.addr).and_then(|m| RxMetadata::decode(&m));
             let rx_time = match meta {
                 Some(m) => tai_to_utc(m.rx_time_ns, &snapshot),
@@ -110,16 +124,87 @@ impl Worker {
                     }
                 },
             };
-            match umem.data_mut(desc.addr, desc.len) {
-                Some(frame) => answer_frame(frame, port, rx_time, &snapshot, rng, admission, keys, counters),
+            let len = match umem.data_mut(desc.addr, desc.len) {
+                Some(frame) => {
+                    answer_frame(frame, port, rx_time, &snapshot, rng, admission, keys, interleave, counters)?
+                }
                 None => {
                     // A descriptor outside its frame: never from a sane kernel, counted all the same.
                     counters.count(&Verdict::Drop(DropReason::Malformed));
-                    None
+                    return None;
+                }
+            };
+            let mut options = 0;
+            if interleave.saved().is_some() {
+                match tx_stamps {
+                    TxStampMode::Hardware if umem.request_tx_timestamp(desc.addr) => options = libc::XDP_TX_METADATA,
+                    TxStampMode::Off | TxStampMode::Hardware => {}
+                    TxStampMode::Software => {
+                        software[n_software] = (replies, desc.addr);
+                        n_software += 1;
+                    }
                 }
             }
-        })
+            replies += 1;
+            Some((len, options))
+        });
+        // Copy mode sends from the wakeup answer_in_place made: replies that are off the TX ring
+        // have left, and the clock read now is their software stamp (an upper bound, a few
+        // microseconds late). Replies still waiting on a busy device get none.
+        if n_software > 0 && self.xsk.tx.pending() == 0 {
+            if let Some(now) = clock::try_now() {
+                for &(index, addr) in &software[..n_software] {
+                    if index >= outcome.sent {
+                        continue;
+                    }
+                    let umem = &self.xsk.umem;
+                    if let Some(key) = umem.data(addr, reply_bytes(umem, addr)).and_then(reply_key) {
+                        self.interleave.tx_stamp(key, now, &snapshot);
+                    }
+                }
+            }
+        }
+        // Hardware: the frames whose TX metadata asked for a stamp, read at their completion.
+        for desc in scratch.sent() {
+            if desc.options & libc::XDP_TX_METADATA != 0 {
+                if let Some(w) = self.stamp_wanted.get_mut(frame_index(&self.xsk.umem, desc.addr)) {
+                    *w = true;
+                }
+            }
+        }
+        outcome
     }
+
+    /// Sent frames back to the fill ring; with NIC stamps, each asked-for stamp into the store.
+    fn recycle(&mut self, scratch: &mut ReplyScratch) {
+        if self.tx_stamps != TxStampMode::Hardware {
+            self.xsk.recycle_completions(scratch);
+            return;
+        }
+        let (wanted, interleave, reader) = (&mut self.stamp_wanted, &self.interleave, &mut self.reader);
+        let mut snapshot = None;
+        self.xsk.recycle_completions_with(scratch, |umem, addr| {
+            let Some(w) = wanted.get_mut(frame_index(umem, addr)).filter(|w| **w) else { return };
+            *w = false;
+            let snapshot: &ServerSnapshot = snapshot.get_or_insert_with(|| *reader.refresh());
+            let key = umem.data(addr, reply_bytes(umem, addr)).and_then(reply_key);
+            if let (Some(key), Some(tai_ns)) = (key, umem.tx_timestamp(addr)) {
+                interleave.tx_stamp(key, tai_to_utc(tai_ns, snapshot), snapshot);
+            }
+        });
+    }
+}
+
+/// The frame an address lies in, as an index (for per-frame state).
+fn frame_index(umem: &Umem, addr: u64) -> usize {
+    (umem.frame_of(addr) / u64::from(umem.frame_size())) as usize
+}
+
+/// How much of a sent reply frame to read for its key: the headers up to the NTP header's end,
+/// within the frame.
+fn reply_bytes(umem: &Umem, addr: u64) -> u32 {
+    let rest = umem.frame_of(addr) + u64::from(umem.frame_size()) - addr;
+    rest.min(HEADER_BYTES as u64) as u32
 }
 
 /// The first passes over a batch, before any frame is answered, so that what answering reads is
@@ -177,6 +262,7 @@ fn answer_frame(
     rng: &mut StdRng,
     admission: &mut WorkerPolicy,
     keys: &mut stratum_proto::auth::KeyTable,
+    interleave: &mut WorkerInterleave,
     counters: &WorkerCounters,
 ) -> Option<usize> {
     let parsed = match parse_frame(frame, port) {
@@ -193,7 +279,8 @@ fn answer_frame(
         }
     };
     let payload = &mut frame[parsed.payload()..parsed.payload() + parsed.payload_len];
-    let verdict = answer(payload, parsed.source, rx_time, snapshot, admission, keys, rng, counters, clock::try_now);
+    let verdict =
+        answer(payload, parsed.source, rx_time, snapshot, admission, keys, interleave, rng, counters, clock::try_now);
     counters.count(&verdict);
     let len = verdict.reply_len()?;
     let total = write_reply(frame, &parsed, len);
