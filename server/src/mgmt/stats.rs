@@ -22,8 +22,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use stratum_proto::mode6::Selection;
-use stratum_proto::sync::{SourceId, SourceState, Tracking};
-use stratum_proto::{DropReason, NtpHeader, NtpTimestamp};
+use stratum_proto::sync::{ReplyOutcome, SourceId, SourceState, Tracking};
+use stratum_proto::{DropReason, NtpDuration, NtpHeader, NtpTimestamp};
 
 use super::stats_format::{self as format, Kind, SysCounts, UnixTime};
 use crate::config::StatsConfig;
@@ -146,13 +146,23 @@ impl SyncStats {
         }
     }
 
-    /// rawstats: a reply from `source` (to our `local` address) received at `t4`.
-    pub fn raw(&self, source: IpAddr, local: IpAddr, reply: &[u8], t4: NtpTimestamp) {
+    /// rawstats: a reply from `source` (to our `local` address) received at `t4`, and what the
+    /// engine made of it. Our requests carry a random transmit timestamp (so a reply's origin
+    /// proves it answers us), so T1 is not in the reply: for a sample it is T4 − delay −
+    /// (T3 − T2), for anything else the reply's origin as it came.
+    pub fn raw(&self, source: IpAddr, local: IpAddr, reply: &[u8], t4: NtpTimestamp, outcome: &ReplyOutcome) {
         if !self.sink.wants(Kind::Raw) {
             return;
         }
         let Some(h) = NtpHeader::new(reply) else { return };
-        let t = [h.origin_timestamp(), h.receive_timestamp(), h.transmit_timestamp(), t4];
+        let (t2, t3) = (h.receive_timestamp(), h.transmit_timestamp());
+        let t1 = match outcome {
+            ReplyOutcome::Sample { delay, .. } => {
+                t4.add(NtpDuration::from_seconds_f64(-delay)).add(NtpDuration::from_bits(-t3.since(t2).to_bits()))
+            }
+            _ => h.origin_timestamp(),
+        };
+        let t = [t1, t2, t3, t4];
         self.sink.send(Kind::Raw, t4, format::raw_line(source, local, t));
     }
 

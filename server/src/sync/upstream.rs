@@ -35,12 +35,12 @@ use super::resolve::{Resolved, Resolver};
 use super::served;
 use crate::config::sync::{self as sync_keys, HostPort};
 use crate::config::Config;
-use stratum_proto::auth::{SymmetricKey, MAX_DIGEST_LEN};
-use stratum_proto::packet::HEADER_LEN;
 use crate::mgmt::stats::SyncStats;
 use crate::mgmt::stats_format::Kind;
 use crate::time::core::SnapshotCell;
 use crate::time::system::{KernelClock, KernelStatus, LinuxKernel, SystemClock};
+use stratum_proto::auth::{SymmetricKey, MAX_DIGEST_LEN};
+use stratum_proto::packet::HEADER_LEN;
 
 /// The longest the served snapshot goes without being published again.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(200);
@@ -438,10 +438,10 @@ impl Driver {
                         None => continue,
                     },
                 };
-                self.engine.handle_reply(*id, reply, t4);
+                let outcome = self.engine.handle_reply(*id, reply, t4);
                 if let Some(s) = self.stats.as_ref().filter(|s| s.wants(Kind::Raw)) {
                     let local = link.socket.local_addr().map_or(link.address.ip(), |a| a.ip());
-                    s.raw(link.address.ip(), local, &buf[..len], t4);
+                    s.raw(link.address.ip(), local, reply, t4, &outcome);
                 }
             }
         }

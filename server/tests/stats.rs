@@ -1,0 +1,206 @@
+//! ntpd-format statistics files (issue 15, item 2): a stratumd synchronised to a chronyd in
+//! another namespace writes loopstats, peerstats and rawstats that parse with the columns ntpd
+//! documents and agree with `stratumctl`; a statistics directory that does not exist is logged
+//! once and counted while serving and sync go on. (The day boundary's rotation and retention are
+//! unit tests in mgmt/stats.rs, with the dates injected.)
+//!
+//! Needs root, ip and chronyd: skips outside CI without them, fails in CI.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SERVER: &str = "10.94.1.1";
+const PEER: &str = "10.94.1.2";
+
+fn available() -> bool {
+    require(is_root(), "the upstream chronyd runs in a network namespace, which needs root")
+        && require(have_tool("ip") && have_tool("chronyd"), "ip or chronyd is not installed")
+}
+
+struct Lab {
+    server: Netns,
+    peer: Netns,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Self {
+        let server = Netns::new(&format!("{tag}s"));
+        let peer = Netns::new(&format!("{tag}p"));
+        run_ok(Command::new("ip").args([
+            "link",
+            "add",
+            "st0",
+            "netns",
+            &server.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "st1",
+            "netns",
+            &peer.name,
+        ]));
+        for (ns, dev, addr) in [(&server, "st0", SERVER), (&peer, "st1", PEER)] {
+            run_ok(Command::new("ip").args(["-n", &ns.name, "addr", "add", &format!("{addr}/24"), "dev", dev]));
+            run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", dev, "up"]));
+        }
+        Self { server, peer, dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn chronyd(&self) -> Running {
+        let conf = self.dir.path().join("chrony.conf");
+        let d = self.dir.path().display();
+        std::fs::write(
+            &conf,
+            format!(
+                "local stratum 1\nallow all\ncmdport 0\npidfile {d}/chronyd.pid\ndriftfile {d}/chrony.drift\n\
+                 bindaddress {PEER}\n"
+            ),
+        )
+        .unwrap();
+        let child = self
+            .peer
+            .command("chronyd")
+            .args(["-d", "-x", "-f"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chronyd");
+        Running(Some(child))
+    }
+
+    fn stratumd(&self, stats_dir: &Path) -> (Server, std::path::PathBuf) {
+        let control = self.dir.path().join("control.sock");
+        let text = format!(
+            "[server]\nlisten = [\"{SERVER}:123\"]\nworkers = 1\n\n[clock]\nsource = \"sync\"\n\n\
+             [[upstream]]\naddress = \"{PEER}\"\niburst = true\n\n\
+             [stats]\ndirectory = \"{}\"\nrawstats = true\nsysstats = true\n\n[control]\nsocket = \"{}\"\n",
+            stats_dir.display(),
+            control.display()
+        );
+        (Server::start_with(self.server.command(BIN), &text, 123, None), control)
+    }
+}
+
+/// Today's (UTC) file of `kind`, through the `kind` link, as lines of columns.
+fn rows(dir: &Path, kind: &str) -> Vec<Vec<String>> {
+    std::fs::read_to_string(dir.join(kind))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect()
+}
+
+/// The date columns: MJD within a day of now's, seconds of the day below 86400 with 3 decimals.
+fn check_date(row: &[String]) {
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mjd: i64 = row[0].parse().unwrap();
+    assert!((mjd - (unix / 86_400) as i64 - 40_587).abs() <= 1, "{row:?}");
+    let (secs, millis) = row[1].split_once('.').unwrap();
+    assert!(secs.parse::<u32>().unwrap() < 86_400 && millis.len() == 3, "{row:?}");
+}
+
+fn float(s: &str) -> f64 {
+    s.parse().unwrap_or_else(|_| panic!("not a number: {s}"))
+}
+
+#[test]
+fn loopstats_peerstats_and_rawstats_in_ntpds_columns() {
+    if !available() {
+        return;
+    }
+    let lab = Lab::new("stl");
+    let _chronyd = lab.chronyd();
+    let stats = lab.dir.path().join("stats");
+    std::fs::create_dir(&stats).unwrap();
+    let (_server, control) = lab.stratumd(&stats);
+    wait_for(Duration::from_secs(20), "synchronised to the chronyd", &control, "tracking", |t| {
+        t["synchronized"] == true
+    });
+    // Lines reach the files within a second or two of the samples (the writer flushes each second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rows(&stats, "peerstats").len() < 2 || rows(&stats, "loopstats").is_empty() {
+        assert!(Instant::now() < deadline, "no lines in {:?}", std::fs::read_dir(&stats).unwrap().collect::<Vec<_>>());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let sources = ctl_json(&control, &["sources"]).unwrap();
+    let tracking = ctl_json(&control, &["tracking"]).unwrap();
+
+    // peerstats: MJD secs address status offset delay dispersion jitter.
+    let peer = rows(&stats, "peerstats");
+    for row in &peer {
+        assert_eq!(row.len(), 8, "{row:?}");
+        check_date(row);
+        assert_eq!(row[2], PEER);
+        assert!(u16::from_str_radix(&row[3], 16).is_ok() && row[3].len() == 4, "status word: {row:?}");
+        for c in &row[4..] {
+            float(c);
+        }
+    }
+    let last = peer.last().unwrap();
+    let source = &sources["sources"][0];
+    // The engine re-expresses a source's last offset against the served clock after each clock
+    // update; the line has it as sampled.
+    let offset = source["last_offset_seconds"].as_f64().unwrap();
+    assert!((float(&last[4]) - offset).abs() < 1e-4, "offset: {last:?} vs {source}");
+    assert!((float(&last[5]) - source["last_delay_seconds"].as_f64().unwrap()).abs() < 1e-9, "delay: {last:?}");
+    assert_eq!(&last[3][..2], "96", "configured, reachable, system peer: {last:?}");
+
+    // loopstats: MJD secs offset frequency jitter wander tc.
+    let looped = rows(&stats, "loopstats");
+    for row in &looped {
+        assert_eq!(row.len(), 7, "{row:?}");
+        check_date(row);
+        for c in &row[2..6] {
+            float(c);
+        }
+        row[6].parse::<i8>().unwrap();
+    }
+    let last = looped.last().unwrap();
+    assert!((float(&last[3]) - tracking["frequency_ppm"].as_f64().unwrap()).abs() < 0.01, "{last:?} vs {tracking}");
+
+    // rawstats: MJD secs source destination T1 T2 T3 T4, T1 <= T4 and T2 <= T3.
+    let raw = rows(&stats, "rawstats");
+    assert!(raw.len() >= peer.len(), "a raw line per reply: {} vs {}", raw.len(), peer.len());
+    for row in &raw {
+        assert_eq!(row.len(), 8, "{row:?}");
+        check_date(row);
+        assert_eq!((row[2].as_str(), row[3].as_str()), (PEER, SERVER), "{row:?}");
+        let t: Vec<f64> = row[4..].iter().map(|s| float(s)).collect();
+        assert!(t[0] <= t[3] && t[1] <= t[2] && t[0] > 3.9e9, "{row:?}");
+    }
+
+    // The files are named by the UTC day, and `KIND` links to today's.
+    let link = std::fs::read_link(stats.join("peerstats")).unwrap();
+    let name = link.to_string_lossy().to_string();
+    assert!(name.starts_with("peerstats.") && name.len() == "peerstats.YYYYMMDD".len(), "{name}");
+}
+
+#[test]
+fn a_missing_statistics_directory_is_logged_once_and_serving_goes_on() {
+    if !available() {
+        return;
+    }
+    let lab = Lab::new("stm");
+    let _chronyd = lab.chronyd();
+    let gone = lab.dir.path().join("no-such-dir");
+    let (mut server, control) = lab.stratumd(&gone);
+    wait_for(
+        Duration::from_secs(20),
+        "synchronised although no statistics can be written",
+        &control,
+        "tracking",
+        |t| t["synchronized"] == true,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let log = server.stop_output();
+    assert_eq!(log.matches("cannot write statistics files").count(), 1, "logged once:\n{log}");
+}
