@@ -3,11 +3,14 @@
 //! server: the service address a /32 on `lo`), a BIRD as the upstream router in another, joined by
 //! a veth. The router learns the /32 over BGP (and a client beside it reaches stratumd on it) only
 //! while `stratumctl health` passes, and loses it within 10 s of stratumd stopping; an
-//! unsynchronised stratumd is never announced. Needs root (namespaces, port 123) and Debian's bird2:
-//! skips outside CI without them, fails in CI.
+//! unsynchronised stratumd is never announced. A pair of servers (a second namespace and BIRD, the
+//! shipped bird.conf with its per-server values edited) behind one router with ECMP: both announce,
+//! clients are spread over both, one stops and the other answers them all. Needs root
+//! (namespaces, port 123) and Debian's bird2: skips outside CI without them, fails in CI.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -109,13 +112,18 @@ impl Lab {
 
     /// stratumd in the server namespace on the anycast address, `clock` and `extra` as given.
     fn stratumd(&self, clock: &str, extra: &str) -> (Server, PathBuf) {
-        let control = self.path("control.sock");
+        self.stratumd_in(&self.server, "control", clock, extra)
+    }
+
+    /// stratumd in `ns` on the anycast address, its control socket `name`.sock.
+    fn stratumd_in(&self, ns: &Netns, name: &str, clock: &str, extra: &str) -> (Server, PathBuf) {
+        let control = self.path(&format!("{name}.sock"));
         let text = format!(
             "[server]\nlisten = [\"{ANYCAST}:123\", \"127.0.0.1:123\"]\nworkers = 1\n\n[clock]\n{clock}\n\n\
              [control]\nsocket = \"{}\"\n{extra}",
             control.display()
         );
-        let server = Server::start_with(self.server.command(BIN), &text, 123, None);
+        let server = Server::start_with(ns.command(BIN), &text, 123, None);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !control.exists() {
             assert!(Instant::now() < deadline, "stratumd did not make its control socket");
@@ -126,14 +134,18 @@ impl Lab {
 
     /// deploy/anycast/health-gate.sh against this stratumd and the server's BIRD.
     fn gate(&self, control: &Path) -> Running {
-        let log = std::fs::File::create(self.path("gate.log")).unwrap();
-        let child = self
-            .server
+        self.gate_in(&self.server, control, "server", "gate.log")
+    }
+
+    /// The gate in `ns`, for the BIRD named `bird`, logging to `log`.
+    fn gate_in(&self, ns: &Netns, control: &Path, bird: &str, log: &str) -> Running {
+        let log = std::fs::File::create(self.path(log)).unwrap();
+        let child = ns
             .command("sh")
             .arg(format!("{DEPLOY}/health-gate.sh"))
             .env("STRATUMCTL", CTL)
             .env("STRATUMD_SOCKET", control)
-            .env("BIRD_SOCKET", self.path("server.ctl"))
+            .env("BIRD_SOCKET", self.path(&format!("{bird}.ctl")))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -193,7 +205,7 @@ impl Lab {
     }
 
     fn logs(&self) -> String {
-        ["server.log", "router.log", "gate.log"]
+        ["server.log", "router.log", "gate.log", "second.log", "gate-b.log"]
             .iter()
             .map(|f| format!("--- {f}\n{}", std::fs::read_to_string(self.path(f)).unwrap_or_default()))
             .collect()
@@ -211,6 +223,11 @@ impl Lab {
     /// One NTP client exchange with the anycast address from the router's namespace (a thread
     /// that joins it), the way a client behind the router reaches the service.
     fn query_from_router(&self) -> Option<NtpPacket> {
+        self.query_from_router_at(ROUTER_LINK)
+    }
+
+    /// The same from `source`, an address of the router's.
+    fn query_from_router_at(&self, source: &'static str) -> Option<NtpPacket> {
         let path = format!("/run/netns/{}", self.router.name);
         std::thread::spawn(move || {
             let ns = std::fs::File::open(path).ok()?;
@@ -218,7 +235,7 @@ impl Lab {
             if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return None;
             }
-            let socket = UdpSocket::bind((ROUTER_LINK, 0)).ok()?;
+            let socket = UdpSocket::bind((source, 0)).ok()?;
             socket.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
             let to: SocketAddr = format!("{ANYCAST}:123").parse().unwrap();
             socket.send_to(&NtpPacket::client_request(4, now_ntp()).to_bytes(), to).ok()?;
@@ -315,4 +332,127 @@ fn withdrawn_within_10s_of_stratumd_losing_sync() {
     let gate = std::fs::read_to_string(lab.path("gate.log")).unwrap();
     assert!(gate.contains("disable anycast: unhealthy: unsynchronised"), "{gate}");
     stratumd.stop();
+}
+
+/// The second server of a pair: its own namespace, joined to the router by a second veth
+/// (10.92.0.5/30 here, 10.92.0.6/30 on the router), the same anycast /32 on its `lo`.
+const SECOND_LINK: &str = "10.92.0.5";
+const ROUTER_LINK_2: &str = "10.92.0.6";
+/// A client address on the router's `lo`: on neither link, so the kernel picks the path by the
+/// flow's hash alone (a source address of one link makes Linux prefer that link's nexthop).
+const CLIENT: &str = "10.92.9.1";
+
+impl Lab {
+    fn add_second_server(&self, tag: &str) -> Netns {
+        let second = Netns::new(tag);
+        run_ok(Command::new("ip").args([
+            "link",
+            "add",
+            "bs0",
+            "netns",
+            &second.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "br0",
+            "netns",
+            &self.router.name,
+        ]));
+        for (ns, dev, addr) in [(&second, "bs0", SECOND_LINK), (&self.router, "br0", ROUTER_LINK_2)] {
+            run_ok(Command::new("ip").args(["-n", &ns.name, "addr", "add", &format!("{addr}/30"), "dev", dev]));
+            run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", dev, "up"]));
+        }
+        run_ok(Command::new("ip").args(["-n", &second.name, "addr", "add", &format!("{ANYCAST}/32"), "dev", "lo"]));
+        // Replies to clients behind the router go back through it.
+        run_ok(Command::new("ip").args(["-n", &second.name, "route", "add", "default", "via", ROUTER_LINK_2]));
+        run_ok(Command::new("ip").args(["-n", &self.server.name, "route", "add", "default", "via", ROUTER_LINK]));
+        run_ok(Command::new("ip").args(["-n", &self.router.name, "addr", "add", &format!("{CLIENT}/32"), "dev", "lo"]));
+        // The router hashes flows on addresses and ports (L4), as ECMP routers do for UDP.
+        run_ok(self.router.command("sysctl").args(["-qw", "net.ipv4.fib_multipath_hash_policy=1"]));
+        second
+    }
+
+    /// The second server's BIRD: the shipped bird.conf with the values it says to edit per
+    /// server (router id, uplink address, neighbor); the same AS and service address.
+    fn second_bird(&self, second: &Netns) -> Running {
+        let conf = std::fs::read_to_string(format!("{DEPLOY}/bird.conf")).unwrap();
+        let edits = [
+            (format!("router id {SERVER_LINK};"), format!("router id {SECOND_LINK};")),
+            (format!("local {SERVER_LINK} as"), format!("local {SECOND_LINK} as")),
+            (format!("neighbor {ROUTER_LINK} as"), format!("neighbor {ROUTER_LINK_2} as")),
+        ];
+        let mut conf = conf;
+        for (from, to) in edits {
+            assert_eq!(conf.matches(&from).count(), 1, "bird.conf changed: {from}");
+            conf = conf.replace(&from, &to);
+        }
+        self.bird(second, "second", &conf)
+    }
+
+    /// The router with a session to each server and ECMP into its kernel (`merge paths`).
+    fn router_bird_pair(&self) -> Running {
+        let conf = format!(
+            "router id {ROUTER_LINK};\nprotocol device {{}}\n\
+             protocol kernel {{ ipv4 {{ export all; }}; merge paths on; }}\n\
+             protocol bgp server1 {{\n  local {ROUTER_LINK} as 65000;\n  neighbor {SERVER_LINK} as 65001;\n  \
+             ipv4 {{ import all; export none; }};\n}}\n\
+             protocol bgp server2 {{\n  local {ROUTER_LINK_2} as 65000;\n  neighbor {SECOND_LINK} as 65001;\n  \
+             ipv4 {{ import all; export none; }};\n}}\n"
+        );
+        self.bird(&self.router, "router", &conf)
+    }
+
+    /// Which servers the router has the anycast route from: (server1, server2, kernel nexthops).
+    fn router_paths(&self) -> (bool, bool, usize) {
+        let bird = self.birdc("router", &format!("show route {ANYCAST}/32"));
+        let kernel = run_ok(Command::new("ip").args(["-n", &self.router.name, "route", "show", ANYCAST]));
+        let kernel = String::from_utf8_lossy(&kernel.stdout).to_string();
+        let hops = if kernel.contains("nexthop") {
+            kernel.matches("nexthop").count()
+        } else {
+            usize::from(!kernel.trim().is_empty())
+        };
+        (bird.contains("server1"), bird.contains("server2"), hops)
+    }
+}
+
+/// Two servers behind one anycast address: both announce it, the router spreads clients over both
+/// (ECMP); one stops, its route is withdrawn within 10 s, and clients reach the other.
+#[test]
+fn a_pair_shares_the_address_and_the_other_server_takes_over() {
+    if !available("anycast") {
+        return;
+    }
+    let lab = Lab::new("anyp1");
+    let second = lab.add_second_server("anyp2");
+    let _router = lab.router_bird_pair();
+    let _bird = lab.server_bird();
+    let _bird2 = lab.second_bird(&second);
+    // Told apart by their stratum.
+    let (mut first, control1) = lab.stratumd_in(&lab.server, "first", "source = \"local\"\nstratum = 2", "");
+    let (mut other, control2) = lab.stratumd_in(&second, "second", "source = \"local\"\nstratum = 3", "");
+    let _gate = lab.gate_in(&lab.server, &control1, "server", "gate.log");
+    let _gate2 = lab.gate_in(&second, &control2, "second", "gate-b.log");
+
+    lab.wait_for("the route from both servers, two nexthops in the kernel", Duration::from_secs(30), || {
+        lab.router_paths() == (true, true, 2)
+    });
+    let mut strata = BTreeSet::new();
+    for _ in 0..40 {
+        strata.insert(lab.query_from_router_at(CLIENT).expect("answered on the anycast address").stratum);
+    }
+    assert_eq!(strata, BTreeSet::from([2, 3]), "ECMP spreads clients over both servers");
+
+    first.stop();
+    let took = lab.wait_for("the first server's route withdrawn", Duration::from_secs(10), || {
+        lab.router_paths() == (false, true, 1)
+    });
+    eprintln!("first server stopped: its route withdrawn {took:?} later, the other's kept");
+    assert!(lab.established(), "the withdrawal must come from the gate:\n{}", lab.logs());
+    for _ in 0..10 {
+        let reply = lab.query_from_router_at(CLIENT).expect("the other server of the pair answers");
+        assert_eq!(reply.stratum, 3);
+    }
+    other.stop();
 }
