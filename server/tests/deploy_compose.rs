@@ -13,6 +13,7 @@
 //!   the provider's path is where compose mounts the dashboard, and the dashboard JSON has what a
 //!   provisioned dashboard needs (uid, title, schemaVersion, panels with ids and grid positions,
 //!   its data source variable of the provisioned type, no import-time `${DS_...}` inputs).
+//!
 //! Needs docker-compose (with python3-yaml, read through python3), promtool/prometheus, root (a
 //! namespace): skips outside CI without them, fails in CI.
 

@@ -8,6 +8,7 @@
 //!   the ConfigMap's `[metrics]` listens on, Prometheus annotations naming that port, the config
 //!   mounted where `--config` looks, its user the image's, and the ConfigMap's stratumd.toml
 //!   passing `stratumd --check-config`.
+//!
 //! Without kubernetes-validate these skip, in CI they fail.
 
 mod common;
