@@ -11,6 +11,7 @@ pub mod auth;
 pub mod client;
 pub mod frame;
 pub mod mode6;
+pub mod nts;
 pub mod packet;
 pub mod server;
 pub mod sync;

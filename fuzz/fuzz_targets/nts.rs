@@ -1,0 +1,40 @@
+//! NTS extension fields (RFC 8915) and cookies: the request walk terminates on any input, every
+//! range it returns lies inside the packet (the unique identifier at least 32 bytes, the
+//! authenticator last), laying out a reply over it never writes past the request, and no cookie
+//! opens unless it was sealed by the key set.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use stratum_proto::nts::ef::{layout_authenticator, parse_request, write_uid, NtsParse};
+use stratum_proto::nts::{KeySet, MasterKey, COOKIE_LEN};
+
+fuzz_target!(|input: (u8, &[u8])| {
+    let (cookies, bytes) = input;
+    let mut packet = [0x23u8; 48].to_vec();
+    packet.extend_from_slice(bytes);
+    match parse_request(&packet) {
+        NtsParse::NotNts => {}
+        NtsParse::Malformed { uid } => {
+            if let Some(uid) = uid {
+                assert!(uid.end <= packet.len() && uid.len() >= 32);
+            }
+        }
+        NtsParse::Nts(r) => {
+            for range in [&r.uid, &r.cookie, &r.nonce, &r.ciphertext] {
+                assert!(range.start >= 48 && range.end <= packet.len());
+            }
+            assert!(r.uid.len() >= 32 && r.nonce.len() >= 16 && r.ciphertext.len() >= 16);
+            assert!(r.authenticator < r.nonce.start && r.ciphertext.end <= packet.len());
+            let set = KeySet::new(MasterKey { id: 1, key: [7; 32] }, 2);
+            assert!(set.open(&packet[r.cookie.clone()]).is_none(), "a cookie nobody sealed");
+            let len = packet.len();
+            if let Some(next) = write_uid(&mut packet, r.uid.clone()) {
+                let plaintext = usize::from(cookies % 9) * (4 + COOKIE_LEN);
+                if let Some((sealed, end)) = layout_authenticator(&mut packet, next, &[0x55; 16], plaintext) {
+                    assert!(sealed < end && end <= len);
+                }
+            }
+            assert_eq!(packet.len(), len);
+        }
+    }
+});

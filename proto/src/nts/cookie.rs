@@ -1,0 +1,291 @@
+//! NTS cookies and the master keys that seal them (RFC 8915 section 6, as chrony and ntpd-rs do
+//! it): a cookie is `key id (4) || nonce (16) || AEAD(master key, nonce, ad = key id,
+//! algorithm (2) || 0 (2) || C2S key || S2C key)`. Any server holding the same master keys opens
+//! any cookie, so a fleet given one key file serves every client of every member.
+//!
+//! The master keys rotate: [`KeySet`] keeps the newest few, seals with the newest and opens with
+//! whichever the cookie names, so a cookie outlives a rotation or two. The set's text form is the
+//! key file a restart reads back (BAD_INPUTS 49). Pure: every key and nonce is the caller's.
+
+use core::fmt;
+
+use super::aead::{Aead, AesSivCmac256, TAG_LEN};
+
+/// Length of a master key (AEAD_AES_SIV_CMAC_256's).
+pub const MASTER_KEY_LEN: usize = 32;
+/// Longest per-client key (AES-SIV-CMAC-256's 32 bytes).
+pub const MAX_KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 16;
+const PLAINTEXT_LEN: usize = 4 + 2 * MAX_KEY_LEN;
+/// A cookie's length: id, nonce, tag and the sealed keys. A multiple of 4, as a field body must be.
+pub const COOKIE_LEN: usize = 4 + NONCE_LEN + TAG_LEN + PLAINTEXT_LEN;
+
+/// The keys one NTS-KE handshake gave a client (from the TLS exporter), which its cookies carry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientKeys {
+    /// The AEAD's IANA number (only AEAD_AES_SIV_CMAC_256 today).
+    pub algorithm: u16,
+    pub c2s: [u8; MAX_KEY_LEN],
+    pub s2c: [u8; MAX_KEY_LEN],
+}
+
+impl fmt::Debug for ClientKeys {
+    // Never the keys.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientKeys").field("algorithm", &self.algorithm).finish_non_exhaustive()
+    }
+}
+
+/// One master key and its id.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MasterKey {
+    pub id: u32,
+    pub key: [u8; MASTER_KEY_LEN],
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MasterKey").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl MasterKey {
+    /// Seals `keys` into `out` with `nonce` (fresh random bytes for every cookie).
+    pub fn seal(&self, keys: &ClientKeys, nonce: &[u8; NONCE_LEN], out: &mut [u8; COOKIE_LEN]) -> bool {
+        let id = self.id.to_be_bytes();
+        out[..4].copy_from_slice(&id);
+        out[4..4 + NONCE_LEN].copy_from_slice(nonce);
+        let sealed = &mut out[4 + NONCE_LEN..];
+        let plaintext = &mut sealed[TAG_LEN..];
+        plaintext[..2].copy_from_slice(&keys.algorithm.to_be_bytes());
+        plaintext[2..4].fill(0);
+        plaintext[4..4 + MAX_KEY_LEN].copy_from_slice(&keys.c2s);
+        plaintext[4 + MAX_KEY_LEN..].copy_from_slice(&keys.s2c);
+        AesSivCmac256::seal(&self.key, nonce, &id, sealed)
+    }
+
+    /// Opens a cookie sealed by this key; `None` if it was not, or was changed.
+    fn open(&self, cookie: &[u8]) -> Option<ClientKeys> {
+        let cookie: &[u8; COOKIE_LEN] = cookie.try_into().ok()?;
+        let (id, rest) = cookie.split_at(4);
+        let (nonce, sealed) = rest.split_at(NONCE_LEN);
+        let mut buf = [0u8; TAG_LEN + PLAINTEXT_LEN];
+        buf.copy_from_slice(sealed);
+        if !AesSivCmac256::open(&self.key, nonce, id, &mut buf) {
+            return None;
+        }
+        let plaintext = &buf[TAG_LEN..];
+        let algorithm = u16::from_be_bytes([plaintext[0], plaintext[1]]);
+        let mut keys = ClientKeys { algorithm, c2s: [0; MAX_KEY_LEN], s2c: [0; MAX_KEY_LEN] };
+        keys.c2s.copy_from_slice(&plaintext[4..4 + MAX_KEY_LEN]);
+        keys.s2c.copy_from_slice(&plaintext[4 + MAX_KEY_LEN..]);
+        Some(keys)
+    }
+}
+
+/// The master keys in use, newest first, at most `keep` of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeySet {
+    keys: Vec<MasterKey>,
+    keep: usize,
+}
+
+/// A key file line the parser refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeySetError {
+    /// 1-based line.
+    pub line: usize,
+    pub message: &'static str,
+}
+
+impl fmt::Display for KeySetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.line, self.message)
+    }
+}
+
+impl KeySet {
+    /// A set holding `first` alone, keeping at most `keep` (at least 1) keys across rotations.
+    pub fn new(first: MasterKey, keep: usize) -> Self {
+        Self { keys: vec![first], keep: keep.max(1) }
+    }
+
+    /// The key new cookies are sealed with.
+    pub fn current(&self) -> &MasterKey {
+        &self.keys[0]
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Makes `key` (fresh random bytes) current under the next id; the oldest beyond `keep` is
+    /// forgotten, and with it every cookie it sealed.
+    pub fn rotate(&mut self, key: [u8; MASTER_KEY_LEN]) {
+        let id = self.keys[0].id.wrapping_add(1);
+        self.keys.insert(0, MasterKey { id, key });
+        self.keys.truncate(self.keep);
+    }
+
+    /// Seals a cookie for `keys` with the current key.
+    pub fn seal(&self, keys: &ClientKeys, nonce: &[u8; NONCE_LEN], out: &mut [u8; COOKIE_LEN]) -> bool {
+        self.current().seal(keys, nonce, out)
+    }
+
+    /// Opens a cookie sealed by any key still held; `None` for an unknown key id (rotated away,
+    /// or another fleet's), a changed cookie or a wrong length.
+    pub fn open(&self, cookie: &[u8]) -> Option<ClientKeys> {
+        let id = u32::from_be_bytes(cookie.get(..4)?.try_into().ok()?);
+        self.keys.iter().find(|k| k.id == id)?.open(cookie)
+    }
+
+    /// The key file: one `ID HEX` line per key, newest first.
+    pub fn to_text(&self) -> String {
+        use fmt::Write as _;
+        let mut text = String::from("# stratumd NTS master keys, newest first: ID HEX (keep this file secret)\n");
+        for k in &self.keys {
+            let _ = write!(text, "{} ", k.id);
+            for b in k.key {
+                let _ = write!(text, "{b:02x}");
+            }
+            text.push('\n');
+        }
+        text
+    }
+
+    /// Reads [`KeySet::to_text`]'s form back; `keep` as in [`KeySet::new`] (extra keys dropped).
+    pub fn from_text(text: &str, keep: usize) -> Result<Self, KeySetError> {
+        let mut keys: Vec<MasterKey> = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let err = |message| KeySetError { line: i + 1, message };
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (id, hex) = line.split_once(char::is_whitespace).ok_or(err("expected `ID HEX`"))?;
+            let id: u32 = id.parse().map_err(|_| err("the key id is not a number"))?;
+            let hex = hex.trim();
+            if hex.len() != 2 * MASTER_KEY_LEN || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(err("a master key is 64 hex digits"));
+            }
+            let mut key = [0u8; MASTER_KEY_LEN];
+            for (j, b) in key.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&hex[2 * j..2 * j + 2], 16).map_err(|_| err("bad hex"))?;
+            }
+            if keys.iter().any(|k| k.id == id) {
+                return Err(err("a key id appears twice"));
+            }
+            keys.push(MasterKey { id, key });
+        }
+        if keys.is_empty() {
+            return Err(KeySetError { line: text.lines().count().max(1), message: "no keys" });
+        }
+        let keep = keep.max(1);
+        keys.truncate(keep);
+        Ok(Self { keys, keep })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> ClientKeys {
+        ClientKeys { algorithm: 15, c2s: [0xC2; 32], s2c: [0x5C; 32] }
+    }
+
+    fn cookie(set: &KeySet, nonce: u8) -> [u8; COOKIE_LEN] {
+        let mut out = [0u8; COOKIE_LEN];
+        assert!(set.seal(&client(), &[nonce; 16], &mut out));
+        out
+    }
+
+    #[test]
+    fn cookie_format_is_id_nonce_then_sealed_keys() {
+        assert_eq!(COOKIE_LEN, 104);
+        assert_eq!(COOKIE_LEN % 4, 0);
+        let set = KeySet::new(MasterKey { id: 0x0102_0304, key: [9; 32] }, 3);
+        let c = cookie(&set, 7);
+        assert_eq!(c[..4], [1, 2, 3, 4]);
+        assert_eq!(c[4..20], [7; 16]);
+        // The sealed part is exactly AES-SIV(master, AD = id, nonce) over the plaintext.
+        let mut expected = [0u8; TAG_LEN + PLAINTEXT_LEN];
+        expected[TAG_LEN..TAG_LEN + 2].copy_from_slice(&15u16.to_be_bytes());
+        expected[TAG_LEN + 4..TAG_LEN + 36].fill(0xC2);
+        expected[TAG_LEN + 36..].fill(0x5C);
+        assert!(AesSivCmac256::seal(&[9; 32], &[7; 16], &[1, 2, 3, 4], &mut expected));
+        assert_eq!(c[20..], expected[..]);
+        assert_eq!(set.open(&c), Some(client()));
+    }
+
+    #[test]
+    fn changed_unknown_and_short_cookies_do_not_open() {
+        let set = KeySet::new(MasterKey { id: 1, key: [9; 32] }, 3);
+        let c = cookie(&set, 1);
+        for i in [0, 5, 30, COOKIE_LEN - 1] {
+            let mut bad = c;
+            bad[i] ^= 0x80;
+            assert_eq!(set.open(&bad), None, "byte {i} changed");
+        }
+        assert_eq!(set.open(&c[..COOKIE_LEN - 4]), None);
+        assert_eq!(set.open(&[]), None);
+        let other = KeySet::new(MasterKey { id: 1, key: [8; 32] }, 3);
+        assert_eq!(other.open(&c), None, "same id, another fleet's key");
+    }
+
+    #[test]
+    fn rotation_keeps_the_last_few_keys() {
+        let mut set = KeySet::new(MasterKey { id: 10, key: [1; 32] }, 2);
+        let old = cookie(&set, 1);
+        set.rotate([2; 32]);
+        assert_eq!(set.current().id, 11);
+        let newer = cookie(&set, 2);
+        assert_eq!(newer[..4], 11u32.to_be_bytes());
+        assert!(set.open(&old).is_some(), "one rotation later the old cookie still opens");
+        set.rotate([3; 32]);
+        assert_eq!(set.len(), 2);
+        assert_eq!(set.open(&old), None, "two rotations later (keep 2) it is gone");
+        assert!(set.open(&newer).is_some());
+    }
+
+    #[test]
+    fn the_key_file_round_trips_so_a_restart_opens_old_cookies() {
+        let mut set = KeySet::new(MasterKey { id: 4_000_000_000, key: [0xA5; 32] }, 3);
+        set.rotate([0x5A; 32]);
+        let c = cookie(&set, 3);
+        let text = set.to_text();
+        let back = KeySet::from_text(&text, 3).unwrap();
+        assert_eq!(back, set);
+        assert_eq!(back.open(&c), Some(client()));
+        let fleet_member = KeySet::from_text(&text, 3).unwrap();
+        assert_eq!(fleet_member.open(&c), Some(client()), "any server given the file opens it");
+    }
+
+    #[test]
+    fn bad_key_files_name_the_line() {
+        let good = format!("1 {}\n", "ab".repeat(32));
+        assert!(KeySet::from_text(&good, 1).is_ok());
+        for (text, line, needle) in [
+            ("", 1, "no keys"),
+            ("# only a comment\n", 1, "no keys"),
+            ("x abcd\n", 1, "not a number"),
+            ("1\n", 1, "expected"),
+            ("1 abcd\n", 1, "64 hex"),
+        ] {
+            let e = KeySet::from_text(text, 2).unwrap_err();
+            assert_eq!(e.line, line, "{text}");
+            assert!(e.message.contains(needle), "{text}: {e}");
+        }
+        let twice = format!("{good}{good}");
+        assert_eq!(
+            KeySet::from_text(&twice, 2).unwrap_err(),
+            KeySetError { line: 2, message: "a key id appears twice" }
+        );
+        let non_ascii = format!("1 {}\u{e9}\n", "ab".repeat(31));
+        assert!(KeySet::from_text(&non_ascii, 2).is_err());
+    }
+}
