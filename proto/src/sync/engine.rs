@@ -748,11 +748,11 @@ impl SyncEngine {
         let combined = combine(&self.candidates).unwrap_or(0.0);
 
         let Some((i, sample)) = fresh else {
-            self.system.peer = Some(peer);
+            self.follow_peer(peer, now);
             return;
         };
         if !matches!(self.slots[i].state, SourceState::Candidate | SourceState::SystemPeer) {
-            self.system.peer = Some(peer);
+            self.follow_peer(peer, now);
             return;
         }
         // The sample's error: uniform within ±(delay − minimum delay)/2, plus both precisions.
@@ -810,6 +810,30 @@ impl SyncEngine {
         let served = self.served_unix(now);
         let end = calendar::start_of_next_month(served);
         self.leap_direction = direction.filter(|_| end - served <= calendar::DAY && self.leap_done_at != Some(end));
+    }
+
+    /// A system peer chosen without a clock update (the last one went stale, a refclock lost
+    /// its fix): the served stratum, refid and root delay follow it now, not at its next sample
+    /// (an upstream polled every 1024 s would leave a lost GPS's stratum 1 served that long).
+    /// The discipline and its update time stay; the root dispersion is the new peer's own.
+    fn follow_peer(&mut self, peer: usize, now: NtpTimestamp) {
+        let changed = self.system.peer != Some(peer);
+        self.system.peer = Some(peer);
+        if !changed || self.system.last_update.is_none() {
+            return;
+        }
+        let p = &self.slots[peer];
+        let (Some(up), Some(est)) = (p.source.upstream, p.source.filter.last()) else { return };
+        let age = now.since(est.sample.time).to_seconds_f64().max(0.0);
+        self.system.stratum = up.stratum.saturating_add(1).min(STRATUM_UNSYNCHRONIZED);
+        self.system.ref_id = p.source.refid;
+        self.system.root_delay = up.root_delay + est.sample.delay;
+        self.system.root_dispersion = up.root_dispersion
+            + est.dispersion
+            + PHI * age
+            + est.jitter
+            + self.system.jitter
+            + self.system.combined.abs();
     }
 
     fn no_selection(&mut self) {

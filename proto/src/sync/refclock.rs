@@ -257,15 +257,21 @@ mod selection_tests {
 
     /// Refclocks at the given offsets (1 µs precision each), sampled at 1 Hz for `seconds`.
     fn run(engine: &mut SyncEngine, clocks: &[(SourceId, f64)], from: u32, seconds: u32) {
+        let clocks: Vec<_> = clocks.iter().map(|&(id, offset)| (id, offset, 0.0)).collect();
+        run_with_delay(engine, &clocks, from, seconds);
+    }
+
+    /// As [`run`], each refclock with its `delay` (half of it in its root distance).
+    fn run_with_delay(engine: &mut SyncEngine, clocks: &[(SourceId, f64, f64)], from: u32, seconds: u32) {
         for k in from..from + seconds {
             let local = at(f64::from(k) + 0.1);
-            for &(id, offset) in clocks {
+            for &(id, offset, delay) in clocks {
                 let sample = RefclockSample {
                     reference_time: local.add(NtpDuration::from_seconds_f64(offset)),
                     local_receive_time: local,
                     leap: LeapIndicator::NoWarning,
                     dispersion: 1e-6,
-                    delay: 0.0,
+                    delay,
                 };
                 engine.handle_refclock_sample(id, sample);
             }
@@ -297,6 +303,35 @@ mod selection_tests {
                 assert!(states[1..].contains(&SourceState::SystemPeer), "{states:?}");
             }
         }
+    }
+
+    /// A PPS (1 µs) and a coarse NMEA-like source 0.5 ms off with a 10 ms delay agree: the PPS
+    /// is the system peer, the other a candidate (RFC 5905's midpoint count found no majority).
+    #[test]
+    fn a_precise_and_a_coarse_refclock_that_agree_are_both_used() {
+        let mut engine = SyncEngine::new(SyncConfig::default());
+        let config = RefclockConfig { poll: 2, ..Default::default() };
+        let pps = engine.add_refclock(RefId(*b"PPS\0"), config, at(0.0)).unwrap();
+        let gps = engine.add_refclock(RefId(*b"GPS\0"), config, at(0.0)).unwrap();
+        run_with_delay(&mut engine, &[(pps, 0.0, 0.0), (gps, 5e-4, 1e-2)], 0, 30);
+        assert_eq!([pps, gps].map(|id| state(&engine, id)), [SourceState::SystemPeer, SourceState::Candidate]);
+    }
+
+    /// When the system peer goes stale, the served refid and stratum are the next peer's at
+    /// once, not from that peer's next sample.
+    #[test]
+    fn the_served_refid_follows_a_new_system_peer_at_once() {
+        let mut engine = SyncEngine::new(SyncConfig::default());
+        let config = RefclockConfig { poll: 2, ..Default::default() };
+        let pps = engine.add_refclock(RefId(*b"PPS\0"), RefclockConfig { prefer: true, ..config }, at(0.0)).unwrap();
+        let gps = engine.add_refclock(RefId(*b"GPS\0"), config, at(0.0)).unwrap();
+        run_with_delay(&mut engine, &[(pps, 0.0, 0.0), (gps, 5e-4, 1e-2)], 0, 20);
+        let before = engine.tracking(at(20.15));
+        assert_eq!((before.system_peer, before.ref_id), (Some(pps), RefId(*b"PPS\0")));
+        assert!(engine.refclock_stale(pps, at(20.2)));
+        let after = engine.tracking(at(20.25));
+        assert_eq!((after.system_peer, after.ref_id, after.stratum), (Some(gps), RefId(*b"GPS\0"), 1));
+        assert!(engine.snapshot(at(20.25)).root_delay.to_seconds_f64() > 9e-3, "the GPS's delay: {after:?}");
     }
 
     /// With a `require` refclock configured, the others alone never steer: when it goes stale

@@ -30,12 +30,17 @@ pub struct Candidate {
     pub require: bool,
 }
 
-/// An endpoint of a correctness interval: (value, -1 lower / 0 midpoint / +1 upper).
+/// An endpoint of a correctness interval: (value, -1 lower / +1 upper).
 pub type Endpoint = (f64, i8);
 
-/// Marzullo's algorithm as RFC 5905 gives it: the smallest number of falsetickers `f` (below half)
-/// for which `n - f` intervals share a point, and that intersection. `endpoints` is scratch space.
-/// Returns None when no majority agrees.
+/// Marzullo's algorithm as ntpd (4.2.8, NTPsec) runs it: the smallest number of falsetickers `f`
+/// (below half) for which `n - f` intervals share a point, and that intersection. `endpoints` is
+/// scratch space. Returns None when no majority agrees.
+///
+/// RFC 5905's text also counts the midpoints (offsets) outside the intersection as falsetickers;
+/// ntpd dropped that, and so does this: with it, a microsecond PPS and a millisecond upstream that
+/// agree (each interval holding the other's) had no majority of two, since neither offset lies
+/// inside the other's narrow interval, and the appliance served nothing.
 pub fn intersection(candidates: &[Candidate], endpoints: &mut Vec<Endpoint>) -> Option<(f64, f64)> {
     intersection_of(candidates, endpoints, |_| true)
 }
@@ -53,14 +58,12 @@ fn intersection_of(
     endpoints.clear();
     for c in candidates.iter().filter(|c| among(c)) {
         endpoints.push((c.offset - c.root_distance, -1));
-        endpoints.push((c.offset, 0));
         endpoints.push((c.offset + c.root_distance, 1));
     }
     endpoints.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let mut allow = 0;
     while 2 * allow < n {
         let need = (n - allow) as i32;
-        let mut found = 0;
         let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
         let mut chime = 0i32;
         for &(value, kind) in endpoints.iter() {
@@ -68,9 +71,6 @@ fn intersection_of(
             if chime >= need {
                 low = value;
                 break;
-            }
-            if kind == 0 {
-                found += 1;
             }
         }
         chime = 0;
@@ -80,11 +80,8 @@ fn intersection_of(
                 high = value;
                 break;
             }
-            if kind == 0 {
-                found += 1;
-            }
         }
-        if found <= allow && low < high {
+        if low < high {
             return Some((low, high));
         }
         allow += 1;
@@ -264,6 +261,18 @@ mod tests {
         let peer = system_peer(&cs, None).unwrap();
         assert_ne!(peer, 3);
         assert!(combine(&cs).unwrap().abs() < 0.001);
+    }
+
+    /// A microsecond interval and a millisecond one holding it, the offsets 0.5 ms apart: they
+    /// agree (RFC 5905's midpoint count said no majority of two).
+    #[test]
+    fn a_precise_and_a_coarse_source_that_agree_are_both_truechimers() {
+        let mut cs = vec![c(0, 0.0, 1e-6), c(1, 5e-4, 5e-3)];
+        let range = intersection(&cs, &mut Vec::new()).expect("a majority of two");
+        assert_eq!(range, (-1e-6, 1e-6));
+        assert_eq!(keep_truechimers(&mut cs, range), 0);
+        // Not when the coarse one misses the precise one's interval.
+        assert_eq!(intersection(&[c(0, 0.0, 1e-6), c(1, 6e-3, 5e-3)], &mut Vec::new()), None);
     }
 
     #[test]
