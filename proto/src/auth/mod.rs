@@ -1,6 +1,6 @@
-//! Authentication of NTP packets. Today: symmetric keys (RFC 5905 section 7.3, RFC 8573), a MAC
-//! after the header and extension fields, checked and written by [`respond`](crate::respond)
-//! through the [`Authenticate`] seam.
+//! Authentication of NTP packets: symmetric keys (RFC 5905 section 7.3, RFC 8573), a MAC after
+//! the header and extension fields, and NTS (RFC 8915, [`crate::nts`]), both checked and written
+//! by [`respond`](crate::respond) through the [`Authenticate`] seam.
 //!
 //! Pure like the rest of the crate: the keys are parsed from text the caller read
 //! ([`keyfile::parse_keys`]) and passed in; nothing here reads a file or a clock. Checking and
@@ -11,6 +11,8 @@ pub mod keys;
 
 pub use keyfile::{parse_keys, KeyEntry, KeyFileError};
 pub use keys::{KeyTable, KeyType, SymmetricKey, MAX_DIGEST_LEN};
+
+use crate::nts::server::{NtsCheck, Verified};
 
 /// Which key verified a request: an opaque handle the same authenticator signs the reply with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +41,19 @@ pub trait Authenticate {
     /// Appends the key id and the MAC of `buf[..len]` at `buf[len..]` with `key` (from
     /// [`MacCheck::Valid`]); returns the new length, or `None` if `buf` has no room for it.
     fn sign(&mut self, key: KeyRef, buf: &mut [u8], len: usize) -> Option<usize>;
+
+    /// NTS (RFC 8915): checks a request with extension fields and no MAC, which may decrypt its
+    /// authenticator in place. Without NTS every request is [`NtsCheck::NotNts`] (answered as
+    /// a basic request, as before NTS existed).
+    fn check_nts(&mut self, _packet: &mut [u8]) -> NtsCheck {
+        NtsCheck::NotNts
+    }
+
+    /// Writes the NTS fields of the reply (header already in `buf[..48]`) to a request that
+    /// [`Authenticate::check_nts`] verified, within its `request_len` bytes; the reply's length.
+    fn sign_nts(&mut self, _buf: &mut [u8], _request_len: usize, _verified: &Verified) -> Option<usize> {
+        None
+    }
 }
 
 /// No keys: every MAC is [`MacCheck::Unsupported`]. The authenticator of a server without

@@ -1,6 +1,7 @@
 //! Network Time Security for NTP (RFC 8915), the pure parts: the NTS extension fields of a
 //! request and a reply ([`ef`]), the AEAD they and the cookies are sealed with ([`aead`]), and
-//! cookies under rotating master keys ([`cookie`]).
+//! cookies under rotating master keys ([`cookie`]), and the server's answer to an NTS request
+//! ([`server`]).
 //!
 //! No IO, no clock, no randomness: every key and nonce is a parameter, so the same code runs in
 //! the workers, in the NTS-KE server and in tests with fixed values.
@@ -8,6 +9,7 @@
 pub mod aead;
 pub mod cookie;
 pub mod ef;
+pub mod server;
 
 pub use aead::{Aead, AesSivCmac256, AEAD_AES_SIV_CMAC_256, TAG_LEN};
 pub use cookie::{ClientKeys, KeySet, KeySetError, MasterKey, COOKIE_LEN, MASTER_KEY_LEN};

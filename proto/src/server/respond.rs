@@ -15,6 +15,7 @@
 use core::net::SocketAddr;
 
 use crate::auth::{Authenticate, MacCheck};
+use crate::nts::server::NtsCheck;
 use crate::packet::{
     scan_trailer, write_transmit_timestamp, KissCode, LeapIndicator, Mac, NtpHeader, NtpMode, NtpPacket, HEADER_LEN,
     MAX_PACKET_LEN,
@@ -238,6 +239,17 @@ where
             Err(reason) => return Verdict::Drop(reason),
         },
     };
+    // NTS (RFC 8915): only a request with extension fields and no MAC can be one.
+    let request_len = buf.len();
+    let nts = match mac {
+        None if request_len > HEADER_LEN => match auth.check_nts(buf) {
+            NtsCheck::NotNts => None,
+            NtsCheck::Verified(verified) => Some(verified),
+            NtsCheck::Malformed => return Verdict::Drop(DropReason::Malformed),
+            NtsCheck::Nak { uid } => return nts_nak(buf, &request, uid),
+        },
+        _ => None,
+    };
     let Some(out) = buf.first_chunk_mut::<HEADER_LEN>() else {
         return Verdict::Drop(DropReason::Short);
     };
@@ -272,9 +284,27 @@ where
     if candidate {
         interleave.save(receive, t3);
     }
-    match signing {
-        None => Verdict::Reply(HEADER_LEN),
-        Some(check) => sign_reply(buf, check, auth),
+    match (signing, nts) {
+        (Some(check), _) => sign_reply(buf, check, auth),
+        (None, Some(verified)) => match auth.sign_nts(buf, request_len, &verified) {
+            Some(len) => Verdict::Reply(len),
+            None => Verdict::Drop(DropReason::Authenticated),
+        },
+        (None, None) => Verdict::Reply(HEADER_LEN),
+    }
+}
+
+/// The NTS NAK (RFC 8915 section 5.7): a Kiss-o'-Death with kiss code `NTSN` and the request's
+/// unique identifier, so the client knows to get new cookies. No time in it.
+#[cold]
+fn nts_nak(buf: &mut [u8], request: &ClientRequest, uid: core::ops::Range<usize>) -> Verdict {
+    let Some(out) = buf.first_chunk_mut::<HEADER_LEN>() else {
+        return Verdict::Drop(DropReason::Short);
+    };
+    kiss_of_death(out, request.version, KissCode::Deny, request.poll, request.transmit);
+    match crate::nts::server::write_nak(buf, uid) {
+        Some(len) => Verdict::Reply(len),
+        None => Verdict::Drop(DropReason::Malformed),
     }
 }
 
@@ -593,6 +623,75 @@ mod tests {
         let mut p = signed_request(keys().get(7).unwrap(), 0);
         let mut policy = Fixed(AdmitAction::Kod { code: KissCode::Rate, poll: 6 });
         assert_eq!(respond(&mut p, meta(), &synced(), &mut policy, &mut keys(), || T3), Verdict::Kod(KissCode::Rate));
+    }
+
+    /// An authenticator with NTS and no symmetric keys, as a worker holds one.
+    struct TestNts {
+        master: crate::nts::KeySet,
+        n: u8,
+    }
+
+    impl Authenticate for TestNts {
+        fn check(&mut self, _: &[u8], _: u32, _: &[u8]) -> MacCheck {
+            MacCheck::Unsupported
+        }
+        fn sign(&mut self, _: crate::auth::KeyRef, _: &mut [u8], _: usize) -> Option<usize> {
+            None
+        }
+        fn check_nts(&mut self, packet: &mut [u8]) -> NtsCheck {
+            crate::nts::server::check_request(packet, &self.master)
+        }
+        fn sign_nts(&mut self, buf: &mut [u8], len: usize, v: &crate::nts::server::Verified) -> Option<usize> {
+            let n = &mut self.n;
+            crate::nts::server::write_reply(buf, len, v, &self.master, &[0x99; 16], || {
+                *n += 1;
+                [*n; 16]
+            })
+        }
+    }
+
+    #[test]
+    fn row56_an_nts_request_gets_an_authenticated_reply_with_cookies_never_longer() {
+        use crate::nts::server::tests::{client_check_reply, client_keys, client_request, master};
+        let mut auth = TestNts { master: master(), n: 0 };
+        for placeholders in [0, 2] {
+            let mut p = client_request(&auth.master, &client_keys(), placeholders);
+            let len = p.len();
+            let v = respond(&mut p, meta(), &synced(), &mut ServeAll, &mut auth, || T3);
+            assert_eq!(v, Verdict::Reply(len), "placeholders {placeholders}");
+            let r = NtpPacket::parse(&p[..48]).unwrap();
+            assert_eq!((r.mode, r.stratum, r.origin_timestamp.to_bits()), (NtpMode::Server, 2, 0x1234));
+            assert_eq!(client_check_reply(&p[..len], &client_keys(), &auth.master), 1 + placeholders);
+        }
+    }
+
+    #[test]
+    fn row56_unknown_cookie_gets_an_nts_nak_malformed_nothing() {
+        use crate::nts::server::tests::{client_keys, client_request, master};
+        let mut auth = TestNts { master: master(), n: 0 };
+        let mut p = client_request(&auth.master, &client_keys(), 1);
+        p[100] ^= 1; // inside the cookie
+        assert_eq!(respond(&mut p, meta(), &synced(), &mut ServeAll, &mut auth, || T3), Verdict::Reply(84));
+        let r = NtpPacket::parse(&p[..48]).unwrap();
+        assert_eq!((r.stratum, r.ref_id, r.origin_timestamp.to_bits()), (0, RefId(*b"NTSN"), 0x1234));
+        assert_eq!((r.receive_timestamp, r.transmit_timestamp), (NtpTimestamp::ZERO, NtpTimestamp::ZERO));
+        assert_eq!(&p[48..52], &[0x01, 0x04, 0, 36], "the unique identifier echoed");
+
+        let good = client_request(&auth.master, &client_keys(), 0);
+        let mut cut = good[..good.len() - 40].to_vec();
+        let before = cut.clone();
+        assert_eq!(
+            respond(&mut cut, meta(), &synced(), &mut ServeAll, &mut auth, || T3),
+            Verdict::Drop(DropReason::Malformed)
+        );
+        assert_eq!(cut, before);
+    }
+
+    #[test]
+    fn row56_without_nts_an_nts_request_is_a_basic_request() {
+        use crate::nts::server::tests::{client_keys, client_request, master};
+        let mut p = client_request(&master(), &client_keys(), 1);
+        assert_eq!(run(&mut p), Verdict::Reply(48));
     }
 
     #[test]

@@ -1,0 +1,260 @@
+//! The server's side of an NTS request on the data plane (RFC 8915 section 5.7), in place:
+//! [`check_request`] opens the cookie with the master keys and checks the authenticator with the
+//! client's C2S key; [`write_reply`] writes, after the reply's header, the unique identifier and
+//! an authenticator sealed with the S2C key around fresh cookies, one per cookie the request
+//! carried or made room for (placeholders), as many as fit: the reply is never longer than the
+//! request. [`write_nak`] is the NTS NAK (KoD `NTSN` with the unique identifier) for a cookie
+//! that does not open or an authenticator that does not verify.
+//!
+//! Pure: the nonces are the caller's. No allocation.
+
+use core::ops::Range;
+
+use super::aead::{Aead, AesSivCmac256, AEAD_AES_SIV_CMAC_256, TAG_LEN};
+use super::cookie::{ClientKeys, KeySet, COOKIE_LEN};
+use super::ef::{layout_authenticator, parse_request, write_field_header, write_uid, NtsParse, NONCE_LEN, NTS_COOKIE};
+
+/// The kiss code of an NTS NAK.
+pub const NTSN: [u8; 4] = *b"NTSN";
+/// Most cookies one reply carries (chrony and ntpd-rs send at most 8).
+pub const MAX_COOKIES: usize = 8;
+/// Bytes one cookie takes in the reply's plaintext: its field header and body.
+const COOKIE_FIELD_LEN: usize = 4 + COOKIE_LEN;
+
+/// A request whose cookie opened and whose authenticator verified.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    /// The unique identifier's body in the request (it is moved, not copied, into the reply).
+    pub uid: Range<usize>,
+    /// How many cookies the reply should carry (1 + placeholders, at most [`MAX_COOKIES`]).
+    pub cookies: usize,
+    /// The client's keys, from its cookie.
+    pub keys: ClientKeys,
+}
+
+/// What an NTS check says about a request.
+#[derive(Clone, Debug)]
+pub enum NtsCheck {
+    /// No NTS field: not an NTS request.
+    NotNts,
+    /// Answer with [`write_reply`].
+    Verified(Verified),
+    /// A cookie that does not open (unknown key, another server's, changed) or an authenticator
+    /// that does not verify: answer with [`write_nak`] echoing this unique identifier.
+    Nak { uid: Range<usize> },
+    /// NTS fields not as RFC 8915 wants them: nothing is sent.
+    Malformed,
+}
+
+/// Checks an NTS request in `packet`. The authenticator's ciphertext is decrypted in place
+/// (the reply overwrites it anyway).
+pub fn check_request(packet: &mut [u8], master: &KeySet) -> NtsCheck {
+    let request = match parse_request(packet) {
+        NtsParse::NotNts => return NtsCheck::NotNts,
+        NtsParse::Malformed { .. } => return NtsCheck::Malformed,
+        NtsParse::Nts(request) => request,
+    };
+    let nak = NtsCheck::Nak { uid: request.uid.clone() };
+    let Some(keys) = master.open(&packet[request.cookie.clone()]) else { return nak };
+    if keys.algorithm != AEAD_AES_SIV_CMAC_256 {
+        return nak;
+    }
+    let (ad, rest) = packet.split_at_mut(request.authenticator);
+    let base = request.authenticator;
+    let nonce = &rest[request.nonce.start - base..request.nonce.end - base];
+    let mut nonce_copy = [0u8; 64];
+    let Some(nonce_copy) = nonce_copy.get_mut(..nonce.len()) else { return nak };
+    nonce_copy.copy_from_slice(nonce);
+    let sealed = &mut rest[request.ciphertext.start - base..request.ciphertext.end - base];
+    if !AesSivCmac256::open(&keys.c2s, nonce_copy, ad, sealed) {
+        return nak;
+    }
+    let cookies = (1 + usize::from(request.placeholders)).min(MAX_COOKIES);
+    NtsCheck::Verified(Verified { uid: request.uid, cookies, keys })
+}
+
+/// Writes the reply's NTS fields after the header already in `buf[..48]`, within the request's
+/// `request_len` bytes: the unique identifier, then the authenticator (`nonce`) sealing as many of
+/// `verified.cookies` fresh cookies as fit (each sealed with the current master key and the next
+/// of `cookie_nonces`). Returns the reply's length, or `None` if not even the fields without a
+/// cookie fit (which a well-formed request always leaves room for).
+pub fn write_reply(
+    buf: &mut [u8],
+    request_len: usize,
+    verified: &Verified,
+    master: &KeySet,
+    nonce: &[u8; NONCE_LEN],
+    mut cookie_nonces: impl FnMut() -> [u8; NONCE_LEN],
+) -> Option<usize> {
+    let buf = buf.get_mut(..request_len)?;
+    let next = write_uid(buf, verified.uid.clone())?;
+    let fixed = next + 8 + NONCE_LEN + TAG_LEN;
+    let fit = request_len.checked_sub(fixed)? / COOKIE_FIELD_LEN;
+    let cookies = verified.cookies.min(fit);
+    let plaintext_len = cookies * COOKIE_FIELD_LEN;
+    let (sealed, end) = layout_authenticator(buf, next, nonce, plaintext_len)?;
+    for i in 0..cookies {
+        let at = sealed + TAG_LEN + i * COOKIE_FIELD_LEN;
+        write_field_header(buf, at, NTS_COOKIE, COOKIE_FIELD_LEN)?;
+        let out: &mut [u8; COOKIE_LEN] = buf.get_mut(at + 4..at + COOKIE_FIELD_LEN)?.try_into().ok()?;
+        if !master.seal(&verified.keys, &cookie_nonces(), out) {
+            return None;
+        }
+    }
+    let (ad, rest) = buf.split_at_mut(next);
+    let sealed = rest.get_mut(sealed - next..sealed - next + TAG_LEN + plaintext_len)?;
+    AesSivCmac256::seal(&verified.keys.s2c, nonce, ad, sealed).then_some(end)
+}
+
+/// Turns the Kiss-o'-Death already in `buf[..48]` into an NTS NAK: kiss code `NTSN` and the
+/// request's unique identifier after it. Returns the NAK's length (never more than the request's).
+pub fn write_nak(buf: &mut [u8], uid: Range<usize>) -> Option<usize> {
+    buf.get_mut(12..16)?.copy_from_slice(&NTSN);
+    write_uid(buf, uid)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::super::cookie::MasterKey;
+    use super::super::ef::tests::field;
+    use super::super::ef::{NTS_AUTHENTICATOR, NTS_COOKIE_PLACEHOLDER, UNIQUE_IDENTIFIER};
+    use super::*;
+
+    pub(crate) fn client_keys() -> ClientKeys {
+        ClientKeys { algorithm: AEAD_AES_SIV_CMAC_256, c2s: [0xC2; 32], s2c: [0x5C; 32] }
+    }
+
+    pub(crate) fn master() -> KeySet {
+        KeySet::new(MasterKey { id: 77, key: [0x4D; 32] }, 3)
+    }
+
+    /// A client's NTS request, as chrony builds one: UID, cookie, placeholders, and an
+    /// authenticator sealed with C2S over everything before it.
+    pub(crate) fn client_request(master: &KeySet, keys: &ClientKeys, placeholders: usize) -> Vec<u8> {
+        let mut cookie = [0u8; COOKIE_LEN];
+        assert!(master.seal(keys, &[0x0C; 16], &mut cookie));
+        let mut p = crate::NtpPacket::client_request(4, crate::NtpTimestamp::from_bits(0x1234)).to_bytes().to_vec();
+        p.extend(field(UNIQUE_IDENTIFIER, &[0xAB; 32]));
+        p.extend(field(NTS_COOKIE, &cookie));
+        for _ in 0..placeholders {
+            p.extend(field(NTS_COOKIE_PLACEHOLDER, &[0; COOKIE_LEN]));
+        }
+        let ad_end = p.len();
+        let nonce = [0x11u8; 16];
+        let mut sealed = [0u8; TAG_LEN];
+        assert!(AesSivCmac256::seal(&keys.c2s, &nonce, &p, &mut sealed));
+        let mut body = 16u16.to_be_bytes().to_vec();
+        body.extend(16u16.to_be_bytes());
+        body.extend(nonce);
+        body.extend(sealed);
+        p.extend(field(NTS_AUTHENTICATOR, &body));
+        assert_eq!(p.len(), ad_end + 40);
+        p
+    }
+
+    /// What a client does with the reply: the UID matches, the authenticator opens with S2C,
+    /// and the cookies inside (each opens with the master keys to the same client keys).
+    pub(crate) fn client_check_reply(reply: &[u8], keys: &ClientKeys, master: &KeySet) -> usize {
+        assert_eq!(&reply[48..52], &[0x01, 0x04, 0, 36]);
+        assert_eq!(&reply[52..84], &[0xAB; 32]);
+        let at = 84;
+        assert_eq!(reply[at..at + 2], NTS_AUTHENTICATOR.to_be_bytes());
+        let nonce_len = u16::from_be_bytes([reply[at + 4], reply[at + 5]]) as usize;
+        let ct_len = u16::from_be_bytes([reply[at + 6], reply[at + 7]]) as usize;
+        let nonce = &reply[at + 8..at + 8 + nonce_len];
+        let start = at + 8 + nonce_len;
+        let mut sealed = reply[start..start + ct_len].to_vec();
+        assert!(AesSivCmac256::open(&keys.s2c, nonce, &reply[..at], &mut sealed), "reply authenticates with S2C");
+        let plaintext = &sealed[TAG_LEN..];
+        let mut n = 0;
+        for chunk in plaintext.chunks(COOKIE_FIELD_LEN) {
+            assert_eq!(chunk[..4], [0x02, 0x04, 0, 108]);
+            assert_eq!(master.open(&chunk[4..]).as_ref(), Some(keys), "a fresh cookie for the same keys");
+            n += 1;
+        }
+        n
+    }
+
+    fn nonces() -> impl FnMut() -> [u8; 16] {
+        let mut i = 0u8;
+        move || {
+            i += 1;
+            [i; 16]
+        }
+    }
+
+    #[test]
+    fn a_valid_request_gets_an_authenticated_reply_with_fresh_cookies_no_longer_than_it() {
+        let (master, keys) = (master(), client_keys());
+        for placeholders in [0, 1, 3, 7, 9] {
+            let mut p = client_request(&master, &keys, placeholders);
+            let len = p.len();
+            let NtsCheck::Verified(v) = check_request(&mut p, &master) else { panic!("verified") };
+            assert_eq!(v.cookies, (1 + placeholders).min(MAX_COOKIES));
+            p[..48].copy_from_slice(&[0x24; 48]);
+            let reply_len = write_reply(&mut p, len, &v, &master, &[0x99; 16], nonces()).unwrap();
+            assert!(reply_len <= len, "{reply_len} > {len}");
+            let cookies = client_check_reply(&p[..reply_len], &keys, &master);
+            assert_eq!(cookies, v.cookies, "placeholders {placeholders}");
+            if placeholders < MAX_COOKIES {
+                assert_eq!(reply_len, len, "placeholders make exactly the room the cookies need");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_or_changed_cookies_and_bad_authenticators_get_a_nak() {
+        let (master, keys) = (master(), client_keys());
+        let good = client_request(&master, &keys, 0);
+        let other = KeySet::new(MasterKey { id: 77, key: [0x4E; 32] }, 1);
+        let rotated_away = {
+            let mut m = master.clone();
+            for k in 0..3 {
+                m.rotate([k; 32]);
+            }
+            m
+        };
+        for (what, set, flip) in [
+            ("another server's key", &other, None),
+            ("rotated away", &rotated_away, None),
+            ("cookie changed", &master, Some(100)),
+            ("authenticated part changed", &master, Some(20)),
+            ("tag changed", &master, Some(good.len() - 1)),
+        ] {
+            let mut p = good.clone();
+            if let Some(i) = flip {
+                p[i] ^= 1;
+            }
+            match check_request(&mut p, set) {
+                NtsCheck::Nak { uid } => assert_eq!(uid, 52..84, "{what}"),
+                other => panic!("{what}: {other:?}"),
+            }
+            let len = write_nak(&mut p, 52..84).unwrap();
+            assert_eq!(len, 84);
+            assert_eq!(&p[12..16], b"NTSN");
+            assert_eq!(&p[52..84], &[0xAB; 32]);
+        }
+    }
+
+    #[test]
+    fn not_nts_and_malformed() {
+        let mut basic = crate::NtpPacket::client_request(4, crate::NtpTimestamp::ZERO).to_bytes().to_vec();
+        assert!(matches!(check_request(&mut basic, &master()), NtsCheck::NotNts));
+        let good = client_request(&master(), &client_keys(), 0);
+        let mut cut = good[..good.len() - 40].to_vec();
+        assert!(matches!(check_request(&mut cut, &master()), NtsCheck::Malformed));
+    }
+
+    #[test]
+    fn a_cookie_of_another_length_leaves_fewer_cookies_never_a_longer_reply() {
+        // A request whose fields leave room for the UID and an empty authenticator only.
+        let (master, keys) = (master(), client_keys());
+        let verified = Verified { uid: 52..84, cookies: 3, keys };
+        let mut buf = vec![0u8; 84 + 40 + 50];
+        buf[52..84].fill(0xAB);
+        let len = buf.len();
+        let reply = write_reply(&mut buf, len, &verified, &master, &[1; 16], nonces()).unwrap();
+        assert!(reply <= len);
+        assert_eq!(client_check_reply(&buf[..reply], &verified.keys, &master), 0);
+    }
+}
