@@ -2,9 +2,11 @@
 //! writer and SOCK sender, carrying the host clock's time, serves stratum 1 with the refclock's
 //! refid; a real chronyd reads the same SHM segment (`refclock SHM`) and the same SOCK stream
 //! (`refclock SOCK`) and reports the same, and a real chronyd client in a network namespace
-//! accepts stratumd as a stratum-1 server. chronyd never touches the clock (`-x`, `-Q`).
-//! The SOCK test needs nothing; the others need root (namespaces, port 123, SysV shm units of
-//! their own) and chronyd: they skip outside CI without them, fail in CI.
+//! accepts stratumd as a stratum-1 server. An NMEA talker on a pty numbers SOCK pulse samples
+//! (the appliance's PPS), also fed to a chronyd; fix loss with and without an upstream.
+//! chronyd never touches the clock (`-x`, `-Q`). The SOCK, NMEA and fix-loss tests need nothing;
+//! the chronyd ones need root (namespaces, port 123, SysV shm units of their own, chronyd's
+//! command socket) and chronyd: they skip outside CI without them, fail in CI.
 
 mod common;
 
@@ -179,6 +181,62 @@ fn a_sock_sender_makes_stratumd_stratum_1() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains(&format!("sock:{}", path.display())) && table.contains("GPS"), "{table}");
     eprintln!("{table}");
+    server.stop();
+}
+
+/// SOCK (issue 18): one stream of time-of-day samples (10 Hz, the host clock's time with 100 ns
+/// of jitter) sent to a real chronyd's `refclock SOCK` socket and to stratumd's: both report the
+/// same offset within 1 µs. Root and chronyd (its command socket in a 0700 directory).
+#[test]
+fn one_sock_sample_stream_gives_stratumd_and_chronyd_the_same_offset() {
+    let ok = require(is_root(), "refclock SOCK vs chronyd: chronyd's command socket needs root")
+        && require(have_tool("chronyd") && have_tool("chronyc"), "chronyd is not installed (apt-get install chrony)");
+    if !ok {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gps.sock");
+    let control = dir.path().join("control.sock");
+    let port = free_port();
+    let text = refclock_config(
+        &format!("127.0.0.1:{port}"),
+        &format!("driver = \"sock\"\ndevice = \"{}\"\npoll = 2", path.display()),
+        &control,
+    );
+    let mut server = Server::start(&text, port);
+    let private = private_dir();
+    let chrony_path = private.path().join("gps.sock");
+    let (_chronyd, socket) =
+        chronyd_refclock(private.path(), &format!("refclock SOCK {} refid GPS poll 2", chrony_path.display()));
+    let sender = SockSender::new().unwrap();
+    let paths = [path.clone(), chrony_path];
+    let mut rng = Jitter(0x5851_f42d_4c95_7f2d);
+    let _feed = Feeder::every(Duration::from_millis(100), move || {
+        let (sec, nsec) = now_unix();
+        let sample =
+            SockSample { tv_sec: sec, tv_usec: i64::from(nsec / 1000), offset: rng.normal(100e-9), pulse: 0, leap: 0 };
+        for p in &paths {
+            let _ = sender.send(p, &sample);
+        }
+    });
+    wait_for(Duration::from_secs(20), "synchronised to the SOCK refclock", &control, "tracking", |t| {
+        t["synchronized"] == true && t["stratum"] == 1
+    });
+    let fields = chronyc_selected(&socket, "GPS", Duration::from_secs(30));
+    // A few estimates more on both sides.
+    std::thread::sleep(Duration::from_secs(8));
+    let fields = chronyc_selected(&socket, "GPS", Duration::from_secs(5)).into_iter().chain(fields).collect::<Vec<_>>();
+    let chrony_offset: f64 = fields[8].parse().unwrap();
+    let sources = ctl_json(&control, &["sources"]).unwrap();
+    let row = selected_refclock(&sources).expect("the SOCK refclock selected");
+    let stratumd_offset = row["last_offset_seconds"].as_f64().unwrap();
+    eprintln!(
+        "SOCK time samples: stratumd offset {:+.3} us, chronyd {:+.3} us ({})",
+        stratumd_offset * 1e6,
+        chrony_offset * 1e6,
+        fields[..10].join(",")
+    );
+    assert!((stratumd_offset - chrony_offset).abs() < 1e-6, "{stratumd_offset} {chrony_offset}");
     server.stop();
 }
 
