@@ -40,23 +40,16 @@ struct Lab {
 
 impl Lab {
     fn new() -> Self {
-        let server = Netns::new("ntpqs");
-        let peer = Netns::new("ntpqp");
-        run_ok(Command::new("ip").args([
-            "link",
-            "add",
-            "nq0",
-            "netns",
-            &server.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "nq1",
-            "netns",
-            &peer.name,
-        ]));
-        for (ns, dev, addr) in [(&server, "nq0", SERVER), (&peer, "nq1", PEER)] {
+        Self::new_named("ntpqs", "ntpqp", "nq0", "nq1")
+    }
+
+    /// Namespaces `server_tag` and `peer_tag` joined by veth `a` (server end) and `b`.
+    fn new_named(server_tag: &str, peer_tag: &str, a: &str, b: &str) -> Self {
+        let server = Netns::new(server_tag);
+        let peer = Netns::new(peer_tag);
+        let link = ["link", "add", a, "netns", &server.name, "type", "veth", "peer", "name", b, "netns", &peer.name];
+        run_ok(Command::new("ip").args(link));
+        for (ns, dev, addr) in [(&server, a, SERVER), (&peer, b, PEER)] {
             run_ok(Command::new("ip").args(["-n", &ns.name, "addr", "add", &format!("{addr}/24"), "dev", dev]));
             run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", dev, "up"]));
         }
@@ -113,12 +106,21 @@ fn var(text: &str, name: &str) -> Option<String> {
 
 /// Runs `f` with a UDP socket on 127.0.0.1 inside `ns` (a thread that joins it).
 fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce(std::net::UdpSocket) -> T + Send + 'static) -> T {
+    in_ns_from(ns, "127.0.0.1:0", f)
+}
+
+/// Runs `f` with a UDP socket bound to `local` inside `ns`.
+fn in_ns_from<T: Send + 'static>(
+    ns: &Netns,
+    local: &'static str,
+    f: impl FnOnce(std::net::UdpSocket) -> T + Send + 'static,
+) -> T {
     let path = format!("/run/netns/{}", ns.name);
     std::thread::spawn(move || {
         let ns = std::fs::File::open(path).unwrap();
         // SAFETY: setns on this thread only, with a namespace file we hold open.
         assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) }, 0);
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let s = std::net::UdpSocket::bind(local).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
         f(s)
     })
@@ -236,4 +238,45 @@ fn ntpq_reads_a_synchronised_stratumd_and_other_sources_get_nothing() {
     assert!(err.contains("timed out") || none.contains("timed out"), "{none}{err}");
     let after = ctl_json(&control, &["status"]).unwrap()["requests"]["dropped"]["control"].as_u64().unwrap();
     assert!(after >= before + 2, "dropped and counted: {before} -> {after}");
+}
+
+/// The xdp backend: its workers hand allowed mode 6 to the same thread, which answers from a
+/// kernel socket on port 123; a source not on `[ntpq] allow` gets nothing and is counted.
+#[cfg(feature = "xdp")]
+#[test]
+fn ntpq_over_the_xdp_backend_and_only_for_allowed_sources() {
+    if !available() {
+        return;
+    }
+    let lab = Lab::new_named("nqxs", "nqxc", "nqx0", "nqx1");
+    // A second client address, not on the allow list.
+    run_ok(Command::new("ip").args(["-n", &lab.peer.name, "addr", "add", "10.93.1.3/24", "dev", "nqx1"]));
+    let control = lab.dir.path().join("control.sock");
+    let text = format!(
+        "[server]\nbackend = \"xdp\"\ninterface = \"nqx0\"\nport = 123\nxdp-mode = \"auto\"\n\n\
+         [clock]\nsource = \"local\"\nstratum = 2\n\n[ntpq]\nallow = [\"{PEER}/32\"]\n\n\
+         [control]\nsocket = \"{}\"\n",
+        control.display()
+    );
+    let mut server = Server::start_with(lab.server.command(BIN), &text, 123, None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ctl_json(&control, &["status"]).is_none() {
+        assert!(std::time::Instant::now() < deadline, "stratumd (xdp) did not come up: {}", server.stop_output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (rv, err) = Lab::ntpq(&lab.peer, SERVER, &["-c", "rv"]);
+    eprintln!("ntpq -c rv over xdp:\n{rv}{err}");
+    assert_eq!(var(&rv, "stratum").as_deref(), Some("2"), "{rv}{err}");
+    assert!(var(&rv, "version").is_some_and(|v| v.starts_with("stratumd ")), "{rv}");
+
+    // From 10.93.1.3: a READVAR gets nothing; the worker counts the drop, the handoff the denial.
+    let before = ctl_json(&control, &["status"]).unwrap()["requests"]["dropped"]["control"].as_u64().unwrap();
+    let reply = in_ns_from(&lab.peer, "10.93.1.3:0", |s| {
+        s.send_to(&[0x26, 0x02, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0], format!("{SERVER}:123")).unwrap();
+        let mut buf = [0u8; 600];
+        s.recv(&mut buf).ok()
+    });
+    assert_eq!(reply, None, "answered a source not on [ntpq] allow");
+    let after = ctl_json(&control, &["status"]).unwrap()["requests"]["dropped"]["control"].as_u64().unwrap();
+    assert_eq!(after, before + 1, "the drop is counted");
 }

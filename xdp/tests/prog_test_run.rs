@@ -257,6 +257,7 @@ fn frame_table() {
     // An NTP request in an IPv4 packet with this flags/fragment offset word.
     let fragment = |frag| framed(ETH_P_IP, &ipv4(CLIENT4, SERVER4, IPPROTO_UDP, &[], frag, &udp(PORT, &ntp, None)));
 
+    let mode6 = [0x26u8, 0x02, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
     let cases = vec![
         case("NTP over IPv4", ntp4(), Counter::NoSocket),
         case(
@@ -295,6 +296,14 @@ fn frame_table() {
         case("wrong UDP port", framed(ETH_P_IP, &v4(&udp(PORT + 1, &ntp, None))), Counter::Passed),
         case("NTP source port to another port", framed(ETH_P_IP, &v4(&udp(40000, &ntp, None))), Counter::Passed),
         case("short NTP payload (47 bytes)", framed(ETH_P_IP, &v4(&udp(PORT, &ntp[..47], None))), Counter::Malformed),
+        // Mode 6 (ntpq) requests are 12 bytes: to the workers, which hand an allowed source's on.
+        case("mode 6 READVAR (12 bytes)", framed(ETH_P_IP, &v4(&udp(PORT, &mode6, None))), Counter::NoSocket),
+        case(
+            "mode 6 shorter than its header",
+            framed(ETH_P_IP, &v4(&udp(PORT, &mode6[..11], None))),
+            Counter::Malformed,
+        ),
+        case("mode 3 of 12 bytes", framed(ETH_P_IP, &v4(&udp(PORT, &ntp[..12], None))), Counter::Malformed),
         case("empty UDP payload", framed(ETH_P_IP, &v4(&udp(PORT, &[], None))), Counter::Malformed),
         case("UDP length below 8", framed(ETH_P_IP, &v4(&udp(PORT, &ntp, Some(7)))), Counter::Malformed),
         case(

@@ -109,7 +109,7 @@ impl DataPlane {
         match self {
             Self::Socket(b) => b.reply_sockets.iter().map(|s| s.try_clone().ok()).collect(),
             #[cfg(feature = "xdp")]
-            Self::Xdp(_) => None,
+            Self::Xdp(b) => b.reply_sockets.iter().map(|s| s.try_clone().ok()).collect(),
         }
     }
 

@@ -11,8 +11,10 @@
 //! a clone of the listen socket the request came in on, with the address it came to as the
 //! source (IP_PKTINFO), as ntpq expects.
 //!
-//! The XDP backend does not hand mode 6 over (its frames carry no kernel socket to answer
-//! from); there mode 6 stays dropped and counted by the worker, allowed sources included.
+//! The XDP backend does the same from its workers (the frame's UDP payload, its source, and the
+//! address it came to); the thread answers from kernel sockets on our port (IPv4 and IPv6) that
+//! never receive, since the XDP program steers every datagram to our port to the workers. So
+//! the BPF program stays as it is and no mode 6 ever reaches the kernel's stack.
 
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
@@ -138,7 +140,10 @@ impl NtpqServer {
                 match responder.answer(&q.buf[..q.len], q.client.ip()) {
                     Outcome::Reply(fragments) => {
                         counters.answered.fetch_add(1, Ordering::Relaxed);
-                        let Some(socket) = sockets.get(q.socket) else { continue };
+                        let Some(socket) = sockets.get(q.socket) else {
+                            counters.send_failed.fetch_add(fragments.len() as u64, Ordering::Relaxed);
+                            continue;
+                        };
                         for f in &fragments {
                             match send(socket, &f[..], q.client, q.to.as_ref()) {
                                 Ok(_) => counters.fragments.fetch_add(1, Ordering::Relaxed),

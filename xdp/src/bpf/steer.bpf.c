@@ -41,6 +41,7 @@ const volatile __u16 stratum_port = 123;
 
 /* Smallest NTP header (no extension fields, no MAC). */
 #define NTP_HEADER_LEN 48
+#define CONTROL_HEADER_LEN 12
 /* IPv4 flags + fragment offset: "more fragments" and the 13-bit offset. */
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
@@ -216,11 +217,18 @@ static __always_inline int parse_ipv6_request(struct hdr_cursor *c, void *data_e
 	return 0;
 }
 
-/* A UDP length that holds an NTP header and lies inside both the IP packet and the frame. */
+/* A UDP length that holds an NTP header (a mode 6 control header for a mode 6 request: ntpq's
+ * are 12 bytes, and the workers hand an allowed source's to the ntpq thread) and lies inside both
+ * the IP packet and the frame. */
 static __always_inline bool ntp_length_ok(struct udphdr *udp, __u32 udp_len, __u32 ip_payload_len,
 					  void *data_end)
 {
-	if (udp_len < sizeof(*udp) + NTP_HEADER_LEN || udp_len > ip_payload_len)
+	__u8 *first = (void *)(udp + 1);
+	__u32 min = NTP_HEADER_LEN;
+
+	if ((void *)(first + 1) <= data_end && (*first & 7) == 6)
+		min = CONTROL_HEADER_LEN;
+	if (udp_len < sizeof(*udp) + min || udp_len > ip_payload_len)
 		return false;
 	return (void *)udp + udp_len <= data_end;
 }

@@ -48,6 +48,9 @@ pub struct XdpBackend {
     pub status: Arc<XdpStatusReader>,
     /// The transmit stamps interleaved replies carry.
     pub tx_stamps: TxStampMode,
+    /// Kernel sockets on our port (IPv4, IPv6) the ntpq thread answers from: the program steers
+    /// every datagram to our port to the workers, so they never receive.
+    pub reply_sockets: Vec<socket2::Socket>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -55,7 +58,7 @@ impl XdpBackend {
     /// Attaches the program, opens and registers one socket per queue (every error surfaces
     /// before a worker runs), pushes the deny list into the program, and starts the workers.
     pub fn start(config: &Config, inputs: WorkerInputs<'_>) -> anyhow::Result<Self> {
-        let WorkerInputs { admission, cell, shutdown, keys, .. } = inputs;
+        let WorkerInputs { admission, cell, shutdown, keys, ntpq } = inputs;
         let server = &config.server;
         let interface = server.interface.clone().context("the xdp backend needs `interface`")?;
         let queues: Vec<u32> = match &server.queues {
@@ -99,11 +102,13 @@ impl XdpBackend {
                 interleave: WorkerInterleave::new(store.clone(), worker_counters.clone()),
                 tx_stamps,
                 stamp_wanted: Vec::new(),
+                ntpq: ntpq.cloned(),
             };
             threads.push(spawn_worker(format!("stratumd-x{id}"), id, cores[id], move || worker.run(policy))?);
         }
         threads.push(watcher);
-        Ok(Self { interface, queues, counters, cores, status, tx_stamps, threads })
+        let reply_sockets = if ntpq.is_some() { ntpq_sockets(server.port) } else { Vec::new() };
+        Ok(Self { interface, queues, counters, cores, status, tx_stamps, reply_sockets, threads })
     }
 
     /// Waits for every worker to finish (after shutdown was raised), then detaches the program.
@@ -156,4 +161,28 @@ fn push_deny_list(program: &SteeringProgram, allow: &[Cidr], deny: &[Cidr]) -> a
         pushed += 1;
     }
     Ok(pushed)
+}
+
+/// The sockets mode 6 replies leave from: UDP on our port, IPv4 and IPv6 apart. A port the
+/// kernel already gives someone else leaves ntpq unanswered (logged), never stops the server.
+fn ntpq_sockets(port: u16) -> Vec<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let open = |domain: Domain, addr: std::net::SocketAddr| -> std::io::Result<Socket> {
+        let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        if domain == Domain::IPV6 {
+            s.set_only_v6(true)?;
+        }
+        s.bind(&addr.into())?;
+        Ok(s)
+    };
+    let v4 = open(Domain::IPV4, (std::net::Ipv4Addr::UNSPECIFIED, port).into());
+    let v6 = open(Domain::IPV6, (std::net::Ipv6Addr::UNSPECIFIED, port).into());
+    match (v4, v6) {
+        (Ok(a), Ok(b)) => vec![a, b],
+        (a, b) => {
+            let e = a.err().or(b.err()).map(|e| e.to_string()).unwrap_or_default();
+            tracing::warn!(port, error = %e, "no kernel socket on the port to answer ntpq from; mode 6 goes unanswered");
+            Vec::new()
+        }
+    }
 }

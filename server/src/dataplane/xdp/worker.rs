@@ -47,6 +47,8 @@ pub(super) struct Worker {
     pub(super) tx_stamps: TxStampMode,
     /// Per UMEM frame: its reply asked for a NIC stamp in its TX metadata (read at completion).
     pub(super) stamp_wanted: Vec<bool>,
+    /// Where mode 6 from a management source goes after `respond()` dropped it.
+    pub(super) ntpq: Option<crate::mgmt::ntpq::NtpqHandoff>,
 }
 
 impl Worker {
@@ -104,6 +106,7 @@ impl Worker {
         admission.set_time(clock::monotonic());
         prepare_batch(&self.xsk.umem, rx, admission);
         let (port, counters, keys, interleave) = (self.port, &self.counters, &mut self.keys, &mut self.interleave);
+        let ntpq = self.ntpq.as_ref();
         let tx_stamps = self.tx_stamps;
         // Read at most once per batch, and only for a frame without a stamp from the program.
         let mut fallback_rx = None;
@@ -126,7 +129,7 @@ impl Worker {
             };
             let len = match umem.data_mut(desc.addr, desc.len) {
                 Some(frame) => {
-                    answer_frame(frame, port, rx_time, &snapshot, rng, admission, keys, interleave, counters)?
+                    answer_frame(frame, port, rx_time, &snapshot, rng, admission, keys, interleave, counters, ntpq)?
                 }
                 None => {
                     // A descriptor outside its frame: never from a sane kernel, counted all the same.
@@ -264,6 +267,7 @@ fn answer_frame(
     keys: &mut stratum_proto::auth::KeyTable,
     interleave: &mut WorkerInterleave,
     counters: &WorkerCounters,
+    ntpq: Option<&crate::mgmt::ntpq::NtpqHandoff>,
 ) -> Option<usize> {
     let parsed = match parse_frame(frame, port) {
         FrameVerdict::Ntp(parsed) => parsed,
@@ -282,6 +286,13 @@ fn answer_frame(
     let verdict =
         answer(payload, parsed.source, rx_time, snapshot, admission, keys, interleave, rng, counters, clock::try_now);
     counters.count(&verdict);
+    // Mode 6 never gets a reply here; an allowed source's goes to the ntpq thread, which answers
+    // from a kernel socket on our port (IPv4 socket 0, IPv6 socket 1).
+    if let (Verdict::Drop(DropReason::Control), Some(ntpq)) = (verdict, ntpq) {
+        let us = parsed.destination.ip();
+        let to = crate::dataplane::socket::cmsg::PacketInfo { destination: us, local: us, interface: 0 };
+        ntpq.offer(payload, parsed.source, Some(to), usize::from(us.is_ipv6()));
+    }
     let len = verdict.reply_len()?;
     let total = write_reply(frame, &parsed, len);
     if total.is_none() {
