@@ -62,6 +62,9 @@ pub struct Config {
     /// `[auth]`: symmetric keys (an ntp.keys file) for requests with a MAC.
     #[serde(default)]
     pub auth: crate::auth::AuthConfig,
+    /// `[nts]`: NTS master keys (the cookies' keys) for NTS requests.
+    #[serde(default)]
+    pub nts: crate::auth::NtsConfig,
     /// What is valid but probably not meant, one `FILE:LINE: KEY: warning: ...` line each: printed
     /// by `--check-config` and logged at start.
     #[serde(skip)]

@@ -76,7 +76,7 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
 
     // Over AF_XDP, loopback sources cannot be real clients (the kernel never routes them to a NIC).
     let admission = Admission::from_config(config, config.server.backend == Backend::Xdp);
-    let keys = config.auth.table();
+    let keys = auth::WorkerAuth::from_config(config);
     // Mode 6 from `[ntpq] allow`: the socket workers hand it to the ntpq thread (mgmt/ntpq.rs).
     let ntpq = config.ntpq.enabled.then(|| NtpqHandoff::new(&config.ntpq.allow));
     let inputs = WorkerInputs {

@@ -12,6 +12,13 @@ use std::path::PathBuf;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use stratum_proto::auth::{parse_keys, KeyTable, KeyType};
+use stratum_proto::nts::KeySet;
+
+mod worker;
+pub use worker::WorkerAuth;
+
+/// Master keys kept to open cookies: the current one and the two before it.
+const KEEP_MASTER_KEYS: usize = 3;
 
 /// `[auth]`.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -61,6 +68,42 @@ impl AuthConfig {
     }
 }
 
+/// `[nts]`: Network Time Security on the data plane (RFC 8915).
+///
+/// ```toml
+/// [nts]
+/// master-keys = "/var/lib/stratumd/nts.keys"   # ID HEX lines, newest first
+/// ```
+///
+/// The cookies clients present are opened with these master keys, so every server given the same
+/// file (a fleet, or this one after a restart) accepts them. The NTS-KE server that hands out
+/// cookies is not built yet: today the keys must be shared with the one that does.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NtsConfig {
+    /// The master key file; absent: no NTS (an NTS request is answered as a basic one).
+    #[serde(default, deserialize_with = "master_keys")]
+    pub master_keys: Option<MasterKeys>,
+}
+
+/// The master key file as read at start.
+#[derive(Clone, Debug)]
+pub struct MasterKeys {
+    pub path: PathBuf,
+    pub set: KeySet,
+}
+
+fn master_keys<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MasterKeys>, D::Error> {
+    let path = PathBuf::from(String::deserialize(d)?);
+    read_master_keys(path).map(Some).map_err(de::Error::custom)
+}
+
+fn read_master_keys(path: PathBuf) -> Result<MasterKeys, String> {
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let set = KeySet::from_text(&text, KEEP_MASTER_KEYS).map_err(|e| format!("{}:{e}", path.display()))?;
+    Ok(MasterKeys { path, set })
+}
+
 /// Reads and parses the key file named by `keys`; a bad line is `PATH:LINE: key ID: what`.
 fn key_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<KeyFile>, D::Error> {
     let path = PathBuf::from(String::deserialize(d)?);
@@ -108,6 +151,16 @@ mod tests {
         );
         let e = read_key_file("/nonexistent/ntp.keys".into()).unwrap_err();
         assert!(e.starts_with("cannot read /nonexistent/ntp.keys: "), "{e}");
+    }
+
+    #[test]
+    fn master_keys_are_read_and_bad_ones_named() {
+        let f = file(&format!("# keys\n7 {}\n6 {}\n", "ab".repeat(32), "cd".repeat(32)));
+        let m = read_master_keys(f.path().into()).unwrap();
+        assert_eq!((m.set.current().id, m.set.len()), (7, 2));
+        let f = file("7 abcd\n");
+        let e = read_master_keys(f.path().into()).unwrap_err();
+        assert_eq!(e, format!("{}:1: a master key is 64 hex digits", f.path().display()));
     }
 
     #[test]

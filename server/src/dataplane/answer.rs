@@ -7,10 +7,10 @@
 use rand::rngs::StdRng;
 use rand::RngCore;
 use std::net::SocketAddr;
-use stratum_proto::auth::KeyTable;
 use stratum_proto::server::respond::respond_with;
 use stratum_proto::{DropReason, NtpTimestamp, RxMeta, ServerSnapshot, Verdict};
 
+use crate::auth::WorkerAuth;
 use crate::dataplane::admission::WorkerPolicy;
 use crate::dataplane::interleave::WorkerInterleave;
 use crate::dataplane::stats::WorkerCounters;
@@ -28,7 +28,7 @@ pub fn answer(
     rx_time: NtpTimestamp,
     snapshot: &ServerSnapshot,
     admission: &mut WorkerPolicy,
-    keys: &mut KeyTable,
+    keys: &mut WorkerAuth,
     interleave: &mut WorkerInterleave,
     rng: &mut StdRng,
     counters: &WorkerCounters,
@@ -73,7 +73,7 @@ mod tests {
         let request = NtpPacket::client_request(4, NtpTimestamp::from_parts(3_990_000_000, 7)).to_bytes();
         let mut buf = request;
         let broken = || None;
-        let mut keys = KeyTable::default();
+        let mut keys = WorkerAuth::default();
         let mut interleave = WorkerInterleave::new(None, counters.clone());
         let v = answer(
             &mut buf,

@@ -34,7 +34,7 @@ pub struct WorkerInputs<'a> {
     pub cell: &'a Arc<SnapshotCell>,
     pub shutdown: &'a Arc<AtomicBool>,
     /// `[auth]`'s symmetric keys; each worker takes its own clone.
-    pub keys: &'a stratum_proto::auth::KeyTable,
+    pub keys: &'a crate::auth::WorkerAuth,
     /// Where allowed mode 6 (ntpq) goes instead of being only dropped (socket backend).
     pub ntpq: Option<&'a crate::mgmt::ntpq::NtpqHandoff>,
 }

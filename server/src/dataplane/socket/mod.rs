@@ -164,7 +164,7 @@ struct Worker {
     /// Where mode 6 from a management source goes after `respond()` dropped it.
     ntpq: Option<crate::mgmt::ntpq::NtpqHandoff>,
     /// This worker's own copy of `[auth]`'s keys (a MAC is checked without touching another core's memory).
-    keys: stratum_proto::auth::KeyTable,
+    keys: crate::auth::WorkerAuth,
     /// Interleaved mode: this worker's side of the shared store.
     interleave: WorkerInterleave,
     /// Transmit stamps asked for per interleaved reply and read back from the error queue

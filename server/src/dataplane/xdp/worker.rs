@@ -40,7 +40,7 @@ pub(super) struct Worker {
     pub(super) counters: Arc<WorkerCounters>,
     pub(super) shutdown: Arc<AtomicBool>,
     /// This worker's own copy of `[auth]`'s keys.
-    pub(super) keys: stratum_proto::auth::KeyTable,
+    pub(super) keys: crate::auth::WorkerAuth,
     /// Interleaved mode: this worker's side of the shared store.
     pub(super) interleave: WorkerInterleave,
     /// Where interleaved replies' transmit times come from.
@@ -264,7 +264,7 @@ fn answer_frame(
     snapshot: &ServerSnapshot,
     rng: &mut StdRng,
     admission: &mut WorkerPolicy,
-    keys: &mut stratum_proto::auth::KeyTable,
+    keys: &mut crate::auth::WorkerAuth,
     interleave: &mut WorkerInterleave,
     counters: &WorkerCounters,
     ntpq: Option<&crate::mgmt::ntpq::NtpqHandoff>,
