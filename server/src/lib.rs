@@ -116,7 +116,8 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     };
     let ntpq_server = match (ntpq, backend.reply_sockets()) {
         (Some((handoff, rx)), Some(sockets)) => {
-            match NtpqServer::start(rx, sockets, status.clone(), handoff.counters.clone(), shutdown.clone()) {
+            let leap = config.clock.leap_seconds.as_ref().map(|l| l.list.clone());
+            match NtpqServer::start(rx, sockets, status.clone(), handoff.counters.clone(), leap, shutdown.clone()) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     shutdown.store(true, Ordering::Relaxed);

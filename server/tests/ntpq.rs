@@ -16,6 +16,7 @@ use common::*;
 use serde_json::Value;
 
 const SERVER: &str = "10.93.1.1";
+const LEAP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/tests/data/leap-seconds.list");
 const PEER: &str = "10.93.1.2";
 
 fn ntpq_script() -> PathBuf {
@@ -150,7 +151,7 @@ fn ntpq_reads_a_synchronised_stratumd_and_other_sources_get_nothing() {
     let _chronyd = lab.chronyd();
     let control = lab.dir.path().join("control.sock");
     let text = format!(
-        "[server]\nlisten = [\"0.0.0.0:123\"]\nworkers = 1\n\n[clock]\nsource = \"sync\"\n\n\
+        "[server]\nlisten = [\"0.0.0.0:123\"]\nworkers = 1\n\n[clock]\nsource = \"sync\"\nleap-seconds = \"{LEAP}\"\n\n\
          [[upstream]]\naddress = \"{PEER}\"\niburst = true\n\n[ratelimit]\n\n[control]\nsocket = \"{}\"\n",
         control.display()
     );
@@ -190,6 +191,10 @@ fn ntpq_reads_a_synchronised_stratumd_and_other_sources_get_nothing() {
     assert_eq!(var(&rv, "refid"), tracking["refid"].as_str().map(String::from), "{rv}");
     assert_eq!(var(&rv, "peer").as_deref(), Some("1"), "{rv}");
     assert!(var(&rv, "version").is_some_and(|v| v.starts_with("stratumd ")), "{rv}");
+    // From the leap-seconds list: TAI - UTC, the last leap (none is scheduled), its expiry.
+    assert_eq!(var(&rv, "tai").as_deref(), Some("37"), "{rv}");
+    assert_eq!(var(&rv, "leapsec").as_deref(), Some("201701010000"), "{rv}");
+    assert_eq!(var(&rv, "expire").as_deref(), Some("202606280000"), "{rv}");
     let rootdelay: f64 = var(&rv, "rootdelay").unwrap().parse().unwrap();
     assert!((rootdelay - ms(&tracking, "root_delay_seconds")).abs() < 0.5, "{rv} vs {tracking}");
 

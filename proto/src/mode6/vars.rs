@@ -52,7 +52,8 @@ pub struct SystemVars<'a> {
     pub clk_wander_ppm: Option<f64>,
     /// TAI − UTC, seconds, from the leap-seconds list (None without one).
     pub tai: Option<i32>,
-    /// The leap-seconds list's last leap and its expiry.
+    /// The leap-seconds list's next leap (or, none scheduled, its last) and its expiry; written
+    /// as ntpd writes them, `yyyymmddhhmm` UTC.
     pub leapsec: Option<NtpTimestamp>,
     pub expire: Option<NtpTimestamp>,
 }
@@ -95,10 +96,10 @@ impl SystemVars<'_> {
             v.push(("tai", tai.to_string()));
         }
         if let Some(t) = self.leapsec {
-            v.push(("leapsec", timestamp(t)));
+            v.push(("leapsec", filestamp(t)));
         }
         if let Some(t) = self.expire {
-            v.push(("expire", timestamp(t)));
+            v.push(("expire", filestamp(t)));
         }
         v
     }
@@ -264,6 +265,14 @@ pub fn timestamp(t: NtpTimestamp) -> String {
     format!("{:#010x}.{:08x}", t.seconds(), t.fraction())
 }
 
+/// A date as ntpd's `leapsec` and `expire` show it: `yyyymmddhhmm`, UTC.
+pub fn filestamp(t: NtpTimestamp) -> String {
+    let (unix, _) = t.to_unix(946_684_800);
+    let (y, m, d) = crate::sync::calendar::civil_from_days(unix.div_euclid(86_400));
+    let minutes = unix.rem_euclid(86_400) / 60;
+    format!("{y:04}{m:02}{d:02}{:02}{:02}", minutes / 60, minutes % 60)
+}
+
 /// A quoted string: no quote or control character inside (the list's parser would split on it).
 fn quoted(s: &str) -> String {
     let clean: String = s.chars().filter(|c| *c != '"' && !c.is_control()).collect();
@@ -322,6 +331,12 @@ mod tests {
         assert!(all.contains(", reftime=0xe0000000.80000000, "), "{all}");
         assert!(all.contains(", offset=-0.012300, frequency=12.500000, "), "{all}");
         assert!(all.contains(", tai=37"), "{all}");
+        let mut s = s;
+        // 2017-01-01 00:00 and 2026-06-28 00:00 UTC, as NTP seconds.
+        s.leapsec = Some(NtpTimestamp::from_parts(3_692_217_600, 0));
+        s.expire = Some(NtpTimestamp::from_parts(3_991_593_600, 0));
+        let all = render(&s.list(), b"leapsec,expire").unwrap();
+        assert_eq!(all, "leapsec=201701010000, expire=202606280000");
         assert!(!all.contains("clk_jitter"), "unknown values are left out: {all}");
         assert_eq!(render(&s.list(), b"offset").unwrap(), "offset=-0.012300");
         assert_eq!(render(&s.list(), b" stratum, refid\0").unwrap(), "stratum=2, refid=192.0.2.1");

@@ -30,8 +30,8 @@ use stratum_proto::mode6::{
     self, Mode6State, MruEntry, NonceKey, Outcome, PeerVars, Selection, SystemVars, TimeSource,
 };
 use stratum_proto::server::access::Cidr;
-use stratum_proto::sync::SourceState;
-use stratum_proto::RefId;
+use stratum_proto::sync::{LeapSecondsList, SourceState};
+use stratum_proto::{NtpTimestamp, RefId};
 
 use crate::dataplane::socket::cmsg::{self, PacketInfo};
 use crate::mgmt::status::ServerStatus;
@@ -125,11 +125,12 @@ impl NtpqServer {
         sockets: Vec<Socket>,
         status: Arc<ServerStatus>,
         counters: Arc<NtpqCounters>,
+        leap: Option<LeapSecondsList>,
         shutdown: Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
         let mut secret = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut secret);
-        let responder = Responder { key: NonceKey(secret), status, system: host_system() };
+        let responder = Responder { key: NonceKey(secret), status, system: host_system(), leap };
         let thread = std::thread::Builder::new().name("stratumd-ntpq".into()).spawn(move || {
             while !shutdown.load(Ordering::Relaxed) {
                 let q = match rx.recv_timeout(Duration::from_millis(200)) {
@@ -188,12 +189,15 @@ struct Responder {
     key: NonceKey,
     status: Arc<ServerStatus>,
     system: String,
+    /// `[clock] leap-seconds`' list: `tai`, `leapsec` and `expire`.
+    leap: Option<LeapSecondsList>,
 }
 
 impl Responder {
     fn answer(&self, datagram: &[u8], client: IpAddr) -> Outcome {
         let snapshot = self.status.cell.load().1;
         let now = snapshot.correction.apply(clock::now());
+        let now_unix = now.to_unix(946_684_800).0;
         let clock_state = self.status.clock();
         let view = self.status.sync.as_ref();
         let tracking = view.and_then(|v| v.tracking());
@@ -231,9 +235,9 @@ impl Responder {
             sys_jitter_ms: tracking.map_or(0.0, |t| t.system_jitter * 1e3),
             clk_jitter_ms: tracking.map(|t| t.offset_error * 1e3),
             clk_wander_ppm: None,
-            tai: None,
-            leapsec: None,
-            expire: None,
+            tai: self.leap.as_ref().and_then(|l| l.tai_offset_at(now_unix)),
+            leapsec: self.leap.as_ref().and_then(|l| leap_date(l, now_unix)).map(ntp_from_unix),
+            expire: self.leap.as_ref().map(|l| ntp_from_unix(l.expires_unix())),
         };
         // The rate limiter's table is scanned only for an MRU request (opcode 10).
         let mru: Vec<MruEntry> = match (datagram.get(1).map(|b| b & 0x1f), &self.status.limiter) {
@@ -273,6 +277,24 @@ fn refid_text(refid: RefId, stratum: u8) -> String {
         .take_while(|b| **b != 0)
         .map(|&b| if b.is_ascii_graphic() { char::from(b) } else { '.' })
         .collect()
+}
+
+/// The list's next leap, or with none scheduled its last (as ntpd's `leapsec`), Unix seconds.
+fn leap_date(list: &LeapSecondsList, now_unix: i64) -> Option<i64> {
+    if let Some(next) = list.next_leap_after(now_unix) {
+        return Some(next.at_unix);
+    }
+    let (mut last, mut after) = (None, 0);
+    // Bounded by the list's length (one entry per leap since 1972).
+    while let Some(e) = list.next_leap_after(after) {
+        last = Some(e.at_unix);
+        after = e.at_unix;
+    }
+    last
+}
+
+fn ntp_from_unix(seconds: i64) -> NtpTimestamp {
+    NtpTimestamp::from_unix(seconds, 0)
 }
 
 /// Association ids: 1, 2, ... in the order the sync thread lists its sources.
