@@ -98,11 +98,12 @@ fn ms(v: &Value, key: &str) -> f64 {
     v[key].as_f64().unwrap_or_else(|| panic!("{key} in {v}")) * 1e3
 }
 
-/// The `name=value` of `text` (ntpq's `rv` output).
+/// The `name=value` of `text` (ntpq's `rv` output; it pads some names, `filtdelay =`).
 fn var(text: &str, name: &str) -> Option<String> {
     text.split([',', '\n'])
-        .map(str::trim)
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(|v| v.trim_matches('"').to_string()))
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| k.trim() == name)
+        .map(|(_, v)| v.trim().trim_matches('"').to_string())
 }
 
 /// Runs `f` with a UDP socket on 127.0.0.1 inside `ns` (a thread that joins it).
@@ -205,6 +206,16 @@ fn ntpq_reads_a_synchronised_stratumd_and_other_sources_get_nothing() {
     let offset: f64 = var(&one, "offset").unwrap_or_else(|| panic!("{one}")).parse().unwrap();
     assert!(var(&one, "stratum").is_none(), "only what was asked: {one}");
     assert!((offset - ms(&tracking, "offset_seconds")).abs() < 0.5, "{offset} ms vs {tracking}");
+
+    // The peer's clock filter: one to eight stages, the newest delay the one stratumctl shows.
+    let (filt, err) = Lab::ntpq(&lab.server, "127.0.0.1", &["-c", "rv 1 filtdelay,filtoffset,filtdisp,dispersion"]);
+    eprintln!("ntpq -c 'rv 1 filtdelay,...':\n{filt}{err}");
+    let delays: Vec<f64> =
+        var(&filt, "filtdelay").unwrap_or_default().split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert!((1..=8).contains(&delays.len()), "{filt}");
+    let newest = ctl_json(&control, &["sources"]).unwrap()["sources"][0]["last_delay_seconds"].as_f64().unwrap() * 1e3;
+    assert!((delays[0] - newest).abs() < 0.001, "{filt} vs {newest} ms");
+    assert!(var(&filt, "dispersion").is_some_and(|d| d.parse::<f64>().is_ok()), "{filt}");
 
     // as: one association, reachable, the system peer.
     let (assoc, err) = Lab::ntpq(&lab.server, "127.0.0.1", &["-c", "as"]);

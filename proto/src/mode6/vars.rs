@@ -211,7 +211,7 @@ impl PeerVars {
         {
             if !values.is_empty() {
                 // ntpd's own layout: a quoted, space-separated list.
-                let text: Vec<String> = values.iter().map(|x| format!("{x:.2}")).collect();
+                let text: Vec<String> = values.iter().map(|x| format!("{x:.3}")).collect();
                 v.push((name, format!("\"{}\"", text.join(" "))));
             }
         }
@@ -389,7 +389,7 @@ mod tests {
         assert_eq!(p.status_word(), 0x9600);
         let text = render(&p.list(), b"").unwrap();
         assert!(text.starts_with("srcadr=192.0.2.1, srcport=123, leap=0, stratum=1, refid=GPS, reach=0xff"), "{text}");
-        assert!(text.contains("filtdelay=\"1.00 2.00\""), "{text}");
+        assert!(text.contains("filtdelay=\"1.000 2.000\""), "{text}");
         assert!(!text.contains("filtoffset"), "{text}");
     }
 }

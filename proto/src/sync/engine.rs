@@ -129,6 +129,15 @@ pub struct SourceStatus {
     /// A reference clock out of the selection until its next estimate (fix lost, no sample for
     /// its `max_age`).
     pub refclock_stale: bool,
+    /// The upstream's precision (log2 s), root delay and root dispersion (s) from its last reply.
+    pub upstream_precision: Option<i8>,
+    pub upstream_root_delay: Option<f64>,
+    pub upstream_root_dispersion: Option<f64>,
+    /// The clock filter's dispersion, seconds.
+    pub dispersion: Option<f64>,
+    /// The clock filter's stages, newest first, offsets against the served clock as
+    /// `last_offset` (what `ntpq`'s filtoffset, filtdelay and filtdisp show).
+    pub filter: [Option<Sample>; super::filter::STAGES],
 }
 
 /// The system's state as `stratumctl tracking` shows it.
@@ -953,6 +962,14 @@ impl SyncEngine {
             refclock: slot.refclock.as_ref().map(|_| s.refid),
             refclock_samples: slot.refclock.as_ref().map_or(0, |rc| rc.samples),
             refclock_stale: slot.refclock.as_ref().is_some_and(|rc| rc.stale),
+            upstream_precision: s.upstream.map(|u| u.precision),
+            upstream_root_delay: s.upstream.map(|u| u.root_delay),
+            upstream_root_dispersion: s.upstream.map(|u| u.root_dispersion),
+            dispersion: est.map(|e| e.dispersion),
+            filter: s
+                .filter
+                .stages()
+                .map(|stage| stage.map(|x| Sample { offset: x.offset - self.discipline.correction_at(x.time), ..x })),
         }
     }
 }

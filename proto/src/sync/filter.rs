@@ -85,6 +85,11 @@ impl ClockFilter {
         self.last.as_ref()
     }
 
+    /// The stages, newest first (`ntpq`'s filtoffset, filtdelay, filtdisp).
+    pub fn stages(&self) -> &[Option<Sample>; STAGES] {
+        &self.stages
+    }
+
     /// Number of stages holding a sample.
     pub fn len(&self) -> usize {
         self.stages.iter().flatten().count()

@@ -321,9 +321,9 @@ fn peer_vars(index: usize, row: &crate::sync::upstream::SourceRow) -> PeerVars {
         dstadr: None,
         leap: s.leap.map(|l| l.to_bits()),
         stratum: s.stratum.or(s.refclock.map(|_| 0)),
-        precision: None,
-        root_delay_ms: None,
-        root_dispersion_ms: None,
+        precision: s.upstream_precision,
+        root_delay_ms: ms(s.upstream_root_delay),
+        root_dispersion_ms: ms(s.upstream_root_dispersion),
         refid: match s.refclock {
             Some(refid) => Some(refid_text(refid, 0)),
             None => s.upstream_ref_id.zip(s.stratum).map(|(r, st)| refid_text(r, st)),
@@ -338,11 +338,11 @@ fn peer_vars(index: usize, row: &crate::sync::upstream::SourceRow) -> PeerVars {
         flash: s.last_flash.bits(),
         offset_ms: ms(s.last_offset),
         delay_ms: ms(s.last_delay),
-        dispersion_ms: None,
+        dispersion_ms: ms(s.dispersion),
         jitter_ms: ms(s.jitter),
         xleave_ms: 0.0,
-        filtdelay_ms: Vec::new(),
-        filtoffset_ms: Vec::new(),
-        filtdisp_ms: Vec::new(),
+        filtdelay_ms: s.filter.iter().flatten().map(|x| x.delay * 1e3).collect(),
+        filtoffset_ms: s.filter.iter().flatten().map(|x| x.offset * 1e3).collect(),
+        filtdisp_ms: s.filter.iter().flatten().map(|x| x.dispersion * 1e3).collect(),
     }
 }

@@ -138,8 +138,7 @@ impl SyncStats {
                 peer_status(s.state, s.reach),
                 s.last_offset.unwrap_or(0.0),
                 s.last_delay.unwrap_or(0.0),
-                // The engine keeps no separate dispersion: its root distance bounds it.
-                s.root_distance.unwrap_or(0.0),
+                s.dispersion.unwrap_or(0.0),
                 s.jitter.unwrap_or(0.0),
             );
             self.sink.send(Kind::Peer, at, line);
