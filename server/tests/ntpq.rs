@@ -296,3 +296,17 @@ fn ntpq_over_the_xdp_backend_and_only_for_allowed_sources() {
     let after = ctl_json(&control, &["status"]).unwrap()["requests"]["dropped"]["control"].as_u64().unwrap();
     assert_eq!(after, before + 1, "the drop is counted");
 }
+
+/// `[ntpq]` and `[stats]` mistakes are one `FILE:LINE: KEY: ...` line each.
+#[test]
+fn ntpq_and_stats_config_errors_name_file_line_and_key() {
+    let head = "[server]\nlisten = [\"127.0.0.1:11123\"]\n\n";
+    assert_refused(&format!("{head}[ntpq]\nallow = [\"10.0.0.0/33\"]\n"), 5, "ntpq.allow", "prefix length");
+    assert_refused(&format!("{head}[ntpq]\nalow = []\n"), 5, "ntpq.alow", "unknown field");
+    assert_refused(&format!("{head}[stats]\ndirectory = \"/tmp\"\nkeep-days = 0\n"), 6, "stats.keep-days", "1..=3650");
+    assert_refused(&format!("{head}[stats]\nloopstats = true\n"), 4, "stats", "missing field `directory`");
+    let (ok, _, err, _) = check_config(&format!(
+        "{head}[ntpq]\nallow = [\"10.0.0.0/8\", \"fd00::/8\"]\n\n[stats]\ndirectory = \"/var/log/stratumd\"\nrawstats = true\nkeep-days = 30\n\n[clock]\nsource = \"local\"\nstratum = 2\n"
+    ));
+    assert!(ok, "{err}");
+}
