@@ -346,3 +346,53 @@ fn peer_vars(index: usize, row: &crate::sync::upstream::SourceRow) -> PeerVars {
         filtdisp_ms: s.filter.iter().flatten().map(|x| x.dispersion * 1e3).collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readvar() -> [u8; 12] {
+        [0x26, 0x02, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+    }
+
+    #[test]
+    fn only_allowed_mode_6_is_queued_and_a_full_queue_is_counted() {
+        let (handoff, rx) = NtpqHandoff::new(&["127.0.0.0/8".parse().unwrap()]);
+        let me: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let stranger: SocketAddr = "192.0.2.9:40000".parse().unwrap();
+        handoff.offer(&readvar(), stranger, None, 0);
+        assert_eq!(handoff.counters.denied.load(Ordering::Relaxed), 1);
+        let mut monlist = readvar();
+        monlist[0] = 0x17; // mode 7: never answered
+        handoff.offer(&monlist, me, None, 0);
+        handoff.offer(&[0x26; MAX_REQUEST + 1], me, None, 0);
+        assert_eq!(handoff.counters.dropped.load(Ordering::Relaxed), 2);
+        for _ in 0..QUEUE_DEPTH + 3 {
+            handoff.offer(&readvar(), me, None, 1);
+        }
+        assert_eq!(handoff.counters.queued.load(Ordering::Relaxed), QUEUE_DEPTH as u64);
+        assert_eq!(handoff.counters.queue_full.load(Ordering::Relaxed), 3);
+        let q = rx.try_recv().unwrap();
+        assert_eq!((&q.buf[..q.len], q.client, q.socket), (&readvar()[..], me, 1));
+    }
+
+    #[test]
+    fn refids_as_ntpd_writes_them() {
+        assert_eq!(refid_text(RefId::from_ascii("GPS").unwrap(), 1), "GPS");
+        assert_eq!(refid_text(RefId::from_bits(0x7f7f_0101), 1), "....");
+        assert_eq!(refid_text(RefId::from_bits(0xc000_0201), 2), "192.0.2.1");
+    }
+
+    #[test]
+    fn leapsec_is_the_next_leap_or_the_last() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/tests/data/leap-seconds.list"))
+                .unwrap();
+        let list = LeapSecondsList::parse(&text).unwrap();
+        // 2017-01-01: the last leap, for any time after it.
+        assert_eq!(leap_date(&list, 1_800_000_000), Some(1_483_228_800));
+        // Before it, the next one.
+        assert_eq!(leap_date(&list, 1_483_228_000), Some(1_483_228_800));
+        assert_eq!(leap_date(&list, 1_400_000_000), Some(1_435_708_800), "2015-07-01");
+    }
+}
