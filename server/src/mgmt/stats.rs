@@ -291,7 +291,8 @@ impl StatsWriter {
         let thread = std::thread::Builder::new().name("stratumd-stats".into()).spawn(move || {
             let mut last_sys = (Instant::now(), status.totals());
             while !shutdown.load(Ordering::Relaxed) {
-                match rx.recv_timeout(Duration::from_secs(1)) {
+                // Short, so that a stop is quick; a flush with nothing buffered costs nothing.
+                match rx.recv_timeout(Duration::from_millis(200)) {
                     Ok(r) => {
                         files.write(r.kind, r.at, &r.text);
                         for r in rx.try_iter().take(QUEUE_DEPTH) {
