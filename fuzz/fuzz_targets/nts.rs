@@ -1,7 +1,7 @@
-//! NTS extension fields (RFC 8915) and cookies: the request walk terminates on any input, every
-//! range it returns lies inside the packet (the unique identifier at least 32 bytes, the
-//! authenticator last), laying out a reply over it never writes past the request, and no cookie
-//! opens unless it was sealed by the key set.
+//! NTS-KE records, NTS extension fields (RFC 8915) and cookies: the KE record parser never
+//! panics; the request walk terminates on any input, every range it returns lies inside the
+//! packet (the unique identifier at least 32 bytes, the authenticator last), laying out a reply
+//! over it never writes past the request, and no cookie opens unless it was sealed by the key set.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,6 +10,10 @@ use stratum_proto::nts::{KeySet, MasterKey, COOKIE_LEN};
 
 fuzz_target!(|input: (u8, &[u8])| {
     let (cookies, bytes) = input;
+    // The NTS-KE record parser: any bytes, no panic; an answer only at an End of Message.
+    if let stratum_proto::nts::ke::KeRequest::Ntpv4 { aead } = stratum_proto::nts::ke::parse_request(bytes) {
+        assert_eq!(aead, 15);
+    }
     let mut packet = [0x23u8; 48].to_vec();
     packet.extend_from_slice(bytes);
     match parse_request(&packet) {

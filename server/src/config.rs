@@ -1001,6 +1001,7 @@ impl Config {
         }
         warnings.extend(self.validate_sync(spans)?);
         warnings.extend(self.auth.warnings().into_iter().map(|w| Invalid::new("auth.keys", w)));
+        self.nts.validate().map_err(|(key, message)| Invalid::new(key, message))?;
         Ok(warnings)
     }
 

@@ -128,6 +128,19 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    // NTS-KE (`[nts] listen`): its own threads, never a worker's; it tells clients the NTP port.
+    let ntp_port = match config.server.backend {
+        Backend::Xdp => Some(config.server.port),
+        Backend::Socket => config.server.listen.first().map(|a| a.port()),
+    };
+    let ntske = match mgmt::ntske::start(&config.nts, ntp_port, shutdown.clone()) {
+        Ok(k) => k,
+        Err(e) => {
+            shutdown.store(true, Ordering::Relaxed);
+            backend.join();
+            return Err(e);
+        }
+    };
     let (stats_writer, stats_sink) = match stats {
         Some((c, (sink, rx))) => match StatsWriter::start(c, rx, sink.clone(), status.clone(), shutdown.clone()) {
             Ok(w) => (Some(w), Some(sink)),
@@ -210,6 +223,9 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     sync_thread.join();
     if let Some(n) = ntpq_server {
         n.join();
+    }
+    if let Some(k) = ntske {
+        k.join();
     }
     if let Some(w) = stats_writer {
         w.join();

@@ -141,3 +141,87 @@ fn a_bad_master_key_file_is_one_config_error() {
     let missing = text.replace("nts.keys", "absent.keys");
     assert_refused(&missing, 10, "nts.master-keys", "cannot read");
 }
+
+/// A test CA and a certificate for 127.0.0.1 signed by it (openssl), in `dir`: (ca, cert, key).
+fn make_certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |n: &str| dir.join(n);
+    let openssl = |args: &[&str]| run_ok(std::process::Command::new("openssl").args(args).current_dir(dir));
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=stratumd test CA"],
+        ]
+        .concat(),
+    );
+    openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
+    std::fs::write(p("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (p("ca.pem"), p("server.pem"), p("server.key"))
+}
+
+/// The whole chain with a real client: chronyd (-Q, never touching the clock) does the NTS-KE
+/// handshake with stratumd (trusting the test's CA), gets cookies, and takes an NTS-authenticated
+/// sample from the data plane; without the CA it refuses the KE server. A flood of half-open
+/// TCP connections to the KE port does not stop the data plane, and the KE serves again after.
+#[test]
+fn chronyd_synchronises_over_nts() {
+    if !require(have_tool("chronyd"), "chronyd is not installed (apt-get install chrony)")
+        || !require(have_tool("openssl"), "openssl is not installed (apt-get install openssl)")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certificates(dir.path());
+    let keyfile = dir.path().join("nts.keys");
+    std::fs::write(&keyfile, KeySet::new(MasterKey { id: 1, key: [0x61; 32] }, 3).to_text()).unwrap();
+    let (port, ke_port) = (free_port(), free_port());
+    let text = format!(
+        "{}listen = \"127.0.0.1:{ke_port}\"\ncertificate = \"{}\"\nprivate-key = \"{}\"\n",
+        nts_config(port, &keyfile),
+        cert.display(),
+        key.display()
+    );
+    let mut server = Server::start(&text, port);
+    let chronyd = |trust: bool| {
+        let mut cmd = std::process::Command::new("chronyd");
+        cmd.args(["-Q", "-t", "8"]);
+        if trust {
+            cmd.arg(format!("ntstrustedcerts {}", ca.display()));
+        }
+        cmd.arg(format!("server 127.0.0.1 port {port} nts ntsport {ke_port} iburst maxsamples 1"));
+        let out = cmd.output().expect("run chronyd");
+        chronyd_offset(&String::from_utf8_lossy(&out.stderr))
+    };
+    let offset = chronyd(true).unwrap_or_else(|log| panic!("chronyd refused stratumd over NTS: {log}"));
+    assert!(offset.abs() < 0.05, "offset {offset}");
+    assert!(chronyd(false).is_err(), "chronyd accepted a KE server signed by a CA it does not trust");
+
+    // Half-open connections, more than the cap: the data plane answers at once.
+    let ke: SocketAddr = ([127, 0, 0, 1], ke_port).into();
+    let idle: Vec<_> = (0..100).filter_map(|_| std::net::TcpStream::connect(ke).ok()).collect();
+    let ntp = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(query(ntp, 4, Duration::from_millis(500)).is_some(), "the data plane answers during a KE flood");
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(300));
+    let offset = chronyd(true).unwrap_or_else(|log| panic!("the KE serves again after the flood: {log}"));
+    assert!(offset.abs() < 0.05);
+    server.stop();
+}

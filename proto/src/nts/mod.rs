@@ -9,6 +9,7 @@
 pub mod aead;
 pub mod cookie;
 pub mod ef;
+pub mod ke;
 pub mod server;
 
 pub use aead::{Aead, AesSivCmac256, AEAD_AES_SIV_CMAC_256, TAG_LEN};

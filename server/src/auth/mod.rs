@@ -77,13 +77,43 @@ impl AuthConfig {
 ///
 /// The cookies clients present are opened with these master keys, so every server given the same
 /// file (a fleet, or this one after a restart) accepts them. The NTS-KE server that hands out
-/// cookies is not built yet: today the keys must be shared with the one that does.
+/// cookies is `listen` (with `certificate` and `private-key`); the cookies it hands out and the
+/// ones on the data plane are sealed with these keys.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct NtsConfig {
     /// The master key file; absent: no NTS (an NTS request is answered as a basic one).
     #[serde(default, deserialize_with = "master_keys")]
     pub master_keys: Option<MasterKeys>,
+    /// The NTS-KE server's address (port 4460 by convention); absent: no NTS-KE server.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// The KE server's certificate chain (PEM), leaf first.
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub private_key: Option<PathBuf>,
+}
+
+impl NtsConfig {
+    /// `listen` needs the certificate, the key and the master keys, and the certificate and key
+    /// must load and go together (checked now, so that a bad one is a configuration error).
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.listen.is_none() {
+            return Ok(());
+        }
+        if self.master_keys.is_none() {
+            return Err(("nts.listen", "the NTS-KE server needs master-keys (the cookies' keys)".into()));
+        }
+        let Some(certificate) = &self.certificate else {
+            return Err(("nts.listen", "the NTS-KE server needs certificate = \"PEM FILE\"".into()));
+        };
+        let Some(key) = &self.private_key else {
+            return Err(("nts.listen", "the NTS-KE server needs private-key = \"PEM FILE\"".into()));
+        };
+        crate::mgmt::ntske::tls_config(certificate, key).map(|_| ()).map_err(|e| ("nts.certificate", format!("{e:#}")))
+    }
 }
 
 /// The master key file as read at start.

@@ -11,6 +11,7 @@ pub mod endpoint;
 pub mod http;
 pub mod metrics;
 pub mod ntpq;
+pub mod ntske;
 pub mod stats;
 pub mod stats_format;
 pub mod status;

@@ -1,0 +1,112 @@
+//! Cost of one NTS request in respond(): the cookie opened with the master key, the authenticator
+//! checked with C2S, and the reply sealed with S2C around fresh cookies (one, and one per
+//! placeholder). Issue 16's budget is 500 ns of user-space work per NTS request; the plain
+//! request is measured beside it.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use stratum_proto::auth::{Authenticate, KeyRef, MacCheck};
+use stratum_proto::nts::ef::{NTS_AUTHENTICATOR, NTS_COOKIE, NTS_COOKIE_PLACEHOLDER, UNIQUE_IDENTIFIER};
+use stratum_proto::nts::server::{check_request, write_reply, NtsCheck, Verified};
+use stratum_proto::nts::{Aead, AesSivCmac256, ClientKeys, KeySet, MasterKey, AEAD_AES_SIV_CMAC_256, COOKIE_LEN};
+use stratum_proto::{respond, NoAuth, NtpPacket, NtpTimestamp, RxMeta, ServeAll};
+
+#[path = "common/fixture.rs"]
+mod fixture;
+use fixture::snapshot;
+
+/// A worker's NTS authenticator, nonces from a counter (the server's come from a CSPRNG).
+struct Nts {
+    master: KeySet,
+    n: u64,
+}
+
+impl Authenticate for Nts {
+    fn check(&mut self, _: &[u8], _: u32, _: &[u8]) -> MacCheck {
+        MacCheck::Unsupported
+    }
+    fn sign(&mut self, _: KeyRef, _: &mut [u8], _: usize) -> Option<usize> {
+        None
+    }
+    fn check_nts(&mut self, packet: &mut [u8]) -> NtsCheck {
+        check_request(packet, &self.master)
+    }
+    fn sign_nts(&mut self, buf: &mut [u8], len: usize, v: &Verified) -> Option<usize> {
+        let n = &mut self.n;
+        let mut next = || {
+            *n = n.wrapping_add(1);
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&n.to_le_bytes());
+            b
+        };
+        let nonce = next();
+        write_reply(buf, len, v, &self.master, &nonce, next)
+    }
+}
+
+fn field(kind: u16, body: &[u8]) -> Vec<u8> {
+    let mut f = kind.to_be_bytes().to_vec();
+    f.extend(((body.len() + 4) as u16).to_be_bytes());
+    f.extend(body);
+    f
+}
+
+fn nts_request(master: &KeySet, keys: &ClientKeys, placeholders: usize) -> Vec<u8> {
+    let mut cookie = [0u8; COOKIE_LEN];
+    assert!(master.seal(keys, &[7; 16], &mut cookie));
+    let mut p = NtpPacket::client_request(4, NtpTimestamp::from_parts(0xEC00_0010, 0x1234_5678)).to_bytes().to_vec();
+    p.extend(field(UNIQUE_IDENTIFIER, &[0xAB; 32]));
+    p.extend(field(NTS_COOKIE, &cookie));
+    for _ in 0..placeholders {
+        p.extend(field(NTS_COOKIE_PLACEHOLDER, &[0; COOKIE_LEN]));
+    }
+    let mut tag = [0u8; 16];
+    assert!(AesSivCmac256::seal(&keys.c2s, &[0x11; 16], &p, &mut tag));
+    let mut body = 16u16.to_be_bytes().to_vec();
+    body.extend(16u16.to_be_bytes());
+    body.extend([0x11; 16]);
+    body.extend(tag);
+    p.extend(field(NTS_AUTHENTICATOR, &body));
+    p
+}
+
+fn bench_nts(c: &mut Criterion) {
+    let snap = snapshot();
+    let master = KeySet::new(MasterKey { id: 1, key: [0x4D; 32] }, 3);
+    let keys = ClientKeys { algorithm: AEAD_AES_SIV_CMAC_256, c2s: [0xC2; 32], s2c: [0x5C; 32] };
+    let client: std::net::SocketAddr = "198.51.100.7:123".parse().unwrap();
+    let mut group = c.benchmark_group("nts");
+    group.throughput(Throughput::Elements(1));
+    let plain = NtpPacket::client_request(4, NtpTimestamp::from_parts(0xEC00_0010, 0x1234_5678)).to_bytes();
+    group.bench_function("basic_request", |b| {
+        let mut buf = plain;
+        b.iter(|| {
+            buf = plain;
+            let rx = RxMeta { client, rx_time: NtpTimestamp::from_parts(0xEC00_0011, 0), noise: 1 };
+            black_box(respond(black_box(&mut buf), rx, &snap, &mut ServeAll, &mut NoAuth, || {
+                NtpTimestamp::from_parts(0xEC00_0011, 0x100)
+            }))
+        })
+    });
+    for placeholders in [0usize, 1, 7] {
+        let request = nts_request(&master, &keys, placeholders);
+        let mut auth = Nts { master: master.clone(), n: 0 };
+        group.bench_function(format!("request_{}_cookies", 1 + placeholders), |b| {
+            let mut buf = request.clone();
+            b.iter(|| {
+                buf.copy_from_slice(&request);
+                let rx = RxMeta { client, rx_time: NtpTimestamp::from_parts(0xEC00_0011, 0), noise: 1 };
+                let v = respond(black_box(&mut buf), rx, &snap, &mut ServeAll, &mut auth, || {
+                    NtpTimestamp::from_parts(0xEC00_0011, 0x100)
+                });
+                assert_eq!(v.reply_len(), Some(request.len()));
+                black_box(v)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_nts);
+criterion_main!(benches);
