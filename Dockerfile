@@ -1,7 +1,7 @@
 # stratumd's container image: stratumd and stratumctl on Debian bookworm (slim), as a non-root user.
 #
 #   docker build -t stratumd .                        # builds from source (stage `build`)
-#   docker build -t stratumd --build-arg BINARIES=prebuilt -f Dockerfile DIR
+#   docker build -t stratumd --target prebuilt -f Dockerfile DIR
 #                                                     # DIR holds stratumd and stratumctl built
 #                                                     # elsewhere (cargo build --release
 #                                                     # -p stratumd --features xdp) for bookworm
@@ -9,10 +9,9 @@
 # The image runs the embedded default configuration as is (loopback, port 11123, /metrics on
 # 127.0.0.1:9123); pass `--config /etc/stratumd/stratumd.toml` with a mounted file to serve a
 # network. README.md, "Docker", has the run lines and the capabilities each backend needs.
-# server/tests/container.rs builds this file (the prebuilt path) with podman and runs the image.
-
-# Which stage gives the binaries: `build` (compile here) or `prebuilt` (copy from the context).
-ARG BINARIES=build
+# server/tests/container.rs builds this file (the prebuilt target) with podman and runs the image.
+# Both ways end in the same `runtime` stage; neither needs a FROM chosen by a build argument,
+# which podman's builder does not resolve to a stage.
 
 # --- build: the release binaries, with the AF_XDP backend (feature `xdp`). ---
 FROM docker.io/library/rust:1-bookworm AS build
@@ -26,16 +25,8 @@ RUN cargo build --release --locked -p stratumd --features xdp \
  && install -D -m 0755 target/release/stratumd /out/stratumd \
  && install -D -m 0755 target/release/stratumctl /out/stratumctl
 
-# --- prebuilt: binaries built outside, taken from the build context's top level. ---
-FROM scratch AS prebuilt
-# Named so that a test can remove this stage's untagged image after it built the final one.
-LABEL org.stratumd.stage=prebuilt
-COPY stratumd stratumctl /out/
-
-FROM ${BINARIES} AS binaries
-
-# --- the image. ---
-FROM docker.io/library/debian:bookworm-slim
+# --- runtime: everything but the binaries. ---
+FROM docker.io/library/debian:bookworm-slim AS runtime
 # libelf1 for the XDP loader (libbpf); zlib1g is already in the base.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libelf1 \
@@ -50,7 +41,6 @@ RUN groupadd --system --gid 10123 stratumd \
  && install -d -o stratumd -g stratumd -m 0750 /run/stratumd \
  && install -d -m 0755 /etc/stratumd
 ENV RUNTIME_DIRECTORY=/run/stratumd
-COPY --from=binaries /out/stratumd /out/stratumctl /usr/local/bin/
 USER stratumd
 # NTP on 123 (or the embedded default's 11123), /metrics and /healthz on 9123.
 EXPOSE 123/udp 11123/udp 9123/tcp
@@ -60,3 +50,11 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/stratumd"]
 CMD []
+
+# --- prebuilt (`--target prebuilt`): binaries built outside, from the build context's top level.
+FROM runtime AS prebuilt
+COPY stratumd stratumctl /usr/local/bin/
+
+# --- the default: the binaries the `build` stage compiled.
+FROM runtime
+COPY --from=build /out/stratumd /out/stratumctl /usr/local/bin/

@@ -99,8 +99,10 @@ impl Container {
     }
 
     /// `argv` inside the root file system and the namespace, as `user` (as chroot's --userspec)
-    /// with the image's environment only, and /proc and /dev as a runtime provides them.
-    fn command(&self, user: &str, argv: &[String]) -> Command {
+    /// with the image's environment only, and /proc and /dev as a runtime provides them; with
+    /// `caps`, only those capabilities (as `--cap-drop ALL --cap-add ...` leaves a root process:
+    /// its bounding set, through the image's own setpriv).
+    fn command(&self, user: &str, caps: Option<&[String]>, argv: &[String]) -> Command {
         let mut c = self.ns.command("sh");
         c.arg("-c")
             .arg(
@@ -109,21 +111,26 @@ impl Container {
             .arg("sh")
             .arg(&self.root)
             .arg(user);
-        c.args(&self.config.env).args(argv);
+        c.args(&self.config.env);
+        if let Some(caps) = caps {
+            let keep: Vec<String> = caps.iter().map(|c| format!(",+{}", c.to_lowercase())).collect();
+            c.args(["setpriv", &format!("--bounding-set=-all{}", keep.concat()), "--inh-caps=-all", "--"]);
+        }
+        c.args(argv);
         c
     }
 
     /// stratumd, started as the image starts it (ENTRYPOINT + CMD) plus `extra` arguments.
-    fn start(&self, user: &str, extra: &[&str]) -> Running {
+    fn start(&self, user: &str, caps: Option<&[String]>, extra: &[&str]) -> Running {
         let mut argv = self.config.argv.clone();
         argv.extend(extra.iter().map(|s| s.to_string()));
-        let child = self.command(user, &argv).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let child = self.command(user, caps, &argv).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         Running(Some(child))
     }
 
     /// The image's HEALTHCHECK command: (passed, what it printed).
-    fn healthcheck(&self, user: &str) -> (bool, String) {
-        let out = self.command(user, &self.config.healthcheck).output().unwrap();
+    fn healthcheck(&self, user: &str, caps: Option<&[String]>) -> (bool, String) {
+        let out = self.command(user, caps, &self.config.healthcheck).output().unwrap();
         (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
     }
 
@@ -172,20 +179,30 @@ impl Drop for Container {
     }
 }
 
-/// The built image, removed on drop with the prebuilt stage's untagged image (it holds this run's
-/// binaries); the base and the apt layer stay cached for the next run.
+/// The built image, removed on drop; the base and the `runtime` stage (its apt layer) stay
+/// cached for the next run.
 struct Image(String);
 
 impl Drop for Image {
     fn drop(&mut self) {
-        let _ = Command::new("podman").args(["rmi", "--force", &self.0]).output();
-        let stage = Command::new("podman")
-            .args(["images", "-q", "--filter", "dangling=true", "--filter", "label=org.stratumd.stage=prebuilt"])
-            .output();
-        for id in stage.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default().lines() {
-            let _ = Command::new("podman").args(["rmi", id]).output();
-        }
+        let _ = Command::new("podman").args(["rmi", &self.0]).output();
     }
+}
+
+/// The `--cap-add` names of README's `docker run` line after the comment `heading`.
+fn readme_caps(heading: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(Path::new(REPO).join("README.md")).unwrap();
+    let docker = readme.split("### Docker").nth(1).expect("README has a Docker section");
+    let block: Vec<&str> = docker
+        .lines()
+        .skip_while(|l| !l.starts_with(heading))
+        .skip(1)
+        .take_while(|l| !l.starts_with('#') && !l.starts_with("```"))
+        .collect();
+    let words: Vec<&str> = block.iter().flat_map(|l| l.split_whitespace()).collect();
+    let caps: Vec<String> = words.windows(2).filter(|w| w[0] == "--cap-add").map(|w| w[1].to_string()).collect();
+    assert!(!caps.is_empty() && words.contains(&"ALL"), "README's `{heading}` line: {block:?}");
+    caps
 }
 
 /// The uid stratumd runs as (its /proc status line `Uid:`, real id).
@@ -211,22 +228,13 @@ fn the_image_serves_chronyd_as_its_user_and_its_healthcheck_follows_sync() {
     }
     let started = Instant::now();
     base_image();
-    // The prebuilt path: a context holding only the two binaries this test run built.
+    // The prebuilt target: a context holding only the two binaries this test run built.
     let context = tempfile::tempdir().unwrap();
     std::fs::copy(BIN, context.path().join("stratumd")).unwrap();
     std::fs::copy(CTL, context.path().join("stratumctl")).unwrap();
     let image = format!("localhost/stratumd-test:{}", std::process::id());
     let build = Command::new("podman")
-        .args([
-            "build",
-            "--isolation=chroot",
-            "--format=docker",
-            "--build-arg",
-            "BINARIES=prebuilt",
-            "-t",
-            &image,
-            "-f",
-        ])
+        .args(["build", "--isolation=chroot", "--format=docker", "--target", "prebuilt", "-t", &image, "-f"])
         .arg(Path::new(REPO).join("Dockerfile"))
         .arg(context.path())
         .output()
@@ -239,12 +247,12 @@ fn the_image_serves_chronyd_as_its_user_and_its_healthcheck_follows_sync() {
     assert!(!user.is_empty() && user != "root" && uid != 0, "the image's USER is `{user}` (uid {uid})");
 
     // 1. As the image starts it: the embedded default, as its user; a real client is answered.
-    let mut server = c.start(&user, &[]);
+    let mut server = c.start(&user, None, &[]);
     c.wait_up(&mut server);
     assert_eq!(uid_of(&server), uid, "stratumd runs as the image's user");
     let offset = c.chronyd(11123).unwrap_or_else(|log| panic!("chronyd refused the image's stratumd: {log}"));
     assert!(offset.abs() < 0.01, "offset {offset}");
-    let (ok, said) = c.healthcheck(&user);
+    let (ok, said) = c.healthcheck(&user, None);
     assert!(ok && said.starts_with("healthy: synchronised"), "HEALTHCHECK while synchronised: {said}");
     server.stop();
     std::fs::remove_file(c.control_socket()).ok();
@@ -259,22 +267,25 @@ fn the_image_serves_chronyd_as_its_user_and_its_healthcheck_follows_sync() {
          [control]\n",
     )
     .unwrap();
-    let mut server = c.start(&user, &["--config", "/etc/stratumd/stratumd.toml"]);
+    let mut server = c.start(&user, None, &["--config", "/etc/stratumd/stratumd.toml"]);
     c.wait_up(&mut server);
-    let (ok, said) = c.healthcheck(&user);
+    let (ok, said) = c.healthcheck(&user, None);
     assert!(!ok && said.starts_with("unhealthy: unsynchronised"), "HEALTHCHECK while unsynchronised: {said}");
     assert!(c.chronyd(11123).is_err(), "chronyd accepted an unsynchronised server");
     server.stop();
     std::fs::remove_file(c.control_socket()).ok();
 
     // 3. README's run line for port 123 on the host's network: started as root (`--user 0`) with
-    //    `[server] user` naming the image's user: it binds, then serves as that user.
+    //    only the capabilities that line adds and `[server] user` naming the image's user: it
+    //    binds, then serves as that user; the HEALTHCHECK, run as the container's user (root)
+    //    with the same capabilities, passes.
+    let caps = readme_caps("# socket backend on the host's network");
     std::fs::write(
         etc.join("stratumd.toml"),
         format!("[server]\nlisten = [\"127.0.0.1:123\"]\nworkers = 1\nuser = \"{user}\"\n\n[clock]\nsource = \"local\"\nstratum = 4\n\n[control]\n"),
     )
     .unwrap();
-    let mut server = c.start("0:0", &["--config", "/etc/stratumd/stratumd.toml"]);
+    let mut server = c.start("0:0", Some(&caps), &["--config", "/etc/stratumd/stratumd.toml"]);
     c.wait_up(&mut server);
     let offset = chronyd_client(&c.ns, "127.0.0.1", 5).unwrap_or_else(|log| panic!("chronyd on port 123: {log}"));
     assert!(offset.abs() < 0.01, "offset {offset}");
@@ -283,8 +294,8 @@ fn the_image_serves_chronyd_as_its_user_and_its_healthcheck_follows_sync() {
         assert!(Instant::now() < deadline, "stratumd still runs as uid {} after binding port 123", uid_of(&server));
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (ok, said) = c.healthcheck("0:0");
-    assert!(ok, "HEALTHCHECK as root: {said}");
+    let (ok, said) = c.healthcheck("0:0", Some(&caps));
+    assert!(ok, "HEALTHCHECK as root with {caps:?}: {said}");
     server.stop();
 
     drop(c);

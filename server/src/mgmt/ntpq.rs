@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use socket2::{MsgHdr, SockAddr, Socket};
@@ -44,6 +44,8 @@ pub const QUEUE_DEPTH: usize = 64;
 pub const MAX_REQUEST: usize = 504;
 /// The most MRU entries one reply is built from (the rate limiter's heaviest clients).
 pub const MRU_ENTRIES: usize = 256;
+/// How long one scan of the rate limiter's table answers mrulist.
+pub const MRU_REFRESH: Duration = Duration::from_secs(1);
 
 /// What happened to mode 6 from sources the workers saw, for `/metrics`.
 #[derive(Debug, Default)]
@@ -130,7 +132,14 @@ impl NtpqServer {
     ) -> anyhow::Result<Self> {
         let mut secret = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut secret);
-        let responder = Responder { key: NonceKey(secret), status, system: host_system(), leap };
+        let mut responder = Responder {
+            key: NonceKey(secret),
+            status,
+            system: host_system(),
+            leap,
+            mru_cache: Vec::new(),
+            mru_at: None,
+        };
         let thread = std::thread::Builder::new().name("stratumd-ntpq".into()).spawn(move || {
             while !shutdown.load(Ordering::Relaxed) {
                 let q = match rx.recv_timeout(Duration::from_millis(200)) {
@@ -191,13 +200,45 @@ struct Responder {
     system: String,
     /// `[clock] leap-seconds`' list: `tai`, `leapsec` and `expire`.
     leap: Option<LeapSecondsList>,
+    /// The last table scan for mrulist, and when it was made.
+    mru_cache: Vec<MruEntry>,
+    mru_at: Option<Instant>,
 }
 
 impl Responder {
-    fn answer(&self, datagram: &[u8], client: IpAddr) -> Outcome {
+    /// The rate limiter's heaviest clients. A scan reads the whole table (5.6 ms for the default
+    /// million records), so it is made at most once per [`MRU_REFRESH`] however fast mrulist is
+    /// asked.
+    fn refresh_mru(&mut self, now: NtpTimestamp) {
+        let Some(limiter) = &self.status.limiter else { return };
+        if self.mru_at.is_none_or(|at| at.elapsed() >= MRU_REFRESH) {
+            self.mru_at = Some(Instant::now());
+            self.mru_cache = limiter
+                .top(MRU_ENTRIES)
+                .iter()
+                .map(|c| MruEntry {
+                    address: c.address,
+                    port: 0,
+                    count: c.requests,
+                    dropped: c.limited,
+                    // The table keeps no times.
+                    first: now,
+                    last: now,
+                    mode_version: 4 << 3 | 3,
+                    limited: c.fast_retries,
+                })
+                .collect();
+        }
+    }
+
+    fn answer(&mut self, datagram: &[u8], client: IpAddr) -> Outcome {
         let snapshot = self.status.cell.load().1;
         let now = snapshot.correction.apply(clock::now());
         let now_unix = now.to_unix(946_684_800).0;
+        let wants_mru = datagram.get(1).map(|b| b & 0x1f) == Some(mode6::op::READ_MRU);
+        if wants_mru {
+            self.refresh_mru(now);
+        }
         let clock_state = self.status.clock();
         let view = self.status.sync.as_ref();
         let tracking = view.and_then(|v| v.tracking());
@@ -240,25 +281,8 @@ impl Responder {
             expire: self.leap.as_ref().map(|l| ntp_from_unix(l.expires_unix())),
         };
         // The rate limiter's table is scanned only for an MRU request (opcode 10).
-        let mru: Vec<MruEntry> = match (datagram.get(1).map(|b| b & 0x1f), &self.status.limiter) {
-            (Some(mode6::op::READ_MRU), Some(limiter)) => limiter
-                .top(MRU_ENTRIES)
-                .iter()
-                .map(|c| MruEntry {
-                    address: c.address,
-                    port: 0,
-                    count: c.requests,
-                    dropped: c.limited,
-                    // The table keeps no times.
-                    first: now,
-                    last: now,
-                    mode_version: 4 << 3 | 3,
-                    limited: c.fast_retries,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        let state = Mode6State { system, peers: &peers, mru: &mru, now };
+        let mru = if wants_mru { &self.mru_cache[..] } else { &[] };
+        let state = Mode6State { system, peers: &peers, mru, now };
         mode6::answer(datagram, &state, client, &self.key)
     }
 }
@@ -344,5 +368,55 @@ fn peer_vars(index: usize, row: &crate::sync::upstream::SourceRow) -> PeerVars {
         filtdelay_ms: s.filter.iter().flatten().map(|x| x.delay * 1e3).collect(),
         filtoffset_ms: s.filter.iter().flatten().map(|x| x.offset * 1e3).collect(),
         filtdisp_ms: s.filter.iter().flatten().map(|x| x.dispersion * 1e3).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readvar() -> [u8; 12] {
+        [0x26, 0x02, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+    }
+
+    #[test]
+    fn only_allowed_mode_6_is_queued_and_a_full_queue_is_counted() {
+        let (handoff, rx) = NtpqHandoff::new(&["127.0.0.0/8".parse().unwrap()]);
+        let me: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let stranger: SocketAddr = "192.0.2.9:40000".parse().unwrap();
+        handoff.offer(&readvar(), stranger, None, 0);
+        assert_eq!(handoff.counters.denied.load(Ordering::Relaxed), 1);
+        let mut monlist = readvar();
+        monlist[0] = 0x17; // mode 7: never answered
+        handoff.offer(&monlist, me, None, 0);
+        handoff.offer(&[0x26; MAX_REQUEST + 1], me, None, 0);
+        assert_eq!(handoff.counters.dropped.load(Ordering::Relaxed), 2);
+        for _ in 0..QUEUE_DEPTH + 3 {
+            handoff.offer(&readvar(), me, None, 1);
+        }
+        assert_eq!(handoff.counters.queued.load(Ordering::Relaxed), QUEUE_DEPTH as u64);
+        assert_eq!(handoff.counters.queue_full.load(Ordering::Relaxed), 3);
+        let q = rx.try_recv().unwrap();
+        assert_eq!((&q.buf[..q.len], q.client, q.socket), (&readvar()[..], me, 1));
+    }
+
+    #[test]
+    fn refids_as_ntpd_writes_them() {
+        assert_eq!(refid_text(RefId::from_ascii("GPS").unwrap(), 1), "GPS");
+        assert_eq!(refid_text(RefId::from_bits(0x7f7f_0101), 1), "....");
+        assert_eq!(refid_text(RefId::from_bits(0xc000_0201), 2), "192.0.2.1");
+    }
+
+    #[test]
+    fn leapsec_is_the_next_leap_or_the_last() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/tests/data/leap-seconds.list"))
+                .unwrap();
+        let list = LeapSecondsList::parse(&text).unwrap();
+        // 2017-01-01: the last leap, for any time after it.
+        assert_eq!(leap_date(&list, 1_800_000_000), Some(1_483_228_800));
+        // Before it, the next one.
+        assert_eq!(leap_date(&list, 1_483_228_000), Some(1_483_228_800));
+        assert_eq!(leap_date(&list, 1_400_000_000), Some(1_435_708_800), "2015-07-01");
     }
 }

@@ -291,7 +291,8 @@ impl StatsWriter {
         let thread = std::thread::Builder::new().name("stratumd-stats".into()).spawn(move || {
             let mut last_sys = (Instant::now(), status.totals());
             while !shutdown.load(Ordering::Relaxed) {
-                match rx.recv_timeout(Duration::from_secs(1)) {
+                // Short, so that a stop is quick; a flush with nothing buffered costs nothing.
+                match rx.recv_timeout(Duration::from_millis(200)) {
                     Ok(r) => {
                         files.write(r.kind, r.at, &r.text);
                         for r in rx.try_iter().take(QUEUE_DEPTH) {
@@ -412,6 +413,48 @@ mod tests {
         files.write(Kind::Sys, at(1, 1), &format::sys_line(&SysCounts::default()));
         files.flush();
         assert_eq!(lines(dir.path(), "sysstats.20261206").len(), 1, "the next day's file is written");
+    }
+
+    #[test]
+    fn the_sync_thread_makes_a_line_per_new_sample_and_clock_update() {
+        use stratum_proto::sync::{SourceConfig, SyncConfig, SyncEngine};
+        let config: StatsConfig = toml::from_str("directory = \"/nonexistent\"").unwrap();
+        let (sink, rx) = StatsSink::new(&config);
+        let mut stats = SyncStats::new(sink);
+        let t0 = NtpTimestamp::from_parts(3_990_000_000, 0);
+        let mut engine = SyncEngine::new(SyncConfig::default());
+        engine.add_source("192.0.2.10".parse().unwrap(), SourceConfig::default(), t0).unwrap();
+        let mut status = engine.sources().next().unwrap();
+        let mut tracking = engine.tracking(t0);
+        let row =
+            |status| SourceRow { name: "s".into(), address: "192.0.2.10:123".parse().unwrap(), status, refclock: None };
+        stats.observe(&[row(status)], &tracking);
+        assert_eq!(rx.try_iter().count(), 0, "no sample, no update: nothing");
+
+        status.last_sample_time = Some(t0);
+        status.last_offset = Some(0.0015);
+        status.last_delay = Some(0.0002);
+        tracking.last_update = Some(t0);
+        tracking.frequency_ppm = 10.0;
+        stats.observe(&[row(status)], &tracking);
+        stats.observe(&[row(status)], &tracking);
+        let lines: Vec<Record> = rx.try_iter().collect();
+        assert_eq!(lines.len(), 2, "one of each, once: {lines:?}");
+        assert_eq!(lines[0].kind, Kind::Loop);
+        let cols: Vec<&str> = lines[0].text.split(' ').collect();
+        assert_eq!((cols.len(), cols[1], cols[3]), (5, "10.000", "0.000000"), "frequency, no wander yet: {lines:?}");
+        assert_eq!(lines[1].kind, Kind::Peer);
+        assert!(lines[1].text.starts_with("192.0.2.10 8000 0.001500000 0.000200000 "), "{lines:?}");
+
+        // The next update moved the frequency: wander is no longer 0.
+        let t1 = t0.add(stratum_proto::NtpDuration::from_seconds(64));
+        tracking.last_update = Some(t1);
+        tracking.frequency_ppm = 12.0;
+        stats.observe(&[row(status)], &tracking);
+        let lines: Vec<Record> = rx.try_iter().collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let wander: f64 = lines[0].text.split(' ').nth(3).unwrap().parse().unwrap();
+        assert!((wander - 1.0).abs() < 1e-9, "sqrt(4/4): {lines:?}");
     }
 
     #[test]
