@@ -225,3 +225,86 @@ fn chronyd_synchronises_over_nts() {
     assert!(offset.abs() < 0.05);
     server.stop();
 }
+
+/// `chronyc -N authdata` against a running chronyd client (-x: never touches the clock) of
+/// stratumd over NTS: mode NTS, no NAK, and still a full jar of cookies after more exchanges
+/// than the eight cookies the KE gave: every reply replaced the cookie its request used.
+#[test]
+fn chronyc_authdata_shows_nts_with_cookies_replaced() {
+    if !require(have_tool("chronyd") && have_tool("chronyc"), "chrony is not installed (apt-get install chrony)")
+        || !require(have_tool("openssl"), "openssl is not installed (apt-get install openssl)")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certificates(dir.path());
+    let keyfile = dir.path().join("nts.keys");
+    std::fs::write(&keyfile, KeySet::new(MasterKey { id: 3, key: [0x62; 32] }, 3).to_text()).unwrap();
+    let (port, ke_port) = (free_port(), free_port());
+    let text = format!(
+        "{}listen = \"127.0.0.1:{ke_port}\"\ncertificate = \"{}\"\nprivate-key = \"{}\"\n",
+        nts_config(port, &keyfile),
+        cert.display(),
+        key.display()
+    );
+    let mut server = Server::start(&text, port);
+    let conf = dir.path().join("chrony.conf");
+    // chronyd wants its command socket's directory closed to others.
+    let sockdir = dir.path().join("run");
+    std::fs::create_dir(&sockdir).unwrap();
+    std::fs::set_permissions(&sockdir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let sock = sockdir.join("chronyd.sock");
+    std::fs::write(
+        &conf,
+        format!(
+            "server 127.0.0.1 port {port} nts ntsport {ke_port} iburst minpoll -4 maxpoll -4\n\
+             ntstrustedcerts {}\nbindcmdaddress {}\ncmdport 0\npidfile {}\ndriftfile {}\n",
+            ca.display(),
+            sock.display(),
+            dir.path().join("chronyd.pid").display(),
+            dir.path().join("drift").display()
+        ),
+    )
+    .unwrap();
+    let _chronyd = Running(Some(
+        std::process::Command::new("chronyd")
+            .args(["-x", "-d", "-u", "root", "-f"])
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("chronyd.log")).unwrap())
+            .spawn()
+            .expect("start chronyd"),
+    ));
+    let chronyc = |args: &[&str]| {
+        let out = std::process::Command::new("chronyc").arg("-h").arg(&sock).args(args).output().expect("chronyc");
+        let log = std::fs::read_to_string(dir.path().join("chronyd.log")).unwrap_or_default();
+        format!("{}{}{log}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let received = |text: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with("Total valid RX"))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    loop {
+        let ntpdata = chronyc(&["-n", "ntpdata", "127.0.0.1"]);
+        if received(&ntpdata) >= 16 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "chronyd took no 16 samples over NTS: {ntpdata}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let authdata = chronyc(&["-n", "-c", "authdata"]);
+    let authdata = authdata.lines().next().unwrap_or_default().to_string();
+    // CSV: name, mode, key id, type, key length, last KE, attempts, NAKs, cookies, cookie length.
+    eprintln!("chronyc -N authdata (CSV): {authdata}");
+    let row: Vec<&str> = authdata.split(',').collect();
+    assert_eq!(row.get(1).copied(), Some("NTS"), "{authdata}");
+    assert_eq!(row.get(7).copied(), Some("0"), "no NAK: {authdata}");
+    let cookies: u32 = row.get(8).and_then(|c| c.parse().ok()).unwrap_or(0);
+    assert!(cookies >= 7, "cookies replaced, not used up (16 exchanges, 8 from the KE): {authdata}");
+    assert_eq!(row.get(9).copied(), Some("104"), "our cookie length: {authdata}");
+    server.stop();
+}
