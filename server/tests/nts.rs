@@ -142,8 +142,8 @@ fn a_bad_master_key_file_is_one_config_error() {
     assert_refused(&missing, 10, "nts.master-keys", "cannot read");
 }
 
-/// A test CA and a certificate for 127.0.0.1 signed by it (openssl), in `dir`: (ca, cert, key).
-fn make_certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+/// A test CA and a certificate for `ip` signed by it (openssl), in `dir`: (ca, cert, key).
+fn make_certificates(dir: &std::path::Path, ip: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let p = |n: &str| dir.join(n);
     let openssl = |args: &[&str]| run_ok(std::process::Command::new("openssl").args(args).current_dir(dir));
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
@@ -156,7 +156,7 @@ fn make_certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::P
         .concat(),
     );
     openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
-    std::fs::write(p("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    std::fs::write(p("san.ext"), format!("subjectAltName=IP:{ip},DNS:localhost\n")).unwrap();
     openssl(&[
         "x509",
         "-req",
@@ -189,7 +189,7 @@ fn chronyd_synchronises_over_nts() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = make_certificates(dir.path());
+    let (ca, cert, key) = make_certificates(dir.path(), "127.0.0.1");
     let keyfile = dir.path().join("nts.keys");
     std::fs::write(&keyfile, KeySet::new(MasterKey { id: 1, key: [0x61; 32] }, 3).to_text()).unwrap();
     let (port, ke_port) = (free_port(), free_port());
@@ -237,7 +237,7 @@ fn chronyc_authdata_shows_nts_with_cookies_replaced() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = make_certificates(dir.path());
+    let (ca, cert, key) = make_certificates(dir.path(), "127.0.0.1");
     let keyfile = dir.path().join("nts.keys");
     std::fs::write(&keyfile, KeySet::new(MasterKey { id: 3, key: [0x62; 32] }, 3).to_text()).unwrap();
     let (port, ke_port) = (free_port(), free_port());
@@ -307,4 +307,71 @@ fn chronyc_authdata_shows_nts_with_cookies_replaced() {
     assert!(cookies >= 7, "cookies replaced, not used up (16 exchanges, 8 from the KE): {authdata}");
     assert_eq!(row.get(9).copied(), Some("104"), "our cookie length: {authdata}");
     server.stop();
+}
+
+/// Both kinds of authentication on the xdp backend (the same respond() path, frames answered in
+/// place): stratumd with `backend = "xdp"` on one end of a veth pair, real chronyd clients in the
+/// other namespace: one with an AES128 symmetric key, one over NTS (KE over TCP to the same
+/// namespace, the NTP exchange through the XDP program and an AF_XDP socket).
+#[test]
+fn xdp_backend_serves_symmetric_keys_and_nts() {
+    if !require(is_root(), "the xdp backend needs root (XDP, AF_XDP, network namespaces)")
+        || !require(
+            have_tool("ip") && have_tool("chronyd") && have_tool("openssl"),
+            "ip, chronyd or openssl is missing (scripts/test installs them)",
+        )
+    {
+        return;
+    }
+    let (srv, cli) = (Netns::new("ntsxs"), Netns::new("ntsxc"));
+    let net = (std::process::id() % 200) as u8 + 7;
+    let id = std::process::id() % 10000;
+    let (xs, xc) = (format!("ntss{id}"), format!("ntsc{id}"));
+    let _ = std::process::Command::new("ip").args(["link", "del", &xs]).output();
+    run_ok(std::process::Command::new("ip").args(["link", "add", &xs, "type", "veth", "peer", "name", &xc]));
+    run_ok(std::process::Command::new("ip").args(["link", "set", &xs, "netns", &srv.name, "name", "xs"]));
+    run_ok(std::process::Command::new("ip").args(["link", "set", &xc, "netns", &cli.name, "name", "xc"]));
+    for (ns, dev, host) in [(&srv, "xs", 1), (&cli, "xc", 2)] {
+        let addr = format!("10.87.{net}.{host}/24");
+        run_ok(std::process::Command::new("ip").args(["-n", &ns.name, "addr", "add", &addr, "dev", dev]));
+        run_ok(std::process::Command::new("ip").args(["-n", &ns.name, "link", "set", dev, "up"]));
+    }
+    let server_ip = format!("10.87.{net}.1");
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certificates(dir.path(), &server_ip);
+    let masterfile = dir.path().join("nts.keys");
+    std::fs::write(&masterfile, KeySet::new(MasterKey { id: 9, key: [0x63; 32] }, 3).to_text()).unwrap();
+    let keys = dir.path().join("ntp.keys");
+    std::fs::write(&keys, "1 AES128CMAC 8d1f5c0e2a9b4c7d6e3f10a2b4c6d8e0\n").unwrap();
+    let text = format!(
+        "[server]\nbackend = \"xdp\"\ninterface = \"xs\"\nport = 123\nxdp-mode = \"auto\"\n\n\
+         [clock]\nsource = \"local\"\nstratum = 2\n\n[auth]\nkeys = \"{}\"\n\n\
+         [nts]\nmaster-keys = \"{}\"\nlisten = \"{server_ip}:4460\"\ncertificate = \"{}\"\nprivate-key = \"{}\"\n",
+        keys.display(),
+        masterfile.display(),
+        cert.display(),
+        key.display()
+    );
+    let mut server = Server::start_with(srv.command(BIN), &text, 123, None);
+    let chrony_keys = dir.path().join("chrony.keys");
+    std::fs::write(&chrony_keys, "1 AES128 HEX:8d1f5c0e2a9b4c7d6e3f10a2b4c6d8e0\n").unwrap();
+    let chronyd = |directives: &[String]| {
+        let out = cli.command("chronyd").args(["-Q", "-t", "5"]).args(directives).output().expect("run chronyd");
+        chronyd_offset(&String::from_utf8_lossy(&out.stderr))
+    };
+    let keyed = [format!("keyfile {}", chrony_keys.display()), format!("server {server_ip} key 1 iburst maxsamples 1")];
+    let nts = [format!("ntstrustedcerts {}", ca.display()), format!("server {server_ip} nts iburst maxsamples 1")];
+    // The first try also waits for the program to attach (seconds on a loaded host).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let offset = loop {
+        match chronyd(&keyed) {
+            Ok(offset) => break offset,
+            Err(log) => assert!(std::time::Instant::now() < deadline, "chronyd (key 1) refused stratumd (xdp): {log}"),
+        }
+    };
+    assert!(offset.abs() < 0.05, "key 1: offset {offset}");
+    let offset = chronyd(&nts).unwrap_or_else(|log| panic!("chronyd refused stratumd (xdp) over NTS: {log}"));
+    assert!(offset.abs() < 0.05, "NTS: offset {offset}");
+    let log = server.stop_output();
+    assert!(log.contains("backend=\"xdp\""), "it ran the xdp backend: {log}");
 }
