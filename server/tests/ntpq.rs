@@ -194,6 +194,7 @@ fn ntpq_reads_a_synchronised_stratumd_and_other_sources_get_nothing() {
     assert!(var(&rv, "version").is_some_and(|v| v.starts_with("stratumd ")), "{rv}");
     // From the leap-seconds list: TAI - UTC, the last leap (none is scheduled), its expiry.
     assert_eq!(var(&rv, "tai").as_deref(), Some("37"), "{rv}");
+    assert!(var(&rv, "clk_wander").is_some_and(|w| w.parse::<f64>().is_ok_and(|w| w >= 0.0)), "{rv}");
     assert_eq!(var(&rv, "leapsec").as_deref(), Some("201701010000"), "{rv}");
     assert_eq!(var(&rv, "expire").as_deref(), Some("202606280000"), "{rv}");
     let rootdelay: f64 = var(&rv, "rootdelay").unwrap().parse().unwrap();

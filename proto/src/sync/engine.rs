@@ -156,6 +156,9 @@ pub struct Tracking {
     pub offset_error: f64,
     /// Frequency correction applied to the host clock, ppm (positive: the host clock is slow).
     pub frequency_ppm: f64,
+    /// RMS of the frequency's change from one clock update to the next, ppm (ntpd's clock
+    /// wander, averaged over 8 updates).
+    pub wander_ppm: f64,
     /// Selection jitter among the survivors, seconds.
     pub system_jitter: f64,
     pub root_delay: f64,
@@ -251,6 +254,10 @@ pub struct SyncEngine {
     candidates: Vec<Candidate>,
     endpoints: Vec<Endpoint>,
     last_action: Option<ClockAction>,
+    /// The frequency at the last clock update (ppm) and the running mean square of its change
+    /// from one update to the next (ppm²): ntpd's clock wander.
+    last_frequency: Option<f64>,
+    wander_squared: f64,
     /// What the host clock carries: host = untouched + `applied` (the identity unless
     /// [`HostClock::Disciplined`]). Times inside the engine are the untouched clock's.
     applied: ClockCorrection,
@@ -283,6 +290,8 @@ impl SyncEngine {
             candidates: Vec::new(),
             endpoints: Vec::new(),
             last_action: None,
+            last_frequency: None,
+            wander_squared: 0.0,
             applied: ClockCorrection::IDENTITY,
             leap_taken: None,
         }
@@ -789,6 +798,13 @@ impl SyncEngine {
             self.discipline.update(now, raw, variance.max(jitter * jitter), now)
         };
         self.last_action = Some(action);
+        let frequency = self.discipline.frequency() * 1e6;
+        if let Some(before) = self.last_frequency {
+            // ntpd's clock_stability: an exponential average over CLOCK_AVG = 8 updates.
+            let change = frequency - before;
+            self.wander_squared += (change * change - self.wander_squared) / 8.0;
+        }
+        self.last_frequency = Some(frequency);
         if matches!(action, ClockAction::PanicRefused { .. } | ClockAction::BeforeBuildDate { .. }) {
             self.system.peer = Some(peer);
             return;
@@ -911,6 +927,7 @@ impl SyncEngine {
             combined_offset: self.system.combined,
             offset_error: self.discipline.phase_error(),
             frequency_ppm: self.discipline.frequency() * 1e6,
+            wander_ppm: self.wander_squared.sqrt(),
             system_jitter: self.system.jitter,
             root_delay: self.system.root_delay,
             root_dispersion: self.system.root_dispersion
@@ -986,10 +1003,15 @@ mod tests {
     /// Answers every request due at `now` from upstreams 2 ms ahead of the host clock, 150 µs
     /// each way, with a root dispersion of 50 µs (a stratum-1 server on the LAN).
     fn answer_due(engine: &mut SyncEngine, now: f64, random: &mut u64) {
+        answer_due_drifting(engine, now, random, 0.0);
+    }
+
+    /// As [`answer_due`], from upstreams whose time also runs `ppm` fast against the host's.
+    fn answer_due_drifting(engine: &mut SyncEngine, now: f64, random: &mut u64, ppm: f64) {
         while let Some(tx) = engine.poll_transmit(at(now), *random) {
             *random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             let request = NtpHeader::new(&tx.packet).unwrap();
-            let t2 = at(now + 150e-6 + 2e-3);
+            let t2 = at(now + 150e-6 + 2e-3 + now * ppm * 1e-6);
             let reply = NtpPacket {
                 leap: LeapIndicator::NoWarning,
                 version: 4,
@@ -1008,6 +1030,38 @@ mod tests {
             let outcome = engine.handle_reply(tx.source, &reply.to_bytes(), at(now + 310e-6));
             assert!(matches!(outcome, ReplyOutcome::Sample { .. }), "{outcome:?}");
         }
+    }
+
+    #[test]
+    fn wander_is_the_rms_of_the_frequencys_change_between_updates() {
+        let mut engine = SyncEngine::new(SyncConfig::default());
+        let config = SourceConfig { iburst: true, minpoll: 4, maxpoll: 4, ..Default::default() };
+        engine.add_source(core::net::Ipv4Addr::new(192, 0, 2, 10).into(), config, at(0.0)).unwrap();
+        assert_eq!(engine.tracking(at(0.0)).wander_ppm, 0.0);
+        let (mut random, mut now) = (0x5eed, 0.0);
+        let mut frequencies = Vec::new();
+        while now < 600.0 {
+            answer_due_drifting(&mut engine, now, &mut random, 20.0);
+            engine.handle_timeout(at(now));
+            let t = engine.tracking(at(now));
+            if t.last_update.is_some() && frequencies.last().is_none_or(|(u, _)| *u != t.last_update) {
+                frequencies.push((t.last_update, t.frequency_ppm));
+            }
+            now += 0.5;
+        }
+        // The same exponential average over the frequencies seen at each update.
+        let mut squared = 0.0;
+        for pair in frequencies.windows(2) {
+            let change = pair[1].1 - pair[0].1;
+            squared += (change * change - squared) / 8.0;
+        }
+        let wander = engine.tracking(at(now)).wander_ppm;
+        assert!(
+            frequencies.len() > 10 && wander > 0.0,
+            "{} updates, wander {wander}: {frequencies:?}",
+            frequencies.len()
+        );
+        assert!((wander - f64::sqrt(squared)).abs() < 1e-12, "{wander} vs {}", f64::sqrt(squared));
     }
 
     #[test]

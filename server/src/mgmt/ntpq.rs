@@ -275,7 +275,7 @@ impl Responder {
             frequency_ppm: tracking.map_or(0.0, |t| t.frequency_ppm),
             sys_jitter_ms: tracking.map_or(0.0, |t| t.system_jitter * 1e3),
             clk_jitter_ms: tracking.map(|t| t.offset_error * 1e3),
-            clk_wander_ppm: None,
+            clk_wander_ppm: tracking.map(|t| t.wander_ppm),
             tai: self.leap.as_ref().and_then(|l| l.tai_offset_at(now_unix)),
             leapsec: self.leap.as_ref().and_then(|l| leap_date(l, now_unix)).map(ntp_from_unix),
             expire: self.leap.as_ref().map(|l| ntp_from_unix(l.expires_unix())),

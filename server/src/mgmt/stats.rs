@@ -90,36 +90,27 @@ pub struct SyncStats {
     sink: StatsSink,
     last_update: Option<NtpTimestamp>,
     last_samples: HashMap<SourceId, NtpTimestamp>,
-    last_frequency: Option<f64>,
-    /// ntpd's clock wander: an exponential average of the squared frequency changes, ppm².
-    wander_squared: f64,
 }
 
 impl SyncStats {
     pub fn new(sink: StatsSink) -> Self {
-        Self { sink, last_update: None, last_samples: HashMap::new(), last_frequency: None, wander_squared: 0.0 }
+        Self { sink, last_update: None, last_samples: HashMap::new() }
     }
 
     pub fn wants(&self, kind: Kind) -> bool {
         self.sink.wants(kind)
     }
 
-    /// At each publication: a loopstats line for a new clock update, a peerstats line for each
-    /// source with a new sample.
+    /// At each publication: a loopstats line for a new clock update (the engine's wander), a
+    /// peerstats line for each source with a new sample.
     pub fn observe(&mut self, rows: &[SourceRow], tracking: &Tracking) {
         if let Some(at) = tracking.last_update.filter(|t| Some(*t) != self.last_update) {
             self.last_update = Some(at);
-            if let Some(before) = self.last_frequency {
-                let change = tracking.frequency_ppm - before;
-                // ntpd's averaging constant for wander (CLOCK_AVG = 8 over its squares, 1/4 here).
-                self.wander_squared += (change * change - self.wander_squared) / 4.0;
-            }
-            self.last_frequency = Some(tracking.frequency_ppm);
             let line = format::loop_line(
                 tracking.combined_offset,
                 tracking.frequency_ppm,
                 tracking.offset_error,
-                self.wander_squared.sqrt(),
+                tracking.wander_ppm,
                 tracking.system_poll,
             );
             self.sink.send(Kind::Loop, at, line);
@@ -446,15 +437,14 @@ mod tests {
         assert_eq!(lines[1].kind, Kind::Peer);
         assert!(lines[1].text.starts_with("192.0.2.10 8000 0.001500000 0.000200000 "), "{lines:?}");
 
-        // The next update moved the frequency: wander is no longer 0.
+        // The next update, with the engine's wander.
         let t1 = t0.add(stratum_proto::NtpDuration::from_seconds(64));
         tracking.last_update = Some(t1);
-        tracking.frequency_ppm = 12.0;
+        tracking.wander_ppm = 0.25;
         stats.observe(&[row(status)], &tracking);
         let lines: Vec<Record> = rx.try_iter().collect();
         assert_eq!(lines.len(), 1, "{lines:?}");
-        let wander: f64 = lines[0].text.split(' ').nth(3).unwrap().parse().unwrap();
-        assert!((wander - 1.0).abs() < 1e-9, "sqrt(4/4): {lines:?}");
+        assert_eq!(lines[0].text.split(' ').nth(3), Some("0.250000"), "{lines:?}");
     }
 
     #[test]
