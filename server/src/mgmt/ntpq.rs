@@ -2,7 +2,7 @@
 //!
 //! Why this shape: mode 6 is an amplification vector (one request, up to 32 reply fragments),
 //! so it never runs on a worker. A worker's `respond()` drops every mode 6 datagram as before
-//! (`control`, counted: BAD_INPUTS 7); only on that drop path does the socket worker call
+//! (`control`, counted: BAD_INPUTS 7); only on that drop path does a worker call
 //! [`NtpqHandoff::offer`], which checks the source against `[ntpq] allow` and copies the
 //! datagram into a bounded queue (`sync_channel`: slots allocated once, `try_send` never
 //! blocks; full is a counted drop). Normal requests pay nothing: the check sits behind the
@@ -13,8 +13,11 @@
 //!
 //! The XDP backend does the same from its workers (the frame's UDP payload, its source, and the
 //! address it came to); the thread answers from kernel sockets on our port (IPv4 and IPv6) that
-//! never receive, since the XDP program steers every datagram to our port to the workers. So
-//! the BPF program stays as it is and no mode 6 ever reaches the kernel's stack.
+//! never receive, since the XDP program steers every datagram to our port to the workers. The
+//! program's one change: it lets a mode 6 request through at its 12-byte control header (other
+//! requests still need 48 bytes), so no mode 6 ever reaches the kernel's stack and the allow
+//! list lives in one place, here. (Passing allowed mode 6 to the kernel instead would need the
+//! allow list in a BPF map as well, and a kernel socket that receives everyone's.)
 
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
