@@ -11,8 +11,9 @@
  * the host's addresses in `local_v4`/`local_v6`), or whose source is one of this host's addresses
  * or broadcast addresses, goes to the kernel untouched (counted `not_ours`: the kernel forwards,
  * drops or answers it as it would without us) once the loader has switched that check on in
- * `local_config`; a UDP length that cannot hold an NTP header, or that does not fit inside the IP
- * packet or the frame, is dropped (counted `malformed`); a source address in the deny tries is
+ * `local_config`; a UDP length that cannot hold an NTP header (for mode 6, ntpq's, its 12-byte
+ * control header: the workers hand an allowed source's to the ntpq thread), or that does not fit
+ * inside the IP packet or the frame, is dropped (counted `malformed`); a source address in the deny tries is
  * dropped (counted `denied`). A request for a queue with no AF_XDP socket falls through to the
  * kernel (counted `no_socket`), its metadata written.
  *
