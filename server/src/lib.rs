@@ -76,7 +76,13 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
 
     // Over AF_XDP, loopback sources cannot be real clients (the kernel never routes them to a NIC).
     let admission = Admission::from_config(config, config.server.backend == Backend::Xdp);
-    let keys = auth::WorkerAuth::from_config(config);
+    // `[nts] master-keys`: one set for the workers and the KE server, rotated by its own thread.
+    let nts_keys = match config.nts.master_keys.as_ref().map(|m| auth::SharedKeys::start(m, config.nts.rotation())) {
+        Some(Ok(keys)) => Some(keys),
+        Some(Err(e)) => anyhow::bail!("cannot write the NTS master key file: {e}"),
+        None => None,
+    };
+    let keys = auth::WorkerAuth::new(config, nts_keys.as_ref());
     // Mode 6 from `[ntpq] allow`: the socket workers hand it to the ntpq thread (mgmt/ntpq.rs).
     let ntpq = config.ntpq.enabled.then(|| NtpqHandoff::new(&config.ntpq.allow));
     let inputs = WorkerInputs {
@@ -133,7 +139,9 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         Backend::Xdp => Some(config.server.port),
         Backend::Socket => config.server.listen.first().map(|a| a.port()),
     };
-    let ntske = match mgmt::ntske::start(&config.nts, ntp_port, shutdown.clone()) {
+    let ntske = match mgmt::ntske::start(&config.nts, nts_keys.clone(), ntp_port, shutdown.clone())
+        .and_then(|ke| Ok((ke, nts_keys.as_ref().map(|k| k.spawn(shutdown.clone())).transpose()?)))
+    {
         Ok(k) => k,
         Err(e) => {
             shutdown.store(true, Ordering::Relaxed);
@@ -224,8 +232,11 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     if let Some(n) = ntpq_server {
         n.join();
     }
-    if let Some(k) = ntske {
+    if let Some(k) = ntske.0 {
         k.join();
+    }
+    if let Some(rotation) = ntske.1 {
+        let _ = rotation.join();
     }
     if let Some(w) = stats_writer {
         w.join();

@@ -138,8 +138,13 @@ fn a_bad_master_key_file_is_one_config_error() {
     std::fs::write(&keyfile, "# keys\n5 abcd\n").unwrap();
     let text = nts_config(123, &keyfile);
     assert_refused(&text, 10, "nts.master-keys", &format!("{}:2: a master key is 64 hex digits", keyfile.display()));
+    let missing_dir = text.replace("nts.keys", "absent/nts.keys");
+    assert_refused(&missing_dir, 10, "nts.master-keys", "cannot read");
+    // A missing file in a directory that exists is made at start (not by --check-config).
     let missing = text.replace("nts.keys", "absent.keys");
-    assert_refused(&missing, 10, "nts.master-keys", "cannot read");
+    let (ok, _, err, _) = check_config(&missing);
+    assert!(ok, "{err}");
+    assert!(!dir.path().join("absent.keys").exists(), "--check-config writes nothing");
 }
 
 /// A test CA and a certificate for `ip` signed by it (openssl), in `dir`: (ca, cert, key).
@@ -374,4 +379,66 @@ fn xdp_backend_serves_symmetric_keys_and_nts() {
     assert!(offset.abs() < 0.05, "NTS: offset {offset}");
     let log = server.stop_output();
     assert!(log.contains("backend=\"xdp\""), "it ran the xdp backend: {log}");
+}
+
+/// The master keys while running: a missing key file is made at start (mode 0600); with
+/// `key-rotation = "2s"` a fresh key becomes current and is written back (the cookies a reply
+/// carries are sealed with it) while a cookie of the first key still works until it is rotated
+/// out (3 kept); a file changed by someone else (a fleet's rotating member) is picked up.
+#[test]
+fn master_keys_are_created_rotated_and_re_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let keyfile = dir.path().join("nts.keys");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let text = format!("{}key-rotation = \"2s\"\n", nts_config(port, &keyfile));
+    let mut server = Server::start(&text, port);
+    assert_eq!(std::fs::metadata(&keyfile).unwrap().permissions().mode() & 0o777, 0o600);
+    let first = KeySet::from_text(&std::fs::read_to_string(&keyfile).unwrap(), 3).unwrap();
+    let first_id = first.current().id;
+    let mut cookie = [0u8; COOKIE_LEN];
+    assert!(first.seal(&client_keys(), &[4; 16], &mut cookie));
+    let (req, _) = request(&cookie, 0, 0x11);
+    let reply = exchange(addr, &req, Duration::from_secs(2)).expect("a reply with the created key");
+    assert_eq!(cookies_in(&reply, 0x11)[0][..4], first_id.to_be_bytes());
+
+    // One rotation later: the file holds a newer key, replies' cookies use it, the old cookie works.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let rotated = loop {
+        let set = KeySet::from_text(&std::fs::read_to_string(&keyfile).unwrap(), 3).unwrap();
+        if set.current().id != first_id {
+            break set;
+        }
+        assert!(std::time::Instant::now() < deadline, "no rotation within 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(300)); // the workers see it with their next NTS request
+    let (req, _) = request(&cookie, 0, 0x12);
+    let reply = exchange(addr, &req, Duration::from_secs(2)).expect("the old cookie still works");
+    let fresh = &cookies_in(&reply, 0x12)[0];
+    assert_ne!(fresh[..4], first_id.to_be_bytes(), "sealed with a newer key");
+    assert!(
+        rotated.open(fresh).is_some()
+            || KeySet::from_text(&std::fs::read_to_string(&keyfile).unwrap(), 3).unwrap().open(fresh).is_some()
+    );
+
+    // Rotated out after three more: a NAK.
+    std::thread::sleep(Duration::from_secs(7));
+    let (req, _) = request(&cookie, 0, 0x13);
+    let nak = exchange(addr, &req, Duration::from_secs(2)).expect("a NAK");
+    assert_eq!(&nak[12..16], b"NTSN", "a cookie of a key rotated out");
+
+    // Another member wrote the file: its keys are used within a moment.
+    let fleet = KeySet::new(MasterKey { id: 999, key: [0x77; 32] }, 3);
+    std::fs::write(dir.path().join("fleet.tmp"), fleet.to_text()).unwrap();
+    std::fs::rename(dir.path().join("fleet.tmp"), &keyfile).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let mut theirs = [0u8; COOKIE_LEN];
+    assert!(fleet.seal(&client_keys(), &[5; 16], &mut theirs));
+    let (req, _) = request(&theirs, 0, 0x14);
+    let reply = exchange(addr, &req, Duration::from_secs(2)).expect("a reply");
+    assert_ne!(&reply[12..16], b"NTSN", "the fleet's key is accepted");
+    assert_eq!(cookies_in(&reply, 0x14).len(), 1);
+    server.stop();
 }

@@ -14,11 +14,15 @@ use serde::Deserialize;
 use stratum_proto::auth::{parse_keys, KeyTable, KeyType};
 use stratum_proto::nts::KeySet;
 
+pub mod shared;
 mod worker;
+pub use shared::SharedKeys;
 pub use worker::WorkerAuth;
 
 /// Master keys kept to open cookies: the current one and the two before it.
 const KEEP_MASTER_KEYS: usize = 3;
+/// `[nts] key-rotation`'s default (chrony rotates weekly; the issue asks for a day).
+const DEFAULT_ROTATION_S: f64 = 86_400.0;
 
 /// `[auth]`.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -79,10 +83,11 @@ impl AuthConfig {
 /// file (a fleet, or this one after a restart) accepts them. The NTS-KE server that hands out
 /// cookies is `listen` (with `certificate` and `private-key`); the cookies it hands out and the
 /// ones on the data plane are sealed with these keys.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct NtsConfig {
-    /// The master key file; absent: no NTS (an NTS request is answered as a basic one).
+    /// The master key file (made, mode 0600, at start if it does not exist); absent: no NTS (an
+    /// NTS request is answered as a basic one).
     #[serde(default, deserialize_with = "master_keys")]
     pub master_keys: Option<MasterKeys>,
     /// The NTS-KE server's address (port 4460 by convention); absent: no NTS-KE server.
@@ -94,9 +99,40 @@ pub struct NtsConfig {
     /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
     #[serde(default)]
     pub private_key: Option<PathBuf>,
+    /// How often a fresh master key is made (seconds; `"off"`: never, for fleet members that
+    /// take the file from the one that rotates it).
+    #[serde(default = "default_rotation", deserialize_with = "rotation")]
+    pub key_rotation: Option<f64>,
+}
+
+impl Default for NtsConfig {
+    fn default() -> Self {
+        Self { master_keys: None, listen: None, certificate: None, private_key: None, key_rotation: default_rotation() }
+    }
+}
+
+fn default_rotation() -> Option<f64> {
+    Some(DEFAULT_ROTATION_S)
+}
+
+fn rotation<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text == "off" {
+        return Ok(None);
+    }
+    let seconds = crate::config::sync::parse_duration(&text).map_err(de::Error::custom)?;
+    if !(1.0..=365.0 * 86_400.0).contains(&seconds) {
+        return Err(de::Error::custom(format!("{seconds} s is outside 1 s..=365 days")));
+    }
+    Ok(Some(seconds))
 }
 
 impl NtsConfig {
+    /// `key-rotation` as a duration, if on.
+    pub fn rotation(&self) -> Option<std::time::Duration> {
+        self.key_rotation.map(std::time::Duration::from_secs_f64)
+    }
+
     /// `listen` needs the certificate, the key and the master keys, and the certificate and key
     /// must load and go together (checked now, so that a bad one is a configuration error).
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
@@ -121,6 +157,9 @@ impl NtsConfig {
 pub struct MasterKeys {
     pub path: PathBuf,
     pub set: KeySet,
+    /// The file did not exist: `set` is a fresh random key, written when stratumd starts
+    /// (not by `--check-config`).
+    pub created: bool,
 }
 
 fn master_keys<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MasterKeys>, D::Error> {
@@ -129,9 +168,20 @@ fn master_keys<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MasterKeys>, D:
 }
 
 fn read_master_keys(path: PathBuf) -> Result<MasterKeys, String> {
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && path.parent().is_none_or(|d| d.as_os_str().is_empty() || d.is_dir()) =>
+        {
+            let id = rand::random::<u32>();
+            let set = KeySet::new(stratum_proto::nts::MasterKey { id, key: shared::random_key() }, KEEP_MASTER_KEYS);
+            return Ok(MasterKeys { path, set, created: true });
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
     let set = KeySet::from_text(&text, KEEP_MASTER_KEYS).map_err(|e| format!("{}:{e}", path.display()))?;
-    Ok(MasterKeys { path, set })
+    Ok(MasterKeys { path, set, created: false })
 }
 
 /// Reads and parses the key file named by `keys`; a bad line is `PATH:LINE: key ID: what`.

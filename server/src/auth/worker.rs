@@ -3,17 +3,40 @@
 
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
+use std::sync::Arc;
 use stratum_proto::auth::{Authenticate, KeyRef, KeyTable, MacCheck};
 use stratum_proto::nts::server::{check_request, write_reply, NtsCheck, Verified};
+
 use stratum_proto::nts::KeySet;
 
+use super::SharedKeys;
 use crate::config::Config;
+
+/// A worker's view of the NTS master keys: its own `Arc` of the set, refreshed when the shared
+/// generation moves (a rotation), one atomic load per NTS request otherwise.
+#[derive(Debug, Clone)]
+struct NtsKeys {
+    shared: Arc<SharedKeys>,
+    set: Arc<KeySet>,
+    generation: u64,
+}
+
+impl NtsKeys {
+    fn refreshed(&mut self) -> &KeySet {
+        let now = self.shared.generation();
+        if now != self.generation {
+            self.set = self.shared.current();
+            self.generation = now;
+        }
+        &self.set
+    }
+}
 
 /// What [`stratum_proto::respond`] authenticates with on one worker.
 #[derive(Debug)]
 pub struct WorkerAuth {
     keys: KeyTable,
-    nts: Option<KeySet>,
+    nts: Option<NtsKeys>,
     /// NTS nonces (the reply's and each cookie's): a CSPRNG seeded from the OS per worker.
     rng: StdRng,
 }
@@ -33,9 +56,13 @@ impl Clone for WorkerAuth {
 }
 
 impl WorkerAuth {
-    /// `[auth] keys` and `[nts] master-keys` as configured.
-    pub fn from_config(config: &Config) -> Self {
-        let nts = config.nts.master_keys.as_ref().map(|m| m.set.clone());
+    /// `[auth] keys` as configured, and the NTS master keys in use (`[nts] master-keys`).
+    pub fn new(config: &Config, nts: Option<&Arc<SharedKeys>>) -> Self {
+        let nts = nts.map(|shared| NtsKeys {
+            shared: shared.clone(),
+            set: shared.current(),
+            generation: shared.generation(),
+        });
         Self { keys: config.auth.table(), nts, ..Self::default() }
     }
 
@@ -56,8 +83,8 @@ impl Authenticate for WorkerAuth {
     }
 
     fn check_nts(&mut self, packet: &mut [u8]) -> NtsCheck {
-        match &self.nts {
-            Some(master) => check_request(packet, master),
+        match &mut self.nts {
+            Some(keys) => check_request(packet, keys.refreshed()),
             None => NtsCheck::NotNts,
         }
     }
@@ -70,7 +97,7 @@ impl Authenticate for WorkerAuth {
             rng.fill_bytes(&mut n);
             n
         };
-        write_reply(buf, request_len, verified, nts.as_ref()?, &nonce, fresh)
+        write_reply(buf, request_len, verified, &nts.as_ref()?.set, &nonce, fresh)
     }
 }
 

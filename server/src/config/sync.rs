@@ -435,7 +435,7 @@ pub fn max_holdover<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(seconds)
 }
 
-fn parse_duration(text: &str) -> Result<f64, String> {
+pub fn parse_duration(text: &str) -> Result<f64, String> {
     let bad = || format!("`{text}` is not a duration like \"24h\", \"90m\", \"30s\" or \"2d\"");
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
     let (number, unit) = text.split_at(split);

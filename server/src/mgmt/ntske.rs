@@ -22,7 +22,7 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use stratum_proto::nts::ke::{self, KeRequest};
 use stratum_proto::nts::{ClientKeys, KeySet, COOKIE_LEN};
 
-use crate::auth::NtsConfig;
+use crate::auth::{NtsConfig, SharedKeys};
 
 /// Connections served at once; more are closed at accept.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -80,9 +80,14 @@ pub fn tls_config(certificate: &std::path::Path, private_key: &std::path::Path) 
 
 /// Starts the KE server when `[nts] listen` is set; `ntp_port` goes into the response when the
 /// data plane is not on 123.
-pub fn start(config: &NtsConfig, ntp_port: Option<u16>, shutdown: Arc<AtomicBool>) -> anyhow::Result<Option<NtsKe>> {
+pub fn start(
+    config: &NtsConfig,
+    master: Option<Arc<SharedKeys>>,
+    ntp_port: Option<u16>,
+    shutdown: Arc<AtomicBool>,
+) -> anyhow::Result<Option<NtsKe>> {
     let (Some(listen), Some(cert), Some(key), Some(master)) =
-        (config.listen, &config.certificate, &config.private_key, &config.master_keys)
+        (config.listen, &config.certificate, &config.private_key, master)
     else {
         return Ok(None);
     };
@@ -91,7 +96,6 @@ pub fn start(config: &NtsConfig, ntp_port: Option<u16>, shutdown: Arc<AtomicBool
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
     let counters = Arc::new(KeCounters::default());
-    let master = Arc::new(master.set.clone());
     let port = ntp_port.filter(|p| *p != 123);
     let c = counters.clone();
     let thread = std::thread::Builder::new()
@@ -104,7 +108,7 @@ pub fn start(config: &NtsConfig, ntp_port: Option<u16>, shutdown: Arc<AtomicBool
 fn accept_loop(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
-    master: Arc<KeySet>,
+    master: Arc<SharedKeys>,
     port: Option<u16>,
     counters: Arc<KeCounters>,
     shutdown: Arc<AtomicBool>,
@@ -129,7 +133,7 @@ fn accept_loop(
         }
         let (tls, master, counters, slot) = (tls.clone(), master.clone(), counters.clone(), active.clone());
         let spawned = std::thread::Builder::new().name("stratumd-ntske-c".into()).spawn(move || {
-            match serve(stream, tls, &master, port) {
+            match serve(stream, tls, &master.current(), port) {
                 Ok(true) => counters.served.fetch_add(1, Ordering::Relaxed),
                 Ok(false) => counters.errors.fetch_add(1, Ordering::Relaxed),
                 Err(_) => counters.failed.fetch_add(1, Ordering::Relaxed),
