@@ -149,7 +149,8 @@ fn bad_inputs_rows_1_to_16_over_a_socket() {
     // datagram counts as control too (mode 6 is named before the header's length is checked).
     let expected = "received=39 answered=15 dropped_short=3 dropped_malformed=4 dropped_too_long=3 \
                     dropped_version=4 dropped_mode=4 dropped_control=3 dropped_authenticated=3";
-    assert!(summary.ends_with(expected), "every request counted once, by reason:\n{summary}\nwanted: {expected}");
+    // The stop line goes on with other counters (transmit stamps, since interleaved mode).
+    assert!(summary.contains(expected), "every request counted once, by reason:\n{summary}\nwanted: {expected}");
 }
 
 #[test]
