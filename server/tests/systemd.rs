@@ -7,7 +7,8 @@
 //! check run by hand over tests/xdp.rs (the calls outside @system-service: bpf, clock_adjtime).
 //! The unit is Type=notify with WatchdogSec=: stratumd run with NOTIFY_SOCKET on a socket the
 //! test owns and WATCHDOG_USEC says READY=1, then WATCHDOG=1 from the sync thread (both of its
-//! loops: `local` and `sync`) at half that interval, and STOPPING=1 on SIGTERM. Without
+//! loops: `local` and `sync`) at half that interval, and STOPPING=1 on SIGTERM; with the sync
+//! thread alone stopped (ptrace) the pings stop while the workers still answer. Without
 //! systemd-analyze or strace these skip, in CI they fail.
 
 mod common;
@@ -268,4 +269,57 @@ fn without_notify_socket_nothing_is_sent_and_it_serves() {
     );
     let log = server.stop_output();
     assert!(!log.contains("watchdog") && !log.contains("NOTIFY_SOCKET"), "{log}");
+}
+
+/// The thread id of stratumd's sync thread (named `stratumd-sync`).
+fn sync_thread(pid: libc::pid_t) -> libc::pid_t {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| t.ok())
+        .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "stratumd-sync"))
+        .and_then(|t| t.file_name().to_str()?.parse().ok())
+        .expect("a thread named stratumd-sync")
+}
+
+/// A hung time plane, not a dead process, is what the watchdog is for: the sync thread alone is
+/// stopped (ptrace interrupts that one thread); the workers go on answering, the pings stop, so
+/// systemd would restart stratumd after WatchdogSec. Let go, the pings resume.
+#[test]
+fn a_stuck_sync_thread_stops_the_watchdog_while_workers_still_answer() {
+    if !require(is_root(), "stopping one thread of stratumd with ptrace needs root") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut cmd = Command::new(BIN);
+    cmd.env("NOTIFY_SOCKET", &path).env("WATCHDOG_USEC", "2000000");
+    let text = config(&[format!("127.0.0.1:{port}")], 1, "source = \"local\"\nstratum = 3");
+    let mut server = Server::start_with(cmd, &text, port, Some(addr));
+    let before = notifications(&socket, Duration::from_secs(3));
+    assert!(before.iter().filter(|(_, m)| m == "WATCHDOG=1").count() >= 2, "{before:?}");
+
+    let tid = sync_thread(server.pid());
+    // SAFETY: ptrace on a thread of our own child (we are root); stopped, then waited for.
+    unsafe {
+        assert_eq!(libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0), 0, "{}", std::io::Error::last_os_error());
+        assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
+        let mut status = 0;
+        assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
+    }
+    // A ping sent just before the stop may still be queued: drop what is there now.
+    socket.set_nonblocking(true).unwrap();
+    while socket.recv(&mut [0u8; 512]).is_ok() {}
+    socket.set_nonblocking(false).unwrap();
+    let stuck = notifications(&socket, Duration::from_secs(3));
+    let answered = (0..5).filter(|_| query(addr, 4, Duration::from_secs(1)).is_some()).count();
+    // SAFETY: the thread is in a ptrace stop we caused; detaching lets it run on.
+    unsafe { assert_eq!(libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0), 0) };
+    let after = notifications(&socket, Duration::from_secs(3));
+    let log = server.stop_output();
+    assert!(stuck.iter().all(|(_, m)| m != "WATCHDOG=1"), "pings while the sync thread was stopped: {stuck:?}");
+    assert_eq!(answered, 5, "the workers answer while the time plane is stuck");
+    assert!(after.iter().any(|(_, m)| m == "WATCHDOG=1"), "pings again once it runs: {after:?} ({log})");
 }
