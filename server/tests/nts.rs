@@ -219,9 +219,17 @@ fn chronyd_synchronises_over_nts() {
     assert!(offset.abs() < 0.05, "offset {offset}");
     assert!(chronyd(false).is_err(), "chronyd accepted a KE server signed by a CA it does not trust");
 
-    // Half-open connections, more than the cap: the data plane answers at once.
+    // Half-open connections, more than the cap, from another address (the per-address limit
+    // closes most of them at once): the data plane answers at once.
     let ke: SocketAddr = ([127, 0, 0, 1], ke_port).into();
-    let idle: Vec<_> = (0..100).filter_map(|_| std::net::TcpStream::connect(ke).ok()).collect();
+    let from: SocketAddr = ([127, 0, 0, 2], 0).into();
+    let half_open = || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+        s.bind(&from.into()).ok()?;
+        s.connect(&ke.into()).ok()?;
+        Some(s)
+    };
+    let idle: Vec<_> = (0..100).filter_map(|_| half_open()).collect();
     let ntp = SocketAddr::from(([127, 0, 0, 1], port));
     assert!(query(ntp, 4, Duration::from_millis(500)).is_some(), "the data plane answers during a KE flood");
     drop(idle);
@@ -441,4 +449,51 @@ fn master_keys_are_created_rotated_and_re_read() {
     assert_ne!(&reply[12..16], b"NTSN", "the fleet's key is accepted");
     assert_eq!(cookies_in(&reply, 0x14).len(), 1);
     server.stop();
+}
+
+/// SIGHUP re-reads the KE server's certificate and key (a renewed certificate): clients that
+/// trust only the new CA get through afterwards, those that trusted the old one no more; the data
+/// plane answers throughout.
+#[test]
+fn sighup_reloads_the_ke_certificate() {
+    if !require(have_tool("chronyd"), "chronyd is not installed (apt-get install chrony)")
+        || !require(have_tool("openssl"), "openssl is not installed (apt-get install openssl)")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (old_dir, new_dir) = (dir.path().join("old"), dir.path().join("new"));
+    std::fs::create_dir(&old_dir).unwrap();
+    std::fs::create_dir(&new_dir).unwrap();
+    let (old_ca, cert, key) = make_certificates(&old_dir, "127.0.0.1");
+    let (new_ca, new_cert, new_key) = make_certificates(&new_dir, "127.0.0.1");
+    let keyfile = dir.path().join("nts.keys");
+    let (port, ke_port) = (free_port(), free_port());
+    let text = format!(
+        "{}listen = \"127.0.0.1:{ke_port}\"\ncertificate = \"{}\"\nprivate-key = \"{}\"\n",
+        nts_config(port, &keyfile),
+        cert.display(),
+        key.display()
+    );
+    let mut server = Server::start(&text, port);
+    let chronyd = |ca: &std::path::Path| {
+        let out = std::process::Command::new("chronyd")
+            .args(["-Q", "-t", "6"])
+            .arg(format!("ntstrustedcerts {}", ca.display()))
+            .arg(format!("server 127.0.0.1 port {port} nts ntsport {ke_port} iburst maxsamples 1"))
+            .output()
+            .expect("run chronyd");
+        chronyd_offset(&String::from_utf8_lossy(&out.stderr))
+    };
+    chronyd(&old_ca).unwrap_or_else(|log| panic!("the first certificate: {log}"));
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(server.pid(), libc::SIGHUP) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(query(SocketAddr::from(([127, 0, 0, 1], port)), 4, Duration::from_millis(500)).is_some());
+    chronyd(&new_ca).unwrap_or_else(|log| panic!("the renewed certificate after SIGHUP: {log}"));
+    assert!(chronyd(&old_ca).is_err(), "the old certificate is no longer served");
+    let log = server.stop_output();
+    assert!(log.contains("re-read (SIGHUP)"), "{log}");
 }

@@ -5,7 +5,11 @@
 //!
 //! Bounded: at most [`MAX_CONNECTIONS`] at once (more are closed at accept, counted), each with
 //! a deadline for the whole exchange and per read/write timeouts, so half-open or slow clients
-//! (BAD_INPUTS 53, 56) hold a slot for seconds at most and never touch the data plane.
+//! (BAD_INPUTS 53, 56) hold a slot for seconds at most and never touch the data plane; and at
+//! most [`PER_IP_BURST`] new connections from one address per [`PER_IP_WINDOW`].
+//!
+//! SIGHUP re-reads the certificate and key (a renewed certificate) for the next connection; a
+//! pair that does not load is logged and the one in use kept. The data plane never notices.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -32,6 +36,12 @@ const DEADLINE: Duration = Duration::from_secs(5);
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Cookies per response (what chrony and ntpd-rs give).
 const COOKIES: usize = 8;
+/// New connections one address may open per window (a client needs one per restart).
+pub const PER_IP_BURST: u32 = 20;
+pub const PER_IP_WINDOW: Duration = Duration::from_secs(10);
+/// Addresses the limiter remembers at most (it forgets them all when full: an attacker with more
+/// addresses than this gets no more than the connection cap anyway).
+const PER_IP_TABLE: usize = 65_536;
 const ALPN: &[u8] = b"ntske/1";
 
 /// What the KE server counts.
@@ -40,6 +50,8 @@ pub struct KeCounters {
     pub served: AtomicU64,
     pub errors: AtomicU64,
     pub refused_full: AtomicU64,
+    pub refused_rate: AtomicU64,
+    pub reloads: AtomicU64,
     pub failed: AtomicU64,
 }
 
@@ -98,25 +110,49 @@ pub fn start(
     let counters = Arc::new(KeCounters::default());
     let port = ntp_port.filter(|p| *p != 123);
     let c = counters.clone();
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())?;
+    let files = (cert.clone(), key.clone(), reload);
     let thread = std::thread::Builder::new()
         .name("stratumd-ntske".into())
-        .spawn(move || accept_loop(listener, tls, master, port, c, shutdown))?;
+        .spawn(move || accept_loop(listener, tls, files, master, port, c, shutdown))?;
     tracing::info!(%address, "NTS-KE listening (TLS 1.3, ALPN ntske/1)");
     Ok(Some(NtsKe { address, counters, thread }))
 }
 
+/// Certificate, key, and the SIGHUP flag that asks to read them again.
+type TlsFiles = (std::path::PathBuf, std::path::PathBuf, Arc<AtomicBool>);
+
 fn accept_loop(
     listener: TcpListener,
-    tls: Arc<ServerConfig>,
+    mut tls: Arc<ServerConfig>,
+    (cert, key, reload): TlsFiles,
     master: Arc<SharedKeys>,
     port: Option<u16>,
     counters: Arc<KeCounters>,
     shutdown: Arc<AtomicBool>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
+    let mut limiter = PerIpLimiter::default();
     while !shutdown.load(Ordering::Relaxed) {
+        if reload.swap(false, Ordering::Relaxed) {
+            match tls_config(&cert, &key) {
+                Ok(fresh) => {
+                    tls = fresh;
+                    counters.reloads.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(certificate = %cert.display(), "NTS-KE: certificate and key re-read (SIGHUP)");
+                }
+                Err(e) => tracing::error!("NTS-KE: SIGHUP: {e:#}; keeping the certificate in use"),
+            }
+        }
         let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
+            Ok((stream, peer)) => {
+                if !limiter.allow(peer.ip(), Instant::now()) {
+                    counters.refused_rate.fetch_add(1, Ordering::Relaxed);
+                    continue; // dropped: closed
+                }
+                stream
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
@@ -187,4 +223,46 @@ fn serve(stream: TcpStream, tls: Arc<ServerConfig>, master: &KeySet, port: Optio
     tls.conn.send_close_notify();
     tls.flush()?;
     Ok(true)
+}
+
+/// At most [`PER_IP_BURST`] new connections per address per [`PER_IP_WINDOW`] (fixed windows).
+#[derive(Debug, Default)]
+struct PerIpLimiter {
+    seen: std::collections::HashMap<std::net::IpAddr, (Instant, u32)>,
+}
+
+impl PerIpLimiter {
+    fn allow(&mut self, ip: std::net::IpAddr, now: Instant) -> bool {
+        if self.seen.len() >= PER_IP_TABLE && !self.seen.contains_key(&ip) {
+            self.seen.retain(|_, (start, _)| now.duration_since(*start) < PER_IP_WINDOW);
+            if self.seen.len() >= PER_IP_TABLE {
+                self.seen.clear();
+            }
+        }
+        let entry = self.seen.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= PER_IP_WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= PER_IP_BURST
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_address_gets_its_burst_per_window_others_theirs() {
+        let mut l = PerIpLimiter::default();
+        let t0 = Instant::now();
+        let a: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let b: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+        for i in 0..PER_IP_BURST {
+            assert!(l.allow(a, t0), "connection {i}");
+        }
+        assert!(!l.allow(a, t0), "over the burst");
+        assert!(l.allow(b, t0), "another address is not affected");
+        assert!(l.allow(a, t0 + PER_IP_WINDOW), "the next window");
+    }
 }
