@@ -12,7 +12,9 @@
 //!   file provider), the data source's URL is the Prometheus service and answers queries there,
 //!   the provider's path is where compose mounts the dashboard, and the dashboard JSON has what a
 //!   provisioned dashboard needs (uid, title, schemaVersion, panels with ids and grid positions,
-//!   its data source variable of the provisioned type, no import-time `${DS_...}` inputs).
+//!   its data source variable of the provisioned type, no import-time `${DS_...}` inputs);
+//! - the dashboard decoded and re-encoded with Grafana's own schema types (grafana-foundation-sdk,
+//!   PyPI) loses nothing but two keys the schema leaves out, and a misspelt key is caught.
 //!
 //! Needs docker-compose (with python3-yaml, read through python3), promtool/prometheus, root (a
 //! namespace): skips outside CI without them, fails in CI.
@@ -358,4 +360,63 @@ fn prometheus_run_as_compose_runs_it_scrapes_the_compose_stratumd_and_loads_the_
     assert!(status == 200 && count >= 5, "alerts.yml's rules loaded: {rules}");
     let (_, info) = get_in(&ns.name, web, "/api/v1/query?query=stratumd_build_info").unwrap();
     assert!(info.contains("\"job\":\"stratumd\""), "{info}");
+}
+
+/// Decodes a dashboard with Grafana's own types (grafana-foundation-sdk, generated from Grafana's
+/// schema, panel plugins registered) and encodes it again: what the schema does not know is
+/// dropped on the way; prints each dropped or changed path.
+const ROUND_TRIP: &str = r#"
+import json, sys
+from grafana_foundation_sdk.cog import plugins
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import Dashboard
+plugins.register_default_plugins()
+src = json.load(open(sys.argv[1]))
+back = json.loads(json.dumps(Dashboard.from_json(src), cls=JSONEncoder))
+def diff(a, b, path):
+    if isinstance(a, dict):
+        if not isinstance(b, dict):
+            print(f"{path}: not an object"); return
+        for k in a:
+            if k in b: diff(a[k], b[k], f"{path}.{k}")
+            else: print(f"{path}.{k}: dropped")
+    elif isinstance(a, list):
+        if not isinstance(b, list) or len(a) != len(b):
+            print(f"{path}: list changed"); return
+        for i, (x, y) in enumerate(zip(a, b)): diff(x, y, f"{path}[{i}]")
+    elif a != b:
+        print(f"{path}: {a!r} became {b!r}")
+diff(src, back, "")
+"#;
+
+fn round_trip(python: &Path, dashboard: &Path) -> Vec<String> {
+    let out = Command::new(python).args(["-c", ROUND_TRIP]).arg(dashboard).output().expect("run python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// The dashboard through Grafana's schema types loses only `__inputs` (import-time, empty) and a
+/// query variable's `definition` (the editor's copy of its query): every other key and value is
+/// one Grafana's schema has. A misspelt panel key is caught the same way (checked on a copy).
+#[test]
+fn the_dashboard_round_trips_through_grafanas_schema_types() {
+    let python = Path::new(DEPLOY).join("../target/peers/python/bin/python3");
+    if !require(
+        python.is_file(),
+        "grafana-foundation-sdk is not installed (scripts/test puts it in target/peers/python)",
+    ) {
+        return;
+    }
+    let dashboard = Path::new(DEPLOY).join("grafana-dashboard.json");
+    let lost = round_trip(&python, &dashboard);
+    let expected = |l: &String| {
+        l == ".__inputs: dropped" || (l.starts_with(".templating.list[") && l.ends_with("].definition: dropped"))
+    };
+    assert!(lost.iter().all(expected), "keys or values Grafana's schema does not have: {lost:?}");
+    let text = std::fs::read_to_string(&dashboard).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, text.replacen("\"gridPos\"", "\"gridPosition\"", 1)).unwrap();
+    let lost = round_trip(&python, &bad);
+    assert!(lost.iter().any(|l| l.ends_with(".gridPosition: dropped")), "a misspelt key passed: {lost:?}");
 }

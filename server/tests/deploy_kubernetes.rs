@@ -1,6 +1,6 @@
 //! deploy/kubernetes/daemonset.yaml (#17, item 5), without a cluster:
 //! - a schema check: `kubernetes-validate --strict` (PyPI; the Kubernetes OpenAPI schemas as JSON
-//!   schema, no cluster needed; scripts/test installs it in target/peers/kubernetes-validate)
+//!   schema, no cluster needed; scripts/test installs it in target/peers/python)
 //!   against Kubernetes 1.30 and 1.37; strict refuses unknown fields, which the test shows on a
 //!   copy with a misspelt field and one with a wrongly typed value;
 //! - what the schema cannot know: host network, the xdp backend's capabilities (the systemd
@@ -29,10 +29,10 @@ fn daemonset_path() -> PathBuf {
 
 /// The venv scripts/test makes (its python has PyYAML, a kubernetes-validate dependency).
 fn venv() -> Option<PathBuf> {
-    let dir = Path::new(REPO).join("target/peers/kubernetes-validate/bin");
+    let dir = Path::new(REPO).join("target/peers/python/bin");
     let ok = require(
         dir.join("kubernetes-validate").is_file(),
-        "kubernetes-validate is not installed (scripts/test puts it in target/peers/kubernetes-validate)",
+        "kubernetes-validate is not installed (scripts/test puts it in target/peers/python)",
     );
     ok.then_some(dir)
 }
