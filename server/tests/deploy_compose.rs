@@ -16,8 +16,8 @@
 //! - the dashboard decoded and re-encoded with Grafana's own schema types (grafana-foundation-sdk,
 //!   PyPI) loses nothing but two keys the schema leaves out, and a misspelt key is caught.
 //!
-//! Needs docker-compose (with python3-yaml, read through python3), promtool/prometheus, root (a
-//! namespace): skips outside CI without them, fails in CI.
+//! Needs docker-compose, scripts/test's Python venv (target/peers/python: PyYAML reads the YAML),
+//! promtool/prometheus, root (a namespace): skips outside CI without them, fails in CI.
 
 mod common;
 
@@ -36,14 +36,19 @@ const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
 
 fn have_compose() -> bool {
     require(
-        have_tool("docker-compose") && have_tool("python3"),
-        "docker-compose is not installed (apt-get install docker-compose)",
+        have_tool("docker-compose") && python().is_file(),
+        "docker-compose or scripts/test's target/peers/python is missing (apt-get install docker-compose)",
     )
 }
 
-/// YAML text as JSON, through PyYAML (docker-compose's own dependency).
+/// scripts/test's Python venv (PyYAML, grafana-foundation-sdk).
+fn python() -> PathBuf {
+    Path::new(DEPLOY).join("../target/peers/python/bin/python3")
+}
+
+/// YAML text as JSON, through PyYAML (in the venv as kubernetes-validate's dependency).
 fn yaml(text: &str) -> Value {
-    let mut child = Command::new("python3")
+    let mut child = Command::new(python())
         .args(["-c", "import sys, json, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -400,7 +405,7 @@ fn round_trip(python: &Path, dashboard: &Path) -> Vec<String> {
 /// one Grafana's schema has. A misspelt panel key is caught the same way (checked on a copy).
 #[test]
 fn the_dashboard_round_trips_through_grafanas_schema_types() {
-    let python = Path::new(DEPLOY).join("../target/peers/python/bin/python3");
+    let python = python();
     if !require(
         python.is_file(),
         "grafana-foundation-sdk is not installed (scripts/test puts it in target/peers/python)",
