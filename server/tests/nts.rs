@@ -497,3 +497,94 @@ fn sighup_reloads_the_ke_certificate() {
     let log = server.stop_output();
     assert!(log.contains("re-read (SIGHUP)"), "{log}");
 }
+
+/// NTPsec's ntpd (unpacked by scripts/test; `disable ntp`: it never steers the clock) as an NTS
+/// client in one namespace, stratumd in another: ntpd does the KE (trusting the test's CA),
+/// reaches stratumd over NTS and calls it authenticated: its peerstats status word has the
+/// authentic and reachable bits (0x2000, 0x1000).
+#[test]
+fn ntpsec_ntpd_uses_stratumd_over_nts() {
+    let unpacked = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/peers/ntpsec/usr/sbin/ntpd");
+    if !require(is_root(), "ntpd and stratumd on port 123 need root and network namespaces")
+        || !require(
+            std::path::Path::new(unpacked).is_file() && have_tool("ip") && have_tool("openssl"),
+            "NTPsec's ntpd (scripts/test unpacks it into target/peers/ntpsec), ip or openssl is missing",
+        )
+    {
+        return;
+    }
+    let (srv, cli) = (Netns::new("ntsps"), Netns::new("ntspc"));
+    let net = (std::process::id() % 200) as u8 + 3;
+    let id = std::process::id() % 10000;
+    let (vs, vc) = (format!("ntpss{id}"), format!("ntpsc{id}"));
+    let _ = std::process::Command::new("ip").args(["link", "del", &vs]).output();
+    run_ok(std::process::Command::new("ip").args(["link", "add", &vs, "type", "veth", "peer", "name", &vc]));
+    run_ok(std::process::Command::new("ip").args(["link", "set", &vs, "netns", &srv.name, "name", "vs"]));
+    run_ok(std::process::Command::new("ip").args(["link", "set", &vc, "netns", &cli.name, "name", "vc"]));
+    for (ns, dev, host) in [(&srv, "vs", 1), (&cli, "vc", 2)] {
+        let addr = format!("10.86.{net}.{host}/24");
+        run_ok(std::process::Command::new("ip").args(["-n", &ns.name, "addr", "add", &addr, "dev", dev]));
+        run_ok(std::process::Command::new("ip").args(["-n", &ns.name, "link", "set", dev, "up"]));
+    }
+    let server_ip = format!("10.86.{net}.1");
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certificates(dir.path(), &server_ip);
+    let keyfile = dir.path().join("nts.keys");
+    let text = format!(
+        "[server]\nlisten = [\"{server_ip}:123\"]\nworkers = 1\n\n[clock]\nsource = \"local\"\nstratum = 2\n\n\
+         [nts]\nmaster-keys = \"{}\"\nlisten = \"{server_ip}:4460\"\ncertificate = \"{}\"\nprivate-key = \"{}\"\n",
+        keyfile.display(),
+        cert.display(),
+        key.display()
+    );
+    let mut server = Server::start_with(srv.command(BIN), &text, 123, None);
+    std::thread::sleep(Duration::from_millis(500));
+    let d = dir.path().display();
+    let conf = dir.path().join("ntp.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server {server_ip} nts ca {} iburst minpoll 3 maxpoll 3\ndisable ntp\ndisable kernel\n\
+             driftfile {d}/ntp.drift\nstatsdir {d}/\nstatistics peerstats\nfilegen peerstats file peerstats type none enable\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("ntpd.log");
+    let _ntpd = Running(Some(
+        cli.command(unpacked)
+            .args(["-n", "-c"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path().join("ntpd.pid"))
+            .arg("-l")
+            .arg(&log)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start ntpd"),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    // peerstats: MJD seconds address status(hex) offset delay dispersion jitter
+    let authentic = |line: &str| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        cols.get(2) == Some(&server_ip.as_str())
+            && cols.get(3).and_then(|s| u16::from_str_radix(s, 16).ok()).is_some_and(|s| s & 0x3000 == 0x3000)
+    };
+    loop {
+        let stats = std::fs::read_to_string(dir.path().join("peerstats")).unwrap_or_default();
+        if let Some(line) = stats.lines().find(|l| authentic(l)) {
+            eprintln!("ntpd peerstats: {line}");
+            break;
+        }
+        let ntpd_log = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ntpd did not reach stratumd over NTS, authentic: peerstats {stats}\nntpd log: {ntpd_log}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let ntpd_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(ntpd_log.contains("NTSc"), "ntpd did the NTS-KE: {ntpd_log}");
+    server.stop();
+}
