@@ -172,3 +172,43 @@ fn the_rate_limiter_does_not_allocate_after_new() {
     }
     assert_eq!(allocations(), before, "the limiter allocated after new()");
 }
+
+/// Interleaved mode: an xleave client's requests, each quoting the last reply's receive
+/// timestamp, take and save entries of the shared store (and stamps replace T3s) without
+/// allocating: the store's table is allocated once, when made.
+#[test]
+fn interleaved_requests_do_not_allocate() {
+    use stratum_proto::server::interleaved::{Interleave, InterleavedStore};
+    use stratum_proto::server::respond::respond_with;
+    struct Shared<'a>(&'a InterleavedStore);
+    impl Interleave for Shared<'_> {
+        fn take(&mut self, origin: NtpTimestamp) -> Option<NtpTimestamp> {
+            self.0.take(origin).map(|s| s.transmit)
+        }
+        fn save(&mut self, receive: NtpTimestamp, transmit: NtpTimestamp) {
+            self.0.save(receive, transmit);
+        }
+    }
+    let snap = ServerSnapshot::unsynchronized(-20);
+    let store = InterleavedStore::new(1024);
+    let client = "203.0.113.5:123".parse().unwrap();
+    let mut origin = NtpTimestamp::ZERO;
+    let mut interleaved = 0;
+    let before = allocations();
+    for i in 1..3000u64 {
+        let t = NtpTimestamp::from_parts(0xE000_0000 + i as u32, 0);
+        let mut buf = NtpPacket::client_request(4, t).to_bytes();
+        buf[24..32].copy_from_slice(&origin.to_be_bytes());
+        buf[32..40].copy_from_slice(&NtpTimestamp::from_parts(0xE000_0000 + i as u32, 7).to_be_bytes());
+        let rx = RxMeta { client, rx_time: t, noise: i };
+        let v = respond_with(&mut buf, rx, &snap, &mut ServeAll, &mut NoAuth, &mut Shared(&store), || t);
+        std::hint::black_box(v);
+        let reply = NtpPacket::parse(&buf).unwrap();
+        interleaved += usize::from(reply.origin_timestamp != t);
+        origin = reply.receive_timestamp;
+        store.update_tx(origin, t);
+    }
+    let after = allocations();
+    assert_eq!(after - before, 0, "interleaved respond_with() allocated");
+    assert!(interleaved > 2900, "{interleaved} interleaved replies");
+}

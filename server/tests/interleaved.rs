@@ -313,7 +313,9 @@ fn start_in(pair: &Pair, server_section: &str) -> (Server, PathBuf) {
         "[server]\n{server_section}\n\n[clock]\nsource = \"local\"\nstratum = 2\n\n[control]\nsocket = \"{}\"\n",
         control.display()
     );
-    let mut server = Server::start_with(pair.srv.command(BIN), &config, 123, None);
+    // STRATUMD_BIN: another build (the measurement below wants the release binary).
+    let bin = std::env::var("STRATUMD_BIN").unwrap_or_else(|_| BIN.to_string());
+    let mut server = Server::start_with(pair.srv.command(&bin), &config, 123, None);
     // Generous: on a loaded 2-core host the XDP verifier and attach alone can take seconds.
     let deadline = Instant::now() + Duration::from_secs(20);
     while ctl_json(&control, &["status"]).is_none() {
@@ -405,7 +407,8 @@ fn bad_interleaved_keys_are_refused_with_their_line() {
 /// polls stratumd (socket backend, 10.88.N.1) and a chronyd server (10.88.N.3) beside it in the
 /// server namespace, both with `xleave` at 16 Hz; the median of chronyc sourcestats' Std Dev over
 /// 60 s for each. Printed for bench/results/interleaved.md; asserts stratumd is within twice
-/// chronyd's (a loaded 2-core host is noisy). `STD_DEV_SERVER` replaces stratumd's `[server]` keys.
+/// chronyd's (a loaded 2-core host is noisy). `STD_DEV_SERVER` replaces stratumd's `[server]` keys
+/// (`{host}` for its address), `STRATUMD_BIN` names the binary (e.g. target/release/stratumd).
 #[test]
 #[ignore = "a 70 s measurement: cargo test --all-features -p stratumd --test interleaved -- --ignored --nocapture"]
 fn std_dev_of_an_xleave_client_against_stratumd_and_chronyd() {
@@ -481,6 +484,8 @@ fn std_dev_of_an_xleave_client_against_stratumd_and_chronyd() {
         }
     }
     eprintln!("{}", chronyc(&dir, &["sourcestats"]));
+    eprintln!("{}", chronyc(&dir, &["ntpdata"]));
+    eprintln!("{}", ctl_json(&_control, &["status"]).unwrap_or_default()["requests"]);
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(f64::NAN)

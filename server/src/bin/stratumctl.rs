@@ -189,12 +189,8 @@ fn status_table(v: &Value) -> String {
     // Interleaved mode: where transmit stamps come from, and how many replies used one.
     if let Some(mode) = v["tx_timestamps"].as_str() {
         let i = &r["interleaved"];
-        let used = format!(
-            "{} ({} replies, {} without a stamp)",
-            mode,
-            show(&i["replies"]),
-            show(&i["tx_stamps_missing"])
-        );
+        let used =
+            format!("{} ({} replies, {} without a stamp)", mode, show(&i["replies"]), show(&i["tx_stamps_missing"]));
         rows.push(("tx timestamps", used));
     }
     pairs(&rows)

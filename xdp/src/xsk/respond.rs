@@ -63,18 +63,20 @@ impl XskSocket {
         scratch: &mut ReplyScratch,
         mut answer: impl FnMut(&mut Umem, &libc::xdp_desc) -> Option<usize>,
     ) -> BatchOutcome {
-        self.answer_in_place_with(rx, scratch, |umem, desc| answer(umem, desc).map(|len| (len, 0)))
+        self.answer_in_place_with(rx, scratch, |umem, desc| answer(umem, desc).map(|len| (len, 0)), || {})
     }
 
     /// As [`answer_in_place`](Self::answer_in_place), with the TX descriptor's options from
     /// `answer` too (`XDP_TX_METADATA` for a reply whose transmit timestamp it asked for with
-    /// [`Umem::request_tx_timestamp`]). Afterwards [`ReplyScratch::sent`] lists the replies put
-    /// on the TX ring.
+    /// [`Umem::request_tx_timestamp`]), and `before_send` called right before the wakeup that
+    /// sends the batch (in copy mode the kernel sends inside it: a software transmit stamp's
+    /// moment). Afterwards [`ReplyScratch::sent`] lists the replies put on the TX ring.
     pub fn answer_in_place_with(
         &mut self,
         rx: &[libc::xdp_desc],
         scratch: &mut ReplyScratch,
         mut answer: impl FnMut(&mut Umem, &libc::xdp_desc) -> Option<(usize, u32)>,
+        before_send: impl FnOnce(),
     ) -> BatchOutcome {
         assert!(rx.len() <= MAX_BATCH, "a batch of {} descriptors; at most {MAX_BATCH}", rx.len());
         let (mut n_tx, mut n_back) = (0, 0);
@@ -93,11 +95,13 @@ impl XskSocket {
         let not_answered = n_back;
         let sent = self.tx.push(&scratch.tx[..n_tx]);
         scratch.sent = sent;
+
         for d in &scratch.tx[sent..n_tx] {
             scratch.frames[n_back] = self.umem.frame_of(d.addr);
             n_back += 1;
         }
         if sent > 0 {
+            before_send();
             self.drive_tx();
         }
         self.refill(&scratch.frames[..n_back]);

@@ -114,48 +114,64 @@ impl Worker {
         // that get the software stamp: the clock read once the batch has left.
         let mut software = [(0usize, 0u64); MAX_BATCH];
         let (mut n_software, mut replies) = (0, 0);
-        let outcome = self.xsk.answer_in_place_with(rx, scratch, |umem, desc| {
-            let meta = umem.rx_metadata(desc.addr).and_then(|m| RxMetadata::decode(&m));
-            let rx_time = match meta {
-                Some(m) => tai_to_utc(m.rx_time_ns, &snapshot),
-                None => match *fallback_rx.get_or_insert_with(clock::try_now) {
-                    Some(t) => t,
-                    // No stamp from the program and no clock: no true receive time to give.
+        // Set by the answer closure, read by the one before the send (both borrow it).
+        let wants_stamp = std::cell::Cell::new(false);
+        let mut send_started = None;
+        let outcome = self.xsk.answer_in_place_with(
+            rx,
+            scratch,
+            |umem, desc| {
+                let meta = umem.rx_metadata(desc.addr).and_then(|m| RxMetadata::decode(&m));
+                let rx_time = match meta {
+                    Some(m) => tai_to_utc(m.rx_time_ns, &snapshot),
+                    None => match *fallback_rx.get_or_insert_with(clock::try_now) {
+                        Some(t) => t,
+                        // No stamp from the program and no clock: no true receive time to give.
+                        None => {
+                            counters.count(&Verdict::Drop(DropReason::Clock));
+                            return None;
+                        }
+                    },
+                };
+                let len = match umem.data_mut(desc.addr, desc.len) {
+                    Some(frame) => {
+                        answer_frame(frame, port, rx_time, &snapshot, rng, admission, keys, interleave, counters, ntpq)?
+                    }
                     None => {
-                        counters.count(&Verdict::Drop(DropReason::Clock));
+                        // A descriptor outside its frame: never from a sane kernel, counted all the same.
+                        counters.count(&Verdict::Drop(DropReason::Malformed));
                         return None;
                     }
-                },
-            };
-            let len = match umem.data_mut(desc.addr, desc.len) {
-                Some(frame) => {
-                    answer_frame(frame, port, rx_time, &snapshot, rng, admission, keys, interleave, counters, ntpq)?
-                }
-                None => {
-                    // A descriptor outside its frame: never from a sane kernel, counted all the same.
-                    counters.count(&Verdict::Drop(DropReason::Malformed));
-                    return None;
-                }
-            };
-            let mut options = 0;
-            if interleave.saved().is_some() {
-                match tx_stamps {
-                    TxStampMode::Hardware if umem.request_tx_timestamp(desc.addr) => options = libc::XDP_TX_METADATA,
-                    TxStampMode::Off | TxStampMode::Hardware => {}
-                    TxStampMode::Software => {
-                        software[n_software] = (replies, desc.addr);
-                        n_software += 1;
+                };
+                let mut options = 0;
+                if interleave.saved().is_some() {
+                    match tx_stamps {
+                        TxStampMode::Hardware if umem.request_tx_timestamp(desc.addr) => {
+                            options = libc::XDP_TX_METADATA
+                        }
+                        TxStampMode::Off | TxStampMode::Hardware => {}
+                        TxStampMode::Software => {
+                            software[n_software] = (replies, desc.addr);
+                            n_software += 1;
+                            wants_stamp.set(true);
+                        }
                     }
                 }
-            }
-            replies += 1;
-            Some((len, options))
-        });
-        // Copy mode sends from the wakeup answer_in_place made: replies that are off the TX ring
-        // have left, and the clock read now is their software stamp (an upper bound, a few
-        // microseconds late). Replies still waiting on a busy device get none.
+                replies += 1;
+                Some((len, options))
+            },
+            || {
+                if wants_stamp.get() {
+                    send_started = clock::try_now();
+                }
+            },
+        );
+        // Copy mode sends inside the wakeup answer_in_place made, right after the clock read
+        // before it: that reading is the software stamp of the replies it sent (early by a syscall
+        // entry and an skb copy; a reading after the call was 10-20 us late on veth, as it
+        // includes handing the frame to the peer). Replies still waiting on a busy device get none.
         if n_software > 0 && self.xsk.tx.pending() == 0 {
-            if let Some(now) = clock::try_now() {
+            if let Some(now) = send_started {
                 for &(index, addr) in &software[..n_software] {
                     if index >= outcome.sent {
                         continue;
@@ -168,7 +184,8 @@ impl Worker {
             }
         }
         // Hardware: the frames whose TX metadata asked for a stamp, read at their completion.
-        for desc in scratch.sent() {
+        let asked = if tx_stamps == TxStampMode::Hardware { scratch.sent() } else { &[] };
+        for desc in asked {
             if desc.options & libc::XDP_TX_METADATA != 0 {
                 if let Some(w) = self.stamp_wanted.get_mut(frame_index(&self.xsk.umem, desc.addr)) {
                     *w = true;
