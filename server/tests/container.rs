@@ -3,7 +3,9 @@
 //! runtime would: its root file system from `podman mount`, chrooted into inside a network
 //! namespace, as the image's USER, with its ENTRYPOINT, CMD and ENV (`podman run` is refused by
 //! this sandbox). A real chronyd client queries it, and the image's HEALTHCHECK command, run in
-//! that root file system, passes while stratumd is synchronised and fails while it is not.
+//! that root file system, passes while stratumd is synchronised and fails while it is not. The
+//! root run lines of README's "Docker" (host network on port 123; the xdp backend on a veth) run
+//! with exactly the capabilities they name and drop to the image's user.
 //! Needs root, podman, mmdebstrap (and Debian's mirror for the base and the image's libelf1);
 //! skips outside CI without them, fails in CI.
 
@@ -102,17 +104,18 @@ impl Container {
     /// with the image's environment only, and /proc and /dev as a runtime provides them; with
     /// `caps`, only those capabilities (as `--cap-drop ALL --cap-add ...` leaves a root process:
     /// its bounding set, through the image's own setpriv).
-    fn command(&self, user: &str, caps: Option<&[String]>, argv: &[String]) -> Command {
+    fn command(&self, user: &str, run_as: Option<&RunAs>, argv: &[String]) -> Command {
         let mut c = self.ns.command("sh");
         c.arg("-c")
             .arg(
-                r#"root=$1 user=$2; shift 2; mount -t proc proc "$root/proc" && mount --rbind /dev "$root/dev" && exec chroot --userspec="$user" "$root" env -i "$@""#,
+                r#"root=$1 user=$2 memlock=$3; shift 3; [ "$memlock" = unlimited ] && ulimit -l unlimited; mount -t proc proc "$root/proc" && mount -t sysfs -o ro sysfs "$root/sys" && mount --rbind /dev "$root/dev" && exec chroot --userspec="$user" "$root" env -i "$@""#,
             )
             .arg("sh")
             .arg(&self.root)
-            .arg(user);
+            .arg(user)
+            .arg(if run_as.is_some_and(|r| r.memlock_unlimited) { "unlimited" } else { "default" });
         c.args(&self.config.env);
-        if let Some(caps) = caps {
+        if let Some(RunAs { caps, .. }) = run_as {
             let keep: Vec<String> = caps.iter().map(|c| format!(",+{}", c.to_lowercase())).collect();
             c.args(["setpriv", &format!("--bounding-set=-all{}", keep.concat()), "--inh-caps=-all", "--"]);
         }
@@ -121,7 +124,7 @@ impl Container {
     }
 
     /// stratumd, started as the image starts it (ENTRYPOINT + CMD) plus `extra` arguments.
-    fn start(&self, user: &str, caps: Option<&[String]>, extra: &[&str]) -> Running {
+    fn start(&self, user: &str, caps: Option<&RunAs>, extra: &[&str]) -> Running {
         let mut argv = self.config.argv.clone();
         argv.extend(extra.iter().map(|s| s.to_string()));
         let child = self.command(user, caps, &argv).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
@@ -129,7 +132,7 @@ impl Container {
     }
 
     /// The image's HEALTHCHECK command: (passed, what it printed).
-    fn healthcheck(&self, user: &str, caps: Option<&[String]>) -> (bool, String) {
+    fn healthcheck(&self, user: &str, caps: Option<&RunAs>) -> (bool, String) {
         let out = self.command(user, caps, &self.config.healthcheck).output().unwrap();
         (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
     }
@@ -189,8 +192,15 @@ impl Drop for Image {
     }
 }
 
-/// The `--cap-add` names of README's `docker run` line after the comment `heading`.
-fn readme_caps(heading: &str) -> Vec<String> {
+/// What README's `docker run` line grants: its `--cap-add` names, and whether it lifts the
+/// locked-memory limit (`--ulimit memlock=-1`).
+struct RunAs {
+    caps: Vec<String>,
+    memlock_unlimited: bool,
+}
+
+/// README's `docker run` line after the comment `heading`.
+fn readme_caps(heading: &str) -> RunAs {
     let readme = std::fs::read_to_string(Path::new(REPO).join("README.md")).unwrap();
     let docker = readme.split("### Docker").nth(1).expect("README has a Docker section");
     let block: Vec<&str> = docker
@@ -202,7 +212,7 @@ fn readme_caps(heading: &str) -> Vec<String> {
     let words: Vec<&str> = block.iter().flat_map(|l| l.split_whitespace()).collect();
     let caps: Vec<String> = words.windows(2).filter(|w| w[0] == "--cap-add").map(|w| w[1].to_string()).collect();
     assert!(!caps.is_empty() && words.contains(&"ALL"), "README's `{heading}` line: {block:?}");
-    caps
+    RunAs { caps, memlock_unlimited: words.windows(2).any(|w| w == ["--ulimit", "memlock=-1"]) }
 }
 
 /// The uid stratumd runs as (its /proc status line `Uid:`, real id).
@@ -295,7 +305,47 @@ fn the_image_serves_chronyd_as_its_user_and_its_healthcheck_follows_sync() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let (ok, said) = c.healthcheck("0:0", Some(&caps));
-    assert!(ok, "HEALTHCHECK as root with {caps:?}: {said}");
+    assert!(ok, "HEALTHCHECK as root with {:?}: {said}", caps.caps);
+    server.stop();
+    std::fs::remove_file(c.control_socket()).ok();
+
+    // 4. README's xdp line: the AF_XDP backend on a veth in the namespace (the image's libelf and
+    //    the drop-in's capabilities, nothing more), as root then the image's user; a chronyd
+    //    client on the other end of the veth is answered by the XDP program's workers.
+    let xdp = readme_caps("# xdp backend");
+    let client = Netns::new("ctrc");
+    let (xs, xc) = (format!("ctxs{}", std::process::id() % 10000), format!("ctxc{}", std::process::id() % 10000));
+    run_ok(Command::new("ip").args(["link", "add", &xs, "type", "veth", "peer", "name", &xc]));
+    run_ok(Command::new("ip").args(["link", "set", &xs, "netns", &c.ns.name, "name", "xs"]));
+    run_ok(Command::new("ip").args(["link", "set", &xc, "netns", &client.name, "name", "xc"]));
+    for (ns, dev, host) in [(&c.ns, "xs", 1), (&client, "xc", 2)] {
+        run_ok(Command::new("ip").args(["-n", &ns.name, "addr", "add", &format!("10.88.123.{host}/24"), "dev", dev]));
+        run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", dev, "up"]));
+    }
+    std::fs::write(
+        etc.join("stratumd.toml"),
+        format!("[server]\nbackend = \"xdp\"\ninterface = \"xs\"\nuser = \"{user}\"\n\n[clock]\nsource = \"local\"\nstratum = 5\n\n[control]\n"),
+    )
+    .unwrap();
+    let mut server = c.start("0:0", Some(&xdp), &["--config", "/etc/stratumd/stratumd.toml"]);
+    c.wait_up(&mut server);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let offset = loop {
+        match chronyd_client(&client, "10.88.123.1", 3) {
+            Ok(offset) => break offset,
+            Err(log) => assert!(Instant::now() < deadline, "chronyd over the veth to the image's xdp backend: {log}"),
+        }
+    };
+    assert!(offset.abs() < 0.01, "offset {offset}");
+    assert_eq!(uid_of(&server), uid, "the xdp backend serves as `{user}`");
+    // The image's own stratumctl (the mounted path is too long for a Unix socket address).
+    let argv = ["/usr/local/bin/stratumctl", "status", "--json"].map(String::from);
+    let out = c.command("0:0", Some(&xdp), &argv).output().unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("stratumctl status: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(status["backend"], "xdp", "{status}");
+    let (ok, said) = c.healthcheck("0:0", Some(&xdp));
+    assert!(ok, "HEALTHCHECK as root with {:?}: {said}", xdp.caps);
     server.stop();
 
     drop(c);
