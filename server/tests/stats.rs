@@ -4,7 +4,8 @@
 //! once and counted while serving and sync go on. (The day boundary's rotation and retention are
 //! unit tests in mgmt/stats.rs, with the dates injected.)
 //!
-//! Needs root, ip and chronyd: skips outside CI without them, fails in CI.
+//! clockstats (with loopstats and peerstats) from a SOCK refclock needs nothing; the others
+//! need root, ip and chronyd: they skip outside CI without them, and fail in CI.
 
 mod common;
 
@@ -209,4 +210,69 @@ fn a_missing_statistics_directory_is_logged_once_and_serving_goes_on() {
     std::thread::sleep(Duration::from_secs(2));
     let log = server.stop_output();
     assert_eq!(log.matches("cannot write statistics files").count(), 1, "logged once:\n{log}");
+}
+
+/// clockstats and loopstats from a reference clock, no root needed: a SOCK sender (chrony's
+/// protocol, the host clock's time 10 times a second) makes stratumd stratum 1; clockstats gets
+/// a line per reading with the refclock's pseudo-address, and loopstats the clock updates.
+#[test]
+fn clockstats_from_a_sock_refclock() {
+    use stratum_refclock::sock::{SockSample, SockSender};
+    let dir = tempfile::tempdir().unwrap();
+    let (path, control, stats) =
+        (dir.path().join("gps.sock"), dir.path().join("control.sock"), dir.path().join("stats"));
+    std::fs::create_dir(&stats).unwrap();
+    let port = free_port();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nworkers = 1\n\n[clock]\nsource = \"sync\"\n\n[[refclock]]\n\
+         driver = \"sock\"\ndevice = \"{}\"\npoll = 0\n\n[stats]\ndirectory = \"{}\"\nclockstats = true\n\n\
+         [control]\nsocket = \"{}\"\n",
+        path.display(),
+        stats.display(),
+        control.display()
+    );
+    let _server = Server::start(&text, port);
+    let sender = SockSender::new().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let feeder = std::thread::spawn(move || {
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+            let sample = SockSample {
+                tv_sec: d.as_secs() as i64,
+                tv_usec: i64::from(d.subsec_micros()),
+                offset: 0.0,
+                pulse: 0,
+                leap: 0,
+            };
+            // Until stratumd has made its socket, sends fail: the next one is tried.
+            let _ = sender.send(&path, &sample);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    wait_for(Duration::from_secs(20), "synchronised to the SOCK refclock", &control, "tracking", |t| {
+        t["synchronized"] == true && t["stratum"] == 1
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rows(&stats, "clockstats").len() < 5 || rows(&stats, "loopstats").is_empty() {
+        assert!(Instant::now() < deadline, "no lines in {:?}", std::fs::read_dir(&stats).unwrap().collect::<Vec<_>>());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    feeder.join().unwrap();
+
+    // clockstats: MJD secs address driver timecode (the reading's reference time, ISO 8601).
+    for row in rows(&stats, "clockstats") {
+        assert_eq!(row.len(), 5, "{row:?}");
+        check_date(&row);
+        assert_eq!((row[2].as_str(), row[3].as_str()), ("127.127.46.0", "sock"), "{row:?}");
+        assert!(row[4].len() == 27 && row[4].ends_with('Z') && row[4].as_bytes()[10] == b'T', "{row:?}");
+    }
+    // loopstats: the refclock's updates, 7 columns.
+    for row in rows(&stats, "loopstats") {
+        assert_eq!(row.len(), 7, "{row:?}");
+        check_date(&row);
+    }
+    // peerstats: the refclock as a peer, by its pseudo-address.
+    assert!(rows(&stats, "peerstats").iter().all(|r| r.len() == 8 && r[2] == "127.127.46.0"));
 }
