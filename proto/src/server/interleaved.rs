@@ -108,7 +108,8 @@ pub enum UpdateOutcome {
     Updated,
     /// The stamp was not 0..[`MAX_TX_DELAY`] after the daemon's T3: refused.
     Late,
-    /// No live entry (used already, evicted, invalidated) or the bucket was busy.
+    /// No live entry waiting for a stamp (used already, evicted, invalidated, stamped already)
+    /// or the bucket was busy.
     NotFound,
 }
 
@@ -193,7 +194,8 @@ impl InterleavedStore {
     }
 
     /// Replaces the stored T3 of the reply with receive timestamp `receive` by `stamp`, the time
-    /// the kernel or NIC saw it leave (served time), if it is 0..[`MAX_TX_DELAY`] after it.
+    /// the kernel or NIC saw it leave (served time), if it is 0..[`MAX_TX_DELAY`] after it and
+    /// no stamp replaced it before.
     pub fn update_tx(&self, receive: NtpTimestamp, stamp: NtpTimestamp) -> UpdateOutcome {
         let key = receive.to_bits();
         let generation = self.generation();
@@ -202,7 +204,8 @@ impl InterleavedStore {
             return UpdateOutcome::NotFound;
         };
         let meta = w.meta.load(Ordering::Relaxed);
-        if meta >> 32 != generation {
+        // The first stamp wins: a second one would be judged against the first, not the T3.
+        if meta >> 32 != generation || meta & PRECISE != 0 {
             return UpdateOutcome::NotFound;
         }
         let daemon = NtpTimestamp::from_bits(w.tx.load(Ordering::Relaxed));
@@ -265,6 +268,8 @@ mod tests {
         s.save(rx(1), daemon);
         let stamp = daemon.add(NtpDuration::from_nanos(7_000));
         assert_eq!(s.update_tx(rx(1), stamp), UpdateOutcome::Updated);
+        let second = daemon.add(NtpDuration::from_nanos(9_000));
+        assert_eq!(s.update_tx(rx(1), second), UpdateOutcome::NotFound, "the first stamp wins");
         assert_eq!(s.take(rx(1)), Some(StoredTx { transmit: stamp, precise: true }));
         assert_eq!(s.update_tx(rx(1), stamp), UpdateOutcome::NotFound, "used");
 
@@ -356,26 +361,28 @@ mod tests {
         #[test]
         fn entries_come_back_at_most_once_and_true(ops in proptest::collection::vec((0u8..4, 0u64..40, 0u64..3_000_000), 1..400)) {
             let s = InterleavedStore::new(32);
-            let mut model: std::collections::HashMap<u64, NtpTimestamp> = Default::default();
+            // Per key: the time it gives, and whether a stamp replaced the T3 already.
+            let mut model: std::collections::HashMap<u64, (NtpTimestamp, bool)> = Default::default();
             for (op, n, micros) in ops {
                 let k = rx(n);
                 match op {
                     0 => {
                         s.save(k, t(n));
-                        model.insert(n, t(n));
+                        model.insert(n, (t(n), false));
                     }
                     1 => {
                         let stamp = t(n).add(NtpDuration::from_nanos(micros as i64 * 1000));
                         if s.update_tx(k, stamp) == UpdateOutcome::Updated {
                             prop_assert!(micros <= 1_000_000);
-                            model.insert(n, stamp);
+                            prop_assert_eq!(model.get(&n).map(|m| m.1), Some(false), "stamped twice");
+                            model.insert(n, (stamp, true));
                         }
                     }
                     2 => {
                         let got = s.take(k);
                         let expected = model.remove(&n);
                         if let Some(got) = got {
-                            prop_assert_eq!(Some(got.transmit), expected);
+                            prop_assert_eq!(Some((got.transmit, got.precise)), expected);
                         }
                     }
                     _ => {
