@@ -3,9 +3,10 @@
 //! runtime would: its root file system from `podman mount`, chrooted into inside a network
 //! namespace, as the image's USER, with its ENTRYPOINT, CMD and ENV (`podman run` is refused by
 //! this sandbox). A real chronyd client queries it, and the image's HEALTHCHECK command, run in
-//! that root file system, passes while stratumd is synchronised and fails while it is not. The
-//! root run lines of README's "Docker" (host network on port 123; the xdp backend on a veth) run
-//! with exactly the capabilities they name and drop to the image's user.
+//! that root file system, passes while stratumd is synchronised and fails while it is not. Each
+//! `docker run` line of README's "Docker" runs too: the unprivileged one with compose's config
+//! (no capability, no_new_privs), and the root ones (host network on port 123; the xdp backend on
+//! a veth) with exactly the capabilities they name, dropping to the image's user.
 //! Needs root, podman, mmdebstrap (and Debian's mirror for the base and the image's libelf1);
 //! skips outside CI without them, fails in CI.
 
@@ -115,9 +116,17 @@ impl Container {
             .arg(user)
             .arg(if run_as.is_some_and(|r| r.memlock_unlimited) { "unlimited" } else { "default" });
         c.args(&self.config.env);
-        if let Some(RunAs { caps, .. }) = run_as {
-            let keep: Vec<String> = caps.iter().map(|c| format!(",+{}", c.to_lowercase())).collect();
-            c.args(["setpriv", &format!("--bounding-set=-all{}", keep.concat()), "--inh-caps=-all", "--"]);
+        if let Some(run_as) = run_as {
+            // A root process keeps its bounding set; a user has no capability to bound.
+            let mut setpriv = vec!["setpriv".to_string()];
+            if user.starts_with("0:") {
+                let keep: Vec<String> = run_as.caps.iter().map(|c| format!(",+{}", c.to_lowercase())).collect();
+                setpriv.extend([format!("--bounding-set=-all{}", keep.concat()), "--inh-caps=-all".into()]);
+            }
+            if run_as.no_new_privs {
+                setpriv.push("--no-new-privs".into());
+            }
+            c.args(setpriv).arg("--");
         }
         c.args(argv);
         c
@@ -192,11 +201,13 @@ impl Drop for Image {
     }
 }
 
-/// What README's `docker run` line grants: its `--cap-add` names, and whether it lifts the
-/// locked-memory limit (`--ulimit memlock=-1`).
+/// What README's `docker run` line grants: its `--cap-add` names (after `--cap-drop ALL`),
+/// whether it lifts the locked-memory limit (`--ulimit memlock=-1`), whether it sets
+/// `--security-opt no-new-privileges`.
 struct RunAs {
     caps: Vec<String>,
     memlock_unlimited: bool,
+    no_new_privs: bool,
 }
 
 /// README's `docker run` line after the comment `heading`.
@@ -211,8 +222,32 @@ fn readme_caps(heading: &str) -> RunAs {
         .collect();
     let words: Vec<&str> = block.iter().flat_map(|l| l.split_whitespace()).collect();
     let caps: Vec<String> = words.windows(2).filter(|w| w[0] == "--cap-add").map(|w| w[1].to_string()).collect();
-    assert!(!caps.is_empty() && words.contains(&"ALL"), "README's `{heading}` line: {block:?}");
-    RunAs { caps, memlock_unlimited: words.windows(2).any(|w| w == ["--ulimit", "memlock=-1"]) }
+    assert!(words.windows(2).any(|w| w == ["--cap-drop", "ALL"]), "README's `{heading}` line: {block:?}");
+    RunAs {
+        caps,
+        memlock_unlimited: words.windows(2).any(|w| w == ["--ulimit", "memlock=-1"]),
+        no_new_privs: words.windows(2).any(|w| w == ["--security-opt", "no-new-privileges"]),
+    }
+}
+
+/// One NTP exchange with `to` from inside `ns` (a thread that joins it).
+fn query_in(ns: &Netns, to: &str) -> Option<stratum_proto::NtpPacket> {
+    let (path, to): (String, std::net::SocketAddr) = (format!("/run/netns/{}", ns.name), to.parse().unwrap());
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(path).ok()?;
+        // SAFETY: setns on this thread only, with a namespace file we hold open.
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) } != 0 {
+            return None;
+        }
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+        socket.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        socket.send_to(&stratum_proto::NtpPacket::client_request(4, now_ntp()).to_bytes(), to).ok()?;
+        let mut buf = [0u8; 2048];
+        let (len, _) = socket.recv_from(&mut buf).ok()?;
+        stratum_proto::NtpPacket::parse(&buf[..len])
+    })
+    .join()
+    .ok()?
 }
 
 /// The uid stratumd runs as (its /proc status line `Uid:`, real id).
@@ -346,6 +381,26 @@ fn the_image_serves_chronyd_as_its_user_and_its_healthcheck_follows_sync() {
     assert_eq!(status["backend"], "xdp", "{status}");
     let (ok, said) = c.healthcheck("0:0", Some(&xdp));
     assert!(ok, "HEALTHCHECK as root with {:?}: {said}", xdp.caps);
+    server.stop();
+    std::fs::remove_file(c.control_socket()).ok();
+
+    // 5. README's first line, as deploy/compose.yml runs the image: its user, no capability,
+    //    no_new_privs, with deploy/compose/stratumd.toml (0.0.0.0:11123, /metrics on 9123).
+    let plain = readme_caps("# socket backend, its own network namespace");
+    assert!(plain.caps.is_empty() && plain.no_new_privs);
+    let compose = std::fs::read_to_string(Path::new(REPO).join("deploy/compose.yml")).unwrap();
+    assert!(compose.contains("cap_drop: [ALL]") && compose.contains("no-new-privileges:true"), "compose.yml changed");
+    std::fs::copy(Path::new(REPO).join("deploy/compose/stratumd.toml"), etc.join("stratumd.toml")).unwrap();
+    let mut server = c.start(&user, Some(&plain), &["--config", "/etc/stratumd/stratumd.toml"]);
+    c.wait_up(&mut server);
+    let reply = query_in(&c.ns, "127.0.0.1:11123").expect("the compose config serves on 11123");
+    assert_eq!(uid_of(&server), uid);
+    // `source = "external"`: healthy or not as this host's kernel says, but the HEALTHCHECK
+    // answers either way and agrees with the reply's leap indicator.
+    let (ok, said) = c.healthcheck(&user, Some(&plain));
+    let synchronised = reply.leap != stratum_proto::packet::LeapIndicator::Unsynchronized;
+    assert!(said.starts_with(if ok { "healthy" } else { "unhealthy" }), "{said}");
+    assert!(ok || !synchronised || said.contains("root distance"), "{said} with a synchronised reply");
     server.stop();
 
     drop(c);
