@@ -367,8 +367,9 @@ fn real_prometheus_scrapes_stratumd_and_the_dashboard_queries_work() {
     assert!(referenced.len() >= 15, "{referenced:?}");
     // The xdp backend's names are checked against a server running it (tests/xdp.rs), the
     // upstream sync's against a server polling real upstreams (tests/sync.rs), the refclocks' against a
-    // server with an NMEA refclock (tests/refclock.rs).
-    let elsewhere = ["stratumd_xdp_", "stratumd_source_", "stratumd_sync_", "stratumd_refclock_"];
+    // server with an NMEA refclock (tests/refclock.rs), the statistics files' against a server
+    // with [stats] (tests/stats.rs).
+    let elsewhere = ["stratumd_xdp_", "stratumd_source_", "stratumd_sync_", "stratumd_refclock_", "stratumd_stats_"];
     for name in referenced.iter().filter(|n| !elsewhere.iter().any(|p| n.starts_with(p))) {
         let exists = exported.lines().any(|l| l.strip_prefix(name.as_str()).is_some_and(|r| r.starts_with([' ', '{'])));
         assert!(exists, "{name} is referenced but not exported:\n{exported}");

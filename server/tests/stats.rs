@@ -77,12 +77,15 @@ impl Lab {
         Running(Some(child))
     }
 
+    /// stratumd on port 123 polling the chronyd, with [stats] in `stats_dir` and /metrics on
+    /// 127.0.0.1:9123 inside the namespace.
     fn stratumd(&self, stats_dir: &Path) -> (Server, std::path::PathBuf) {
         let control = self.dir.path().join("control.sock");
         let text = format!(
             "[server]\nlisten = [\"{SERVER}:123\"]\nworkers = 1\n\n[clock]\nsource = \"sync\"\n\n\
              [[upstream]]\naddress = \"{PEER}\"\niburst = true\n\n\
-             [stats]\ndirectory = \"{}\"\nrawstats = true\nsysstats = true\n\n[control]\nsocket = \"{}\"\n",
+             [stats]\ndirectory = \"{}\"\nrawstats = true\nsysstats = true\n\n[control]\nsocket = \"{}\"\n\n\
+             [metrics]\nlisten = \"127.0.0.1:9123\"\n",
             stats_dir.display(),
             control.display()
         );
@@ -208,6 +211,22 @@ fn a_missing_statistics_directory_is_logged_once_and_serving_goes_on() {
         |t| t["synchronized"] == true,
     );
     std::thread::sleep(Duration::from_secs(2));
+    // Counted, and what the shipped alert rule reads is exported.
+    let metrics = scrape_in(&lab.server, "127.0.0.1:9123".parse().unwrap()).expect("a scrape");
+    let failed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("stratumd_stats_lines_total{file=\"peerstats\",outcome=\"failed\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(failed.is_some_and(|n| n >= 1.0), "peerstats lines counted as failed: {failed:?}");
+    let alerts = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/alerts.yml")).unwrap();
+    let named: Vec<&str> = alerts
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("stratumd_stats_"))
+        .collect();
+    assert!(!named.is_empty());
+    for name in named {
+        assert!(metrics.lines().any(|l| l.starts_with(&format!("{name}{{"))), "{name} in alerts.yml is not exported");
+    }
     let log = server.stop_output();
     assert_eq!(log.matches("cannot write statistics files").count(), 1, "logged once:\n{log}");
 }
