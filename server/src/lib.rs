@@ -109,6 +109,7 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         sync: sync_view.clone(),
         ntpq: ntpq.as_ref().map(|n| n.0.counters.clone()),
         stats: stats.as_ref().map(|(_, (sink, _))| sink.counters.clone()),
+        ntske: config.nts.listen.map(|_| Arc::default()),
     });
     // Management interfaces start after the data plane, so their errors (a taken port, a live
     // control socket) stop stratumd with a message; the workers it started stop with it.
@@ -139,7 +140,8 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         Backend::Xdp => Some(config.server.port),
         Backend::Socket => config.server.listen.first().map(|a| a.port()),
     };
-    let ntske = match mgmt::ntske::start(&config.nts, nts_keys.clone(), ntp_port, shutdown.clone())
+    let ke_counters = status.ntske.clone().unwrap_or_default();
+    let ntske = match mgmt::ntske::start(&config.nts, nts_keys.clone(), ntp_port, ke_counters, shutdown.clone())
         .and_then(|ke| Ok((ke, nts_keys.as_ref().map(|k| k.spawn(shutdown.clone())).transpose()?)))
     {
         Ok(k) => k,

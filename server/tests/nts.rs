@@ -197,9 +197,10 @@ fn chronyd_synchronises_over_nts() {
     let (ca, cert, key) = make_certificates(dir.path(), "127.0.0.1");
     let keyfile = dir.path().join("nts.keys");
     std::fs::write(&keyfile, KeySet::new(MasterKey { id: 1, key: [0x61; 32] }, 3).to_text()).unwrap();
-    let (port, ke_port) = (free_port(), free_port());
+    let (port, ke_port, metrics_port) = (free_port(), free_port(), free_port());
     let text = format!(
-        "{}listen = \"127.0.0.1:{ke_port}\"\ncertificate = \"{}\"\nprivate-key = \"{}\"\n",
+        "{}listen = \"127.0.0.1:{ke_port}\"\ncertificate = \"{}\"\nprivate-key = \"{}\"\n\n\
+         [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
         nts_config(port, &keyfile),
         cert.display(),
         key.display()
@@ -236,6 +237,23 @@ fn chronyd_synchronises_over_nts() {
     std::thread::sleep(Duration::from_millis(300));
     let offset = chronyd(true).unwrap_or_else(|log| panic!("the KE serves again after the flood: {log}"));
     assert!(offset.abs() < 0.05);
+    // /metrics: the KE's connections by outcome.
+    let scrape = || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    let text = scrape().expect("/metrics");
+    let count = |outcome: &str| -> u64 {
+        let prefix = format!("stratumd_ntske_connections_total{{outcome=\"{outcome}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    assert!(count("served") >= 2, "the two trusting chronyd runs served: {text}");
+    assert!(count("failed") >= 21, "the untrusting run and the 20 half-open ones failed: {text}");
+    assert!(count("refused_rate") >= 70, "the flood's connections beyond 20 refused at accept: {text}");
     server.stop();
 }
 

@@ -381,6 +381,7 @@ mod tests {
             sync: None,
             ntpq: None,
             stats: None,
+            ntske: None,
         });
         let control = Control { status, max_root_distance: 1.0, clients: Default::default() };
         let scanned_for = |c: &Control| c.clients.borrow().as_ref().map(|(_, n, _)| *n);

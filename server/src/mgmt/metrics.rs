@@ -86,6 +86,7 @@ enum Metric {
     RefclockSamplesDropped,
     NtpqRequests,
     StatsLines,
+    NtskeConnections,
 }
 
 /// One exported metric: name, help, type, and its labels' names.
@@ -104,7 +105,7 @@ const fn family(name: &'static str, kind: MetricType, labels: &'static [&'static
 use MetricType::{COUNTER, GAUGE, HISTOGRAM};
 
 /// Indexed by [`Metric`]: the array's length is checked against the last variant at compile time.
-const FAMILIES: [Family; Metric::StatsLines as usize + 1] = [
+const FAMILIES: [Family; Metric::NtskeConnections as usize + 1] = [
     family("stratumd_build_info", GAUGE, &["version"], "Always 1; the version label names the build."),
     family("stratumd_uptime_seconds", GAUGE, &[], "Seconds since stratumd started."),
     family("stratumd_backend_info", GAUGE, &["backend"], "Always 1; the data plane in use."),
@@ -161,6 +162,7 @@ const FAMILIES: [Family; Metric::StatsLines as usize + 1] = [
     family("stratumd_refclock_samples_dropped_total", COUNTER, &["refclock", "source"], "Readings the refclock's driver dropped because the channel to the sync thread was full."),
     family("stratumd_ntpq_requests_total", COUNTER, &["outcome"], "Mode 6 (ntpq) requests the workers dropped, by what became of them: queued for the ntpq thread (allowed source), denied (not on [ntpq] allow), queue_full, answered, dropped (not a request, bad nonce), and reply fragments sent."),
     family("stratumd_stats_lines_total", COUNTER, &["file", "outcome"], "Statistics file lines: written, dropped (the writer's queue was full), failed (the disk refused them)."),
+    family("stratumd_ntske_connections_total", COUNTER, &["outcome"], "NTS-KE connections by outcome: served (cookies given), error (an error record sent), failed (handshake, deadline or IO), refused_full (64 at once), refused_rate (20 per address per 10 s); reloads: certificates re-read on SIGHUP."),
 ];
 
 /// The collector: builds every family from [`ServerStatus`] at scrape time.
@@ -470,6 +472,22 @@ impl Collector for StratumCollector {
                 }
             }
         }
+        if let Some(k) = &s.ntske {
+            for (outcome, c) in [
+                ("served", &k.served),
+                ("error", &k.errors),
+                ("failed", &k.failed),
+                ("refused_full", &k.refused_full),
+                ("refused_rate", &k.refused_rate),
+                ("reloads", &k.reloads),
+            ] {
+                out.counter(
+                    Metric::NtskeConnections,
+                    &[("outcome", outcome)],
+                    c.load(std::sync::atomic::Ordering::Relaxed),
+                );
+            }
+        }
         out.0
     }
 }
@@ -606,6 +624,7 @@ mod tests {
             sync: Some(sync_view()),
             ntpq: Some(Arc::default()),
             stats: Some(Arc::default()),
+            ntske: Some(Arc::default()),
         });
         let text = String::from_utf8(render(&registry(status).unwrap())).unwrap();
         // A source's stratum, offset, delay and jitter, and the update age, exist once there is a

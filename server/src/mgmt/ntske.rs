@@ -96,6 +96,7 @@ pub fn start(
     config: &NtsConfig,
     master: Option<Arc<SharedKeys>>,
     ntp_port: Option<u16>,
+    counters: Arc<KeCounters>,
     shutdown: Arc<AtomicBool>,
 ) -> anyhow::Result<Option<NtsKe>> {
     let (Some(listen), Some(cert), Some(key), Some(master)) =
@@ -107,7 +108,6 @@ pub fn start(
     let listener = TcpListener::bind(listen).with_context(|| format!("NTS-KE: cannot listen on {listen}"))?;
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
-    let counters = Arc::new(KeCounters::default());
     let port = ntp_port.filter(|p| *p != 123);
     let c = counters.clone();
     let reload = Arc::new(AtomicBool::new(false));

@@ -89,6 +89,8 @@ pub struct ServerStatus {
     pub ntpq: Option<Arc<crate::mgmt::ntpq::NtpqCounters>>,
     /// `[stats]` files' lines written, dropped and failed (None without `[stats]`).
     pub stats: Option<Arc<crate::mgmt::stats::StatsCounters>>,
+    /// The NTS-KE server's connections by outcome (None without `[nts] listen`).
+    pub ntske: Option<Arc<crate::mgmt::ntske::KeCounters>>,
 }
 
 /// The answer of a health check.

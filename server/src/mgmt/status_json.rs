@@ -270,6 +270,7 @@ mod tests {
             sync: None,
             ntpq: None,
             stats: None,
+            ntske: None,
         }
     }
 
