@@ -562,7 +562,7 @@ pub enum TxTimestamps {
     #[default]
     Auto,
     /// Kernel software stamps (socket: SO_TIMESTAMPING at the driver; xdp: the clock read
-    /// right after the frame was handed to the kernel).
+    /// right before the wakeup that hands the frame to the kernel).
     Software,
     /// NIC stamps (socket: SO_TIMESTAMPING hardware; xdp: AF_XDP TX metadata).
     Hardware,

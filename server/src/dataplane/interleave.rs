@@ -28,7 +28,7 @@ pub fn store(config: &ServerConfig) -> Option<Arc<InterleavedStore>> {
 pub enum TxStampMode {
     /// Interleaved mode off, or `tx-timestamps = "off"`: the daemon's own T3 only.
     Off,
-    /// Kernel software stamps (socket) or the clock read right after the send (xdp).
+    /// Kernel software stamps (socket) or the clock read right before the send wakeup (xdp).
     Software,
     /// NIC stamps (socket SO_TIMESTAMPING hardware; xdp TX metadata).
     Hardware,
@@ -58,7 +58,7 @@ impl TxStampMode {
     }
 
     /// The xdp backend's: NIC stamps through the TX metadata area when the UMEM has one
-    /// (`metadata`) and the configuration allows; else the clock read after the send.
+    /// (`metadata`) and the configuration allows; else the clock read before the send wakeup.
     pub fn for_xdp(config: &ServerConfig, metadata: bool) -> Self {
         debug_assert_eq!(config.backend, Backend::Xdp);
         match config.tx_timestamps {

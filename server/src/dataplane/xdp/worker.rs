@@ -111,7 +111,7 @@ impl Worker {
         // Read at most once per batch, and only for a frame without a stamp from the program.
         let mut fallback_rx = None;
         // Interleaved clients' replies (their index among this batch's replies, their address)
-        // that get the software stamp: the clock read once the batch has left.
+        // that get the software stamp: the clock read right before the wakeup that sends the batch.
         let mut software = [(0usize, 0u64); MAX_BATCH];
         let (mut n_software, mut replies) = (0, 0);
         // Set by the answer closure, read by the one before the send (both borrow it).
