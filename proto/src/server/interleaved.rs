@@ -394,3 +394,51 @@ mod tests {
         }
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p stratum-proto --release --lib loom`.
+    use super::*;
+    use loom::sync::Arc;
+
+    fn rx(n: u64) -> NtpTimestamp {
+        NtpTimestamp::from_bits(0xE000_0000_0000_0000 | (n << 8) | 1)
+    }
+
+    const T3: NtpTimestamp = NtpTimestamp::from_bits(0xE000_0000_0010_0000);
+
+    /// Two workers take the same entry at once: it comes back at most once.
+    #[test]
+    fn loom_an_entry_is_taken_at_most_once() {
+        loom::model(|| {
+            let s = Arc::new(InterleavedStore::new(WAYS));
+            s.save(rx(1), T3);
+            let other = s.clone();
+            let h = loom::thread::spawn(move || usize::from(other.take(rx(1)).is_some()));
+            let mine = usize::from(s.take(rx(1)).is_some());
+            assert!(mine + h.join().unwrap() <= 1);
+        });
+    }
+
+    /// A stamp arriving while another worker takes the entry: the taker sees either the daemon's
+    /// T3 or the stamp, each with its own flag, never a mix.
+    #[test]
+    fn loom_a_stamp_racing_a_take_is_seen_whole_or_not_at_all() {
+        loom::model(|| {
+            let s = Arc::new(InterleavedStore::new(WAYS));
+            s.save(rx(1), T3);
+            let stamp = T3.add(NtpDuration::from_nanos(5_000));
+            let other = s.clone();
+            let h = loom::thread::spawn(move || other.update_tx(rx(1), stamp));
+            let got = s.take(rx(1));
+            let updated = h.join().unwrap();
+            match got {
+                Some(StoredTx { transmit, precise: true }) => {
+                    assert_eq!((transmit, updated), (stamp, UpdateOutcome::Updated));
+                }
+                Some(StoredTx { transmit, precise: false }) => assert_eq!(transmit, T3),
+                None => {}
+            }
+        });
+    }
+}
