@@ -6,7 +6,10 @@
 //!
 //! The `_coarse` cases add stratumd's second, coarse bucket (a /24 table of its own, checked for
 //! requests the client's bucket allows, its key computed and set prefetched in the same first
-//! pass): each is measured next to its case without, in the same run.
+//! pass): each is measured next to its case without, in the same run. `_coarse` is the network
+//! table stratumd uses ([`NetworkLimiter`], one 64-byte line a set); `_coarse_client_table` the
+//! same bucket in a client-style table (256-byte sets with statistics), as it was before, so one
+//! run compares the two.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -15,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use stratum_proto::server::ratelimit::{
-    ClientKey, RateDecision, RateLimitConfig, RateLimiter, SetBlock, TableMemory, PREFETCH_BYTES,
+    ClientKey, NetworkKey, NetworkLimiter, RateDecision, RateLimitConfig, RateLimiter, SetBlock, TableMemory,
+    NETWORK_PREFETCH_BYTES, PREFETCH_BYTES,
 };
 use stratum_proto::NtpTimestamp;
 
@@ -24,7 +28,11 @@ const CLIENTS: u32 = 1 << 20;
 /// The prefetch hints a worker issues for each request of a batch: every line of the
 /// `PREFETCH_BYTES` from the client's set address (as server/src/dataplane/prefetch.rs does).
 fn prefetch(p: *const u8) {
-    for offset in (0..PREFETCH_BYTES).step_by(64) {
+    prefetch_bytes(p, PREFETCH_BYTES)
+}
+
+fn prefetch_bytes(p: *const u8, bytes: usize) {
+    for offset in (0..bytes).step_by(64) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
         unsafe {
@@ -52,7 +60,24 @@ fn batch(l: &RateLimiter, base: u32, random: &mut u64, hint: bool) {
 
 /// As [`batch`], with the coarse bucket as stratumd's admission does it: both keys and both
 /// prefetches in the first pass, the coarse decision only where the client's bucket allows.
-fn batch_coarse(l: &RateLimiter, coarse: &RateLimiter, base: u32, random: &mut u64) {
+fn batch_coarse(l: &RateLimiter, coarse: &NetworkLimiter, base: u32, random: &mut u64) {
+    let keys: [_; 64] = core::array::from_fn(|k| {
+        let a = address(base + k as u32);
+        (l.key(a), coarse.key(a))
+    });
+    for (key, coarse_key) in &keys {
+        prefetch(l.key_address(key));
+        prefetch_bytes(coarse.key_address(coarse_key), NETWORK_PREFETCH_BYTES);
+    }
+    for (key, coarse_key) in keys {
+        *random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        black_box(decide(l, coarse, key, coarse_key, NtpTimestamp::from_parts(3_900_000_000, base), *random));
+    }
+}
+
+/// [`batch_coarse`] with the coarse bucket in a client-style table (the layout before
+/// [`NetworkLimiter`]).
+fn batch_coarse_client_table(l: &RateLimiter, coarse: &RateLimiter, base: u32, random: &mut u64) {
     let keys: [(ClientKey, ClientKey); 64] = core::array::from_fn(|k| {
         let a = address(base + k as u32);
         (l.key(a), coarse.key(a))
@@ -63,13 +88,31 @@ fn batch_coarse(l: &RateLimiter, coarse: &RateLimiter, base: u32, random: &mut u
     }
     for (key, coarse_key) in keys {
         *random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        black_box(decide(l, coarse, key, coarse_key, NtpTimestamp::from_parts(3_900_000_000, base), *random));
+        let now = NtpTimestamp::from_parts(3_900_000_000, base);
+        black_box(decide_client_table(l, coarse, key, coarse_key, now, *random));
     }
 }
 
 /// One decision through both buckets, as `WorkerPolicy::limit` makes it.
 #[inline]
 fn decide(
+    l: &RateLimiter,
+    coarse: &NetworkLimiter,
+    key: ClientKey,
+    coarse_key: NetworkKey,
+    now: NtpTimestamp,
+    random: u64,
+) -> RateDecision {
+    let decision = l.check_key(key, now, random).decision;
+    if decision != RateDecision::Allow {
+        return decision;
+    }
+    coarse.check_key(coarse_key, now, random.rotate_left(32))
+}
+
+/// [`decide`] with the coarse bucket in a client-style table.
+#[inline]
+fn decide_client_table(
     l: &RateLimiter,
     coarse: &RateLimiter,
     key: ClientKey,
@@ -85,8 +128,8 @@ fn decide(
 }
 
 /// stratumd's default coarse bucket: /24 and /48, 16 a second, burst 255, a table of 64 k prefixes.
-fn coarse_limiter() -> RateLimiter {
-    let config = RateLimitConfig {
+fn coarse_config() -> RateLimitConfig {
+    RateLimitConfig {
         interval: -4,
         burst: 255,
         kod: 0,
@@ -94,8 +137,16 @@ fn coarse_limiter() -> RateLimiter {
         ipv6_prefix: 48,
         clients: 1 << 16,
         ..Default::default()
-    };
-    RateLimiter::new(&config, [0x5555, 0xAAAA])
+    }
+}
+
+fn coarse_limiter() -> NetworkLimiter {
+    NetworkLimiter::new(&coarse_config(), [0x5555, 0xAAAA])
+}
+
+/// The same bucket in a client-style table, as before.
+fn coarse_client_table() -> RateLimiter {
+    RateLimiter::new(&coarse_config(), [0x5555, 0xAAAA])
 }
 
 const SEED: [u64; 2] = [0x1234_5678_9ABC_DEF0, 0x0FED_CBA9_8765_4321];
@@ -203,6 +254,13 @@ fn bench(c: &mut Criterion) {
             batch_coarse(&l, &coarse, base, &mut random)
         })
     });
+    let (l, coarse) = (limiter(), coarse_client_table());
+    group.bench_function("distinct_1thread_batch64_prefetched_coarse_client_table", |b| {
+        b.iter(|| {
+            base = (base + 64) % CLIENTS;
+            batch_coarse_client_table(&l, &coarse, base, &mut random)
+        })
+    });
 
     // The same on transparent huge pages (as stratumd maps the table): no TLB miss per client.
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
@@ -271,6 +329,15 @@ fn bench(c: &mut Criterion) {
             black_box(decide(&l, &coarse, key, coarse_key, NtpTimestamp::from_parts(3_900_000_000, 0), random))
         })
     });
+    let (l, coarse) = (limiter(), coarse_client_table());
+    group.bench_function("hot_key_1thread_coarse_client_table", |b| {
+        let (key, coarse_key) = (l.key(address(7)), coarse.key(address(7)));
+        b.iter(|| {
+            random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let now = NtpTimestamp::from_parts(3_900_000_000, 0);
+            black_box(decide_client_table(&l, &coarse, key, coarse_key, now, random))
+        })
+    });
 
     // One client within its limit (a request every 8 s of table time), so every request is
     // allowed and, with the coarse bucket, pays the second lookup (its /24, also in cache).
@@ -290,6 +357,16 @@ fn bench(c: &mut Criterion) {
             random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             let now = NtpTimestamp::from_parts(3_900_000_000u32.wrapping_add(second), 0);
             black_box(decide(&l, &coarse, key, coarse_key, now, random))
+        })
+    });
+    let coarse = coarse_client_table();
+    let coarse_key = coarse.key(address(9));
+    group.bench_function("allowed_key_1thread_coarse_client_table", |b| {
+        b.iter(|| {
+            second = second.wrapping_add(8);
+            random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let now = NtpTimestamp::from_parts(3_900_000_000u32.wrapping_add(second), 0);
+            black_box(decide_client_table(&l, &coarse, key, coarse_key, now, random))
         })
     });
 

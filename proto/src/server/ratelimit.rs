@@ -31,6 +31,9 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::atomic::{AtomicU64, Ordering};
 use crate::time::NtpTimestamp;
 
+pub mod network;
+pub use network::{NetworkKey, NetworkLimiter, NETWORK_PREFETCH_BYTES};
+
 /// Records per set: 8 x 8 bytes = one 64-byte cache line.
 pub const WAYS: usize = 8;
 /// Bytes from [`RateLimiter::set_address`] that a decision reads: the records line, and the
@@ -138,6 +141,22 @@ pub struct ClientUsage {
     pub limited: u64,
     /// Keeps sending fast while being limited.
     pub fast_retries: bool,
+    /// When a request of it was last sampled, in table time units (1/16 s, the low 32 bits of
+    /// the limiter's clock): [`seconds_since_seen`](Self::seconds_since_seen) makes it an age.
+    /// Within about 16 requests of its latest; the table keeps no first-seen time.
+    pub last_sampled: u32,
+}
+
+impl ClientUsage {
+    /// Seconds from [`last_sampled`](Self::last_sampled) to `now`, `now` on the clock the
+    /// limiter's checks were given (1/16 s steps; a sample time after `now` is 0).
+    pub fn seconds_since_seen(&self, now: NtpTimestamp) -> f64 {
+        let age = ((now.to_bits() >> TIME_SHIFT) as u32).wrapping_sub(self.last_sampled);
+        if age > u32::MAX / 2 {
+            return 0.0;
+        }
+        f64::from(age) / f64::from(1u32 << (32 - TIME_SHIFT))
+    }
 }
 
 /// One set of the table: four cache lines of eight 64-bit words, one word per record (way) in
@@ -288,8 +307,7 @@ impl RateLimiter {
     pub fn key(&self, client: IpAddr) -> ClientKey {
         let (prefix, is_v6) = self.prefix_of(client);
         let hash = self.hash(prefix, is_v6);
-        let fingerprint = (((hash >> 32) as u32) & 0x7FFF_FFFF | (is_v6 as u32) << 31).max(1);
-        ClientKey { prefix, fingerprint, set: hash as usize & self.set_mask }
+        ClientKey { prefix, fingerprint: fingerprint_of(hash, is_v6), set: hash as usize & self.set_mask }
     }
 
     /// As [`set_address`](Self::set_address), for a key.
@@ -493,6 +511,7 @@ impl RateLimiter {
                     requests: u64::from(stats.samples) * SAMPLE_WEIGHT,
                     limited: u64::from(stats.limited) * SAMPLE_WEIGHT,
                     fast_retries: stats.flags & FLAG_FAST != 0,
+                    last_sampled: block.meta[index % WAYS].load(Ordering::Relaxed) as u32,
                 }
             })
             .collect();
@@ -502,19 +521,45 @@ impl RateLimiter {
 
     /// The client's key: its address masked to the configured prefix.
     fn prefix_of(&self, client: IpAddr) -> (u64, bool) {
-        match client {
-            IpAddr::V4(v4) => (u64::from(mask32(u32::from(v4), self.config.ipv4_prefix)), false),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => (u64::from(mask32(u32::from(v4), self.config.ipv4_prefix)), false),
-                None => (mask64((u128::from(v6) >> 64) as u64, self.config.ipv6_prefix), true),
-            },
-        }
+        prefix_key(client, self.config.ipv4_prefix, self.config.ipv6_prefix)
     }
 
     fn hash(&self, prefix: u64, is_v6: bool) -> u64 {
-        let family = if is_v6 { 0x6A09_E667_F3BC_C908 } else { 0xBB67_AE85_84CA_A73B };
-        let h = fold_mul(prefix ^ self.seed[0], self.seed[1] ^ family);
-        fold_mul(h ^ (h >> 29), 0x9E37_79B9_7F4A_7C15)
+        keyed_hash(&self.seed, prefix, is_v6)
+    }
+}
+
+/// `client` masked to its prefix (an IPv4-mapped IPv6 address as the IPv4 one), and whether it
+/// is IPv6.
+#[inline]
+fn prefix_key(client: IpAddr, ipv4_prefix: u8, ipv6_prefix: u8) -> (u64, bool) {
+    match client {
+        IpAddr::V4(v4) => (u64::from(mask32(u32::from(v4), ipv4_prefix)), false),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => (u64::from(mask32(u32::from(v4), ipv4_prefix)), false),
+            None => (mask64((u128::from(v6) >> 64) as u64, ipv6_prefix), true),
+        },
+    }
+}
+
+/// The keyed hash of a prefix: the seed is random per process, so nobody outside can aim
+/// addresses at one set.
+#[inline]
+fn keyed_hash(seed: &[u64; 2], prefix: u64, is_v6: bool) -> u64 {
+    let family = if is_v6 { 0x6A09_E667_F3BC_C908 } else { 0xBB67_AE85_84CA_A73B };
+    let h = fold_mul(prefix ^ seed[0], seed[1] ^ family);
+    fold_mul(h ^ (h >> 29), 0x9E37_79B9_7F4A_7C15)
+}
+
+/// A record's fingerprint from its prefix's hash: 31 bits of the hash and the family, never 0
+/// (0 is an empty record).
+#[inline]
+const fn fingerprint_of(hash: u64, is_v6: bool) -> u32 {
+    let f = ((hash >> 32) as u32) & 0x7FFF_FFFF | (is_v6 as u32) << 31;
+    if f == 0 {
+        1
+    } else {
+        f
     }
 }
 
@@ -797,6 +842,19 @@ mod tests {
         assert_eq!((top[1].address, top[1].prefix_len), ("2001:db8::".parse().unwrap(), 64));
         assert!((1000..2200).contains(&top[0].requests), "{top:?}");
         assert!(top[0].limited > top[0].requests / 2);
+    }
+
+    #[test]
+    fn top_reports_when_a_client_was_last_sampled() {
+        let l = limiter(RateLimitConfig::default());
+        let sampled = 0u64; // bits 32..36 zero: every request sampled
+        l.check("192.0.2.1".parse().unwrap(), at(10.0), sampled);
+        l.check("192.0.2.1".parse().unwrap(), at(20.5), sampled);
+        let top = l.top(1);
+        // Table time has 1/16 s steps.
+        let age = top[0].seconds_since_seen(at(100.0));
+        assert!((age - 79.5).abs() < 1.0 / 16.0, "{age}");
+        assert_eq!(top[0].seconds_since_seen(at(20.0)), 0.0, "a sample time after now is 0");
     }
 
     #[test]

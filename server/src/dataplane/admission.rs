@@ -11,7 +11,9 @@
 //! own table, `coarse` in the config) is checked for the requests the client's bucket allows, so
 //! a flood spread over many spoofed addresses of one network is answered at most that network's
 //! budget plus its leak, while a client over its own limit (already limited to its leak) costs no
-//! second lookup. Both keys are computed and both sets prefetched in the same first pass.
+//! second lookup. Both keys are computed and both sets prefetched in the same first pass; the
+//! network table ([`NetworkLimiter`]) is records only, one line a set (512 KiB for the default
+//! 64 k networks), so its sets mostly stay in cache and a decision reads one line of it.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -20,7 +22,8 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use stratum_proto::server::access::{AccessList, AccessVerdict};
 use stratum_proto::server::ratelimit::{
-    ClientKey, RateDecision, RateLimitConfig, RateLimiter, RateOutcome, PREFETCH_BYTES,
+    ClientKey, NetworkKey, NetworkLimiter, RateDecision, RateLimitConfig, RateLimiter, RateOutcome,
+    NETWORK_PREFETCH_BYTES, PREFETCH_BYTES,
 };
 use stratum_proto::{AdmissionPolicy, AdmitAction, ClientRequest, DropReason, KissCode, NtpTimestamp, RxMeta};
 
@@ -41,7 +44,7 @@ pub struct Admission {
     pub access: Arc<AccessList>,
     pub limiter: Option<Arc<RateLimiter>>,
     /// The coarse per-network bucket (only with `limiter`).
-    pub coarse: Option<Arc<RateLimiter>>,
+    pub coarse: Option<Arc<NetworkLimiter>>,
     pub deny_action: DenyAction,
     /// Whole-server budgets (replies a second; 0: none): first contacts, kiss-o'-death.
     pub first_contacts_per_second: u64,
@@ -90,9 +93,11 @@ impl Admission {
             let seed = [rand::random(), rand::random()];
             Arc::new(limiter_on_huge_pages(&r.to_proto(), seed, "rate-limiter table"))
         });
+        // On the heap: 512 KiB by default, within the reach of the TLB's 4 KiB entries.
         let coarse = config.ratelimit.as_ref().filter(|r| r.enabled).and_then(|r| r.to_coarse_proto()).map(|c| {
-            let seed = [rand::random(), rand::random()];
-            Arc::new(limiter_on_huge_pages(&c, seed, "coarse rate-limiter table"))
+            let networks = NetworkLimiter::new(&c, [rand::random(), rand::random()]);
+            tracing::info!(bytes = networks.memory_bytes(), "coarse rate-limiter table on the heap");
+            Arc::new(networks)
         });
         let budget = |f: fn(&crate::config::RateLimitConfig) -> u64| {
             config.ratelimit.as_ref().filter(|r| r.enabled).map_or(0, f)
@@ -162,7 +167,7 @@ pub struct WorkerPolicy {
 }
 
 /// One prepared request: its client, its limiter key and its coarse key (None: none made).
-type PreparedEntry = (IpAddr, Option<ClientKey>, Option<ClientKey>);
+type PreparedEntry = (IpAddr, Option<ClientKey>, Option<NetworkKey>);
 
 /// The batch's clients in order, with their limiter keys, client and coarse
 /// ([`WorkerPolicy::prepare`]).
@@ -178,7 +183,7 @@ impl Prepared {
     /// `client`'s keys (client; coarse, when there is a coarse bucket), when it is among the next
     /// few prepared.
     #[inline]
-    fn take(&mut self, client: IpAddr) -> Option<(ClientKey, Option<ClientKey>)> {
+    fn take(&mut self, client: IpAddr) -> Option<(ClientKey, Option<NetworkKey>)> {
         let end = self.len.min(self.cursor + LOOK_AHEAD);
         for i in self.cursor..end {
             if let (ip, Some(key), coarse) = self.entries[i] {
@@ -210,7 +215,7 @@ impl WorkerPolicy {
         prefetch(limiter.key_address(&key), PREFETCH_BYTES);
         let coarse = self.shared.coarse.as_ref().map(|coarse| {
             let key = coarse.key(client);
-            prefetch(coarse.key_address(&key), PREFETCH_BYTES);
+            prefetch(coarse.key_address(&key), NETWORK_PREFETCH_BYTES);
             key
         });
         let p = &mut self.prepared;
@@ -245,7 +250,7 @@ impl WorkerPolicy {
             if let (Some(coarse), Some(coarse_key)) = (&self.shared.coarse, coarse_key) {
                 // The client's allow used none of the bits the coarse decision reads (leak: the
                 // low 16; sampling: 32..36, here the client's low bits): no second draw.
-                outcome.decision = coarse.check_key(coarse_key, self.now, random.rotate_left(32)).decision;
+                outcome.decision = coarse.check_key(coarse_key, self.now, random.rotate_left(32));
             }
         }
         self.counters.count_rate_outcome(&outcome);
