@@ -221,13 +221,23 @@ fn ntpq_reads_a_synchronised_stratumd_and_other_sources_get_nothing() {
     assert!((delays[0] - newest).abs() < 0.001, "{filt} vs {newest} ms");
     assert!(var(&filt, "dispersion").is_some_and(|d| d.parse::<f64>().is_ok()), "{filt}");
 
+    // unreach: polls since the chronyd last answered (0, or 1 while a poll's answer is on its
+    // way); dstadr: the address stratumd's requests to it leave from.
+    let (peer, err) = Lab::ntpq(&lab.server, "127.0.0.1", &["-c", "rv 1 unreach,dstadr"]);
+    eprintln!("ntpq -c 'rv 1 unreach,dstadr':\n{peer}{err}");
+    let unreach: u32 = var(&peer, "unreach").unwrap_or_else(|| panic!("{peer}{err}")).parse().unwrap();
+    assert!(unreach <= 1, "{peer}");
+    assert_eq!(var(&peer, "dstadr").as_deref(), Some(SERVER), "{peer}");
+
     // as: one association, reachable, the system peer.
     let (assoc, err) = Lab::ntpq(&lab.server, "127.0.0.1", &["-c", "as"]);
     eprintln!("ntpq -c as:\n{assoc}{err}");
     let row = assoc.lines().find(|l| l.trim_start().starts_with("1 ")).unwrap_or_else(|| panic!("{assoc}"));
     assert!(row.contains("sys.peer") && row.contains("yes"), "{row}");
 
-    // mrulist: the nonce exchange, then loopback among the rate limiter's clients.
+    // mrulist: the nonce exchange, then loopback among the rate limiter's clients, last seen
+    // (lstint) when its requests were sent, at least the 2 s waited here ago.
+    std::thread::sleep(Duration::from_secs(2));
     let (mru, err) = Lab::ntpq(&lab.server, "127.0.0.1", &["-c", "mrulist"]);
     eprintln!("ntpq -c mrulist:\n{mru}{err}");
     assert!(mru.contains("lstint avgint rstr r m v  count"), "{mru}{err}");
@@ -237,6 +247,8 @@ fn ntpq_reads_a_synchronised_stratumd_and_other_sources_get_nothing() {
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cols[6].parse::<u64>().ok(), client["requests"].as_u64(), "count: {row} vs {client}");
     assert_eq!(cols[8].parse::<u64>().ok(), client["limited"].as_u64(), "drop: {row} vs {client}");
+    let lstint: u64 = cols[0].parse().unwrap_or_else(|_| panic!("lstint: {row}"));
+    assert!((2..60).contains(&lstint), "lstint: {row}");
 
     // Writes are refused with the protocol's error (ntpq itself will not send one without a
     // key, so the request is made here): one 12-byte reply, error bit, code 1 (permission).

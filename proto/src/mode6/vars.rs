@@ -391,5 +391,11 @@ mod tests {
         assert!(text.starts_with("srcadr=192.0.2.1, srcport=123, leap=0, stratum=1, refid=GPS, reach=0xff"), "{text}");
         assert!(text.contains("filtdelay=\"1.000 2.000\""), "{text}");
         assert!(!text.contains("filtoffset"), "{text}");
+        assert_eq!(render(&p.list(), b"unreach,dstadr"), Err(ErrorCode::UnknownVariable), "neither known here");
+        let p = PeerVars { unreach: Some(3), dstadr: Some("2001:db8::2".parse().unwrap()), ..p };
+        assert_eq!(render(&p.list(), b"unreach,dstadr").unwrap(), "unreach=3, dstadr=2001:db8::2");
+        let text = render(&p.list(), b"").unwrap();
+        assert!(text.starts_with("srcadr=192.0.2.1, srcport=123, dstadr=2001:db8::2, leap=0"), "{text}");
+        assert!(text.contains(", reach=0xff, unreach=3, hmode=3"), "ntpd's order: {text}");
     }
 }

@@ -109,6 +109,8 @@ pub struct SourceStatus {
     pub poll: i8,
     /// Reach register: print with `{:o}` (377 is 8 of 8 answered).
     pub reach: u8,
+    /// Polls (a refclock: intervals) since it was last reached (ntpd's `unreach`).
+    pub unreach: u32,
     /// Last good sample: upstream minus served clock, seconds, and its round-trip delay.
     pub last_offset: Option<f64>,
     pub last_delay: Option<f64>,
@@ -466,13 +468,13 @@ impl SyncEngine {
         let Some(rc) = slot.refclock.as_mut() else { return RefclockOutcome::UnknownSource };
         rc.leap = sample.leap;
         let Some(estimate) = rc.add(offset, t, sample.dispersion, sample.delay, freq) else {
-            slot.source.reach |= 1;
+            slot.source.reached();
             return RefclockOutcome::Filtered;
         };
         // A fresh estimate: selectable again after a fix loss.
         rc.stale = false;
         let s = &mut slot.source;
-        s.reach |= 1;
+        s.reached();
         s.last_flash = Flash::NONE;
         s.upstream = Some(super::source::UpstreamHeader {
             leap: sample.leap,
@@ -649,9 +651,9 @@ impl SyncEngine {
             while rc.interval_end.since(now).to_bits() <= 0 {
                 let step = NtpDuration::from_seconds_f64(rc.interval());
                 rc.interval_end = rc.interval_end.add(step);
-                let r = &mut slot.source.reach;
-                went_quiet |= *r & 0b11 != 0 && *r & 0b1 == 0;
-                *r <<= 1;
+                let r = slot.source.reach;
+                went_quiet |= r & 0b11 != 0 && r & 0b1 == 0;
+                slot.source.shift_reach();
                 rc.sampled = false;
             }
             // No sample for `max_age`: stale now, not at the interval's end.
@@ -969,6 +971,7 @@ impl SyncEngine {
             leap: s.upstream.map(|u| u.leap),
             poll: s.poll,
             reach: s.reach,
+            unreach: s.unreach,
             last_offset: s.last_sample.map(|l| l.offset - self.discipline.correction_at(l.time)),
             last_delay: s.last_sample.map(|l| l.delay),
             last_sample_time: s.last_sample.map(|l| self.host(l.time)),
@@ -1267,12 +1270,14 @@ mod refclock_tests {
         // Right after an interval ends, before the next sample: still 376 and selected.
         run(&mut engine, id, 200.0, 208.05, true);
         assert_eq!(reach(&engine), 0xfe, "{:o}", reach(&engine));
+        assert_eq!(engine.sources().next().unwrap().unreach, 1, "an interval begun without a sample yet");
         assert!(selected(&engine, id));
         // A whole silent interval (224-240) stays a 0 bit once samples resume.
         run(&mut engine, id, 208.05, 223.15, true);
         run(&mut engine, id, 223.15, 240.05, false);
         run(&mut engine, id, 240.05, 256.15, true);
         assert_eq!(reach(&engine), 0b1111_1011, "{:o}", reach(&engine));
+        assert_eq!(engine.sources().next().unwrap().unreach, 0, "reached in the interval now");
     }
 
     #[test]

@@ -154,6 +154,9 @@ pub(crate) struct Source {
     pub refid: RefId,
     /// Reach register: bit 0 the latest poll, set when it was answered.
     pub reach: u8,
+    /// Polls since the source was last reached (ntpd's `unreach`: counted at each poll, 0 when
+    /// an answer sets the reach bit), saturating.
+    pub unreach: u32,
     /// Current poll exponent (the system's choice, clamped to this source's range and floor).
     pub poll: i8,
     /// Raised by each kiss-o'-death RATE; the poll never goes below it.
@@ -187,6 +190,7 @@ impl Source {
             address,
             refid,
             reach: 0,
+            unreach: 0,
             poll: config.minpoll,
             poll_floor: config.minpoll,
             next_poll: now,
@@ -213,7 +217,7 @@ impl Source {
     /// Builds the request for the poll due at `now` (the host clock, kept as T1), with `random` as
     /// its transmit timestamp, and schedules the next one.
     pub(crate) fn transmit(&mut self, now: NtpTimestamp, random: u64, system_poll: i8) -> [u8; HEADER_LEN] {
-        self.reach <<= 1;
+        self.shift_reach();
         if self.reach == 0 && self.outstanding.is_some() {
             self.last_flash = Flash::NONE;
         }
@@ -266,7 +270,7 @@ impl Source {
         };
         self.outstanding = None;
         self.last_answered = Some(out.transmit);
-        self.reach |= 1;
+        self.reached();
 
         let up = UpstreamHeader {
             leap: header.leap(),
@@ -320,6 +324,19 @@ impl Source {
         self.mean_excess += (excess - self.mean_excess) * weight;
         self.last_sample = Some(sample);
         Ok(sample)
+    }
+
+    /// A poll (or a refclock's interval) begins: the reach register shifts, one more poll
+    /// since the source was last reached.
+    pub(crate) fn shift_reach(&mut self) {
+        self.reach <<= 1;
+        self.unreach = self.unreach.saturating_add(1);
+    }
+
+    /// The source answered in the current poll (a refclock: gave a sample in its interval).
+    pub(crate) fn reached(&mut self) {
+        self.reach |= 1;
+        self.unreach = 0;
     }
 
     fn reject_answered(&mut self, out: Outstanding, flash: Flash) -> ReplyOutcome {
@@ -414,6 +431,24 @@ mod tests {
         s.transmit(at(1064), 1, 6);
         s.transmit(at(1128), 2, 6);
         assert_eq!(s.reach, 0b100);
+        assert_eq!(s.unreach, 2, "two polls since it was last reached");
+    }
+
+    #[test]
+    fn unreach_counts_polls_since_the_last_answer() {
+        let mut s = source(SourceConfig::default());
+        assert_eq!(s.unreach, 0);
+        for i in 0..3 {
+            s.transmit(at(1000 + 64 * i), u64::from(i) + 1, 6);
+        }
+        assert_eq!((s.reach, s.unreach), (0, 3), "never answered");
+        let req = s.transmit(at(1192), 9, 6);
+        assert_eq!(s.unreach, 4, "counted when the poll goes out, as ntpd does");
+        s.receive(&reply_to(&req, at(1192)).to_bytes(), at(1192), &CTX).unwrap();
+        assert_eq!((s.reach, s.unreach), (1, 0));
+        s.unreach = u32::MAX;
+        s.transmit(at(1256), 10, 6);
+        assert_eq!(s.unreach, u32::MAX, "saturates");
     }
 
     #[test]

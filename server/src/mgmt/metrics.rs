@@ -561,12 +561,14 @@ mod tests {
                 None => crate::sync::upstream::SourceRow {
                     name: "time.example".into(),
                     address: "192.0.2.10:123".parse().unwrap(),
+                    local: None,
                     status,
                     refclock: None,
                 },
                 Some(_) => crate::sync::upstream::SourceRow {
                     name: "pps:/dev/pps0".into(),
                     address: "127.127.22.1:0".parse().unwrap(),
+                    local: None,
                     status,
                     refclock: Some(crate::sync::upstream::RefclockRow {
                         driver: "pps",

@@ -33,8 +33,9 @@ use stratum_proto::mode6::{
     self, Mode6State, MruEntry, NonceKey, Outcome, PeerVars, Selection, SystemVars, TimeSource,
 };
 use stratum_proto::server::access::Cidr;
+use stratum_proto::server::ratelimit::ClientUsage;
 use stratum_proto::sync::{LeapSecondsList, SourceState};
-use stratum_proto::{NtpTimestamp, RefId};
+use stratum_proto::{NtpDuration, NtpTimestamp, RefId};
 
 use crate::dataplane::socket::cmsg::{self, PacketInfo};
 use crate::mgmt::status::ServerStatus;
@@ -216,6 +217,10 @@ impl Responder {
         let Some(limiter) = &self.status.limiter else { return };
         if self.mru_at.is_none_or(|at| at.elapsed() >= MRU_REFRESH) {
             self.mru_at = Some(Instant::now());
+            // The limiter runs on the monotonic clock the workers give it: ages from it, times
+            // on the served clock.
+            let mono = clock::monotonic();
+            let seen = |c: &ClientUsage| now.add(NtpDuration::from_seconds_f64(-c.seconds_since_seen(mono)));
             self.mru_cache = limiter
                 .top(MRU_ENTRIES)
                 .iter()
@@ -224,9 +229,11 @@ impl Responder {
                     port: 0,
                     count: c.requests,
                     dropped: c.limited,
-                    // The table keeps no times.
-                    first: now,
-                    last: now,
+                    // The table keeps when a request was last sampled (1 in 16), not when the
+                    // client was first seen: first = last, so ntpq's lstint is right and its
+                    // avgint 0. Keeping a first-seen time would cost the limiter a store.
+                    first: seen(c),
+                    last: seen(c),
                     mode_version: 4 << 3 | 3,
                     limited: c.fast_retries,
                 })
@@ -345,7 +352,7 @@ fn peer_vars(index: usize, row: &crate::sync::upstream::SourceRow) -> PeerVars {
         srcadr: row.address.ip(),
         srcport: row.address.port(),
         srchost: Some(row.name.clone()),
-        dstadr: None,
+        dstadr: row.local,
         leap: s.leap.map(|l| l.to_bits()),
         stratum: s.stratum.or(s.refclock.map(|_| 0)),
         precision: s.upstream_precision,
@@ -356,7 +363,7 @@ fn peer_vars(index: usize, row: &crate::sync::upstream::SourceRow) -> PeerVars {
             None => s.upstream_ref_id.zip(s.stratum).map(|(r, st)| refid_text(r, st)),
         },
         rec: s.last_sample_time,
-        unreach: None,
+        unreach: Some(s.unreach),
         hmode: 3,
         pmode: 4,
         hpoll: s.poll,

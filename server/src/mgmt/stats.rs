@@ -417,8 +417,13 @@ mod tests {
         engine.add_source("192.0.2.10".parse().unwrap(), SourceConfig::default(), t0).unwrap();
         let mut status = engine.sources().next().unwrap();
         let mut tracking = engine.tracking(t0);
-        let row =
-            |status| SourceRow { name: "s".into(), address: "192.0.2.10:123".parse().unwrap(), status, refclock: None };
+        let row = |status| SourceRow {
+            name: "s".into(),
+            address: "192.0.2.10:123".parse().unwrap(),
+            local: None,
+            status,
+            refclock: None,
+        };
         stats.observe(&[row(status)], &tracking);
         assert_eq!(rx.try_iter().count(), 0, "no sample, no update: nothing");
 

@@ -62,6 +62,9 @@ pub struct SourceRow {
     /// 20 nmea, 22 pps; N its index in `[[refclock]]`), port 0: distinct per refclock for the
     /// metrics' labels; `stratumctl sources` shows "-" for it (`status.refclock` is set).
     pub address: SocketAddr,
+    /// The local address its requests leave from (the kernel's choice when the socket was
+    /// connected; ntpq's `dstadr`). None for a refclock.
+    pub local: Option<IpAddr>,
     pub status: SourceStatus,
     /// A refclock's driver state (None for an upstream).
     pub refclock: Option<RefclockRow>,
@@ -131,6 +134,8 @@ struct Link {
     entry: usize,
     socket: UdpSocket,
     address: SocketAddr,
+    /// The socket's local address (read once, when it was connected).
+    local: Option<IpAddr>,
     /// Its entry's key, if any.
     key: Option<SymmetricKey>,
 }
@@ -440,7 +445,7 @@ impl Driver {
                 };
                 let outcome = self.engine.handle_reply(*id, reply, t4);
                 if let Some(s) = self.stats.as_ref().filter(|s| s.wants(Kind::Raw)) {
-                    let local = link.socket.local_addr().map_or(link.address.ip(), |a| a.ip());
+                    let local = link.local.unwrap_or(link.address.ip());
                     s.raw(link.address.ip(), local, reply, t4, &outcome);
                 }
             }
@@ -564,11 +569,11 @@ impl Driver {
                         dropped: state.map_or(0, |s| s.dropped()),
                     };
                     let (name, address) = (slot.name.clone(), slot.address);
-                    return Some(SourceRow { name, address, status, refclock: Some(refclock) });
+                    return Some(SourceRow { name, address, local: None, status, refclock: Some(refclock) });
                 }
                 let link = self.links.get(&status.id)?;
                 let name = self.entries[link.entry].name.to_string();
-                Some(SourceRow { name, address: link.address, status, refclock: None })
+                Some(SourceRow { name, address: link.address, local: link.local, status, refclock: None })
             })
             .collect();
         for row in &rows {
@@ -630,7 +635,8 @@ impl Driver {
                     Ok(socket) => match self.engine.add_source(address.ip(), entry.config, clock::now()) {
                         Ok(id) => {
                             entry.sources.push(id);
-                            let link = Link { entry: key, socket, address, key: entry.key.clone() };
+                            let local = socket.local_addr().ok().map(|a| a.ip());
+                            let link = Link { entry: key, socket, address, local, key: entry.key.clone() };
                             self.links.insert(id, link);
                             tracing::info!(name = %entry.name, source = %address, "polling");
                         }
