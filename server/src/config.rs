@@ -1089,6 +1089,7 @@ impl Config {
             }
         }
         self.validate_refclocks()?;
+        warnings.extend(self.require_with_noselect());
         let sources =
             self.upstream.len() + self.pool.iter().map(|p| p.max_sources).sum::<usize>() + self.refclock.len();
         if sources < c.minsane {
@@ -1103,6 +1104,26 @@ impl Config {
 impl Config {
     /// `[[refclock]]`: the device as its driver takes it, keys only one driver has, `lock`
     /// naming another refclock's refid, no refid or device twice. No device is opened here.
+    /// `require` with `noselect` on one entry: chrony accepts it (a `require` source counts
+    /// whether or not it may be selected), and so does stratumd, but such a source can never
+    /// meet its own requirement: unless another `require` source survives the selection, the
+    /// clock is never steered. A warning per entry.
+    fn require_with_noselect(&self) -> Vec<Invalid> {
+        const WHY: &str = "require with noselect: this source is never selected, so unless another require source survives the selection the clock is never steered";
+        let upstream = self.upstream.iter().map(|u| ("upstream.require", u.require && u.noselect));
+        let pool = self.pool.iter().map(|p| ("pool.require", p.require && p.noselect));
+        let refclock = self.refclock.iter().map(|r| ("refclock.require", r.require && r.noselect));
+        let mut warnings = Vec::new();
+        for entries in [upstream.collect::<Vec<_>>(), pool.collect(), refclock.collect()] {
+            for (i, (key, both)) in entries.into_iter().enumerate() {
+                if both {
+                    warnings.push(Invalid::new(key, WHY).entry(i));
+                }
+            }
+        }
+        warnings
+    }
+
     fn validate_refclocks(&self) -> Result<(), Invalid> {
         use sync::RefclockDriver as D;
         let bad = |i: usize, message: String| Err(Invalid::new("refclock", message).entry(i));

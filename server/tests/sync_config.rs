@@ -106,9 +106,53 @@ fn bad_upstream_pool_and_clock_keys_name_their_line() {
         "clock.leap-seconds",
         "cannot read",
     );
+    // [[pool]]'s selection options are booleans, as [[upstream]]'s.
+    assert_refused(
+        &sync("", "[[pool]]\nname = \"pool.example.net\"\nprefer = \"yes\"\n"),
+        10,
+        "pool.prefer",
+        "expected a boolean",
+    );
+    assert_refused(&sync("", "[[pool]]\nname = \"pool.example.net\"\nrequire = 1\n"), 10, "pool.require", "boolean");
+    assert_refused(
+        &sync("", "[[pool]]\nname = \"pool.example.net\"\nnoselct = true\n"),
+        10,
+        "pool.noselct",
+        "unknown field",
+    );
     // Upstreams without source = "sync" would be silently unused.
     let local = format!("{SERVER}\n[clock]\nsource = \"local\"\n\n{UPSTREAM}");
     assert_refused(&local, 8, "upstream", "need [clock] source = \"sync\"");
+}
+
+/// `[[pool]]` takes chrony's selection options (its servers inherit them); `require` with
+/// `noselect` on any kind of source is accepted, as chrony does, with one warning line naming
+/// the file, line and key (such a source can never meet its own requirement).
+#[test]
+fn pool_selection_options_and_the_require_noselect_warning() {
+    let pool = "[[pool]]\nname = \"pool.example.net\"\nprefer = true\ntrust = true\nrequire = true\n";
+    let (ok, _, err, _) = check_config(&sync("", pool));
+    assert!(ok && err.trim().is_empty(), "{err}");
+    let (ok, _, err, _) = check_config(&sync("", "[[pool]]\nname = \"pool.example.net\"\nnoselect = true\n"));
+    assert!(ok && err.trim().is_empty(), "{err}");
+
+    // Each warning names its entry's line (as the other checks across keys do): 8 [[pool]],
+    // 13 [[upstream]], 18 [[refclock]].
+    let text = sync(
+        "",
+        "[[pool]]\nname = \"pool.example.net\"\nnoselect = true\nrequire = true\n\n\
+         [[upstream]]\naddress = \"192.0.2.10\"\nnoselect = true\nrequire = true\n\n\
+         [[refclock]]\ndriver = \"sock\"\ndevice = \"/run/stratumd/gps.sock\"\nnoselect = true\nrequire = true\n",
+    );
+    let (ok, out, err, path) = check_config(&text);
+    assert!(ok, "a warning, not an error: {err}");
+    assert!(out.contains(": ok"), "{out}");
+    let lines: Vec<&str> = err.trim().lines().collect();
+    assert_eq!(lines.len(), 3, "one line per entry: {err}");
+    for (line, key) in [(8, "pool.require"), (13, "upstream.require"), (18, "refclock.require")] {
+        let start = format!("{path}:{line}: {key}: warning: require with noselect");
+        assert!(lines.iter().any(|l| l.starts_with(&start) && l.contains("never steered")), "wanted {start}: {err}");
+    }
 }
 
 #[test]

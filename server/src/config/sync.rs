@@ -102,6 +102,16 @@ pub struct PoolConfig {
     pub minpoll: i8,
     #[serde(default = "default_maxpoll", deserialize_with = "poll_exponent")]
     pub maxpoll: i8,
+    /// chrony's selection options, as `[[upstream]]`'s: every server the name resolves to has
+    /// them.
+    #[serde(default)]
+    pub prefer: bool,
+    #[serde(default)]
+    pub noselect: bool,
+    #[serde(default)]
+    pub trust: bool,
+    #[serde(default)]
+    pub require: bool,
 }
 
 /// `[[refclock]]`: a reference clock (issue 18). The device is not opened, nor checked for

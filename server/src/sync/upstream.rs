@@ -192,8 +192,16 @@ impl UpstreamSync {
             entries.push(entry);
         }
         for p in &config.pool {
-            let source =
-                SourceConfig { minpoll: p.minpoll, maxpoll: p.maxpoll, iburst: p.iburst, ..Default::default() };
+            // The servers the name resolves to share the pool's options.
+            let source = SourceConfig {
+                minpoll: p.minpoll,
+                maxpoll: p.maxpoll,
+                iburst: p.iburst,
+                prefer: p.prefer,
+                noselect: p.noselect,
+                trust: p.trust,
+                require: p.require,
+            };
             entries.push(Entry::new(p.name.clone(), source, p.max_sources));
         }
         let mut engine = engine;
