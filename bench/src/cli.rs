@@ -196,6 +196,12 @@ pub struct LoadArgs {
     /// after one probe datagram].
     #[arg(long, value_name = "MAC")]
     pub dst_mac: Option<MacAddr>,
+    /// Interleaved mode (socket engine, one thread): every simulated client (one in 64 x
+    /// --sockets requests) polls as chronyd's `xleave` client does; the report adds the share of
+    /// interleaved replies and the T3 error against our kernel receive stamps, less the empty
+    /// link's one-way delay (measured once, first).
+    #[arg(long)]
+    pub interleaved: bool,
     /// Allow a target that is not a loopback address (a server in a network namespace, or a lab
     /// machine you own). Never point a load generator at someone else's server.
     #[arg(long)]
@@ -271,7 +277,7 @@ fn exchange(a: &QueryArgs) -> Result<query::QueryReport, QueryError> {
 
 /// The exit status of a run its report is already printed for: 0, or the objection's status with
 /// its line on stderr.
-fn judged(objection: Option<Objection>, err: &mut dyn Write) -> u8 {
+pub(crate) fn judged(objection: Option<Objection>, err: &mut dyn Write) -> u8 {
     let Some(objection) = objection else { return EXIT_OK };
     let _ = writeln!(err, "stratum-bench: {objection}");
     match objection {
@@ -284,7 +290,7 @@ fn judged(objection: Option<Objection>, err: &mut dyn Write) -> u8 {
 
 impl LoadArgs {
     /// The --accept-* flags.
-    fn accept(&self) -> Accept {
+    pub(crate) fn accept(&self) -> Accept {
         Accept { kod: self.accept_kod, ratelimit: self.accept_ratelimit, unsynced: self.accept_unsynced }
     }
 
@@ -313,6 +319,9 @@ impl LoadArgs {
 
 fn run_load(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
     let config = LoadConfig::new(a.target, a.i_own_this_target, a.rate, a.duration, a.sockets()?, a.cores())?;
+    if a.interleaved {
+        return crate::interleaved::cli::run_load(a, &config, out, err);
+    }
     let report = match a.engine {
         Engine::Socket => load::run(&config)?,
         Engine::Xdp => xdp::run_load(a, config, err)?,
@@ -353,6 +362,11 @@ fn run_ramp(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
             );
         }
     };
+    if a.interleaved {
+        let (text, report) = crate::interleaved::cli::run_ramp(a, &config, progress)?;
+        out.write_all(text.as_bytes())?;
+        return Ok(judged(verdict::judge_ramp(&report, a.accept()), err));
+    }
     let report = match a.engine {
         Engine::Socket => ramp::run(&config, progress)?,
         Engine::Xdp => xdp::run_ramp(a, &config, progress)?,

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod counts;
 pub mod engine;
+pub mod interleaved;
 pub mod load;
 pub mod outcome;
 pub mod pin;

@@ -504,3 +504,56 @@ fn std_dev_of_an_xleave_client_against_stratumd_and_chronyd() {
     assert!(a <= 2.0 * b, "stratumd {a} s against chronyd {b} s");
     server.stop();
 }
+
+/// Runs `stratum-bench ARGS` in this process (as tests/bench_smoke.rs does): (exit status,
+/// stdout, stderr).
+fn stratum_bench(args: &[&str]) -> (u8, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code =
+        stratum_bench::cli::run(std::iter::once("stratum-bench").chain(args.iter().copied()), &mut out, &mut err);
+    (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+}
+
+/// `stratum-bench load --interleaved` against stratumd on loopback: nearly every reply is
+/// interleaved (a chain's first is basic), the server counts them too, and the T3 error from the
+/// kernel TX stamps is far below that of the daemon's own T3 in the basic replies. With
+/// `interleaved = false` the calibration finds no interleaved reply and says so.
+#[test]
+fn the_load_generator_measures_the_t3_error_of_interleaved_replies() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("control.sock");
+    let config = control_config(&format!("127.0.0.1:{port}"), 1, &control, "source = \"local\"\nstratum = 2");
+    let mut server = Server::start(&config, port);
+    let target = format!("127.0.0.1:{port}");
+    let args = ["load", "--target", &target, "--rate", "5000", "--duration", "1", "--sockets", "2", "--interleaved"];
+    let (code, out, err) = stratum_bench(&[&args[..], &["--json"]].concat());
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let il = &v["interleaved"];
+    let share = il["interleaved_pct"].as_f64().unwrap();
+    assert!(share >= 90.0, "128 chains over 5000 requests: {il}");
+    assert_eq!(v["valid"], il["replies_valid"], "{v}");
+    let (xleave, basic) = (&il["interleaved_error"], &il["basic_error"]);
+    assert!(xleave["samples"].as_u64().unwrap() >= 4000, "{il}");
+    assert!(basic["samples"].as_u64().unwrap() >= 100, "{il}");
+    let one_way = il["one_way_delay_ns"].as_i64().unwrap();
+    assert!((0..1_000_000).contains(&one_way), "loopback's one-way delay: {il}");
+    // The kernel stamp is taken on the way out, the daemon's T3 before the send call.
+    assert!(xleave["p50_ns"].as_i64().unwrap() < basic["p50_ns"].as_i64().unwrap(), "{il}");
+    let status = ctl_json(&control, &["status"]).expect("status");
+    let replies = interleaved(&status, "replies");
+    assert!(replies >= il["replies_interleaved"].as_u64().unwrap(), "{status}\n{il}");
+    // The text report has the same figures.
+    let (code, text, err) = stratum_bench(&args);
+    assert_eq!(code, 0, "{text}\n{err}");
+    assert!(text.contains("T3 error (xleave) min ") && text.contains("one-way delay "), "{text}");
+    server.stop();
+
+    let basic_only = config.replace("workers = 1", "workers = 1\ninterleaved = false");
+    let mut server = Server::start(&basic_only, port);
+    let (code, out, err) = stratum_bench(&args);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("calibration: no interleaved reply"), "{err}");
+    server.stop();
+}

@@ -91,6 +91,8 @@ pub struct SendBook {
     rtt_ns: Histogram<u64>,
     turnaround_ns: Histogram<u64>,
     pub counts: Counts,
+    /// The reply being checked is interleaved (see [`reply_interleaved`](Self::reply_interleaved)).
+    interleaved: bool,
 }
 
 impl std::fmt::Debug for SendBook {
@@ -143,6 +145,7 @@ impl SendBook {
             rtt_ns: histogram(),
             turnaround_ns: histogram(),
             counts: Counts::default(),
+            interleaved: false,
         }
     }
 
@@ -190,6 +193,15 @@ impl SendBook {
     /// (engine clock) and `now_ntp` (T4).
     pub fn reply(&mut self, payload: Result<&[u8], Invalid>, now_ns: u64, now_ntp: NtpTimestamp) {
         self.reply_to(payload, now_ns, now_ntp, |_| None);
+    }
+
+    /// As [`reply`](Self::reply), for an interleaved reply (`load --interleaved`): its T3 is the
+    /// transmit time of the reply before, earlier than its T2, so only T2's window is checked
+    /// and no turnaround is recorded.
+    pub fn reply_interleaved(&mut self, payload: &[u8], now_ns: u64, now_ntp: NtpTimestamp) {
+        self.interleaved = true;
+        self.reply(Ok(payload), now_ns, now_ntp);
+        self.interleaved = false;
     }
 
     /// For requests made elsewhere (the AF_XDP engine's in-kernel injector): the requests up to
@@ -275,7 +287,9 @@ impl SendBook {
         record.seen |= bit;
         self.counts.answered += 1;
         self.rtt_ns.saturating_record(now_ns.saturating_sub(record.sent_ns).max(1));
-        if r.class == ReplyClass::Served {
+        if r.class == ReplyClass::Served && self.interleaved {
+            Timestamps { t1: record.sent_ntp, t2: r.receive, t3: r.receive, t4: now_ntp }.check_order(r.precision)?;
+        } else if r.class == ReplyClass::Served {
             let exchange = Timestamps { t1: record.sent_ntp, t2: r.receive, t3: r.transmit, t4: now_ntp };
             let turnaround = exchange.check_order(r.precision)?;
             self.turnaround_ns.saturating_record(turnaround.to_nanos().max(1) as u64);
@@ -368,6 +382,25 @@ mod tests {
         assert_eq!((alone.counts.stale, alone.counts.invalid_origin), (0, 1));
         assert_eq!(client::origin_nonce(&late(&first)), Some(0xffff_fffd));
         assert_eq!(client::origin_nonce(&[0; 47]), None);
+    }
+
+    #[test]
+    fn an_interleaved_reply_may_carry_a_t3_before_its_t2() {
+        let mut book = SendBook::with_nonce(0x99);
+        let t1 = NtpTimestamp::from_parts(4_000_000_000, 0);
+        let us = |n: i64| NtpDuration::from_nanos(n * 1000);
+        book.start_batch(1_000, t1);
+        book.sent(64);
+        // T3 = the previous reply's transmit time, before this request left.
+        let early_t3 = |seq| served(&book, seq, t1.add(us(10)), t1.add(us(-500)));
+        let (a, b) = (early_t3(1), early_t3(2));
+        book.reply_interleaved(&a, 21_000, t1.add(us(20)));
+        book.reply(Ok(&b), 21_000, t1.add(us(20)));
+        // T2's window still holds for it.
+        book.reply_interleaved(&served(&book, 3, t1.add(us(-5)), t1), 21_000, t1.add(us(20)));
+        let c = book.counts;
+        assert_eq!((c.valid, c.invalid_t3_window, c.invalid_t2_window), (1, 1, 1));
+        assert_eq!(book.finish(Duration::from_secs(1), 0).turnaround_ns.len(), 0);
     }
 
     #[test]

@@ -161,7 +161,7 @@ impl Generator {
     }
 }
 
-fn open_socket(target: SocketAddr) -> anyhow::Result<Socket> {
+pub(crate) fn open_socket(target: SocketAddr) -> anyhow::Result<Socket> {
     let domain = if target.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_nonblocking(true)?;

@@ -1,0 +1,589 @@
+//! `stratum-bench load --interleaved` (issue 14): the socket engine's open-loop load, each
+//! simulated client polling in interleaved mode as chronyd's `xleave` client does, and the error
+//! of the server's transmit timestamps (T3) as our own receive stamps see them.
+//!
+//! A client is a chain: one request in every `64 * sockets` (the same socket and batch slot each
+//! time). Its first request is basic. Once a reply to its latest request is in, its next request
+//! is interleaved (chrony's `transmit_packet` in interleaved client mode): origin = that reply's
+//! receive timestamp (T2, which the server keys its store by), receive = a marker naming this
+//! request (chrony puts its own receive time there; the server only echoes it, and it must differ
+//! from the transmit field), transmit = the numbered timestamp the book matches basic replies by.
+//! An interleaved reply carries our receive field as origin, so a reply whose origin is the
+//! marker is interleaved, one whose origin is our transmit field basic. A reply to a request that
+//! is no longer its chain's latest still counts, but feeds no chain.
+//!
+//! The T3 error: an interleaved reply's transmit timestamp is the server's transmit time (driver
+//! or kernel stamp) of the reply before; the error is our kernel receive stamp of that earlier
+//! reply (SO_TIMESTAMPNS) minus it, minus the one-way delay of the empty link. That delay is
+//! measured once ([`calibrate`]): the least such difference over a short interleaved run at a low
+//! rate (so the error's minimum is about 0 at low rates, and the mean and p99 show what load and
+//! the server's stamping add). Basic replies get the same figure with their own T3 (the server's
+//! clock read before the send), for contrast.
+//!
+//! Nothing allocates per packet: buffers, chains and histograms are made before the run.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use socket2::Socket;
+use stratum_host::clock::{from_timespec, now as now_ntp};
+use stratum_host::mmsg::{self, zeroed_vec};
+use stratum_host::sockopt::set_int;
+use stratum_proto::client::numbered_transmit;
+use stratum_proto::packet::HEADER_LEN;
+use stratum_proto::NtpTimestamp;
+
+use crate::config::LoadConfig;
+use crate::engine::book::{Pacer, SendBook, BATCH, REQUEST};
+use crate::engine::socket::{open_socket, socket_drops, DRAIN};
+use crate::outcome::LoadOutcome;
+use crate::pin::pin_to;
+use crate::report::LoadReport;
+
+/// XORed into the nonce of the receive field: an origin with it marks an interleaved reply.
+const MARK: u32 = 0x8000_0000;
+const RECV_LEN: usize = 512;
+/// Room for one SCM_TIMESTAMPNS control message (and slack).
+const CONTROL_LEN: usize = 64;
+/// The calibration run: a low rate, one socket (64 chains), half a second.
+const CALIBRATION_RATE: u64 = 2_000;
+const CALIBRATION: Duration = Duration::from_millis(500);
+
+const ORIGIN_AT: usize = 24;
+const RECEIVE_AT: usize = 32;
+const TRANSMIT_AT: usize = 40;
+
+/// What a chain remembers of its latest reply.
+#[derive(Clone, Copy)]
+struct Last {
+    /// The reply's receive timestamp as the server sent it: the next request's origin.
+    server_rx: NtpTimestamp,
+    /// Our kernel receive stamp of it.
+    our_rx: NtpTimestamp,
+}
+
+#[derive(Clone, Copy)]
+struct Chain {
+    /// The chain's latest request.
+    sent_seq: u64,
+    /// The reply the latest request quotes (interleaved), whose true T3 its reply brings.
+    quoted: Option<Last>,
+    /// The latest reply, not yet quoted.
+    last: Option<Last>,
+}
+
+/// min, mean and quantiles of a signed error in nanoseconds: magnitudes of the negative ones
+/// and of the others in two histograms (3 significant digits each, so a few nanoseconds near 0).
+#[derive(Clone, Debug)]
+struct ErrorStats {
+    negative: Histogram<u64>,
+    positive: Histogram<u64>,
+    sum: i128,
+    min: i64,
+}
+
+impl ErrorStats {
+    fn new() -> Self {
+        let h = || Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds");
+        Self { negative: h(), positive: h(), sum: 0, min: i64::MAX }
+    }
+
+    fn record(&mut self, ns: i64) {
+        if ns < 0 {
+            self.negative.saturating_record(ns.unsigned_abs());
+        } else {
+            // Shifted by one: the histogram starts at 1.
+            self.positive.saturating_record(ns as u64 + 1);
+        }
+        self.sum += i128::from(ns);
+        self.min = self.min.min(ns);
+    }
+
+    fn len(&self) -> u64 {
+        self.negative.len() + self.positive.len()
+    }
+
+    /// The error at `q` (0..=1) of the sorted samples.
+    fn quantile(&self, q: f64) -> i64 {
+        let (n, k) = (self.len(), self.negative.len());
+        let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
+        if rank <= k {
+            // The rank-th smallest error is the (k - rank + 1)-th smallest negative magnitude's negation.
+            -(self.negative.value_at_quantile((k - rank + 1) as f64 / k as f64) as i64)
+        } else {
+            let p = self.positive.len();
+            self.positive.value_at_quantile((rank - k) as f64 / p as f64) as i64 - 1
+        }
+    }
+
+    fn summary(&self) -> ErrorSummary {
+        let n = self.len();
+        if n == 0 {
+            return ErrorSummary::default();
+        }
+        ErrorSummary {
+            samples: n,
+            min_ns: self.min,
+            mean_ns: (self.sum / i128::from(n)) as i64,
+            p50_ns: self.quantile(0.5),
+            p99_ns: self.quantile(0.99),
+        }
+    }
+}
+
+/// One T3 error's figures, in nanoseconds (all 0 without samples).
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ErrorSummary {
+    pub samples: u64,
+    pub min_ns: i64,
+    pub mean_ns: i64,
+    pub p50_ns: i64,
+    pub p99_ns: i64,
+}
+
+/// What `--interleaved` adds to a step's report.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct InterleavedReport {
+    pub offered_rate: u64,
+    /// The empty link's one-way delay subtracted (from [`calibrate`]).
+    pub one_way_delay_ns: i64,
+    pub requests_interleaved: u64,
+    pub replies_valid: u64,
+    pub replies_interleaved: u64,
+    /// Interleaved replies as a share of the valid ones.
+    pub interleaved_pct: f64,
+    /// Our receive stamp of a reply minus its true T3 (brought by the interleaved reply after
+    /// it), minus the one-way delay.
+    pub interleaved_error: ErrorSummary,
+    /// The same with a basic reply's own T3.
+    pub basic_error: ErrorSummary,
+}
+
+impl InterleavedReport {
+    pub fn to_text(&self) -> String {
+        let e = |s: &ErrorSummary| {
+            format!(
+                "min {} ns, mean {} ns, p50 {} ns, p99 {} ns ({} samples)",
+                s.min_ns, s.mean_ns, s.p50_ns, s.p99_ns, s.samples
+            )
+        };
+        format!(
+            "interleaved      {} of {} valid replies ({:.1} %), {} requests interleaved\n\
+             one-way delay    {} ns (empty link, subtracted)\n\
+             T3 error (xleave) {}\n\
+             T3 error (basic)  {}\n",
+            self.replies_interleaved,
+            self.replies_valid,
+            self.interleaved_pct,
+            self.requests_interleaved,
+            self.one_way_delay_ns,
+            e(&self.interleaved_error),
+            e(&self.basic_error),
+        )
+    }
+}
+
+/// 64 receive buffers with their iovecs, control buffers and mmsghdrs (pointing into the other
+/// vectors' heap storage, never reallocated).
+struct RxBatch {
+    buffers: Vec<[u8; RECV_LEN]>,
+    control: Vec<[u64; CONTROL_LEN / 8]>,
+    iov: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+}
+
+impl RxBatch {
+    fn new() -> Self {
+        let (iov, headers) = (zeroed_vec(BATCH), zeroed_vec(BATCH));
+        let mut b =
+            Self { buffers: vec![[0; RECV_LEN]; BATCH], control: vec![[0; CONTROL_LEN / 8]; BATCH], iov, headers };
+        for i in 0..BATCH {
+            b.iov[i].iov_base = b.buffers[i].as_mut_ptr().cast();
+            b.iov[i].iov_len = RECV_LEN;
+            b.headers[i].msg_hdr.msg_iov = &mut b.iov[i];
+            b.headers[i].msg_hdr.msg_iovlen = 1;
+        }
+        b
+    }
+
+    fn receive(&mut self, fd: RawFd) -> io::Result<usize> {
+        for (h, c) in self.headers.iter_mut().zip(&mut self.control) {
+            h.msg_hdr.msg_flags = 0;
+            h.msg_hdr.msg_control = c.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = CONTROL_LEN as _;
+            h.msg_len = 0;
+        }
+        // SAFETY: every header points at an iovec, buffer and control buffer owned by `self`,
+        // with their lengths; nothing is moved while the call runs.
+        match unsafe { mmsg::receive(fd, &mut self.headers, libc::MSG_DONTWAIT) } {
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => Ok(0),
+            received => received,
+        }
+    }
+
+    /// The kernel's receive stamp of datagram `i` (SCM_TIMESTAMPNS), if it came with one.
+    fn stamp(&self, i: usize) -> Option<NtpTimestamp> {
+        let hdr = &self.headers[i].msg_hdr;
+        // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
+        // msg_controllen; the timespec is read unaligned.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(hdr);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    return Some(from_timespec(ts.tv_sec as i64, ts.tv_nsec as i64));
+                }
+                c = libc::CMSG_NXTHDR(hdr, c);
+            }
+        }
+        None
+    }
+}
+
+struct Generator {
+    sockets: Vec<Socket>,
+    poll_fds: Vec<libc::pollfd>,
+    tx_buffers: Vec<[u8; HEADER_LEN]>,
+    tx_iov: Vec<libc::iovec>,
+    tx_headers: Vec<libc::mmsghdr>,
+    rx: RxBatch,
+    book: SendBook,
+    chains: Vec<Chain>,
+    start: Instant,
+    one_way_ns: i64,
+    requests_interleaved: u64,
+    replies_interleaved: u64,
+    interleaved_error: ErrorStats,
+    basic_error: ErrorStats,
+}
+
+impl Generator {
+    fn new(config: &LoadConfig, one_way_ns: i64) -> anyhow::Result<Self> {
+        pin_to(config.core())?;
+        let sockets = (0..config.sockets)
+            .map(|_| {
+                let s = open_socket(config.target)?;
+                set_int(&s, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).context("SO_TIMESTAMPNS")?;
+                Ok(s)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .context("cannot open the client sockets")?;
+        let poll_fds =
+            sockets.iter().map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+        let (tx_iov, tx_headers) = (zeroed_vec(BATCH), zeroed_vec(BATCH));
+        let mut g = Self {
+            sockets,
+            poll_fds,
+            tx_buffers: vec![REQUEST; BATCH],
+            tx_iov,
+            tx_headers,
+            rx: RxBatch::new(),
+            book: SendBook::new(),
+            chains: vec![Chain { sent_seq: u64::MAX, quoted: None, last: None }; BATCH * config.sockets],
+            start: Instant::now(),
+            one_way_ns,
+            requests_interleaved: 0,
+            replies_interleaved: 0,
+            interleaved_error: ErrorStats::new(),
+            basic_error: ErrorStats::new(),
+        };
+        for i in 0..BATCH {
+            g.tx_iov[i].iov_base = g.tx_buffers[i].as_mut_ptr().cast();
+            g.tx_iov[i].iov_len = HEADER_LEN;
+            g.tx_headers[i].msg_hdr.msg_iov = &mut g.tx_iov[i];
+            g.tx_headers[i].msg_hdr.msg_iovlen = 1;
+        }
+        Ok(g)
+    }
+
+    fn send_batch(&mut self, socket: usize) -> io::Result<()> {
+        let base = self.book.next_seq();
+        let nonce = self.book.nonce();
+        let n_chains = self.chains.len() as u64;
+        for (i, buf) in self.tx_buffers.iter_mut().enumerate() {
+            let seq = base + i as u64;
+            let chain = &mut self.chains[(seq % n_chains) as usize];
+            chain.sent_seq = seq;
+            chain.quoted = chain.last.take();
+            let (origin, receive) = match chain.quoted {
+                Some(last) => {
+                    self.requests_interleaved += 1;
+                    (last.server_rx, numbered_transmit(nonce ^ MARK, seq as u32))
+                }
+                None => (NtpTimestamp::ZERO, NtpTimestamp::ZERO),
+            };
+            buf[ORIGIN_AT..RECEIVE_AT].copy_from_slice(&origin.to_be_bytes());
+            buf[RECEIVE_AT..TRANSMIT_AT].copy_from_slice(&receive.to_be_bytes());
+            buf[TRANSMIT_AT..HEADER_LEN].copy_from_slice(&self.book.transmit_bytes(seq));
+        }
+        self.book.start_batch(self.start.elapsed().as_nanos() as u64, now_ntp());
+        let fd = self.sockets[socket].as_raw_fd();
+        // SAFETY: every header points at a buffer and iovec owned by `self` (set up in `new`,
+        // never moved); the socket is connected.
+        let n = match unsafe { mmsg::send(fd, &mut self.tx_headers, libc::MSG_DONTWAIT) } {
+            Err(e) if mmsg::is_would_block(&e) || e.raw_os_error() == Some(libc::ECONNREFUSED) => 0,
+            sent => sent?,
+        };
+        self.book.sent(n);
+        Ok(())
+    }
+
+    fn receive_ready(&mut self, timeout: Duration) -> io::Result<()> {
+        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as _ };
+        // SAFETY: poll_fds is a live array of the length passed; `ts` outlives the call.
+        let ready = unsafe {
+            libc::ppoll(self.poll_fds.as_mut_ptr(), self.poll_fds.len() as libc::nfds_t, &ts, std::ptr::null())
+        };
+        if ready < 0 {
+            let e = io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::EINTR) { Ok(()) } else { Err(e) };
+        }
+        for s in 0..self.poll_fds.len() {
+            if ready == 0 || self.poll_fds[s].revents == 0 {
+                continue;
+            }
+            let fd = self.poll_fds[s].fd;
+            loop {
+                let n = self.rx.receive(fd)?;
+                let now_ns = self.start.elapsed().as_nanos() as u64;
+                let now = now_ntp();
+                for i in 0..n {
+                    self.check_reply(i, now_ns, now);
+                }
+                if n < BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_reply(&mut self, i: usize, now_ns: u64, now: NtpTimestamp) {
+        let h = &self.rx.headers[i];
+        let len = h.msg_len as usize;
+        if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len != HEADER_LEN {
+            self.book.reply(Err(crate::counts::Invalid::Length), now_ns, now);
+            return;
+        }
+        let stamp = self.rx.stamp(i).unwrap_or(now);
+        let mut p = [0u8; HEADER_LEN];
+        p.copy_from_slice(&self.rx.buffers[i][..HEADER_LEN]);
+        let nonce = self.book.nonce();
+        let origin = NtpTimestamp::from_be_bytes(p[ORIGIN_AT..RECEIVE_AT].try_into().expect("8 bytes"));
+        let interleaved = origin.seconds() == nonce ^ MARK;
+        let valid_before = self.book.counts.valid;
+        if interleaved {
+            // The book matches by our transmit field's number: put it back.
+            p[ORIGIN_AT..ORIGIN_AT + 4].copy_from_slice(&nonce.to_be_bytes());
+            self.book.reply_interleaved(&p, now_ns, now);
+        } else {
+            self.book.reply(Ok(&p), now_ns, now);
+        }
+        if self.book.counts.valid == valid_before {
+            return;
+        }
+        let seq = u64::from(origin.fraction());
+        let server_rx = NtpTimestamp::from_be_bytes(p[RECEIVE_AT..TRANSMIT_AT].try_into().expect("8 bytes"));
+        let t3 = NtpTimestamp::from_be_bytes(p[TRANSMIT_AT..HEADER_LEN].try_into().expect("8 bytes"));
+        let n_chains = self.chains.len() as u64;
+        let chain = &mut self.chains[(seq % n_chains) as usize];
+        if interleaved {
+            self.replies_interleaved += 1;
+            if let Some(quoted) = chain.quoted.filter(|_| chain.sent_seq == seq) {
+                self.interleaved_error.record(quoted.our_rx.since(t3).to_nanos() - self.one_way_ns);
+            }
+        } else {
+            self.basic_error.record(stamp.since(t3).to_nanos() - self.one_way_ns);
+        }
+        if chain.sent_seq == seq {
+            chain.quoted = None;
+            chain.last = Some(Last { server_rx, our_rx: stamp });
+        }
+    }
+
+    fn report(&self, offered_rate: u64) -> InterleavedReport {
+        let valid = self.book.counts.valid;
+        InterleavedReport {
+            offered_rate,
+            one_way_delay_ns: self.one_way_ns,
+            requests_interleaved: self.requests_interleaved,
+            replies_valid: valid,
+            replies_interleaved: self.replies_interleaved,
+            interleaved_pct: if valid == 0 { 0.0 } else { 100.0 * self.replies_interleaved as f64 / valid as f64 },
+            interleaved_error: self.interleaved_error.summary(),
+            basic_error: self.basic_error.summary(),
+        }
+    }
+}
+
+/// Runs one interleaved load step (one generator thread; `config.cores` at most one core),
+/// subtracting `one_way_ns` from every error.
+pub fn run_step(config: &LoadConfig, one_way_ns: i64) -> anyhow::Result<(LoadReport, InterleavedReport)> {
+    anyhow::ensure!(config.threads() == 1, "--interleaved runs one generator thread: give at most one core");
+    let port = config.target.port();
+    let server_drops_before = config.target.ip().is_loopback().then(|| socket_drops(&[port]));
+    let mut g = Generator::new(config, one_way_ns)?;
+    let local_ports: Vec<u16> =
+        g.sockets.iter().filter_map(|s| s.local_addr().ok()?.as_socket()).map(|a| a.port()).collect();
+    let pacer = Pacer::new(config.rate);
+    g.start = Instant::now();
+    let end = g.start + config.duration;
+    let mut batch_no: u64 = 0;
+    loop {
+        let now = Instant::now();
+        if now >= end || g.book.exhausted() || g.book.next_seq() + BATCH as u64 > u64::from(u32::MAX >> 1) {
+            break;
+        }
+        let due = g.start + pacer.due(batch_no);
+        if now >= due {
+            g.send_batch(batch_no as usize % config.sockets)?;
+            batch_no += 1;
+            g.receive_ready(Duration::ZERO)?;
+        } else {
+            g.receive_ready((due - now).min(end - now))?;
+        }
+    }
+    let send_elapsed = g.start.elapsed();
+    let drain_end = Instant::now() + DRAIN;
+    loop {
+        let now = Instant::now();
+        if now >= drain_end || g.book.all_answered() {
+            break;
+        }
+        g.receive_ready((drain_end - now).min(Duration::from_millis(5)))?;
+    }
+    let il = g.report(config.rate);
+    let mut outcome: LoadOutcome = g.book.finish(send_elapsed, socket_drops(&local_ports));
+    outcome.server_socket_drops = server_drops_before.map(|before| socket_drops(&[port]).saturating_sub(before));
+    Ok((LoadReport::new(config, "socket", &outcome), il))
+}
+
+/// The one-way delay of the empty link, in nanoseconds: the least difference between our receive
+/// stamp of a reply and its true T3 over a short interleaved run at a low rate from one socket.
+pub fn calibrate(config: &LoadConfig) -> anyhow::Result<i64> {
+    let quiet = LoadConfig { rate: CALIBRATION_RATE, duration: CALIBRATION, sockets: 1, ..config.clone() };
+    let (_, il) = run_step(&quiet, 0)?;
+    anyhow::ensure!(
+        il.interleaved_error.samples > 0,
+        "calibration: no interleaved reply from {} in {} valid replies (does it serve interleaved mode?)",
+        config.target,
+        il.replies_valid
+    );
+    Ok(il.interleaved_error.min_ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_keep_their_sign() {
+        let mut e = ErrorStats::new();
+        assert_eq!(e.summary(), ErrorSummary::default());
+        for ns in [-300, 100, 200, 1_000] {
+            e.record(ns);
+        }
+        let s = e.summary();
+        assert_eq!((s.samples, s.min_ns, s.mean_ns), (4, -300, 250));
+        assert!(s.p99_ns.abs_diff(1_000) <= 1 && s.p50_ns.abs_diff(100) <= 1, "{s:?}");
+        // Mostly negative: the median is among them, the quantiles ordered.
+        let mut m = ErrorStats::new();
+        for ns in (-100..0).chain([0, 5, 50]) {
+            m.record(ns);
+        }
+        let s = m.summary();
+        assert_eq!((s.samples, s.min_ns), (103, -100));
+        assert!(s.p50_ns.abs_diff(-49) <= 1 && s.p99_ns.abs_diff(5) <= 1, "{s:?}");
+        assert!(m.quantile(0.0).abs_diff(-100) <= 1 && m.quantile(1.0).abs_diff(50) <= 1);
+    }
+}
+
+/// `load --interleaved` and `load --ramp ... --interleaved`.
+pub mod cli {
+    use std::io::Write;
+
+    use serde::Serialize;
+
+    use super::{calibrate, run_step, InterleavedReport};
+    use crate::cli::{judged, Engine, LoadArgs};
+    use crate::config::LoadConfig;
+    use crate::ramp::{self, RampConfig, RampReport, StepResult};
+    use crate::report::LoadReport;
+    use crate::verdict;
+
+    #[derive(Serialize)]
+    struct LoadJson<'a> {
+        #[serde(flatten)]
+        load: &'a LoadReport,
+        interleaved: &'a InterleavedReport,
+    }
+
+    #[derive(Serialize)]
+    struct RampJson<'a> {
+        #[serde(flatten)]
+        ramp: &'a RampReport,
+        /// One per try, in the order run.
+        interleaved: &'a [InterleavedReport],
+    }
+
+    fn socket_only(a: &LoadArgs) -> anyhow::Result<()> {
+        anyhow::ensure!(a.engine == Engine::Socket, "--interleaved is implemented for --engine socket only");
+        Ok(())
+    }
+
+    pub fn run_load(a: &LoadArgs, config: &LoadConfig, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
+        socket_only(a)?;
+        let one_way = calibrate(config)?;
+        let (report, il) = run_step(config, one_way)?;
+        let text = if a.json {
+            serde_json::to_string(&LoadJson { load: &report, interleaved: &il })? + "\n"
+        } else {
+            report.to_text() + &il.to_text()
+        };
+        out.write_all(text.as_bytes())?;
+        Ok(judged(verdict::judge_load(&report, a.accept()), err))
+    }
+
+    pub fn run_ramp(
+        a: &LoadArgs,
+        config: &RampConfig,
+        progress: impl FnMut(&StepResult),
+    ) -> anyhow::Result<(String, RampReport)> {
+        socket_only(a)?;
+        let one_way = calibrate(&config.step)?;
+        let mut tries: Vec<InterleavedReport> = Vec::new();
+        let report = ramp::run_with(
+            config,
+            "socket",
+            |step| {
+                let (report, il) = run_step(step, one_way)?;
+                tries.push(il);
+                Ok(report)
+            },
+            progress,
+        )?;
+        if let Some(path) = &a.plot {
+            crate::plot::write(&report, path)?;
+        }
+        let text = if a.json {
+            serde_json::to_string(&RampJson { ramp: &report, interleaved: &tries })? + "\n"
+        } else {
+            let mut t = report.to_text();
+            t += &format!("interleaved, per try (one-way delay {one_way} ns subtracted):\n");
+            t += "  offered/s  interleaved %  xleave T3 error min/mean/p99 ns  basic T3 error min/mean/p99 ns\n";
+            for il in &tries {
+                let (x, b) = (&il.interleaved_error, &il.basic_error);
+                t += &format!(
+                    "  {:>9}  {:>13.1}  {:>9}/{:>7}/{:>9}  {:>9}/{:>7}/{:>9}\n",
+                    il.offered_rate, il.interleaved_pct, x.min_ns, x.mean_ns, x.p99_ns, b.min_ns, b.mean_ns, b.p99_ns
+                );
+            }
+            t
+        };
+        Ok((text, report))
+    }
+}
