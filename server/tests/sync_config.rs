@@ -1,8 +1,11 @@
 //! `source = "sync"` configurations through `--check-config` (issue #20): every bad upstream,
 //! pool or leap-seconds entry is refused with one line naming its file, line and key; the good
-//! ones, and the shipped example, pass.
+//! ones, and the shipped example, pass. One test runs two stratumd on loopback: a pool's
+//! servers inherit its selection options.
 
 mod common;
+
+use std::time::Duration;
 
 use common::*;
 
@@ -166,4 +169,47 @@ fn a_leap_seconds_file_with_a_bad_hash_is_refused() {
     let path = dir.path().join("leap-seconds.list");
     std::fs::write(&path, tampered).unwrap();
     assert_refused(&sync(&format!("leap-seconds = \"{}\"", path.display()), UPSTREAM), 7, "clock.leap-seconds", "");
+}
+
+/// A `[[pool]]`'s options reach the servers its name resolves to: with `noselect` the pool's
+/// server (a stratumd on loopback) is polled and reachable but never selected, so the client
+/// stays unsynchronised; the same pool without it is selected. No root needed.
+#[test]
+fn a_pools_servers_inherit_its_noselect() {
+    let upstream_port = free_port();
+    let mut upstream = Server::start(
+        &config(&[format!("127.0.0.1:{upstream_port}")], 1, "source = \"local\"\nstratum = 1"),
+        upstream_port,
+    );
+    for (noselect, selected) in [(true, false), (false, true)] {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let control = dir.path().join("control.sock");
+        let text = format!(
+            "{}\n[[pool]]\nname = \"127.0.0.1:{upstream_port}\"\niburst = true\nminpoll = -1\nmaxpoll = -1\n\
+             noselect = {noselect}\n\n[control]\nsocket = \"{}\"\n",
+            config(&[format!("127.0.0.1:{port}")], 1, "source = \"sync\""),
+            control.display()
+        );
+        let mut client = Server::start(&text, port);
+        let what = format!("the pool's server reached (noselect = {noselect})");
+        let sources = wait_for(Duration::from_secs(10), &what, &control, "sources", |s| {
+            s["sources"][0]["reach"].as_str().is_some_and(|r| r.len() >= 2)
+        });
+        if selected {
+            wait_for(Duration::from_secs(10), "selected without noselect", &control, "tracking", |t| {
+                t["synchronized"] == true
+            });
+        } else {
+            // Four more polls (0.5 s apart): reachable all along, never selected.
+            std::thread::sleep(Duration::from_secs(2));
+            let sources = ctl_json(&control, &["sources"]).expect("stratumctl sources");
+            assert_eq!(sources["sources"][0]["state"], "unselectable", "{sources}");
+            let tracking = ctl_json(&control, &["tracking"]).expect("stratumctl tracking");
+            assert_eq!(tracking["synchronized"], false, "{tracking}\n{sources}");
+        }
+        eprintln!("noselect = {noselect}: {sources}");
+        client.stop();
+    }
+    upstream.stop();
 }
