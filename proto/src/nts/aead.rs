@@ -6,11 +6,10 @@
 //! detached (the 16-byte SIV tag first, as RFC 5297 lays it out and NTS carries it), with no
 //! allocation; the nonce is always the caller's (proto reads no randomness).
 
-use aes_siv::siv::Aes128Siv;
-use aes_siv::KeyInit;
+use super::siv;
 
 /// RFC 5297's synthetic IV, which is also the tag: it precedes the ciphertext.
-pub const TAG_LEN: usize = 16;
+pub const TAG_LEN: usize = siv::TAG_LEN;
 
 /// IANA's AEAD algorithm numbers (RFC 5116 registry), as the NTS-KE record carries them.
 pub const AEAD_AES_SIV_CMAC_256: u16 = 15;
@@ -41,33 +40,21 @@ impl Aead for AesSivCmac256 {
     const KEY_LEN: usize = 32;
 
     fn seal(key: &[u8], nonce: &[u8], ad: &[u8], buf: &mut [u8]) -> bool {
-        let (Ok(mut cipher), Some((tag, text))) =
-            (Aes128Siv::new_from_slice(key), buf.split_first_chunk_mut::<TAG_LEN>())
-        else {
-            return false;
-        };
-        match cipher.encrypt_in_place_detached([ad, nonce], text) {
-            Ok(siv) => {
-                tag.copy_from_slice(&siv);
-                true
-            }
-            Err(_) => false,
-        }
+        let Ok(key) = key.try_into() else { return false };
+        siv::seal(key, ad, nonce, buf)
     }
 
     fn open(key: &[u8], nonce: &[u8], ad: &[u8], buf: &mut [u8]) -> bool {
-        let (Ok(mut cipher), Some((tag, text))) =
-            (Aes128Siv::new_from_slice(key), buf.split_first_chunk_mut::<TAG_LEN>())
-        else {
-            return false;
-        };
-        cipher.decrypt_in_place_detached([ad, nonce], text, (&*tag).into()).is_ok()
+        let Ok(key) = key.try_into() else { return false };
+        siv::open(key, ad, nonce, buf)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aes_siv::siv::Aes128Siv;
+    use aes_siv::KeyInit;
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()

@@ -9,7 +9,8 @@
 
 use core::fmt;
 
-use super::aead::{Aead, AesSivCmac256, TAG_LEN};
+use super::aead::TAG_LEN;
+use super::siv::SivKey;
 
 /// Length of a master key (AEAD_AES_SIV_CMAC_256's).
 pub const MASTER_KEY_LEN: usize = 32;
@@ -52,42 +53,63 @@ impl fmt::Debug for MasterKey {
 impl MasterKey {
     /// Seals `keys` into `out` with `nonce` (fresh random bytes for every cookie).
     pub fn seal(&self, keys: &ClientKeys, nonce: &[u8; NONCE_LEN], out: &mut [u8; COOKIE_LEN]) -> bool {
-        let id = self.id.to_be_bytes();
-        out[..4].copy_from_slice(&id);
-        out[4..4 + NONCE_LEN].copy_from_slice(nonce);
-        let sealed = &mut out[4 + NONCE_LEN..];
-        let plaintext = &mut sealed[TAG_LEN..];
-        plaintext[..2].copy_from_slice(&keys.algorithm.to_be_bytes());
-        plaintext[2..4].fill(0);
-        plaintext[4..4 + MAX_KEY_LEN].copy_from_slice(&keys.c2s);
-        plaintext[4 + MAX_KEY_LEN..].copy_from_slice(&keys.s2c);
-        AesSivCmac256::seal(&self.key, nonce, &id, sealed)
-    }
-
-    /// Opens a cookie sealed by this key; `None` if it was not, or was changed.
-    fn open(&self, cookie: &[u8]) -> Option<ClientKeys> {
-        let cookie: &[u8; COOKIE_LEN] = cookie.try_into().ok()?;
-        let (id, rest) = cookie.split_at(4);
-        let (nonce, sealed) = rest.split_at(NONCE_LEN);
-        let mut buf = [0u8; TAG_LEN + PLAINTEXT_LEN];
-        buf.copy_from_slice(sealed);
-        if !AesSivCmac256::open(&self.key, nonce, id, &mut buf) {
-            return None;
-        }
-        let plaintext = &buf[TAG_LEN..];
-        let algorithm = u16::from_be_bytes([plaintext[0], plaintext[1]]);
-        let mut keys = ClientKeys { algorithm, c2s: [0; MAX_KEY_LEN], s2c: [0; MAX_KEY_LEN] };
-        keys.c2s.copy_from_slice(&plaintext[4..4 + MAX_KEY_LEN]);
-        keys.s2c.copy_from_slice(&plaintext[4 + MAX_KEY_LEN..]);
-        Some(keys)
+        seal_with(self.id, &SivKey::new(&self.key), keys, nonce, out)
     }
 }
 
+fn seal_with(id: u32, key: &SivKey, keys: &ClientKeys, nonce: &[u8; NONCE_LEN], out: &mut [u8; COOKIE_LEN]) -> bool {
+    let id = id.to_be_bytes();
+    out[..4].copy_from_slice(&id);
+    out[4..4 + NONCE_LEN].copy_from_slice(nonce);
+    let sealed = &mut out[4 + NONCE_LEN..];
+    let plaintext = &mut sealed[TAG_LEN..];
+    plaintext[..2].copy_from_slice(&keys.algorithm.to_be_bytes());
+    plaintext[2..4].fill(0);
+    plaintext[4..4 + MAX_KEY_LEN].copy_from_slice(&keys.c2s);
+    plaintext[4 + MAX_KEY_LEN..].copy_from_slice(&keys.s2c);
+    key.seal(&id, nonce, sealed)
+}
+
+/// Opens a cookie sealed with `key`; `None` if it was not, or was changed.
+fn open_with(key: &SivKey, cookie: &[u8]) -> Option<ClientKeys> {
+    let cookie: &[u8; COOKIE_LEN] = cookie.try_into().ok()?;
+    let (id, rest) = cookie.split_at(4);
+    let (nonce, sealed) = rest.split_at(NONCE_LEN);
+    let mut buf = [0u8; TAG_LEN + PLAINTEXT_LEN];
+    buf.copy_from_slice(sealed);
+    if !key.open(id, nonce, &mut buf) {
+        return None;
+    }
+    let plaintext = &buf[TAG_LEN..];
+    let algorithm = u16::from_be_bytes([plaintext[0], plaintext[1]]);
+    let mut keys = ClientKeys { algorithm, c2s: [0; MAX_KEY_LEN], s2c: [0; MAX_KEY_LEN] };
+    keys.c2s.copy_from_slice(&plaintext[4..4 + MAX_KEY_LEN]);
+    keys.s2c.copy_from_slice(&plaintext[4 + MAX_KEY_LEN..]);
+    Some(keys)
+}
+
 /// The master keys in use, newest first, at most `keep` of them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct KeySet {
     keys: Vec<MasterKey>,
+    /// Each key prepared once (key schedules, CMAC subkeys), in `keys`' order: a request's
+    /// cookie is opened and its fresh ones sealed without any key setup.
+    prepared: Vec<SivKey>,
     keep: usize,
+}
+
+impl PartialEq for KeySet {
+    fn eq(&self, other: &Self) -> bool {
+        self.keys == other.keys && self.keep == other.keep
+    }
+}
+
+impl Eq for KeySet {}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySet").field("keys", &self.keys).field("keep", &self.keep).finish()
+    }
 }
 
 /// A key file line the parser refused.
@@ -107,7 +129,12 @@ impl fmt::Display for KeySetError {
 impl KeySet {
     /// A set holding `first` alone, keeping at most `keep` (at least 1) keys across rotations.
     pub fn new(first: MasterKey, keep: usize) -> Self {
-        Self { keys: vec![first], keep: keep.max(1) }
+        Self::from_keys(vec![first], keep.max(1))
+    }
+
+    fn from_keys(keys: Vec<MasterKey>, keep: usize) -> Self {
+        let prepared = keys.iter().map(|k| SivKey::new(&k.key)).collect();
+        Self { keys, prepared, keep }
     }
 
     /// The key new cookies are sealed with.
@@ -127,20 +154,23 @@ impl KeySet {
     /// forgotten, and with it every cookie it sealed.
     pub fn rotate(&mut self, key: [u8; MASTER_KEY_LEN]) {
         let id = self.keys[0].id.wrapping_add(1);
+        self.prepared.insert(0, SivKey::new(&key));
         self.keys.insert(0, MasterKey { id, key });
         self.keys.truncate(self.keep);
+        self.prepared.truncate(self.keep);
     }
 
     /// Seals a cookie for `keys` with the current key.
     pub fn seal(&self, keys: &ClientKeys, nonce: &[u8; NONCE_LEN], out: &mut [u8; COOKIE_LEN]) -> bool {
-        self.current().seal(keys, nonce, out)
+        seal_with(self.keys[0].id, &self.prepared[0], keys, nonce, out)
     }
 
     /// Opens a cookie sealed by any key still held; `None` for an unknown key id (rotated away,
     /// or another fleet's), a changed cookie or a wrong length.
     pub fn open(&self, cookie: &[u8]) -> Option<ClientKeys> {
         let id = u32::from_be_bytes(cookie.get(..4)?.try_into().ok()?);
-        self.keys.iter().find(|k| k.id == id)?.open(cookie)
+        let i = self.keys.iter().position(|k| k.id == id)?;
+        open_with(&self.prepared[i], cookie)
     }
 
     /// The key file: one `ID HEX` line per key, newest first.
@@ -186,12 +216,13 @@ impl KeySet {
         }
         let keep = keep.max(1);
         keys.truncate(keep);
-        Ok(Self { keys, keep })
+        Ok(Self::from_keys(keys, keep))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::aead::{Aead, AesSivCmac256};
     use super::*;
 
     fn client() -> ClientKeys {

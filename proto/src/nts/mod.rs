@@ -11,6 +11,7 @@ pub mod cookie;
 pub mod ef;
 pub mod ke;
 pub mod server;
+pub mod siv;
 
 pub use aead::{Aead, AesSivCmac256, AEAD_AES_SIV_CMAC_256, TAG_LEN};
 pub use cookie::{ClientKeys, KeySet, KeySetError, MasterKey, COOKIE_LEN, MASTER_KEY_LEN};
