@@ -1,0 +1,10 @@
+# usage: table.sh NAME TARGET  (server already running in ils)
+B=/work/main/target/release/stratum-bench
+NAME=$1; T=$2
+cap=$(ip netns exec ilc $B load --target $T --i-own-this-target --interleaved --ramp 10000,1.5,1 --max-steps 10 --tries 2 --refine 0 --sockets 4 --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["sustainable_rate"])')
+echo "$NAME capacity $cap" >&2
+for pct in 1 10 25 50 80; do
+  r=$((cap*pct/100)); [ $pct = 1 ] && r=1000; s=$((r/2000)); [ $s -lt 1 ] && s=1; [ $s -gt 16 ] && s=16
+  ip netns exec ilc $B load --target $T --i-own-this-target --interleaved --rate $r --duration 2 --sockets $s --json 2>/dev/null \
+   | python3 -c "import json,sys; v=json.load(sys.stdin); i=v['interleaved']; x=i['interleaved_error']; b=i['basic_error']; print('|$NAME|$cap|%d|$s|%.3f|%.1f|%d|%d|%d|%d|%d|%d|%d|%d|' % (v['offered_rate'], v['loss_pct'], i['interleaved_pct'], i['one_way_delay_ns'], x['min_ns'], x['mean_ns'], x['p99_ns'], x['samples'], b['min_ns'], b['mean_ns'], b['p99_ns']))"
+done
