@@ -228,6 +228,11 @@ fn ntpq_reads_a_synchronised_stratumd_and_other_sources_get_nothing() {
     let unreach: u32 = var(&peer, "unreach").unwrap_or_else(|| panic!("{peer}{err}")).parse().unwrap();
     assert!(unreach <= 1, "{peer}");
     assert_eq!(var(&peer, "dstadr").as_deref(), Some(SERVER), "{peer}");
+    // ntpq -c opeers prints dstadr as its `local` column.
+    let (opeers, err) = Lab::ntpq(&lab.server, "127.0.0.1", &["-c", "opeers"]);
+    eprintln!("ntpq -c opeers:\n{opeers}{err}");
+    let line = opeers.lines().find(|l| l.starts_with('*')).unwrap_or_else(|| panic!("{opeers}{err}"));
+    assert_eq!(line[1..].split_whitespace().nth(1), Some(SERVER), "local: {line}");
 
     // as: one association, reachable, the system peer.
     let (assoc, err) = Lab::ntpq(&lab.server, "127.0.0.1", &["-c", "as"]);
