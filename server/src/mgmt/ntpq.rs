@@ -352,7 +352,8 @@ fn peer_vars(index: usize, row: &crate::sync::upstream::SourceRow) -> PeerVars {
         srcadr: row.address.ip(),
         srcport: row.address.port(),
         srchost: Some(row.name.clone()),
-        dstadr: row.local,
+        // A refclock's is loopback, as ntpd gives its refclocks.
+        dstadr: row.local.or(row.refclock.as_ref().map(|_| IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))),
         leap: s.leap.map(|l| l.to_bits()),
         stratum: s.stratum.or(s.refclock.map(|_| 0)),
         precision: s.upstream_precision,
@@ -408,6 +409,29 @@ mod tests {
         assert_eq!(handoff.counters.queue_full.load(Ordering::Relaxed), 3);
         let q = rx.try_recv().unwrap();
         assert_eq!((&q.buf[..q.len], q.client, q.socket), (&readvar()[..], me, 1));
+    }
+
+    #[test]
+    fn peer_variables_carry_unreach_and_dstadr() {
+        use stratum_proto::sync::{RefclockConfig, SourceConfig, SyncConfig, SyncEngine};
+        let now = NtpTimestamp::from_parts(3_980_000_000, 0);
+        let mut engine = SyncEngine::new(SyncConfig::default());
+        engine.add_source("192.0.2.10".parse().unwrap(), SourceConfig::default(), now).unwrap();
+        engine.add_refclock(RefId::from_ascii("GPS").unwrap(), RefclockConfig::default(), now).unwrap();
+        let rows: Vec<crate::sync::upstream::SourceRow> = engine
+            .sources()
+            .map(|status| crate::sync::upstream::SourceRow {
+                name: "x".into(),
+                address: "192.0.2.10:123".parse().unwrap(),
+                local: status.refclock.is_none().then(|| "192.0.2.1".parse().unwrap()),
+                status,
+                refclock: status.refclock.map(|_| crate::sync::upstream::RefclockRow::default()),
+            })
+            .collect();
+        let upstream = peer_vars(0, &rows[0]);
+        assert_eq!((upstream.dstadr, upstream.unreach), (Some("192.0.2.1".parse().unwrap()), Some(0)));
+        let refclock = peer_vars(1, &rows[1]);
+        assert_eq!(refclock.dstadr, Some("127.0.0.1".parse().unwrap()), "loopback, as ntpd's refclocks");
     }
 
     #[test]
