@@ -985,7 +985,14 @@ impl SyncEngine {
             upstream_precision: s.upstream.map(|u| u.precision),
             upstream_root_delay: s.upstream.map(|u| u.root_delay),
             upstream_root_dispersion: s.upstream.map(|u| u.root_dispersion),
-            dispersion: est.map(|e| e.dispersion),
+            // The filter keeps its dispersion referred to the chosen sample's time, which can lie
+            // before the stages it was computed from (the lowest-delay sample is often not the
+            // newest), so that figure alone may be negative; shown as of the newest sample, it is
+            // the weighted dispersion the filter computed then, as ntpd's peer dispersion is.
+            dispersion: est.map(|e| {
+                let since_chosen = s.last_sample.map_or(0.0, |l| l.time.since(e.sample.time).to_seconds_f64());
+                e.dispersion + PHI * since_chosen.max(0.0)
+            }),
             filter: s
                 .filter
                 .stages()
@@ -1033,6 +1040,46 @@ mod tests {
             let outcome = engine.handle_reply(tx.source, &reply.to_bytes(), at(now + 310e-6));
             assert!(matches!(outcome, ReplyOutcome::Sample { .. }), "{outcome:?}");
         }
+    }
+
+    #[test]
+    fn a_sources_dispersion_is_never_negative_when_its_best_sample_is_old() {
+        let mut engine = SyncEngine::new(SyncConfig::default());
+        let config = SourceConfig { minpoll: 4, maxpoll: 4, ..Default::default() };
+        let id = engine.add_source(core::net::Ipv4Addr::new(192, 0, 2, 10).into(), config, at(0.0)).unwrap();
+        let (mut now, mut replies) = (0.0, 0);
+        while now < 200.0 {
+            while let Some(tx) = engine.poll_transmit(at(now), 7) {
+                // The first reply has the lowest delay, so it stays the filter's choice while
+                // seven slower, newer ones arrive after it.
+                let one_way = if replies == 0 { 100e-6 } else { 2e-3 };
+                replies += 1;
+                let request = NtpHeader::new(&tx.packet).unwrap();
+                let t2 = at(now + one_way);
+                let reply = NtpPacket {
+                    leap: LeapIndicator::NoWarning,
+                    version: 4,
+                    mode: NtpMode::Server,
+                    stratum: 1,
+                    poll: request.poll(),
+                    precision: -20,
+                    root_delay: NtpShort::ZERO,
+                    root_dispersion: NtpShort::from_micros(50),
+                    ref_id: RefId(*b"GPS\0"),
+                    reference_timestamp: t2,
+                    origin_timestamp: request.transmit_timestamp(),
+                    receive_timestamp: t2,
+                    transmit_timestamp: t2,
+                };
+                engine.handle_reply(tx.source, &reply.to_bytes(), at(now + 2.0 * one_way));
+            }
+            engine.handle_timeout(at(now));
+            if let Some(d) = engine.source(id).and_then(|s| s.dispersion) {
+                assert!(d >= 0.0, "dispersion {d} at {now} s after {replies} replies");
+            }
+            now += 0.5;
+        }
+        assert!(replies >= 8, "{replies} replies");
     }
 
     #[test]
