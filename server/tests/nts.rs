@@ -80,6 +80,23 @@ fn nts_config(port: u16, keys: &std::path::Path) -> String {
     )
 }
 
+/// `stratumd_auth_replies_total{kind}` summed over the workers, from the /metrics on `port`.
+fn auth_replies(metrics_port: u16, kind: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).expect("/metrics");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let label = format!(",kind=\"{kind}\"}} ");
+    let n: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with("stratumd_auth_replies_total{"))
+        .filter_map(|l| l.split_once(&label).and_then(|(_, v)| v.parse().ok()))
+        .collect();
+    assert!(!n.is_empty(), "no stratumd_auth_replies_total kind {kind} in:\n{text}");
+    n.iter().sum()
+}
+
 #[test]
 fn nts_requests_get_authenticated_replies_with_fresh_cookies_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,9 +104,10 @@ fn nts_requests_get_authenticated_replies_with_fresh_cookies_across_a_restart() 
     let mut master = KeySet::new(MasterKey { id: 41, key: [0x17; 32] }, 3);
     master.rotate([0x29; 32]);
     std::fs::write(&keyfile, master.to_text()).unwrap();
-    let port = free_port();
+    let (port, metrics_port) = (free_port(), free_port());
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut server = Server::start(&nts_config(port, &keyfile), port);
+    let with_metrics = format!("{}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n", nts_config(port, &keyfile));
+    let mut server = Server::start(&with_metrics, port);
 
     let mut first = [0u8; COOKIE_LEN];
     assert!(master.seal(&client_keys(), &[1; 16], &mut first));
@@ -121,6 +139,10 @@ fn nts_requests_get_authenticated_replies_with_fresh_cookies_across_a_restart() 
     req[20] ^= 1;
     let nak = exchange(addr, &req, Duration::from_secs(2)).expect("an NTS NAK");
     assert_eq!(&nak[12..16], b"NTSN");
+    // /metrics counts them by kind: one NTS reply, two NTS NAKs, nothing signed with a key.
+    assert_eq!(auth_replies(metrics_port, "nts"), 1);
+    assert_eq!(auth_replies(metrics_port, "nts_nak"), 2);
+    assert_eq!(auth_replies(metrics_port, "mac") + auth_replies(metrics_port, "crypto_nak"), 0);
     server.stop();
 
     // Restarted with the same key file: the cookies it handed out before still work.

@@ -11,6 +11,13 @@ use stratum_proto::nts::KeySet;
 
 use super::SharedKeys;
 use crate::config::Config;
+use crate::dataplane::stats::{incr, WorkerCounters};
+
+/// Indices into [`WorkerCounters::auth`] (`AUTH_KINDS`' order).
+const MAC: usize = 0;
+const CRYPTO_NAK: usize = 1;
+const NTS: usize = 2;
+const NTS_NAK: usize = 3;
 
 /// A worker's view of the NTS master keys: its own `Arc` of the set, refreshed when the shared
 /// generation moves (a rotation), one atomic load per NTS request otherwise.
@@ -39,19 +46,22 @@ pub struct WorkerAuth {
     nts: Option<NtsKeys>,
     /// NTS nonces (the reply's and each cookie's): a CSPRNG seeded from the OS per worker.
     rng: StdRng,
+    /// The worker's counters the authenticated answers are counted in (its only writer).
+    counters: Option<Arc<WorkerCounters>>,
 }
 
 impl Default for WorkerAuth {
     fn default() -> Self {
-        Self { keys: KeyTable::default(), nts: None, rng: StdRng::from_entropy() }
+        Self { keys: KeyTable::default(), nts: None, rng: StdRng::from_entropy(), counters: None }
     }
 }
 
 impl Clone for WorkerAuth {
     /// The keys are copied; the random source is not: each copy seeds its own, so no two workers
-    /// ever draw the same nonces.
+    /// ever draw the same nonces. Nor the counters (each has one writer): see
+    /// [`WorkerAuth::counting_into`].
     fn clone(&self) -> Self {
-        Self { keys: self.keys.clone(), nts: self.nts.clone(), rng: StdRng::from_entropy() }
+        Self { keys: self.keys.clone(), nts: self.nts.clone(), rng: StdRng::from_entropy(), counters: None }
     }
 }
 
@@ -66,6 +76,19 @@ impl WorkerAuth {
         Self { keys: config.auth.table(), nts, ..Self::default() }
     }
 
+    /// This worker's copy, counting its authenticated answers (MAC-signed replies, crypto-NAKs,
+    /// NTS replies and NAKs) in the worker's own counters.
+    pub fn counting_into(mut self, counters: Arc<WorkerCounters>) -> Self {
+        self.counters = Some(counters);
+        self
+    }
+
+    fn count(&self, kind: usize) {
+        if let Some(c) = &self.counters {
+            incr(&c.auth[kind]);
+        }
+    }
+
     fn nonce(&mut self) -> [u8; 16] {
         let mut n = [0u8; 16];
         self.rng.fill_bytes(&mut n);
@@ -75,18 +98,32 @@ impl WorkerAuth {
 
 impl Authenticate for WorkerAuth {
     fn check(&mut self, signed: &[u8], key_id: u32, digest: &[u8]) -> MacCheck {
-        self.keys.check(signed, key_id, digest)
+        // respond() asks only after admission, and answers Invalid with a crypto-NAK.
+        let check = self.keys.check(signed, key_id, digest);
+        if matches!(check, MacCheck::Invalid) {
+            self.count(CRYPTO_NAK);
+        }
+        check
     }
 
     fn sign(&mut self, key: KeyRef, buf: &mut [u8], len: usize) -> Option<usize> {
-        self.keys.sign(key, buf, len)
+        let signed = self.keys.sign(key, buf, len);
+        if signed.is_some() {
+            self.count(MAC);
+        }
+        signed
     }
 
     fn check_nts(&mut self, packet: &mut [u8]) -> NtsCheck {
-        match &mut self.nts {
+        let check = match &mut self.nts {
             Some(keys) => check_request(packet, keys.refreshed()),
             None => NtsCheck::NotNts,
+        };
+        // A NAK is what respond() sends for it (after admission, as for any request).
+        if matches!(check, NtsCheck::Nak { .. }) {
+            self.count(NTS_NAK);
         }
+        check
     }
 
     fn sign_nts(&mut self, buf: &mut [u8], request_len: usize, verified: &Verified) -> Option<usize> {
@@ -97,7 +134,11 @@ impl Authenticate for WorkerAuth {
             rng.fill_bytes(&mut n);
             n
         };
-        write_reply(buf, request_len, verified, &nts.as_ref()?.set, &nonce, fresh)
+        let reply = write_reply(buf, request_len, verified, &nts.as_ref()?.set, &nonce, fresh);
+        if reply.is_some() {
+            self.count(NTS);
+        }
+        reply
     }
 }
 

@@ -12,6 +12,10 @@ use crate::dataplane::histogram::TurnaroundHistogram;
 /// The kiss codes counted, in the order of [`WorkerCounters::kod`].
 pub const KISS_CODES: [KissCode; 3] = [KissCode::Rate, KissCode::Deny, KissCode::Rstr];
 
+/// The authenticated answers counted, in the order of [`WorkerCounters::auth`]: replies signed
+/// with a symmetric key, crypto-NAKs, NTS replies, NTS NAKs (all also in `answered`).
+pub const AUTH_KINDS: [&str; 4] = ["mac", "crypto_nak", "nts", "nts_nak"];
+
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub struct WorkerCounters {
@@ -44,6 +48,9 @@ pub struct WorkerCounters {
     pub interleaved_evictions: AtomicU64,
     /// Turnaround (T3 − T2) of answered requests.
     pub turnaround: TurnaroundHistogram,
+    /// Authenticated answers by kind ([`AUTH_KINDS`]), counted by the worker's authenticator
+    /// (crate::auth::WorkerAuth).
+    pub auth: [AtomicU64; 4],
 }
 
 fn bump(counter: &AtomicU64, n: u64) {

@@ -19,7 +19,7 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use stratum_proto::DropReason;
 
 use crate::dataplane::histogram::HistogramSnapshot;
-use crate::dataplane::stats::{Totals, KISS_CODES};
+use crate::dataplane::stats::{Totals, AUTH_KINDS, KISS_CODES};
 use crate::mgmt::status::{ServerStatus, XdpStatus};
 use crate::sync::upstream::SyncView;
 
@@ -87,6 +87,7 @@ enum Metric {
     NtpqRequests,
     StatsLines,
     NtskeConnections,
+    AuthReplies,
 }
 
 /// One exported metric: name, help, type, and its labels' names.
@@ -105,7 +106,7 @@ const fn family(name: &'static str, kind: MetricType, labels: &'static [&'static
 use MetricType::{COUNTER, GAUGE, HISTOGRAM};
 
 /// Indexed by [`Metric`]: the array's length is checked against the last variant at compile time.
-const FAMILIES: [Family; Metric::NtskeConnections as usize + 1] = [
+const FAMILIES: [Family; Metric::AuthReplies as usize + 1] = [
     family("stratumd_build_info", GAUGE, &["version"], "Always 1; the version label names the build."),
     family("stratumd_uptime_seconds", GAUGE, &[], "Seconds since stratumd started."),
     family("stratumd_backend_info", GAUGE, &["backend"], "Always 1; the data plane in use."),
@@ -163,6 +164,7 @@ const FAMILIES: [Family; Metric::NtskeConnections as usize + 1] = [
     family("stratumd_ntpq_requests_total", COUNTER, &["outcome"], "Mode 6 (ntpq) requests the workers dropped, by what became of them: queued for the ntpq thread (allowed source), denied (not on [ntpq] allow), queue_full, answered, dropped (not a request, bad nonce), and reply fragments sent."),
     family("stratumd_stats_lines_total", COUNTER, &["file", "outcome"], "Statistics file lines: written, dropped (the writer's queue was full), failed (the disk refused them)."),
     family("stratumd_ntske_connections_total", COUNTER, &["outcome"], "NTS-KE connections by outcome: served (cookies given), error (an error record sent), failed (handshake, deadline or IO), refused_full (64 at once), refused_rate (20 per address per 10 s); reloads: certificates re-read on SIGHUP."),
+    family("stratumd_auth_replies_total", COUNTER, &["worker", "kind"], "Authenticated answers per worker (also counted as answered): mac (signed with a symmetric key), crypto_nak (unknown key or bad MAC), nts (NTS reply with fresh cookies), nts_nak (KoD NTSN: a cookie that does not open or an authenticator that does not verify)."),
 ];
 
 /// The collector: builds every family from [`ServerStatus`] at scrape time.
@@ -261,6 +263,10 @@ impl Families {
             self.counter(Metric::SendFailures, &[("worker", &id)], t.send_failed);
             self.counter(Metric::ReceiveErrors, &[("worker", &id)], t.receive_errors);
             self.counter(Metric::SocketReceiveDrops, &[("worker", &id)], t.socket_drops);
+            for (kind, c) in AUTH_KINDS.iter().zip(&w.counters.auth) {
+                let n = c.load(std::sync::atomic::Ordering::Relaxed);
+                self.counter(Metric::AuthReplies, &[("worker", &id), ("kind", kind)], n);
+            }
         }
     }
 
@@ -606,6 +612,8 @@ mod tests {
         counters[0].count(&Verdict::Reply(48));
         counters[1].count(&Verdict::Kod(KissCode::Deny));
         counters[1].count(&Verdict::Drop(DropReason::Control));
+        crate::dataplane::stats::incr(&counters[0].auth[2]);
+        crate::dataplane::stats::incr(&counters[1].auth[1]);
         counters[0].turnaround.record(NtpDuration::from_nanos(3_000));
         counters[1].turnaround.record(NtpDuration::from_nanos(300_000));
         let status = Arc::new(ServerStatus {
@@ -675,6 +683,9 @@ mod tests {
             "stratumd_xdp_rx_dropped_total{queue=\"3\"} 5",
             "stratumd_xdp_fill_ring_empty_total{queue=\"3\"} 6",
             "stratumd_xdp_invalid_descriptors_total{queue=\"3\",ring=\"tx\"} 7",
+            "stratumd_auth_replies_total{worker=\"0\",kind=\"nts\"} 1",
+            "stratumd_auth_replies_total{worker=\"1\",kind=\"crypto_nak\"} 1",
+            "stratumd_auth_replies_total{worker=\"1\",kind=\"nts_nak\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no line `{line}` in:\n{text}");
         }

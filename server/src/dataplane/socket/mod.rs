@@ -106,7 +106,7 @@ impl SocketBackend {
                 counters: worker_counters.clone(),
                 shutdown: shutdown.clone(),
                 socket_drops: vec![0; addresses.len()],
-                keys: keys.clone(),
+                keys: keys.clone().counting_into(worker_counters.clone()),
                 ntpq: ntpq.cloned(),
                 interleave: WorkerInterleave::new(store.clone(), worker_counters.clone()),
                 tx_stamps,

@@ -98,7 +98,7 @@ impl XdpBackend {
                 reader: SnapshotReader::new(cell.clone()),
                 counters: worker_counters.clone(),
                 shutdown: shutdown.clone(),
-                keys: keys.clone(),
+                keys: keys.clone().counting_into(worker_counters.clone()),
                 interleave: WorkerInterleave::new(store.clone(), worker_counters.clone()),
                 tx_stamps,
                 stamp_wanted: Vec::new(),
