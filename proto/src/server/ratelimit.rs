@@ -531,7 +531,7 @@ impl RateLimiter {
 
 /// `client` masked to its prefix (an IPv4-mapped IPv6 address as the IPv4 one), and whether it
 /// is IPv6.
-#[inline]
+#[inline(always)]
 fn prefix_key(client: IpAddr, ipv4_prefix: u8, ipv6_prefix: u8) -> (u64, bool) {
     match client {
         IpAddr::V4(v4) => (u64::from(mask32(u32::from(v4), ipv4_prefix)), false),
@@ -544,7 +544,7 @@ fn prefix_key(client: IpAddr, ipv4_prefix: u8, ipv6_prefix: u8) -> (u64, bool) {
 
 /// The keyed hash of a prefix: the seed is random per process, so nobody outside can aim
 /// addresses at one set.
-#[inline]
+#[inline(always)]
 fn keyed_hash(seed: &[u64; 2], prefix: u64, is_v6: bool) -> u64 {
     let family = if is_v6 { 0x6A09_E667_F3BC_C908 } else { 0xBB67_AE85_84CA_A73B };
     let h = fold_mul(prefix ^ seed[0], seed[1] ^ family);
@@ -553,7 +553,7 @@ fn keyed_hash(seed: &[u64; 2], prefix: u64, is_v6: bool) -> u64 {
 
 /// A record's fingerprint from its prefix's hash: 31 bits of the hash and the family, never 0
 /// (0 is an empty record).
-#[inline]
+#[inline(always)]
 const fn fingerprint_of(hash: u64, is_v6: bool) -> u32 {
     let f = ((hash >> 32) as u32) & 0x7FFF_FFFF | (is_v6 as u32) << 31;
     if f == 0 {
