@@ -58,7 +58,7 @@ const RECEIVE_AT: usize = 32;
 const TRANSMIT_AT: usize = 40;
 
 /// What a chain remembers of its latest reply.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Last {
     /// The reply's receive timestamp as the server sent it: the next request's origin.
     server_rx: NtpTimestamp,
@@ -66,7 +66,7 @@ struct Last {
     our_rx: NtpTimestamp,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Chain {
     /// The chain's latest request.
     sent_seq: u64,
@@ -252,13 +252,8 @@ struct Generator {
     tx_headers: Vec<libc::mmsghdr>,
     rx: RxBatch,
     book: SendBook,
-    chains: Vec<Chain>,
+    chains: Chains,
     start: Instant,
-    one_way_ns: i64,
-    requests_interleaved: u64,
-    replies_interleaved: u64,
-    interleaved_error: ErrorStats,
-    basic_error: ErrorStats,
 }
 
 impl Generator {
@@ -283,13 +278,8 @@ impl Generator {
             tx_headers,
             rx: RxBatch::new(),
             book: SendBook::new(),
-            chains: vec![Chain { sent_seq: u64::MAX, quoted: None, last: None }; BATCH * config.sockets],
+            chains: Chains::new(BATCH * config.sockets, one_way_ns),
             start: Instant::now(),
-            one_way_ns,
-            requests_interleaved: 0,
-            replies_interleaved: 0,
-            interleaved_error: ErrorStats::new(),
-            basic_error: ErrorStats::new(),
         };
         for i in 0..BATCH {
             g.tx_iov[i].iov_base = g.tx_buffers[i].as_mut_ptr().cast();
@@ -303,22 +293,9 @@ impl Generator {
     fn send_batch(&mut self, socket: usize) -> io::Result<()> {
         let base = self.book.next_seq();
         let nonce = self.book.nonce();
-        let n_chains = self.chains.len() as u64;
         for (i, buf) in self.tx_buffers.iter_mut().enumerate() {
             let seq = base + i as u64;
-            let chain = &mut self.chains[(seq % n_chains) as usize];
-            chain.sent_seq = seq;
-            chain.quoted = chain.last.take();
-            let (origin, receive) = match chain.quoted {
-                Some(last) => {
-                    self.requests_interleaved += 1;
-                    (last.server_rx, numbered_transmit(nonce ^ MARK, seq as u32))
-                }
-                None => (NtpTimestamp::ZERO, NtpTimestamp::ZERO),
-            };
-            buf[ORIGIN_AT..RECEIVE_AT].copy_from_slice(&origin.to_be_bytes());
-            buf[RECEIVE_AT..TRANSMIT_AT].copy_from_slice(&receive.to_be_bytes());
-            buf[TRANSMIT_AT..HEADER_LEN].copy_from_slice(&self.book.transmit_bytes(seq));
+            buf[ORIGIN_AT..HEADER_LEN].copy_from_slice(&self.chains.request(nonce, seq, self.book.transmit_bytes(seq)));
         }
         self.book.start_batch(self.start.elapsed().as_nanos() as u64, now_ntp());
         let fd = self.sockets[socket].as_raw_fd();
@@ -372,25 +349,91 @@ impl Generator {
         let stamp = self.rx.stamp(i).unwrap_or(now);
         let mut p = [0u8; HEADER_LEN];
         p.copy_from_slice(&self.rx.buffers[i][..HEADER_LEN]);
-        let nonce = self.book.nonce();
+        self.chains.reply(&mut self.book, &mut p, now_ns, now, stamp);
+    }
+
+    fn report(&self, offered_rate: u64) -> InterleavedReport {
+        self.chains.report(self.book.counts.valid, offered_rate)
+    }
+}
+
+/// The simulated clients' chains and what their replies measured; shared by the engines (the
+/// request's origin, receive and transmit fields from [`request`](Self::request), each reply
+/// through [`reply`](Self::reply)). Made before the run: nothing allocates per packet.
+#[derive(Debug)]
+pub struct Chains {
+    chains: Vec<Chain>,
+    one_way_ns: i64,
+    requests_interleaved: u64,
+    replies_interleaved: u64,
+    interleaved_error: ErrorStats,
+    basic_error: ErrorStats,
+}
+
+impl Chains {
+    /// `n` chains (request `seq` is chain `seq % n`'s), `one_way_ns` subtracted from each error.
+    pub fn new(n: usize, one_way_ns: i64) -> Self {
+        Self {
+            chains: vec![Chain { sent_seq: u64::MAX, quoted: None, last: None }; n.max(1)],
+            one_way_ns,
+            requests_interleaved: 0,
+            replies_interleaved: 0,
+            interleaved_error: ErrorStats::new(),
+            basic_error: ErrorStats::new(),
+        }
+    }
+
+    /// The origin, receive and transmit fields (bytes 24..48, as on the wire) of request `seq`
+    /// of a book with `nonce`, whose numbered transmit timestamp is `transmit`: interleaved when
+    /// its chain's latest reply is in and not quoted yet, else basic (origin and receive zero).
+    pub fn request(&mut self, nonce: u32, seq: u64, transmit: [u8; 8]) -> [u8; 24] {
+        let n = self.chains.len() as u64;
+        let chain = &mut self.chains[(seq % n) as usize];
+        chain.sent_seq = seq;
+        chain.quoted = chain.last.take();
+        let (origin, receive) = match chain.quoted {
+            Some(last) => {
+                self.requests_interleaved += 1;
+                (last.server_rx, numbered_transmit(nonce ^ MARK, seq as u32))
+            }
+            None => (NtpTimestamp::ZERO, NtpTimestamp::ZERO),
+        };
+        let mut fields = [0u8; 24];
+        fields[..8].copy_from_slice(&origin.to_be_bytes());
+        fields[8..16].copy_from_slice(&receive.to_be_bytes());
+        fields[16..].copy_from_slice(&transmit);
+        fields
+    }
+
+    /// Checks a 48-byte reply `p` (changed in place: an interleaved reply's origin is given our
+    /// transmit field's nonce back, so the book matches it) received at `now_ns`, `now` (the
+    /// book's clocks) and `stamp` (our receive stamp of it), and measures its T3 error.
+    pub fn reply(
+        &mut self,
+        book: &mut SendBook,
+        p: &mut [u8; HEADER_LEN],
+        now_ns: u64,
+        now: NtpTimestamp,
+        stamp: NtpTimestamp,
+    ) {
+        let nonce = book.nonce();
         let origin = NtpTimestamp::from_be_bytes(p[ORIGIN_AT..RECEIVE_AT].try_into().expect("8 bytes"));
         let interleaved = origin.seconds() == nonce ^ MARK;
-        let valid_before = self.book.counts.valid;
+        let valid_before = book.counts.valid;
         if interleaved {
-            // The book matches by our transmit field's number: put it back.
             p[ORIGIN_AT..ORIGIN_AT + 4].copy_from_slice(&nonce.to_be_bytes());
-            self.book.reply_interleaved(&p, now_ns, now);
+            book.reply_interleaved(&p[..], now_ns, now);
         } else {
-            self.book.reply(Ok(&p), now_ns, now);
+            book.reply(Ok(&p[..]), now_ns, now);
         }
-        if self.book.counts.valid == valid_before {
+        if book.counts.valid == valid_before {
             return;
         }
         let seq = u64::from(origin.fraction());
         let server_rx = NtpTimestamp::from_be_bytes(p[RECEIVE_AT..TRANSMIT_AT].try_into().expect("8 bytes"));
         let t3 = NtpTimestamp::from_be_bytes(p[TRANSMIT_AT..HEADER_LEN].try_into().expect("8 bytes"));
-        let n_chains = self.chains.len() as u64;
-        let chain = &mut self.chains[(seq % n_chains) as usize];
+        let n = self.chains.len() as u64;
+        let chain = &mut self.chains[(seq % n) as usize];
         if interleaved {
             self.replies_interleaved += 1;
             if let Some(quoted) = chain.quoted.filter(|_| chain.sent_seq == seq) {
@@ -405,8 +448,8 @@ impl Generator {
         }
     }
 
-    fn report(&self, offered_rate: u64) -> InterleavedReport {
-        let valid = self.book.counts.valid;
+    /// The step's figures, `valid` replies in all (the book's count).
+    pub fn report(&self, valid: u64, offered_rate: u64) -> InterleavedReport {
         InterleavedReport {
             offered_rate,
             one_way_delay_ns: self.one_way_ns,
@@ -479,6 +522,47 @@ pub fn calibrate(config: &LoadConfig) -> anyhow::Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server's reply to `request` (fields 24..48 as sent): basic (origin = its transmit
+    /// field) or interleaved (origin = its receive field), with T2 and T3.
+    fn answer(request: &[u8; 24], interleaved: bool, t2: NtpTimestamp, t3: NtpTimestamp) -> [u8; HEADER_LEN] {
+        let mut p = REQUEST;
+        p[0] = 0x24; // LI 0, version 4, mode 4
+        p[1] = 2;
+        let origin = if interleaved { &request[8..16] } else { &request[16..24] };
+        p[ORIGIN_AT..RECEIVE_AT].copy_from_slice(origin);
+        p[RECEIVE_AT..TRANSMIT_AT].copy_from_slice(&t2.to_be_bytes());
+        p[TRANSMIT_AT..].copy_from_slice(&t3.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn a_chain_goes_interleaved_and_measures_the_earlier_replys_t3() {
+        use stratum_proto::NtpDuration;
+        let mut book = SendBook::with_nonce(0x4321);
+        let mut chains = Chains::new(1, 100);
+        let t = |us: i64| NtpTimestamp::from_parts(4_000_000_000, 0).add(NtpDuration::from_nanos(us * 1000));
+        book.start_batch(0, t(0));
+        book.sent(BATCH);
+        // Request 0: basic; its reply left (daemon T3) at 12 us, truly at 13 us, came at 14 us.
+        let r0 = chains.request(book.nonce(), 0, book.transmit_bytes(0));
+        assert_eq!(&r0[..16], &[0; 16]);
+        chains.reply(&mut book, &mut answer(&r0, false, t(10), t(12)), 1, t(15), t(14));
+        // Request 1 quotes reply 0's T2; the interleaved reply brings reply 0's true T3.
+        let r1 = chains.request(book.nonce(), 1, book.transmit_bytes(1));
+        assert_eq!(&r1[..8], &t(10).to_be_bytes());
+        assert_ne!(r1[8..16], r1[16..24], "receive differs from transmit, as chrony checks");
+        chains.reply(&mut book, &mut answer(&r1, true, t(20), t(13)), 2, t(25), t(24));
+        // A reply to a request that is not the chain's latest measures nothing interleaved.
+        let r2 = chains.request(book.nonce(), 2, book.transmit_bytes(2));
+        let _r3 = chains.request(book.nonce(), 3, book.transmit_bytes(3));
+        chains.reply(&mut book, &mut answer(&r2, true, t(30), t(23)), 3, t(35), t(34));
+        let report = chains.report(book.counts.valid, 1000);
+        assert_eq!((report.replies_valid, report.replies_interleaved, report.requests_interleaved), (3, 2, 2));
+        let (x, b) = (report.interleaved_error, report.basic_error);
+        // 14 us - 13 us - 100 ns; the basic reply: 14 us - 12 us - 100 ns.
+        assert_eq!((x.samples, x.min_ns, b.samples, b.min_ns), (1, 900, 1, 1900));
+    }
 
     #[test]
     fn errors_keep_their_sign() {
