@@ -381,12 +381,12 @@ fn run_ramp(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
 
 /// The AF_XDP commands, with the `xdp` feature.
 #[cfg(feature = "xdp")]
-mod xdp {
+pub(crate) mod xdp {
     use super::*;
     use crate::reflect::{self, ReflectConfig};
     use crate::xdp::engine::{self, XdpLoad, XdpLoadConfig};
 
-    fn config(a: &LoadArgs, step: LoadConfig) -> anyhow::Result<XdpLoadConfig> {
+    pub(crate) fn config(a: &LoadArgs, step: LoadConfig) -> anyhow::Result<XdpLoadConfig> {
         let interface = a.interface.clone().ok_or_else(|| anyhow::anyhow!("--engine xdp needs --interface"))?;
         let config = XdpLoadConfig::new(step, interface, a.client_net, a.clients, a.client_port, a.dst_mac)?;
         Ok(XdpLoadConfig { tx: a.tx, ..config })

@@ -614,15 +614,89 @@ pub mod cli {
         interleaved: &'a [InterleavedReport],
     }
 
-    fn socket_only(a: &LoadArgs) -> anyhow::Result<()> {
-        anyhow::ensure!(a.engine == Engine::Socket, "--interleaved is implemented for --engine socket only");
-        Ok(())
+    /// The AF_XDP engine's interleaved steps (feature `xdp`): the sockets opened once, the
+    /// one-way delay measured once on them.
+    #[cfg(feature = "xdp")]
+    mod xdp {
+        use super::*;
+        use crate::engine::book::BATCH;
+        use crate::xdp::engine::XdpLoad;
+
+        pub(super) struct Load {
+            load: XdpLoad,
+            pub(super) one_way_ns: i64,
+        }
+
+        /// Chains for a step at `rate`: a client polls every 32-64 ms at most rates, like
+        /// `--sockets` = rate / 2000 does on the socket engine.
+        fn chains(rate: u64) -> usize {
+            BATCH * (rate / 2000).clamp(1, 16) as usize
+        }
+
+        impl Load {
+            pub(super) fn open(a: &LoadArgs, step: &LoadConfig) -> anyhow::Result<Self> {
+                let mut load = XdpLoad::open(&crate::cli::xdp::config(a, step.clone())?)?;
+                let quiet = LoadConfig {
+                    rate: super::super::CALIBRATION_RATE,
+                    duration: super::super::CALIBRATION,
+                    ..step.clone()
+                };
+                let (_, _, il) = load.step_interleaved(&quiet, BATCH, 0)?;
+                anyhow::ensure!(
+                    il.interleaved_error.samples > 0,
+                    "calibration: no interleaved reply from {} in {} valid replies (does it serve interleaved mode?)",
+                    step.target,
+                    il.replies_valid
+                );
+                Ok(Self { load, one_way_ns: il.interleaved_error.min_ns })
+            }
+
+            pub(super) fn step(&mut self, step: &LoadConfig) -> anyhow::Result<(LoadReport, InterleavedReport)> {
+                let (report, _, il) = self.load.step_interleaved(step, chains(step.rate), self.one_way_ns)?;
+                Ok((report, il))
+            }
+        }
+    }
+
+    /// A source of interleaved steps: the socket engine (a fresh generator a step) or AF_XDP.
+    enum Steps {
+        Socket {
+            one_way_ns: i64,
+        },
+        #[cfg(feature = "xdp")]
+        Xdp(Box<xdp::Load>),
+    }
+
+    impl Steps {
+        fn open(a: &LoadArgs, step: &LoadConfig) -> anyhow::Result<Self> {
+            match a.engine {
+                Engine::Socket => Ok(Self::Socket { one_way_ns: calibrate(step)? }),
+                #[cfg(feature = "xdp")]
+                Engine::Xdp => Ok(Self::Xdp(Box::new(xdp::Load::open(a, step)?))),
+                #[cfg(not(feature = "xdp"))]
+                Engine::Xdp => anyhow::bail!("--engine xdp needs stratum-bench built with the xdp feature"),
+            }
+        }
+
+        fn one_way_ns(&self) -> i64 {
+            match self {
+                Self::Socket { one_way_ns } => *one_way_ns,
+                #[cfg(feature = "xdp")]
+                Self::Xdp(load) => load.one_way_ns,
+            }
+        }
+
+        fn step(&mut self, step: &LoadConfig) -> anyhow::Result<(LoadReport, InterleavedReport)> {
+            match self {
+                Self::Socket { one_way_ns } => run_step(step, *one_way_ns),
+                #[cfg(feature = "xdp")]
+                Self::Xdp(load) => load.step(step),
+            }
+        }
     }
 
     pub fn run_load(a: &LoadArgs, config: &LoadConfig, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
-        socket_only(a)?;
-        let one_way = calibrate(config)?;
-        let (report, il) = run_step(config, one_way)?;
+        let (report, il) = Steps::open(a, config)?.step(config)?;
         let text = if a.json {
             serde_json::to_string(&LoadJson { load: &report, interleaved: &il })? + "\n"
         } else {
@@ -637,14 +711,15 @@ pub mod cli {
         config: &RampConfig,
         progress: impl FnMut(&StepResult),
     ) -> anyhow::Result<(String, RampReport)> {
-        socket_only(a)?;
-        let one_way = calibrate(&config.step)?;
+        let mut steps = Steps::open(a, &config.step)?;
+        let one_way = steps.one_way_ns();
+        let engine = if a.engine == Engine::Socket { "socket" } else { "xdp" };
         let mut tries: Vec<InterleavedReport> = Vec::new();
         let report = ramp::run_with(
             config,
-            "socket",
+            engine,
             |step| {
-                let (report, il) = run_step(step, one_way)?;
+                let (report, il) = steps.step(step)?;
                 tries.push(il);
                 Ok(report)
             },

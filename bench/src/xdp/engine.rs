@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::Serialize;
+use stratum_proto::packet::HEADER_LEN;
 use stratum_proto::NtpTimestamp;
 use stratum_xdp::inject::{self, InjectQueue, InjectSetup, RunControl, SendClocks};
 use stratum_xdp::meta::RxMetadata;
@@ -50,6 +51,7 @@ use crate::config::{split, LoadConfig};
 use crate::counts::Invalid;
 use crate::engine::book::{Pacer, SendBook, BATCH};
 use crate::engine::socket::DRAIN;
+use crate::interleaved::{Chains, InterleavedReport};
 use crate::outcome::LoadOutcome;
 use crate::pin::pin_to;
 use crate::report::LoadReport;
@@ -246,6 +248,7 @@ impl XdpLoad {
                 notes: WorkerNotes::default(),
                 injector,
                 nonces: None,
+                chains: None,
             });
             first += share as u32;
         }
@@ -299,6 +302,28 @@ impl XdpLoad {
         let mut report = LoadReport::new(step, "xdp", &outcome);
         report.tx_refused = refused_before.zip(tx_dropped(&self.notes.interface)).map(|(a, b)| b.saturating_sub(a));
         Ok((report, notes))
+    }
+}
+
+impl XdpLoad {
+    /// [`step`](Self::step) in interleaved mode (`load --interleaved`, one socket, `--tx xsk`):
+    /// `chains` simulated clients, `one_way_ns` subtracted from every T3 error, measured
+    /// against the XDP receive stamps.
+    pub fn step_interleaved(
+        &mut self,
+        step: &LoadConfig,
+        chains: usize,
+        one_way_ns: i64,
+    ) -> anyhow::Result<(LoadReport, XdpNotes, InterleavedReport)> {
+        if self.workers.len() != 1 || self.workers[0].injector.is_some() {
+            bail!("--interleaved with --engine xdp runs one socket (at most one core) and --tx xsk");
+        }
+        self.workers[0].chains = Some(Chains::new(chains, one_way_ns));
+        let result = self.step(step);
+        let chains = self.workers[0].chains.take().context("the chains are back")?;
+        let (report, notes) = result?;
+        let interleaved = chains.report(report.valid, step.rate);
+        Ok((report, notes, interleaved))
     }
 }
 
@@ -425,6 +450,8 @@ struct Worker {
     /// The nonces of this socket's first and latest step: the socket lives across a ramp's
     /// steps, so a reply to an earlier one can still arrive (counted as stale).
     nonces: Option<(u32, u32)>,
+    /// `load --interleaved`: this step's simulated clients' chains ([`XdpLoad::step_interleaved`]).
+    chains: Option<Chains>,
 }
 
 /// A worker's share of the request injector.
@@ -617,7 +644,14 @@ impl Worker {
         let first = self.free.len() - BATCH;
         for (i, (&addr, desc)) in self.free[first..].iter().zip(&mut self.tx).enumerate() {
             let Some(frame) = self.xsk.umem.data_mut(addr, len) else { unreachable!("transmit frames hold a request") };
-            self.template.stamp(frame, self.clients.next_client(), book.transmit_bytes(base + i as u64));
+            let (seq, client) = (base + i as u64, self.clients.next_client());
+            match &mut self.chains {
+                Some(chains) => {
+                    let fields = chains.request(book.nonce(), seq, book.transmit_bytes(seq));
+                    self.template.stamp_fields(frame, client, &fields);
+                }
+                None => self.template.stamp(frame, client, book.transmit_bytes(seq)),
+            }
             *desc = libc::xdp_desc { addr, len, options: 0 };
         }
         self.free.truncate(first);
@@ -643,7 +677,21 @@ impl Worker {
     /// Checks up to 64 waiting replies and gives their frames back to the fill ring. Returns how
     /// many frames it popped.
     fn receive(&mut self, book: &mut SendBook) -> usize {
-        self.receive_with(book, |book, payload, t4, t4_ntp| book.reply(payload, t4, t4_ntp))
+        let Some(mut chains) = self.chains.take() else {
+            return self.receive_with(book, |book, payload, t4, t4_ntp| book.reply(payload, t4, t4_ntp));
+        };
+        // Interleaved: the chains check each reply; T4, the XDP receive stamp, is also the
+        // stamp its T3 error is measured against.
+        let n = self.receive_with(book, |book, payload, t4, t4_ntp| match payload {
+            Ok(p) if p.len() == HEADER_LEN => {
+                let mut reply = [0u8; HEADER_LEN];
+                reply.copy_from_slice(p);
+                chains.reply(book, &mut reply, t4, t4_ntp, t4_ntp);
+            }
+            other => book.reply(other, t4, t4_ntp),
+        });
+        self.chains = Some(chains);
+        n
     }
 
     /// As [`receive`](Self::receive), for requests made by the injector: `sent_at` gives a batch's

@@ -270,7 +270,22 @@ impl RequestTemplate {
     /// `transmit`: only the varying fields are written, the checksums from the precomputed sums.
     #[inline]
     pub fn stamp(&self, frame: &mut [u8], client: u128, transmit: [u8; 8]) {
-        let mut variable = sum_words(&transmit);
+        self.stamp_with(frame, client, transmit, 0);
+    }
+
+    /// As [`stamp`](Self::stamp), with the origin and receive fields too (`load --interleaved`):
+    /// `fields` is bytes 24..48 of the NTP header. A load that stamps so must do it for every
+    /// request (zeros for a basic one): the frames are reused.
+    pub fn stamp_fields(&self, frame: &mut [u8], client: u128, fields: &[u8; 24]) {
+        let at = self.transmit_at - 16;
+        frame[at..at + 16].copy_from_slice(&fields[..16]);
+        let transmit = fields[16..].try_into().expect("8 bytes");
+        self.stamp_with(frame, client, transmit, sum_words(&fields[..16]));
+    }
+
+    /// `extra`: the sum of the words written besides the address and the transmit timestamp.
+    fn stamp_with(&self, frame: &mut [u8], client: u128, transmit: [u8; 8], extra: u32) {
+        let mut variable = sum_words(&transmit) + extra;
         if self.ipv4 {
             let source = (client as u32).to_be_bytes();
             frame[self.source_at..self.source_at + 4].copy_from_slice(&source);
@@ -410,6 +425,40 @@ mod tests {
         };
         assert_eq!(sum, 0, "UDP checksum");
         assert_ne!(&udp[6..8], &[0, 0]);
+    }
+
+    #[test]
+    fn interleaved_requests_carry_origin_and_receive_with_sound_checksums() {
+        for (target, client) in [("10.9.0.2:123", "10.200.1.2"), ("[fd00::2]:11123", "fd00:5354:c1::7")] {
+            let target: SocketAddr = target.parse().unwrap();
+            let client: IpAddr = client.parse().unwrap();
+            let bits = match client {
+                IpAddr::V4(a) => u128::from(u32::from(a)),
+                IpAddr::V6(a) => u128::from(a),
+            };
+            let t = RequestTemplate::new(OURS, THEIRS, target, 40123);
+            let mut frame = t.bytes().to_vec();
+            let fields: [u8; 24] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(5));
+            t.stamp_fields(&mut frame, bits, &fields);
+            // Then a basic one in the same frame: zeros, as the interleaved load stamps them.
+            let mut basic = fields;
+            basic[..16].fill(0);
+            for f in [fields, basic] {
+                t.stamp_fields(&mut frame, bits, &f);
+                let FrameVerdict::Ntp(p) = parse_frame(&frame, target.port()) else { panic!("not an NTP request") };
+                assert_eq!(&frame[p.payload() + 24..p.payload() + 48], &f[..]);
+                let udp = &frame[p.l4..];
+                let len = (udp.len() as u16).to_be_bytes();
+                let sum = match (client, target.ip()) {
+                    (IpAddr::V4(s), IpAddr::V4(d)) => checksum(&[&s.octets(), &d.octets(), &[0, 17], &len, udp]),
+                    (IpAddr::V6(s), IpAddr::V6(d)) => {
+                        checksum(&[&s.octets(), &d.octets(), &[0, 0], &len, &[0, 0, 0, 17], udp])
+                    }
+                    _ => unreachable!(),
+                };
+                assert_eq!(sum, 0, "UDP checksum");
+            }
+        }
     }
 
     #[test]
