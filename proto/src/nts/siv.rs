@@ -31,12 +31,6 @@ fn enc<B: BlockBackend<BlockSize = U16>>(backend: &mut B, v: u128) -> u128 {
     u128::from_be_bytes(b.into())
 }
 
-/// One block outside the loops (key setup).
-fn enc1(cipher: &Aes128Enc, v: u128) -> u128 {
-    let mut b = Block::from(v.to_be_bytes());
-    cipher.encrypt_block(&mut b);
-    u128::from_be_bytes(b.into())
-}
 
 /// Doubling in GF(2^128) (RFC 5297 section 2.3), without a branch on the secret top bit.
 fn dbl(v: u128) -> u128 {
@@ -55,24 +49,21 @@ fn prefix_blocks(len: usize) -> usize {
     len.saturating_sub(1) / 16
 }
 
-/// The prepared half of the key that S2V's CMAC uses.
-#[derive(Clone)]
-struct S2vKey {
-    mac: Aes128Enc,
+/// What S2V derives from its key before any message: CMAC's subkeys and CMAC(zero block),
+/// S2V's starting value.
+#[derive(Clone, Copy)]
+struct Subkeys {
     k1: u128,
     k2: u128,
-    /// CMAC(zero block): S2V's starting value, the same for every message under this key.
     d0: u128,
 }
 
-impl S2vKey {
-    fn new(key: &[u8; 16]) -> Self {
-        let mac = Aes128Enc::new(key.into());
-        let k1 = dbl(enc1(&mac, 0));
-        let k2 = dbl(k1);
+impl Subkeys {
+    #[inline(always)]
+    fn derive<B: BlockBackend<BlockSize = U16>>(mac: &mut B) -> Self {
+        let k1 = dbl(enc(mac, 0));
         // CMAC of one complete block M: E(M ^ K1); here M = 0.
-        let d0 = enc1(&mac, k1);
-        Self { mac, k1, k2, d0 }
+        Self { k1, k2: dbl(k1), d0: enc(mac, k1) }
     }
 
     /// CMAC's last block of a message whose earlier blocks are done: full -> xor K1, else
@@ -89,13 +80,40 @@ impl S2vKey {
         u128::from_be_bytes(b) ^ self.k2
     }
 
-    /// CMAC of `data` from chaining state `state` (0 at the start).
-    #[inline(always)]
-    fn cmac_from<B: BlockBackend<BlockSize = U16>>(&self, mac: &mut B, mut state: u128, data: &[u8]) -> u128 {
-        for i in 0..prefix_blocks(data.len()) {
-            state = enc(mac, state ^ block(data, i));
-        }
-        enc(mac, state ^ self.last(data))
+}
+
+/// The half of the key that S2V's CMAC uses: its key schedule, and the subkeys for a key
+/// prepared once (a key used once, a client's, derives them inside its S2V pass, where they
+/// overlap with the message's first blocks instead of costing two more passes).
+#[derive(Clone)]
+struct S2vKey {
+    mac: Aes128Enc,
+    sub: Option<Subkeys>,
+}
+
+struct DeriveRun<'a>(&'a mut Option<Subkeys>);
+
+impl BlockSizeUser for DeriveRun<'_> {
+    type BlockSize = U16;
+}
+
+impl BlockClosure for DeriveRun<'_> {
+    fn call<B: BlockBackend<BlockSize = U16>>(self, backend: &mut B) {
+        *self.0 = Some(Subkeys::derive(backend));
+    }
+}
+
+impl S2vKey {
+    /// A key used for many messages: the subkeys derived now.
+    fn prepared(key: &[u8; 16]) -> Self {
+        let mut k = Self::once(key);
+        k.mac.encrypt_with_backend(DeriveRun(&mut k.sub));
+        k
+    }
+
+    /// A key used for one message: the subkeys derived in its S2V pass.
+    fn once(key: &[u8; 16]) -> Self {
+        Self { mac: Aes128Enc::new(key.into()), sub: None }
     }
 
     /// S2V(key, ad, nonce, plaintext) (RFC 5297 section 2.4), as NTS uses it.
@@ -105,39 +123,60 @@ impl S2vKey {
 
     fn s2v_n(&self, headers: &[&[u8]], plaintext: &[u8]) -> u128 {
         let mut out = 0;
-        self.mac.encrypt_with_backend(S2vRun { key: self, headers, plaintext, out: &mut out });
+        self.mac.encrypt_with_backend(S2vRun { sub: self.sub, headers, plaintext, out: &mut out });
         out
+    }
+}
+
+impl Subkeys {
+    /// CMAC of `data` from chaining state `state` (0 at the start).
+    #[inline(always)]
+    fn cmac_from<B: BlockBackend<BlockSize = U16>>(&self, mac: &mut B, mut state: u128, data: &[u8]) -> u128 {
+        for i in 0..prefix_blocks(data.len()) {
+            state = enc(mac, state ^ block(data, i));
+        }
+        enc(mac, state ^ self.last(data))
     }
 
     /// S2V over up to [`MAX_COMPONENTS`] header components (more are ignored: callers pass
     /// at most two; the known-answer tests three).
     #[inline(always)]
-    fn s2v_in<B: BlockBackend<BlockSize = U16>>(&self, mac: &mut B, headers: &[&[u8]], plaintext: &[u8]) -> u128 {
+    fn s2v_in<B: BlockBackend<BlockSize = U16>>(
+        sub: Option<Self>,
+        mac: &mut B,
+        headers: &[&[u8]],
+        plaintext: &[u8],
+    ) -> u128 {
+        let sub = match sub {
+            Some(sub) => sub,
+            None => Self::derive(mac),
+        };
         let headers = &headers[..headers.len().min(MAX_COMPONENTS)];
         // Blocks of the plaintext before the 16 bytes that "xorend" changes: independent of
         // the headers, so chained alongside them.
         let free = if plaintext.len() >= 16 { (plaintext.len() - 16) / 16 } else { 0 };
+        // Each header's chain takes its last block (with a subkey) at step prefix_blocks.
         let mut steps = free;
         for h in headers {
-            steps = steps.max(prefix_blocks(h.len()));
+            steps = steps.max(prefix_blocks(h.len()) + 1);
         }
         let mut chains = [0u128; MAX_COMPONENTS];
         let mut p = 0u128;
         for i in 0..steps {
             // Independent chains: the CPU overlaps these encryptions.
             for (c, h) in chains.iter_mut().zip(headers) {
-                if i < prefix_blocks(h.len()) {
+                let n = prefix_blocks(h.len());
+                if i < n {
                     *c = enc(mac, *c ^ block(h, i));
+                } else if i == n {
+                    *c = enc(mac, *c ^ sub.last(h));
                 }
             }
             if i < free {
                 p = enc(mac, p ^ block(plaintext, i));
             }
         }
-        for (c, h) in chains.iter_mut().zip(headers) {
-            *c = enc(mac, *c ^ self.last(h));
-        }
-        let mut d = self.d0;
+        let mut d = sub.d0;
         for c in &chains[..headers.len()] {
             d = dbl(d) ^ c;
         }
@@ -152,19 +191,19 @@ impl S2vKey {
             for (t, d) in tail[at..].iter_mut().zip(d.to_be_bytes()) {
                 *t ^= d;
             }
-            self.cmac_from(mac, p, tail)
+            sub.cmac_from(mac, p, tail)
         } else {
             let mut b = [0u8; 16];
             b[..plaintext.len()].copy_from_slice(plaintext);
             b[plaintext.len()] = 0x80;
-            enc(mac, dbl(d) ^ u128::from_be_bytes(b) ^ self.k1)
+            enc(mac, dbl(d) ^ u128::from_be_bytes(b) ^ sub.k1)
         }
     }
 }
 
 /// S2V inside the MAC key's backend.
 struct S2vRun<'a> {
-    key: &'a S2vKey,
+    sub: Option<Subkeys>,
     headers: &'a [&'a [u8]],
     plaintext: &'a [u8],
     out: &'a mut u128,
@@ -176,7 +215,7 @@ impl BlockSizeUser for S2vRun<'_> {
 
 impl BlockClosure for S2vRun<'_> {
     fn call<B: BlockBackend<BlockSize = U16>>(self, backend: &mut B) {
-        *self.out = self.key.s2v_in(backend, self.headers, self.plaintext);
+        *self.out = Subkeys::s2v_in(self.sub, backend, self.headers, self.plaintext);
     }
 }
 
@@ -236,7 +275,15 @@ impl SivKey {
         let (mac, enc) = key.split_at(16);
         let mac: &[u8; 16] = mac.try_into().unwrap_or(&[0; 16]);
         let enc: &[u8; 16] = enc.try_into().unwrap_or(&[0; 16]);
-        Self { s2v: S2vKey::new(mac), ctr: Aes128Enc::new(enc.into()) }
+        Self { s2v: S2vKey::prepared(mac), ctr: Aes128Enc::new(enc.into()) }
+    }
+
+    /// For one message (a client's key): the S2V subkeys are derived in the S2V pass.
+    fn once(key: &[u8; 32]) -> Self {
+        let (mac, enc) = key.split_at(16);
+        let mac: &[u8; 16] = mac.try_into().unwrap_or(&[0; 16]);
+        let enc: &[u8; 16] = enc.try_into().unwrap_or(&[0; 16]);
+        Self { s2v: S2vKey::once(mac), ctr: Aes128Enc::new(enc.into()) }
     }
 
     /// Encrypts `buf[TAG_LEN..]` in place, the tag into `buf[..TAG_LEN]`; false if `buf` is
@@ -270,7 +317,7 @@ fn open_with(s2v: &S2vKey, cipher: Option<&Aes128Enc>, ad: &[u8], nonce: &[u8], 
 
 /// One-shot seal with an unprepared key (a client's, used once per request).
 pub fn seal(key: &[u8; 32], ad: &[u8], nonce: &[u8], buf: &mut [u8]) -> bool {
-    SivKey::new(key).seal(ad, nonce, buf)
+    SivKey::once(key).seal(ad, nonce, buf)
 }
 
 /// One-shot open; with nothing to decrypt (an NTS request's authenticator) the CTR key's
@@ -278,7 +325,7 @@ pub fn seal(key: &[u8; 32], ad: &[u8], nonce: &[u8], buf: &mut [u8]) -> bool {
 pub fn open(key: &[u8; 32], ad: &[u8], nonce: &[u8], buf: &mut [u8]) -> bool {
     let (mac, enc) = key.split_at(16);
     let Ok(mac) = <&[u8; 16]>::try_from(mac) else { return false };
-    let s2v = S2vKey::new(mac);
+    let s2v = S2vKey::once(mac);
     if buf.len() == TAG_LEN {
         return open_with(&s2v, None, ad, nonce, buf);
     }
@@ -352,6 +399,9 @@ mod tests {
                     let mut back = buf.clone();
                     assert!(prepared.open(ad, nonce, &mut back), "{what}");
                     assert_eq!(&back[16..], pt, "{what}");
+                    let mut once = [&[0u8; 16][..], pt].concat();
+                    assert!(seal(&key, ad, nonce, &mut once), "{what}");
+                    assert_eq!(once, buf, "one-shot seal, {what}");
                     let mut back = buf.clone();
                     assert!(open(&key, ad, nonce, &mut back), "{what}");
                     let mut bad = buf.clone();
