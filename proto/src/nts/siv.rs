@@ -31,7 +31,6 @@ fn enc<B: BlockBackend<BlockSize = U16>>(backend: &mut B, v: u128) -> u128 {
     u128::from_be_bytes(b.into())
 }
 
-
 /// Doubling in GF(2^128) (RFC 5297 section 2.3), without a branch on the secret top bit.
 fn dbl(v: u128) -> u128 {
     (v << 1) ^ ((v >> 127) * 0x87)
@@ -79,7 +78,6 @@ impl Subkeys {
         b[rest.len()] = 0x80;
         u128::from_be_bytes(b) ^ self.k2
     }
-
 }
 
 /// The half of the key that S2V's CMAC uses: its key schedule, and the subkeys for a key
