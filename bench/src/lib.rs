@@ -23,6 +23,7 @@ pub mod counts;
 pub mod engine;
 pub mod interleaved;
 pub mod load;
+pub mod nts;
 pub mod outcome;
 pub mod pin;
 pub mod plot;

@@ -204,6 +204,48 @@ fn make_certificates(dir: &std::path::Path, ip: &str) -> (std::path::PathBuf, st
     (p("ca.pem"), p("server.pem"), p("server.key"))
 }
 
+/// stratum-bench's NTS client (the load generator's groundwork) against stratumd: one NTS-KE with
+/// rustls trusting the test CA gives 8 cookies and the NTP port record; an NTS request built
+/// with a cookie gets an authentic reply (S2C) with fresh cookies, the same cookie again too (a
+/// load test may re-use its cookies); a CA it does not trust fails the KE.
+#[test]
+fn the_bench_nts_client_does_the_ke_and_gets_authentic_replies() {
+    if !require(have_tool("openssl"), "openssl is not installed (apt-get install openssl)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certificates(dir.path(), "127.0.0.1");
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = make_certificates(other.path(), "127.0.0.1");
+    let keyfile = dir.path().join("nts.keys");
+    std::fs::write(&keyfile, KeySet::new(MasterKey { id: 5, key: [0x65; 32] }, 3).to_text()).unwrap();
+    let (port, ke_port) = (free_port(), free_port());
+    let text = format!(
+        "{}listen = \"127.0.0.1:{ke_port}\"\ncertificate = \"{}\"\nprivate-key = \"{}\"\n",
+        nts_config(port, &keyfile),
+        cert.display(),
+        key.display()
+    );
+    let mut server = Server::start(&text, port);
+    let ke: SocketAddr = ([127, 0, 0, 1], ke_port).into();
+    let session = stratum_bench::nts::key_exchange(ke, "127.0.0.1", &ca, Duration::from_secs(3)).expect("NTS-KE");
+    assert_eq!(session.cookies.len(), 8);
+    assert_eq!(session.port, Some(port), "the NTPv4 port record (not 123)");
+    let ntp = SocketAddr::from(([127, 0, 0, 1], port));
+    for (i, placeholders) in [(0u8, 1), (1, 0)] {
+        let uid = [0x40 + i; 32];
+        let t1 = stratum_proto::NtpTimestamp::from_bits(0x1234_5678_9abc_def1 + u64::from(i));
+        let req = stratum_bench::nts::request(&session.c2s, &session.cookies[0], &uid, t1, placeholders, &[i; 16]);
+        let reply = exchange(ntp, &req, Duration::from_secs(2)).expect("an NTS reply");
+        assert_eq!(NtpPacket::parse(&reply).unwrap().origin_timestamp, t1);
+        let fresh = stratum_bench::nts::check_reply(&session.s2c, &reply, &uid).expect("authentic");
+        assert_eq!(fresh.len(), 1 + placeholders, "round {i}: the same cookie again is answered too");
+    }
+    let refused = stratum_bench::nts::key_exchange(ke, "127.0.0.1", &other_ca, Duration::from_secs(3));
+    assert!(refused.is_err(), "a KE server whose certificate the CA file does not vouch for");
+    server.stop();
+}
+
 /// The whole chain with a real client: chronyd (-Q, never touching the clock) does the NTS-KE
 /// handshake with stratumd (trusting the test's CA), gets cookies, and takes an NTS-authenticated
 /// sample from the data plane; without the CA it refuses the KE server. A flood of half-open

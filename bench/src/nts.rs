@@ -1,0 +1,285 @@
+//! The client side of NTS (RFC 8915) for stratum-bench: one NTS-KE over TLS 1.3 (rustls, ring,
+//! trusting the CA file given, ALPN `ntske/1`) gives the C2S/S2C keys (TLS exporter) and 8
+//! cookies; [`request`] builds an NTS request around a cookie and [`check_reply`] checks a reply
+//! as a client must (unique identifier, authenticator opened with S2C) and returns the fresh
+//! cookies it carried. The groundwork for `load --nts`: a load test may re-use its cookies (the
+//! server cannot tell, and answers each with fresh ones), which a real client must not.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use stratum_proto::nts::ef::{NTS_AUTHENTICATOR, NTS_COOKIE, NTS_COOKIE_PLACEHOLDER, UNIQUE_IDENTIFIER};
+use stratum_proto::nts::ke::{self, AEAD_ALGORITHM, CRITICAL, END_OF_MESSAGE, ERROR, NEW_COOKIE, NEXT_PROTOCOL};
+use stratum_proto::nts::ke::{NTPV4_PORT, NTPV4_SERVER, PROTOCOL_NTPV4, WARNING};
+use stratum_proto::nts::{Aead, AesSivCmac256, AEAD_AES_SIV_CMAC_256, TAG_LEN};
+use stratum_proto::{NtpPacket, NtpTimestamp};
+
+/// What one NTS-KE gave.
+#[derive(Clone)]
+pub struct Session {
+    pub c2s: [u8; 32],
+    pub s2c: [u8; 32],
+    pub cookies: Vec<Vec<u8>>,
+    /// The NTPv4 server and port records, when the KE server sent them.
+    pub server: Option<String>,
+    pub port: Option<u16>,
+}
+
+impl std::fmt::Debug for Session {
+    // Never the keys.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("cookies", &self.cookies.len())
+            .field("server", &self.server)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+fn record(kind: u16, body: &[u8]) -> Vec<u8> {
+    let mut r = kind.to_be_bytes().to_vec();
+    r.extend((body.len() as u16).to_be_bytes());
+    r.extend(body);
+    r
+}
+
+/// The KE request: NTPv4, AEAD_AES_SIV_CMAC_256, end (all critical, as chrony sends them).
+fn ke_request() -> Vec<u8> {
+    let mut r = record(CRITICAL | NEXT_PROTOCOL, &PROTOCOL_NTPV4.to_be_bytes());
+    r.extend(record(CRITICAL | AEAD_ALGORITHM, &AEAD_AES_SIV_CMAC_256.to_be_bytes()));
+    r.extend(record(CRITICAL | END_OF_MESSAGE, &[]));
+    r
+}
+
+/// Reads the KE server's records (until End of Message) into `session`.
+fn parse_ke_response(mut bytes: &[u8], session: &mut Session) -> anyhow::Result<()> {
+    let (mut protocol, mut aead) = (false, false);
+    loop {
+        let Some((head, rest)) = bytes.split_first_chunk::<4>() else {
+            bail!("the KE response ends before End of Message")
+        };
+        let kind = u16::from_be_bytes([head[0], head[1]]) & !CRITICAL;
+        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let Some((body, rest)) = rest.split_at_checked(len) else { bail!("a KE record runs past the response") };
+        match kind {
+            END_OF_MESSAGE => break,
+            NEXT_PROTOCOL => protocol = body == PROTOCOL_NTPV4.to_be_bytes(),
+            AEAD_ALGORITHM => aead = body == AEAD_AES_SIV_CMAC_256.to_be_bytes(),
+            ERROR => bail!("the KE server sent error record {body:?}"),
+            WARNING => bail!("the KE server sent warning record {body:?}"),
+            NEW_COOKIE => session.cookies.push(body.to_vec()),
+            NTPV4_SERVER => session.server = Some(String::from_utf8_lossy(body).into_owned()),
+            NTPV4_PORT if len == 2 => session.port = Some(u16::from_be_bytes([body[0], body[1]])),
+            _ => {}
+        }
+        bytes = rest;
+    }
+    anyhow::ensure!(protocol, "the KE server did not agree to NTPv4");
+    anyhow::ensure!(aead, "the KE server did not agree to AEAD_AES_SIV_CMAC_256");
+    anyhow::ensure!(!session.cookies.is_empty(), "the KE server sent no cookie");
+    Ok(())
+}
+
+/// One NTS-KE with `addr`, whose certificate must name `name` and chain to a certificate in the
+/// PEM file `ca`. `timeout` bounds the connection and each read and write.
+pub fn key_exchange(addr: SocketAddr, name: &str, ca: &Path, timeout: Duration) -> anyhow::Result<Session> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("cannot read {}", ca.display()))? {
+        roots.add(cert.with_context(|| format!("a bad certificate in {}", ca.display()))?)?;
+    }
+    // ring, as stratumd's KE server (rustls marks it deprecated only for post-quantum).
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"ntske/1".to_vec()];
+    let server_name = ServerName::try_from(name.to_string()).with_context(|| format!("bad server name {name}"))?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), server_name)?;
+    let socket = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("cannot connect to {addr}"))?;
+    socket.set_read_timeout(Some(timeout))?;
+    socket.set_write_timeout(Some(timeout))?;
+    let mut tls = rustls::StreamOwned::new(conn, socket);
+    tls.write_all(&ke_request()).with_context(|| format!("NTS-KE with {addr}"))?;
+    tls.flush()?;
+    // The server closes (close_notify) after End of Message; 64 KiB bounds a misbehaving one.
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tls.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) if response.len() + n <= 65536 => response.extend_from_slice(&chunk[..n]),
+            Ok(_) => bail!("the KE response from {addr} is over 64 KiB"),
+            // Some servers close without close_notify once they have sent everything.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => break,
+            Err(e) => return Err(e).with_context(|| format!("NTS-KE with {addr}")),
+        }
+    }
+    let mut session = Session { c2s: [0; 32], s2c: [0; 32], cookies: Vec::new(), server: None, port: None };
+    parse_ke_response(&response, &mut session).with_context(|| format!("NTS-KE with {addr}"))?;
+    let aead = AEAD_AES_SIV_CMAC_256;
+    tls.conn.export_keying_material(&mut session.c2s, ke::EXPORTER_LABEL, Some(&ke::exporter_context(aead, false)))?;
+    tls.conn.export_keying_material(&mut session.s2c, ke::EXPORTER_LABEL, Some(&ke::exporter_context(aead, true)))?;
+    Ok(session)
+}
+
+fn field(kind: u16, body: &[u8]) -> Vec<u8> {
+    let mut f = kind.to_be_bytes().to_vec();
+    f.extend(((body.len() + 4) as u16).to_be_bytes());
+    f.extend(body);
+    f
+}
+
+/// An NTS request (RFC 8915 section 5.7): the header with `transmit`, the unique identifier,
+/// the cookie, `placeholders` cookie placeholders (each asks for one more fresh cookie), and the
+/// authenticator sealed with C2S and `nonce` over everything before it.
+pub fn request(
+    c2s: &[u8; 32],
+    cookie: &[u8],
+    uid: &[u8; 32],
+    transmit: NtpTimestamp,
+    placeholders: usize,
+    nonce: &[u8; 16],
+) -> Vec<u8> {
+    let mut p = NtpPacket::client_request(4, transmit).to_bytes().to_vec();
+    p.extend(field(UNIQUE_IDENTIFIER, uid));
+    p.extend(field(NTS_COOKIE, cookie));
+    for _ in 0..placeholders {
+        p.extend(field(NTS_COOKIE_PLACEHOLDER, &vec![0; cookie.len()]));
+    }
+    let mut tag = [0u8; TAG_LEN];
+    // A 32-byte key and a tag-sized buffer: seal cannot refuse them.
+    let _ = AesSivCmac256::seal(c2s, nonce, &p, &mut tag);
+    let mut body = (nonce.len() as u16).to_be_bytes().to_vec();
+    body.extend((TAG_LEN as u16).to_be_bytes());
+    body.extend(nonce);
+    body.extend(tag);
+    p.extend(field(NTS_AUTHENTICATOR, &body));
+    p
+}
+
+/// Why an NTS reply was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NtsReplyError {
+    /// KoD NTSN: the server could not open the cookie or verify the request.
+    Nak,
+    /// Not the request's unique identifier, or none.
+    Uid,
+    /// No authenticator, a malformed one, or one that does not open with S2C.
+    Authenticator,
+    /// Extension fields that do not parse.
+    Malformed,
+}
+
+/// Checks an NTS reply to the request with `uid` (the header's own checks are the caller's):
+/// the fresh cookies it carried, encrypted, if it is authentic.
+pub fn check_reply(s2c: &[u8; 32], reply: &[u8], uid: &[u8; 32]) -> Result<Vec<Vec<u8>>, NtsReplyError> {
+    let header = reply.get(..48).ok_or(NtsReplyError::Malformed)?;
+    let (mut at, mut uid_ok) = (48, false);
+    while at + 4 <= reply.len() {
+        let kind = u16::from_be_bytes([reply[at], reply[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([reply[at + 2], reply[at + 3]]));
+        let body = reply.get(at + 4..at + len).filter(|_| len >= 4).ok_or(NtsReplyError::Malformed)?;
+        match kind {
+            UNIQUE_IDENTIFIER => uid_ok = body == uid,
+            NTS_AUTHENTICATOR => {
+                if !uid_ok {
+                    return Err(NtsReplyError::Uid);
+                }
+                let nonce_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+                let ct_len = usize::from(u16::from_be_bytes([*body.get(2).unwrap_or(&0), *body.get(3).unwrap_or(&0)]));
+                let nonce = body.get(4..4 + nonce_len).ok_or(NtsReplyError::Authenticator)?;
+                let start = 4 + nonce_len.next_multiple_of(4);
+                let mut sealed = body.get(start..start + ct_len).ok_or(NtsReplyError::Authenticator)?.to_vec();
+                if !AesSivCmac256::open(s2c, nonce, &reply[..at], &mut sealed) {
+                    return Err(NtsReplyError::Authenticator);
+                }
+                return cookies_in(&sealed[TAG_LEN..]);
+            }
+            _ => {}
+        }
+        at += len;
+    }
+    if header[1] == 0 && &header[12..16] == b"NTSN" {
+        return Err(NtsReplyError::Nak);
+    }
+    Err(if uid_ok { NtsReplyError::Authenticator } else { NtsReplyError::Uid })
+}
+
+/// The cookie fields inside a reply's decrypted authenticator.
+fn cookies_in(mut plaintext: &[u8]) -> Result<Vec<Vec<u8>>, NtsReplyError> {
+    let mut cookies = Vec::new();
+    while plaintext.len() >= 4 {
+        let kind = u16::from_be_bytes([plaintext[0], plaintext[1]]);
+        let len = usize::from(u16::from_be_bytes([plaintext[2], plaintext[3]]));
+        let body = plaintext.get(4..len).filter(|_| len >= 4).ok_or(NtsReplyError::Malformed)?;
+        if kind == NTS_COOKIE {
+            cookies.push(body.to_vec());
+        }
+        plaintext = &plaintext[len..];
+    }
+    Ok(cookies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratum_proto::nts::server::{check_request, write_nak, write_reply, NtsCheck};
+    use stratum_proto::nts::{ClientKeys, KeySet, MasterKey, COOKIE_LEN};
+
+    fn server() -> (KeySet, ClientKeys, Vec<u8>) {
+        let master = KeySet::new(MasterKey { id: 3, key: [0x33; 32] }, 3);
+        let keys = ClientKeys { algorithm: AEAD_AES_SIV_CMAC_256, c2s: [0xC2; 32], s2c: [0x5C; 32] };
+        let mut cookie = [0u8; COOKIE_LEN];
+        assert!(master.seal(&keys, &[1; 16], &mut cookie));
+        (master, keys, cookie.to_vec())
+    }
+
+    /// Our request as stratumd's pure server half sees it, and its reply as we check it: the
+    /// fresh cookies come out; a changed reply, another UID and a NAK are refused.
+    #[test]
+    fn a_request_verifies_and_its_reply_checks_with_fresh_cookies() {
+        let (master, keys, cookie) = server();
+        let uid = [0xAB; 32];
+        for placeholders in [0, 1, 7] {
+            let mut p = request(&keys.c2s, &cookie, &uid, NtpTimestamp::from_bits(77), placeholders, &[9; 16]);
+            let len = p.len();
+            let NtsCheck::Verified(v) = check_request(&mut p, &master) else { panic!("the server verifies it") };
+            let mut n = 0u8;
+            let reply_len = write_reply(&mut p, len, &v, &master, &[5; 16], || {
+                n += 1;
+                [n; 16]
+            })
+            .unwrap();
+            let cookies = check_reply(&keys.s2c, &p[..reply_len], &uid).expect("authentic");
+            assert_eq!(cookies.len(), 1 + placeholders);
+            assert!(cookies.iter().all(|c| master.open(c).as_ref() == Some(&keys)));
+            assert_eq!(check_reply(&keys.s2c, &p[..reply_len], &[0xAC; 32]), Err(NtsReplyError::Uid));
+            let mut changed = p[..reply_len].to_vec();
+            changed[40] ^= 1;
+            assert_eq!(check_reply(&keys.s2c, &changed, &uid), Err(NtsReplyError::Authenticator));
+        }
+        let mut nak = request(&keys.c2s, &cookie, &uid, NtpTimestamp::from_bits(77), 0, &[9; 16]);
+        nak[..48].fill(0);
+        let len = write_nak(&mut nak, 52..84).unwrap();
+        assert_eq!(check_reply(&keys.s2c, &nak[..len], &uid), Err(NtsReplyError::Nak));
+    }
+
+    #[test]
+    fn ke_responses() {
+        let mut s = Session { c2s: [0; 32], s2c: [0; 32], cookies: Vec::new(), server: None, port: None };
+        let cookies: [&[u8]; 2] = [&[1; 104], &[2; 104]];
+        parse_ke_response(&ke::write_response(AEAD_AES_SIV_CMAC_256, &cookies, Some(11123)), &mut s).unwrap();
+        assert_eq!((s.cookies.len(), s.port), (2, Some(11123)));
+        let mut s2 = s.clone();
+        assert!(parse_ke_response(&ke::write_error(1), &mut s2).is_err());
+        assert!(parse_ke_response(&ke_request()[..6], &mut s2).is_err(), "cut short");
+    }
+}
