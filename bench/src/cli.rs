@@ -101,6 +101,14 @@ pub struct QueryArgs {
     /// Seconds to wait for a valid reply (at most 60).
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub timeout: f64,
+    /// NTS (RFC 8915): first an NTS-KE with this KE server (HOST:PORT; its certificate must
+    /// name HOST), then the query to the server above with a cookie it gave; only an authentic
+    /// reply counts.
+    #[arg(long, value_name = "HOST:PORT", requires = "nts_ca")]
+    pub nts_ke: Option<String>,
+    /// The CA certificate(s), PEM, the NTS-KE server's certificate must chain to.
+    #[arg(long, value_name = "FILE", requires = "nts_ke")]
+    pub nts_ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -272,7 +280,16 @@ fn exchange(a: &QueryArgs) -> Result<query::QueryReport, QueryError> {
         return Err(anyhow::anyhow!("--timeout must be more than 0 and at most {MAX_TIMEOUT_S} seconds").into());
     }
     let server = query::resolve(&a.server)?;
-    query::query(server, Duration::from_secs_f64(a.timeout))
+    let timeout = Duration::from_secs_f64(a.timeout);
+    let session = match (&a.nts_ke, &a.nts_ca) {
+        (Some(ke), Some(ca)) => {
+            let (host, _) = ke.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--nts-ke {ke}: HOST:PORT"))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some(crate::nts::key_exchange(query::resolve(ke)?, host, ca, timeout)?)
+        }
+        _ => None,
+    };
+    query::query_with(server, timeout, session.as_ref())
 }
 
 /// The exit status of a run its report is already printed for: 0, or the objection's status with

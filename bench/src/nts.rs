@@ -179,7 +179,8 @@ pub enum NtsReplyError {
 }
 
 /// Checks an NTS reply to the request with `uid` (the header's own checks are the caller's):
-/// the fresh cookies it carried, encrypted, if it is authentic.
+/// the fresh cookies it carried, encrypted, if it is authentic; [`NtsReplyError::Nak`] for a
+/// KoD NTSN that echoes `uid` (a NAK is not authenticated: RFC 8915 section 5.7).
 pub fn check_reply(s2c: &[u8; 32], reply: &[u8], uid: &[u8; 32]) -> Result<Vec<Vec<u8>>, NtsReplyError> {
     let header = reply.get(..48).ok_or(NtsReplyError::Malformed)?;
     let (mut at, mut uid_ok) = (48, false);
@@ -207,7 +208,7 @@ pub fn check_reply(s2c: &[u8; 32], reply: &[u8], uid: &[u8; 32]) -> Result<Vec<V
         }
         at += len;
     }
-    if header[1] == 0 && &header[12..16] == b"NTSN" {
+    if uid_ok && header[1] == 0 && &header[12..16] == b"NTSN" {
         return Err(NtsReplyError::Nak);
     }
     Err(if uid_ok { NtsReplyError::Authenticator } else { NtsReplyError::Uid })

@@ -201,6 +201,17 @@ pub fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
 /// fail the checks (wrong origin, mode, version, length) are ignored, as a client must; if no
 /// valid reply follows, the error names what was ignored.
 pub fn query(server: SocketAddr, timeout: Duration) -> Result<QueryReport, QueryError> {
+    query_with(server, timeout, None)
+}
+
+/// [`query`], over NTS when `nts` is given: the request carries the session's first cookie and
+/// an authenticator, and only a reply whose authenticator opens with S2C counts (others are
+/// ignored, as forged ones); an NTS NAK is the kiss code NTSN.
+pub fn query_with(
+    server: SocketAddr,
+    timeout: Duration,
+    nts: Option<&crate::nts::Session>,
+) -> Result<QueryReport, QueryError> {
     let local: SocketAddr = match server {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -211,18 +222,27 @@ pub fn query(server: SocketAddr, timeout: Duration) -> Result<QueryReport, Query
     // A random transmit timestamp (as chrony sends): it reveals nothing about our clock, and a
     // reply can only echo it if it saw the request. T1 stays here.
     let transmit = NtpTimestamp::from_bits(rand::random::<u64>() | 1);
-    let request = client::request(0, 0, transmit);
+    let uid: [u8; 32] = rand::random();
+    let request = match nts {
+        None => client::request(0, 0, transmit).to_vec(),
+        Some(session) => {
+            let cookie = session.cookies.first().ok_or_else(|| anyhow::anyhow!("the NTS-KE gave no cookie"))?;
+            crate::nts::request(&session.c2s, cookie, &uid, transmit, 0, &rand::random())
+        }
+    };
     let t1 = now_ntp();
     socket.send(&request).map_err(|e| anyhow::anyhow!("cannot send to {server}: {e}"))?;
 
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 2048];
     let mut ignored: Vec<ReplyError> = Vec::new();
+    // Replies whose NTS fields did not check (not authentic: ignored, as forged ones).
+    let mut nts_rejected = 0usize;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             let first = ignored.first().copied();
-            return Err(QueryError::NoValidReply { server, timeout, ignored: ignored.len(), first });
+            return Err(QueryError::NoValidReply { server, timeout, ignored: ignored.len() + nts_rejected, first });
         }
         socket.set_read_timeout(Some(left)).map_err(anyhow::Error::from)?;
         let len = match socket.recv(&mut buf) {
@@ -233,6 +253,21 @@ pub fn query(server: SocketAddr, timeout: Duration) -> Result<QueryReport, Query
             Err(e) => return Err(anyhow::anyhow!("receive from {server}: {e}").into()),
         };
         let t4 = now_ntp();
+        if let Some(session) = nts {
+            match crate::nts::check_reply(&session.s2c, &buf[..len], &uid) {
+                Ok(_) => {}
+                // A NAK echoes our unique identifier and (checked here) our transmit time.
+                Err(crate::nts::NtsReplyError::Nak)
+                    if matches!(client::check_reply(&buf[..len], transmit), Err(ReplyError::KissOfDeath(_))) =>
+                {
+                    return Err(QueryError::KissOfDeath { server, code: "NTSN".to_string() });
+                }
+                Err(_) => {
+                    nts_rejected += 1;
+                    continue;
+                }
+            }
+        }
         match client::check_reply(&buf[..len], transmit) {
             Ok(h) => {
                 let exchange = Timestamps::of_reply(t1, &h, t4);

@@ -241,8 +241,38 @@ fn the_bench_nts_client_does_the_ke_and_gets_authentic_replies() {
         let fresh = stratum_bench::nts::check_reply(&session.s2c, &reply, &uid).expect("authentic");
         assert_eq!(fresh.len(), 1 + placeholders, "round {i}: the same cookie again is answered too");
     }
+    // query_with: a changed cookie gets the NAK (kiss code NTSN); a reply that does not open with
+    // the S2C we hold is ignored as forged.
+    let mut changed = session.clone();
+    changed.cookies[0][30] ^= 1;
+    match stratum_bench::query::query_with(ntp, Duration::from_secs(2), Some(&changed)) {
+        Err(stratum_bench::query::QueryError::KissOfDeath { code, .. }) => assert_eq!(code, "NTSN"),
+        other => panic!("expected an NTS NAK: {other:?}"),
+    }
+    let mut wrong_s2c = session.clone();
+    wrong_s2c.s2c[0] ^= 1;
+    match stratum_bench::query::query_with(ntp, Duration::from_millis(500), Some(&wrong_s2c)) {
+        Err(stratum_bench::query::QueryError::NoValidReply { ignored, .. }) => assert_eq!(ignored, 1),
+        other => panic!("expected the reply ignored: {other:?}"),
+    }
     let refused = stratum_bench::nts::key_exchange(ke, "127.0.0.1", &other_ca, Duration::from_secs(3));
     assert!(refused.is_err(), "a KE server whose certificate the CA file does not vouch for");
+
+    // The same through `stratum-bench query --nts-ke --nts-ca`: exit 0 and the server's stratum;
+    // with the other CA, exit 1 naming the KE.
+    let query = |ca: &std::path::Path| {
+        let (ntp, ke, ca) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{ke_port}"), ca.display().to_string());
+        let args = ["stratum-bench", "query", &ntp, "--nts-ke", &ke, "--nts-ca", &ca, "--json", "--timeout", "3"];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = stratum_bench::cli::run(args, &mut out, &mut err);
+        (code, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
+    };
+    let (code, out, err) = query(&ca);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"stratum\":2"), "{out}");
+    let (code, _, err) = query(&other_ca);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("NTS-KE"), "{err}");
     server.stop();
 }
 
