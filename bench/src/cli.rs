@@ -55,7 +55,7 @@ pub enum Command {
     /// report is printed, then the exit status says whether it measured the server: 2 if the
     /// server rate-limited or refused the load (see --accept-ratelimit, --accept-kod), 3 if its
     /// replies were unsynchronised (see --accept-unsynced).
-    Load(LoadArgs),
+    Load(Box<LoadArgs>),
     /// A do-nothing AF_XDP responder (feature xdp, root): turns NTP requests to --port around in
     /// place, to measure `load --engine xdp`'s own ceiling. Runs until SIGINT/SIGTERM or --duration.
     Reflect(ReflectArgs),
@@ -210,6 +210,17 @@ pub struct LoadArgs {
     /// link's one-way delay (measured once, first).
     #[arg(long)]
     pub interleaved: bool,
+    /// NTS load (socket engine): one NTS-KE with this KE server first (HOST:PORT; its certificate
+    /// must name HOST), then every request an NTS request with one of the cookies it gave, to
+    /// --target. The cookies are re-used, as a real client must not: the server cannot tell and
+    /// still opens the cookie, verifies and seals every request. Only replies whose
+    /// authenticator opens with S2C count as answered (others: invalid, not authentic); an NTS
+    /// NAK counts as kiss code NTSN.
+    #[arg(long, value_name = "HOST:PORT", requires = "nts_ca")]
+    pub nts_ke: Option<String>,
+    /// The CA certificate(s), PEM, the NTS-KE server's certificate must chain to.
+    #[arg(long, value_name = "FILE", requires = "nts_ke")]
+    pub nts_ca: Option<std::path::PathBuf>,
     /// Allow a target that is not a loopback address (a server in a network namespace, or a lab
     /// machine you own). Never point a load generator at someone else's server.
     #[arg(long)]
@@ -334,8 +345,22 @@ impl LoadArgs {
     }
 }
 
+/// `--nts-ke`: the NTS-KE, once, before the load (the KE server must pass the target checks too).
+fn load_nts(a: &LoadArgs) -> anyhow::Result<Option<std::sync::Arc<crate::nts::Session>>> {
+    let (Some(ke), Some(ca)) = (&a.nts_ke, &a.nts_ca) else { return Ok(None) };
+    if a.engine != Engine::Socket || a.interleaved {
+        anyhow::bail!("--nts-ke is for the socket engine, without --interleaved");
+    }
+    let (host, _) = ke.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--nts-ke {ke}: HOST:PORT"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = crate::target::check_target(query::resolve(ke)?, a.i_own_this_target)?;
+    let session = crate::nts::key_exchange(addr, host, ca, Duration::from_secs(5))?;
+    Ok(Some(std::sync::Arc::new(session)))
+}
+
 fn run_load(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
-    let config = LoadConfig::new(a.target, a.i_own_this_target, a.rate, a.duration, a.sockets()?, a.cores())?;
+    let mut config = LoadConfig::new(a.target, a.i_own_this_target, a.rate, a.duration, a.sockets()?, a.cores())?;
+    config.nts = load_nts(a)?;
     if a.interleaved {
         return crate::interleaved::cli::run_load(a, &config, out, err);
     }
@@ -350,7 +375,7 @@ fn run_load(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
 
 fn run_ramp(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
     let spec = a.ramp.expect("run_ramp is called with --ramp");
-    let config = RampConfig::new(
+    let mut config = RampConfig::new(
         a.target,
         a.i_own_this_target,
         spec,
@@ -364,6 +389,7 @@ fn run_ramp(a: &LoadArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         a.sockets()?,
         a.cores(),
     )?;
+    config.step.nts = load_nts(a)?;
     let progress = |step: &ramp::StepResult| {
         // Progress, one line a step, where it cannot mix with the JSON.
         if !a.json {

@@ -22,6 +22,8 @@ pub struct LoadConfig {
     pub sockets: usize,
     /// One generator thread per core listed, pinned there; empty: one unpinned thread.
     pub cores: Vec<usize>,
+    /// `--nts-ke`: every request an NTS request with one of this KE's cookies (socket engine).
+    pub nts: Option<std::sync::Arc<crate::nts::Session>>,
 }
 
 impl LoadConfig {
@@ -55,7 +57,7 @@ impl LoadConfig {
         if rate != 0 && rate < cores.len() as u64 {
             anyhow::bail!("--rate ({rate}) must be 0 or at least the number of --cores ({})", cores.len());
         }
-        Ok(Self { target, rate, duration: Duration::from_secs_f64(duration_s), sockets, cores })
+        Ok(Self { target, rate, duration: Duration::from_secs_f64(duration_s), sockets, cores, nts: None })
     }
 
     /// Generator threads: one per listed core, or one.

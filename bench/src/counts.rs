@@ -21,6 +21,9 @@ pub enum Invalid {
     T2Window,
     /// T3 lies outside [T2, T4], widened by the reply's precision.
     T3Window,
+    /// `load --nts-ke`: not our unique identifier, or an authenticator that does not open with
+    /// S2C (not authentic), or NTS fields that do not parse.
+    Nts,
 }
 
 impl From<NumberedError> for Invalid {
@@ -67,6 +70,10 @@ pub struct Counts {
     pub invalid_late: u64,
     pub invalid_t2_window: u64,
     pub invalid_t3_window: u64,
+    /// `load --nts-ke`: replies that are not authentic NTS replies to our requests (only
+    /// serialized when there were any, so a plain run's keys are as before).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub invalid_nts: u64,
     /// Replies to an earlier step of the same ramp (they arrived after that step's drain): not
     /// this step's replies, so in none of the counts above, and not held against the step.
     pub stale: u64,
@@ -74,6 +81,10 @@ pub struct Counts {
     /// `kod` by code: RATE (the server rate-limits us), and DENY or RSTR (it refuses us).
     pub kod_rate: u64,
     pub kod_deny_rstr: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl std::ops::AddAssign for Counts {
@@ -93,6 +104,7 @@ impl std::ops::AddAssign for Counts {
             invalid_late,
             invalid_t2_window,
             invalid_t3_window,
+            invalid_nts,
             stale,
             unsynced,
             kod_rate,
@@ -113,6 +125,7 @@ impl std::ops::AddAssign for Counts {
         self.invalid_late += invalid_late;
         self.invalid_t2_window += invalid_t2_window;
         self.invalid_t3_window += invalid_t3_window;
+        self.invalid_nts += invalid_nts;
         self.stale += stale;
         self.kod_rate += kod_rate;
         self.kod_deny_rstr += kod_deny_rstr;
@@ -141,6 +154,7 @@ impl Counts {
             Invalid::Late => &mut self.invalid_late,
             Invalid::T2Window => &mut self.invalid_t2_window,
             Invalid::T3Window => &mut self.invalid_t3_window,
+            Invalid::Nts => &mut self.invalid_nts,
         } += 1;
     }
 }

@@ -2,8 +2,9 @@
 //! trusting the CA file given, ALPN `ntske/1`) gives the C2S/S2C keys (TLS exporter) and 8
 //! cookies; [`request`] builds an NTS request around a cookie and [`check_reply`] checks a reply
 //! as a client must (unique identifier, authenticator opened with S2C) and returns the fresh
-//! cookies it carried. The groundwork for `load --nts`: a load test may re-use its cookies (the
-//! server cannot tell, and answers each with fresh ones), which a real client must not.
+//! cookies it carried. `load --nts-ke` builds on them ([`restamp`]): a load test may re-use its
+//! cookies (the server cannot tell, and answers each with fresh ones), which a real client must
+//! not.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -165,6 +166,40 @@ pub fn request(
     p
 }
 
+/// Where [`request`] puts the unique identifier's 32 bytes: right after the header and the
+/// field's type and length.
+pub const UID_AT: usize = 48 + 4;
+/// The authenticator field [`request`] ends with: type, length, nonce and ciphertext lengths,
+/// the 16-byte nonce, the tag (no ciphertext).
+const AUTHENTICATOR_FIELD_LEN: usize = 4 + 4 + 16 + TAG_LEN;
+
+/// The unique identifier of a load request ([`restamp`]): `prefix`, then the request's transmit
+/// timestamp (its 8 wire bytes), so that it is unique per request and a reply's own origin
+/// timestamp names the identifier it must carry.
+pub fn load_uid(prefix: &[u8; 24], transmit: &[u8; 8]) -> [u8; 32] {
+    let mut uid = [0u8; 32];
+    uid[..24].copy_from_slice(prefix);
+    uid[24..].copy_from_slice(transmit);
+    uid
+}
+
+/// Turns a request made by [`request`] (with a 16-byte nonce) into the next one of a load test,
+/// in place and without allocating: the transmit timestamp `transmit`, the unique identifier's
+/// last 8 bytes the same (see [`load_uid`]), and the authenticator sealed again with `c2s` over
+/// the changed packet (same cookie and nonce: a load test may re-use them; the server still opens
+/// the cookie, verifies and seals each request).
+pub fn restamp(c2s: &[u8; 32], p: &mut [u8], transmit: &[u8; 8]) {
+    p[40..48].copy_from_slice(transmit);
+    p[UID_AT + 24..UID_AT + 32].copy_from_slice(transmit);
+    let auth = p.len() - AUTHENTICATOR_FIELD_LEN;
+    let mut nonce = [0u8; 16];
+    nonce.copy_from_slice(&p[auth + 8..auth + 24]);
+    let mut tag = [0u8; TAG_LEN];
+    // A 32-byte key and a tag-sized buffer: seal cannot refuse them.
+    let _ = AesSivCmac256::seal(c2s, &nonce, &p[..auth], &mut tag);
+    p[auth + 24..].copy_from_slice(&tag);
+}
+
 /// Why an NTS reply was not accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NtsReplyError {
@@ -271,6 +306,23 @@ mod tests {
         nak[..48].fill(0);
         let len = write_nak(&mut nak, 52..84).unwrap();
         assert_eq!(check_reply(&keys.s2c, &nak[..len], &uid), Err(NtsReplyError::Nak));
+    }
+
+    /// A restamped load request is the request built afresh with the new transmit time and
+    /// UID, and the server verifies it.
+    #[test]
+    fn a_restamped_request_is_a_fresh_one() {
+        let (master, keys, cookie) = server();
+        let prefix = [0x11; 24];
+        let mut p = request(&keys.c2s, &cookie, &load_uid(&prefix, &[0; 8]), NtpTimestamp::ZERO, 0, &[7; 16]);
+        for transmit in [[1u8; 8], [0xFE; 8]] {
+            restamp(&keys.c2s, &mut p, &transmit);
+            let t = NtpTimestamp::from_be_bytes(transmit);
+            let fresh = request(&keys.c2s, &cookie, &load_uid(&prefix, &transmit), t, 0, &[7; 16]);
+            assert_eq!(p, fresh);
+            let mut q = p.clone();
+            assert!(matches!(check_request(&mut q, &master), NtsCheck::Verified(_)));
+        }
     }
 
     #[test]

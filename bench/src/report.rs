@@ -68,6 +68,9 @@ pub struct LoadReport {
     pub invalid_late: u64,
     pub invalid_t2_window: u64,
     pub invalid_t3_window: u64,
+    /// `--nts-ke`: replies that were not authentic NTS replies to our requests (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_nts: Option<u64>,
     /// Replies to an earlier step of the ramp, not counted in this one.
     pub stale: u64,
     /// `kod` by code: RATE, and DENY or RSTR.
@@ -137,6 +140,7 @@ impl LoadReport {
             invalid_late: c.invalid_late,
             invalid_t2_window: c.invalid_t2_window,
             invalid_t3_window: c.invalid_t3_window,
+            invalid_nts: config.nts.as_ref().map(|_| c.invalid_nts),
             stale: c.stale,
             kod_rate: c.kod_rate,
             kod_deny_rstr: c.kod_deny_rstr,
@@ -175,6 +179,9 @@ impl LoadReport {
             self.invalid_t2_window,
             self.invalid_t3_window
         );
+        if let Some(n) = self.invalid_nts {
+            s += &format!("not authentic {n} (NTS: another unique identifier, or an authenticator S2C does not open; among the invalid)\n");
+        }
         if self.stale > 0 {
             s += &format!("stale         {} (replies to an earlier step of the ramp, not counted here)\n", self.stale);
         }

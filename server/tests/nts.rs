@@ -276,6 +276,66 @@ fn the_bench_nts_client_does_the_ke_and_gets_authentic_replies() {
     server.stop();
 }
 
+/// `stratum-bench load --nts-ke --nts-ca`: one NTS-KE, then every request an NTS request with
+/// one of its cookies (re-used); at least 95 % of them get authentic replies (S2C opens their
+/// authenticators), none is a NAK or not authentic. With the other CA the KE, and so the load,
+/// fails (exit 1).
+#[test]
+fn an_nts_load_gets_authentic_replies() {
+    if !require(have_tool("openssl"), "openssl is not installed (apt-get install openssl)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certificates(dir.path(), "127.0.0.1");
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = make_certificates(other.path(), "127.0.0.1");
+    let keyfile = dir.path().join("nts.keys");
+    std::fs::write(&keyfile, KeySet::new(MasterKey { id: 6, key: [0x66; 32] }, 3).to_text()).unwrap();
+    let (port, ke_port, metrics_port) = (free_port(), free_port(), free_port());
+    let text = format!(
+        "{}listen = \"127.0.0.1:{ke_port}\"\ncertificate = \"{}\"\nprivate-key = \"{}\"\n\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+        nts_config(port, &keyfile),
+        cert.display(),
+        key.display()
+    );
+    let mut server = Server::start(&text, port);
+    let load = |ca: &std::path::Path| {
+        let (target, ke, ca) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{ke_port}"), ca.display().to_string());
+        let args = [
+            "stratum-bench",
+            "load",
+            "--target",
+            &target,
+            "--rate",
+            "5000",
+            "--duration",
+            "1",
+            "--sockets",
+            "4",
+            "--nts-ke",
+            &ke,
+            "--nts-ca",
+            &ca,
+            "--json",
+        ];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = stratum_bench::cli::run(args, &mut out, &mut err);
+        (code, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
+    };
+    let (code, out, err) = load(&ca);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON report");
+    let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"));
+    assert!(n("sent") >= 4900, "{v}");
+    assert!(n("valid") * 100 >= n("sent") * 95, "at least 95 % authentic replies: {v}");
+    assert_eq!((n("invalid_nts"), n("kod"), n("invalid")), (0, 0, 0), "{v}");
+    assert!(auth_replies(metrics_port, "nts") >= n("valid"), "the server sealed each");
+    let (code, _, err) = load(&other_ca);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("NTS-KE"), "{err}");
+    server.stop();
+}
+
 /// The whole chain with a real client: chronyd (-Q, never touching the clock) does the NTS-KE
 /// handshake with stratumd (trusting the test's CA), gets cookies, and takes an NTS-authenticated
 /// sample from the data plane; without the CA it refuses the KE server. A flood of half-open

@@ -6,7 +6,15 @@
 //! against the request it answers.
 //!
 //! The send records and the reply checks are [`super::book`]'s (shared with the AF_XDP engine):
-//! the engine clock there is monotonic time since the run started. Nothing allocates per packet.
+//! the engine clock there is monotonic time since the run started. Nothing allocates per packet
+//! (but the NTS reply check, which copies the authenticator out to open it).
+//!
+//! With an NTS session (`load --nts-ke`), buffer i of a batch is an NTS request with cookie
+//! i mod (cookies), made once; before each send its transmit timestamp and unique identifier are
+//! renumbered and its authenticator sealed again ([`crate::nts::restamp`]). Cookies are re-used
+//! (a real client must not; the server cannot tell and still opens, verifies and seals each
+//! request). Only replies whose authenticator opens with S2C go on to the book's checks; an NTS
+//! NAK counts as kiss code NTSN, anything else NTS-invalid.
 //!
 //! The send phase runs for `duration`, then replies are drained for [`DRAIN`] (or until every
 //! request is answered).
@@ -92,7 +100,18 @@ fn refused(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ECONNREFUSED)
 }
 
+/// What the generator needs to make and check NTS requests.
+struct NtsLoad {
+    c2s: [u8; 32],
+    s2c: [u8; 32],
+    /// The first 24 bytes of every unique identifier ([`crate::nts::load_uid`]).
+    uid_prefix: [u8; 24],
+    /// The length of each of the 64 requests (cookies may differ in length).
+    lens: Vec<usize>,
+}
+
 struct Generator {
+    nts: Option<NtsLoad>,
     sockets: Vec<Socket>,
     poll_fds: Vec<libc::pollfd>,
     tx: Batch,
@@ -105,7 +124,11 @@ impl Generator {
     fn send_batch(&mut self, socket: usize) -> io::Result<()> {
         let base = self.book.next_seq();
         for (i, buf) in self.tx.buffers.iter_mut().enumerate() {
-            buf[TRANSMIT_AT..HEADER_LEN].copy_from_slice(&self.book.transmit_bytes(base + i as u64));
+            let transmit = self.book.transmit_bytes(base + i as u64);
+            match &self.nts {
+                None => buf[TRANSMIT_AT..HEADER_LEN].copy_from_slice(&transmit),
+                Some(nts) => crate::nts::restamp(&nts.c2s, &mut buf[..nts.lens[i]], &transmit),
+            }
         }
         // T1 as late as possible, but before the requests leave.
         self.book.start_batch(self.start.elapsed().as_nanos() as u64, now_ntp());
@@ -152,12 +175,27 @@ impl Generator {
 
     fn check_reply(&mut self, i: usize, now_ns: u64, now_ntp: NtpTimestamp) {
         let h = &self.rx.headers[i];
-        let payload = if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+        let mut payload = if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
             Err(Invalid::Length)
         } else {
             Ok(&self.rx.buffers[i][..(h.msg_len as usize).min(RECV_LEN)])
         };
+        if let (Some(nts), Ok(p)) = (&self.nts, payload) {
+            payload = nts_header(nts, p);
+        }
         self.book.reply(payload, now_ns, now_ntp);
+    }
+}
+
+/// The header of an NTS reply for the book's checks, if it is authentic (its unique identifier
+/// is the one its origin timestamp names, and its authenticator opens with S2C) or an NTS NAK
+/// (a kiss-o'-death NTSN, which the book counts as one).
+fn nts_header<'a>(nts: &NtsLoad, p: &'a [u8]) -> Result<&'a [u8], Invalid> {
+    let origin: &[u8; 8] = p.get(24..32).and_then(|o| o.try_into().ok()).ok_or(Invalid::Length)?;
+    let uid = crate::nts::load_uid(&nts.uid_prefix, origin);
+    match crate::nts::check_reply(&nts.s2c, p, &uid) {
+        Ok(_) | Err(crate::nts::NtsReplyError::Nak) => Ok(&p[..HEADER_LEN]),
+        Err(_) => Err(Invalid::Nts),
     }
 }
 
@@ -219,7 +257,25 @@ fn prepare(config: &LoadConfig) -> anyhow::Result<Generator> {
     for buf in &mut tx.buffers {
         buf[..HEADER_LEN].copy_from_slice(&REQUEST);
     }
-    Ok(Generator { sockets, poll_fds, tx, rx: Batch::new(RECV_LEN), book: SendBook::new(), start: Instant::now() })
+    let nts = match &config.nts {
+        None => None,
+        Some(session) => {
+            anyhow::ensure!(!session.cookies.is_empty(), "the NTS-KE gave no cookie");
+            let uid_prefix: [u8; 24] = rand::random();
+            let mut lens = Vec::with_capacity(BATCH);
+            for i in 0..BATCH {
+                let cookie = &session.cookies[i % session.cookies.len()];
+                let uid = crate::nts::load_uid(&uid_prefix, &[0; 8]);
+                let request = crate::nts::request(&session.c2s, cookie, &uid, NtpTimestamp::ZERO, 0, &rand::random());
+                anyhow::ensure!(request.len() <= RECV_LEN, "an NTS cookie of {} bytes is too long", cookie.len());
+                tx.buffers[i][..request.len()].copy_from_slice(&request);
+                tx.iov[i].iov_len = request.len();
+                lens.push(request.len());
+            }
+            Some(NtsLoad { c2s: session.c2s, s2c: session.s2c, uid_prefix, lens })
+        }
+    };
+    Ok(Generator { nts, sockets, poll_fds, tx, rx: Batch::new(RECV_LEN), book: SendBook::new(), start: Instant::now() })
 }
 
 /// Runs one generator thread of a load step: `config` was validated by [`LoadConfig::new`] and
