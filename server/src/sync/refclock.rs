@@ -83,6 +83,12 @@ impl DriverState {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Marks the fix lost (keeping the satellite count) before the stale reading is sent, so no
+    /// one sees the refclock stale while its fix still reads good.
+    fn lose_fix(&self) {
+        self.fix.store(1, Ordering::Relaxed);
+    }
+
     fn set_fix(&self, fix: bool, satellites: Option<u32>) {
         self.fix.store(if fix { 2 } else { 1 }, Ordering::Relaxed);
         self.satellites.store(satellites.unwrap_or(u32::MAX), Ordering::Relaxed);
@@ -285,6 +291,7 @@ impl Device {
                         NmeaEvent::Stale(why) => {
                             told = Some(false);
                             tracing::debug!(refclock = %name, "stale: {why:?}");
+                            out.state.lose_fix();
                             alive &= out.send(Reading::Stale(clock::now()));
                         }
                         _ => {}
