@@ -47,24 +47,7 @@ impl Lab {
     fn new(tag: &str) -> Self {
         let server = Netns::new(&format!("{tag}s"));
         let router = Netns::new(&format!("{tag}r"));
-        run_ok(Command::new("ip").args([
-            "link",
-            "add",
-            "as0",
-            "netns",
-            &server.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "ar0",
-            "netns",
-            &router.name,
-        ]));
-        for (ns, dev, addr) in [(&server, "as0", SERVER_LINK), (&router, "ar0", ROUTER_LINK)] {
-            run_ok(Command::new("ip").args(["-n", &ns.name, "addr", "add", &format!("{addr}/30"), "dev", dev]));
-            run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", dev, "up"]));
-        }
+        server.link("as0", &format!("{SERVER_LINK}/30"), &router, "ar0", &format!("{ROUTER_LINK}/30"));
         run_ok(Command::new("ip").args(["-n", &server.name, "addr", "add", &format!("{ANYCAST}/32"), "dev", "lo"]));
         Self { server, router, dir: tempfile::tempdir().unwrap() }
     }
@@ -345,24 +328,7 @@ const CLIENT: &str = "10.92.9.1";
 impl Lab {
     fn add_second_server(&self, tag: &str) -> Netns {
         let second = Netns::new(tag);
-        run_ok(Command::new("ip").args([
-            "link",
-            "add",
-            "bs0",
-            "netns",
-            &second.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "br0",
-            "netns",
-            &self.router.name,
-        ]));
-        for (ns, dev, addr) in [(&second, "bs0", SECOND_LINK), (&self.router, "br0", ROUTER_LINK_2)] {
-            run_ok(Command::new("ip").args(["-n", &ns.name, "addr", "add", &format!("{addr}/30"), "dev", dev]));
-            run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", dev, "up"]));
-        }
+        second.link("bs0", &format!("{SECOND_LINK}/30"), &self.router, "br0", &format!("{ROUTER_LINK_2}/30"));
         run_ok(Command::new("ip").args(["-n", &second.name, "addr", "add", &format!("{ANYCAST}/32"), "dev", "lo"]));
         // Replies to clients behind the router go back through it.
         run_ok(Command::new("ip").args(["-n", &second.name, "route", "add", "default", "via", ROUTER_LINK_2]));

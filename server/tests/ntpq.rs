@@ -48,12 +48,7 @@ impl Lab {
     fn new_named(server_tag: &str, peer_tag: &str, a: &str, b: &str) -> Self {
         let server = Netns::new(server_tag);
         let peer = Netns::new(peer_tag);
-        let link = ["link", "add", a, "netns", &server.name, "type", "veth", "peer", "name", b, "netns", &peer.name];
-        run_ok(Command::new("ip").args(link));
-        for (ns, dev, addr) in [(&server, a, SERVER), (&peer, b, PEER)] {
-            run_ok(Command::new("ip").args(["-n", &ns.name, "addr", "add", &format!("{addr}/24"), "dev", dev]));
-            run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", dev, "up"]));
-        }
+        server.link(a, &format!("{SERVER}/24"), &peer, b, &format!("{PEER}/24"));
         Self { server, peer, dir: tempfile::tempdir().unwrap() }
     }
 

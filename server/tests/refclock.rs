@@ -274,24 +274,7 @@ fn a_gpsd_shm_segment_feeds_stratumd_and_chronyd_and_a_chronyd_client_accepts_st
 
     let server_ns = Netns::new("rcs");
     let client_ns = Netns::new("rcc");
-    run_ok(Command::new("ip").args([
-        "link",
-        "add",
-        "rcv1",
-        "netns",
-        &server_ns.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "rcv2",
-        "netns",
-        &client_ns.name,
-    ]));
-    for (ns, dev, addr) in [(&server_ns, "rcv1", "10.92.1.1/24"), (&client_ns, "rcv2", "10.92.1.2/24")] {
-        run_ok(Command::new("ip").args(["-n", &ns.name, "addr", "add", addr, "dev", dev]));
-        run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", dev, "up"]));
-    }
+    server_ns.link("rcv1", "10.92.1.1/24", &client_ns, "rcv2", "10.92.1.2/24");
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("control.sock");
     let text =

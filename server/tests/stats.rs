@@ -10,7 +10,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -33,24 +33,7 @@ impl Lab {
     fn new(tag: &str) -> Self {
         let server = Netns::new(&format!("{tag}s"));
         let peer = Netns::new(&format!("{tag}p"));
-        run_ok(Command::new("ip").args([
-            "link",
-            "add",
-            "st0",
-            "netns",
-            &server.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "st1",
-            "netns",
-            &peer.name,
-        ]));
-        for (ns, dev, addr) in [(&server, "st0", SERVER), (&peer, "st1", PEER)] {
-            run_ok(Command::new("ip").args(["-n", &ns.name, "addr", "add", &format!("{addr}/24"), "dev", dev]));
-            run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", dev, "up"]));
-        }
+        server.link("st0", &format!("{SERVER}/24"), &peer, "st1", &format!("{PEER}/24"));
         Self { server, peer, dir: tempfile::tempdir().unwrap() }
     }
 

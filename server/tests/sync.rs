@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -44,32 +44,7 @@ impl Lab {
         let peers: Vec<Netns> = (1..=peers).map(|k| Netns::new(&format!("{tag}{k}"))).collect();
         for (k, peer) in peers.iter().enumerate().map(|(i, p)| (i + 1, p)) {
             let (a, b) = (format!("sv{k}"), format!("pv{k}"));
-            run_ok(Command::new("ip").args([
-                "link",
-                "add",
-                &a,
-                "netns",
-                &server.name,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &b,
-                "netns",
-                &peer.name,
-            ]));
-            for (ns, dev, host) in [(&server, &a, 1), (peer, &b, 2)] {
-                run_ok(Command::new("ip").args([
-                    "-n",
-                    &ns.name,
-                    "addr",
-                    "add",
-                    &format!("10.91.{k}.{host}/24"),
-                    "dev",
-                    dev,
-                ]));
-                run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", dev, "up"]));
-            }
+            server.link(&a, &format!("10.91.{k}.1/24"), peer, &b, &format!("10.91.{k}.2/24"));
         }
         Self { server, peers, dir: tempfile::tempdir().unwrap() }
     }

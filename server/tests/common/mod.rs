@@ -290,6 +290,18 @@ impl Netns {
         c.args(["netns", "exec", &self.name, program]);
         c
     }
+
+    /// A veth pair made straight into two namespaces (`dev` here, `peer_dev` in `peer`), each
+    /// end given its address (`10.0.0.1/24`) and brought up. Goes with the namespaces.
+    pub fn link(&self, dev: &str, addr: &str, peer: &Netns, peer_dev: &str, peer_addr: &str) {
+        let pair =
+            ["link", "add", dev, "netns", &self.name, "type", "veth", "peer", "name", peer_dev, "netns", &peer.name];
+        run_ok(Command::new("ip").args(pair));
+        for (ns, dev, addr) in [(self, dev, addr), (peer, peer_dev, peer_addr)] {
+            run_ok(Command::new("ip").args(["-n", &ns.name, "addr", "add", addr, "dev", dev]));
+            run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", dev, "up"]));
+        }
+    }
 }
 
 impl Drop for Netns {
