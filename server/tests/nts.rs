@@ -510,17 +510,7 @@ fn xdp_backend_serves_symmetric_keys_and_nts() {
     }
     let (srv, cli) = (Netns::new("ntsxs"), Netns::new("ntsxc"));
     let net = (std::process::id() % 200) as u8 + 7;
-    let id = std::process::id() % 10000;
-    let (xs, xc) = (format!("ntss{id}"), format!("ntsc{id}"));
-    let _ = std::process::Command::new("ip").args(["link", "del", &xs]).output();
-    run_ok(std::process::Command::new("ip").args(["link", "add", &xs, "type", "veth", "peer", "name", &xc]));
-    run_ok(std::process::Command::new("ip").args(["link", "set", &xs, "netns", &srv.name, "name", "xs"]));
-    run_ok(std::process::Command::new("ip").args(["link", "set", &xc, "netns", &cli.name, "name", "xc"]));
-    for (ns, dev, host) in [(&srv, "xs", 1), (&cli, "xc", 2)] {
-        let addr = format!("10.87.{net}.{host}/24");
-        run_ok(std::process::Command::new("ip").args(["-n", &ns.name, "addr", "add", &addr, "dev", dev]));
-        run_ok(std::process::Command::new("ip").args(["-n", &ns.name, "link", "set", dev, "up"]));
-    }
+    srv.link("xs", &format!("10.87.{net}.1/24"), &cli, "xc", &format!("10.87.{net}.2/24"));
     let server_ip = format!("10.87.{net}.1");
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = make_certificates(dir.path(), &server_ip);
@@ -687,17 +677,7 @@ fn ntpsec_ntpd_uses_stratumd_over_nts() {
     }
     let (srv, cli) = (Netns::new("ntsps"), Netns::new("ntspc"));
     let net = (std::process::id() % 200) as u8 + 3;
-    let id = std::process::id() % 10000;
-    let (vs, vc) = (format!("ntpss{id}"), format!("ntpsc{id}"));
-    let _ = std::process::Command::new("ip").args(["link", "del", &vs]).output();
-    run_ok(std::process::Command::new("ip").args(["link", "add", &vs, "type", "veth", "peer", "name", &vc]));
-    run_ok(std::process::Command::new("ip").args(["link", "set", &vs, "netns", &srv.name, "name", "vs"]));
-    run_ok(std::process::Command::new("ip").args(["link", "set", &vc, "netns", &cli.name, "name", "vc"]));
-    for (ns, dev, host) in [(&srv, "vs", 1), (&cli, "vc", 2)] {
-        let addr = format!("10.86.{net}.{host}/24");
-        run_ok(std::process::Command::new("ip").args(["-n", &ns.name, "addr", "add", &addr, "dev", dev]));
-        run_ok(std::process::Command::new("ip").args(["-n", &ns.name, "link", "set", dev, "up"]));
-    }
+    srv.link("vs", &format!("10.86.{net}.1/24"), &cli, "vc", &format!("10.86.{net}.2/24"));
     let server_ip = format!("10.86.{net}.1");
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = make_certificates(dir.path(), &server_ip);
