@@ -13,7 +13,8 @@
 # at its default /24 the generator's sequential addresses (1 k clients = 4 /24s) would be
 # limited at once. first-contacts-per-second = 0 (no budget): with 1 M clients nearly every
 # request is a first contact. After every step the server's worker counters (stratumctl workers
-# --json) must show answered = received, no KoD and no drop, else the script says so.
+# --json, printed by summary.py in the folder beside this script) must show answered = received,
+# no KoD and no drop.
 #
 # Part 3: --rate 0 (as fast as the generator can) for MAX_DUR s, 1 k vs 1 M (0.2 s at the
 # generator's ~1 M/s here is about 200 requests per client; 0.4 s limited the 1 k arm).
