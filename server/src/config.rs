@@ -518,6 +518,10 @@ pub struct ServerConfig {
     /// Datagrams moved per recvmmsg/sendmmsg call (socket), frames per ring batch (xdp).
     #[serde(default = "default_batch", deserialize_with = "batch_size")]
     pub batch: usize,
+    /// Socket backend: replies answered per sendmmsg (1..=batch); unset: [`DEFAULT_SEND_SLICE`]
+    /// or the batch if smaller. See [`ServerConfig::send_slice`].
+    #[serde(default, deserialize_with = "send_slice")]
+    pub send_slice: Option<usize>,
     /// xdp backend: the RX queues to serve, one worker each.
     #[serde(default)]
     pub queues: Queues,
@@ -686,6 +690,17 @@ fn default_batch() -> usize {
 }
 
 pub const MAX_BATCH: usize = 256;
+
+/// `[server] send-slice` when unset (bench/results/socket-send-slice-2core-20261205.md).
+pub const DEFAULT_SEND_SLICE: usize = 4;
+
+impl ServerConfig {
+    /// Replies the socket backend answers before it sends them with one sendmmsg: a smaller
+    /// slice sends a basic reply closer to its transmit timestamp, at one more syscall per slice.
+    pub fn send_slice(&self) -> usize {
+        self.send_slice.unwrap_or(DEFAULT_SEND_SLICE).clamp(1, self.batch.max(1))
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Workers {
@@ -878,6 +893,14 @@ fn batch_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     }
 }
 
+fn send_slice<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let n = i64::deserialize(d)?;
+    match usize::try_from(n) {
+        Ok(b @ 1..=MAX_BATCH) => Ok(Some(b)),
+        _ => Err(de::Error::custom(format!("send-slice {n} is outside 1..={MAX_BATCH} (and at most `batch`)"))),
+    }
+}
+
 fn ref_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RefId>, D::Error> {
     let text = String::deserialize(d)?;
     if let Ok(v4) = text.parse::<std::net::Ipv4Addr>() {
@@ -987,6 +1010,10 @@ impl Config {
         if s.tx_timestamps == TxTimestamps::Hardware && s.backend == Backend::Socket && s.interface.is_none() {
             return Err(Invalid::new("server.interface", "tx-timestamps = \"hardware\" needs the interface to enable")
                 .at("server.tx-timestamps"));
+        }
+        if let Some(slice) = s.send_slice.filter(|&n| n > s.batch) {
+            let message = format!("send-slice {slice} is larger than batch {}; it must be 1 to {}", s.batch, s.batch);
+            return Err(Invalid::new("server.send-slice", message));
         }
         if !(1..=1 << 24).contains(&s.interleaved_entries) {
             return Err(Invalid::new("server.interleaved-entries", "must be 1 to 16777216"));
@@ -1553,6 +1580,22 @@ stratum = 3
         let off = Config::parse(&format!("{GOOD}\n[ratelimit]\ncoarse = false\nipv4-prefix = 16\n"), "t").unwrap();
         assert!(off.ratelimit.unwrap().to_coarse_proto().is_none(), "off, and its prefixes not checked");
         assert!(Config::parse(GOOD, "t").unwrap().ratelimit.is_none());
+    }
+
+    #[test]
+    fn send_slice_is_accepted_within_the_batch_and_refused_outside() {
+        let with = |extra: &str| GOOD.replacen("workers = 2\n", &format!("workers = 2\n{extra}"), 1);
+        assert_eq!(Config::parse(GOOD, "t").unwrap().server.send_slice(), DEFAULT_SEND_SLICE);
+        assert_eq!(Config::parse(&with("send-slice = 8\n"), "t").unwrap().server.send_slice(), 8);
+        // Unset, with a batch smaller than the default: the batch.
+        assert_eq!(Config::parse(&with("batch = 2\n"), "t").unwrap().server.send_slice(), 2);
+        assert_eq!(Config::parse(&with("batch = 32\nsend-slice = 32\n"), "t").unwrap().server.send_slice(), 32);
+        let e = error_for(&with("send-slice = 0\n"));
+        assert!(e.starts_with("test.toml:6: server.send-slice: send-slice 0 is outside 1..=256"), "{e}");
+        let e = error_for(&with("send-slice = 65\n"));
+        assert!(e.starts_with("test.toml:6: server.send-slice: send-slice 65 is larger than batch 64"), "{e}");
+        let e = error_for(&with("batch = 8\nsend-slice = 9\n"));
+        assert!(e.starts_with("test.toml:7: server.send-slice: send-slice 9 is larger than batch 8"), "{e}");
     }
 
     #[test]

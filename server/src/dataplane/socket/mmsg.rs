@@ -113,6 +113,11 @@ impl MessageBatch {
         self.queued += 1;
     }
 
+    /// Replies queued and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
     /// Asks the kernel to stamp the reply queued last as it leaves (`flags`: SO_TIMESTAMPING
     /// recording flags); the stamp comes back on the socket's error queue
     /// ([`super::errqueue::TxStamps`]). Only that datagram asks; the others cost nothing.
