@@ -1010,6 +1010,26 @@ mod tests {
         NtpTimestamp::from_parts(3_990_000_000, 0).add(NtpDuration::from_seconds_f64(seconds))
     }
 
+    /// A stratum-1 server's reply (GPS, root dispersion 50 µs) to `request`, received at `t2` and
+    /// sent at `t3`.
+    pub(super) fn lan_reply(request: &NtpHeader, t2: NtpTimestamp, t3: NtpTimestamp) -> NtpPacket {
+        NtpPacket {
+            leap: LeapIndicator::NoWarning,
+            version: 4,
+            mode: NtpMode::Server,
+            stratum: 1,
+            poll: request.poll(),
+            precision: -20,
+            root_delay: NtpShort::ZERO,
+            root_dispersion: NtpShort::from_micros(50),
+            ref_id: RefId(*b"GPS\0"),
+            reference_timestamp: t2,
+            origin_timestamp: request.transmit_timestamp(),
+            receive_timestamp: t2,
+            transmit_timestamp: t3,
+        }
+    }
+
     /// Answers every request due at `now` from upstreams 2 ms ahead of the host clock, 150 µs
     /// each way, with a root dispersion of 50 µs (a stratum-1 server on the LAN).
     fn answer_due(engine: &mut SyncEngine, now: f64, random: &mut u64) {
@@ -1022,21 +1042,7 @@ mod tests {
             *random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             let request = NtpHeader::new(&tx.packet).unwrap();
             let t2 = at(now + 150e-6 + 2e-3 + now * ppm * 1e-6);
-            let reply = NtpPacket {
-                leap: LeapIndicator::NoWarning,
-                version: 4,
-                mode: NtpMode::Server,
-                stratum: 1,
-                poll: request.poll(),
-                precision: -20,
-                root_delay: NtpShort::ZERO,
-                root_dispersion: NtpShort::from_micros(50),
-                ref_id: RefId(*b"GPS\0"),
-                reference_timestamp: t2,
-                origin_timestamp: request.transmit_timestamp(),
-                receive_timestamp: t2,
-                transmit_timestamp: t2.add(NtpDuration::from_nanos(10_000)),
-            };
+            let reply = lan_reply(&request, t2, t2.add(NtpDuration::from_nanos(10_000)));
             let outcome = engine.handle_reply(tx.source, &reply.to_bytes(), at(now + 310e-6));
             assert!(matches!(outcome, ReplyOutcome::Sample { .. }), "{outcome:?}");
         }
@@ -1056,21 +1062,7 @@ mod tests {
                 replies += 1;
                 let request = NtpHeader::new(&tx.packet).unwrap();
                 let t2 = at(now + one_way);
-                let reply = NtpPacket {
-                    leap: LeapIndicator::NoWarning,
-                    version: 4,
-                    mode: NtpMode::Server,
-                    stratum: 1,
-                    poll: request.poll(),
-                    precision: -20,
-                    root_delay: NtpShort::ZERO,
-                    root_dispersion: NtpShort::from_micros(50),
-                    ref_id: RefId(*b"GPS\0"),
-                    reference_timestamp: t2,
-                    origin_timestamp: request.transmit_timestamp(),
-                    receive_timestamp: t2,
-                    transmit_timestamp: t2,
-                };
+                let reply = lan_reply(&request, t2, t2);
                 engine.handle_reply(tx.source, &reply.to_bytes(), at(now + 2.0 * one_way));
             }
             engine.handle_timeout(at(now));
@@ -1149,8 +1141,9 @@ mod tests {
 
 #[cfg(test)]
 mod host_clock_tests {
+    use super::tests::lan_reply;
     use super::*;
-    use crate::packet::{NtpHeader, NtpMode, NtpPacket};
+    use crate::packet::NtpHeader;
 
     fn at(seconds: f64) -> NtpTimestamp {
         NtpTimestamp::from_parts(3_990_000_000, 0).add(NtpDuration::from_seconds_f64(seconds))
@@ -1168,21 +1161,7 @@ mod host_clock_tests {
             while let Some(tx) = engine.poll_transmit(at(now), 7) {
                 let request = NtpHeader::new(&tx.packet).unwrap();
                 let t2 = at(now + 150e-6 + ahead);
-                let reply = NtpPacket {
-                    leap: LeapIndicator::NoWarning,
-                    version: 4,
-                    mode: NtpMode::Server,
-                    stratum: 1,
-                    poll: request.poll(),
-                    precision: -20,
-                    root_delay: NtpShort::ZERO,
-                    root_dispersion: NtpShort::from_micros(50),
-                    ref_id: RefId(*b"GPS\0"),
-                    reference_timestamp: t2,
-                    origin_timestamp: request.transmit_timestamp(),
-                    receive_timestamp: t2,
-                    transmit_timestamp: t2,
-                };
+                let reply = lan_reply(&request, t2, t2);
                 engine.handle_reply(tx.source, &reply.to_bytes(), at(now + 300e-6));
             }
             // The first clock update, its adjustment not yet due to anyone.
