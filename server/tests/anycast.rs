@@ -139,26 +139,7 @@ impl Lab {
     /// chronyd serving its host clock at stratum 1 in the router's namespace, never touching the
     /// clock (-x): the upstream stratumd synchronises to.
     fn chronyd_upstream(&self) -> Running {
-        let conf = self.path("chrony.conf");
-        let d = self.dir.path().display();
-        std::fs::write(
-            &conf,
-            format!(
-                "local stratum 1\nallow all\ncmdport 0\npidfile {d}/chronyd.pid\ndriftfile {d}/chrony.drift\n\
-                 bindaddress {ROUTER_LINK}\n"
-            ),
-        )
-        .unwrap();
-        let child = self
-            .router
-            .command("chronyd")
-            .args(["-d", "-x", "-f"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chronyd");
-        Running(Some(child))
+        chronyd_local_server(&self.router, self.dir.path(), ROUTER_LINK)
     }
 
     fn healthy(&self, control: &Path) -> bool {

@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -53,26 +53,7 @@ impl Lab {
     }
 
     fn chronyd(&self) -> Running {
-        let conf = self.dir.path().join("chrony.conf");
-        let d = self.dir.path().display();
-        std::fs::write(
-            &conf,
-            format!(
-                "local stratum 1\nallow all\ncmdport 0\npidfile {d}/chronyd.pid\ndriftfile {d}/chrony.drift\n\
-                 bindaddress {PEER}\n"
-            ),
-        )
-        .unwrap();
-        let child = self
-            .peer
-            .command("chronyd")
-            .args(["-d", "-x", "-f"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chronyd");
-        Running(Some(child))
+        chronyd_local_server(&self.peer, self.dir.path(), PEER)
     }
 
     /// `ntpq ARGS HOST` from inside `ns`: its stdout and stderr.

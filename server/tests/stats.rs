@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -38,26 +37,7 @@ impl Lab {
     }
 
     fn chronyd(&self) -> Running {
-        let conf = self.dir.path().join("chrony.conf");
-        let d = self.dir.path().display();
-        std::fs::write(
-            &conf,
-            format!(
-                "local stratum 1\nallow all\ncmdport 0\npidfile {d}/chronyd.pid\ndriftfile {d}/chrony.drift\n\
-                 bindaddress {PEER}\n"
-            ),
-        )
-        .unwrap();
-        let child = self
-            .peer
-            .command("chronyd")
-            .args(["-d", "-x", "-f"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chronyd");
-        Running(Some(child))
+        chronyd_local_server(&self.peer, self.dir.path(), PEER)
     }
 
     /// stratumd on port 123 polling the chronyd, with [stats] in `stats_dir` and /metrics on

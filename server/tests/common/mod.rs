@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -269,6 +269,30 @@ pub fn assert_refused(text: &str, line: usize, key: &str, detail: &str) {
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.starts_with(&format!("{path}:{line}: {key}: ")), "wanted line {line} and {key}: {err}");
     assert!(err.contains(detail), "wanted `{detail}` in: {err}");
+}
+
+/// chronyd in `ns` serving its host clock at stratum 1 on `bind` to anyone, never touching the
+/// clock (-x), its config, pid and drift files in `dir`: an upstream for a stratumd under test.
+pub fn chronyd_local_server(ns: &Netns, dir: &Path, bind: &str) -> Running {
+    let conf = dir.join("chrony.conf");
+    let d = dir.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "local stratum 1\nallow all\ncmdport 0\npidfile {d}/chronyd.pid\ndriftfile {d}/chrony.drift\n\
+             bindaddress {bind}\n"
+        ),
+    )
+    .unwrap();
+    let child = ns
+        .command("chronyd")
+        .args(["-d", "-x", "-f"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chronyd");
+    Running(Some(child))
 }
 
 /// A network namespace with loopback up, deleted on drop.
