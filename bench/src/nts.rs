@@ -217,6 +217,26 @@ pub enum NtsReplyError {
 /// the fresh cookies it carried, encrypted, if it is authentic; [`NtsReplyError::Nak`] for a
 /// KoD NTSN that echoes `uid` (a NAK is not authenticated: RFC 8915 section 5.7).
 pub fn check_reply(s2c: &[u8; 32], reply: &[u8], uid: &[u8; 32]) -> Result<Vec<Vec<u8>>, NtsReplyError> {
+    let mut plaintext = vec![0u8; reply.len()];
+    let n = open_reply(s2c, reply, uid, &mut plaintext)?;
+    cookies_in(&plaintext[..n])
+}
+
+/// The longest reply [`check_load_reply`] opens (its authenticator is copied to the stack).
+pub const LOAD_REPLY_MAX: usize = 2048;
+
+/// [`check_reply`] for a load test, without allocating: Ok if the reply is authentic (its
+/// cookies are not read), the same errors otherwise; a reply over [`LOAD_REPLY_MAX`] bytes is
+/// [`NtsReplyError::Malformed`].
+pub fn check_load_reply(s2c: &[u8; 32], reply: &[u8], uid: &[u8; 32]) -> Result<(), NtsReplyError> {
+    let mut plaintext = [0u8; LOAD_REPLY_MAX];
+    let buf = plaintext.get_mut(..reply.len()).ok_or(NtsReplyError::Malformed)?;
+    open_reply(s2c, reply, uid, buf).map(|_| ())
+}
+
+/// Checks the reply's unique identifier and opens its authenticator with S2C into `buf` (at
+/// least as long as the reply): the plaintext's length, from `buf[0]`.
+fn open_reply(s2c: &[u8; 32], reply: &[u8], uid: &[u8; 32], buf: &mut [u8]) -> Result<usize, NtsReplyError> {
     let header = reply.get(..48).ok_or(NtsReplyError::Malformed)?;
     let (mut at, mut uid_ok) = (48, false);
     while at + 4 <= reply.len() {
@@ -233,11 +253,14 @@ pub fn check_reply(s2c: &[u8; 32], reply: &[u8], uid: &[u8; 32]) -> Result<Vec<V
                 let ct_len = usize::from(u16::from_be_bytes([*body.get(2).unwrap_or(&0), *body.get(3).unwrap_or(&0)]));
                 let nonce = body.get(4..4 + nonce_len).ok_or(NtsReplyError::Authenticator)?;
                 let start = 4 + nonce_len.next_multiple_of(4);
-                let mut sealed = body.get(start..start + ct_len).ok_or(NtsReplyError::Authenticator)?.to_vec();
-                if !AesSivCmac256::open(s2c, nonce, &reply[..at], &mut sealed) {
+                let ciphertext = body.get(start..start + ct_len).ok_or(NtsReplyError::Authenticator)?;
+                let sealed = &mut buf[..ct_len];
+                sealed.copy_from_slice(ciphertext);
+                if ct_len < TAG_LEN || !AesSivCmac256::open(s2c, nonce, &reply[..at], sealed) {
                     return Err(NtsReplyError::Authenticator);
                 }
-                return cookies_in(&sealed[TAG_LEN..]);
+                buf.copy_within(TAG_LEN..ct_len, 0);
+                return Ok(ct_len - TAG_LEN);
             }
             _ => {}
         }
@@ -296,6 +319,9 @@ mod tests {
             .unwrap();
             let cookies = check_reply(&keys.s2c, &p[..reply_len], &uid).expect("authentic");
             assert_eq!(cookies.len(), 1 + placeholders);
+            assert_eq!(check_load_reply(&keys.s2c, &p[..reply_len], &uid), Ok(()));
+            assert_eq!(check_load_reply(&keys.s2c, &p[..reply_len], &[0xAC; 32]), Err(NtsReplyError::Uid));
+            assert_eq!(check_load_reply(&keys.c2s, &p[..reply_len], &uid), Err(NtsReplyError::Authenticator));
             assert!(cookies.iter().all(|c| master.open(c).as_ref() == Some(&keys)));
             assert_eq!(check_reply(&keys.s2c, &p[..reply_len], &[0xAC; 32]), Err(NtsReplyError::Uid));
             let mut changed = p[..reply_len].to_vec();
@@ -306,6 +332,8 @@ mod tests {
         nak[..48].fill(0);
         let len = write_nak(&mut nak, 52..84).unwrap();
         assert_eq!(check_reply(&keys.s2c, &nak[..len], &uid), Err(NtsReplyError::Nak));
+        assert_eq!(check_load_reply(&keys.s2c, &nak[..len], &uid), Err(NtsReplyError::Nak));
+        assert_eq!(check_load_reply(&keys.s2c, &[0; LOAD_REPLY_MAX + 1], &uid), Err(NtsReplyError::Malformed));
     }
 
     /// A restamped load request is the request built afresh with the new transmit time and

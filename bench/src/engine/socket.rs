@@ -7,7 +7,7 @@
 //!
 //! The send records and the reply checks are [`super::book`]'s (shared with the AF_XDP engine):
 //! the engine clock there is monotonic time since the run started. Nothing allocates per packet
-//! (but the NTS reply check, which copies the authenticator out to open it).
+//! (the NTS reply check opens the authenticator in a stack buffer).
 //!
 //! With an NTS session (`load --nts-ke`), buffer i of a batch is an NTS request with cookie
 //! i mod (cookies), made once; before each send its transmit timestamp and unique identifier are
@@ -193,7 +193,7 @@ impl Generator {
 fn nts_header<'a>(nts: &NtsLoad, p: &'a [u8]) -> Result<&'a [u8], Invalid> {
     let origin: &[u8; 8] = p.get(24..32).and_then(|o| o.try_into().ok()).ok_or(Invalid::Length)?;
     let uid = crate::nts::load_uid(&nts.uid_prefix, origin);
-    match crate::nts::check_reply(&nts.s2c, p, &uid) {
+    match crate::nts::check_load_reply(&nts.s2c, p, &uid) {
         Ok(_) | Err(crate::nts::NtsReplyError::Nak) => Ok(&p[..HEADER_LEN]),
         Err(_) => Err(Invalid::Nts),
     }
