@@ -369,7 +369,8 @@ fn a_chronyd_xleave_client_is_served_in_interleaved_mode_over_veth() {
     server.stop();
 }
 
-/// The xdp backend (veth is copy mode: the software stamp, the clock read after the send).
+/// The xdp backend (veth is copy mode: the kernel's software stamp of each reply, written into its
+/// AF_XDP TX metadata when the kernel lets go of the frame, read at its completion).
 #[cfg(feature = "xdp")]
 #[test]
 fn a_chronyd_xleave_client_is_served_in_interleaved_mode_by_the_xdp_backend() {

@@ -28,9 +28,14 @@ pub fn store(config: &ServerConfig) -> Option<Arc<InterleavedStore>> {
 pub enum TxStampMode {
     /// Interleaved mode off, or `tx-timestamps = "off"`: the daemon's own T3 only.
     Off,
-    /// Kernel software stamps (socket) or the clock read right before the send wakeup (xdp).
+    /// Kernel software stamps, one per reply: the socket backend's from the error queue; the xdp
+    /// backend's from the AF_XDP TX metadata in copy mode (the kernel writes CLOCK_TAI when it lets
+    /// go of the frame's skb: on veth right after the peer received it, on a NIC at TX completion).
     Software,
-    /// NIC stamps (socket SO_TIMESTAMPING hardware; xdp TX metadata).
+    /// The xdp backend without a TX metadata area (or zero-copy with `tx-timestamps =
+    /// "software"`): the clock read right before the wakeup that sends a slice of replies.
+    SendClock,
+    /// NIC stamps (socket SO_TIMESTAMPING hardware; xdp TX metadata in zero-copy mode).
     Hardware,
 }
 
@@ -39,6 +44,7 @@ impl TxStampMode {
         match self {
             Self::Off => "off",
             Self::Software => "software",
+            Self::SendClock => "send-clock",
             Self::Hardware => "hardware",
         }
     }
@@ -57,17 +63,25 @@ impl TxStampMode {
         }
     }
 
-    /// The xdp backend's: NIC stamps through the TX metadata area when the UMEM has one
-    /// (`metadata`) and the configuration allows; else the clock read before the send wakeup.
-    pub fn for_xdp(config: &ServerConfig, metadata: bool) -> Self {
+    /// The xdp backend's: with a TX metadata area on every socket (`metadata`), per-reply stamps
+    /// read at completion: the NIC's when bound zero-copy (`zero_copy`), the kernel's software
+    /// stamp in copy mode; without one, the clock read before the send wakeup.
+    pub fn for_xdp(config: &ServerConfig, metadata: bool, zero_copy: bool) -> Self {
         debug_assert_eq!(config.backend, Backend::Xdp);
         match config.tx_timestamps {
             _ if !config.interleaved => Self::Off,
             TxTimestamps::Off => Self::Off,
-            TxTimestamps::Software => Self::Software,
-            TxTimestamps::Hardware | TxTimestamps::Auto if metadata => Self::Hardware,
-            _ => Self::Software,
+            // A zero-copy driver's metadata stamp is the NIC's: "software" is the clock read.
+            TxTimestamps::Software if zero_copy => Self::SendClock,
+            TxTimestamps::Hardware | TxTimestamps::Auto if metadata && zero_copy => Self::Hardware,
+            _ if metadata && !zero_copy => Self::Software,
+            _ => Self::SendClock,
         }
+    }
+
+    /// The xdp backend reads this mode's stamps from the TX metadata at completion.
+    pub fn from_tx_metadata(self) -> bool {
+        matches!(self, Self::Software | Self::Hardware)
     }
 }
 
@@ -245,6 +259,39 @@ mod tests {
         assert_eq!(get(&counters.interleaved_replies), 2);
         assert_eq!(get(&counters.tx_stamps_missing), 1);
         assert_eq!((get(&counters.tx_stamps), get(&counters.tx_stamps_late)), (1, 1));
+    }
+
+    #[test]
+    fn xdp_stamps_come_from_the_tx_metadata_where_registered() {
+        use crate::config::Config;
+        let base = "[clock]\nsource = \"local\"\n[server]\nbackend = \"xdp\"\ninterface = \"eth0\"\n";
+        let server = |extra: &str| Config::parse(&format!("{base}{extra}"), "t").unwrap().server;
+        use TxStampMode::*;
+        // (tx-timestamps, metadata, zero-copy) -> mode
+        let cases = [
+            ("", true, false, Software),
+            ("", false, false, SendClock),
+            ("", true, true, Hardware),
+            ("", false, true, SendClock),
+            ("tx-timestamps = \"software\"\n", true, false, Software),
+            ("tx-timestamps = \"software\"\n", true, true, SendClock),
+            ("tx-timestamps = \"software\"\n", false, false, SendClock),
+            ("tx-timestamps = \"hardware\"\n", true, false, Software),
+            ("tx-timestamps = \"hardware\"\n", true, true, Hardware),
+            ("tx-timestamps = \"hardware\"\n", false, true, SendClock),
+            ("tx-timestamps = \"off\"\n", true, true, Off),
+            ("interleaved = false\n", true, false, Off),
+        ];
+        for (extra, metadata, zero_copy, want) in cases {
+            assert_eq!(
+                TxStampMode::for_xdp(&server(extra), metadata, zero_copy),
+                want,
+                "{extra} {metadata} {zero_copy}"
+            );
+        }
+        assert!(Software.from_tx_metadata() && Hardware.from_tx_metadata());
+        assert!(!SendClock.from_tx_metadata() && !Off.from_tx_metadata());
+        assert_eq!(SendClock.as_str(), "send-clock");
     }
 
     #[test]

@@ -131,7 +131,7 @@ const FAMILIES: [Family; Metric::AuthReplies as usize + 1] = [
     family("stratumd_ratelimit_evictions_total", COUNTER, &[], "Records evicted to make room for a new client."),
     family("stratumd_ratelimit_leaked_total", COUNTER, &[], "Requests over their limit answered anyway (the leak)."),
     family("stratumd_ratelimit_fast_clients_total", COUNTER, &[], "Clients flagged for retrying fast while limited."),
-    family("stratumd_tx_timestamps_info", GAUGE, &["mode"], "Always 1; where interleaved replies' transmit times come from: off (the daemon's own T3), software (kernel; xdp: the clock read before the send wakeup), hardware (NIC)."),
+    family("stratumd_tx_timestamps_info", GAUGE, &["mode"], "Always 1; where interleaved replies' transmit times come from: off (the daemon's own T3), software (kernel, per reply; xdp copy mode: the TX metadata stamp), send-clock (xdp without TX metadata: the clock read before the send wakeup), hardware (NIC)."),
     family("stratumd_interleaved_replies_total", COUNTER, &["tx_stamp"], "Interleaved-mode replies, by the transmit time they carried: precise (kernel/NIC stamp) or missing (the daemon's T3; no stamp arrived)."),
     family("stratumd_tx_timestamps_total", COUNTER, &["outcome"], "Kernel/NIC transmit stamps of interleaved clients' replies: stored, or late (more than 1 s after the daemon's T3; refused)."),
     family("stratumd_interleaved_evictions_total", COUNTER, &[], "Interleaved entries overwritten before use for want of room ([server] interleaved-entries too small)."),

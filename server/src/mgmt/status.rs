@@ -73,7 +73,8 @@ pub struct ServerStatus {
     pub started: Instant,
     /// The data plane: `"socket"` or `"xdp"`.
     pub backend: &'static str,
-    /// Where interleaved replies' transmit times come from: `"off"`, `"software"`, `"hardware"`.
+    /// Where interleaved replies' transmit times come from: `"off"`, `"software"`, `"send-clock"`
+    /// (xdp without TX metadata), `"hardware"`.
     pub tx_timestamps: &'static str,
     /// The AF_XDP data plane's counters (xdp backend only).
     pub xdp: Option<Arc<dyn XdpStatusSource>>,

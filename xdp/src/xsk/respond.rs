@@ -51,36 +51,48 @@ pub struct BatchOutcome {
     pub not_answered: usize,
     /// Replies lost because the TX ring was full (their frames back on the fill ring).
     pub tx_ring_full: usize,
+    /// Slices (see [`XskSocket::answer_in_place_with`]), from the first, that the device took
+    /// whole within their own wakeup: a clock read before such a slice's wakeup precedes its
+    /// replies' sending. A later slice's wakeup also sent what an earlier one left waiting.
+    pub drained_slices: usize,
 }
 
 impl XskSocket {
     /// Answers `rx` (at most [`MAX_BATCH`] descriptors just taken off the RX ring) in place:
     /// `answer` gets the UMEM and each descriptor and returns the reply's length in the same
-    /// frame, or None to send nothing.
+    /// frame, or None to send nothing. The whole batch leaves with one wakeup.
     pub fn answer_in_place(
         &mut self,
         rx: &[libc::xdp_desc],
         scratch: &mut ReplyScratch,
         mut answer: impl FnMut(&mut Umem, &libc::xdp_desc) -> Option<usize>,
     ) -> BatchOutcome {
-        self.answer_in_place_with(rx, scratch, |umem, desc| answer(umem, desc).map(|len| (len, 0)), || {})
+        self.answer_in_place_with(rx, scratch, MAX_BATCH, |umem, desc| answer(umem, desc).map(|len| (len, 0)), |_| {})
     }
 
     /// As [`answer_in_place`](Self::answer_in_place), with the TX descriptor's options from
     /// `answer` too (`XDP_TX_METADATA` for a reply whose transmit timestamp it asked for with
-    /// [`Umem::request_tx_timestamp`]), and `before_send` called right before the wakeup that
-    /// sends the batch (in copy mode the kernel sends inside it: a software transmit stamp's
-    /// moment). Afterwards [`ReplyScratch::sent`] lists the replies put on the TX ring.
+    /// [`Umem::request_tx_timestamp`]), sending every `slice` replies as soon as they are answered
+    /// (so a reply's T3, read as it is answered, waits behind at most `slice` answers and sends;
+    /// in copy mode the kernel sends inside the wakeup, one frame after another), and
+    /// `before_send` called with the slice's number (0, 1, ...: replies `k * slice` on) right
+    /// before the wakeup that sends it (a software transmit stamp's moment). Afterwards
+    /// [`ReplyScratch::sent`] lists the replies put on the TX ring, and
+    /// [`BatchOutcome::drained_slices`] says how many slices left with their own wakeup.
     pub fn answer_in_place_with(
         &mut self,
         rx: &[libc::xdp_desc],
         scratch: &mut ReplyScratch,
+        slice: usize,
         mut answer: impl FnMut(&mut Umem, &libc::xdp_desc) -> Option<(usize, u32)>,
-        before_send: impl FnOnce(),
+        mut before_send: impl FnMut(usize),
     ) -> BatchOutcome {
         assert!(rx.len() <= MAX_BATCH, "a batch of {} descriptors; at most {MAX_BATCH}", rx.len());
-        let (mut n_tx, mut n_back) = (0, 0);
-        for desc in rx {
+        let slice = slice.max(1);
+        let (mut n_tx, mut n_back, mut not_answered, mut lost) = (0, 0, 0, 0);
+        // Replies [queued, n_tx) of scratch.tx are answered but not yet on the TX ring.
+        let (mut queued, mut slices, mut drained) = (0, 0, 0);
+        for (i, desc) in rx.iter().enumerate() {
             match answer(&mut self.umem, desc) {
                 Some((len, options)) => {
                     scratch.tx[n_tx] = libc::xdp_desc { addr: desc.addr, len: len as u32, options };
@@ -89,28 +101,42 @@ impl XskSocket {
                 None => {
                     scratch.frames[n_back] = self.umem.frame_of(desc.addr);
                     n_back += 1;
+                    not_answered += 1;
                 }
             }
+            if n_tx - queued < slice && i + 1 < rx.len() || n_tx == queued {
+                continue;
+            }
+            // A slice is complete (or the batch ends): onto the TX ring in place, then sent.
+            let pushed = self.tx.push(&scratch.tx[queued..n_tx]);
+            if queued + pushed < n_tx {
+                // The TX ring is full: these replies are lost, their frames back to the fill ring.
+                for d in &scratch.tx[queued + pushed..n_tx] {
+                    scratch.frames[n_back] = self.umem.frame_of(d.addr);
+                    n_back += 1;
+                }
+                lost += n_tx - queued - pushed;
+                // scratch.tx keeps only what is on the ring, at its front.
+                n_tx = queued + pushed;
+            }
+            if pushed > 0 {
+                before_send(slices);
+                let waiting = self.drive_tx();
+                if !waiting && drained == slices {
+                    drained += 1;
+                }
+            }
+            slices += 1;
+            queued = n_tx;
         }
-        let not_answered = n_back;
-        let sent = self.tx.push(&scratch.tx[..n_tx]);
-        scratch.sent = sent;
-
-        for d in &scratch.tx[sent..n_tx] {
-            scratch.frames[n_back] = self.umem.frame_of(d.addr);
-            n_back += 1;
-        }
-        if sent > 0 {
-            before_send();
-            self.drive_tx();
-        }
+        scratch.sent = n_tx;
         self.refill(&scratch.frames[..n_back]);
         // A zero-copy driver that found the fill ring empty stops receiving until woken; a
         // zero-timeout poll is that wakeup. Copy mode never sets the flag.
         if self.fill.needs_wakeup() {
             let _ = self.wait_readable(0);
         }
-        BatchOutcome { sent, not_answered, tx_ring_full: n_tx - sent }
+        BatchOutcome { sent: n_tx, not_answered, tx_ring_full: lost, drained_slices: drained }
     }
 
     /// Has the kernel send what waits on the TX ring. Copy mode sends only from a syscall, at most

@@ -73,12 +73,15 @@ impl XdpBackend {
         // make it a whole batch where the kernel lets us (drive_tx wakes once per budget otherwise).
         let sockets = program.open_queue_sockets(&queues, &XskConfig::default(), batch as u32)?;
         let status = Arc::new(XdpStatusReader::new(program, &sockets)?);
-        // NIC stamps through the TX metadata need a zero-copy driver that fills them; copy mode
-        // gets the software stamp.
-        let metadata = sockets.iter().all(|s| s.umem.tx_metadata_len() > 0 && s.mode() == BindMode::ZeroCopy);
-        let tx_stamps = TxStampMode::for_xdp(server, metadata);
+        // Per-reply stamps through the TX metadata (kernel 6.8+): a zero-copy driver fills in the
+        // NIC's, copy mode the kernel's software stamp (when it frees the frame's skb); without a
+        // metadata area, the clock read before the send wakeup.
+        let metadata = sockets.iter().all(|s| s.umem.tx_metadata_len() > 0);
+        let zero_copy = sockets.iter().all(|s| s.mode() == BindMode::ZeroCopy);
+        let tx_stamps = TxStampMode::for_xdp(server, metadata, zero_copy);
         if server.tx_timestamps == crate::config::TxTimestamps::Hardware && tx_stamps != TxStampMode::Hardware {
-            tracing::warn!(interface, "no NIC transmit stamps (copy mode or no TX metadata); using software stamps");
+            let using = tx_stamps.as_str();
+            tracing::warn!(interface, using, "no NIC transmit stamps (copy mode or no TX metadata area)");
         }
         let store = interleave::store(server);
         let watcher = local::spawn_watcher(status.clone(), shutdown.clone())
@@ -94,6 +97,7 @@ impl XdpBackend {
                 xsk: socket,
                 port: server.port,
                 batch,
+                send_slice: server.send_slice().min(batch),
                 idle_spin: std::time::Duration::from_micros(server.idle_spin_us),
                 reader: SnapshotReader::new(cell.clone()),
                 counters: worker_counters.clone(),

@@ -34,6 +34,8 @@ pub(super) struct Worker {
     pub(super) xsk: XskSocket,
     pub(super) port: u16,
     pub(super) batch: usize,
+    /// Replies sent per wakeup (`[server] send-slice`, 1 to `batch`).
+    pub(super) send_slice: usize,
     /// How long to spin on an empty RX ring before sleeping in poll(2).
     pub(super) idle_spin: std::time::Duration,
     pub(super) reader: SnapshotReader,
@@ -45,7 +47,7 @@ pub(super) struct Worker {
     pub(super) interleave: WorkerInterleave,
     /// Where interleaved replies' transmit times come from.
     pub(super) tx_stamps: TxStampMode,
-    /// Per UMEM frame: its reply asked for a NIC stamp in its TX metadata (read at completion).
+    /// Per UMEM frame: its reply asked for a stamp in its TX metadata (read at completion).
     pub(super) stamp_wanted: Vec<bool>,
     /// Where mode 6 from a management source goes after `respond()` dropped it.
     pub(super) ntpq: Option<crate::mgmt::ntpq::NtpqHandoff>,
@@ -111,15 +113,19 @@ impl Worker {
         // Read at most once per batch, and only for a frame without a stamp from the program.
         let mut fallback_rx = None;
         // Interleaved clients' replies (their index among this batch's replies, their address)
-        // that get the software stamp: the clock read right before the wakeup that sends the batch.
+        // that get the send-clock stamp: the clock read right before the wakeup that sends their
+        // slice (no TX metadata area).
         let mut software = [(0usize, 0u64); MAX_BATCH];
         let (mut n_software, mut replies) = (0, 0);
-        // Set by the answer closure, read by the one before the send (both borrow it).
+        // Set by the answer closure when a reply of the slice wants the send clock, read and
+        // cleared by the one before the send (both borrow it).
         let wants_stamp = std::cell::Cell::new(false);
-        let mut send_started = None;
+        let mut send_clock = [None; MAX_BATCH];
+        let slice = self.send_slice;
         let outcome = self.xsk.answer_in_place_with(
             rx,
             scratch,
+            slice,
             |umem, desc| {
                 let meta = umem.rx_metadata(desc.addr).and_then(|m| RxMetadata::decode(&m));
                 let rx_time = match meta {
@@ -146,11 +152,13 @@ impl Worker {
                 let mut options = 0;
                 if interleave.saved().is_some() {
                     match tx_stamps {
-                        TxStampMode::Hardware if umem.request_tx_timestamp(desc.addr) => {
-                            options = libc::XDP_TX_METADATA
+                        TxStampMode::Software | TxStampMode::Hardware => {
+                            if umem.request_tx_timestamp(desc.addr) {
+                                options = libc::XDP_TX_METADATA;
+                            }
                         }
-                        TxStampMode::Off | TxStampMode::Hardware => {}
-                        TxStampMode::Software => {
+                        TxStampMode::Off => {}
+                        TxStampMode::SendClock => {
                             software[n_software] = (replies, desc.addr);
                             n_software += 1;
                             wants_stamp.set(true);
@@ -160,31 +168,29 @@ impl Worker {
                 replies += 1;
                 Some((len, options))
             },
-            || {
-                if wants_stamp.get() {
-                    send_started = clock::try_now();
+            |k| {
+                if wants_stamp.replace(false) {
+                    send_clock[k] = clock::try_now();
                 }
             },
         );
-        // Copy mode sends inside the wakeup answer_in_place made, right after the clock read
-        // before it: that reading is the software stamp of the replies it sent (early by a syscall
-        // entry and an skb copy; a reading after the call was 10-20 us late on veth, as it
-        // includes handing the frame to the peer). Replies still waiting on a busy device get none.
-        if n_software > 0 && self.xsk.tx.pending() == 0 {
-            if let Some(now) = send_started {
-                for &(index, addr) in &software[..n_software] {
-                    if index >= outcome.sent {
-                        continue;
-                    }
-                    let umem = &self.xsk.umem;
-                    if let Some(key) = umem.data(addr, reply_bytes(umem, addr)).and_then(reply_key) {
-                        self.interleave.tx_stamp(key, now, &snapshot);
-                    }
+        // Copy mode sends inside the wakeup, right after the clock read before it: that reading
+        // is the send-clock stamp of the slice's replies (early by a syscall entry and, for the
+        // k-th frame of the slice, k skb copies; a reading after the call was 10-20 us late on
+        // veth, as it includes handing the frames to the peer). Only for slices the device took
+        // whole in their own wakeup, and none when the TX ring was full (replies lost between).
+        if n_software > 0 && outcome.tx_ring_full == 0 {
+            for &(index, addr) in &software[..n_software] {
+                let k = index / slice;
+                let Some(now) = send_clock[k].filter(|_| k < outcome.drained_slices) else { continue };
+                let umem = &self.xsk.umem;
+                if let Some(key) = umem.data(addr, reply_bytes(umem, addr)).and_then(reply_key) {
+                    self.interleave.tx_stamp(key, now, &snapshot);
                 }
             }
         }
-        // Hardware: the frames whose TX metadata asked for a stamp, read at their completion.
-        let asked = if tx_stamps == TxStampMode::Hardware { scratch.sent() } else { &[] };
+        // TX metadata: the frames that asked for a stamp, read at their completion.
+        let asked = if tx_stamps.from_tx_metadata() { scratch.sent() } else { &[] };
         for desc in asked {
             if desc.options & libc::XDP_TX_METADATA != 0 {
                 if let Some(w) = self.stamp_wanted.get_mut(frame_index(&self.xsk.umem, desc.addr)) {
@@ -195,9 +201,10 @@ impl Worker {
         outcome
     }
 
-    /// Sent frames back to the fill ring; with NIC stamps, each asked-for stamp into the store.
+    /// Sent frames back to the fill ring; with TX metadata stamps, each asked-for stamp into the
+    /// store.
     fn recycle(&mut self, scratch: &mut ReplyScratch) {
-        if self.tx_stamps != TxStampMode::Hardware {
+        if !self.tx_stamps.from_tx_metadata() {
             self.xsk.recycle_completions(scratch);
             return;
         }
