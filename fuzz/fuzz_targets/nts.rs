@@ -6,13 +6,20 @@
 
 use libfuzzer_sys::fuzz_target;
 use stratum_proto::nts::ef::{layout_authenticator, parse_request, write_uid, NtsParse};
-use stratum_proto::nts::{KeySet, MasterKey, COOKIE_LEN};
+use stratum_proto::nts::aead::SUPPORTED;
+use stratum_proto::nts::ke::{self, KeRequest};
+use stratum_proto::nts::{KeySet, MasterKey, AEAD_AES_128_GCM_SIV, AEAD_AES_SIV_CMAC_256, COOKIE_LEN};
 
 fuzz_target!(|input: (u8, &[u8])| {
     let (cookies, bytes) = input;
-    // The NTS-KE record parser: any bytes, no panic; an answer only at an End of Message.
-    if let stratum_proto::nts::ke::KeRequest::Ntpv4 { aead } = stratum_proto::nts::ke::parse_request(bytes) {
-        assert_eq!(aead, 15);
+    // The NTS-KE record parser: any bytes, no panic; an answer only at an End of Message, with
+    // an AEAD we have (the compliant GCM-SIV export only with GCM-SIV), and `enabled` obeyed.
+    if let KeRequest::Ntpv4(n) = ke::parse_request(bytes) {
+        assert!(SUPPORTED.contains(&n.aead));
+        assert!(!n.compliant_128gcm || n.aead == AEAD_AES_128_GCM_SIV);
+    }
+    if let KeRequest::Ntpv4(n) = ke::parse_request_with(bytes, &[AEAD_AES_SIV_CMAC_256]) {
+        assert_eq!(n.aead, AEAD_AES_SIV_CMAC_256);
     }
     let mut packet = [0x23u8; 48].to_vec();
     packet.extend_from_slice(bytes);
@@ -27,7 +34,7 @@ fuzz_target!(|input: (u8, &[u8])| {
             for range in [&r.uid, &r.cookie, &r.nonce, &r.ciphertext] {
                 assert!(range.start >= 48 && range.end <= packet.len());
             }
-            assert!(r.uid.len() >= 32 && r.nonce.len() >= 16 && r.ciphertext.len() >= 16);
+            assert!(r.uid.len() >= 32 && r.nonce.len() >= 12 && r.ciphertext.len() >= 16);
             assert!(r.authenticator < r.nonce.start && r.ciphertext.end <= packet.len());
             let set = KeySet::new(MasterKey { id: 1, key: [7; 32] }, 2);
             assert!(set.open(&packet[r.cookie.clone()]).is_none(), "a cookie nobody sealed");

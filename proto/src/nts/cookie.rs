@@ -14,7 +14,8 @@ use super::siv::SivKey;
 
 /// Length of a master key (AEAD_AES_SIV_CMAC_256's).
 pub const MASTER_KEY_LEN: usize = 32;
-/// Longest per-client key (AES-SIV-CMAC-256's 32 bytes).
+/// Longest per-client key (AES-SIV-CMAC-256's 32 bytes; AES-128-GCM-SIV's 16 are followed by
+/// zeros, so a cookie has one length whatever its client's AEAD).
 pub const MAX_KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 16;
 const PLAINTEXT_LEN: usize = 4 + 2 * MAX_KEY_LEN;
@@ -24,10 +25,18 @@ pub const COOKIE_LEN: usize = 4 + NONCE_LEN + TAG_LEN + PLAINTEXT_LEN;
 /// The keys one NTS-KE handshake gave a client (from the TLS exporter), which its cookies carry.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClientKeys {
-    /// The AEAD's IANA number (only AEAD_AES_SIV_CMAC_256 today).
+    /// The AEAD's IANA number (AEAD_AES_SIV_CMAC_256 or AEAD_AES_128_GCM_SIV).
     pub algorithm: u16,
+    /// The keys, each the algorithm's key length long and zero after it.
     pub c2s: [u8; MAX_KEY_LEN],
     pub s2c: [u8; MAX_KEY_LEN],
+}
+
+impl ClientKeys {
+    /// The algorithm's key length (`None` for an algorithm proto does not have).
+    pub fn key_len(&self) -> Option<usize> {
+        super::aead::key_len(self.algorithm).filter(|&n| n <= MAX_KEY_LEN)
+    }
 }
 
 impl fmt::Debug for ClientKeys {

@@ -23,9 +23,12 @@ pub const NTS_AUTHENTICATOR: u16 = 0x0404;
 
 /// Shortest unique identifier a client may send (section 5.3).
 pub const MIN_UID_LEN: usize = 32;
-/// Shortest nonce accepted in a request, and the length of ours (chrony's rule: 16 bytes, the
-/// AES-SIV block).
+/// The length of our nonces with AES-SIV-CMAC (chrony's rule: 16 bytes, the AES-SIV block; also
+/// the shortest an AES-SIV request may carry). AES-128-GCM-SIV takes exactly 12.
 pub const NONCE_LEN: usize = 16;
+/// Shortest nonce any of our AEADs takes (AES-128-GCM-SIV's 12): the parse's floor, the AEAD's
+/// own bounds are checked once the cookie says which it is.
+pub const MIN_NONCE_LEN: usize = 12;
 /// Shortest extension field (RFC 7822).
 const MIN_FIELD_LEN: usize = 16;
 
@@ -141,7 +144,7 @@ fn authenticator_parts(packet: &[u8], at: usize, len: usize) -> Option<(usize, R
     let ciphertext_start = at + 8 + pad4(nonce_len);
     let ciphertext = ciphertext_start..ciphertext_start + ciphertext_len;
     let fits = ciphertext_start + pad4(ciphertext_len) <= at + len;
-    (fits && nonce_len >= NONCE_LEN && ciphertext_len >= TAG_LEN).then_some((at, nonce, ciphertext))
+    (fits && nonce_len >= MIN_NONCE_LEN && ciphertext_len >= TAG_LEN).then_some((at, nonce, ciphertext))
 }
 
 /// Writes an extension field header (type and length) at `buf[at..at + 4]`.
@@ -166,8 +169,9 @@ pub fn write_uid(buf: &mut [u8], uid: Range<usize>) -> Option<usize> {
 }
 
 /// Lays out an authenticator field at `at` for a plaintext of `plaintext_len` bytes: writes its
-/// headers and `nonce`, and returns (where the sealed part starts: the tag, then the plaintext to
-/// encrypt in place; the field's end). The caller writes the plaintext at `sealed + TAG_LEN`.
+/// headers and `nonce`, and returns (where the sealed part starts: the plaintext to encrypt in
+/// place and the tag, in the AEAD's order; the field's end). The caller writes the plaintext at
+/// `sealed + A::TEXT_AT`.
 pub fn layout_authenticator(buf: &mut [u8], at: usize, nonce: &[u8], plaintext_len: usize) -> Option<(usize, usize)> {
     let ciphertext_len = TAG_LEN + plaintext_len;
     let sealed = at + 8 + pad4(nonce.len());
@@ -256,7 +260,8 @@ pub(crate) mod tests {
         let mut two_uids = good[..84].to_vec();
         two_uids.extend(&good[48..]);
         assert!(matches!(parse_request(&two_uids), NtsParse::Malformed { uid: None }));
-        // A MAC after the fields; a nonce shorter than 16; a ciphertext running past its field.
+        // A MAC after the fields; a nonce shorter than 12 (any AEAD's); a ciphertext running
+        // past its field.
         let mut mac = good.clone();
         mac.extend([0, 0, 0, 1]);
         mac.extend([0; 16]);

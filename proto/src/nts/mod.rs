@@ -13,6 +13,6 @@ pub mod ke;
 pub mod server;
 pub mod siv;
 
-pub use aead::{Aead, AesSivCmac256, AEAD_AES_SIV_CMAC_256, TAG_LEN};
+pub use aead::{Aead, AesGcmSiv128, AesSivCmac256, AEAD_AES_128_GCM_SIV, AEAD_AES_SIV_CMAC_256, TAG_LEN};
 pub use cookie::{ClientKeys, KeySet, KeySetError, MasterKey, COOKIE_LEN, MASTER_KEY_LEN};
 pub use ef::{parse_request, NtsParse, NtsRequest};

@@ -6,11 +6,15 @@
 //! request. [`write_nak`] is the NTS NAK (KoD `NTSN` with the unique identifier) for a cookie
 //! that does not open or an authenticator that does not verify.
 //!
+//! The client's AEAD is its cookie's (AES-SIV-CMAC-256 or AES-128-GCM-SIV, whichever its NTS-KE
+//! negotiated): the authenticator is opened and the reply sealed with it; the fresh cookies are
+//! sealed with the master key as always.
+//!
 //! Pure: the nonces are the caller's. No allocation.
 
 use core::ops::Range;
 
-use super::aead::{Aead, AesSivCmac256, AEAD_AES_SIV_CMAC_256, TAG_LEN};
+use super::aead::{Aead, AesGcmSiv128, AesSivCmac256, AEAD_AES_128_GCM_SIV, AEAD_AES_SIV_CMAC_256, TAG_LEN};
 use super::cookie::{ClientKeys, KeySet, COOKIE_LEN};
 use super::ef::{layout_authenticator, parse_request, write_field_header, write_uid, NtsParse, NONCE_LEN, NTS_COOKIE};
 
@@ -56,27 +60,39 @@ pub fn check_request(packet: &mut [u8], master: &KeySet) -> NtsCheck {
     };
     let nak = NtsCheck::Nak { uid: request.uid.clone() };
     let Some(keys) = master.open(&packet[request.cookie.clone()]) else { return nak };
-    if keys.algorithm != AEAD_AES_SIV_CMAC_256 {
-        return nak;
-    }
-    let (ad, rest) = packet.split_at_mut(request.authenticator);
-    let base = request.authenticator;
-    let nonce = &rest[request.nonce.start - base..request.nonce.end - base];
-    let mut nonce_copy = [0u8; 64];
-    let Some(nonce_copy) = nonce_copy.get_mut(..nonce.len()) else { return nak };
-    nonce_copy.copy_from_slice(nonce);
-    let sealed = &mut rest[request.ciphertext.start - base..request.ciphertext.end - base];
-    if !AesSivCmac256::open(&keys.c2s, nonce_copy, ad, sealed) {
+    let opened = match keys.algorithm {
+        AEAD_AES_SIV_CMAC_256 => open_authenticator::<AesSivCmac256>(packet, &request, &keys),
+        AEAD_AES_128_GCM_SIV => open_authenticator::<AesGcmSiv128>(packet, &request, &keys),
+        _ => false,
+    };
+    if !opened {
         return nak;
     }
     let cookies = (1 + usize::from(request.placeholders)).min(MAX_COOKIES);
     NtsCheck::Verified(Verified { uid: request.uid, cookies, keys })
 }
 
+/// Opens the request's authenticator with the client's C2S key under `A`; false for a nonce
+/// length `A` does not take (as chrony: a NAK) or anything changed.
+fn open_authenticator<A: Aead>(packet: &mut [u8], request: &super::ef::NtsRequest, keys: &ClientKeys) -> bool {
+    if !(A::NONCE_MIN..=A::NONCE_MAX).contains(&request.nonce.len()) {
+        return false;
+    }
+    let (ad, rest) = packet.split_at_mut(request.authenticator);
+    let base = request.authenticator;
+    let nonce = &rest[request.nonce.start - base..request.nonce.end - base];
+    let mut nonce_copy = [0u8; 64];
+    let Some(nonce_copy) = nonce_copy.get_mut(..nonce.len()) else { return false };
+    nonce_copy.copy_from_slice(nonce);
+    let sealed = &mut rest[request.ciphertext.start - base..request.ciphertext.end - base];
+    A::open(&keys.c2s[..A::KEY_LEN], nonce_copy, ad, sealed)
+}
+
 /// Writes the reply's NTS fields after the header already in `buf[..48]`, within the request's
-/// `request_len` bytes: the unique identifier, then the authenticator (`nonce`) sealing as many of
-/// `verified.cookies` fresh cookies as fit (each sealed with the current master key and the next
-/// of `cookie_nonces`). Returns the reply's length, or `None` if not even the fields without a
+/// `request_len` bytes: the unique identifier, then the authenticator (`nonce`, its first 12
+/// bytes with AES-128-GCM-SIV) sealing, with the client's AEAD, as many of `verified.cookies`
+/// fresh cookies as fit (each sealed with the current master key and the next of
+/// `cookie_nonces`). Returns the reply's length, or `None` if not even the fields without a
 /// cookie fit (which a well-formed request always leaves room for).
 pub fn write_reply(
     buf: &mut [u8],
@@ -84,17 +100,38 @@ pub fn write_reply(
     verified: &Verified,
     master: &KeySet,
     nonce: &[u8; NONCE_LEN],
+    cookie_nonces: impl FnMut() -> [u8; NONCE_LEN],
+) -> Option<usize> {
+    match verified.keys.algorithm {
+        AEAD_AES_SIV_CMAC_256 => {
+            write_reply_with::<AesSivCmac256>(buf, request_len, verified, master, nonce, cookie_nonces)
+        }
+        AEAD_AES_128_GCM_SIV => {
+            write_reply_with::<AesGcmSiv128>(buf, request_len, verified, master, nonce, cookie_nonces)
+        }
+        _ => None,
+    }
+}
+
+fn write_reply_with<A: Aead>(
+    buf: &mut [u8],
+    request_len: usize,
+    verified: &Verified,
+    master: &KeySet,
+    nonce: &[u8; NONCE_LEN],
     mut cookie_nonces: impl FnMut() -> [u8; NONCE_LEN],
 ) -> Option<usize> {
+    // chrony's length: ours (16) within the AEAD's bounds.
+    let nonce = &nonce[..NONCE_LEN.clamp(A::NONCE_MIN, A::NONCE_MAX)];
     let buf = buf.get_mut(..request_len)?;
     let next = write_uid(buf, verified.uid.clone())?;
-    let fixed = next + 8 + NONCE_LEN + TAG_LEN;
+    let fixed = next + 8 + nonce.len().next_multiple_of(4) + TAG_LEN;
     let fit = request_len.checked_sub(fixed)? / COOKIE_FIELD_LEN;
     let cookies = verified.cookies.min(fit);
     let plaintext_len = cookies * COOKIE_FIELD_LEN;
     let (sealed, end) = layout_authenticator(buf, next, nonce, plaintext_len)?;
     for i in 0..cookies {
-        let at = sealed + TAG_LEN + i * COOKIE_FIELD_LEN;
+        let at = sealed + A::TEXT_AT + i * COOKIE_FIELD_LEN;
         write_field_header(buf, at, NTS_COOKIE, COOKIE_FIELD_LEN)?;
         let out: &mut [u8; COOKIE_LEN] = buf.get_mut(at + 4..at + COOKIE_FIELD_LEN)?.try_into().ok()?;
         if !master.seal(&verified.keys, &cookie_nonces(), out) {
@@ -103,7 +140,7 @@ pub fn write_reply(
     }
     let (ad, rest) = buf.split_at_mut(next);
     let sealed = rest.get_mut(sealed - next..sealed - next + TAG_LEN + plaintext_len)?;
-    AesSivCmac256::seal(&verified.keys.s2c, nonce, ad, sealed).then_some(end)
+    A::seal(&verified.keys.s2c[..A::KEY_LEN], nonce, ad, sealed).then_some(end)
 }
 
 /// Turns the Kiss-o'-Death already in `buf[..48]` into an NTS NAK: kiss code `NTSN` and the
@@ -124,12 +161,31 @@ pub(crate) mod tests {
         ClientKeys { algorithm: AEAD_AES_SIV_CMAC_256, c2s: [0xC2; 32], s2c: [0x5C; 32] }
     }
 
+    /// Keys an NTS-KE gave for AES-128-GCM-SIV: 16 bytes each, zeros after.
+    pub(crate) fn gcm_siv_keys() -> ClientKeys {
+        let mut keys = ClientKeys { algorithm: AEAD_AES_128_GCM_SIV, c2s: [0; 32], s2c: [0; 32] };
+        keys.c2s[..16].fill(0x2C);
+        keys.s2c[..16].fill(0xC5);
+        keys
+    }
+
     pub(crate) fn master() -> KeySet {
         KeySet::new(MasterKey { id: 77, key: [0x4D; 32] }, 3)
     }
 
+    /// The client's AEAD by its keys' algorithm: (seal, open, text offset, the nonce it sends:
+    /// 16 bytes with AES-SIV, 12 with GCM-SIV, as chrony sends them).
+    type Seal = fn(&[u8], &[u8], &[u8], &mut [u8]) -> bool;
+    fn client_aead(keys: &ClientKeys) -> (Seal, Seal, usize, usize) {
+        match keys.algorithm {
+            AEAD_AES_SIV_CMAC_256 => (AesSivCmac256::seal, AesSivCmac256::open, AesSivCmac256::TEXT_AT, 16),
+            AEAD_AES_128_GCM_SIV => (AesGcmSiv128::seal, AesGcmSiv128::open, AesGcmSiv128::TEXT_AT, 12),
+            other => panic!("algorithm {other}"),
+        }
+    }
+
     /// A client's NTS request, as chrony builds one: UID, cookie, placeholders, and an
-    /// authenticator sealed with C2S over everything before it.
+    /// authenticator sealed with C2S (under the keys' AEAD) over everything before it.
     pub(crate) fn client_request(master: &KeySet, keys: &ClientKeys, placeholders: usize) -> Vec<u8> {
         let mut cookie = [0u8; COOKIE_LEN];
         assert!(master.seal(keys, &[0x0C; 16], &mut cookie));
@@ -140,15 +196,17 @@ pub(crate) mod tests {
             p.extend(field(NTS_COOKIE_PLACEHOLDER, &[0; COOKIE_LEN]));
         }
         let ad_end = p.len();
-        let nonce = [0x11u8; 16];
+        let (seal, _, _, nonce_len) = client_aead(keys);
+        let key_len = keys.key_len().unwrap();
+        let nonce = &[0x11u8; 16][..nonce_len];
         let mut sealed = [0u8; TAG_LEN];
-        assert!(AesSivCmac256::seal(&keys.c2s, &nonce, &p, &mut sealed));
-        let mut body = 16u16.to_be_bytes().to_vec();
+        assert!(seal(&keys.c2s[..key_len], nonce, &p, &mut sealed));
+        let mut body = (nonce_len as u16).to_be_bytes().to_vec();
         body.extend(16u16.to_be_bytes());
         body.extend(nonce);
         body.extend(sealed);
         p.extend(field(NTS_AUTHENTICATOR, &body));
-        assert_eq!(p.len(), ad_end + 40);
+        assert_eq!(p.len(), ad_end + 24 + nonce_len);
         p
     }
 
@@ -164,8 +222,11 @@ pub(crate) mod tests {
         let nonce = &reply[at + 8..at + 8 + nonce_len];
         let start = at + 8 + nonce_len;
         let mut sealed = reply[start..start + ct_len].to_vec();
-        assert!(AesSivCmac256::open(&keys.s2c, nonce, &reply[..at], &mut sealed), "reply authenticates with S2C");
-        let plaintext = &sealed[TAG_LEN..];
+        let (_, open, text_at, client_nonce_len) = client_aead(keys);
+        assert_eq!(nonce_len, client_nonce_len, "the AEAD's nonce length");
+        let key_len = keys.key_len().unwrap();
+        assert!(open(&keys.s2c[..key_len], nonce, &reply[..at], &mut sealed), "reply authenticates with S2C");
+        let plaintext = &sealed[text_at..text_at + ct_len - TAG_LEN];
         let mut n = 0;
         for chunk in plaintext.chunks(COOKIE_FIELD_LEN) {
             assert_eq!(chunk[..4], [0x02, 0x04, 0, 108]);
@@ -256,5 +317,85 @@ pub(crate) mod tests {
         let reply = write_reply(&mut buf, len, &verified, &master, &[1; 16], nonces()).unwrap();
         assert!(reply <= len);
         assert_eq!(client_check_reply(&buf[..reply], &verified.keys, &master), 0);
+    }
+
+    /// A client whose NTS-KE chose AES-128-GCM-SIV: its request (12-byte nonce, tag after the
+    /// ciphertext) opens with its cookie's GCM-SIV C2S key and the reply is sealed with GCM-SIV
+    /// S2C around fresh cookies that carry the same GCM-SIV keys; never longer than the request.
+    #[test]
+    fn a_gcm_siv_client_gets_a_gcm_siv_reply() {
+        let (master, keys) = (master(), gcm_siv_keys());
+        for placeholders in [0, 1, 7] {
+            let mut p = client_request(&master, &keys, placeholders);
+            let len = p.len();
+            let NtsCheck::Verified(v) = check_request(&mut p, &master) else { panic!("verified") };
+            assert_eq!(v.keys, keys);
+            p[..48].copy_from_slice(&[0x24; 48]);
+            let reply_len = write_reply(&mut p, len, &v, &master, &[0x99; 16], nonces()).unwrap();
+            assert_eq!(reply_len, len, "placeholders {placeholders}");
+            assert_eq!(&p[84 + 4..84 + 6], &[0, 12], "a 12-byte nonce");
+            let ciphertext_len = 16 + 108 * (1 + placeholders as u16);
+            assert_eq!(p[84 + 6..84 + 8], ciphertext_len.to_be_bytes());
+            assert_eq!(client_check_reply(&p[..reply_len], &keys, &master), 1 + placeholders);
+        }
+    }
+
+    /// The two AEADs do not stand in for each other: a GCM-SIV request under an AES-SIV cookie
+    /// (or the other way round), a 16-byte nonce with GCM-SIV, a changed GCM-SIV request: NAK.
+    #[test]
+    fn a_request_under_the_other_aead_or_a_wrong_nonce_gets_a_nak() {
+        let master = master();
+        let gcm = gcm_siv_keys();
+        let cmac_under_gcm_cookie = {
+            let mut cmac_keys = client_keys();
+            cmac_keys.c2s[..16].copy_from_slice(&gcm.c2s[..16]);
+            let mut p = client_request(&master, &cmac_keys, 0);
+            let mut cookie = [0u8; COOKIE_LEN];
+            assert!(master.seal(&gcm, &[0x0C; 16], &mut cookie));
+            p[88..88 + COOKIE_LEN].copy_from_slice(&cookie);
+            p
+        };
+        let gcm_under_cmac_cookie = {
+            let mut p = client_request(&master, &gcm, 0);
+            let mut cookie = [0u8; COOKIE_LEN];
+            assert!(master.seal(&client_keys(), &[0x0C; 16], &mut cookie));
+            p[88..88 + COOKIE_LEN].copy_from_slice(&cookie);
+            p
+        };
+        let mut changed = client_request(&master, &gcm, 0);
+        changed[60] ^= 1;
+        let mut tag_changed = client_request(&master, &gcm, 0);
+        *tag_changed.last_mut().unwrap() ^= 1;
+        let mut unknown = gcm.clone();
+        unknown.algorithm = 31;
+        let unknown_algorithm = {
+            let mut p = client_request(&master, &gcm, 0);
+            let mut cookie = [0u8; COOKIE_LEN];
+            assert!(master.seal(&unknown, &[0x0C; 16], &mut cookie));
+            p[88..88 + COOKIE_LEN].copy_from_slice(&cookie);
+            p
+        };
+        for (what, mut p) in [
+            ("SIV-CMAC request, GCM-SIV cookie", cmac_under_gcm_cookie),
+            ("GCM-SIV request, SIV-CMAC cookie", gcm_under_cmac_cookie),
+            ("GCM-SIV request changed", changed),
+            ("GCM-SIV tag changed", tag_changed),
+            ("a cookie naming an AEAD we do not have", unknown_algorithm),
+        ] {
+            assert!(matches!(check_request(&mut p, &master), NtsCheck::Nak { .. }), "{what}");
+        }
+        let verified = Verified { uid: 52..84, cookies: 1, keys: unknown };
+        assert_eq!(write_reply(&mut [0u8; 400], 400, &verified, &master, &[1; 16], nonces()), None);
+    }
+
+    /// A nonce of 12 to 15 bytes with AES-SIV is within the parse's floor but under AES-SIV's
+    /// (16): a NAK, as chrony's decrypt failure is.
+    #[test]
+    fn a_short_nonce_with_aes_siv_gets_a_nak() {
+        let (master, keys) = (master(), client_keys());
+        let mut p = client_request(&master, &keys, 0);
+        let auth = p.len() - 40;
+        p[auth + 4..auth + 6].copy_from_slice(&12u16.to_be_bytes());
+        assert!(matches!(check_request(&mut p, &master), NtsCheck::Nak { .. }));
     }
 }

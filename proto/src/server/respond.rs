@@ -665,6 +665,20 @@ mod tests {
         }
     }
 
+    /// The same through respond() for a client whose NTS-KE chose AES-128-GCM-SIV (its cookie
+    /// says so): a GCM-SIV reply under its S2C key.
+    #[test]
+    fn row56_a_gcm_siv_nts_request_gets_a_gcm_siv_reply() {
+        use crate::nts::server::tests::{client_check_reply, client_request, gcm_siv_keys, master};
+        let mut auth = TestNts { master: master(), n: 0 };
+        let mut p = client_request(&auth.master, &gcm_siv_keys(), 2);
+        let len = p.len();
+        assert_eq!(respond(&mut p, meta(), &synced(), &mut ServeAll, &mut auth, || T3), Verdict::Reply(len));
+        let r = NtpPacket::parse(&p[..48]).unwrap();
+        assert_eq!((r.mode, r.stratum, r.origin_timestamp.to_bits()), (NtpMode::Server, 2, 0x1234));
+        assert_eq!(client_check_reply(&p[..len], &gcm_siv_keys(), &auth.master), 3);
+    }
+
     #[test]
     fn row56_unknown_cookie_gets_an_nts_nak_malformed_nothing() {
         use crate::nts::server::tests::{client_keys, client_request, master};

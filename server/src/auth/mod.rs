@@ -103,12 +103,42 @@ pub struct NtsConfig {
     /// take the file from the one that rotates it).
     #[serde(default = "default_rotation", deserialize_with = "rotation")]
     pub key_rotation: Option<f64>,
+    /// The AEADs (IANA ids) the NTS-KE server may choose for a client's keys, as chrony's
+    /// `ntsaeads`: 30 (AES-128-GCM-SIV) and 15 (AES-SIV-CMAC-256); the server takes the first of
+    /// the client's list that is here, so the order does not matter. Cookies are AES-SIV-CMAC
+    /// under the master keys whatever this says.
+    #[serde(default = "default_aeads", deserialize_with = "aeads")]
+    pub aeads: Vec<u16>,
 }
 
 impl Default for NtsConfig {
     fn default() -> Self {
-        Self { master_keys: None, listen: None, certificate: None, private_key: None, key_rotation: default_rotation() }
+        Self {
+            master_keys: None,
+            listen: None,
+            certificate: None,
+            private_key: None,
+            key_rotation: default_rotation(),
+            aeads: default_aeads(),
+        }
     }
+}
+
+fn default_aeads() -> Vec<u16> {
+    stratum_proto::nts::aead::SUPPORTED.to_vec()
+}
+
+fn aeads<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    let ids = Vec::<u16>::deserialize(d)?;
+    if ids.is_empty() {
+        return Err(de::Error::custom("at least one AEAD: 30 (AES-128-GCM-SIV) or 15 (AES-SIV-CMAC-256)"));
+    }
+    if let Some(id) = ids.iter().find(|id| !stratum_proto::nts::aead::SUPPORTED.contains(id)) {
+        return Err(de::Error::custom(format!(
+            "AEAD {id} is not one stratumd has: 30 (AES-128-GCM-SIV), 15 (AES-SIV-CMAC-256)"
+        )));
+    }
+    Ok(ids)
 }
 
 fn default_rotation() -> Option<f64> {
@@ -241,6 +271,17 @@ mod tests {
         let f = file("7 abcd\n");
         let e = read_master_keys(f.path().into()).unwrap_err();
         assert_eq!(e, format!("{}:1: a master key is 64 hex digits", f.path().display()));
+    }
+
+    /// `[nts] aeads`: chrony's `ntsaeads` ids; default both, ours only, never empty.
+    #[test]
+    fn nts_aeads_are_ids_we_have() {
+        let nts = |text: &str| toml::from_str::<NtsConfig>(text).map(|c| c.aeads).map_err(|e| e.to_string());
+        assert_eq!(nts(""), Ok(vec![30, 15]));
+        assert_eq!(nts("aeads = [15]"), Ok(vec![15]));
+        assert_eq!(nts("aeads = [15, 30]"), Ok(vec![15, 30]));
+        assert!(nts("aeads = []").unwrap_err().contains("at least one AEAD"));
+        assert!(nts("aeads = [15, 16]").unwrap_err().contains("AEAD 16 is not one stratumd has"));
     }
 
     #[test]

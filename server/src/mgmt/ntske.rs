@@ -1,7 +1,9 @@
 //! The NTS-KE server (RFC 8915 section 4): TLS 1.3 only (rustls with the ring provider), ALPN
 //! `ntske/1`, on its own threads, never a worker's. Each connection: the handshake, the client's
-//! records (proto::nts::ke), the two keys from the TLS exporter, eight cookies sealed with the
-//! master keys the data plane opens them with, the response, close_notify.
+//! records (proto::nts::ke: the AEAD is the first of the client's list in `[nts] aeads`, as
+//! chrony's server picks it), the two keys from the TLS exporter (the AEAD's key length, the
+//! exporter context as chrony sets it for AES-128-GCM-SIV), eight cookies sealed with the master
+//! keys the data plane opens them with, the response, close_notify.
 //!
 //! Bounded: at most [`MAX_CONNECTIONS`] at once (more are closed at accept, counted), each with
 //! a deadline for the whole exchange and per read/write timeouts, so half-open or slow clients
@@ -109,13 +111,14 @@ pub fn start(
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
     let port = ntp_port.filter(|p| *p != 123);
+    let aeads: Arc<[u16]> = config.aeads.clone().into();
     let c = counters.clone();
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())?;
     let files = (cert.clone(), key.clone(), reload);
     let thread = std::thread::Builder::new()
         .name("stratumd-ntske".into())
-        .spawn(move || accept_loop(listener, tls, files, master, port, c, shutdown))?;
+        .spawn(move || accept_loop(listener, tls, files, master, (port, aeads), c, shutdown))?;
     tracing::info!(%address, "NTS-KE listening (TLS 1.3, ALPN ntske/1)");
     Ok(Some(NtsKe { address, counters, thread }))
 }
@@ -128,7 +131,7 @@ fn accept_loop(
     mut tls: Arc<ServerConfig>,
     (cert, key, reload): TlsFiles,
     master: Arc<SharedKeys>,
-    port: Option<u16>,
+    (port, aeads): (Option<u16>, Arc<[u16]>),
     counters: Arc<KeCounters>,
     shutdown: Arc<AtomicBool>,
 ) {
@@ -168,8 +171,9 @@ fn accept_loop(
             continue; // dropped: closed
         }
         let (tls, master, counters, slot) = (tls.clone(), master.clone(), counters.clone(), active.clone());
+        let aeads = aeads.clone();
         let spawned = std::thread::Builder::new().name("stratumd-ntske-c".into()).spawn(move || {
-            match serve(stream, tls, &master.current(), port) {
+            match serve(stream, tls, &master.current(), port, &aeads) {
                 Ok(true) => counters.served.fetch_add(1, Ordering::Relaxed),
                 Ok(false) => counters.errors.fetch_add(1, Ordering::Relaxed),
                 Err(_) => counters.failed.fetch_add(1, Ordering::Relaxed),
@@ -183,7 +187,13 @@ fn accept_loop(
 }
 
 /// One connection. Ok(true): cookies given; Ok(false): an error record sent.
-fn serve(stream: TcpStream, tls: Arc<ServerConfig>, master: &KeySet, port: Option<u16>) -> anyhow::Result<bool> {
+fn serve(
+    stream: TcpStream,
+    tls: Arc<ServerConfig>,
+    master: &KeySet,
+    port: Option<u16>,
+    aeads: &[u16],
+) -> anyhow::Result<bool> {
     let deadline = Instant::now() + DEADLINE;
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -191,14 +201,14 @@ fn serve(stream: TcpStream, tls: Arc<ServerConfig>, master: &KeySet, port: Optio
     let mut tls = StreamOwned::new(ServerConnection::new(tls)?, stream);
     let mut request = Vec::with_capacity(64);
     let mut chunk = [0u8; 512];
-    let aead = loop {
+    let negotiated = loop {
         anyhow::ensure!(Instant::now() < deadline, "deadline");
         let n = tls.read(&mut chunk)?;
         anyhow::ensure!(n > 0, "closed before End of Message");
         request.extend_from_slice(&chunk[..n]);
-        match ke::parse_request(&request) {
+        match ke::parse_request_with(&request, aeads) {
             KeRequest::Incomplete => continue,
-            KeRequest::Ntpv4 { aead } => break aead,
+            KeRequest::Ntpv4(negotiated) => break negotiated,
             KeRequest::Error(code) => {
                 tls.write_all(&ke::write_error(code))?;
                 tls.conn.send_close_notify();
@@ -208,9 +218,11 @@ fn serve(stream: TcpStream, tls: Arc<ServerConfig>, master: &KeySet, port: Optio
         }
     };
     anyhow::ensure!(tls.conn.alpn_protocol() == Some(ALPN), "no ntske/1 ALPN");
-    let mut keys = ClientKeys { algorithm: aead, c2s: [0; 32], s2c: [0; 32] };
-    tls.conn.export_keying_material(&mut keys.c2s, ke::EXPORTER_LABEL, Some(&ke::exporter_context(aead, false)))?;
-    tls.conn.export_keying_material(&mut keys.s2c, ke::EXPORTER_LABEL, Some(&ke::exporter_context(aead, true)))?;
+    let mut keys = ClientKeys { algorithm: negotiated.aead, c2s: [0; 32], s2c: [0; 32] };
+    let len = keys.key_len().context("an AEAD without a key length")?;
+    let context = |s2c| ke::exporter_context(negotiated.exporter_aead(), s2c);
+    tls.conn.export_keying_material(&mut keys.c2s[..len], ke::EXPORTER_LABEL, Some(&context(false)))?;
+    tls.conn.export_keying_material(&mut keys.s2c[..len], ke::EXPORTER_LABEL, Some(&context(true)))?;
     let mut rng = rand::thread_rng();
     let mut cookies = [[0u8; COOKIE_LEN]; COOKIES];
     for cookie in &mut cookies {
@@ -219,7 +231,7 @@ fn serve(stream: TcpStream, tls: Arc<ServerConfig>, master: &KeySet, port: Optio
         anyhow::ensure!(master.seal(&keys, &nonce, cookie), "cannot seal a cookie");
     }
     let refs: Vec<&[u8]> = cookies.iter().map(|c| &c[..]).collect();
-    tls.write_all(&ke::write_response(aead, &refs, port))?;
+    tls.write_all(&ke::write_negotiated(negotiated, &refs, port))?;
     tls.conn.send_close_notify();
     tls.flush()?;
     Ok(true)
