@@ -210,12 +210,13 @@ pub struct LoadArgs {
     /// link's one-way delay (measured once, first).
     #[arg(long)]
     pub interleaved: bool,
-    /// NTS load (socket engine): one NTS-KE with this KE server first (HOST:PORT; its certificate
-    /// must name HOST), then every request an NTS request with one of the cookies it gave, to
-    /// --target. The cookies are re-used, as a real client must not: the server cannot tell and
-    /// still opens the cookie, verifies and seals every request. Only replies whose
-    /// authenticator opens with S2C count as answered (others: invalid, not authentic); an NTS
-    /// NAK counts as kiss code NTSN.
+    /// NTS load (socket engine, or xdp with --tx xsk): one NTS-KE with this KE server first
+    /// (HOST:PORT; its certificate must name HOST), then every request an NTS request with one of
+    /// the cookies it gave (no placeholders), to --target. The KE's cookies are re-used, over and
+    /// over, as a real client must not (it uses each once): the server cannot tell and still
+    /// opens the cookie, verifies and seals every request, but a server that refused re-used
+    /// cookies would NAK them. Only replies whose authenticator opens with S2C count as answered
+    /// (others: invalid, not authentic); an NTS NAK counts as kiss code NTSN.
     #[arg(long, value_name = "HOST:PORT", requires = "nts_ca")]
     pub nts_ke: Option<String>,
     /// The CA certificate(s), PEM, the NTS-KE server's certificate must chain to.
@@ -348,8 +349,8 @@ impl LoadArgs {
 /// `--nts-ke`: the NTS-KE, once, before the load (the KE server must pass the target checks too).
 fn load_nts(a: &LoadArgs) -> anyhow::Result<Option<std::sync::Arc<crate::nts::Session>>> {
     let (Some(ke), Some(ca)) = (&a.nts_ke, &a.nts_ca) else { return Ok(None) };
-    if a.engine != Engine::Socket || a.interleaved {
-        anyhow::bail!("--nts-ke is for the socket engine, without --interleaved");
+    if a.interleaved || (a.engine == Engine::Xdp && a.tx != TxPath::Xsk) {
+        anyhow::bail!("--nts-ke is for the socket engine or --engine xdp --tx xsk, without --interleaved");
     }
     let (host, _) = ke.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--nts-ke {ke}: HOST:PORT"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -549,6 +550,13 @@ mod tests {
         assert_eq!(with(&["--engine", "xdp", "--client-net", "10.0.0.0"]).0, EXIT_ERROR);
         assert_eq!(with(&["--engine", "xdp", "--dst-mac", "02:00"]).0, EXIT_ERROR);
         assert_eq!(with(&["--engine", "frames"]).0, EXIT_ERROR);
+        // --nts-ke: not with the in-kernel injector nor --interleaved (refused before any KE).
+        let nts = ["--nts-ke", "127.0.0.1:9", "--nts-ca", "/nonexistent.pem"];
+        for other in [&["--engine", "xdp", "--interface", "lo", "--tx", "inject"][..], &["--interleaved"]] {
+            let (code, _, err) = with(&[&nts[..], other].concat());
+            assert_eq!(code, EXIT_ERROR);
+            assert!(err.contains("--nts-ke is for") || err.contains("--features xdp"), "{err}");
+        }
         assert_eq!(run_args(&["reflect"]).0, EXIT_ERROR);
         assert_eq!(run_args(&["reflect", "--interface", "lo", "--port", "0"]).0, EXIT_ERROR);
         let (code, out, _) = run_args(&["--help"]);

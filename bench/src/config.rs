@@ -22,7 +22,8 @@ pub struct LoadConfig {
     pub sockets: usize,
     /// One generator thread per core listed, pinned there; empty: one unpinned thread.
     pub cores: Vec<usize>,
-    /// `--nts-ke`: every request an NTS request with one of this KE's cookies (socket engine).
+    /// `--nts-ke`: every request an NTS request with one of this KE's cookies (socket engine, and
+    /// the AF_XDP engine with `--tx xsk`).
     pub nts: Option<std::sync::Arc<crate::nts::Session>>,
 }
 

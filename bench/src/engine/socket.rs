@@ -181,7 +181,7 @@ impl Generator {
             Ok(&self.rx.buffers[i][..(h.msg_len as usize).min(RECV_LEN)])
         };
         if let (Some(nts), Ok(p)) = (&self.nts, payload) {
-            payload = nts_header(nts, p);
+            payload = nts_header(&nts.s2c, &nts.uid_prefix, p);
         }
         self.book.reply(payload, now_ns, now_ntp);
     }
@@ -189,11 +189,11 @@ impl Generator {
 
 /// The header of an NTS reply for the book's checks, if it is authentic (its unique identifier
 /// is the one its origin timestamp names, and its authenticator opens with S2C) or an NTS NAK
-/// (a kiss-o'-death NTSN, which the book counts as one).
-fn nts_header<'a>(nts: &NtsLoad, p: &'a [u8]) -> Result<&'a [u8], Invalid> {
+/// (a kiss-o'-death NTSN, which the book counts as one). Shared with the AF_XDP engine.
+pub(crate) fn nts_header<'a>(s2c: &[u8; 32], uid_prefix: &[u8; 24], p: &'a [u8]) -> Result<&'a [u8], Invalid> {
     let origin: &[u8; 8] = p.get(24..32).and_then(|o| o.try_into().ok()).ok_or(Invalid::Length)?;
-    let uid = crate::nts::load_uid(&nts.uid_prefix, origin);
-    match crate::nts::check_load_reply(&nts.s2c, p, &uid) {
+    let uid = crate::nts::load_uid(uid_prefix, origin);
+    match crate::nts::check_load_reply(s2c, p, &uid) {
         Ok(_) | Err(crate::nts::NtsReplyError::Nak) => Ok(&p[..HEADER_LEN]),
         Err(_) => Err(Invalid::Nts),
     }

@@ -16,6 +16,17 @@
 //! origin, duplicates, T1 <= T2 <= T3 <= T4 windows), and their frames go back to the fill ring.
 //! Nothing allocates once a step runs.
 //!
+//! NTS (`load --nts-ke`, `--tx xsk` only): one NTS-KE before the load (the caller's); transmit
+//! frame n holds an NTS request with cookie n mod (cookies), written once
+//! ([`RequestTemplate::nts`]); per request its transmit timestamp and unique identifier are
+//! renumbered and its authenticator sealed again with C2S ([`RequestTemplate::stamp_nts`]), as the
+//! socket engine does. The cookies are re-used (a real client must not; the server cannot tell
+//! and opens, verifies and seals every request). A reply goes on to the book's checks only if its
+//! unique identifier is its request's and its authenticator opens with S2C (checked in a stack
+//! buffer, [`crate::nts::check_load_reply`]); an NTS NAK counts as kiss code NTSN, anything else
+//! NTS-invalid. The identifiers' random prefix is the load's, so a late reply to an earlier step
+//! of a ramp still checks and counts as stale.
+//!
 //! Clocks: the engine's clock is CLOCK_TAI in nanoseconds (CLOCK_REALTIME + the kernel's TAI
 //! offset, read once before the run). T1 is one vDSO read per batch, just before the batch is
 //! pushed and sent: a request's RTT therefore also holds the time the kernel took to send the
@@ -50,7 +61,7 @@ use super::DEFAULT_CLIENT_PORT;
 use crate::config::{split, LoadConfig};
 use crate::counts::Invalid;
 use crate::engine::book::{Pacer, SendBook, BATCH};
-use crate::engine::socket::DRAIN;
+use crate::engine::socket::{nts_header, DRAIN};
 use crate::interleaved::{Chains, InterleavedReport};
 use crate::outcome::LoadOutcome;
 use crate::pin::pin_to;
@@ -202,6 +213,11 @@ impl XdpLoad {
         };
         let threads = config.step.threads();
         let template = RequestTemplate::new(src_mac, dst_mac, target, config.client_port);
+        let nts = match &config.step.nts {
+            None => None,
+            Some(_) if config.tx != TxPath::Xsk => bail!("--nts-ke with --engine xdp needs --tx xsk"),
+            Some(session) => Some(NtsFrames::new(session, src_mac, dst_mac, target, config.client_port)?),
+        };
         let tai_offset_ns = tai_offset_s()? * 1_000_000_000;
         let shares = split(u64::from(config.clients), threads);
         let xsk_config = XskConfig {
@@ -231,8 +247,9 @@ impl XdpLoad {
             // frame that must wait for the fill ring.
             let free = std::mem::replace(&mut xsk.spare, Vec::with_capacity(RING as usize));
             for &addr in &free {
-                let frame = xsk.umem.data_mut(addr, template.len() as u32).context("UMEM frame too small")?;
-                frame.copy_from_slice(template.bytes());
+                let t = nts.as_ref().map_or(&template, |n| n.template(addr));
+                let frame = xsk.umem.data_mut(addr, t.len() as u32).context("UMEM frame too small")?;
+                frame.copy_from_slice(t.bytes());
             }
             workers.push(Worker {
                 xsk,
@@ -249,6 +266,7 @@ impl XdpLoad {
                 injector,
                 nonces: None,
                 chains: None,
+                nts: nts.clone(),
             });
             first += share as u32;
         }
@@ -317,6 +335,9 @@ impl XdpLoad {
     ) -> anyhow::Result<(LoadReport, XdpNotes, InterleavedReport)> {
         if self.workers.len() != 1 || self.workers[0].injector.is_some() {
             bail!("--interleaved with --engine xdp runs one socket (at most one core) and --tx xsk");
+        }
+        if self.workers[0].nts.is_some() {
+            bail!("--interleaved and --nts-ke do not go together");
         }
         self.workers[0].chains = Some(Chains::new(chains, one_way_ns));
         let result = self.step(step);
@@ -452,6 +473,57 @@ struct Worker {
     nonces: Option<(u32, u32)>,
     /// `load --interleaved`: this step's simulated clients' chains ([`XdpLoad::step_interleaved`]).
     chains: Option<Chains>,
+    /// `load --nts-ke`: every request an NTS request.
+    nts: Option<NtsFrames>,
+}
+
+/// The NTS requests of a load (`--nts-ke`): one frame template per cookie of the KE, the keys and
+/// the unique identifiers' prefix.
+#[derive(Clone)]
+struct NtsFrames {
+    templates: Vec<RequestTemplate>,
+    c2s: [u8; 32],
+    s2c: [u8; 32],
+    /// The first 24 bytes of every unique identifier ([`crate::nts::load_uid`]).
+    uid_prefix: [u8; 24],
+}
+
+impl std::fmt::Debug for NtsFrames {
+    // Never the keys.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NtsFrames").field("templates", &self.templates.len()).finish_non_exhaustive()
+    }
+}
+
+impl NtsFrames {
+    fn new(
+        session: &crate::nts::Session,
+        src_mac: MacAddr,
+        dst_mac: MacAddr,
+        target: SocketAddr,
+        client_port: u16,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!session.cookies.is_empty(), "the NTS-KE gave no cookie");
+        let uid_prefix: [u8; 24] = rand::random();
+        let uid = crate::nts::load_uid(&uid_prefix, &[0; 8]);
+        let templates = session
+            .cookies
+            .iter()
+            .map(|cookie| {
+                let request = crate::nts::request(&session.c2s, cookie, &uid, NtpTimestamp::ZERO, 0, &rand::random());
+                RequestTemplate::nts(src_mac, dst_mac, target, client_port, &request).with_context(|| {
+                    format!("an NTS cookie of {} bytes does not fit an AF_XDP request frame", cookie.len())
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self { templates, c2s: session.c2s, s2c: session.s2c, uid_prefix })
+    }
+
+    /// The template of the transmit frame at `addr`: frame n has cookie n mod (cookies).
+    #[inline]
+    fn template(&self, addr: u64) -> &RequestTemplate {
+        &self.templates[(addr / u64::from(FRAME_SIZE)) as usize % self.templates.len()]
+    }
 }
 
 /// A worker's share of the request injector.
@@ -640,17 +712,19 @@ impl Worker {
             return Ok(false);
         }
         let base = book.next_seq();
-        let len = self.template.len() as u32;
         let first = self.free.len() - BATCH;
         for (i, (&addr, desc)) in self.free[first..].iter().zip(&mut self.tx).enumerate() {
+            let template = self.nts.as_ref().map_or(&self.template, |n| n.template(addr));
+            let len = template.len() as u32;
             let Some(frame) = self.xsk.umem.data_mut(addr, len) else { unreachable!("transmit frames hold a request") };
             let (seq, client) = (base + i as u64, self.clients.next_client());
-            match &mut self.chains {
-                Some(chains) => {
+            match (&mut self.chains, &self.nts) {
+                (Some(chains), _) => {
                     let fields = chains.request(book.nonce(), seq, book.transmit_bytes(seq));
-                    self.template.stamp_fields(frame, client, &fields);
+                    template.stamp_fields(frame, client, &fields);
                 }
-                None => self.template.stamp(frame, client, book.transmit_bytes(seq)),
+                (None, Some(nts)) => template.stamp_nts(frame, client, book.transmit_bytes(seq), &nts.c2s),
+                (None, None) => template.stamp(frame, client, book.transmit_bytes(seq)),
             }
             *desc = libc::xdp_desc { addr, len, options: 0 };
         }
@@ -677,6 +751,13 @@ impl Worker {
     /// Checks up to 64 waiting replies and gives their frames back to the fill ring. Returns how
     /// many frames it popped.
     fn receive(&mut self, book: &mut SendBook) -> usize {
+        if let Some(nts) = &self.nts {
+            // NTS: only an authentic reply (or a NAK) goes on to the book's checks.
+            let (s2c, uid_prefix) = (nts.s2c, nts.uid_prefix);
+            return self.receive_with(book, |book, payload, t4, t4_ntp| {
+                book.reply(payload.and_then(|p| nts_header(&s2c, &uid_prefix, p)), t4, t4_ntp)
+            });
+        }
         let Some(mut chains) = self.chains.take() else {
             return self.receive_with(book, |book, payload, t4, t4_ntp| book.reply(payload, t4, t4_ntp));
         };

@@ -6,6 +6,11 @@
 //! precomputed sums rather than summed again. A reply is read with stratum-proto's
 //! [`parse_frame`] (the same parser stratumd's AF_XDP backend uses) and its UDP checksum checked,
 //! as the kernel would before a socket saw it.
+//!
+//! With NTS (`load --nts-ke`) a template holds an NTS request instead ([`RequestTemplate::nts`]):
+//! per request the unique identifier's last 8 bytes and the authenticator's tag change too (the
+//! request is sealed again, [`crate::nts::restamp`]), and their words join the UDP checksum's
+//! varying part.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -13,6 +18,7 @@ use std::str::FromStr;
 
 use stratum_proto::client::TRANSMIT_AT;
 use stratum_proto::frame::{checksum, parse_frame, FrameVerdict};
+use stratum_proto::nts::TAG_LEN;
 use stratum_proto::packet::HEADER_LEN;
 
 use crate::engine::book::REQUEST;
@@ -176,7 +182,7 @@ impl ClientRotation {
 /// A prebuilt request frame and the partial checksums of its fixed part.
 #[derive(Clone, Debug)]
 pub struct RequestTemplate {
-    bytes: [u8; MAX_FRAME],
+    bytes: Vec<u8>,
     len: usize,
     ipv4: bool,
     /// Where the client (source) address, the checksums and the transmit timestamp go.
@@ -188,17 +194,48 @@ pub struct RequestTemplate {
     /// each with the source address, the checksum and the transmit timestamp zero.
     ip_sum: u16,
     udp_sum: u16,
+    /// An NTS request ([`RequestTemplate::nts`]): where its NTP payload starts.
+    nts_payload_at: Option<usize>,
 }
+
+/// The longest NTS request a template takes (`load --nts-ke`): an AF_XDP frame holds it.
+pub const MAX_NTS_REQUEST: usize = 1024;
 
 impl RequestTemplate {
     /// A request from `client_port` of a client (filled in per frame) to `target`, from
     /// `src_mac` to `dst_mac`. `target` is IPv4 or IPv6; the client network must be the same
     /// family (checked by the caller).
     pub fn new(src_mac: MacAddr, dst_mac: MacAddr, target: SocketAddr, client_port: u16) -> Self {
-        let mut b = [0u8; MAX_FRAME];
+        Self::build(src_mac, dst_mac, target, client_port, &REQUEST, false)
+    }
+
+    /// As [`new`](Self::new), for the NTS request `request` made by [`crate::nts::request`]
+    /// (16-byte nonce): stamped with [`stamp_nts`](Self::stamp_nts). None if it is longer than
+    /// [`MAX_NTS_REQUEST`] or its authenticator's tag does not start on a 16-bit word of the
+    /// datagram (a cookie of odd length).
+    pub fn nts(
+        src_mac: MacAddr,
+        dst_mac: MacAddr,
+        target: SocketAddr,
+        client_port: u16,
+        request: &[u8],
+    ) -> Option<Self> {
+        let ok = request.len() <= MAX_NTS_REQUEST && request.len() >= crate::nts::UID_AT + 32 + TAG_LEN;
+        (ok && request.len() % 2 == 0).then(|| Self::build(src_mac, dst_mac, target, client_port, request, true))
+    }
+
+    fn build(
+        src_mac: MacAddr,
+        dst_mac: MacAddr,
+        target: SocketAddr,
+        client_port: u16,
+        request: &[u8],
+        nts: bool,
+    ) -> Self {
+        let mut b = vec![0u8; ETH + IPV6 + UDP + request.len()];
         b[0..6].copy_from_slice(&dst_mac.0);
         b[6..12].copy_from_slice(&src_mac.0);
-        let udp_len = (UDP + HEADER_LEN) as u16;
+        let udp_len = (UDP + request.len()) as u16;
         let (l4, source_at, ip_checksum_at, ipv4) = match target.ip() {
             IpAddr::V4(dst) => {
                 b[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
@@ -226,9 +263,17 @@ impl RequestTemplate {
         b[l4 + 2..l4 + 4].copy_from_slice(&target.port().to_be_bytes());
         b[l4 + 4..l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
         let payload = l4 + UDP;
-        b[payload..payload + HEADER_LEN].copy_from_slice(&REQUEST);
+        let len = payload + request.len();
+        b[payload..len].copy_from_slice(request);
+        // What varies per request is zero in the sums: the transmit timestamp, and for NTS the
+        // unique identifier's last 8 bytes and the tag.
         b[payload + TRANSMIT_AT..payload + HEADER_LEN].fill(0);
-        let len = payload + HEADER_LEN;
+        if nts {
+            let uid_tail = payload + crate::nts::UID_AT + 24;
+            b[uid_tail..uid_tail + 8].fill(0);
+            b[len - TAG_LEN..len].fill(0);
+        }
+        b.truncate(len);
 
         // `checksum` returns the complement of the folded sum: complementing again gives the sum.
         let ip_sum = if ipv4 { !checksum(&[&b[ETH..ETH + IPV4]]) } else { 0 };
@@ -249,10 +294,11 @@ impl RequestTemplate {
             transmit_at: payload + TRANSMIT_AT,
             ip_sum,
             udp_sum,
+            nts_payload_at: nts.then_some(payload),
         }
     }
 
-    /// The frame's length (90 bytes for IPv4, 110 for IPv6).
+    /// The frame's length (90 bytes for IPv4, 110 for IPv6; longer for NTS).
     pub fn len(&self) -> usize {
         self.len
     }
@@ -281,6 +327,20 @@ impl RequestTemplate {
         frame[at..at + 16].copy_from_slice(&fields[..16]);
         let transmit = fields[16..].try_into().expect("8 bytes");
         self.stamp_with(frame, client, transmit, sum_words(&fields[..16]));
+    }
+
+    /// Turns `frame` (holding the [`bytes`](Self::bytes) of an [`nts`](Self::nts) template) into
+    /// the NTS request of `client` with `transmit`: its unique identifier renumbered and its
+    /// authenticator sealed again with `c2s` ([`crate::nts::restamp`]), then the address and the
+    /// checksums as [`stamp`](Self::stamp) writes them. Nothing allocates.
+    #[inline]
+    pub fn stamp_nts(&self, frame: &mut [u8], client: u128, transmit: [u8; 8], c2s: &[u8; 32]) {
+        let Some(at) = self.nts_payload_at else { return self.stamp(frame, client, transmit) };
+        let payload = &mut frame[at..self.len];
+        crate::nts::restamp(c2s, payload, &transmit);
+        let tag = sum_words(&payload[payload.len() - TAG_LEN..]);
+        // The transmit timestamp is also the identifier's last 8 bytes: its words count twice.
+        self.stamp_with(frame, client, transmit, sum_words(&transmit) + tag);
     }
 
     /// `extra`: the sum of the words written besides the address and the transmit timestamp.
@@ -312,7 +372,9 @@ impl RequestTemplate {
     /// client's address (IPv4) or its last 32 bits (IPv6). Its layout is the one inject.bpf.c
     /// writes into: no VLAN tag, no IP options.
     pub fn injection(&self, first_client: u128) -> InjectionTemplate {
-        let mut frame = self.bytes;
+        let mut frame = [0u8; MAX_FRAME];
+        let n = self.len.min(MAX_FRAME);
+        frame[..n].copy_from_slice(&self.bytes[..n]);
         let mut udp_sum = u32::from(self.udp_sum);
         if !self.ipv4 {
             let upper = first_client.to_be_bytes();
@@ -459,6 +521,61 @@ mod tests {
                 assert_eq!(sum, 0, "UDP checksum");
             }
         }
+    }
+
+    /// An NTS request frame, stamped again and again in place: sound IPv4 header and UDP
+    /// checksums, the lengths of the longer datagram, and a payload stratumd's NTS server half
+    /// verifies, with the transmit time and unique identifier of each stamp.
+    #[test]
+    fn nts_requests_are_sound_frames_the_server_verifies() {
+        use stratum_proto::nts::server::{check_request as verify, NtsCheck};
+        use stratum_proto::nts::{ClientKeys, KeySet, MasterKey, AEAD_AES_SIV_CMAC_256, COOKIE_LEN};
+        let master = KeySet::new(MasterKey { id: 3, key: [0x33; 32] }, 3);
+        let keys = ClientKeys { algorithm: AEAD_AES_SIV_CMAC_256, c2s: [0xC2; 32], s2c: [0x5C; 32] };
+        let mut cookie = [0u8; COOKIE_LEN];
+        assert!(master.seal(&keys, &[1; 16], &mut cookie));
+        let prefix = [0x44; 24];
+        let uid = crate::nts::load_uid(&prefix, &[0; 8]);
+        let request = crate::nts::request(&keys.c2s, &cookie, &uid, stratum_proto::NtpTimestamp::ZERO, 0, &[7; 16]);
+        for (target, client) in [("10.9.0.2:123", "10.200.1.2"), ("[fd00::2]:11123", "fd00:5354:c1::7")] {
+            let target: SocketAddr = target.parse().unwrap();
+            let client: IpAddr = client.parse().unwrap();
+            let bits = match client {
+                IpAddr::V4(a) => u128::from(u32::from(a)),
+                IpAddr::V6(a) => u128::from(a),
+            };
+            let t = RequestTemplate::nts(OURS, THEIRS, target, 40123, &request).unwrap();
+            let header = if target.is_ipv4() { ETH + IPV4 + UDP } else { ETH + IPV6 + UDP };
+            assert_eq!(t.len(), header + request.len());
+            let mut frame = t.bytes().to_vec();
+            for transmit in [[1u8; 8], [0xFE; 8], [0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]] {
+                t.stamp_nts(&mut frame, bits, transmit, &keys.c2s);
+                let FrameVerdict::Ntp(p) = parse_frame(&frame, target.port()) else { panic!("not an NTP request") };
+                assert_eq!((p.source, p.payload_len), (SocketAddr::new(client, 40123), request.len()));
+                let udp = &frame[p.l4..];
+                let len = (udp.len() as u16).to_be_bytes();
+                let sum = match (client, target.ip()) {
+                    (IpAddr::V4(s), IpAddr::V4(d)) => checksum(&[&s.octets(), &d.octets(), &[0, 17], &len, udp]),
+                    (IpAddr::V6(s), IpAddr::V6(d)) => {
+                        checksum(&[&s.octets(), &d.octets(), &[0, 0], &len, &[0, 0, 0, 17], udp])
+                    }
+                    _ => unreachable!(),
+                };
+                assert_eq!(sum, 0, "UDP checksum");
+                if target.is_ipv4() {
+                    assert_eq!(checksum(&[&frame[ETH..ETH + IPV4]]), 0, "IPv4 header checksum");
+                }
+                let mut payload = frame[p.payload()..].to_vec();
+                let t1 = stratum_proto::NtpTimestamp::from_be_bytes(transmit);
+                let fresh =
+                    crate::nts::request(&keys.c2s, &cookie, &crate::nts::load_uid(&prefix, &transmit), t1, 0, &[7; 16]);
+                assert_eq!(payload, fresh);
+                assert!(matches!(verify(&mut payload, &master), NtsCheck::Verified(_)));
+            }
+        }
+        assert!(RequestTemplate::nts(OURS, THEIRS, "10.9.0.2:123".parse().unwrap(), 40123, &request[..101]).is_none());
+        let too_long = vec![0u8; MAX_NTS_REQUEST + 2];
+        assert!(RequestTemplate::nts(OURS, THEIRS, "10.9.0.2:123".parse().unwrap(), 40123, &too_long).is_none());
     }
 
     #[test]
