@@ -163,26 +163,20 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         None => (None, None),
     };
     // Everything privileged is done (sockets bound, the XDP program attached, the control socket
-    // made): from here on, the configured user with no capabilities; with discipline = "system"
-    // this thread keeps CAP_SYS_TIME for the sync thread it spawns below, then gives it up.
+    // made): from here on, every thread holds only what the configuration needs (privileges.rs):
+    // nothing, or with discipline = "system" CAP_SYS_TIME in this thread, for the sync thread it
+    // spawns below, which then gives it up. Started as root: as `[server] user`; started as a user
+    // (with ambient capabilities or none): as that user. Root without `[server] user` stays root.
     let system_clock =
         config.clock.source == config::ClockSource::Sync && config.clock.discipline == config::sync::Discipline::System;
-    if let Some(user) = &config.server.user {
-        let dropped = control_server.as_ref().map_or(Ok(()), |c| c.hand_to(user.uid, user.gid)).and_then(|()| {
-            privileges::drop_to(user, system_clock)
-                .map_err(|e| anyhow::anyhow!("cannot become user {}: {e}", user.name))
-        });
-        if let Err(e) = dropped {
+    let restricted = match restrict_privileges(config, control_server.as_ref(), system_clock) {
+        Ok(r) => r,
+        Err(e) => {
             shutdown.store(true, Ordering::Relaxed);
             backend.join();
             return Err(e);
         }
-        if system_clock {
-            tracing::info!(user = %user.name, uid = user.uid, gid = user.gid, "running as {} with CAP_SYS_TIME in the sync thread only", user.name);
-        } else {
-            tracing::info!(user = %user.name, uid = user.uid, gid = user.gid, "running as {} with no capabilities", user.name);
-        }
-    }
+    };
     let first_error = sync_loop.as_ref().and_then(|s| s.first_error().map(str::to_owned));
     let sync_thread = match (sync_loop, sync_view) {
         (Some(sync_loop), _) => SyncThread::Loop(sync_loop.spawn(shutdown.clone())?),
@@ -190,7 +184,7 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
             let view = view.unwrap_or_default();
             let stats = stats_sink.map(SyncStats::new);
             let upstream = UpstreamSync::start(config, cell.clone(), precision, view, stats, shutdown.clone());
-            if system_clock && config.server.user.is_some() {
+            if system_clock && restricted {
                 // The sync thread has CAP_SYS_TIME now; this thread needs it no more.
                 privileges::drop_thread_capabilities()?;
             }
@@ -252,6 +246,43 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
     // The workers' counters, and the XDP program's denials (its maps outlive the workers).
     tracing::info!("stopped: {}", status.totals().summary());
     Ok(())
+}
+
+/// Leaves every thread with what the configuration needs (see `privileges`); false for root
+/// without `[server] user`, which keeps root's power.
+fn restrict_privileges(config: &Config, control: Option<&ControlServer>, system_clock: bool) -> anyhow::Result<bool> {
+    // SAFETY: getuid and geteuid have no preconditions.
+    let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
+    let user = config.server.user.as_ref();
+    if euid == 0 && user.is_none() {
+        return Ok(false);
+    }
+    let keep = if system_clock { 1u64 << privileges::CAP_SYS_TIME } else { 0 };
+    let limit = |e: std::io::Error| anyhow::anyhow!("cannot give up capabilities: {e}");
+    privileges::limit_every_thread(keep).map_err(limit)?;
+    let name = match user {
+        Some(user) if euid == 0 => {
+            control.map_or(Ok(()), |c| c.hand_to(user.uid, user.gid))?;
+            privileges::drop_to(user, system_clock)
+                .map_err(|e| anyhow::anyhow!("cannot become user {}: {e}", user.name))?;
+            user.name.clone()
+        }
+        Some(user) if user.uid != uid => {
+            anyhow::bail!("cannot become user {}: started as uid {uid}, not root", user.name)
+        }
+        Some(user) => user.name.clone(),
+        None => format!("uid {uid}"),
+    };
+    privileges::restrict_every_thread(keep).map_err(limit)?;
+    let here = privileges::this_thread().map_or(0, |p| p.effective);
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    if here & keep != 0 {
+        tracing::info!(uid, "running as {name} with CAP_SYS_TIME in the sync thread only");
+    } else {
+        tracing::info!(uid, "running as {name} with no capabilities");
+    }
+    Ok(true)
 }
 
 fn describe_cores(cores: &[Option<usize>]) -> String {

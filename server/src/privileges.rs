@@ -1,18 +1,49 @@
-//! Least privilege: once every socket is bound and the XDP program attached, a stratumd started
-//! as root becomes `[server] user` with no capabilities at all (neither backend needs one to
-//! serve: the sockets, rings and maps are already open), and `no_new_privs` set. glibc applies
-//! setuid and setgid to every thread of the process, and the kernel clears a thread's
-//! capabilities when its user stops being root, so the workers already running lose them too.
+//! Least privilege: once every socket is bound and the XDP program attached, every thread of
+//! stratumd keeps only what its configuration still needs: no capability at all on either backend
+//! (the sockets, rings and maps are already open), CAP_SYS_TIME in the sync thread alone with
+//! `discipline = "system"`; ambient and inheritable sets empty, the bounding set cut to the same
+//! where the process may (CAP_SETPCAP), and `no_new_privs` set. Two ways in:
 //!
-//! With `discipline = "system"` one capability stays, CAP_SYS_TIME, for the sync thread's
-//! clock_adjtime: the calling (main) thread sets PR_SET_KEEPCAPS around the user change (a
-//! per-thread flag, so every other thread still loses everything), then capset leaves it
-//! CAP_SYS_TIME alone, permitted and effective. capset is per thread too: the sync thread,
-//! spawned from the main thread after this, inherits the main thread's set, and the main thread
-//! then gives its own up ([`drop_thread_capabilities`]), as does the resolver thread.
+//! - **Started as root with `[server] user`**: [`drop_to`] becomes that user. glibc applies
+//!   setuid and setgid to every thread of the process, and the kernel clears a thread's
+//!   capabilities when its user stops being root, so the workers already running lose them too.
+//!   With `discipline = "system"` the calling (main) thread sets PR_SET_KEEPCAPS around the user
+//!   change (a per-thread flag, so every other thread still loses everything), then capset leaves
+//!   it CAP_SYS_TIME alone, permitted and effective.
+//! - **Started as a user with ambient capabilities** (systemd `User=`/`DynamicUser=` with
+//!   `AmbientCapabilities=`, `setpriv --ambient-caps`): no user change clears anything, and the
+//!   kernel keeps capabilities per thread (capset, the bounding set, the ambient set and
+//!   no_new_privs all act on the calling thread only), so the workers, the address watcher and the
+//!   endpoint threads spawned before this point would keep every capability they were started with.
+//!   [`restrict_every_thread`] asks each of them to give its own up.
+//!
+//! Why a per-thread broadcast rather than dropping before the other threads start: the threads
+//! are started by the parts that need the capabilities (the data plane binds, attaches and spawns
+//! its workers in one call; the NTS-KE and metrics listeners bind and spawn), so a drop before the
+//! first spawn would mean splitting every one of them into a privileged half and a spawning half,
+//! and any later part that spawned a thread early would silently hand it the full set again. The
+//! broadcast does not depend on how the rest is ordered, and it checks its own result: it is what
+//! glibc does for setuid, done for capabilities. Each thread is sent a real-time signal whose
+//! handler makes the calls for its own thread (raw system calls only, errno kept); the caller then
+//! reads every thread's /proc/self/task/TID/status until two passes in a row list the same threads,
+//! each with nothing left (a thread spawned meanwhile by one not yet done shows up in the second
+//! pass and is asked too; a thread spawned by one already done inherits its reduced set). A thread
+//! that is still not done after [`BROADCAST_TIMEOUT`] stops stratumd with its name: it fails
+//! closed. Worker loops already treat EINTR as "nothing yet" (the setuid broadcast and SIGTERM
+//! interrupt them the same way).
+//!
+//! Threads spawned later (the sync thread, the resolver, the NTS-KE connections, the stats
+//! writer) start from a thread that is done, so they inherit the reduced set. With
+//! `discipline = "system"` the main thread keeps CAP_SYS_TIME until it has spawned the sync thread
+//! (which inherits it), then gives its own up ([`drop_thread_capabilities`]), as does the resolver
+//! thread. A stratumd started as root without `[server] user` keeps root's power: nothing here runs.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
 
 /// A user to run as, looked up in the user database when the configuration is read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,6 +151,222 @@ pub fn drop_to(user: &User, keep_sys_time: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// How long [`restrict_every_thread`] waits for every thread to be done.
+pub const BROADCAST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One step of [`restrict_every_thread`], for the calling thread: each is a set of the flags below.
+/// Bounding set cut to [`KEEP`] (where CAP_SETPCAP allows), ambient set cleared, no_new_privs.
+const LIMIT: u32 = 1;
+/// Permitted, effective and inheritable sets emptied (ambient with them).
+const CLEAR: u32 = 2;
+
+/// What the signal handler does ([`LIMIT`], [`CLEAR`]) and the bounding set it keeps; set before
+/// the signals are sent.
+static ASKED: AtomicU32 = AtomicU32::new(0);
+static KEEP: AtomicU64 = AtomicU64::new(0);
+
+/// The signal that carries the request: a real-time one nothing else in stratumd uses (glibc
+/// keeps the first two for itself, SIGRTMIN() is past them; the xdp crate's generator, in another
+/// process, uses SIGRTMIN()).
+fn restrict_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 1
+}
+
+/// The calling thread's part, async-signal-safe (raw system calls, no allocation). `bound`: the
+/// bounding set kept; `keep`: with [`CLEAR`], the permitted and effective set kept. Returns 0 or
+/// the first errno that matters (the bounding set's EPERM without CAP_SETPCAP does not).
+fn restrict_this_thread(what: u32, bound: u64, keep: u64) -> i32 {
+    let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+    // SAFETY: prctl and capset with integer arguments or pointers to live locals.
+    unsafe {
+        if what & LIMIT != 0 {
+            for cap in 0..64u64 {
+                // EINVAL past the kernel's last capability, EPERM without CAP_SETPCAP: left as is.
+                if bound & (1 << cap) == 0 {
+                    libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0);
+                }
+            }
+            if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) != 0 {
+                return errno();
+            }
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return errno();
+            }
+        }
+        if what & CLEAR != 0 {
+            let header = CapHeader { version: CAPABILITY_VERSION_3, pid: 0 };
+            let word = |i: u32| (keep >> (32 * i)) as u32;
+            let data = [0, 1].map(|i| CapData { effective: word(i), permitted: word(i), inheritable: 0 });
+            if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
+                return errno();
+            }
+        }
+    }
+    0
+}
+
+extern "C" fn on_restrict_signal(_: libc::c_int) {
+    // SAFETY: errno is this thread's; kept across the handler so that the interrupted code sees
+    // its own.
+    unsafe {
+        let saved = *libc::__errno_location();
+        restrict_this_thread(ASKED.load(Ordering::SeqCst), KEEP.load(Ordering::SeqCst), 0);
+        *libc::__errno_location() = saved;
+    }
+}
+
+/// One thread's privileges as /proc/self/task/TID/status shows them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThreadPrivileges {
+    pub name: String,
+    pub inheritable: u64,
+    pub permitted: u64,
+    pub effective: u64,
+    pub bounding: u64,
+    pub ambient: u64,
+    pub no_new_privs: bool,
+}
+
+impl ThreadPrivileges {
+    /// Parses a status file (and the thread's name).
+    pub fn parse(name: &str, status: &str) -> Option<Self> {
+        let field = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)).map(str::trim);
+        let mask = |key: &str| field(key).and_then(|hex| u64::from_str_radix(hex, 16).ok());
+        Some(Self {
+            name: name.to_string(),
+            inheritable: mask("CapInh:")?,
+            permitted: mask("CapPrm:")?,
+            effective: mask("CapEff:")?,
+            bounding: mask("CapBnd:")?,
+            ambient: mask("CapAmb:")?,
+            no_new_privs: field("NoNewPrivs:")? == "1",
+        })
+    }
+
+    /// Thread `tid` of this process; None once it has ended.
+    fn of(tid: i32) -> Option<Self> {
+        let dir = format!("/proc/self/task/{tid}");
+        let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
+        let name = std::fs::read_to_string(format!("{dir}/comm")).unwrap_or_default();
+        Self::parse(name.trim(), &status)
+    }
+
+    /// Whether steps `what` are done here, `bound` being the bounding set kept (None: it could
+    /// not be cut, no CAP_SETPCAP).
+    fn done(&self, what: u32, bound: Option<u64>) -> bool {
+        let limited = self.ambient == 0 && self.no_new_privs && bound.is_none_or(|b| self.bounding & !b == 0);
+        let cleared = self.permitted == 0 && self.effective == 0 && self.inheritable == 0;
+        (what & LIMIT == 0 || limited) && (what & CLEAR == 0 || cleared)
+    }
+}
+
+fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// Every thread of this process (ids).
+fn task_ids() -> io::Result<Vec<i32>> {
+    let mut tids: Vec<i32> =
+        std::fs::read_dir("/proc/self/task")?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    tids.sort_unstable();
+    Ok(tids)
+}
+
+/// Steps `what` in every thread: this one at once (keeping `keep` with [`CLEAR`]), the others
+/// through the signal; returns once every thread is seen done twice over the same thread list.
+fn broadcast(what: u32, bound: u64, keep: u64) -> io::Result<()> {
+    let done = broadcast_once(what, bound, keep);
+    // A signal that comes later (a repeat still queued, or one from outside) changes nothing: the
+    // sync thread keeps its CAP_SYS_TIME.
+    ASKED.store(0, Ordering::SeqCst);
+    done
+}
+
+fn broadcast_once(what: u32, bound: u64, keep: u64) -> io::Result<()> {
+    static HANDLER: Once = Once::new();
+    let mut installed = Ok(());
+    HANDLER.call_once(|| {
+        // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_restrict_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(restrict_signal(), &action, std::ptr::null_mut()) != 0 {
+                installed = Err(io::Error::last_os_error());
+            }
+        }
+    });
+    installed?;
+    ASKED.store(what, Ordering::SeqCst);
+    KEEP.store(bound, Ordering::SeqCst);
+    match restrict_this_thread(what, bound, keep) {
+        0 => {}
+        e => return Err(io::Error::from_raw_os_error(e)),
+    }
+    let me = gettid();
+    // The bounding set is checked in the others only if it could be cut here.
+    let bound = ThreadPrivileges::of(me).filter(|p| p.bounding & !bound == 0).map(|_| bound);
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let started = Instant::now();
+    let mut asked: HashMap<i32, Instant> = HashMap::new();
+    let mut clean: Option<Vec<i32>> = None;
+    loop {
+        let tids = task_ids()?;
+        let mut left = Vec::new();
+        for &tid in tids.iter().filter(|&&t| t != me) {
+            let Some(p) = ThreadPrivileges::of(tid) else { continue };
+            if p.done(what, bound) {
+                continue;
+            }
+            // Asked again only if the first signal seems lost (never, in practice).
+            if asked.get(&tid).is_none_or(|at| at.elapsed() > Duration::from_millis(200)) {
+                // SAFETY: tgkill to a thread of this process; ESRCH (it ended) is fine.
+                unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, restrict_signal()) };
+                asked.insert(tid, Instant::now());
+            }
+            left.push(format!("{} ({tid})", p.name));
+        }
+        if left.is_empty() {
+            if clean.as_ref() == Some(&tids) {
+                return Ok(());
+            }
+            clean = Some(tids);
+        } else {
+            clean = None;
+            if started.elapsed() > BROADCAST_TIMEOUT {
+                return Err(io::Error::other(format!(
+                    "threads still holding capabilities after {BROADCAST_TIMEOUT:?}: {}",
+                    left.join(", ")
+                )));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The first step, before any user change: in every thread the bounding set is cut to `keep`
+/// (where CAP_SETPCAP allows: root, or a user given it), the ambient set cleared and no_new_privs
+/// set. Capabilities in use are untouched, so root can still change user afterwards.
+pub fn limit_every_thread(keep: u64) -> io::Result<()> {
+    broadcast(LIMIT, keep, 0)
+}
+
+/// The last step: every other thread has no capability left (permitted, effective, inheritable,
+/// ambient), this one `keep` where it has it (permitted, effective), and every thread has the
+/// [`limit_every_thread`] step done too. For a process that is not root (any more).
+pub fn restrict_every_thread(keep: u64) -> io::Result<()> {
+    let permitted = ThreadPrivileges::of(gettid()).map_or(0, |p| p.permitted);
+    broadcast(LIMIT | CLEAR, keep, keep & permitted)
+}
+
+/// This thread's privileges.
+pub fn this_thread() -> Option<ThreadPrivileges> {
+    ThreadPrivileges::of(gettid())
+}
+
 /// The capabilities this thread may still use (CapEff of /proc/thread-self/status), as a mask.
 pub fn effective_capabilities() -> io::Result<u64> {
     let status = std::fs::read_to_string("/proc/thread-self/status")?;
@@ -141,5 +388,24 @@ mod tests {
         assert_eq!(User::lookup("12345").unwrap(), User { name: "12345".into(), uid: 12345, gid: 12345 });
         assert!(User::lookup("no-such-user-here").unwrap_err().contains("no user"));
         assert!(effective_capabilities().is_ok());
+    }
+
+    #[test]
+    fn thread_privileges_from_a_status_file() {
+        let status = "Name:\tstratumd-w0\nCapInh:\t0000000000000000\nCapPrm:\t0000000000000400\n\
+                      CapEff:\t0000000000000400\nCapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000400\n\
+                      NoNewPrivs:\t0\n";
+        let p = ThreadPrivileges::parse("stratumd-w0", status).unwrap();
+        assert_eq!((p.permitted, p.effective, p.ambient, p.bounding), (0x400, 0x400, 0x400, 0x1ff_ffff_ffff));
+        assert!(!p.no_new_privs);
+        assert!(!p.done(LIMIT, None) && !p.done(CLEAR, None));
+        let cleared = ThreadPrivileges { permitted: 0, effective: 0, ambient: 0, no_new_privs: true, ..p.clone() };
+        assert!(cleared.done(LIMIT | CLEAR, None));
+        // The bounding set counts only where it could be cut.
+        assert!(!cleared.done(LIMIT, Some(1 << CAP_SYS_TIME)));
+        assert!(ThreadPrivileges { bounding: 1 << CAP_SYS_TIME, ..cleared }.done(LIMIT, Some(1 << CAP_SYS_TIME)));
+        assert_eq!(ThreadPrivileges::parse("x", "CapInh:\t0\n"), None);
+        // This thread's own, as the kernel shows them.
+        assert!(this_thread().is_some());
     }
 }
