@@ -11,7 +11,11 @@
 
 use aes_gcm_siv::aead::generic_array::GenericArray;
 use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
-use aes_gcm_siv::Aes128GcmSiv;
+use aes_gcm_siv::AesGcmSiv;
+
+/// GCM-SIV over the encryption-only AES-128 (it never decrypts a block): no inverse key
+/// schedules for the key-generating key nor the per-nonce encryption key.
+type Aes128GcmSiv = AesGcmSiv<aes::Aes128Enc>;
 
 use super::siv;
 
@@ -84,8 +88,8 @@ impl Aead for AesSivCmac256 {
 
 /// AEAD_AES_128_GCM_SIV (RFC 8452): a 16-byte key, a 12-byte nonce, the 16-byte tag after the
 /// ciphertext (as Nettle, and so chrony, lay it out). RustCrypto's `aes-gcm-siv` over the `aes`
-/// crate (AES-NI and CLMUL picked at run time); the key schedule is made per call (the
-/// per-nonce key derivation makes one anyway), on the stack.
+/// crate (AES-NI and CLMUL picked at run time), encryption-only AES; the key schedule is made
+/// per call (the per-nonce key derivation makes one anyway), on the stack.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AesGcmSiv128;
 
