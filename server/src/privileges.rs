@@ -32,11 +32,17 @@
 //! closed. Worker loops already treat EINTR as "nothing yet" (the setuid broadcast and SIGTERM
 //! interrupt them the same way).
 //!
-//! Threads spawned later (the sync thread, the resolver, the NTS-KE connections, the stats
-//! writer) start from a thread that is done, so they inherit the reduced set. With
-//! `discipline = "system"` the main thread keeps CAP_SYS_TIME until it has spawned the sync thread
-//! (which inherits it), then gives its own up ([`drop_thread_capabilities`]), as does the resolver
-//! thread. A stratumd started as root without `[server] user` keeps root's power: nothing here runs.
+//! Threads spawned later (the sync thread, the resolver, the reference clock readers, each
+//! NTS-KE connection's thread from the accept thread) start from a thread that is done, so they
+//! inherit the reduced set. With `discipline = "system"` the main thread keeps CAP_SYS_TIME until
+//! it has spawned the sync thread (which inherits it), then gives its own up
+//! ([`drop_thread_capabilities`]), as does the resolver thread. Not yet the reference clock
+//! readers: sync/refclock.rs starts them from the main thread just before the sync thread, so
+//! with `discipline = "system"` and a `[[refclock]]` each reader keeps CAP_SYS_TIME too (a second
+//! broadcast after the sync thread starts was tried: the SOCK reader treats EINTR from its
+//! timed recv as fatal and stops; the fix belongs in the reader, which should give it up at its
+//! start as the resolver does). A stratumd started as root without `[server] user` keeps root's
+//! power: nothing here runs.
 
 use std::collections::HashMap;
 use std::ffi::CString;

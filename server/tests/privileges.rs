@@ -378,3 +378,39 @@ fn a_user_with_ambient_cap_sys_time_keeps_it_in_the_sync_thread_only() {
     assert!(log.contains("running as uid 65534 with CAP_SYS_TIME in the sync thread only"), "{log}");
     assert!(!log.contains("stepped the system clock") && !log.contains("cannot adjust"), "{log}");
 }
+
+/// Known gap (issue 13): with `discipline = "system"` and a `[[refclock]]`, the reference clock
+/// reader threads are started from the main thread while it still holds CAP_SYS_TIME (for the
+/// sync thread started right after), and keep it. Ignored until sync/refclock.rs has each reader
+/// give it up at its start (as sync/resolve.rs does); a signal broadcast after the sync thread
+/// starts was tried and stops the SOCK reader (EINTR from its timed recv is fatal there). Run with
+/// `--ignored` to see it. Never adjusts the clock: a silent upstream and a SOCK refclock nothing
+/// writes to, so there is no clock update.
+#[test]
+#[ignore = "refclock readers keep CAP_SYS_TIME with discipline = \"system\" (sync/refclock.rs)"]
+fn with_a_refclock_the_readers_give_up_cap_sys_time_too() {
+    if !require(is_root(), "starting as root and dropping to a user needs root") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let upstream = silent.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let port = free_port();
+    let clock = format!(
+        "source = \"sync\"\ndiscipline = \"system\"\n\n[[upstream]]\naddress = \"{upstream}\"\n\n\
+         [[refclock]]\ndriver = \"sock\"\ndevice = \"{}\"\n",
+        dir.path().join("rc.sock").display()
+    );
+    let text = config(&[format!("127.0.0.1:{port}")], 1, &clock).replace("[clock]", "user = \"nobody\"\n\n[clock]");
+    let mut server = Server::start(&text, port);
+    std::thread::sleep(Duration::from_millis(500));
+    let threads = threads_capabilities(server.pid());
+    let log = server.stop_output();
+    assert!(threads.iter().any(|t| t.0 == "stratumd-rc0"), "the refclock reader: {threads:?}\n{log}");
+    for (name, prm, eff) in &threads {
+        let want = if name == "stratumd-sync" { 1u64 << 25 } else { 0 };
+        assert_eq!((*prm, *eff), (want, want), "{name}: permitted {prm:x}, effective {eff:x} in {threads:?}");
+    }
+}
