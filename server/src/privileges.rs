@@ -36,12 +36,10 @@
 //! NTS-KE connection's thread from the accept thread) start from a thread that is done, so they
 //! inherit the reduced set. With `discipline = "system"` the main thread keeps CAP_SYS_TIME until
 //! it has spawned the sync thread (which inherits it), then gives its own up
-//! ([`drop_thread_capabilities`]), as does the resolver thread. Not yet the reference clock
-//! readers: sync/refclock.rs starts them from the main thread just before the sync thread, so
-//! with `discipline = "system"` and a `[[refclock]]` each reader keeps CAP_SYS_TIME too (a second
-//! broadcast after the sync thread starts was tried: the SOCK reader treats EINTR from its
-//! timed recv as fatal and stops; the fix belongs in the reader, which should give it up at its
-//! start as the resolver does). A stratumd started as root without `[server] user` keeps root's
+//! ([`drop_thread_capabilities`]), as do the resolver thread and each reference clock reader
+//! (started from the main thread just before the sync thread, so they would keep it otherwise).
+//! A reader's timed recv is interrupted by any signal that lands on it (this broadcast, SIGHUP):
+//! it reads again. A stratumd started as root without `[server] user` keeps root's
 //! power: nothing here runs.
 
 use std::collections::HashMap;

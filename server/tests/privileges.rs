@@ -379,15 +379,11 @@ fn a_user_with_ambient_cap_sys_time_keeps_it_in_the_sync_thread_only() {
     assert!(!log.contains("stepped the system clock") && !log.contains("cannot adjust"), "{log}");
 }
 
-/// Known gap (issue 13): with `discipline = "system"` and a `[[refclock]]`, the reference clock
-/// reader threads are started from the main thread while it still holds CAP_SYS_TIME (for the
-/// sync thread started right after), and keep it. Ignored until sync/refclock.rs has each reader
-/// give it up at its start (as sync/resolve.rs does); a signal broadcast after the sync thread
-/// starts was tried and stops the SOCK reader (EINTR from its timed recv is fatal there). Run with
-/// `--ignored` to see it. Never adjusts the clock: a silent upstream and a SOCK refclock nothing
-/// writes to, so there is no clock update.
+/// With `discipline = "system"` and a `[[refclock]]`, the reference clock readers are started
+/// from the main thread while it still holds CAP_SYS_TIME (for the sync thread started right
+/// after): each reader gives it up at its start. Never adjusts the clock: a silent upstream and a
+/// SOCK refclock nothing writes to, so there is no clock update.
 #[test]
-#[ignore = "refclock readers keep CAP_SYS_TIME with discipline = \"system\" (sync/refclock.rs)"]
 fn with_a_refclock_the_readers_give_up_cap_sys_time_too() {
     if !require(is_root(), "starting as root and dropping to a user needs root") {
         return;

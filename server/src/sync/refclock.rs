@@ -181,7 +181,15 @@ pub fn start(tables: &[RefclockTable], shutdown: &Arc<AtomicBool>) -> anyhow::Re
         let device = open(table).map_err(|e| anyhow::anyhow!("refclock {}: cannot open: {e}", table.name()))?;
         let (table, shutdown) = (table.clone(), shutdown.clone());
         let name = format!("stratumd-rc{index}");
-        let thread = std::thread::Builder::new().name(name).spawn(move || device.run(&table, &outlet, &shutdown))?;
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            // Started from the main thread, which may still hold CAP_SYS_TIME for the sync
+            // thread it spawns next (`discipline = "system"`): a reader needs no capability.
+            if let Err(e) = crate::privileges::drop_thread_capabilities() {
+                tracing::error!(error = %e, "a reference clock reader cannot give up its capabilities; it stops");
+                return;
+            }
+            device.run(&table, &outlet, &shutdown)
+        })?;
         refclocks.threads.push(thread);
     }
     Ok(refclocks)
@@ -269,6 +277,9 @@ impl Device {
                             }
                         }
                         Ok(Some(Err(e))) => tracing::debug!(refclock = %name, "datagram refused: {e:?}"),
+                        // A signal (SIGHUP for the NTS certificate, a privilege broadcast) landed
+                        // on this thread: a recv with a timeout is never restarted.
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => {
                             tracing::error!(refclock = %name, error = %e, "cannot read the socket; driver stopped");
                             return;
