@@ -632,9 +632,18 @@ fn compare_script_parses_and_prints_its_help() {
     let help = Command::new(script).arg("--help").output().unwrap();
     assert!(help.status.success(), "{}", text(&help.stderr));
     let usage = text(&help.stdout);
-    for option in
-        ["--runs", "--ramp", "--tries", "--refine", "--server-core", "--client-core", "--queues", "--only", "--out"]
-    {
+    for option in [
+        "--runs",
+        "--ramp",
+        "--tries",
+        "--refine",
+        "--server-core",
+        "--client-core",
+        "--queues",
+        "--only",
+        "--nts",
+        "--out",
+    ] {
         assert!(usage.contains(option), "{option} missing: {usage}");
     }
     let bad = Command::new(script).arg("--frobnicate").output().unwrap();
@@ -651,7 +660,7 @@ fn scale_script_parses_and_prints_its_help() {
     let help = Command::new(script).arg("--help").output().unwrap();
     assert!(help.status.success(), "{}", text(&help.stderr));
     let usage = text(&help.stdout);
-    for option in ["--queues", "--runs", "--gen-cores", "--engine", "--out"] {
+    for option in ["--queues", "--runs", "--gen-cores", "--engine", "--nts", "--out"] {
         assert!(usage.contains(option), "{option} missing: {usage}");
     }
     let bad = Command::new(script).arg("--frobnicate").output().unwrap();
