@@ -69,23 +69,34 @@ pub fn parse_frame(frame: &[u8], ntp_port: u16) -> FrameVerdict {
         ethertype = inner;
         l3 += VLAN_TAG;
     }
+    // Each family's IP checks, then the UDP checks inlined into each: the family is known there.
     let parsed = match ethertype {
-        ETHERTYPE_IPV4 => ipv4(frame, l3),
-        ETHERTYPE_IPV6 => ipv6(frame, l3),
-        _ => return FrameVerdict::Pass,
+        ETHERTYPE_IPV4 => ipv4(frame, l3).map(|(l4, ip_end, s, d)| udp(frame, l3, l4, ip_end, s, d, ntp_port)),
+        ETHERTYPE_IPV6 => ipv6(frame, l3).map(|(l4, ip_end, s, d)| udp(frame, l3, l4, ip_end, s, d, ntp_port)),
+        _ => None,
     };
-    let Some((l4, ip_end, source_ip, destination_ip)) = parsed else { return FrameVerdict::Pass };
+    parsed.unwrap_or(FrameVerdict::Pass)
+}
 
-    // UDP: only now do we know whether the frame is for us.
-    let (Some(source_port), Some(destination_port), Some(udp_len)) =
-        (be16(frame, l4), be16(frame, l4 + 2), be16(frame, l4 + 4))
-    else {
-        return FrameVerdict::Pass;
-    };
+/// The UDP layer of an IP packet at `l3` whose UDP header is at `l4` and which ends at `ip_end`:
+/// only now do we know whether the frame is for us.
+#[inline(always)]
+fn udp(
+    frame: &[u8],
+    l3: usize,
+    l4: usize,
+    ip_end: usize,
+    source_ip: IpAddr,
+    destination_ip: IpAddr,
+    ntp_port: u16,
+) -> FrameVerdict {
+    // Ports and length (the checksum field is never read); a frame that ends before them passes.
+    let Some(&[s0, s1, d0, d1, n0, n1]) = frame.get(l4..l4 + 6) else { return FrameVerdict::Pass };
+    let destination_port = u16::from_be_bytes([d0, d1]);
     if destination_port != ntp_port {
         return FrameVerdict::Pass;
     }
-    let udp_len = usize::from(udp_len);
+    let udp_len = usize::from(u16::from_be_bytes([n0, n1]));
     if udp_len < UDP_HEADER || l4 + udp_len > ip_end {
         return FrameVerdict::Drop(DropReason::Malformed);
     }
@@ -98,15 +109,16 @@ pub fn parse_frame(frame: &[u8], ntp_port: u16) -> FrameVerdict {
         l3,
         l4,
         payload_len: udp_len - UDP_HEADER,
-        source: SocketAddr::new(source_ip, source_port),
+        source: SocketAddr::new(source_ip, u16::from_be_bytes([s0, s1])),
         destination: SocketAddr::new(destination_ip, destination_port),
     })
 }
 
 /// IPv4: returns (UDP offset, end of the IP packet, source, destination) for an unfragmented UDP
 /// packet whose header is sound; None (pass to the kernel) otherwise.
+#[inline(always)]
 fn ipv4(frame: &[u8], l3: usize) -> Option<(usize, usize, IpAddr, IpAddr)> {
-    let header = frame.get(l3..l3 + IPV4_MIN_HEADER)?;
+    let header: &[u8; IPV4_MIN_HEADER] = frame.get(l3..l3 + IPV4_MIN_HEADER)?.try_into().ok()?;
     let header_len = usize::from(header[0] & 0x0F) * 4;
     if header[0] >> 4 != 4 || header_len < IPV4_MIN_HEADER {
         return None;
@@ -116,8 +128,13 @@ fn ipv4(frame: &[u8], l3: usize) -> Option<(usize, usize, IpAddr, IpAddr)> {
     if header[9] != PROTO_UDP || fragment != 0 || total < header_len + UDP_HEADER || l3 + total > frame.len() {
         return None;
     }
-    // A corrupt header goes to the kernel, which drops and counts it.
-    if checksum(&[frame.get(l3..l3 + header_len)?]) != 0 {
+    // A corrupt header goes to the kernel, which drops and counts it. The fixed 20 bytes are
+    // summed as three loads; options, when there are any, after them.
+    let mut sum = sum_bytes(0, header);
+    if header_len > IPV4_MIN_HEADER {
+        sum = sum_bytes(sum, frame.get(l3 + IPV4_MIN_HEADER..l3 + header_len)?);
+    }
+    if fold(sum) != 0xFFFF {
         return None;
     }
     let source = Ipv4Addr::new(header[12], header[13], header[14], header[15]);
@@ -126,6 +143,7 @@ fn ipv4(frame: &[u8], l3: usize) -> Option<(usize, usize, IpAddr, IpAddr)> {
 }
 
 /// IPv6: the fixed header only; extension headers go to the kernel.
+#[inline(always)]
 fn ipv6(frame: &[u8], l3: usize) -> Option<(usize, usize, IpAddr, IpAddr)> {
     let header = frame.get(l3..l3 + IPV6_HEADER)?;
     if header[0] >> 4 != 6 || header[6] != PROTO_UDP {
@@ -147,10 +165,12 @@ fn ipv6(frame: &[u8], l3: usize) -> Option<(usize, usize, IpAddr, IpAddr)> {
     ))
 }
 
+#[inline(always)]
 fn is_unicast(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => !v4.is_broadcast() && !v4.is_multicast() && !v4.is_unspecified(),
-        IpAddr::V6(v6) => !v6.is_multicast() && !v6.is_unspecified(),
+        // Not ff00::/8 and not ::, the 16 bytes tested as one number.
+        IpAddr::V6(v6) => v6.octets()[0] != 0xFF && u128::from_ne_bytes(v6.octets()) != 0,
     }
 }
 
@@ -170,99 +190,126 @@ pub fn write_reply(frame: &mut [u8], parsed: &NtpFrame, reply_len: usize) -> Opt
         frame.swap(i, 6 + i);
     }
     let l3 = parsed.l3;
-    match (parsed.source.ip(), parsed.destination.ip()) {
+    let l4 = parsed.l4;
+    let udp_len16 = (udp_len as u16).to_be_bytes();
+    // Every sum below is in native byte order (see `sum_bytes`); the checksums are stored as
+    // `to_ne_bytes` of the folded complement, which is the big-endian checksum.
+    let pseudo = match (parsed.source.ip(), parsed.destination.ip()) {
         (IpAddr::V4(client), IpAddr::V4(us)) => {
-            let header_len = parsed.l4 - l3;
-            let header = frame.get_mut(l3..parsed.l4)?;
-            let total = ((header_len + udp_len) as u16).to_be_bytes();
+            let header = frame.get_mut(l3..l4)?;
+            if header.len() < IPV4_MIN_HEADER {
+                return None;
+            }
+            let total = ((header.len() + udp_len) as u16).to_be_bytes();
+            // The two addresses (swapped, which does not change the sum), summed once for the IP
+            // header and the UDP pseudo-header.
+            let addresses = u64::from(u32::from_ne_bytes(us.octets())) + u64::from(u32::from_ne_bytes(client.octets()));
             // The whole reply header's checksum, summed before the header is written: reading
             // back bytes just stored in smaller pieces stalls the load until the stores retire.
             // The words that stay (version to TOS, identification to fragment offset, options),
-            // the new length, TTL and protocol, the checksum field as zero, and the two addresses
-            // (swapped, which does not change the sum).
-            let sum = checksum(&[
-                &header[0..2],
-                &total,
-                &header[4..8],
-                &[REPLY_HOPS, header[9]],
-                &[0, 0],
-                &us.octets(),
-                &client.octets(),
-                &header[IPV4_MIN_HEADER..],
-            ]);
+            // the new length, TTL and protocol, the checksum field as zero, and the addresses.
+            let mut sum = addresses
+                + u64::from(u16::from_ne_bytes([header[0], header[1]]))
+                + u64::from(u16::from_ne_bytes(total))
+                + u64::from(u32::from_ne_bytes([header[4], header[5], header[6], header[7]]))
+                + u64::from(u16::from_ne_bytes([REPLY_HOPS, header[9]]));
+            if header.len() > IPV4_MIN_HEADER {
+                sum = sum_bytes(sum, &header[IPV4_MIN_HEADER..]);
+            }
             header[2..4].copy_from_slice(&total);
             header[8] = REPLY_HOPS;
-            header[10..12].copy_from_slice(&sum.to_be_bytes());
+            header[10..12].copy_from_slice(&(!fold(sum)).to_ne_bytes());
             header[12..16].copy_from_slice(&us.octets());
             header[16..20].copy_from_slice(&client.octets());
+            // Pseudo-header: the addresses, zero and protocol, UDP length.
+            addresses + u64::from(u16::from_ne_bytes([0, PROTO_UDP])) + u64::from(u16::from_ne_bytes(udp_len16))
         }
         (IpAddr::V6(client), IpAddr::V6(us)) => {
             let header = frame.get_mut(l3..l3 + IPV6_HEADER)?;
-            header[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+            header[4..6].copy_from_slice(&udp_len16);
             header[7] = REPLY_HOPS;
             header[8..24].copy_from_slice(&us.octets());
             header[24..40].copy_from_slice(&client.octets());
+            // Pseudo-header: the addresses, the UDP length as 32 bits, zeros and protocol.
+            let small = u64::from(u16::from_ne_bytes(udp_len16)) + u64::from(u16::from_ne_bytes([0, PROTO_UDP]));
+            sum_bytes(sum_bytes(small, &us.octets()), &client.octets())
         }
         _ => return None,
-    }
-    let l4 = parsed.l4;
-    // The UDP header is built here and summed from its own bytes, not read back after writing.
-    let mut udp = [0u8; UDP_HEADER];
-    udp[0..2].copy_from_slice(&parsed.destination.port().to_be_bytes());
-    udp[2..4].copy_from_slice(&parsed.source.port().to_be_bytes());
-    udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-    let sum = udp_checksum(parsed, &udp, frame.get(l4 + UDP_HEADER..end)?);
-    udp[6..8].copy_from_slice(&sum.to_be_bytes());
-    frame.get_mut(l4..l4 + UDP_HEADER)?.copy_from_slice(&udp);
-    Some(end)
-}
-
-/// The UDP checksum of the reply: pseudo-header (our address as source), the reply's UDP header
-/// `udp` (checksum field zero) and its `payload`.
-fn udp_checksum(parsed: &NtpFrame, udp: &[u8; UDP_HEADER], payload: &[u8]) -> u16 {
-    let udp_len = UDP_HEADER + payload.len();
-    let length = (udp_len as u32).to_be_bytes();
-    let sum = match (parsed.destination.ip(), parsed.source.ip()) {
-        (IpAddr::V4(from), IpAddr::V4(to)) => {
-            checksum(&[&from.octets(), &to.octets(), &[0, PROTO_UDP], &(udp_len as u16).to_be_bytes(), udp, payload])
-        }
-        (IpAddr::V6(from), IpAddr::V6(to)) => {
-            checksum(&[&from.octets(), &to.octets(), &length, &[0, 0, 0, PROTO_UDP], udp, payload])
-        }
-        _ => 0,
     };
+    // The UDP header is built here and summed from its own values, not read back after writing.
+    let (source_port, destination_port) = (parsed.source.port().to_be_bytes(), parsed.destination.port().to_be_bytes());
+    let udp = u64::from(u16::from_ne_bytes(destination_port))
+        + u64::from(u16::from_ne_bytes(source_port))
+        + u64::from(u16::from_ne_bytes(udp_len16));
+    let sum = add_carry(pseudo, udp);
+    let payload = frame.get(l4 + UDP_HEADER..end)?;
+    // A basic reply (48 bytes, nearly every reply) is summed as six loads with no loop.
+    let sum = match <&[u8; 48]>::try_from(payload) {
+        Ok(basic) => sum_bytes(sum, basic),
+        Err(_) => sum_bytes(sum, payload),
+    };
+    let sum = !fold(sum);
     // Zero means "no checksum" in UDP; its ones'-complement twin is sent instead (RFC 768).
-    if sum == 0 {
-        0xFFFF
-    } else {
-        sum
-    }
+    let sum = if sum == 0 { 0xFFFF } else { sum };
+    let [d0, d1] = destination_port;
+    let [s0, s1] = source_port;
+    let [l0, l1] = udp_len16;
+    let [c0, c1] = sum.to_ne_bytes();
+    frame.get_mut(l4..l4 + UDP_HEADER)?.copy_from_slice(&[d0, d1, s0, s1, l0, l1, c0, c1]);
+    Some(end)
 }
 
 /// The Internet checksum (RFC 1071) over the concatenation of `parts`. Each part but the last
 /// must have even length (true of every header and pseudo-header field here).
 pub fn checksum(parts: &[&[u8]]) -> u16 {
-    // Big-endian 32-bit words: w0 * 2^16 + w1 folds to w0 + w1 (2^16 = 1 modulo 0xFFFF), so this is
-    // the same sum as 16-bit words at half the additions; a u64 cannot overflow on any frame.
-    let mut sum: u64 = 0;
-    for part in parts {
-        let mut words = part.chunks_exact(4);
-        for w in &mut words {
-            sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
-        }
-        match *words.remainder() {
-            [a, b, c] => sum += u64::from(u16::from_be_bytes([a, b])) + (u64::from(c) << 8),
-            [a, b] => sum += u64::from(u16::from_be_bytes([a, b])),
-            [a] => sum += u64::from(a) << 8,
-            _ => {}
-        }
+    let sum = parts.iter().fold(0, |sum, part| sum_bytes(sum, part));
+    u16::from_be(!fold(sum))
+}
+
+/// Adds `bytes` to a ones'-complement sum kept in native byte order in 64 bits (end-around carry).
+///
+/// RFC 1071 section 2: the sum of 16-bit words is independent of byte order (summing byte-swapped
+/// words gives the byte-swapped sum), and words may be added in any width (2^16 is 1 modulo
+/// 0xFFFF, and 0xFFFF divides 2^64 - 1, so a 64-bit end-around-carry sum folds to the same 16 bits
+/// as the word-by-word one). So the bytes are loaded as they lie, eight at a time, with no byte
+/// swap per word; [`fold`] gives the folded sum in native order, whose `to_ne_bytes` are the
+/// big-endian sum's bytes. `bytes` must start at an even offset of the summed stream; an odd last
+/// byte is the high byte of a word padded with zero (as the RFC pads).
+#[inline(always)]
+fn sum_bytes(mut sum: u64, bytes: &[u8]) -> u64 {
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        sum = add_carry(sum, u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]));
     }
-    // Fold to 16 bits in a fixed number of steps (no loop on the data): 64 -> 33 -> 17 -> 16 bits.
-    sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
-    sum = (sum & 0xFFFF) + (sum >> 16);
-    sum = (sum & 0xFFFF) + (sum >> 16);
-    sum = (sum & 0xFFFF) + (sum >> 16);
-    !(sum as u16)
+    let mut rest = words.remainder();
+    if let [a, b, c, d, tail @ ..] = rest {
+        sum = add_carry(sum, u64::from(u32::from_ne_bytes([*a, *b, *c, *d])));
+        rest = tail;
+    }
+    if let [a, b, tail @ ..] = rest {
+        sum = add_carry(sum, u64::from(u16::from_ne_bytes([*a, *b])));
+        rest = tail;
+    }
+    if let [a] = rest {
+        sum = add_carry(sum, u64::from(u16::from_ne_bytes([*a, 0])));
+    }
+    sum
+}
+
+/// `sum + x` with the carry out of bit 63 added back in (ones'-complement addition).
+#[inline(always)]
+fn add_carry(sum: u64, x: u64) -> u64 {
+    let (s, carry) = sum.overflowing_add(x);
+    s + u64::from(carry)
+}
+
+/// Folds a 64-bit ones'-complement sum to 16 bits in a fixed number of steps (no loop on the
+/// data). Adding a word to itself rotated by half its width puts the sum of its halves, with the
+/// carry out of the low half added back (the end-around carry), in its high half: 64 -> 32 -> 16.
+#[inline(always)]
+fn fold(sum: u64) -> u16 {
+    let sum = (sum.wrapping_add(sum.rotate_right(32)) >> 32) as u32;
+    (sum.wrapping_add(sum.rotate_right(16)) >> 16) as u16
 }
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
@@ -515,6 +562,31 @@ mod tests {
                 let len = write_reply(&mut f, &p, p.payload_len);
                 prop_assert!(len.is_some_and(|l| l <= bytes.len()));
             }
+        }
+
+        #[test]
+        fn any_one_bit_flipped_in_an_ipv4_header_passes_to_the_kernel(
+            a in any::<[u8; 4]>(), option_words in 0usize..=10, options in any::<[u8; 40]>(), bit in any::<usize>(),
+        ) {
+            let client = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(a)), 40000);
+            let good = frame(client, v4("198.51.100.1:123"), 0, &request(), 0);
+            // Rebuild with IHL 5 + option_words (random option bytes, summed with the rest).
+            let ihl = 5 + option_words;
+            let mut f = good[..14].to_vec();
+            let mut ip = good[14..34].to_vec();
+            ip[0] = 0x40 | ihl as u8;
+            ip[2..4].copy_from_slice(&((ihl * 4 + 8 + 48) as u16).to_be_bytes());
+            ip[10..12].fill(0);
+            ip.extend(&options[..option_words * 4]);
+            let sum = checksum(&[&ip]);
+            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            f.extend(ip);
+            f.extend(&good[34..]);
+            prop_assert!(matches!(parse_frame(&f, 123), FrameVerdict::Ntp(_)), "{:?}", parse_frame(&f, 123));
+            // One bit changes the sum by 2^k, never a multiple of 0xFFFF: the header is corrupt.
+            let bit = bit % (ihl * 32);
+            f[14 + bit / 8] ^= 1 << (bit % 8);
+            prop_assert_eq!(parse_frame(&f, 123), FrameVerdict::Pass);
         }
 
         #[test]
