@@ -70,6 +70,26 @@ pub enum Engine {
     Xdp,
 }
 
+/// `--nts-aead`: the AEAD the NTS-KE asks for (alone).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum NtsAead {
+    /// AEAD_AES_SIV_CMAC_256 (15), what chrony 4.3 and NTPsec ask for.
+    #[default]
+    SivCmac,
+    /// AEAD_AES_128_GCM_SIV (30) with chrony's compliant-export record (socket engine only).
+    GcmSiv,
+}
+
+impl NtsAead {
+    /// The IANA id.
+    pub fn id(self) -> u16 {
+        match self {
+            Self::SivCmac => stratum_proto::nts::AEAD_AES_SIV_CMAC_256,
+            Self::GcmSiv => stratum_proto::nts::AEAD_AES_128_GCM_SIV,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ReflectArgs {
     /// The interface to answer on (an XDP program is attached to it while this runs).
@@ -109,6 +129,9 @@ pub struct QueryArgs {
     /// The CA certificate(s), PEM, the NTS-KE server's certificate must chain to.
     #[arg(long, value_name = "FILE", requires = "nts_ke")]
     pub nts_ca: Option<std::path::PathBuf>,
+    /// The AEAD the NTS-KE asks for.
+    #[arg(long, value_enum, default_value_t, requires = "nts_ke")]
+    pub nts_aead: NtsAead,
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +245,9 @@ pub struct LoadArgs {
     /// The CA certificate(s), PEM, the NTS-KE server's certificate must chain to.
     #[arg(long, value_name = "FILE", requires = "nts_ke")]
     pub nts_ca: Option<std::path::PathBuf>,
+    /// The AEAD the NTS-KE asks for (gcm-siv: socket engine only).
+    #[arg(long, value_enum, default_value_t, requires = "nts_ke")]
+    pub nts_aead: NtsAead,
     /// Allow a target that is not a loopback address (a server in a network namespace, or a lab
     /// machine you own). Never point a load generator at someone else's server.
     #[arg(long)]
@@ -297,7 +323,7 @@ fn exchange(a: &QueryArgs) -> Result<query::QueryReport, QueryError> {
         (Some(ke), Some(ca)) => {
             let (host, _) = ke.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--nts-ke {ke}: HOST:PORT"))?;
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            Some(crate::nts::key_exchange(query::resolve(ke)?, host, ca, timeout)?)
+            Some(crate::nts::key_exchange_with(query::resolve(ke)?, host, ca, timeout, a.nts_aead.id())?)
         }
         _ => None,
     };
@@ -352,10 +378,14 @@ fn load_nts(a: &LoadArgs) -> anyhow::Result<Option<std::sync::Arc<crate::nts::Se
     if a.interleaved || (a.engine == Engine::Xdp && a.tx != TxPath::Xsk) {
         anyhow::bail!("--nts-ke is for the socket engine or --engine xdp --tx xsk, without --interleaved");
     }
+    if a.engine == Engine::Xdp && a.nts_aead != NtsAead::SivCmac {
+        // The AF_XDP request template stamps AES-SIV's 16-byte nonce layout.
+        anyhow::bail!("--nts-aead gcm-siv is for the socket engine");
+    }
     let (host, _) = ke.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--nts-ke {ke}: HOST:PORT"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let addr = crate::target::check_target(query::resolve(ke)?, a.i_own_this_target)?;
-    let session = crate::nts::key_exchange(addr, host, ca, Duration::from_secs(5))?;
+    let session = crate::nts::key_exchange_with(addr, host, ca, Duration::from_secs(5), a.nts_aead.id())?;
     Ok(Some(std::sync::Arc::new(session)))
 }
 

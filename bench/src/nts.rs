@@ -5,6 +5,12 @@
 //! cookies it carried. `load --nts-ke` builds on them ([`restamp`]): a load test may re-use its
 //! cookies (the server cannot tell, and answers each with fresh ones), which a real client must
 //! not.
+//!
+//! The AEAD is AES-SIV-CMAC-256 (15) unless [`key_exchange_with`] asks for AES-128-GCM-SIV (30,
+//! `--nts-aead gcm-siv`): then the KE offers 30 alone with chrony's compliant-export record, the
+//! keys are 16 bytes (the rest of `c2s`/`s2c` zero) and the nonce 12. [`restamp`] and the reply
+//! checks tell the two apart by the authenticator's nonce length (12 is GCM-SIV's only; AES-SIV's
+//! is 16 here), so the engines pass keys as before.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,14 +22,16 @@ use anyhow::{bail, Context};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use stratum_proto::nts::ef::{NTS_AUTHENTICATOR, NTS_COOKIE, NTS_COOKIE_PLACEHOLDER, UNIQUE_IDENTIFIER};
-use stratum_proto::nts::ke::{self, AEAD_ALGORITHM, CRITICAL, END_OF_MESSAGE, ERROR, NEW_COOKIE, NEXT_PROTOCOL};
-use stratum_proto::nts::ke::{NTPV4_PORT, NTPV4_SERVER, PROTOCOL_NTPV4, WARNING};
-use stratum_proto::nts::{Aead, AesSivCmac256, AEAD_AES_SIV_CMAC_256, TAG_LEN};
+use stratum_proto::nts::ke::{self, AEAD_ALGORITHM, COMPLIANT_128GCM_EXPORT, CRITICAL, END_OF_MESSAGE, ERROR};
+use stratum_proto::nts::ke::{NEW_COOKIE, NEXT_PROTOCOL, NTPV4_PORT, NTPV4_SERVER, PROTOCOL_NTPV4, WARNING};
+use stratum_proto::nts::{Aead, AesGcmSiv128, AesSivCmac256, AEAD_AES_128_GCM_SIV, AEAD_AES_SIV_CMAC_256, TAG_LEN};
 use stratum_proto::{NtpPacket, NtpTimestamp};
 
 /// What one NTS-KE gave.
 #[derive(Clone)]
 pub struct Session {
+    /// The AEAD agreed (15 or 30).
+    pub aead: u16,
     pub c2s: [u8; 32],
     pub s2c: [u8; 32],
     pub cookies: Vec<Vec<u8>>,
@@ -36,6 +44,7 @@ impl std::fmt::Debug for Session {
     // Never the keys.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
+            .field("aead", &self.aead)
             .field("cookies", &self.cookies.len())
             .field("server", &self.server)
             .field("port", &self.port)
@@ -50,17 +59,22 @@ fn record(kind: u16, body: &[u8]) -> Vec<u8> {
     r
 }
 
-/// The KE request: NTPv4, AEAD_AES_SIV_CMAC_256, end (all critical, as chrony sends them).
-fn ke_request() -> Vec<u8> {
+/// The KE request: NTPv4, the AEAD, end (all critical, as chrony sends them); with
+/// AES-128-GCM-SIV chrony's compliant-export record (non-critical) too.
+fn ke_request(aead: u16) -> Vec<u8> {
     let mut r = record(CRITICAL | NEXT_PROTOCOL, &PROTOCOL_NTPV4.to_be_bytes());
-    r.extend(record(CRITICAL | AEAD_ALGORITHM, &AEAD_AES_SIV_CMAC_256.to_be_bytes()));
+    r.extend(record(CRITICAL | AEAD_ALGORITHM, &aead.to_be_bytes()));
+    if aead == AEAD_AES_128_GCM_SIV {
+        r.extend(record(COMPLIANT_128GCM_EXPORT, &[]));
+    }
     r.extend(record(CRITICAL | END_OF_MESSAGE, &[]));
     r
 }
 
-/// Reads the KE server's records (until End of Message) into `session`.
-fn parse_ke_response(mut bytes: &[u8], session: &mut Session) -> anyhow::Result<()> {
-    let (mut protocol, mut aead) = (false, false);
+/// Reads the KE server's records (until End of Message) into `session` (whose `aead` is the
+/// one asked for); true if the server granted the compliant GCM-SIV export.
+fn parse_ke_response(mut bytes: &[u8], session: &mut Session) -> anyhow::Result<bool> {
+    let (mut protocol, mut aead, mut compliant) = (false, false, false);
     loop {
         let Some((head, rest)) = bytes.split_first_chunk::<4>() else {
             bail!("the KE response ends before End of Message")
@@ -71,7 +85,8 @@ fn parse_ke_response(mut bytes: &[u8], session: &mut Session) -> anyhow::Result<
         match kind {
             END_OF_MESSAGE => break,
             NEXT_PROTOCOL => protocol = body == PROTOCOL_NTPV4.to_be_bytes(),
-            AEAD_ALGORITHM => aead = body == AEAD_AES_SIV_CMAC_256.to_be_bytes(),
+            AEAD_ALGORITHM => aead = body == session.aead.to_be_bytes(),
+            COMPLIANT_128GCM_EXPORT => compliant = true,
             ERROR => bail!("the KE server sent error record {body:?}"),
             WARNING => bail!("the KE server sent warning record {body:?}"),
             NEW_COOKIE => session.cookies.push(body.to_vec()),
@@ -82,14 +97,26 @@ fn parse_ke_response(mut bytes: &[u8], session: &mut Session) -> anyhow::Result<
         bytes = rest;
     }
     anyhow::ensure!(protocol, "the KE server did not agree to NTPv4");
-    anyhow::ensure!(aead, "the KE server did not agree to AEAD_AES_SIV_CMAC_256");
+    anyhow::ensure!(aead, "the KE server did not agree to AEAD {}", session.aead);
     anyhow::ensure!(!session.cookies.is_empty(), "the KE server sent no cookie");
-    Ok(())
+    Ok(compliant)
 }
 
 /// One NTS-KE with `addr`, whose certificate must name `name` and chain to a certificate in the
 /// PEM file `ca`. `timeout` bounds the connection and each read and write.
 pub fn key_exchange(addr: SocketAddr, name: &str, ca: &Path, timeout: Duration) -> anyhow::Result<Session> {
+    key_exchange_with(addr, name, ca, timeout, AEAD_AES_SIV_CMAC_256)
+}
+
+/// [`key_exchange`] asking for `aead` (15 or 30) alone.
+pub fn key_exchange_with(
+    addr: SocketAddr,
+    name: &str,
+    ca: &Path,
+    timeout: Duration,
+    aead: u16,
+) -> anyhow::Result<Session> {
+    let key_len = stratum_proto::nts::aead::key_len(aead).with_context(|| format!("AEAD {aead} is not one we have"))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("cannot read {}", ca.display()))? {
         roots.add(cert.with_context(|| format!("a bad certificate in {}", ca.display()))?)?;
@@ -108,7 +135,7 @@ pub fn key_exchange(addr: SocketAddr, name: &str, ca: &Path, timeout: Duration) 
     socket.set_read_timeout(Some(timeout))?;
     socket.set_write_timeout(Some(timeout))?;
     let mut tls = rustls::StreamOwned::new(conn, socket);
-    tls.write_all(&ke_request()).with_context(|| format!("NTS-KE with {addr}"))?;
+    tls.write_all(&ke_request(aead)).with_context(|| format!("NTS-KE with {addr}"))?;
     tls.flush()?;
     // The server closes (close_notify) after End of Message; 64 KiB bounds a misbehaving one.
     let mut response = Vec::new();
@@ -123,11 +150,13 @@ pub fn key_exchange(addr: SocketAddr, name: &str, ca: &Path, timeout: Duration) 
             Err(e) => return Err(e).with_context(|| format!("NTS-KE with {addr}")),
         }
     }
-    let mut session = Session { c2s: [0; 32], s2c: [0; 32], cookies: Vec::new(), server: None, port: None };
-    parse_ke_response(&response, &mut session).with_context(|| format!("NTS-KE with {addr}"))?;
-    let aead = AEAD_AES_SIV_CMAC_256;
-    tls.conn.export_keying_material(&mut session.c2s, ke::EXPORTER_LABEL, Some(&ke::exporter_context(aead, false)))?;
-    tls.conn.export_keying_material(&mut session.s2c, ke::EXPORTER_LABEL, Some(&ke::exporter_context(aead, true)))?;
+    let mut session = Session { aead, c2s: [0; 32], s2c: [0; 32], cookies: Vec::new(), server: None, port: None };
+    let compliant = parse_ke_response(&response, &mut session).with_context(|| format!("NTS-KE with {addr}"))?;
+    // The exporter context as chrony's client sets it (proto::nts::ke::Negotiated).
+    let context = ke::Negotiated { aead, compliant_128gcm: compliant }.exporter_aead();
+    let (c2s, s2c) = (&mut session.c2s[..key_len], &mut session.s2c[..key_len]);
+    tls.conn.export_keying_material(c2s, ke::EXPORTER_LABEL, Some(&ke::exporter_context(context, false)))?;
+    tls.conn.export_keying_material(s2c, ke::EXPORTER_LABEL, Some(&ke::exporter_context(context, true)))?;
     Ok(session)
 }
 
@@ -140,7 +169,7 @@ fn field(kind: u16, body: &[u8]) -> Vec<u8> {
 
 /// An NTS request (RFC 8915 section 5.7): the header with `transmit`, the unique identifier,
 /// the cookie, `placeholders` cookie placeholders (each asks for one more fresh cookie), and the
-/// authenticator sealed with C2S and `nonce` over everything before it.
+/// authenticator sealed with C2S and `nonce` over everything before it (AES-SIV-CMAC-256).
 pub fn request(
     c2s: &[u8; 32],
     cookie: &[u8],
@@ -149,6 +178,21 @@ pub fn request(
     placeholders: usize,
     nonce: &[u8; 16],
 ) -> Vec<u8> {
+    request_with(AEAD_AES_SIV_CMAC_256, c2s, cookie, uid, transmit, placeholders, nonce)
+}
+
+/// [`request`] under `aead`: with AES-128-GCM-SIV the key is `c2s[..16]` and the nonce
+/// `nonce[..12]`.
+pub fn request_with(
+    aead: u16,
+    c2s: &[u8; 32],
+    cookie: &[u8],
+    uid: &[u8; 32],
+    transmit: NtpTimestamp,
+    placeholders: usize,
+    nonce: &[u8; 16],
+) -> Vec<u8> {
+    let nonce = if aead == AEAD_AES_128_GCM_SIV { &nonce[..GCM_SIV_NONCE_LEN] } else { &nonce[..] };
     let mut p = NtpPacket::client_request(4, transmit).to_bytes().to_vec();
     p.extend(field(UNIQUE_IDENTIFIER, uid));
     p.extend(field(NTS_COOKIE, cookie));
@@ -156,8 +200,8 @@ pub fn request(
         p.extend(field(NTS_COOKIE_PLACEHOLDER, &vec![0; cookie.len()]));
     }
     let mut tag = [0u8; TAG_LEN];
-    // A 32-byte key and a tag-sized buffer: seal cannot refuse them.
-    let _ = AesSivCmac256::seal(c2s, nonce, &p, &mut tag);
+    // The key and nonce lengths are the AEAD's and the buffer the tag's: seal cannot refuse them.
+    let _ = seal(c2s, nonce, &p, &mut tag);
     let mut body = (nonce.len() as u16).to_be_bytes().to_vec();
     body.extend((TAG_LEN as u16).to_be_bytes());
     body.extend(nonce);
@@ -169,9 +213,26 @@ pub fn request(
 /// Where [`request`] puts the unique identifier's 32 bytes: right after the header and the
 /// field's type and length.
 pub const UID_AT: usize = 48 + 4;
-/// The authenticator field [`request`] ends with: type, length, nonce and ciphertext lengths,
-/// the 16-byte nonce, the tag (no ciphertext).
-const AUTHENTICATOR_FIELD_LEN: usize = 4 + 4 + 16 + TAG_LEN;
+/// AES-128-GCM-SIV's nonce (the only length it takes; AES-SIV's is 16 here).
+const GCM_SIV_NONCE_LEN: usize = 12;
+
+/// Seals (an empty text: `sealed` is the tag) with the AEAD the nonce's length names.
+fn seal(key: &[u8; 32], nonce: &[u8], ad: &[u8], sealed: &mut [u8]) -> bool {
+    if nonce.len() == GCM_SIV_NONCE_LEN {
+        AesGcmSiv128::seal(&key[..16], nonce, ad, sealed)
+    } else {
+        AesSivCmac256::seal(key, nonce, ad, sealed)
+    }
+}
+
+/// Opens `sealed` with the AEAD the nonce's length names: where its text is.
+fn open(key: &[u8; 32], nonce: &[u8], ad: &[u8], sealed: &mut [u8]) -> Option<core::ops::Range<usize>> {
+    if nonce.len() == GCM_SIV_NONCE_LEN {
+        AesGcmSiv128::open(&key[..16], nonce, ad, sealed).then_some(0..sealed.len() - TAG_LEN)
+    } else {
+        AesSivCmac256::open(key, nonce, ad, sealed).then_some(TAG_LEN..sealed.len())
+    }
+}
 
 /// The unique identifier of a load request ([`restamp`]): `prefix`, then the request's transmit
 /// timestamp (its 8 wire bytes), so that it is unique per request and a reply's own origin
@@ -183,21 +244,39 @@ pub fn load_uid(prefix: &[u8; 24], transmit: &[u8; 8]) -> [u8; 32] {
     uid
 }
 
-/// Turns a request made by [`request`] (with a 16-byte nonce) into the next one of a load test,
-/// in place and without allocating: the transmit timestamp `transmit`, the unique identifier's
-/// last 8 bytes the same (see [`load_uid`]), and the authenticator sealed again with `c2s` over
-/// the changed packet (same cookie and nonce: a load test may re-use them; the server still opens
-/// the cookie, verifies and seals each request).
+/// Turns a request made by [`request_with`] into the next one of a load test, in place and
+/// without allocating: the transmit timestamp `transmit`, the unique identifier's last 8 bytes
+/// the same (see [`load_uid`]), and the authenticator sealed again with `c2s` over the changed
+/// packet (same cookie and nonce: a load test may re-use them; the server still opens the
+/// cookie, verifies and seals each request). The authenticator is the request's last field, its
+/// tag the last 16 bytes, its nonce (16 bytes: AES-SIV, 12: GCM-SIV) before the tag.
 pub fn restamp(c2s: &[u8; 32], p: &mut [u8], transmit: &[u8; 8]) {
     p[40..48].copy_from_slice(transmit);
     p[UID_AT + 24..UID_AT + 32].copy_from_slice(transmit);
-    let auth = p.len() - AUTHENTICATOR_FIELD_LEN;
+    let tag_at = p.len() - TAG_LEN;
+    let nonce_len = if is_field(p, tag_at - GCM_SIV_NONCE_LEN - 8, 8 + GCM_SIV_NONCE_LEN + TAG_LEN) {
+        GCM_SIV_NONCE_LEN
+    } else {
+        16
+    };
+    let auth = tag_at - nonce_len - 8;
     let mut nonce = [0u8; 16];
-    nonce.copy_from_slice(&p[auth + 8..auth + 24]);
+    nonce[..nonce_len].copy_from_slice(&p[auth + 8..tag_at]);
     let mut tag = [0u8; TAG_LEN];
-    // A 32-byte key and a tag-sized buffer: seal cannot refuse them.
-    let _ = AesSivCmac256::seal(c2s, &nonce, &p[..auth], &mut tag);
-    p[auth + 24..].copy_from_slice(&tag);
+    // The key and nonce lengths are the AEAD's and the buffer the tag's: seal cannot refuse them.
+    let _ = seal(c2s, &nonce[..nonce_len], &p[..auth], &mut tag);
+    p[tag_at..].copy_from_slice(&tag);
+}
+
+/// Whether an authenticator field of `len` bytes with a `len - 8 - TAG_LEN`-byte nonce and a
+/// bare tag starts at `at` (request_with's layout). Where AES-SIV's field (16-byte nonce) ends a
+/// request, the bytes GCM-SIV's header would be in are its lengths (16, 16), never 0x0404.
+fn is_field(p: &[u8], at: usize, len: usize) -> bool {
+    let be16 = |i: usize| p.get(at + i..at + i + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+    be16(0) == Some(usize::from(NTS_AUTHENTICATOR))
+        && be16(2) == Some(len)
+        && be16(4) == Some(len - 8 - TAG_LEN)
+        && be16(6) == Some(TAG_LEN)
 }
 
 /// Why an NTS reply was not accepted.
@@ -256,11 +335,11 @@ fn open_reply(s2c: &[u8; 32], reply: &[u8], uid: &[u8; 32], buf: &mut [u8]) -> R
                 let ciphertext = body.get(start..start + ct_len).ok_or(NtsReplyError::Authenticator)?;
                 let sealed = &mut buf[..ct_len];
                 sealed.copy_from_slice(ciphertext);
-                if ct_len < TAG_LEN || !AesSivCmac256::open(s2c, nonce, &reply[..at], sealed) {
-                    return Err(NtsReplyError::Authenticator);
-                }
-                buf.copy_within(TAG_LEN..ct_len, 0);
-                return Ok(ct_len - TAG_LEN);
+                let text = (ct_len >= TAG_LEN).then(|| open(s2c, nonce, &reply[..at], sealed)).flatten();
+                let text = text.ok_or(NtsReplyError::Authenticator)?;
+                let n = text.len();
+                buf.copy_within(text, 0);
+                return Ok(n);
             }
             _ => {}
         }
@@ -291,7 +370,7 @@ fn cookies_in(mut plaintext: &[u8]) -> Result<Vec<Vec<u8>>, NtsReplyError> {
 mod tests {
     use super::*;
     use stratum_proto::nts::server::{check_request, write_nak, write_reply, NtsCheck};
-    use stratum_proto::nts::{ClientKeys, KeySet, MasterKey, COOKIE_LEN};
+    use stratum_proto::nts::{ClientKeys, KeySet, MasterKey, AEAD_AES_128_GCM_SIV, COOKIE_LEN};
 
     fn server() -> (KeySet, ClientKeys, Vec<u8>) {
         let master = KeySet::new(MasterKey { id: 3, key: [0x33; 32] }, 3);
@@ -355,12 +434,59 @@ mod tests {
 
     #[test]
     fn ke_responses() {
-        let mut s = Session { c2s: [0; 32], s2c: [0; 32], cookies: Vec::new(), server: None, port: None };
+        let mut s = Session { aead: 15, c2s: [0; 32], s2c: [0; 32], cookies: Vec::new(), server: None, port: None };
         let cookies: [&[u8]; 2] = [&[1; 104], &[2; 104]];
-        parse_ke_response(&ke::write_response(AEAD_AES_SIV_CMAC_256, &cookies, Some(11123)), &mut s).unwrap();
+        let compliant = parse_ke_response(&ke::write_response(AEAD_AES_SIV_CMAC_256, &cookies, Some(11123)), &mut s);
+        assert!(!compliant.unwrap());
         assert_eq!((s.cookies.len(), s.port), (2, Some(11123)));
         let mut s2 = s.clone();
         assert!(parse_ke_response(&ke::write_error(1), &mut s2).is_err());
-        assert!(parse_ke_response(&ke_request()[..6], &mut s2).is_err(), "cut short");
+        assert!(parse_ke_response(&ke_request(15)[..6], &mut s2).is_err(), "cut short");
+        // GCM-SIV asked: the server's answer must name it; the compliant record is read.
+        let mut g = Session { aead: 30, ..s.clone() };
+        assert!(parse_ke_response(&ke::write_response(15, &cookies, None), &mut g).is_err(), "another AEAD");
+        let granted = ke::Negotiated { aead: 30, compliant_128gcm: true };
+        assert!(parse_ke_response(&ke::write_negotiated(granted, &cookies, None), &mut g).unwrap());
+        // Our GCM-SIV request is what proto's KE server grants with the compliant export.
+        assert_eq!(ke::parse_request(&ke_request(30)), ke::KeRequest::Ntpv4(granted));
+        assert_eq!(
+            ke::parse_request(&ke_request(15)),
+            ke::KeRequest::Ntpv4(ke::Negotiated { aead: 15, compliant_128gcm: false })
+        );
+    }
+
+    /// With GCM-SIV keys: the request (12-byte nonce) verifies in proto's server, its reply
+    /// checks with S2C, a restamped one is the fresh one, a changed reply is refused.
+    #[test]
+    fn gcm_siv_requests_replies_and_restamps() {
+        let master = KeySet::new(MasterKey { id: 3, key: [0x33; 32] }, 3);
+        let mut keys = ClientKeys { algorithm: AEAD_AES_128_GCM_SIV, c2s: [0; 32], s2c: [0; 32] };
+        keys.c2s[..16].fill(0xC2);
+        keys.s2c[..16].fill(0x5C);
+        let mut cookie = [0u8; COOKIE_LEN];
+        assert!(master.seal(&keys, &[1; 16], &mut cookie));
+        let uid = [0xAB; 32];
+        for placeholders in [0, 2] {
+            let mut p = request_with(30, &keys.c2s, &cookie, &uid, NtpTimestamp::from_bits(77), placeholders, &[9; 16]);
+            assert_eq!(&p[p.len() - 32..p.len() - 28], &[0, 12, 0, 16], "a 12-byte nonce");
+            let len = p.len();
+            let NtsCheck::Verified(v) = check_request(&mut p, &master) else { panic!("the server verifies it") };
+            let reply_len = write_reply(&mut p, len, &v, &master, &[5; 16], || [6; 16]).unwrap();
+            let cookies = check_reply(&keys.s2c, &p[..reply_len], &uid).expect("authentic");
+            assert_eq!(cookies.len(), 1 + placeholders);
+            assert!(cookies.iter().all(|c| master.open(c).as_ref() == Some(&keys)));
+            assert_eq!(check_load_reply(&keys.s2c, &p[..reply_len], &uid), Ok(()));
+            let mut changed = p[..reply_len].to_vec();
+            changed[reply_len - 1] ^= 1;
+            assert_eq!(check_load_reply(&keys.s2c, &changed, &uid), Err(NtsReplyError::Authenticator));
+        }
+        let prefix = [0x11; 24];
+        let mut p = request_with(30, &keys.c2s, &cookie, &load_uid(&prefix, &[0; 8]), NtpTimestamp::ZERO, 0, &[7; 16]);
+        for transmit in [[1u8; 8], [0xFE; 8]] {
+            restamp(&keys.c2s, &mut p, &transmit);
+            let t = NtpTimestamp::from_be_bytes(transmit);
+            assert_eq!(p, request_with(30, &keys.c2s, &cookie, &load_uid(&prefix, &transmit), t, 0, &[7; 16]));
+            assert!(matches!(check_request(&mut p.clone(), &master), NtsCheck::Verified(_)));
+        }
     }
 }

@@ -227,7 +227,7 @@ pub fn query_with(
         None => client::request(0, 0, transmit).to_vec(),
         Some(session) => {
             let cookie = session.cookies.first().ok_or_else(|| anyhow::anyhow!("the NTS-KE gave no cookie"))?;
-            crate::nts::request(&session.c2s, cookie, &uid, transmit, 0, &rand::random())
+            crate::nts::request_with(session.aead, &session.c2s, cookie, &uid, transmit, 0, &rand::random())
         }
     };
     let t1 = now_ntp();

@@ -266,7 +266,15 @@ fn prepare(config: &LoadConfig) -> anyhow::Result<Generator> {
             for i in 0..BATCH {
                 let cookie = &session.cookies[i % session.cookies.len()];
                 let uid = crate::nts::load_uid(&uid_prefix, &[0; 8]);
-                let request = crate::nts::request(&session.c2s, cookie, &uid, NtpTimestamp::ZERO, 0, &rand::random());
+                let request = crate::nts::request_with(
+                    session.aead,
+                    &session.c2s,
+                    cookie,
+                    &uid,
+                    NtpTimestamp::ZERO,
+                    0,
+                    &rand::random(),
+                );
                 anyhow::ensure!(request.len() <= RECV_LEN, "an NTS cookie of {} bytes is too long", cookie.len());
                 tx.buffers[i][..request.len()].copy_from_slice(&request);
                 tx.iov[i].iov_len = request.len();
