@@ -3,7 +3,8 @@
 //!
 //! Per batch: the caller takes frames off the RX ring; [`XskSocket::answer_in_place`] asks the
 //! caller's `answer` for each, puts the replies on the TX ring, has the kernel send everything
-//! waiting there ([`XskSocket::drive_tx`]), and gives every other frame back to the fill ring.
+//! waiting there ([`XskSocket::drive_tx`]; [`XskSocket::answer_in_place_with`] does so every
+//! `slice` replies), and gives every other frame back to the fill ring.
 //! [`XskSocket::recycle_completions`] returns sent frames to the fill ring. A responder with
 //! nothing to read calls `drive_tx` too: replies the device was too busy for wait on the TX ring,
 //! and nothing else sends them.

@@ -7,7 +7,7 @@
 //! A worker takes a batch of frames off its RX ring, answers each in place in the same UMEM frame
 //! with the same proto code the socket backend uses (`parse_frame`, `respond`, `write_reply`), puts
 //! the replies on the TX ring and everything else straight back on the fill ring, and wakes the
-//! kernel at most once per batch. T2 is the receive stamp the XDP program wrote in front of the
+//! kernel once per `send-slice` replies. T2 is the receive stamp the XDP program wrote in front of the
 //! frame (CLOCK_TAI, or the NIC's clock), converted to UTC with the snapshot's TAI offset; T3 is
 //! the clock read as the last step of each reply. Every frame ends up counted: answered, KoD,
 //! dropped with a reason, or (in the program) passed to the kernel.

@@ -1,7 +1,10 @@
 //! One xdp worker: its AF_XDP socket's rings, pinned to a core. It takes a batch of frames off the
 //! RX ring, prefetches what answering them reads ([`prepare_batch`]: headers, rate-limiter sets),
 //! answers each in place in its UMEM frame ([`answer_frame`]), puts the replies on the TX ring and
-//! everything else back on the fill ring, and wakes the kernel at most once a batch.
+//! everything else back on the fill ring, and wakes the kernel once per `send-slice` replies (so a
+//! basic reply's T3 is at most a slice's sends old when copy mode sends it). Interleaved replies'
+//! transmit stamps come from the TX metadata at completion (`recycle`), or without it
+//! from the clock read before their slice's wakeup.
 //!
 //! The hot path: no allocation, no lock, no log line; one clock read per batch for the rate
 //! limiter, one per reply for T3.
