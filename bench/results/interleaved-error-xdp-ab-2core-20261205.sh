@@ -8,7 +8,8 @@
 #   BINARY "chronyd": chronyd 4.3 as the server, -x -d -u root, bindaddress, allow all, local
 #   stratum 2, clientloglimit 100000000, no CPU step)
 #   env BIN: the generator (stratum-bench), OUT: where logs go, CPU_ONLY=1: only the CPU steps,
-#   TABLE_ONLY=1: only the error table, CPU_ARGS: more load options for the CPU step (e.g.
+#   TABLE_ONLY=1: only the error table, PCTS: the table's rates in % of CAPACITY (default "1 10
+#   25 50 80"; 1 means 1000/s), DUR: seconds per step (default 2), CPU_ARGS: more load options for the CPU step (e.g.
 #   --interleaved).
 # Server in namespace ils (10.77.0.1, xs, taskset -c 1, workers pinned to core 1), generator in
 # ilc (10.77.0.2, xc, taskset -c 0); 10.200.0.0/16 (the AF_XDP generator's clients) routed back.
@@ -72,10 +73,10 @@ for round in $(seq $ROUNDS); do
     IFS=: read -r name bin slice <<<"$v"
     if [ -z "${CPU_ONLY:-}" ]; then
       start "$bin" "$slice" || continue
-      for pct in 1 10 25 50 80; do
+      for pct in ${PCTS:-1 10 25 50 80}; do
         r=$((CAP*pct/100)); [ $pct = 1 ] && r=1000
         ip netns exec $G taskset -c 0 $BIN load --engine xdp --interface xc --target 10.77.0.1:123 --i-own-this-target \
-          --interleaved --rate $r --duration 2 --json 2>>"$OUT/gen.log" \
+          --interleaved --rate $r --duration ${DUR:-2} --json 2>>"$OUT/gen.log" \
         | python3 -c "import json,sys; v=json.load(sys.stdin); i=v['interleaved']; x=i['interleaved_error']; b=i['basic_error']; print('|$round|$name|%d|%.3f|%.1f|%d|%d|%d|%d|%d|%d|%d|%d|' % (v['offered_rate'], v['loss_pct'], i['interleaved_pct'], i['one_way_delay_ns'], x['min_ns'], x['mean_ns'], x['p99_ns'], x['samples'], b['min_ns'], b['mean_ns'], b['p99_ns']))"
       done
       stop
