@@ -182,10 +182,9 @@ impl Worker {
         // k-th frame of the slice, k skb copies; a reading after the call was 10-20 us late on
         // veth, as it includes handing the frames to the peer). Only for slices the device took
         // whole in their own wakeup, and none when the TX ring was full (replies lost between).
-        if n_software > 0 && outcome.tx_ring_full == 0 {
+        if n_software > 0 {
             for &(index, addr) in &software[..n_software] {
-                let k = index / slice;
-                let Some(now) = send_clock[k].filter(|_| k < outcome.drained_slices) else { continue };
+                let Some(now) = send_clock_stamp(index, slice, &send_clock, &outcome) else { continue };
                 let umem = &self.xsk.umem;
                 if let Some(key) = umem.data(addr, reply_bytes(umem, addr)).and_then(reply_key) {
                     self.interleave.tx_stamp(key, now, &snapshot);
@@ -223,6 +222,22 @@ impl Worker {
             }
         });
     }
+}
+
+/// The send-clock stamp of the batch's `index`-th reply: the clock read before the wakeup of its
+/// slice (`send_clock[k]`, replies `k * slice` on), if that slice left whole within its own
+/// wakeup and no reply of the batch was lost to a full TX ring (which shifts the slices).
+fn send_clock_stamp(
+    index: usize,
+    slice: usize,
+    send_clock: &[Option<NtpTimestamp>],
+    outcome: &BatchOutcome,
+) -> Option<NtpTimestamp> {
+    let k = index / slice.max(1);
+    if outcome.tx_ring_full > 0 || k >= outcome.drained_slices {
+        return None;
+    }
+    *send_clock.get(k)?
 }
 
 /// The frame an address lies in, as an index (for per-frame state).
@@ -355,6 +370,23 @@ mod tests {
         let mut arp = v4.clone();
         arp[16..18].copy_from_slice(&[0x08, 0x06]);
         assert_eq!(peek_source(&arp), None);
+    }
+
+    #[test]
+    fn send_clock_stamps_are_their_slices_and_only_for_drained_slices() {
+        let t = |n: u32| Some(NtpTimestamp::from_parts(0xE000_0000, n));
+        let clock = [t(0), None, t(2), t(3)];
+        let outcome = BatchOutcome { sent: 14, not_answered: 0, tx_ring_full: 0, drained_slices: 3 };
+        let got: Vec<_> = (0..14).map(|i| send_clock_stamp(i, 4, &clock, &outcome)).collect();
+        // Replies 0-3: slice 0; 4-7: slice 1 (no clock read: none of its replies wanted one);
+        // 8-11: slice 2; 12-13: slice 3, which its own wakeup did not drain.
+        let want: Vec<_> = [t(0); 4].into_iter().chain([None; 4]).chain([t(2); 4]).chain([None; 2]).collect();
+        assert_eq!(got, want);
+        let lost = BatchOutcome { tx_ring_full: 1, ..outcome };
+        assert_eq!(send_clock_stamp(0, 4, &clock, &lost), None, "a full TX ring shifts the slices");
+        let one = BatchOutcome { drained_slices: 4, ..outcome };
+        assert_eq!(send_clock_stamp(3, 1, &clock, &one), t(3), "slices of one");
+        assert_eq!(send_clock_stamp(3, 0, &clock, &one), t(3), "0 means 1");
     }
 
     #[test]
