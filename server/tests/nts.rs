@@ -169,41 +169,6 @@ fn a_bad_master_key_file_is_one_config_error() {
     assert!(!dir.path().join("absent.keys").exists(), "--check-config writes nothing");
 }
 
-/// A test CA and a certificate for `ip` signed by it (openssl), in `dir`: (ca, cert, key).
-fn make_certificates(dir: &std::path::Path, ip: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let p = |n: &str| dir.join(n);
-    let openssl = |args: &[&str]| run_ok(std::process::Command::new("openssl").args(args).current_dir(dir));
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=stratumd test CA"],
-        ]
-        .concat(),
-    );
-    openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
-    std::fs::write(p("san.ext"), format!("subjectAltName=IP:{ip},DNS:localhost\n")).unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-    (p("ca.pem"), p("server.pem"), p("server.key"))
-}
-
 /// stratum-bench's NTS client (the load generator's groundwork) against stratumd: one NTS-KE with
 /// rustls trusting the test CA gives 8 cookies and the NTP port record; an NTS request built
 /// with a cookie gets an authentic reply (S2C) with fresh cookies, the same cookie again too (a

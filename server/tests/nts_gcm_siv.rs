@@ -184,22 +184,9 @@ fn check_reply(aead: u16, s2c: &[u8], reply: &[u8], uid: u8, t1: NtpTimestamp) -
     )
 }
 
-/// A test CA and a certificate for 127.0.0.1 signed by it (openssl), in `dir`: (ca, cert, key).
-fn make_certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let openssl = |args: &[&str]| run_ok(std::process::Command::new("openssl").args(args).current_dir(dir));
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let subj = ["-subj", "/CN=stratumd test CA"];
-    openssl(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"], &subj].concat());
-    openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-    let sign = ["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"];
-    openssl(&[&sign[..], &["-out", "server.pem", "-days", "2", "-extfile", "san.ext"]].concat());
-    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
-}
-
 /// stratumd with the KE server on loopback; `extra` is appended to `[nts]`.
 fn start(dir: &std::path::Path, extra: &str) -> (Server, SocketAddr, SocketAddr, std::path::PathBuf) {
-    let (ca, cert, key) = make_certificates(dir);
+    let (ca, cert, key) = make_certificates(dir, "127.0.0.1");
     let keyfile = dir.join("nts.keys");
     std::fs::write(&keyfile, KeySet::new(MasterKey { id: 9, key: [0x39; 32] }, 3).to_text()).unwrap();
     let (port, ke_port) = (free_port(), free_port());

@@ -41,22 +41,6 @@ fn stratum_bench_in_the_generator_namespace() {
     println!("stratum-bench exit: {code}");
 }
 
-/// A test CA and a certificate for `ip` signed by it (openssl), in `dir`: (ca, cert, key).
-fn make_certificates(dir: &std::path::Path, ip: &str) -> [std::path::PathBuf; 3] {
-    let openssl = |args: &[&str]| run_ok(std::process::Command::new("openssl").args(args).current_dir(dir));
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        &[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=t"]]
-            .concat(),
-    );
-    openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
-    std::fs::write(dir.join("san.ext"), format!("subjectAltName=IP:{ip}\n")).unwrap();
-    let sign =
-        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext";
-    openssl(&sign.split(' ').collect::<Vec<_>>());
-    ["ca.pem", "server.pem", "server.key"].map(|f| dir.join(f))
-}
-
 /// `stratumd_auth_replies_total{kind}` summed over the workers, from /metrics inside `ns`.
 fn auth_replies(ns: &Netns, addr: std::net::SocketAddr, kind: &str) -> u64 {
     let text = scrape_in(ns, addr).expect("/metrics");
@@ -81,7 +65,7 @@ fn an_xdp_nts_load_against_stratumd() {
     // The generator's simulated clients (10.200.0.0/16) live behind its end.
     run_ok(std::process::Command::new("ip").args(["-n", &srv.name, "route", "add", "10.200.0.0/16", "via", &gen_ip]));
     let dir = tempfile::tempdir().unwrap();
-    let [ca, cert, key] = make_certificates(dir.path(), &server_ip);
+    let (ca, cert, key) = make_certificates(dir.path(), &server_ip);
     let masterfile = dir.path().join("nts.keys");
     std::fs::write(&masterfile, KeySet::new(MasterKey { id: 4, key: [0x47; 32] }, 3).to_text()).unwrap();
     let metrics: std::net::SocketAddr = format!("{server_ip}:9123").parse().unwrap();
@@ -161,7 +145,7 @@ fn an_xdp_nts_load_against_stratumd() {
 
     // A CA that does not vouch for the KE server: the KE, and so the load, fails (exit 1).
     let other = tempfile::tempdir().unwrap();
-    let [other_ca, _, _] = make_certificates(other.path(), &server_ip);
+    let (other_ca, _, _) = make_certificates(other.path(), &server_ip);
     let (code, _, all) = load(&other_ca, "100");
     assert_eq!(code, "1", "{all}");
     assert!(all.contains("NTS-KE"), "{all}");

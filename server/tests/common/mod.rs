@@ -374,3 +374,39 @@ pub fn scrape_in(ns: &Netns, addr: SocketAddr) -> Option<String> {
     .join()
     .ok()?
 }
+
+/// A test CA and a certificate for `ip` (and DNS name localhost) signed by it (openssl), in `dir`:
+/// (ca, cert, key), for the NTS-KE tests.
+pub fn make_certificates(dir: &Path, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n);
+    let openssl = |args: &[&str]| run_ok(Command::new("openssl").args(args).current_dir(dir));
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=stratumd test CA"],
+        ]
+        .concat(),
+    );
+    openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
+    std::fs::write(p("san.ext"), format!("subjectAltName=IP:{ip},DNS:localhost\n")).unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (p("ca.pem"), p("server.pem"), p("server.key"))
+}
