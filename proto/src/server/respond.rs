@@ -368,6 +368,11 @@ fn parse_request(buf: &[u8], client: &SocketAddr) -> Result<(ClientRequest, Opti
         (NtpMode::Control | NtpMode::Private, _) => return Err(DropReason::Control),
         _ => return Err(DropReason::Mode),
     }
+    // A basic request (the header alone, nearly every request) has no trailer to scan.
+    if buf.len() == HEADER_LEN {
+        let request = ClientRequest { version, poll: header.poll(), transmit: header.transmit_timestamp() };
+        return Ok((request, None));
+    }
     let trailer = scan_trailer(version, &buf[HEADER_LEN..]).map_err(|_| DropReason::Malformed)?;
     let mac = match trailer.mac {
         None => None,
