@@ -412,7 +412,9 @@ fn bad_interleaved_keys_are_refused_with_their_line() {
 /// server namespace, both with `xleave` at 16 Hz; the median of chronyc sourcestats' Std Dev over
 /// 60 s for each. Printed for bench/results/interleaved.md; asserts stratumd is within twice
 /// chronyd's (a loaded 2-core host is noisy). `STD_DEV_SERVER` replaces stratumd's `[server]` keys
-/// (`{host}` for its address), `STRATUMD_BIN` names the binary (e.g. target/release/stratumd).
+/// (`{host}` for its address), `STRATUMD_BIN` names the binary (e.g. target/release/stratumd),
+/// `STD_DEV_LOGDIR` a directory for the client's measurements log, `STD_DEV_XDP_OBJ` an XDP object
+/// to attach to the server's veth end.
 #[test]
 #[ignore = "a 70 s measurement: cargo test --all-features -p stratumd --test interleaved -- --ignored --nocapture"]
 fn std_dev_of_an_xleave_client_against_stratumd_and_chronyd() {
@@ -425,6 +427,13 @@ fn std_dev_of_an_xleave_client_against_stratumd_and_chronyd() {
     // 1123 (the xdp backend's program takes port 123 to any of the host's addresses).
     let (host, other) = (pair.server(), format!("10.88.{}.3", pair.net));
     run_ok(Command::new("ip").args(["-n", &pair.srv.name, "addr", "add", &format!("{other}/24"), "dev", "xs"]));
+    // STD_DEV_XDP_OBJ: an XDP object (section "xdp", e.g. one that passes everything) attached to
+    // the server side first, so that a socket-backend stratumd's requests take the same NAPI path
+    // as they do under the xdp backend's program.
+    if let Ok(obj) = std::env::var("STD_DEV_XDP_OBJ") {
+        let attach = format!("-n {} link set dev xs xdp obj {obj} sec xdp", pair.srv.name);
+        run_ok(Command::new("ip").args(attach.split_whitespace()));
+    }
     // STD_DEV_SERVER replaces stratumd's [server] keys (to measure basic mode or the xdp backend).
     let keys = std::env::var("STD_DEV_SERVER").map_or_else(
         |_| format!("listen = [\"{host}:123\"]\nworkers = 1"),
@@ -459,9 +468,15 @@ fn std_dev_of_an_xleave_client_against_stratumd_and_chronyd() {
         format!(
             "server {host} port 123 iburst minpoll -4 maxpoll -4 xleave\n\
              server {other} port 1123 iburst minpoll -4 maxpoll -4 xleave\n\
-             bindcmdaddress {}\ncmdport 0\npidfile {}\n",
+             bindcmdaddress {}\ncmdport 0\npidfile {}\n{}",
             dir.join("chronyd.sock").display(),
-            dir.join("chronyd.pid").display()
+            dir.join("chronyd.pid").display(),
+            // STD_DEV_LOGDIR: the client logs every sample there (measurements.log, one line per
+            // exchange with offset and delay: bench/results/interleaved-xdp-split-2core-20261205.py splits
+            // them into the request and reply paths).
+            std::env::var("STD_DEV_LOGDIR")
+                .map(|d| format!("logdir {d}\nlog measurements rawmeasurements\n"))
+                .unwrap_or_default()
         ),
     )
     .unwrap();
