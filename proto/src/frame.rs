@@ -8,7 +8,7 @@
 //! (a request from a local socket over veth carries only a partial UDP checksum, so nothing is ever
 //! derived incrementally from the request's).
 
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use crate::server::respond::DropReason;
 
@@ -25,7 +25,11 @@ const PROTO_UDP: u8 = 17;
 /// TTL / hop limit of replies.
 const REPLY_HOPS: u8 = 64;
 
-/// Where each layer of an NTP request frame is.
+/// Where each layer of an NTP request frame is, and who sent it.
+///
+/// Only the source is kept as a [`SocketAddr`] (`respond` needs it for every request); our own
+/// address stays in the frame, where [`NtpFrame::destination`] reads it for the rare caller that
+/// wants it and [`write_reply`] swaps it with the source in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NtpFrame {
     /// Offset of the IP header (after Ethernet and any VLAN tags).
@@ -34,14 +38,31 @@ pub struct NtpFrame {
     pub l4: usize,
     /// Length of the UDP payload (from the UDP length field: Ethernet padding excluded).
     pub payload_len: usize,
+    /// The request's source address and port (the client). Its family is the frame's.
     pub source: SocketAddr,
-    pub destination: SocketAddr,
 }
 
 impl NtpFrame {
     /// Offset of the NTP payload.
     pub const fn payload(&self) -> usize {
         self.l4 + UDP_HEADER
+    }
+
+    /// The request's destination address and port (ours), read from the headers of the frame
+    /// this was parsed from: before [`write_reply`] turns that frame into the reply, whose
+    /// destination is the client. None only for a frame shorter than the one parsed.
+    pub fn destination(&self, frame: &[u8]) -> Option<SocketAddr> {
+        let port = be16(frame, self.l4 + 2)?;
+        Some(match self.source {
+            SocketAddr::V4(_) => {
+                let ip: [u8; 4] = frame.get(self.l3 + 16..self.l3 + 20)?.try_into().ok()?;
+                SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port))
+            }
+            SocketAddr::V6(_) => {
+                let ip: [u8; 16] = frame.get(self.l3 + 24..self.l3 + 40)?.try_into().ok()?;
+                SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0))
+            }
+        })
     }
 }
 
@@ -69,114 +90,121 @@ pub fn parse_frame(frame: &[u8], ntp_port: u16) -> FrameVerdict {
         ethertype = inner;
         l3 += VLAN_TAG;
     }
-    // Each family's IP checks, then the UDP checks inlined into each: the family is known there.
-    let parsed = match ethertype {
-        ETHERTYPE_IPV4 => ipv4(frame, l3).map(|(l4, ip_end, s, d)| udp(frame, l3, l4, ip_end, s, d, ntp_port)),
-        ETHERTYPE_IPV6 => ipv6(frame, l3).map(|(l4, ip_end, s, d)| udp(frame, l3, l4, ip_end, s, d, ntp_port)),
-        _ => None,
-    };
-    parsed.unwrap_or(FrameVerdict::Pass)
+    // Each family's IP checks, then the UDP checks inlined into each: the family is known there,
+    // and the source's `SocketAddr` is built directly from the header's bytes.
+    match ethertype {
+        ETHERTYPE_IPV4 => ipv4(frame, l3, ntp_port),
+        ETHERTYPE_IPV6 => ipv6(frame, l3, ntp_port),
+        _ => FrameVerdict::Pass,
+    }
 }
 
-/// The UDP layer of an IP packet at `l3` whose UDP header is at `l4` and which ends at `ip_end`:
-/// only now do we know whether the frame is for us.
+/// The UDP layer of an IP packet whose UDP header is at `l4` and which ends at `ip_end`: only now
+/// do we know whether the frame is for us. `unicast`: whether the IP destination is a unicast
+/// address. Returns the source port and the UDP length, or the verdict on a frame that is not a
+/// usable request to `ntp_port`.
 #[inline(always)]
-fn udp(
-    frame: &[u8],
-    l3: usize,
-    l4: usize,
-    ip_end: usize,
-    source_ip: IpAddr,
-    destination_ip: IpAddr,
-    ntp_port: u16,
-) -> FrameVerdict {
+fn udp(frame: &[u8], l4: usize, ip_end: usize, unicast: bool, ntp_port: u16) -> Result<(u16, usize), FrameVerdict> {
     // Ports and length (the checksum field is never read); a frame that ends before them passes.
-    let Some(&[s0, s1, d0, d1, n0, n1]) = frame.get(l4..l4 + 6) else { return FrameVerdict::Pass };
-    let destination_port = u16::from_be_bytes([d0, d1]);
-    if destination_port != ntp_port {
-        return FrameVerdict::Pass;
+    let Some(&[s0, s1, d0, d1, n0, n1]) = frame.get(l4..l4 + 6) else { return Err(FrameVerdict::Pass) };
+    if u16::from_be_bytes([d0, d1]) != ntp_port {
+        return Err(FrameVerdict::Pass);
     }
     let udp_len = usize::from(u16::from_be_bytes([n0, n1]));
     if udp_len < UDP_HEADER || l4 + udp_len > ip_end {
-        return FrameVerdict::Drop(DropReason::Malformed);
+        return Err(FrameVerdict::Drop(DropReason::Malformed));
     }
     // A broadcast or multicast destination, by IP or by the Ethernet group bit (which also catches
     // subnet-directed broadcasts, whose IP address alone says nothing without the netmask).
-    if !is_unicast(destination_ip) || frame[0] & 0x01 != 0 {
-        return FrameVerdict::Drop(DropReason::Destination);
+    if !unicast || frame[0] & 0x01 != 0 {
+        return Err(FrameVerdict::Drop(DropReason::Destination));
     }
-    FrameVerdict::Ntp(NtpFrame {
-        l3,
-        l4,
-        payload_len: udp_len - UDP_HEADER,
-        source: SocketAddr::new(source_ip, u16::from_be_bytes([s0, s1])),
-        destination: SocketAddr::new(destination_ip, destination_port),
-    })
+    Ok((u16::from_be_bytes([s0, s1]), udp_len))
 }
 
-/// IPv4: returns (UDP offset, end of the IP packet, source, destination) for an unfragmented UDP
-/// packet whose header is sound; None (pass to the kernel) otherwise.
+/// IPv4 at `l3`: an unfragmented UDP packet whose header is sound goes on to the UDP checks;
+/// anything else passes to the kernel.
 #[inline(always)]
-fn ipv4(frame: &[u8], l3: usize) -> Option<(usize, usize, IpAddr, IpAddr)> {
-    let header: &[u8; IPV4_MIN_HEADER] = frame.get(l3..l3 + IPV4_MIN_HEADER)?.try_into().ok()?;
+fn ipv4(frame: &[u8], l3: usize, ntp_port: u16) -> FrameVerdict {
+    let Some(header) = frame.get(l3..l3 + IPV4_MIN_HEADER) else { return FrameVerdict::Pass };
+    let Ok(header) = <&[u8; IPV4_MIN_HEADER]>::try_from(header) else { return FrameVerdict::Pass };
     let header_len = usize::from(header[0] & 0x0F) * 4;
     if header[0] >> 4 != 4 || header_len < IPV4_MIN_HEADER {
-        return None;
+        return FrameVerdict::Pass;
     }
     let total = usize::from(u16::from_be_bytes([header[2], header[3]]));
     let fragment = u16::from_be_bytes([header[6], header[7]]) & 0x3FFF; // MF flag + offset
     if header[9] != PROTO_UDP || fragment != 0 || total < header_len + UDP_HEADER || l3 + total > frame.len() {
-        return None;
+        return FrameVerdict::Pass;
     }
     // A corrupt header goes to the kernel, which drops and counts it. The fixed 20 bytes are
     // summed as three loads; options, when there are any, after them.
     let mut sum = sum_bytes(0, header);
     if header_len > IPV4_MIN_HEADER {
-        sum = sum_bytes(sum, frame.get(l3 + IPV4_MIN_HEADER..l3 + header_len)?);
+        let Some(options) = frame.get(l3 + IPV4_MIN_HEADER..l3 + header_len) else { return FrameVerdict::Pass };
+        sum = sum_bytes(sum, options);
     }
     if fold(sum) != 0xFFFF {
-        return None;
+        return FrameVerdict::Pass;
     }
-    let source = Ipv4Addr::new(header[12], header[13], header[14], header[15]);
     let destination = Ipv4Addr::new(header[16], header[17], header[18], header[19]);
-    Some((l3 + header_len, l3 + total, source.into(), destination.into()))
+    let unicast = !destination.is_broadcast() && !destination.is_multicast() && !destination.is_unspecified();
+    let l4 = l3 + header_len;
+    match udp(frame, l4, l3 + total, unicast, ntp_port) {
+        Ok((port, udp_len)) => FrameVerdict::Ntp(NtpFrame {
+            l3,
+            l4,
+            payload_len: udp_len - UDP_HEADER,
+            source: SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::new(header[12], header[13], header[14], header[15]),
+                port,
+            )),
+        }),
+        Err(verdict) => verdict,
+    }
 }
 
-/// IPv6: the fixed header only; extension headers go to the kernel.
+/// IPv6 at `l3`: the fixed header only; extension headers go to the kernel.
 #[inline(always)]
-fn ipv6(frame: &[u8], l3: usize) -> Option<(usize, usize, IpAddr, IpAddr)> {
-    let header = frame.get(l3..l3 + IPV6_HEADER)?;
+fn ipv6(frame: &[u8], l3: usize, ntp_port: u16) -> FrameVerdict {
+    let Some(header) = frame.get(l3..l3 + IPV6_HEADER) else { return FrameVerdict::Pass };
+    let Ok(header) = <&[u8; IPV6_HEADER]>::try_from(header) else { return FrameVerdict::Pass };
     if header[0] >> 4 != 6 || header[6] != PROTO_UDP {
-        return None;
+        return FrameVerdict::Pass;
     }
     let payload = usize::from(u16::from_be_bytes([header[4], header[5]]));
     if payload < UDP_HEADER || l3 + IPV6_HEADER + payload > frame.len() {
-        return None;
+        return FrameVerdict::Pass;
     }
+    let (source, destination) = ipv6_addresses(header);
+    // Not ff00::/8 and not ::, the 16 bytes tested as one number.
+    let unicast = destination[0] != 0xFF && u128::from_ne_bytes(destination) != 0;
+    let l4 = l3 + IPV6_HEADER;
+    match udp(frame, l4, l4 + payload, unicast, ntp_port) {
+        Ok((port, udp_len)) => FrameVerdict::Ntp(NtpFrame {
+            l3,
+            l4,
+            payload_len: udp_len - UDP_HEADER,
+            source: SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(source), port, 0, 0)),
+        }),
+        Err(verdict) => verdict,
+    }
+}
+
+/// An IPv6 header's source and destination addresses.
+#[inline(always)]
+fn ipv6_addresses(header: &[u8; IPV6_HEADER]) -> ([u8; 16], [u8; 16]) {
     let mut source = [0u8; 16];
     let mut destination = [0u8; 16];
     source.copy_from_slice(&header[8..24]);
     destination.copy_from_slice(&header[24..40]);
-    Some((
-        l3 + IPV6_HEADER,
-        l3 + IPV6_HEADER + payload,
-        Ipv6Addr::from(source).into(),
-        Ipv6Addr::from(destination).into(),
-    ))
+    (source, destination)
 }
 
-#[inline(always)]
-fn is_unicast(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => !v4.is_broadcast() && !v4.is_multicast() && !v4.is_unspecified(),
-        // Not ff00::/8 and not ::, the 16 bytes tested as one number.
-        IpAddr::V6(v6) => v6.octets()[0] != 0xFF && u128::from_ne_bytes(v6.octets()) != 0,
-    }
-}
-
-/// Rewrites the request frame in `frame` into the reply whose NTP payload (of `reply_len` bytes,
-/// never more than the request's) `respond` already wrote at `parsed.payload()`. Swaps MAC
-/// addresses, IP addresses and ports, sets every length, computes the checksums from scratch, and
+/// Rewrites the request frame in `frame` (the frame `parse_frame` returned `parsed` for, its
+/// headers unchanged since) into the reply whose NTP payload (of `reply_len` bytes, never more
+/// than the request's) `respond` already wrote at `parsed.payload()`. Swaps MAC addresses, IP
+/// addresses and ports in place, sets every length, computes the checksums from scratch, and
 /// returns the reply frame's length.
 pub fn write_reply(frame: &mut [u8], parsed: &NtpFrame, reply_len: usize) -> Option<usize> {
     let reply_len = reply_len.min(parsed.payload_len);
@@ -193,22 +221,25 @@ pub fn write_reply(frame: &mut [u8], parsed: &NtpFrame, reply_len: usize) -> Opt
     let l4 = parsed.l4;
     let udp_len16 = (udp_len as u16).to_be_bytes();
     // Every sum below is in native byte order (see `sum_bytes`); the checksums are stored as
-    // `to_ne_bytes` of the folded complement, which is the big-endian checksum.
-    let pseudo = match (parsed.source.ip(), parsed.destination.ip()) {
-        (IpAddr::V4(client), IpAddr::V4(us)) => {
+    // `to_ne_bytes` of the folded complement, which is the big-endian checksum. The addresses
+    // and ports are read from the request's headers and written back swapped: a swap does not
+    // change a ones'-complement sum, so each is summed as it lies.
+    let pseudo = match parsed.source {
+        SocketAddr::V4(_) => {
             let header = frame.get_mut(l3..l4)?;
             if header.len() < IPV4_MIN_HEADER {
                 return None;
             }
             let total = ((header.len() + udp_len) as u16).to_be_bytes();
-            // The two addresses (swapped, which does not change the sum), summed once for the IP
-            // header and the UDP pseudo-header.
-            let addresses = u64::from(u32::from_ne_bytes(us.octets())) + u64::from(u32::from_ne_bytes(client.octets()));
+            // The two addresses as one load: summed once for the IP header and the UDP
+            // pseudo-header, and written back with their halves swapped.
+            let addresses = u64::from_ne_bytes(header[12..20].try_into().ok()?);
+            let address_sum = (addresses & 0xFFFF_FFFF) + (addresses >> 32);
             // The whole reply header's checksum, summed before the header is written: reading
             // back bytes just stored in smaller pieces stalls the load until the stores retire.
             // The words that stay (version to TOS, identification to fragment offset, options),
             // the new length, TTL and protocol, the checksum field as zero, and the addresses.
-            let mut sum = addresses
+            let mut sum = address_sum
                 + u64::from(u16::from_ne_bytes([header[0], header[1]]))
                 + u64::from(u16::from_ne_bytes(total))
                 + u64::from(u32::from_ne_bytes([header[4], header[5], header[6], header[7]]))
@@ -219,28 +250,28 @@ pub fn write_reply(frame: &mut [u8], parsed: &NtpFrame, reply_len: usize) -> Opt
             header[2..4].copy_from_slice(&total);
             header[8] = REPLY_HOPS;
             header[10..12].copy_from_slice(&(!fold(sum)).to_ne_bytes());
-            header[12..16].copy_from_slice(&us.octets());
-            header[16..20].copy_from_slice(&client.octets());
+            // Rotating by 32 bits swaps the two 4-byte halves in either byte order.
+            header[12..20].copy_from_slice(&addresses.rotate_left(32).to_ne_bytes());
             // Pseudo-header: the addresses, zero and protocol, UDP length.
-            addresses + u64::from(u16::from_ne_bytes([0, PROTO_UDP])) + u64::from(u16::from_ne_bytes(udp_len16))
+            address_sum + u64::from(u16::from_ne_bytes([0, PROTO_UDP])) + u64::from(u16::from_ne_bytes(udp_len16))
         }
-        (IpAddr::V6(client), IpAddr::V6(us)) => {
+        SocketAddr::V6(_) => {
             let header = frame.get_mut(l3..l3 + IPV6_HEADER)?;
+            let header = <&mut [u8; IPV6_HEADER]>::try_from(header).ok()?;
+            let addresses: [u8; 32] = header[8..40].try_into().ok()?;
             header[4..6].copy_from_slice(&udp_len16);
             header[7] = REPLY_HOPS;
-            header[8..24].copy_from_slice(&us.octets());
-            header[24..40].copy_from_slice(&client.octets());
+            header[8..24].copy_from_slice(&addresses[16..]);
+            header[24..40].copy_from_slice(&addresses[..16]);
             // Pseudo-header: the addresses, the UDP length as 32 bits, zeros and protocol.
             let small = u64::from(u16::from_ne_bytes(udp_len16)) + u64::from(u16::from_ne_bytes([0, PROTO_UDP]));
-            sum_bytes(sum_bytes(small, &us.octets()), &client.octets())
+            sum_bytes(small, &addresses)
         }
-        _ => return None,
     };
-    // The UDP header is built here and summed from its own values, not read back after writing.
-    let (source_port, destination_port) = (parsed.source.port().to_be_bytes(), parsed.destination.port().to_be_bytes());
-    let udp = u64::from(u16::from_ne_bytes(destination_port))
-        + u64::from(u16::from_ne_bytes(source_port))
-        + u64::from(u16::from_ne_bytes(udp_len16));
+    // The UDP header is built here from the request's ports (swapped: one 32-bit word to sum)
+    // and the new length, and summed from its own values, not read back after writing.
+    let ports: [u8; 4] = frame.get(l4..l4 + 4)?.try_into().ok()?;
+    let udp = u64::from(u32::from_ne_bytes(ports)) + u64::from(u16::from_ne_bytes(udp_len16));
     let sum = add_carry(pseudo, udp);
     let payload = frame.get(l4 + UDP_HEADER..end)?;
     // A basic reply (48 bytes, nearly every reply) is summed as six loads with no loop.
@@ -251,8 +282,7 @@ pub fn write_reply(frame: &mut [u8], parsed: &NtpFrame, reply_len: usize) -> Opt
     let sum = !fold(sum);
     // Zero means "no checksum" in UDP; its ones'-complement twin is sent instead (RFC 768).
     let sum = if sum == 0 { 0xFFFF } else { sum };
-    let [d0, d1] = destination_port;
-    let [s0, s1] = source_port;
+    let [s0, s1, d0, d1] = ports;
     let [l0, l1] = udp_len16;
     let [c0, c1] = sum.to_ne_bytes();
     frame.get_mut(l4..l4 + UDP_HEADER)?.copy_from_slice(&[d0, d1, s0, s1, l0, l1, c0, c1]);
@@ -324,6 +354,7 @@ mod tests {
     use super::*;
     use crate::packet::NtpPacket;
     use crate::time::NtpTimestamp;
+    use core::net::IpAddr;
     use proptest::prelude::*;
 
     const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -380,7 +411,8 @@ mod tests {
     fn checksums_ok(f: &[u8], p: &NtpFrame) -> bool {
         let udp_len = UDP_HEADER + p.payload_len;
         let segment = &f[p.l4..p.l4 + udp_len];
-        let udp = match (p.source.ip(), p.destination.ip()) {
+        let Some(destination) = p.destination(f) else { return false };
+        let udp = match (p.source.ip(), destination.ip()) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 checksum(&[&s.octets(), &d.octets(), &[0, PROTO_UDP], &(udp_len as u16).to_be_bytes(), segment])
             }
@@ -401,13 +433,14 @@ mod tests {
         let (client, us) = (v4("192.0.2.10:40000"), v4("198.51.100.1:123"));
         let mut f = frame(client, us, 0, &request(), 0xBEEF); // a partial (wrong) UDP checksum
         let FrameVerdict::Ntp(p) = parse_frame(&f, 123) else { panic!("{:?}", parse_frame(&f, 123)) };
-        assert_eq!((p.source, p.destination, p.payload_len, p.l3, p.l4), (client, us, 48, 14, 34));
+        assert_eq!((p.source, p.destination(&f), p.payload_len, p.l3, p.l4), (client, Some(us), 48, 14, 34));
+        assert_eq!(p.destination(&f[..p.l4 + 3]), None, "a frame cut short: no destination, no panic");
         let len = write_reply(&mut f, &p, 48).unwrap();
         assert_eq!(len, f.len());
         assert_eq!((&f[0..6], &f[6..12]), (&CLIENT_MAC[..], &OUR_MAC[..]));
         // The reply parses as a frame from us to the client, with correct checksums.
         let FrameVerdict::Ntp(r) = parse_frame(&f, 40000) else { panic!("reply does not parse") };
-        assert_eq!((r.source, r.destination), (us, client));
+        assert_eq!((r.source, r.destination(&f)), (us, Some(client)));
         assert!(checksums_ok(&f, &r));
     }
 
@@ -419,7 +452,7 @@ mod tests {
         assert_eq!((p.l3, p.l4), (22, 62));
         write_reply(&mut f, &p, 48).unwrap();
         let FrameVerdict::Ntp(r) = parse_frame(&f, 40000) else { panic!() };
-        assert_eq!((r.source, r.destination), (us, client));
+        assert_eq!((r.source, r.destination(&f)), (us, Some(client)));
         assert!(checksums_ok(&f, &r));
     }
 
@@ -598,7 +631,7 @@ mod tests {
             let c4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(a)), sport);
             let c6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::from(b)), sport);
             for (client, us) in [(c4, v4("198.51.100.1:123")), (c6, "[2001:db8::1]:123".parse().unwrap())] {
-                if !is_unicast(client.ip()) {
+                if client.ip().is_multicast() || client.ip().is_unspecified() || client.ip() == Ipv4Addr::BROADCAST {
                     continue; // the reply would be addressed to no one in particular
                 }
                 let mut f = frame(client, us, vlans, &payload, bogus_sum);
@@ -606,7 +639,7 @@ mod tests {
                 let len = write_reply(&mut f, &p, 48).unwrap();
                 prop_assert!(len <= f.len());
                 let FrameVerdict::Ntp(r) = parse_frame(&f[..len], sport) else { return Err(TestCaseError::fail("reply does not parse")) };
-                prop_assert_eq!((r.source, r.destination, r.payload_len), (us, client, 48));
+                prop_assert_eq!((r.source, r.destination(&f[..len]), r.payload_len), (us, Some(client), 48));
                 prop_assert!(checksums_ok(&f[..len], &r));
             }
         }

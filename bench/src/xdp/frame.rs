@@ -438,7 +438,7 @@ pub fn reply_payload(frame: &[u8], client_port: u16, target: SocketAddr) -> Opti
     let udp = frame.get(p.l4..p.l4 + UDP + p.payload_len)?;
     let field = [udp[6], udp[7]];
     let udp_len = (udp.len() as u16).to_be_bytes();
-    let (sum, pseudo) = match (p.source.ip(), p.destination.ip()) {
+    let (sum, pseudo) = match (p.source.ip(), p.destination(frame)?.ip()) {
         (IpAddr::V4(_), _) if field == [0, 0] => return Some(&udp[UDP..]),
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let pseudo: [&[u8]; 4] = [&s.octets(), &d.octets(), &[0, PROTO_UDP], &udp_len];
@@ -472,7 +472,7 @@ mod tests {
     /// The request parses as stratumd parses it, with sound checksums and the right fields.
     fn check_request(frame: &[u8], target: SocketAddr, client: IpAddr, transmit: u64) {
         let FrameVerdict::Ntp(p) = parse_frame(frame, target.port()) else { panic!("not an NTP request") };
-        assert_eq!((p.source, p.destination, p.payload_len), (SocketAddr::new(client, 40123), target, 48));
+        assert_eq!((p.source, p.destination(frame), p.payload_len), (SocketAddr::new(client, 40123), Some(target), 48));
         assert_eq!(&frame[0..6], &THEIRS.0);
         assert_eq!(&frame[6..12], &OURS.0);
         let payload = &frame[p.payload()..];

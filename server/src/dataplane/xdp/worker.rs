@@ -330,10 +330,13 @@ fn answer_frame(
     counters.count(&verdict);
     // Mode 6 never gets a reply here; an allowed source's goes to the ntpq thread, which answers
     // from a kernel socket on our port (IPv4 socket 0, IPv6 socket 1).
+    // Our address is read from the frame's header only here (before write_reply swaps it).
     if let (Verdict::Drop(DropReason::Control), Some(ntpq)) = (verdict, ntpq) {
-        let us = parsed.destination.ip();
-        let to = crate::dataplane::socket::cmsg::PacketInfo { destination: us, local: us, interface: 0 };
-        ntpq.offer(payload, parsed.source, Some(to), usize::from(us.is_ipv6()));
+        if let Some(us) = parsed.destination(frame).map(|d| d.ip()) {
+            let to = crate::dataplane::socket::cmsg::PacketInfo { destination: us, local: us, interface: 0 };
+            let payload = &frame[parsed.payload()..parsed.payload() + parsed.payload_len];
+            ntpq.offer(payload, parsed.source, Some(to), usize::from(us.is_ipv6()));
+        }
     }
     let len = verdict.reply_len()?;
     let total = write_reply(frame, &parsed, len);
