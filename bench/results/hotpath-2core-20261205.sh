@@ -14,12 +14,15 @@
 # bench; AFTER is this checkout's working tree. MEASURE (seconds, default 2) is criterion's
 # --measurement-time per benchmark and round; NICE (default 0) runs the benches under nice -n NICE
 # (as root, a negative value gives them the CPU before other engineers' compilers on a shared VM).
+# BENCHES (default "frame ratelimit") picks proto's criterion benches to build and alternate, e.g.
+# BENCHES="frame respond" for the frame path and respond() alone (the socket backend's work).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BEFORE=${1:-657c30b^}
 ROUNDS=${2:-7}
 MEASURE=${MEASURE:-2}
 NICE=${NICE:-0}
+BENCHES=${BENCHES:-frame ratelimit}
 WT=${HOTPATH_WORKTREE:-/tmp/hotpath-20261205-before}
 BIN=${HOTPATH_BINS:-/tmp/hotpath-20261205-bins}
 TARGET_BEFORE=${HOTPATH_TARGET:-/tmp/hotpath-20261205-before-target}
@@ -40,7 +43,7 @@ git -C "$WT" checkout -q --detach "$BEFORE"
 # The same harness around both libraries.
 cp "$ROOT/proto/benches/frame.rs" "$WT/proto/benches/frame.rs"
 cp "$ROOT/proto/benches/common/frames.rs" "$WT/proto/benches/common/frames.rs"
-for b in frame ratelimit; do
+for b in $BENCHES; do
     cp "$(bench_bin "$WT" "$TARGET_BEFORE" "$b")" "$BIN/before-$b"
     cp "$(bench_bin "$ROOT" "$TARGET_AFTER" "$b")" "$BIN/after-$b"
 done
@@ -53,7 +56,7 @@ cd "$BIN"
 FILTER='ratelimit/(distinct_1thread_batch64_prefetched|hot_key_1thread|allowed_key_1thread)(_coarse)?$'
 for round in $(seq 1 "$ROUNDS"); do
     for side in before after; do
-        for b in frame ratelimit; do
+        for b in $BENCHES; do
             filter=
             [[ $b == ratelimit ]] && filter=$FILTER
             nice -n "$NICE" "$BIN/$side-$b" --bench --warm-up-time 1 --measurement-time "$MEASURE" --noplot $filter 2>/dev/null |
