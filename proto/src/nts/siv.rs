@@ -73,10 +73,7 @@ impl Subkeys {
         if rest.len() == 16 {
             return block(rest, 0) ^ self.k1;
         }
-        let mut b = [0u8; 16];
-        b[..rest.len()].copy_from_slice(rest);
-        b[rest.len()] = 0x80;
-        u128::from_be_bytes(b) ^ self.k2
+        padded(rest) ^ self.k2
     }
 }
 
@@ -120,22 +117,18 @@ impl S2vKey {
     }
 
     fn s2v_n(&self, headers: &[&[u8]], plaintext: &[u8]) -> u128 {
-        let mut out = 0;
-        self.mac.encrypt_with_backend(S2vRun { sub: self.sub, headers, plaintext, out: &mut out });
-        out
+        s2v_with(&self.mac, self.sub, headers, plaintext)
     }
 }
 
-impl Subkeys {
-    /// CMAC of `data` from chaining state `state` (0 at the start).
-    #[inline(always)]
-    fn cmac_from<B: BlockBackend<BlockSize = U16>>(&self, mac: &mut B, mut state: u128, data: &[u8]) -> u128 {
-        for i in 0..prefix_blocks(data.len()) {
-            state = enc(mac, state ^ block(data, i));
-        }
-        enc(mac, state ^ self.last(data))
-    }
+/// S2V in one pass of `mac`'s backend; `sub` None derives the subkeys in the pass.
+fn s2v_with(mac: &Aes128Enc, sub: Option<Subkeys>, headers: &[&[u8]], plaintext: &[u8]) -> u128 {
+    let mut out = 0;
+    mac.encrypt_with_backend(S2vRun { sub, headers, plaintext, out: &mut out });
+    out
+}
 
+impl Subkeys {
     /// S2V over up to [`MAX_COMPONENTS`] header components (more are ignored: callers pass
     /// at most two; the known-answer tests three).
     #[inline(always)]
@@ -149,12 +142,26 @@ impl Subkeys {
             Some(sub) => sub,
             None => Self::derive(mac),
         };
+        let (d, p) = sub.chains(mac, headers, sub.d0, &plaintext[..16 * free_blocks(plaintext.len())]);
+        sub.finish(mac, d, p, plaintext)
+    }
+
+    /// The chains that do not depend on each other, in lock step (the CPU overlaps their
+    /// encryptions): each header's CMAC, folded into S2V's value `d` (from `d`), and the CMAC
+    /// chain over `free` (whole blocks of the plaintext before the 16 bytes xorend changes).
+    /// Returns the new `d` and the plaintext chain's state.
+    #[inline(always)]
+    fn chains<B: BlockBackend<BlockSize = U16>>(
+        &self,
+        mac: &mut B,
+        headers: &[&[u8]],
+        mut d: u128,
+        free: &[u8],
+    ) -> (u128, u128) {
         let headers = &headers[..headers.len().min(MAX_COMPONENTS)];
-        // Blocks of the plaintext before the 16 bytes that "xorend" changes: independent of
-        // the headers, so chained alongside them.
-        let free = if plaintext.len() >= 16 { (plaintext.len() - 16) / 16 } else { 0 };
+        let free_n = free.len() / 16;
         // Each header's chain takes its last block (with a subkey) at step prefix_blocks.
-        let mut steps = free;
+        let mut steps = free_n;
         for h in headers {
             steps = steps.max(prefix_blocks(h.len()) + 1);
         }
@@ -167,35 +174,56 @@ impl Subkeys {
                 if i < n {
                     *c = enc(mac, *c ^ block(h, i));
                 } else if i == n {
-                    *c = enc(mac, *c ^ sub.last(h));
+                    *c = enc(mac, *c ^ self.last(h));
                 }
             }
-            if i < free {
-                p = enc(mac, p ^ block(plaintext, i));
+            if i < free_n {
+                p = enc(mac, p ^ block(free, i));
             }
         }
-        let mut d = sub.d0;
         for c in &chains[..headers.len()] {
             d = dbl(d) ^ c;
         }
-        if plaintext.len() >= 16 {
-            // T = plaintext xorend D: the rest (16 to 31 bytes, block aligned) with D folded
-            // into its last 16 bytes.
-            let rest = &plaintext[16 * free..];
-            let mut tail = [0u8; 32];
-            let tail = &mut tail[..rest.len()];
-            tail.copy_from_slice(rest);
-            let at = tail.len() - 16;
-            for (t, d) in tail[at..].iter_mut().zip(d.to_be_bytes()) {
-                *t ^= d;
+        (d, p)
+    }
+
+    /// S2V's last step, from the headers' `d` and the plaintext's free blocks' chain `p`.
+    #[inline(always)]
+    fn finish<B: BlockBackend<BlockSize = U16>>(&self, mac: &mut B, d: u128, p: u128, plaintext: &[u8]) -> u128 {
+        let rest = &plaintext[16 * free_blocks(plaintext.len())..];
+        match rest.len() {
+            // T = plaintext xorend D, its last 16 bytes one whole block.
+            16 => enc(mac, p ^ block(rest, 0) ^ d ^ self.k1),
+            // 17 to 31 bytes: D's 16 bytes end at the tail's end, so they straddle its two
+            // blocks; shifted in registers (bytes xored into a buffer and read back as a
+            // block stall the chain on store forwarding).
+            len @ 17..32 => {
+                let r = 8 * (len as u32 - 16);
+                let first = enc(mac, p ^ block(rest, 0) ^ (d >> r));
+                enc(mac, first ^ padded(&rest[16..]) ^ (d << (128 - r)) ^ self.k2)
             }
-            sub.cmac_from(mac, p, tail)
-        } else {
-            let mut b = [0u8; 16];
-            b[..plaintext.len()].copy_from_slice(plaintext);
-            b[plaintext.len()] = 0x80;
-            enc(mac, dbl(d) ^ u128::from_be_bytes(b) ^ sub.k1)
+            // Shorter than a block: T = dbl(D) xor pad(plaintext).
+            _ => enc(mac, dbl(d) ^ padded(plaintext) ^ self.k1),
         }
+    }
+}
+
+/// A partial block (under 16 bytes) padded with 0x80 then zeros.
+fn padded(data: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    let n = data.len().min(15);
+    b[..n].copy_from_slice(&data[..n]);
+    b[n] = 0x80;
+    u128::from_be_bytes(b)
+}
+
+/// Blocks of a plaintext before the 16 bytes that S2V's "xorend" changes: independent of the
+/// headers, so chained alongside them.
+fn free_blocks(len: usize) -> usize {
+    if len >= 16 {
+        (len - 16) / 16
+    } else {
+        0
     }
 }
 
@@ -276,14 +304,6 @@ impl SivKey {
         Self { s2v: S2vKey::prepared(mac), ctr: Aes128Enc::new(enc.into()) }
     }
 
-    /// For one message (a client's key): the S2V subkeys are derived in the S2V pass.
-    fn once(key: &[u8; 32]) -> Self {
-        let (mac, enc) = key.split_at(16);
-        let mac: &[u8; 16] = mac.try_into().unwrap_or(&[0; 16]);
-        let enc: &[u8; 16] = enc.try_into().unwrap_or(&[0; 16]);
-        Self { s2v: S2vKey::once(mac), ctr: Aes128Enc::new(enc.into()) }
-    }
-
     /// Encrypts `buf[TAG_LEN..]` in place, the tag into `buf[..TAG_LEN]`; false if `buf` is
     /// shorter than the tag.
     pub fn seal(&self, ad: &[u8], nonce: &[u8], buf: &mut [u8]) -> bool {
@@ -296,11 +316,18 @@ impl SivKey {
 
     /// Decrypts `buf[TAG_LEN..]` in place and checks the tag (in constant time).
     pub fn open(&self, ad: &[u8], nonce: &[u8], buf: &mut [u8]) -> bool {
-        open_with(&self.s2v, Some(&self.ctr), ad, nonce, buf)
+        open_with(&self.s2v.mac, self.s2v.sub, Some(&self.ctr), ad, nonce, buf)
     }
 }
 
-fn open_with(s2v: &S2vKey, cipher: Option<&Aes128Enc>, ad: &[u8], nonce: &[u8], buf: &mut [u8]) -> bool {
+fn open_with(
+    mac: &Aes128Enc,
+    sub: Option<Subkeys>,
+    cipher: Option<&Aes128Enc>,
+    ad: &[u8],
+    nonce: &[u8],
+    buf: &mut [u8],
+) -> bool {
     let Some((tag, text)) = buf.split_first_chunk_mut::<TAG_LEN>() else { return false };
     let v = u128::from_be_bytes(*tag);
     if let Some(cipher) = cipher {
@@ -308,27 +335,46 @@ fn open_with(s2v: &S2vKey, cipher: Option<&Aes128Enc>, ad: &[u8], nonce: &[u8], 
     } else if !text.is_empty() {
         return false;
     }
-    let w = s2v.s2v(ad, nonce, text);
-    // Constant time, as two words (subtle has no u128).
+    let w = s2v_with(mac, sub, &[ad, nonce], text);
+    tags_match(v, w)
+}
+
+/// Constant time, as two words (subtle has no u128).
+fn tags_match(v: u128, w: u128) -> bool {
     ((w as u64).ct_eq(&(v as u64)) & ((w >> 64) as u64).ct_eq(&((v >> 64) as u64))).into()
 }
 
-/// One-shot seal with an unprepared key (a client's, used once per request).
+/// The two AES-128 keys of an AES-SIV-CMAC-256 key: (CMAC, CTR).
+fn halves(key: &[u8; 32]) -> (&[u8; 16], &[u8; 16]) {
+    let (mac, enc) = key.split_at(16);
+    (mac.try_into().unwrap_or(&[0; 16]), enc.try_into().unwrap_or(&[0; 16]))
+}
+
+/// One-shot seal with an unprepared key (a client's, used once per request). The key
+/// schedules are built where they are used and never moved again (an `Aes128Enc` is 704
+/// bytes, room for the software fallback's: wrapped in a struct and returned, each was copied
+/// once more), and the subkeys are derived inside the S2V pass.
 pub fn seal(key: &[u8; 32], ad: &[u8], nonce: &[u8], buf: &mut [u8]) -> bool {
-    SivKey::once(key).seal(ad, nonce, buf)
+    let (mac, enc) = halves(key);
+    let mac = Aes128Enc::new(mac.into());
+    let cipher = Aes128Enc::new(enc.into());
+    let Some((tag, text)) = buf.split_first_chunk_mut::<TAG_LEN>() else { return false };
+    let v = s2v_with(&mac, None, &[ad, nonce], text);
+    *tag = v.to_be_bytes();
+    ctr(&cipher, v, text);
+    true
 }
 
 /// One-shot open; with nothing to decrypt (an NTS request's authenticator) the CTR key's
 /// schedule is not even computed.
 pub fn open(key: &[u8; 32], ad: &[u8], nonce: &[u8], buf: &mut [u8]) -> bool {
-    let (mac, enc) = key.split_at(16);
-    let Ok(mac) = <&[u8; 16]>::try_from(mac) else { return false };
-    let s2v = S2vKey::once(mac);
+    let (mac, enc) = halves(key);
+    let mac = Aes128Enc::new(mac.into());
     if buf.len() == TAG_LEN {
-        return open_with(&s2v, None, ad, nonce, buf);
+        return open_with(&mac, None, None, ad, nonce, buf);
     }
-    let Ok(enc) = <&[u8; 16]>::try_from(enc) else { return false };
-    open_with(&s2v, Some(&Aes128Enc::new(enc.into())), ad, nonce, buf)
+    let cipher = Aes128Enc::new(enc.into());
+    open_with(&mac, None, Some(&cipher), ad, nonce, buf)
 }
 
 #[cfg(test)]
@@ -402,10 +448,12 @@ mod tests {
                     assert_eq!(once, buf, "one-shot seal, {what}");
                     let mut back = buf.clone();
                     assert!(open(&key, ad, nonce, &mut back), "{what}");
+                    assert_eq!(&back[16..], pt, "one-shot open, {what}");
                     let mut bad = buf.clone();
                     let flip = (pt_len * 5) % bad.len();
                     bad[flip] ^= 4;
-                    assert!(!prepared.open(ad, nonce, &mut bad), "{what}");
+                    assert!(!prepared.open(ad, nonce, &mut bad.clone()), "{what}");
+                    assert!(!open(&key, ad, nonce, &mut bad), "one-shot open, {what}");
                 }
             }
         }
