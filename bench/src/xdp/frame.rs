@@ -469,6 +469,16 @@ mod tests {
         frame
     }
 
+    /// The UDP checksum over the pseudo-header and `udp` (0 when the datagram's own is sound).
+    fn udp_sum(client: IpAddr, target: IpAddr, udp: &[u8]) -> u16 {
+        let len = (udp.len() as u16).to_be_bytes();
+        match (client, target) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => checksum(&[&s.octets(), &d.octets(), &[0, 17], &len, udp]),
+            (IpAddr::V6(s), IpAddr::V6(d)) => checksum(&[&s.octets(), &d.octets(), &[0, 0], &len, &[0, 0, 0, 17], udp]),
+            _ => unreachable!(),
+        }
+    }
+
     /// The request parses as stratumd parses it, with sound checksums and the right fields.
     fn check_request(frame: &[u8], target: SocketAddr, client: IpAddr, transmit: u64) {
         let FrameVerdict::Ntp(p) = parse_frame(frame, target.port()) else { panic!("not an NTP request") };
@@ -479,12 +489,7 @@ mod tests {
         assert_eq!(&payload[..40], &REQUEST[..40]);
         assert_eq!(payload[40..48], transmit.to_be_bytes());
         let udp = &frame[p.l4..];
-        let len = (udp.len() as u16).to_be_bytes();
-        let sum = match (client, target.ip()) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => checksum(&[&s.octets(), &d.octets(), &[0, 17], &len, udp]),
-            (IpAddr::V6(s), IpAddr::V6(d)) => checksum(&[&s.octets(), &d.octets(), &[0, 0], &len, &[0, 0, 0, 17], udp]),
-            _ => unreachable!(),
-        };
+        let sum = udp_sum(client, target.ip(), udp);
         assert_eq!(sum, 0, "UDP checksum");
         assert_ne!(&udp[6..8], &[0, 0]);
     }
@@ -510,14 +515,7 @@ mod tests {
                 let FrameVerdict::Ntp(p) = parse_frame(&frame, target.port()) else { panic!("not an NTP request") };
                 assert_eq!(&frame[p.payload() + 24..p.payload() + 48], &f[..]);
                 let udp = &frame[p.l4..];
-                let len = (udp.len() as u16).to_be_bytes();
-                let sum = match (client, target.ip()) {
-                    (IpAddr::V4(s), IpAddr::V4(d)) => checksum(&[&s.octets(), &d.octets(), &[0, 17], &len, udp]),
-                    (IpAddr::V6(s), IpAddr::V6(d)) => {
-                        checksum(&[&s.octets(), &d.octets(), &[0, 0], &len, &[0, 0, 0, 17], udp])
-                    }
-                    _ => unreachable!(),
-                };
+                let sum = udp_sum(client, target.ip(), udp);
                 assert_eq!(sum, 0, "UDP checksum");
             }
         }
@@ -553,14 +551,7 @@ mod tests {
                 let FrameVerdict::Ntp(p) = parse_frame(&frame, target.port()) else { panic!("not an NTP request") };
                 assert_eq!((p.source, p.payload_len), (SocketAddr::new(client, 40123), request.len()));
                 let udp = &frame[p.l4..];
-                let len = (udp.len() as u16).to_be_bytes();
-                let sum = match (client, target.ip()) {
-                    (IpAddr::V4(s), IpAddr::V4(d)) => checksum(&[&s.octets(), &d.octets(), &[0, 17], &len, udp]),
-                    (IpAddr::V6(s), IpAddr::V6(d)) => {
-                        checksum(&[&s.octets(), &d.octets(), &[0, 0], &len, &[0, 0, 0, 17], udp])
-                    }
-                    _ => unreachable!(),
-                };
+                let sum = udp_sum(client, target.ip(), udp);
                 assert_eq!(sum, 0, "UDP checksum");
                 if target.is_ipv4() {
                     assert_eq!(checksum(&[&frame[ETH..ETH + IPV4]]), 0, "IPv4 header checksum");
