@@ -410,3 +410,14 @@ pub fn make_certificates(dir: &Path, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
     ]);
     (p("ca.pem"), p("server.pem"), p("server.key"))
 }
+
+/// Checks a `stratum-bench load --nts-ke` JSON report: at least `min_sent` requests sent, at least
+/// 95 % (and at least one) of them answered authentically, no NTS-invalid, KoD or invalid reply;
+/// returns the count of authentic replies.
+pub fn assert_authentic_nts_load(report: &serde_json::Value, min_sent: u64) -> u64 {
+    let n = |k: &str| report[k].as_u64().unwrap_or_else(|| panic!("no {k} in {report}"));
+    assert!(n("sent") >= min_sent, "{report}");
+    assert!(n("valid") > 0 && n("valid") * 100 >= n("sent") * 95, "at least 95 % authentic replies: {report}");
+    assert_eq!((n("invalid_nts"), n("kod"), n("invalid")), (0, 0, 0), "{report}");
+    n("valid")
+}
