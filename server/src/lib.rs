@@ -59,6 +59,11 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
         signal_hook::flag::register_conditional_shutdown(signal, 1, shutdown.clone())?;
         signal_hook::flag::register(signal, shutdown.clone())?;
     }
+    // SIGHUP's default would end the process, and systemd counts that as a clean stop (no
+    // restart): an operator's habitual `kill -HUP` would take the server down. It re-reads the
+    // NTS-KE certificate where `[nts]` is on (mgmt::ntske), and is logged either way.
+    let hangup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone())?;
 
     let precision = stratum_host::clock::measure_precision();
     let cell = SnapshotCell::new(ServerSnapshot::unsynchronized(precision));
@@ -220,6 +225,13 @@ pub fn run(config: &Config, config_name: &str) -> anyhow::Result<()> {
 
     while !shutdown.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        if hangup.swap(false, Ordering::Relaxed) {
+            if config.nts.listen.is_some() {
+                tracing::info!("SIGHUP: the NTS-KE certificate and key are read again; any other configuration change takes a restart");
+            } else {
+                tracing::info!("SIGHUP: nothing to read again (the configuration is read at start); a configuration change takes a restart");
+            }
+        }
     }
     notify::stopping();
     tracing::info!("stopping");

@@ -81,3 +81,22 @@ fn start_up_lines_are_plain_words_and_come_after_the_start() {
         assert!(!log.contains(debug_form), "{debug_form} in {log}");
     }
 }
+
+/// SIGHUP neither ends stratumd nor stops its answers (its default action would end the process,
+/// and systemd would count that as a clean stop and not restart it): it is logged, and SIGTERM
+/// still stops it cleanly.
+#[test]
+fn sighup_is_logged_and_the_server_keeps_answering() {
+    let port = free_port();
+    let mut server = Server::start(&local_config(port), port);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..3 {
+        // SAFETY: kill with a live child's pid and a plain signal number.
+        assert_eq!(unsafe { libc::kill(server.pid(), libc::SIGHUP) }, 0);
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(query(addr, 4, Duration::from_secs(1)).is_some(), "no answer after SIGHUP");
+    }
+    let (status, log, _) = server.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("SIGHUP: nothing to read again"), "{log}");
+}
