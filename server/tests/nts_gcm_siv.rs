@@ -8,7 +8,7 @@
 //! Checked: the server takes the first of the client's list it has; with GCM-SIV and the record
 //! it echoes the record and exports under id 30, without it under id 15 (chrony 4.4 to 4.5),
 //! and the data plane answers with GCM-SIV replies whose fresh cookies work again; keys from the
-//! other context get an NTS NAK; only unknown AEADs get the bad-request error record; `[nts]
+//! other context get an NTS NAK; only unknown AEADs get an empty AEAD record; `[nts]
 //! aeads = [15]` makes the server choose SIV-CMAC for a GCM-SIV-first client.
 
 mod common;
@@ -35,6 +35,8 @@ fn record(kind: u16, body: &[u8]) -> Vec<u8> {
 #[derive(Debug, Default)]
 struct Ke {
     aead: Option<u16>,
+    /// The server answered an empty AEAD record (RFC 8915: none of the offered AEADs).
+    aead_empty: bool,
     compliant_echoed: bool,
     error: Option<u16>,
     cookies: Vec<Vec<u8>>,
@@ -95,6 +97,7 @@ fn key_exchange(
         let body = &response[at + 4..at + 4 + len];
         let be16 = || u16::from_be_bytes([body[0], body[1]]);
         match kind {
+            AEAD_ALGORITHM if body.is_empty() => ke.aead_empty = true,
             AEAD_ALGORITHM => ke.aead = Some(be16()),
             COMPLIANT_128GCM_EXPORT => ke.compliant_echoed = true,
             ERROR => ke.error = Some(be16()),
@@ -247,10 +250,11 @@ fn gcm_siv_is_negotiated_exported_as_chrony_does_and_served() {
     assert_eq!((ke.aead, ke.compliant_echoed, ke.c2s.len()), (Some(15), false, 32));
     exchanges_work(ntp, &ke, 15);
 
-    // Unknown ids are skipped; only unknown ones: the bad-request error record, no cookies.
+    // Unknown ids are skipped; only unknown ones: an empty AEAD record (RFC 8915 section 4.1.5),
+    // no error record, no cookies.
     assert_eq!(key_exchange(ke_addr, &ca, &[31, 30], false, None).aead, Some(30));
     let ke = key_exchange(ke_addr, &ca, &[31, 0x7FFF], false, None);
-    assert_eq!((ke.aead, ke.error, ke.cookies.len()), (None, Some(1), 0));
+    assert_eq!((ke.aead, ke.aead_empty, ke.error, ke.cookies.len()), (None, true, None, 0));
 }
 
 #[test]
@@ -264,7 +268,7 @@ fn nts_aeads_limits_the_choice() {
     assert_eq!((ke.aead, ke.compliant_echoed), (Some(15), false));
     exchanges_work(ntp, &ke, 15);
     let ke = key_exchange(ke_addr, &ca, &[30], true, None);
-    assert_eq!((ke.aead, ke.error), (None, Some(1)), "GCM-SIV only, not enabled");
+    assert_eq!((ke.aead, ke.aead_empty, ke.error), (None, true, None), "GCM-SIV only, not enabled");
 }
 
 /// stratum-bench asks for GCM-SIV (`--nts-aead gcm-siv`: 30 alone, the compliant record): the

@@ -58,6 +58,10 @@ pub enum KeRequest {
     Incomplete,
     /// NTPv4 with this AEAD.
     Ntpv4(Negotiated),
+    /// Nothing in common (RFC 8915 sections 4.1.2 and 4.1.5): answer [`write_declined`] (an empty
+    /// Next Protocol record when NTPv4 is not offered, else NTPv4 and an empty AEAD record; no
+    /// cookies) and close. `ntpv4`: NTPv4 was offered.
+    Declined { ntpv4: bool },
     /// Answer with an Error record of this code and close.
     Error(u16),
 }
@@ -123,13 +127,15 @@ pub fn parse_request_with(bytes: &[u8], enabled: &[u16]) -> KeRequest {
                     // A client speaks once and waits: anything after its End of Message is wrong.
                     return KeRequest::Error(ERROR_BAD_REQUEST);
                 }
-                return match (protocols, aead) {
-                    (Some(true), Some(aead)) => KeRequest::Ntpv4(Negotiated {
+                return match (protocols, aead_offered, aead) {
+                    (Some(true), _, Some(aead)) => KeRequest::Ntpv4(Negotiated {
                         aead,
                         compliant_128gcm: compliant_asked && aead == AEAD_AES_128_GCM_SIV,
                     }),
-                    // RFC 8915: an AEAD record is required with NTPv4; none in common is a bad
-                    // request here (chrony answers an empty AEAD record instead).
+                    // Offered, none in common: the empty records RFC 8915 asks for, as chrony.
+                    (Some(false), _, _) => KeRequest::Declined { ntpv4: false },
+                    (Some(true), true, None) => KeRequest::Declined { ntpv4: true },
+                    // No Next Protocol record, or NTPv4 without the AEAD record it requires.
                     _ => KeRequest::Error(ERROR_BAD_REQUEST),
                 };
             }
@@ -193,6 +199,20 @@ pub fn write_negotiated(negotiated: Negotiated, cookies: &[&[u8]], port: Option<
     out
 }
 
+/// The answer to [`KeRequest::Declined`]: an empty Next Protocol record (NTPv4 not offered), or
+/// NTPv4 and an empty AEAD record (no AEAD in common); no cookies; End of Message.
+pub fn write_declined(ntpv4: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    if ntpv4 {
+        record(&mut out, CRITICAL | NEXT_PROTOCOL, &PROTOCOL_NTPV4.to_be_bytes());
+        record(&mut out, CRITICAL | AEAD_ALGORITHM, &[]);
+    } else {
+        record(&mut out, CRITICAL | NEXT_PROTOCOL, &[]);
+    }
+    record(&mut out, CRITICAL | END_OF_MESSAGE, &[]);
+    out
+}
+
 /// An Error record and End of Message.
 pub fn write_error(code: u16) -> Vec<u8> {
     let mut out = Vec::with_capacity(10);
@@ -241,19 +261,12 @@ mod tests {
         let cases: Vec<(Vec<u8>, u16, &str)> = vec![
             ([aead.clone(), eom.clone()].concat(), ERROR_BAD_REQUEST, "no next protocol"),
             ([next.clone(), eom.clone()].concat(), ERROR_BAD_REQUEST, "no AEAD"),
-            (
-                [next.clone(), rec(AEAD_ALGORITHM, &[0, 31, 0, 16]), eom.clone()].concat(),
-                ERROR_BAD_REQUEST,
-                "no common AEAD",
-            ),
-            ([next.clone(), rec(AEAD_ALGORITHM, &[]), eom.clone()].concat(), ERROR_BAD_REQUEST, "an empty AEAD list"),
             ([next.clone(), aead.clone(), aead.clone(), eom.clone()].concat(), ERROR_BAD_REQUEST, "two AEAD records"),
             (
                 [next.clone(), aead.clone(), rec(COMPLIANT_128GCM_EXPORT, &[0, 0]), eom.clone()].concat(),
                 ERROR_BAD_REQUEST,
                 "a compliant-export record with a body",
             ),
-            ([rec(NEXT_PROTOCOL, &[0x80, 1]), aead.clone(), eom.clone()].concat(), ERROR_BAD_REQUEST, "no NTPv4"),
             ([next.clone(), next.clone(), aead.clone(), eom.clone()].concat(), ERROR_BAD_REQUEST, "two next protocols"),
             (
                 [next.clone(), aead.clone(), rec(CRITICAL | 0x1234, &[]), eom.clone()].concat(),
@@ -272,9 +285,28 @@ mod tests {
         for (req, code, what) in cases {
             assert_eq!(parse_request(&req), KeRequest::Error(code), "{what}");
         }
+        // Offers with nothing in common are declined with the empty records, not an error.
+        let declined = [
+            ([next.clone(), rec(AEAD_ALGORITHM, &[0, 31, 0, 16]), eom.clone()].concat(), true, "no common AEAD"),
+            ([next.clone(), rec(AEAD_ALGORITHM, &[]), eom.clone()].concat(), true, "an empty AEAD list"),
+            ([rec(NEXT_PROTOCOL, &[0x80, 1]), aead.clone(), eom.clone()].concat(), false, "no NTPv4"),
+            ([rec(NEXT_PROTOCOL, &[]), eom.clone()].concat(), false, "an empty protocol list"),
+        ];
+        for (req, ntpv4, what) in declined {
+            assert_eq!(parse_request(&req), KeRequest::Declined { ntpv4 }, "{what}");
+        }
         // A non-critical unknown record is ignored.
         let ok = [next, rec(0x1234, &[1, 2]), aead, eom].concat();
         assert_eq!(parse_request(&ok), KeRequest::Ntpv4(Negotiated { aead: 15, compliant_128gcm: false }));
+    }
+
+    #[test]
+    fn declined_answers_are_the_empty_records() {
+        let eom = rec(CRITICAL | END_OF_MESSAGE, &[]);
+        let no_aead =
+            [rec(CRITICAL | NEXT_PROTOCOL, &[0, 0]), rec(CRITICAL | AEAD_ALGORITHM, &[]), eom.clone()].concat();
+        assert_eq!(write_declined(true), no_aead);
+        assert_eq!(write_declined(false), [rec(CRITICAL | NEXT_PROTOCOL, &[]), eom].concat());
     }
 
     fn offer(aeads: &[u16], compliant: bool) -> Vec<u8> {
@@ -288,7 +320,7 @@ mod tests {
     }
 
     /// The server takes the first of the client's list it has and has enabled (chrony's rule),
-    /// skipping unknown ids; none in common is a bad request.
+    /// skipping unknown ids; none in common is declined (an empty AEAD record).
     #[test]
     fn the_first_of_the_clients_aeads_we_have_is_chosen() {
         let n = |aead, compliant_128gcm| KeRequest::Ntpv4(Negotiated { aead, compliant_128gcm });
@@ -296,10 +328,10 @@ mod tests {
         assert_eq!(parse_request(&offer(&[15, 30], false)), n(15, false), "SIV-CMAC first");
         assert_eq!(parse_request(&offer(&[31, 2, 30], false)), n(30, false), "unknown ids skipped");
         assert_eq!(parse_request(&offer(&[17, 15], false)), n(15, false));
-        assert_eq!(parse_request(&offer(&[31, 1, 0xFFFF], false)), KeRequest::Error(ERROR_BAD_REQUEST), "only unknown");
+        assert_eq!(parse_request(&offer(&[31, 1, 0xFFFF], false)), KeRequest::Declined { ntpv4: true }, "only unknown");
         // `enabled` narrows the choice ([nts] aeads).
         assert_eq!(parse_request_with(&offer(&[30, 15], false), &[15]), n(15, false));
-        assert_eq!(parse_request_with(&offer(&[30], false), &[15]), KeRequest::Error(ERROR_BAD_REQUEST));
+        assert_eq!(parse_request_with(&offer(&[30], false), &[15]), KeRequest::Declined { ntpv4: true });
         // An id enabled but unknown to proto is never chosen.
         assert_eq!(parse_request_with(&offer(&[31, 15], false), &[31, 15]), n(15, false));
     }

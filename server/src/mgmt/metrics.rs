@@ -163,7 +163,7 @@ const FAMILIES: [Family; Metric::AuthReplies as usize + 1] = [
     family("stratumd_refclock_samples_dropped_total", COUNTER, &["refclock", "source"], "Readings the refclock's driver dropped because the channel to the sync thread was full."),
     family("stratumd_ntpq_requests_total", COUNTER, &["outcome"], "Mode 6 (ntpq) requests the workers dropped, by what became of them: queued for the ntpq thread (allowed source), denied (not on [ntpq] allow), queue_full, answered, dropped (not a request, bad nonce), and reply fragments sent."),
     family("stratumd_stats_lines_total", COUNTER, &["file", "outcome"], "Statistics file lines: written, dropped (the writer's queue was full), failed (the disk refused them)."),
-    family("stratumd_ntske_connections_total", COUNTER, &["outcome"], "NTS-KE connections by outcome: served (cookies given), error (an error record sent), failed (handshake, deadline or IO), refused_full (64 at once), refused_rate (20 per address per 10 s); reloads: certificates re-read on SIGHUP."),
+    family("stratumd_ntske_connections_total", COUNTER, &["outcome"], "NTS-KE connections by outcome: served (cookies given), error (an error record sent, or nothing in common: empty records, no cookies), failed (handshake, deadline or IO), refused_full (64 at once), refused_rate (20 per address per 10 s); reloads: certificates re-read on SIGHUP."),
     family("stratumd_auth_replies_total", COUNTER, &["worker", "kind"], "Authenticated answers per worker (also counted as answered): mac (signed with a symmetric key), crypto_nak (unknown key or bad MAC), nts (NTS reply with fresh cookies), nts_nak (KoD NTSN: a cookie that does not open or an authenticator that does not verify)."),
 ];
 

@@ -186,7 +186,7 @@ fn accept_loop(
     }
 }
 
-/// One connection. Ok(true): cookies given; Ok(false): an error record sent.
+/// One connection. Ok(true): cookies given; Ok(false): an error record, or the empty records of nothing in common, sent.
 fn serve(
     stream: TcpStream,
     tls: Arc<ServerConfig>,
@@ -209,6 +209,13 @@ fn serve(
         match ke::parse_request_with(&request, aeads) {
             KeRequest::Incomplete => continue,
             KeRequest::Ntpv4(negotiated) => break negotiated,
+            // Nothing in common, or a bad request: no cookies (counted as `error`).
+            KeRequest::Declined { ntpv4 } => {
+                tls.write_all(&ke::write_declined(ntpv4))?;
+                tls.conn.send_close_notify();
+                tls.flush()?;
+                return Ok(false);
+            }
             KeRequest::Error(code) => {
                 tls.write_all(&ke::write_error(code))?;
                 tls.conn.send_close_notify();
