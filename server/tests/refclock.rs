@@ -304,10 +304,14 @@ fn a_gpsd_shm_segment_feeds_stratumd_and_chronyd_and_a_chronyd_client_accepts_st
     });
     assert_eq!((reply.stratum, reply.ref_id.0), (1, *b"GPS\0"), "{reply:?}");
 
-    // A real chronyd reading the same segment.
+    // A real chronyd reading the same segment. Each reader clears `valid` (as chrony's SHM
+    // driver does), so two readers share the writer's samples: chronyd reads every 125 ms
+    // (dpoll -3) against stratumd's 250 ms, so half its reads fall at least 125 ms after
+    // stratumd's, past a fresh 10 Hz write, whatever the two timers' phase (at dpoll -2 the
+    // same period as stratumd's, a phase with chronyd just behind starved it for 30 s once).
     let private = private_dir();
     let (_chronyd, socket) =
-        chronyd_refclock(private.path(), &format!("refclock SHM {} refid GPS poll 0 dpoll -2", unit.0));
+        chronyd_refclock(private.path(), &format!("refclock SHM {} refid GPS poll 0 dpoll -3", unit.0));
     let fields = chronyc_selected(&socket, "GPS", Duration::from_secs(30));
     let chrony_offset: f64 = fields[8].parse().unwrap();
     eprintln!(
