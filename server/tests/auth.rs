@@ -127,23 +127,6 @@ fn ntpdig_accepts_signed_replies_with_the_right_key_and_refuses_a_wrong_one() {
     server.stop();
 }
 
-/// `stratumd_auth_replies_total{kind}` summed over the workers, from the /metrics on `port`.
-fn auth_replies(metrics_port: u16, kind: &str) -> u64 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).expect("/metrics");
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let label = format!(",kind=\"{kind}\"}} ");
-    let n: Vec<u64> = text
-        .lines()
-        .filter(|l| l.starts_with("stratumd_auth_replies_total{"))
-        .filter_map(|l| l.split_once(&label).and_then(|(_, v)| v.parse().ok()))
-        .collect();
-    assert!(!n.is_empty(), "no stratumd_auth_replies_total kind {kind} in:\n{text}");
-    n.iter().sum()
-}
-
 #[test]
 fn the_wire_signed_reply_crypto_nak_and_drop() {
     let (port, metrics_port) = (free_port(), free_port());

@@ -41,16 +41,6 @@ fn stratum_bench_in_the_generator_namespace() {
     println!("stratum-bench exit: {code}");
 }
 
-/// `stratumd_auth_replies_total{kind}` summed over the workers, from /metrics inside `ns`.
-fn auth_replies(ns: &Netns, addr: std::net::SocketAddr, kind: &str) -> u64 {
-    let text = scrape_in(ns, addr).expect("/metrics");
-    let label = format!(",kind=\"{kind}\"}} ");
-    text.lines()
-        .filter(|l| l.starts_with("stratumd_auth_replies_total{"))
-        .filter_map(|l| l.split_once(&label).and_then(|(_, v)| v.parse::<u64>().ok()))
-        .sum()
-}
-
 #[test]
 fn an_xdp_nts_load_against_stratumd() {
     if !require(is_root(), "the xdp backend and the AF_XDP generator need root (XDP, AF_XDP, network namespaces)")
@@ -138,7 +128,10 @@ fn an_xdp_nts_load_against_stratumd() {
     };
     assert_eq!(report["engine"], "xdp", "{report}");
     let valid = assert_authentic_nts_load(&report, 1900);
-    assert!(auth_replies(&srv, metrics, "nts") >= valid, "the server sealed each: {report}");
+    assert!(
+        auth_replies_in(&scrape_in(&srv, metrics).expect("/metrics"), "nts") >= valid,
+        "the server sealed each: {report}"
+    );
 
     // A CA that does not vouch for the KE server: the KE, and so the load, fails (exit 1).
     let other = tempfile::tempdir().unwrap();

@@ -498,19 +498,6 @@ fn an_nmea_talker_on_a_pty_makes_stratumd_stratum_1() {
     server.stop();
 }
 
-/// `GET /metrics` over HTTP/1.0: the body.
-fn scrape(addr: SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect to /metrics");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
-}
-
 /// Fix loss (issue 18): the talker switches to RMC status V / GGA no fix; within 3 s the NMEA
 /// refclock (at the default poll 4, a 16 s filter interval) is out of the selection, stratumd
 /// has no system peer, and with no upstream it serves LI=3 once `max-holdover` (2 s) has run out.

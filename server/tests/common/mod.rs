@@ -421,3 +421,33 @@ pub fn assert_authentic_nts_load(report: &serde_json::Value, min_sent: u64) -> u
     assert_eq!((n("invalid_nts"), n("kod"), n("invalid")), (0, 0, 0), "{report}");
     n("valid")
 }
+
+/// `stratumd_auth_replies_total{kind}` summed over the workers, from a /metrics body (the family
+/// must be there).
+pub fn auth_replies_in(metrics: &str, kind: &str) -> u64 {
+    let label = format!(",kind=\"{kind}\"}} ");
+    let n: Vec<u64> = metrics
+        .lines()
+        .filter(|l| l.starts_with("stratumd_auth_replies_total{"))
+        .filter_map(|l| l.split_once(&label).and_then(|(_, v)| v.parse().ok()))
+        .collect();
+    assert!(!n.is_empty(), "no stratumd_auth_replies_total kind {kind} in:\n{metrics}");
+    n.iter().sum()
+}
+
+/// [`auth_replies_in`] the /metrics on 127.0.0.1:`metrics_port`.
+pub fn auth_replies(metrics_port: u16, kind: &str) -> u64 {
+    auth_replies_in(&scrape(SocketAddr::from(([127, 0, 0, 1], metrics_port))), kind)
+}
+
+/// `GET /metrics` over HTTP/1.0 from `addr` (this namespace): the body of a 200 answer.
+pub fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect to /metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
