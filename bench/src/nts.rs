@@ -369,8 +369,19 @@ fn cookies_in(mut plaintext: &[u8]) -> Result<Vec<Vec<u8>>, NtsReplyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stratum_proto::nts::server::{check_request, write_nak, write_reply, NtsCheck};
+    use stratum_proto::nts::server::{check_request, write_nak, write_reply, FreshCookies, NtsCheck};
     use stratum_proto::nts::{ClientKeys, KeySet, MasterKey, AEAD_AES_128_GCM_SIV, COOKIE_LEN};
+
+    /// The server's check with its fresh cookies (nonces from a counter).
+    fn check(p: &mut [u8], master: &KeySet) -> (NtsCheck, FreshCookies) {
+        let mut fresh = FreshCookies::default();
+        let mut n = 0u8;
+        let check = check_request(p, master, &mut fresh, || {
+            n += 1;
+            [n; 16]
+        });
+        (check, fresh)
+    }
 
     fn server() -> (KeySet, ClientKeys, Vec<u8>) {
         let master = KeySet::new(MasterKey { id: 3, key: [0x33; 32] }, 3);
@@ -389,13 +400,8 @@ mod tests {
         for placeholders in [0, 1, 7] {
             let mut p = request(&keys.c2s, &cookie, &uid, NtpTimestamp::from_bits(77), placeholders, &[9; 16]);
             let len = p.len();
-            let NtsCheck::Verified(v) = check_request(&mut p, &master) else { panic!("the server verifies it") };
-            let mut n = 0u8;
-            let reply_len = write_reply(&mut p, len, &v, &master, &[5; 16], || {
-                n += 1;
-                [n; 16]
-            })
-            .unwrap();
+            let (NtsCheck::Verified(v), fresh) = check(&mut p, &master) else { panic!("the server verifies it") };
+            let reply_len = write_reply(&mut p, len, &v, &fresh, &[5; 16]).unwrap();
             let cookies = check_reply(&keys.s2c, &p[..reply_len], &uid).expect("authentic");
             assert_eq!(cookies.len(), 1 + placeholders);
             assert_eq!(check_load_reply(&keys.s2c, &p[..reply_len], &uid), Ok(()));
@@ -428,7 +434,7 @@ mod tests {
             let fresh = request(&keys.c2s, &cookie, &load_uid(&prefix, &transmit), t, 0, &[7; 16]);
             assert_eq!(p, fresh);
             let mut q = p.clone();
-            assert!(matches!(check_request(&mut q, &master), NtsCheck::Verified(_)));
+            assert!(matches!(check(&mut q, &master).0, NtsCheck::Verified(_)));
         }
     }
 
@@ -470,8 +476,8 @@ mod tests {
             let mut p = request_with(30, &keys.c2s, &cookie, &uid, NtpTimestamp::from_bits(77), placeholders, &[9; 16]);
             assert_eq!(&p[p.len() - 32..p.len() - 28], &[0, 12, 0, 16], "a 12-byte nonce");
             let len = p.len();
-            let NtsCheck::Verified(v) = check_request(&mut p, &master) else { panic!("the server verifies it") };
-            let reply_len = write_reply(&mut p, len, &v, &master, &[5; 16], || [6; 16]).unwrap();
+            let (NtsCheck::Verified(v), fresh) = check(&mut p, &master) else { panic!("the server verifies it") };
+            let reply_len = write_reply(&mut p, len, &v, &fresh, &[5; 16]).unwrap();
             let cookies = check_reply(&keys.s2c, &p[..reply_len], &uid).expect("authentic");
             assert_eq!(cookies.len(), 1 + placeholders);
             assert!(cookies.iter().all(|c| master.open(c).as_ref() == Some(&keys)));
@@ -486,7 +492,7 @@ mod tests {
             restamp(&keys.c2s, &mut p, &transmit);
             let t = NtpTimestamp::from_be_bytes(transmit);
             assert_eq!(p, request_with(30, &keys.c2s, &cookie, &load_uid(&prefix, &transmit), t, 0, &[7; 16]));
-            assert!(matches!(check_request(&mut p.clone(), &master), NtsCheck::Verified(_)));
+            assert!(matches!(check(&mut p.clone(), &master).0, NtsCheck::Verified(_)));
         }
     }
 }

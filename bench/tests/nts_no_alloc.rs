@@ -10,7 +10,7 @@ use std::cell::Cell;
 use stratum_bench::nts::{check_load_reply, load_uid, request, NtsReplyError};
 use stratum_bench::xdp::frame::{MacAddr, RequestTemplate};
 use stratum_proto::frame::{parse_frame, FrameVerdict};
-use stratum_proto::nts::server::{check_request, write_reply, NtsCheck};
+use stratum_proto::nts::server::{check_request, write_reply, FreshCookies, NtsCheck};
 use stratum_proto::nts::{ClientKeys, KeySet, MasterKey, AEAD_AES_SIV_CMAC_256, COOKIE_LEN};
 use stratum_proto::NtpTimestamp;
 
@@ -54,6 +54,7 @@ fn an_nts_load_request_and_its_reply_check_do_not_allocate() {
     let mut frame = template.bytes().to_vec();
 
     let mut authentic = 0;
+    let mut fresh = FreshCookies::default();
     let mut run = |seq: u64| {
         let transmit = ((0x1234u64 << 32) | seq).to_be_bytes();
         template.stamp_nts(&mut frame, 0x0AC8_0001 + u128::from(seq % 1000), transmit, &keys.c2s);
@@ -62,8 +63,10 @@ fn an_nts_load_request_and_its_reply_check_do_not_allocate() {
         let mut buf = [0u8; 512];
         let len = frame.len() - p.payload();
         buf[..len].copy_from_slice(&frame[p.payload()..]);
-        let NtsCheck::Verified(v) = check_request(&mut buf[..len], &master) else { panic!("verified") };
-        let n = write_reply(&mut buf, len, &v, &master, &[7; 16], || [8; 16]).expect("a reply");
+        let NtsCheck::Verified(v) = check_request(&mut buf[..len], &master, &mut fresh, || [8; 16]) else {
+            panic!("verified")
+        };
+        let n = write_reply(&mut buf, len, &v, &fresh, &[7; 16]).expect("a reply");
         let uid = load_uid(&prefix, &transmit);
         assert_eq!(check_load_reply(&keys.s2c, &buf[..n], &uid), Ok(()));
         assert_eq!(check_load_reply(&keys.c2s, &buf[..n], &uid), Err(NtsReplyError::Authenticator));

@@ -68,6 +68,21 @@ impl WithBackend for ChainU128<'_> {
     }
 }
 
+struct TwoChainsU128<'a>(&'a [u8; 208], u128, u128);
+impl WithBackend for TwoChainsU128<'_> {
+    fn run<B: BlockBackend<BlockSize = U16>>(&mut self, b: &mut B) {
+        // Two independent chains of 13, in lock step: as long as one if the CPU overlaps them.
+        let (mut s, mut t) = (self.1, self.2);
+        for i in 0..13 {
+            let mut m = [0u8; 16];
+            m.copy_from_slice(&self.0[16 * i..16 * i + 16]);
+            s = enc_u128(b, s ^ u128::from_be_bytes(m));
+            t = enc_u128(b, t ^ u128::from_be_bytes(m).rotate_left(8));
+        }
+        (self.1, self.2) = (s, t);
+    }
+}
+
 struct ChainBytes<'a>(&'a [u8; 208], [u8; 16]);
 impl WithBackend for ChainBytes<'_> {
     fn run<B: BlockBackend<BlockSize = U16>>(&mut self, b: &mut B) {
@@ -124,6 +139,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             cipher.encrypt_with_backend(Run(&mut s));
             black_box(s.1)
+        })
+    });
+    g.bench_function("two_chains_13_u128", |b| {
+        let mut s = TwoChainsU128(&data, 0, 1);
+        b.iter(|| {
+            cipher.encrypt_with_backend(Run(&mut s));
+            black_box((s.1, s.2))
         })
     });
     g.bench_function("chain_13_bytes", |b| {

@@ -7,7 +7,7 @@ use std::cell::Cell;
 
 use stratum_proto::auth::{Authenticate, KeyRef, MacCheck};
 use stratum_proto::nts::ef::{NTS_AUTHENTICATOR, NTS_COOKIE, NTS_COOKIE_PLACEHOLDER, UNIQUE_IDENTIFIER};
-use stratum_proto::nts::server::{check_request, write_reply, NtsCheck, Verified};
+use stratum_proto::nts::server::{check_request, write_reply, FreshCookies, NtsCheck, Verified};
 use stratum_proto::nts::{
     Aead, AesGcmSiv128, AesSivCmac256, ClientKeys, KeySet, MasterKey, AEAD_AES_128_GCM_SIV, AEAD_AES_SIV_CMAC_256,
     COOKIE_LEN,
@@ -40,6 +40,7 @@ static GLOBAL: Counting = Counting;
 struct Nts {
     master: KeySet,
     n: u8,
+    fresh: FreshCookies,
 }
 
 impl Authenticate for Nts {
@@ -50,14 +51,14 @@ impl Authenticate for Nts {
         None
     }
     fn check_nts(&mut self, packet: &mut [u8]) -> NtsCheck {
-        check_request(packet, &self.master)
-    }
-    fn sign_nts(&mut self, buf: &mut [u8], len: usize, v: &Verified) -> Option<usize> {
         let n = &mut self.n;
-        write_reply(buf, len, v, &self.master, &[9; 16], || {
+        check_request(packet, &self.master, &mut self.fresh, || {
             *n = n.wrapping_add(1);
             [*n; 16]
         })
+    }
+    fn sign_nts(&mut self, buf: &mut [u8], len: usize, v: &Verified) -> Option<usize> {
+        write_reply(buf, len, v, &self.fresh, &[9; 16])
     }
 }
 
@@ -110,7 +111,7 @@ fn nts_requests_do_not_allocate() {
         request(&master, &gcm, 0),
         request(&master, &gcm, 3),
     ];
-    let mut auth = Nts { master, n: 0 };
+    let mut auth = Nts { master, n: 0, fresh: FreshCookies::default() };
     let client = "203.0.113.5:123".parse().unwrap();
     let mut scratch = vec![0u8; 2048];
     let before = ALLOCATIONS.with(Cell::get);

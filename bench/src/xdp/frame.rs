@@ -526,7 +526,7 @@ mod tests {
     /// verifies, with the transmit time and unique identifier of each stamp.
     #[test]
     fn nts_requests_are_sound_frames_the_server_verifies() {
-        use stratum_proto::nts::server::{check_request as verify, NtsCheck};
+        use stratum_proto::nts::server::{check_request as verify, FreshCookies, NtsCheck};
         use stratum_proto::nts::{ClientKeys, KeySet, MasterKey, AEAD_AES_SIV_CMAC_256, COOKIE_LEN};
         let master = KeySet::new(MasterKey { id: 3, key: [0x33; 32] }, 3);
         let keys = ClientKeys { algorithm: AEAD_AES_SIV_CMAC_256, c2s: [0xC2; 32], s2c: [0x5C; 32] };
@@ -561,7 +561,8 @@ mod tests {
                 let fresh =
                     crate::nts::request(&keys.c2s, &cookie, &crate::nts::load_uid(&prefix, &transmit), t1, 0, &[7; 16]);
                 assert_eq!(payload, fresh);
-                assert!(matches!(verify(&mut payload, &master), NtsCheck::Verified(_)));
+                let mut fresh = FreshCookies::default();
+                assert!(matches!(verify(&mut payload, &master, &mut fresh, || [3; 16]), NtsCheck::Verified(_)));
             }
         }
         assert!(RequestTemplate::nts(OURS, THEIRS, "10.9.0.2:123".parse().unwrap(), 40123, &request[..101]).is_none());

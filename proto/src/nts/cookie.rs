@@ -10,7 +10,7 @@
 use core::fmt;
 
 use super::aead::TAG_LEN;
-use super::siv::SivKey;
+use super::siv::{Batch, SivKey, TagCheck};
 
 /// Length of a master key (AEAD_AES_SIV_CMAC_256's).
 pub const MASTER_KEY_LEN: usize = 32;
@@ -21,6 +21,36 @@ const NONCE_LEN: usize = 16;
 const PLAINTEXT_LEN: usize = 4 + 2 * MAX_KEY_LEN;
 /// A cookie's length: id, nonce, tag and the sealed keys. A multiple of 4, as a field body must be.
 pub const COOKIE_LEN: usize = 4 + NONCE_LEN + TAG_LEN + PLAINTEXT_LEN;
+
+/// Most cookies one reply carries (chrony and ntpd-rs send at most 8).
+pub const MAX_COOKIES: usize = super::siv::MAX_BATCH;
+
+/// The fresh cookies for one reply, sealed while its request is checked
+/// ([`KeySet::seal_fresh`]): a worker's scratch, reused request after request.
+#[derive(Clone)]
+pub struct FreshCookies {
+    cookies: [[u8; COOKIE_LEN]; MAX_COOKIES],
+    len: usize,
+}
+
+impl Default for FreshCookies {
+    fn default() -> Self {
+        Self { cookies: [[0; COOKIE_LEN]; MAX_COOKIES], len: 0 }
+    }
+}
+
+impl fmt::Debug for FreshCookies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FreshCookies").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+impl FreshCookies {
+    /// The cookies the last [`KeySet::seal_fresh`] sealed.
+    pub fn get(&self) -> &[[u8; COOKIE_LEN]] {
+        &self.cookies[..self.len]
+    }
+}
 
 /// The keys one NTS-KE handshake gave a client (from the TLS exporter), which its cookies carry.
 #[derive(Clone, PartialEq, Eq)]
@@ -174,6 +204,48 @@ impl KeySet {
         seal_with(self.keys[0].id, &self.prepared[0], keys, nonce, out)
     }
 
+    /// Seals `n` (at most [`MAX_COOKIES`]) fresh cookies for `keys` with the current key into
+    /// `fresh`, each with the next of `nonces`, in one pass; with `check` (a request's
+    /// authenticator under an AES-SIV-CMAC-256 client key), checks it in the same pass, where
+    /// its chain and the cookies' overlap. Returns false when the check fails (the cookies are
+    /// sealed all the same, and the caller drops them).
+    pub fn seal_fresh(
+        &self,
+        keys: &ClientKeys,
+        n: usize,
+        mut nonces: impl FnMut() -> [u8; NONCE_LEN],
+        fresh: &mut FreshCookies,
+        check: Option<TagCheck<'_>>,
+    ) -> bool {
+        let id = self.keys[0].id.to_be_bytes();
+        let mut plaintext = [0u8; PLAINTEXT_LEN];
+        plaintext[..2].copy_from_slice(&keys.algorithm.to_be_bytes());
+        plaintext[4..4 + MAX_KEY_LEN].copy_from_slice(&keys.c2s);
+        plaintext[4 + MAX_KEY_LEN..].copy_from_slice(&keys.s2c);
+        fresh.len = n.min(MAX_COOKIES);
+        for cookie in &mut fresh.cookies[..fresh.len] {
+            cookie[..4].copy_from_slice(&id);
+            cookie[4..4 + NONCE_LEN].copy_from_slice(&nonces());
+        }
+        let batch = Batch {
+            ad: &id,
+            plaintext: &plaintext,
+            nonce: 4..4 + NONCE_LEN,
+            sealed_at: 4 + NONCE_LEN,
+            seals: &mut fresh.cookies[..fresh.len],
+        };
+        match check {
+            Some(check) => self.prepared[0].seal_batch_checking(batch, check),
+            // One alone: the single seal costs less than a batch's bookkeeping.
+            None if fresh.len == 1 => {
+                let (head, sealed) = fresh.cookies[0].split_at_mut(4 + NONCE_LEN);
+                sealed[TAG_LEN..].copy_from_slice(&plaintext);
+                self.prepared[0].seal(&id, &head[4..], sealed)
+            }
+            None => self.prepared[0].seal_batch(batch),
+        }
+    }
+
     /// Opens a cookie sealed by any key still held; `None` for an unknown key id (rotated away,
     /// or another fleet's), a changed cookie or a wrong length.
     pub fn open(&self, cookie: &[u8]) -> Option<ClientKeys> {
@@ -260,6 +332,53 @@ mod tests {
         assert!(AesSivCmac256::seal(&[9; 32], &[7; 16], &[1, 2, 3, 4], &mut expected));
         assert_eq!(c[20..], expected[..]);
         assert_eq!(set.open(&c), Some(client()));
+    }
+
+    #[test]
+    fn fresh_cookies_are_the_cookies_seal_makes_one_by_one() {
+        let mut set = KeySet::new(MasterKey { id: 5, key: [9; 32] }, 3);
+        set.rotate([3; 32]);
+        let mut fresh = FreshCookies::default();
+        for n in [0, 1, 2, 8, 9] {
+            let mut k = 0u8;
+            assert!(set.seal_fresh(
+                &client(),
+                n,
+                || {
+                    k += 1;
+                    [k; 16]
+                },
+                &mut fresh,
+                None
+            ));
+            assert_eq!(fresh.get().len(), n.min(MAX_COOKIES));
+            for (i, c) in fresh.get().iter().enumerate() {
+                assert_eq!(*c, cookie(&set, i as u8 + 1), "cookie {i} of {n}");
+                assert_eq!(set.open(c), Some(client()));
+            }
+        }
+        // With a check: its verdict, and the same cookies either way.
+        let client_key = [0x77; 32];
+        let mut tag = [0u8; TAG_LEN];
+        assert!(AesSivCmac256::seal(&client_key, &[1; 16], b"associated", &mut tag));
+        for (ad, ok) in [(&b"associated"[..], true), (&b"associatee"[..], false)] {
+            let check = TagCheck { key: &client_key, ad, nonce: &[1; 16], tag: &tag };
+            let mut k = 0u8;
+            assert_eq!(
+                set.seal_fresh(
+                    &client(),
+                    2,
+                    || {
+                        k += 1;
+                        [k; 16]
+                    },
+                    &mut fresh,
+                    Some(check)
+                ),
+                ok
+            );
+            assert_eq!(fresh.get(), [cookie(&set, 1), cookie(&set, 2)]);
+        }
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The server's side of an NTS request on the data plane (RFC 8915 section 5.7), in place:
-//! [`check_request`] opens the cookie with the master keys and checks the authenticator with the
-//! client's C2S key; [`write_reply`] writes, after the reply's header, the unique identifier and
-//! an authenticator sealed with the S2C key around fresh cookies, one per cookie the request
-//! carried or made room for (placeholders), as many as fit: the reply is never longer than the
-//! request. [`write_nak`] is the NTS NAK (KoD `NTSN` with the unique identifier) for a cookie
+//! [`check_request`] opens the cookie with the master keys, checks the authenticator with the
+//! client's C2S key and seals the fresh cookies, one per cookie the request carried or made room
+//! for (placeholders); [`write_reply`] writes, after the reply's header, the unique identifier
+//! and an authenticator sealed with the S2C key around as many of those cookies as fit: the
+//! reply is never longer than the request. [`write_nak`] is the NTS NAK (KoD `NTSN` with the unique identifier) for a cookie
 //! that does not open or an authenticator that does not verify.
 //!
 //! The client's AEAD is its cookie's (AES-SIV-CMAC-256 or AES-128-GCM-SIV, whichever its NTS-KE
@@ -16,12 +16,12 @@ use core::ops::Range;
 
 use super::aead::{Aead, AesGcmSiv128, AesSivCmac256, AEAD_AES_128_GCM_SIV, AEAD_AES_SIV_CMAC_256, TAG_LEN};
 use super::cookie::{ClientKeys, KeySet, COOKIE_LEN};
+pub use super::cookie::{FreshCookies, MAX_COOKIES};
 use super::ef::{layout_authenticator, parse_request, write_field_header, write_uid, NtsParse, NONCE_LEN, NTS_COOKIE};
+use super::siv::TagCheck;
 
 /// The kiss code of an NTS NAK.
 pub const NTSN: [u8; 4] = *b"NTSN";
-/// Most cookies one reply carries (chrony and ntpd-rs send at most 8).
-pub const MAX_COOKIES: usize = 8;
 /// Bytes one cookie takes in the reply's plaintext: its field header and body.
 const COOKIE_FIELD_LEN: usize = 4 + COOKIE_LEN;
 
@@ -50,9 +50,17 @@ pub enum NtsCheck {
     Malformed,
 }
 
-/// Checks an NTS request in `packet`. The authenticator's ciphertext is decrypted in place
-/// (the reply overwrites it anyway).
-pub fn check_request(packet: &mut [u8], master: &KeySet) -> NtsCheck {
+/// Checks an NTS request in `packet` and seals, into `fresh`, the fresh cookies its reply will
+/// carry (one per cookie and placeholder, each with the next of `cookie_nonces`): they need only
+/// the opened cookie, so with an AES-SIV-CMAC client they are sealed in the same pass as the
+/// authenticator's check, which they would otherwise follow. The authenticator's ciphertext, if
+/// it has any, is decrypted in place (the reply overwrites it anyway).
+pub fn check_request(
+    packet: &mut [u8],
+    master: &KeySet,
+    fresh: &mut FreshCookies,
+    cookie_nonces: impl FnMut() -> [u8; NONCE_LEN],
+) -> NtsCheck {
     let request = match parse_request(packet) {
         NtsParse::NotNts => return NtsCheck::NotNts,
         NtsParse::Malformed { .. } => return NtsCheck::Malformed,
@@ -60,16 +68,50 @@ pub fn check_request(packet: &mut [u8], master: &KeySet) -> NtsCheck {
     };
     let nak = NtsCheck::Nak { uid: request.uid.clone() };
     let Some(keys) = master.open(&packet[request.cookie.clone()]) else { return nak };
+    let cookies = (1 + usize::from(request.placeholders)).min(MAX_COOKIES);
     let opened = match keys.algorithm {
-        AEAD_AES_SIV_CMAC_256 => open_authenticator::<AesSivCmac256>(packet, &request, &keys),
-        AEAD_AES_128_GCM_SIV => open_authenticator::<AesGcmSiv128>(packet, &request, &keys),
+        AEAD_AES_SIV_CMAC_256 => check_siv_sealing(packet, &request, &keys, master, cookies, cookie_nonces, fresh),
+        AEAD_AES_128_GCM_SIV => {
+            master.seal_fresh(&keys, cookies, cookie_nonces, fresh, None)
+                && open_authenticator::<AesGcmSiv128>(packet, &request, &keys)
+        }
         _ => false,
     };
     if !opened {
         return nak;
     }
-    let cookies = (1 + usize::from(request.placeholders)).min(MAX_COOKIES);
     NtsCheck::Verified(Verified { uid: request.uid, cookies, keys })
+}
+
+/// An AES-SIV-CMAC client's authenticator checked while its fresh cookies are sealed. The
+/// usual authenticator (chrony's, NTPsec's) is a tag alone: that is checked in the cookies'
+/// pass. One that also encrypts fields is opened after them.
+fn check_siv_sealing(
+    packet: &mut [u8],
+    request: &super::ef::NtsRequest,
+    keys: &ClientKeys,
+    master: &KeySet,
+    cookies: usize,
+    cookie_nonces: impl FnMut() -> [u8; NONCE_LEN],
+    fresh: &mut FreshCookies,
+) -> bool {
+    let nonce_ok = (AesSivCmac256::NONCE_MIN..=AesSivCmac256::NONCE_MAX).contains(&request.nonce.len());
+    let tag: Option<&[u8; TAG_LEN]> = packet.get(request.ciphertext.clone()).and_then(|t| t.try_into().ok());
+    match tag {
+        Some(tag) if nonce_ok => {
+            let check = TagCheck {
+                key: &keys.c2s,
+                ad: &packet[..request.authenticator],
+                nonce: &packet[request.nonce.clone()],
+                tag,
+            };
+            master.seal_fresh(keys, cookies, cookie_nonces, fresh, Some(check))
+        }
+        _ => {
+            master.seal_fresh(keys, cookies, cookie_nonces, fresh, None)
+                && open_authenticator::<AesSivCmac256>(packet, request, keys)
+        }
+    }
 }
 
 /// Opens the request's authenticator with the client's C2S key under `A`; false for a nonce
@@ -90,25 +132,19 @@ fn open_authenticator<A: Aead>(packet: &mut [u8], request: &super::ef::NtsReques
 
 /// Writes the reply's NTS fields after the header already in `buf[..48]`, within the request's
 /// `request_len` bytes: the unique identifier, then the authenticator (`nonce`, its first 12
-/// bytes with AES-128-GCM-SIV) sealing, with the client's AEAD, as many of `verified.cookies`
-/// fresh cookies as fit (each sealed with the current master key and the next of
-/// `cookie_nonces`). Returns the reply's length, or `None` if not even the fields without a
-/// cookie fit (which a well-formed request always leaves room for).
+/// bytes with AES-128-GCM-SIV) sealing, with the client's AEAD, as many of the cookies
+/// [`check_request`] sealed into `fresh` as fit. Returns the reply's length, or `None` if not
+/// even the fields without a cookie fit (which a well-formed request always leaves room for).
 pub fn write_reply(
     buf: &mut [u8],
     request_len: usize,
     verified: &Verified,
-    master: &KeySet,
+    fresh: &FreshCookies,
     nonce: &[u8; NONCE_LEN],
-    cookie_nonces: impl FnMut() -> [u8; NONCE_LEN],
 ) -> Option<usize> {
     match verified.keys.algorithm {
-        AEAD_AES_SIV_CMAC_256 => {
-            write_reply_with::<AesSivCmac256>(buf, request_len, verified, master, nonce, cookie_nonces)
-        }
-        AEAD_AES_128_GCM_SIV => {
-            write_reply_with::<AesGcmSiv128>(buf, request_len, verified, master, nonce, cookie_nonces)
-        }
+        AEAD_AES_SIV_CMAC_256 => write_reply_with::<AesSivCmac256>(buf, request_len, verified, fresh, nonce),
+        AEAD_AES_128_GCM_SIV => write_reply_with::<AesGcmSiv128>(buf, request_len, verified, fresh, nonce),
         _ => None,
     }
 }
@@ -117,9 +153,8 @@ fn write_reply_with<A: Aead>(
     buf: &mut [u8],
     request_len: usize,
     verified: &Verified,
-    master: &KeySet,
+    fresh: &FreshCookies,
     nonce: &[u8; NONCE_LEN],
-    mut cookie_nonces: impl FnMut() -> [u8; NONCE_LEN],
 ) -> Option<usize> {
     // chrony's length: ours (16) within the AEAD's bounds.
     let nonce = &nonce[..NONCE_LEN.clamp(A::NONCE_MIN, A::NONCE_MAX)];
@@ -127,16 +162,13 @@ fn write_reply_with<A: Aead>(
     let next = write_uid(buf, verified.uid.clone())?;
     let fixed = next + 8 + nonce.len().next_multiple_of(4) + TAG_LEN;
     let fit = request_len.checked_sub(fixed)? / COOKIE_FIELD_LEN;
-    let cookies = verified.cookies.min(fit);
-    let plaintext_len = cookies * COOKIE_FIELD_LEN;
+    let cookies = &fresh.get()[..verified.cookies.min(fresh.get().len()).min(fit)];
+    let plaintext_len = cookies.len() * COOKIE_FIELD_LEN;
     let (sealed, end) = layout_authenticator(buf, next, nonce, plaintext_len)?;
-    for i in 0..cookies {
+    for (i, cookie) in cookies.iter().enumerate() {
         let at = sealed + A::TEXT_AT + i * COOKIE_FIELD_LEN;
         write_field_header(buf, at, NTS_COOKIE, COOKIE_FIELD_LEN)?;
-        let out: &mut [u8; COOKIE_LEN] = buf.get_mut(at + 4..at + COOKIE_FIELD_LEN)?.try_into().ok()?;
-        if !master.seal(&verified.keys, &cookie_nonces(), out) {
-            return None;
-        }
+        buf.get_mut(at + 4..at + COOKIE_FIELD_LEN)?.copy_from_slice(cookie);
     }
     let (ad, rest) = buf.split_at_mut(next);
     let sealed = rest.get_mut(sealed - next..sealed - next + TAG_LEN + plaintext_len)?;
@@ -244,16 +276,23 @@ pub(crate) mod tests {
         }
     }
 
+    /// check_request with a fresh scratch and counter nonces: (the check, the cookies sealed).
+    fn check(p: &mut [u8], master: &KeySet) -> (NtsCheck, FreshCookies) {
+        let mut fresh = FreshCookies::default();
+        let check = check_request(p, master, &mut fresh, nonces());
+        (check, fresh)
+    }
+
     #[test]
     fn a_valid_request_gets_an_authenticated_reply_with_fresh_cookies_no_longer_than_it() {
         let (master, keys) = (master(), client_keys());
         for placeholders in [0, 1, 3, 7, 9] {
             let mut p = client_request(&master, &keys, placeholders);
             let len = p.len();
-            let NtsCheck::Verified(v) = check_request(&mut p, &master) else { panic!("verified") };
+            let (NtsCheck::Verified(v), fresh) = check(&mut p, &master) else { panic!("verified") };
             assert_eq!(v.cookies, (1 + placeholders).min(MAX_COOKIES));
             p[..48].copy_from_slice(&[0x24; 48]);
-            let reply_len = write_reply(&mut p, len, &v, &master, &[0x99; 16], nonces()).unwrap();
+            let reply_len = write_reply(&mut p, len, &v, &fresh, &[0x99; 16]).unwrap();
             assert!(reply_len <= len, "{reply_len} > {len}");
             let cookies = client_check_reply(&p[..reply_len], &keys, &master);
             assert_eq!(cookies, v.cookies, "placeholders {placeholders}");
@@ -286,7 +325,7 @@ pub(crate) mod tests {
             if let Some(i) = flip {
                 p[i] ^= 1;
             }
-            match check_request(&mut p, set) {
+            match check(&mut p, set).0 {
                 NtsCheck::Nak { uid } => assert_eq!(uid, 52..84, "{what}"),
                 other => panic!("{what}: {other:?}"),
             }
@@ -300,10 +339,10 @@ pub(crate) mod tests {
     #[test]
     fn not_nts_and_malformed() {
         let mut basic = crate::NtpPacket::client_request(4, crate::NtpTimestamp::ZERO).to_bytes().to_vec();
-        assert!(matches!(check_request(&mut basic, &master()), NtsCheck::NotNts));
+        assert!(matches!(check(&mut basic, &master()).0, NtsCheck::NotNts));
         let good = client_request(&master(), &client_keys(), 0);
         let mut cut = good[..good.len() - 40].to_vec();
-        assert!(matches!(check_request(&mut cut, &master()), NtsCheck::Malformed));
+        assert!(matches!(check(&mut cut, &master()).0, NtsCheck::Malformed));
     }
 
     #[test]
@@ -314,7 +353,9 @@ pub(crate) mod tests {
         let mut buf = vec![0u8; 84 + 40 + 50];
         buf[52..84].fill(0xAB);
         let len = buf.len();
-        let reply = write_reply(&mut buf, len, &verified, &master, &[1; 16], nonces()).unwrap();
+        let mut fresh = FreshCookies::default();
+        assert!(master.seal_fresh(&verified.keys, 3, nonces(), &mut fresh, None));
+        let reply = write_reply(&mut buf, len, &verified, &fresh, &[1; 16]).unwrap();
         assert!(reply <= len);
         assert_eq!(client_check_reply(&buf[..reply], &verified.keys, &master), 0);
     }
@@ -328,10 +369,10 @@ pub(crate) mod tests {
         for placeholders in [0, 1, 7] {
             let mut p = client_request(&master, &keys, placeholders);
             let len = p.len();
-            let NtsCheck::Verified(v) = check_request(&mut p, &master) else { panic!("verified") };
+            let (NtsCheck::Verified(v), fresh) = check(&mut p, &master) else { panic!("verified") };
             assert_eq!(v.keys, keys);
             p[..48].copy_from_slice(&[0x24; 48]);
-            let reply_len = write_reply(&mut p, len, &v, &master, &[0x99; 16], nonces()).unwrap();
+            let reply_len = write_reply(&mut p, len, &v, &fresh, &[0x99; 16]).unwrap();
             assert_eq!(reply_len, len, "placeholders {placeholders}");
             assert_eq!(&p[84 + 4..84 + 6], &[0, 12], "a 12-byte nonce");
             let ciphertext_len = 16 + 108 * (1 + placeholders as u16);
@@ -382,10 +423,10 @@ pub(crate) mod tests {
             ("GCM-SIV tag changed", tag_changed),
             ("a cookie naming an AEAD we do not have", unknown_algorithm),
         ] {
-            assert!(matches!(check_request(&mut p, &master), NtsCheck::Nak { .. }), "{what}");
+            assert!(matches!(check(&mut p, &master).0, NtsCheck::Nak { .. }), "{what}");
         }
         let verified = Verified { uid: 52..84, cookies: 1, keys: unknown };
-        assert_eq!(write_reply(&mut [0u8; 400], 400, &verified, &master, &[1; 16], nonces()), None);
+        assert_eq!(write_reply(&mut [0u8; 400], 400, &verified, &FreshCookies::default(), &[1; 16]), None);
     }
 
     /// A nonce of 12 to 15 bytes with AES-SIV is within the parse's floor but under AES-SIV's
@@ -396,6 +437,34 @@ pub(crate) mod tests {
         let mut p = client_request(&master, &keys, 0);
         let auth = p.len() - 40;
         p[auth + 4..auth + 6].copy_from_slice(&12u16.to_be_bytes());
-        assert!(matches!(check_request(&mut p, &master), NtsCheck::Nak { .. }));
+        assert!(matches!(check(&mut p, &master).0, NtsCheck::Nak { .. }));
+    }
+
+    /// An AES-SIV authenticator that also encrypts a field (RFC 8915 allows it; chrony and
+    /// NTPsec send none) is opened after the cookies are sealed, not in their pass: verified,
+    /// and a change in its ciphertext is a NAK.
+    #[test]
+    fn an_aes_siv_authenticator_with_encrypted_fields_verifies() {
+        let (master, keys) = (master(), client_keys());
+        let mut p = client_request(&master, &keys, 1);
+        let auth = p.len() - 40;
+        p.truncate(auth);
+        let mut sealed = vec![0u8; 16 + 20];
+        sealed[16..].copy_from_slice(&super::super::ef::tests::field(0x7777, &[5; 16]));
+        assert!(AesSivCmac256::seal(&keys.c2s, &[0x11; 16], &p, &mut sealed));
+        let mut body = 16u16.to_be_bytes().to_vec();
+        body.extend((sealed.len() as u16).to_be_bytes());
+        body.extend([0x11; 16]);
+        body.extend(&sealed);
+        p.extend(super::super::ef::tests::field(NTS_AUTHENTICATOR, &body));
+        let mut bad = p.clone();
+        let len = p.len();
+        let (NtsCheck::Verified(v), fresh) = check(&mut p, &master) else { panic!("verified") };
+        assert_eq!((v.cookies, fresh.get().len()), (2, 2));
+        p[..48].copy_from_slice(&[0x24; 48]);
+        let reply_len = write_reply(&mut p, len, &v, &fresh, &[0x99; 16]).unwrap();
+        assert_eq!(client_check_reply(&p[..reply_len], &keys, &master), 2);
+        bad[len - 3] ^= 1;
+        assert!(matches!(check(&mut bad, &master).0, NtsCheck::Nak { .. }));
     }
 }

@@ -170,12 +170,7 @@ impl Subkeys {
         for i in 0..steps {
             // Independent chains: the CPU overlaps these encryptions.
             for (c, h) in chains.iter_mut().zip(headers) {
-                let n = prefix_blocks(h.len());
-                if i < n {
-                    *c = enc(mac, *c ^ block(h, i));
-                } else if i == n {
-                    *c = enc(mac, *c ^ self.last(h));
-                }
+                self.cmac_step(mac, c, h, i);
             }
             if i < free_n {
                 p = enc(mac, p ^ block(free, i));
@@ -185,6 +180,18 @@ impl Subkeys {
             d = dbl(d) ^ c;
         }
         (d, p)
+    }
+
+    /// Step `i` of the CMAC chain `c` over `data`: block `i`, the last one with its subkey
+    /// (at [`prefix_blocks`]); nothing after that.
+    #[inline(always)]
+    fn cmac_step<B: BlockBackend<BlockSize = U16>>(&self, mac: &mut B, c: &mut u128, data: &[u8], i: usize) {
+        let n = prefix_blocks(data.len());
+        if i < n {
+            *c = enc(mac, *c ^ block(data, i));
+        } else if i == n {
+            *c = enc(mac, *c ^ self.last(data));
+        }
     }
 
     /// S2V's last step, from the headers' `d` and the plaintext's free blocks' chain `p`.
@@ -258,20 +265,25 @@ impl BlockSizeUser for CtrRun<'_> {
 
 impl BlockClosure for CtrRun<'_> {
     fn call<B: BlockBackend<BlockSize = U16>>(self, backend: &mut B) {
-        let mut counter = self.iv & !((1u128 << 63) | (1u128 << 31));
-        let mut chunks = self.data.chunks_exact_mut(16);
-        for chunk in &mut chunks {
-            // Whole blocks as one 128-bit xor (byte by byte costs five times the AES).
-            let x = block(chunk, 0) ^ enc(backend, counter);
-            chunk.copy_from_slice(&x.to_be_bytes());
-            counter = counter.wrapping_add(1);
-        }
-        let rest = chunks.into_remainder();
-        if !rest.is_empty() {
-            let key = enc(backend, counter).to_be_bytes();
-            for (x, k) in rest.iter_mut().zip(key) {
-                *x ^= k;
-            }
+        ctr_in(backend, self.iv, self.data);
+    }
+}
+
+#[inline(always)]
+fn ctr_in<B: BlockBackend<BlockSize = U16>>(backend: &mut B, iv: u128, data: &mut [u8]) {
+    let mut counter = iv & !((1u128 << 63) | (1u128 << 31));
+    let mut chunks = data.chunks_exact_mut(16);
+    for chunk in &mut chunks {
+        // Whole blocks as one 128-bit xor (byte by byte costs five times the AES).
+        let x = block(chunk, 0) ^ enc(backend, counter);
+        chunk.copy_from_slice(&x.to_be_bytes());
+        counter = counter.wrapping_add(1);
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        let key = enc(backend, counter).to_be_bytes();
+        for (x, k) in rest.iter_mut().zip(key) {
+            *x ^= k;
         }
     }
 }
@@ -377,6 +389,221 @@ pub fn open(key: &[u8; 32], ad: &[u8], nonce: &[u8], buf: &mut [u8]) -> bool {
     open_with(&mac, None, Some(&cipher), ad, nonce, buf)
 }
 
+/// Most messages one [`SivKey::seal_batch`] seals (an NTS reply's cookies: 8 at most).
+pub const MAX_BATCH: usize = 8;
+
+/// Messages sealed together under one prepared key: the same associated data `ad` and
+/// `plaintext` for each (an NTS reply's fresh cookies: the client's keys under the key id),
+/// each with its own nonce. Every `[u8; L]` of `seals` holds its nonce at `nonce`, and
+/// receives from `sealed_at` on the tag and then the ciphertext, so `sealed_at + TAG_LEN +
+/// plaintext.len()` must be `L`.
+pub struct Batch<'a, const L: usize> {
+    pub ad: &'a [u8],
+    pub plaintext: &'a [u8],
+    pub nonce: core::ops::Range<usize>,
+    pub sealed_at: usize,
+    pub seals: &'a mut [[u8; L]],
+}
+
+impl<const L: usize> core::fmt::Debug for Batch<'_, L> {
+    // Never the plaintext (keys, in a cookie).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Batch").field("messages", &self.seals.len()).finish_non_exhaustive()
+    }
+}
+
+impl<const L: usize> Batch<'_, L> {
+    fn fits(&self) -> bool {
+        self.seals.len() <= MAX_BATCH
+            && self.nonce.end <= L
+            && self.nonce.end <= self.sealed_at
+            && self.sealed_at + TAG_LEN + self.plaintext.len() == L
+    }
+}
+
+/// A one-shot open with nothing to decrypt (an NTS request's authenticator): the client's key,
+/// the associated data, the nonce and the tag to check.
+pub struct TagCheck<'a> {
+    pub key: &'a [u8; 32],
+    pub ad: &'a [u8],
+    pub nonce: &'a [u8],
+    pub tag: &'a [u8; TAG_LEN],
+}
+
+impl core::fmt::Debug for TagCheck<'_> {
+    // Never the key.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("TagCheck")
+    }
+}
+
+impl SivKey {
+    /// Seals every message of `batch` (false, and nothing sealed, if it does not fit its
+    /// layout or holds more than [`MAX_BATCH`]). Their S2V chains advance in lock step and
+    /// share the plaintext's chain, so eight cost little more than one.
+    pub fn seal_batch<const L: usize>(&self, batch: Batch<'_, L>) -> bool {
+        let Some(sub) = self.s2v.sub.filter(|_| batch.fits()) else { return false };
+        self.s2v.mac.encrypt_with_backend(WithMac { ctr: &self.ctr, then: SealOnly { sub, batch } });
+        true
+    }
+
+    /// Seals `batch` as [`SivKey::seal_batch`] does while checking `check` (with a client's
+    /// key, a different one) in the same pass: the check's CMAC chain and the seals' chains
+    /// are independent, so the CPU overlaps them instead of running one after the other.
+    /// Returns whether the check's tag matched; the batch is sealed either way (false, and
+    /// nothing sealed nor checked, if the batch does not fit).
+    pub fn seal_batch_checking<const L: usize>(&self, batch: Batch<'_, L>, check: TagCheck<'_>) -> bool {
+        let Some(sub) = self.s2v.sub.filter(|_| batch.fits()) else { return false };
+        let client = Aes128Enc::new(halves(check.key).0.into());
+        let mut matched = false;
+        self.s2v.mac.encrypt_with_backend(WithMac {
+            ctr: &self.ctr,
+            then: SealChecking { sub, batch, client: &client, check, matched: &mut matched },
+        });
+        matched
+    }
+}
+
+/// What runs with the sealing key's MAC and CTR backends both in hand.
+trait WithBackends {
+    fn run<M: BlockBackend<BlockSize = U16>, C: BlockBackend<BlockSize = U16>>(self, mac: &mut M, ctr: &mut C);
+}
+
+/// The sealing key's MAC backend, then its CTR backend inside it, then `then` with both.
+struct WithMac<'a, T> {
+    ctr: &'a Aes128Enc,
+    then: T,
+}
+
+impl<T> BlockSizeUser for WithMac<'_, T> {
+    type BlockSize = U16;
+}
+
+impl<T: WithBackends> BlockClosure for WithMac<'_, T> {
+    fn call<M: BlockBackend<BlockSize = U16>>(self, mac: &mut M) {
+        self.ctr.encrypt_with_backend(WithCtr { mac, then: self.then });
+    }
+}
+
+struct WithCtr<'a, M, T> {
+    mac: &'a mut M,
+    then: T,
+}
+
+impl<M, T> BlockSizeUser for WithCtr<'_, M, T> {
+    type BlockSize = U16;
+}
+
+impl<M: BlockBackend<BlockSize = U16>, T: WithBackends> BlockClosure for WithCtr<'_, M, T> {
+    fn call<C: BlockBackend<BlockSize = U16>>(self, ctr: &mut C) {
+        self.then.run(self.mac, ctr);
+    }
+}
+
+struct SealOnly<'a, const L: usize> {
+    sub: Subkeys,
+    batch: Batch<'a, L>,
+}
+
+impl<const L: usize> WithBackends for SealOnly<'_, L> {
+    fn run<M: BlockBackend<BlockSize = U16>, C: BlockBackend<BlockSize = U16>>(mut self, mac: &mut M, ctr: &mut C) {
+        seal_batch_in(mac, ctr, &self.sub, &mut self.batch, 0, |_| {});
+    }
+}
+
+struct SealChecking<'a, 'b, const L: usize> {
+    sub: Subkeys,
+    batch: Batch<'a, L>,
+    client: &'b Aes128Enc,
+    check: TagCheck<'b>,
+    matched: &'b mut bool,
+}
+
+impl<const L: usize> WithBackends for SealChecking<'_, '_, L> {
+    fn run<M: BlockBackend<BlockSize = U16>, C: BlockBackend<BlockSize = U16>>(self, mac: &mut M, ctr: &mut C) {
+        let client = self.client;
+        client.encrypt_with_backend(WithClient { mac, ctr, job: self });
+    }
+}
+
+/// The third backend, the client's MAC key, with the sealing key's two.
+struct WithClient<'a, 'b, 'c, M, C, const L: usize> {
+    mac: &'c mut M,
+    ctr: &'c mut C,
+    job: SealChecking<'a, 'b, L>,
+}
+
+impl<M, C, const L: usize> BlockSizeUser for WithClient<'_, '_, '_, M, C, L> {
+    type BlockSize = U16;
+}
+
+impl<M, C, const L: usize> BlockClosure for WithClient<'_, '_, '_, M, C, L>
+where
+    M: BlockBackend<BlockSize = U16>,
+    C: BlockBackend<BlockSize = U16>,
+{
+    fn call<K: BlockBackend<BlockSize = U16>>(self, client: &mut K) {
+        let SealChecking { sub, mut batch, check, matched, .. } = self.job;
+        // Subkeys first: only the chains' last blocks and the end wait for them.
+        let csub = Subkeys::derive(client);
+        let steps = (prefix_blocks(check.ad.len()) + 1).max(prefix_blocks(check.nonce.len()) + 1);
+        let (mut ad, mut nonce) = (0u128, 0u128);
+        seal_batch_in(self.mac, self.ctr, &sub, &mut batch, steps, |i| {
+            csub.cmac_step(client, &mut ad, check.ad, i);
+            csub.cmac_step(client, &mut nonce, check.nonce, i);
+        });
+        let d = dbl(dbl(csub.d0) ^ ad) ^ nonce;
+        *matched = tags_match(u128::from_be_bytes(*check.tag), csub.finish(client, d, 0, &[]));
+    }
+}
+
+/// The batch's S2V chains step by step with `alongside` (another chain, `alongside_steps`
+/// long) called at each step; each message's last S2V blocks and its CTR are issued as soon
+/// as its chains end, so they too overlap with what `alongside` still has to do.
+#[inline(always)]
+fn seal_batch_in<M, C, const L: usize>(
+    mac: &mut M,
+    ctr: &mut C,
+    sub: &Subkeys,
+    batch: &mut Batch<'_, L>,
+    alongside_steps: usize,
+    mut alongside: impl FnMut(usize),
+) where
+    M: BlockBackend<BlockSize = U16>,
+    C: BlockBackend<BlockSize = U16>,
+{
+    let Batch { ad, plaintext, nonce, sealed_at, seals } = batch;
+    let (ad, plaintext, sealed_at) = (*ad, *plaintext, *sealed_at);
+    let free = &plaintext[..16 * free_blocks(plaintext.len())];
+    let free_n = free.len() / 16;
+    let steps = free_n.max(prefix_blocks(ad.len()) + 1).max(prefix_blocks(nonce.len()) + 1);
+    let (mut ad_chain, mut p) = (0u128, 0u128);
+    let mut nonce_chains = [0u128; MAX_BATCH];
+    for i in 0..steps.max(alongside_steps) {
+        alongside(i);
+        if i >= steps {
+            continue;
+        }
+        sub.cmac_step(mac, &mut ad_chain, ad, i);
+        for (c, s) in nonce_chains.iter_mut().zip(seals.iter()) {
+            sub.cmac_step(mac, c, &s[nonce.clone()], i);
+        }
+        if i < free_n {
+            p = enc(mac, p ^ block(free, i));
+        }
+        if i + 1 == steps {
+            let d_ad = dbl(sub.d0) ^ ad_chain;
+            for (c, s) in nonce_chains.iter().zip(seals.iter_mut()) {
+                let v = sub.finish(mac, dbl(d_ad) ^ c, p, plaintext);
+                let (tag, text) = s[sealed_at..].split_at_mut(TAG_LEN);
+                tag.copy_from_slice(&v.to_be_bytes());
+                text.copy_from_slice(plaintext);
+                ctr_in(ctr, v, text);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,5 +684,94 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every batch size and a few layouts: each message sealed as [`SivKey::seal`] seals it
+    /// alone, and the check beside it agrees with the one-shot open, on a good and a bad tag
+    /// (a changed tag, AD or nonce), with the batch sealed all the same.
+    #[test]
+    fn batches_seal_as_one_by_one_and_check_as_open() {
+        let key: [u8; 32] = core::array::from_fn(|i| (i * 11 + 5) as u8);
+        let sealer = SivKey::new(&key);
+        let client: [u8; 32] = core::array::from_fn(|i| (i * 3 + 1) as u8);
+        let data: Vec<u8> = (0..300).map(|i| (i * 13 + 1) as u8).collect();
+        // (AD length, plaintext length): the cookie's (4, 68) and others around the edges.
+        for (ad_len, pt_len) in [(4, 68), (0, 0), (0, 15), (16, 16), (17, 31), (33, 48), (4, 100)] {
+            const L: usize = 4 + 16 + 16 + 100;
+            let (ad, plaintext) = (&data[..ad_len], &data[50..50 + pt_len]);
+            // The layout: nonce at 4..20, sealed from 20 (tag, then text); short texts leave
+            // the end of each element out of the batch, so the element length is fitted.
+            for n in 0..=MAX_BATCH {
+                let mut seals = [[0u8; L]; MAX_BATCH];
+                for (k, s) in seals.iter_mut().enumerate() {
+                    s[4..20].fill(k as u8 + 0x40);
+                }
+                let mut expected = seals;
+                for s in &mut expected[..n] {
+                    let mut one = vec![0u8; TAG_LEN + pt_len];
+                    one[TAG_LEN..].copy_from_slice(plaintext);
+                    assert!(sealer.seal(ad, &s[4..20], &mut one));
+                    s[20..20 + TAG_LEN + pt_len].copy_from_slice(&one);
+                }
+                let what = format!("ad {ad_len} plaintext {pt_len} batch {n}");
+                let sealed_at = L - TAG_LEN - pt_len;
+                // Element layouts where the text ends the element: shift the expected bytes.
+                let place = |e: &[[u8; L]; MAX_BATCH]| {
+                    let mut out = *e;
+                    for (o, x) in out.iter_mut().zip(e) {
+                        o[20..].fill(0);
+                        o[sealed_at..].copy_from_slice(&x[20..20 + TAG_LEN + pt_len]);
+                    }
+                    out
+                };
+                let expected = place(&expected);
+                fn layout<'a>(ad: &'a [u8], pt: &'a [u8], at: usize, seals: &'a mut [[u8; L]]) -> Batch<'a, L> {
+                    Batch { ad, plaintext: pt, nonce: 4..20, sealed_at: at, seals }
+                }
+                let mut got = seals;
+                assert!(sealer.seal_batch(layout(ad, plaintext, sealed_at, &mut got[..n])), "{what}");
+                assert_eq!(got, expected, "{what}");
+
+                let check_ad = &data[100..100 + 192];
+                let check_nonce = &data[7..23];
+                let mut tag = [0u8; TAG_LEN];
+                assert!(seal(&client, check_ad, check_nonce, &mut tag));
+                let mut bad_tag = tag;
+                bad_tag[3] ^= 1;
+                for (tag, ad2, nonce2, ok) in [
+                    (&tag, check_ad, check_nonce, true),
+                    (&bad_tag, check_ad, check_nonce, false),
+                    (&tag, &check_ad[1..], check_nonce, false),
+                    (&tag, check_ad, &data[8..24], false),
+                ] {
+                    let mut got = seals;
+                    let check = TagCheck { key: &client, ad: ad2, nonce: nonce2, tag };
+                    assert_eq!(
+                        sealer.seal_batch_checking(layout(ad, plaintext, sealed_at, &mut got[..n]), check),
+                        ok,
+                        "{what}"
+                    );
+                    assert_eq!(got, expected, "{what}, checking");
+                    assert_eq!(open(&client, ad2, nonce2, &mut tag.clone()), ok);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_that_does_not_fit_its_layout_is_refused_untouched() {
+        let sealer = SivKey::new(&[9; 32]);
+        let mut seals = [[0u8; 40]; MAX_BATCH + 1];
+        // Tag and text past the element's end.
+        let batch = Batch { ad: &[], plaintext: &[1; 8], nonce: 0..16, sealed_at: 20, seals: &mut seals[..1] };
+        assert!(!sealer.seal_batch(batch));
+        // The nonce overlapping what is sealed.
+        let batch = Batch { ad: &[], plaintext: &[1; 8], nonce: 0..17, sealed_at: 16, seals: &mut seals[..1] };
+        assert!(!sealer.seal_batch(batch));
+        // Too many.
+        let batch = Batch { ad: &[], plaintext: &[1; 8], nonce: 0..16, sealed_at: 16, seals: &mut seals[..] };
+        let check = TagCheck { key: &[0; 32], ad: &[], nonce: &[], tag: &[0; 16] };
+        assert!(!sealer.seal_batch_checking(batch, check));
+        assert_eq!(seals, [[0u8; 40]; MAX_BATCH + 1]);
     }
 }

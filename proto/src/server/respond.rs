@@ -634,6 +634,7 @@ mod tests {
     struct TestNts {
         master: crate::nts::KeySet,
         n: u8,
+        fresh: crate::nts::server::FreshCookies,
     }
 
     impl Authenticate for TestNts {
@@ -644,21 +645,21 @@ mod tests {
             None
         }
         fn check_nts(&mut self, packet: &mut [u8]) -> NtsCheck {
-            crate::nts::server::check_request(packet, &self.master)
-        }
-        fn sign_nts(&mut self, buf: &mut [u8], len: usize, v: &crate::nts::server::Verified) -> Option<usize> {
             let n = &mut self.n;
-            crate::nts::server::write_reply(buf, len, v, &self.master, &[0x99; 16], || {
+            crate::nts::server::check_request(packet, &self.master, &mut self.fresh, || {
                 *n += 1;
                 [*n; 16]
             })
+        }
+        fn sign_nts(&mut self, buf: &mut [u8], len: usize, v: &crate::nts::server::Verified) -> Option<usize> {
+            crate::nts::server::write_reply(buf, len, v, &self.fresh, &[0x99; 16])
         }
     }
 
     #[test]
     fn row56_an_nts_request_gets_an_authenticated_reply_with_cookies_never_longer() {
         use crate::nts::server::tests::{client_check_reply, client_keys, client_request, master};
-        let mut auth = TestNts { master: master(), n: 0 };
+        let mut auth = TestNts { master: master(), n: 0, fresh: Default::default() };
         for placeholders in [0, 2] {
             let mut p = client_request(&auth.master, &client_keys(), placeholders);
             let len = p.len();
@@ -675,7 +676,7 @@ mod tests {
     #[test]
     fn row56_a_gcm_siv_nts_request_gets_a_gcm_siv_reply() {
         use crate::nts::server::tests::{client_check_reply, client_request, gcm_siv_keys, master};
-        let mut auth = TestNts { master: master(), n: 0 };
+        let mut auth = TestNts { master: master(), n: 0, fresh: Default::default() };
         let mut p = client_request(&auth.master, &gcm_siv_keys(), 2);
         let len = p.len();
         assert_eq!(respond(&mut p, meta(), &synced(), &mut ServeAll, &mut auth, || T3), Verdict::Reply(len));
@@ -687,7 +688,7 @@ mod tests {
     #[test]
     fn row56_unknown_cookie_gets_an_nts_nak_malformed_nothing() {
         use crate::nts::server::tests::{client_keys, client_request, master};
-        let mut auth = TestNts { master: master(), n: 0 };
+        let mut auth = TestNts { master: master(), n: 0, fresh: Default::default() };
         let mut p = client_request(&auth.master, &client_keys(), 1);
         p[100] ^= 1; // inside the cookie
         assert_eq!(respond(&mut p, meta(), &synced(), &mut ServeAll, &mut auth, || T3), Verdict::Reply(84));

@@ -5,7 +5,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use std::sync::Arc;
 use stratum_proto::auth::{Authenticate, KeyRef, KeyTable, MacCheck};
-use stratum_proto::nts::server::{check_request, write_reply, NtsCheck, Verified};
+use stratum_proto::nts::server::{check_request, write_reply, FreshCookies, NtsCheck, Verified};
 
 use stratum_proto::nts::KeySet;
 
@@ -46,13 +46,21 @@ pub struct WorkerAuth {
     nts: Option<NtsKeys>,
     /// NTS nonces (the reply's and each cookie's): a CSPRNG seeded from the OS per worker.
     rng: StdRng,
+    /// The fresh cookies of the NTS request being answered, sealed while it is checked.
+    fresh: FreshCookies,
     /// The worker's counters the authenticated answers are counted in (its only writer).
     counters: Option<Arc<WorkerCounters>>,
 }
 
 impl Default for WorkerAuth {
     fn default() -> Self {
-        Self { keys: KeyTable::default(), nts: None, rng: StdRng::from_entropy(), counters: None }
+        Self {
+            keys: KeyTable::default(),
+            nts: None,
+            rng: StdRng::from_entropy(),
+            fresh: FreshCookies::default(),
+            counters: None,
+        }
     }
 }
 
@@ -61,7 +69,7 @@ impl Clone for WorkerAuth {
     /// ever draw the same nonces. Nor the counters (each has one writer): see
     /// [`WorkerAuth::counting_into`].
     fn clone(&self) -> Self {
-        Self { keys: self.keys.clone(), nts: self.nts.clone(), rng: StdRng::from_entropy(), counters: None }
+        Self { keys: self.keys.clone(), nts: self.nts.clone(), ..Self::default() }
     }
 }
 
@@ -115,8 +123,14 @@ impl Authenticate for WorkerAuth {
     }
 
     fn check_nts(&mut self, packet: &mut [u8]) -> NtsCheck {
-        let check = match &mut self.nts {
-            Some(keys) => check_request(packet, keys.refreshed()),
+        let Self { nts, rng, fresh, .. } = self;
+        let nonces = || {
+            let mut n = [0u8; 16];
+            rng.fill_bytes(&mut n);
+            n
+        };
+        let check = match nts {
+            Some(keys) => check_request(packet, keys.refreshed(), fresh, nonces),
             None => NtsCheck::NotNts,
         };
         // A NAK is what respond() sends for it (after admission, as for any request).
@@ -128,13 +142,8 @@ impl Authenticate for WorkerAuth {
 
     fn sign_nts(&mut self, buf: &mut [u8], request_len: usize, verified: &Verified) -> Option<usize> {
         let nonce = self.nonce();
-        let Self { nts, rng, .. } = self;
-        let fresh = || {
-            let mut n = [0u8; 16];
-            rng.fill_bytes(&mut n);
-            n
-        };
-        let reply = write_reply(buf, request_len, verified, &nts.as_ref()?.set, &nonce, fresh);
+        self.nts.as_ref()?;
+        let reply = write_reply(buf, request_len, verified, &self.fresh, &nonce);
         if reply.is_some() {
             self.count(NTS);
         }
