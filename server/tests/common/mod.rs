@@ -271,28 +271,36 @@ pub fn assert_refused(text: &str, line: usize, key: &str, detail: &str) {
     assert!(err.contains(detail), "wanted `{detail}` in: {err}");
 }
 
-/// chronyd in `ns` serving its host clock at stratum 1 on `bind` to anyone, never touching the
-/// clock (-x), its config, pid and drift files in `dir`: an upstream for a stratumd under test.
-pub fn chronyd_local_server(ns: &Netns, dir: &Path, bind: &str) -> Running {
-    let conf = dir.join("chrony.conf");
-    let d = dir.display();
-    std::fs::write(
-        &conf,
-        format!(
-            "local stratum 1\nallow all\ncmdport 0\npidfile {d}/chronyd.pid\ndriftfile {d}/chrony.drift\n\
-             bindaddress {bind}\n"
-        ),
-    )
-    .unwrap();
-    let child = ns
-        .command("chronyd")
-        .args(["-d", "-x", "-f"])
-        .arg(&conf)
+/// A long-running chronyd: `conf` written to `dir/chrony.conf`, run in `ns` (None: here) as
+/// `chronyd -d -x ARGS -f DIR/chrony.conf`: in the foreground, never touching this machine's clock
+/// (-x is always there), `args` e.g. `["-u", "root"]` (keep root, for a command socket in a private
+/// directory). What it logs goes to `dir/chronyd.log`; stdout is dropped. Killed and reaped on drop.
+pub fn spawn_chronyd(ns: Option<&Netns>, dir: &Path, conf: &str, args: &[&str]) -> Running {
+    let path = dir.join("chrony.conf");
+    std::fs::write(&path, conf).unwrap();
+    let log = std::fs::File::create(dir.join("chronyd.log")).unwrap();
+    let mut cmd = ns.map_or_else(|| Command::new("chronyd"), |ns| ns.command("chronyd"));
+    let child = cmd
+        .args(["-d", "-x"])
+        .args(args)
+        .arg("-f")
+        .arg(&path)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start chronyd");
     Running(Some(child))
+}
+
+/// chronyd in `ns` serving its host clock at stratum 1 on `bind` to anyone, never touching the
+/// clock (-x), its config, pid, drift and log files in `dir`: an upstream for a stratumd under test.
+pub fn chronyd_local_server(ns: &Netns, dir: &Path, bind: &str) -> Running {
+    let d = dir.display();
+    let conf = format!(
+        "local stratum 1\nallow all\ncmdport 0\npidfile {d}/chronyd.pid\ndriftfile {d}/chrony.drift\n\
+         bindaddress {bind}\n"
+    );
+    spawn_chronyd(Some(ns), dir, &conf, &[])
 }
 
 /// A network namespace with loopback up, deleted on drop.
