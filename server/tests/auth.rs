@@ -277,24 +277,11 @@ fn a_keyed_upstream_synchronises_to_chronyd() {
     let d = dir.path().display();
     let chrony_port = free_port();
     std::fs::write(dir.path().join("chrony.keys"), format!("1 AES128 HEX:{CMAC_HEX}\n")).unwrap();
-    let conf = dir.path().join("chrony.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "local stratum 1\nallow 127.0.0.1\nport {chrony_port}\nbindaddress 127.0.0.1\ncmdport 0\n\
-             pidfile {d}/chronyd.pid\ndriftfile {d}/chrony.drift\nkeyfile {d}/chrony.keys\n"
-        ),
-    )
-    .unwrap();
-    let _chronyd = Running(Some(
-        std::process::Command::new("chronyd")
-            .args(["-d", "-x", "-u", "root", "-f"])
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start chronyd"),
-    ));
+    let conf = format!(
+        "local stratum 1\nallow 127.0.0.1\nport {chrony_port}\nbindaddress 127.0.0.1\ncmdport 0\n\
+         pidfile {d}/chronyd.pid\ndriftfile {d}/chrony.drift\nkeyfile {d}/chrony.keys\n"
+    );
+    let _chronyd = spawn_chronyd(None, dir.path(), &conf, &["-u", "root"]);
     let keys = server_keys(dir.path());
     let control = dir.path().join("control.sock");
     let listen = free_port();

@@ -378,33 +378,21 @@ fn chronyc_authdata_shows_nts_with_cookies_replaced() {
         key.display()
     );
     let mut server = Server::start(&text, port);
-    let conf = dir.path().join("chrony.conf");
     // chronyd wants its command socket's directory closed to others.
     let sockdir = dir.path().join("run");
     std::fs::create_dir(&sockdir).unwrap();
     std::fs::set_permissions(&sockdir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let sock = sockdir.join("chronyd.sock");
-    std::fs::write(
-        &conf,
-        format!(
-            "server 127.0.0.1 port {port} nts ntsport {ke_port} iburst minpoll -4 maxpoll -4\n\
-             ntstrustedcerts {}\nbindcmdaddress {}\ncmdport 0\npidfile {}\ndriftfile {}\n",
-            ca.display(),
-            sock.display(),
-            dir.path().join("chronyd.pid").display(),
-            dir.path().join("drift").display()
-        ),
-    )
-    .unwrap();
-    let _chronyd = Running(Some(
-        std::process::Command::new("chronyd")
-            .args(["-x", "-d", "-u", "root", "-f"])
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("chronyd.log")).unwrap())
-            .spawn()
-            .expect("start chronyd"),
-    ));
+    let conf = format!(
+        "server 127.0.0.1 port {port} nts ntsport {ke_port} iburst minpoll -4 maxpoll -4\n\
+         ntstrustedcerts {}\nbindcmdaddress {}\ncmdport 0\npidfile {}\ndriftfile {}\n",
+        ca.display(),
+        sock.display(),
+        dir.path().join("chronyd.pid").display(),
+        dir.path().join("drift").display()
+    );
+    // What it logs (DIR/chronyd.log) goes with chronyc's answers into the failure messages.
+    let _chronyd = spawn_chronyd(None, dir.path(), &conf, &["-u", "root"]);
     let chronyc = |args: &[&str]| {
         let out = std::process::Command::new("chronyc").arg("-h").arg(&sock).args(args).output().expect("chronyc");
         let log = std::fs::read_to_string(dir.path().join("chronyd.log")).unwrap_or_default();

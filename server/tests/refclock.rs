@@ -13,7 +13,7 @@ mod common;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -94,23 +94,11 @@ fn private_dir() -> tempfile::TempDir {
 fn chronyd_refclock(dir: &Path, refclock: &str) -> (Running, PathBuf) {
     let d = dir.display();
     let socket = dir.join("chronyd.sock");
-    let conf = dir.join("chrony.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "{refclock}\nport 0\ncmdport 0\nbindcmdaddress {}\npidfile {d}/chronyd.pid\ndriftfile {d}/chrony.drift\n",
-            socket.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("chronyd")
-        .args(["-x", "-d", "-u", "root", "-f"])
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chronyd");
-    (Running(Some(child)), socket)
+    let conf = format!(
+        "{refclock}\nport 0\ncmdport 0\nbindcmdaddress {}\npidfile {d}/chronyd.pid\ndriftfile {d}/chrony.drift\n",
+        socket.display()
+    );
+    (spawn_chronyd(None, dir, &conf, &["-u", "root"]), socket)
 }
 
 /// chronyc's CSV source line for `refid` once chronyd has selected it (`*`): its fields.
