@@ -8,11 +8,12 @@ mod common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    ctl_json, exchange, free_port, have_tool, is_root, now_ntp, require, run_ok, wait_for, Netns, Running, Server, BIN,
+    ctl_json, exchange, free_port, have_tool, is_root, now_ntp, require, run_ok, spawn_chronyd, wait_for, Netns,
+    Running, Server, BIN,
 };
 use serde_json::Value;
 use stratum_proto::{NtpDuration, NtpPacket, NtpTimestamp};
@@ -248,27 +249,14 @@ impl Pair {
 /// A chronyd client in `ns` polling `server` 16 times a second (`extra`: e.g. "xleave"), never
 /// touching the clock (-x), with its command socket in `dir`.
 fn chronyd_client(ns: &Netns, dir: &Path, server: &str, port: u16, extra: &str) -> Running {
-    let conf = dir.join("chrony.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "server {server} port {port} iburst minpoll -4 maxpoll -4 {extra}\n\
-             bindcmdaddress {}\ncmdport 0\npidfile {}\ndriftfile {}\n",
-            dir.join("chronyd.sock").display(),
-            dir.join("chronyd.pid").display(),
-            dir.join("drift").display()
-        ),
-    )
-    .unwrap();
-    let child = ns
-        .command("chronyd")
-        .args(["-x", "-d", "-u", "root", "-f"])
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chronyd");
-    Running(Some(child))
+    let conf = format!(
+        "server {server} port {port} iburst minpoll -4 maxpoll -4 {extra}\n\
+         bindcmdaddress {}\ncmdport 0\npidfile {}\ndriftfile {}\n",
+        dir.join("chronyd.sock").display(),
+        dir.join("chronyd.pid").display(),
+        dir.join("drift").display()
+    );
+    spawn_chronyd(Some(ns), dir, &conf, &["-u", "root"])
 }
 
 /// `chronyc -h SOCKET -n COMMAND` output.
@@ -441,55 +429,27 @@ fn std_dev_of_an_xleave_client_against_stratumd_and_chronyd() {
     );
     let (mut server, _control) = start_in(&pair, &keys);
     let sdir = tempdir();
-    let sconf = sdir.join("chrony.conf");
-    std::fs::write(
-        &sconf,
-        format!(
-            "bindaddress {other}\nport 1123\nallow all\nlocal stratum 2\ncmdport 0\nbindcmdaddress {}\npidfile {}\n",
-            sdir.join("chronyd.sock").display(),
-            sdir.join("chronyd.pid").display()
-        ),
-    )
-    .unwrap();
-    let _chronyd_server = Running(Some(
-        pair.srv
-            .command("chronyd")
-            .args(["-x", "-d", "-u", "root", "-f"])
-            .arg(&sconf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
+    let sconf = format!(
+        "bindaddress {other}\nport 1123\nallow all\nlocal stratum 2\ncmdport 0\nbindcmdaddress {}\npidfile {}\n",
+        sdir.join("chronyd.sock").display(),
+        sdir.join("chronyd.pid").display()
+    );
+    let _chronyd_server = spawn_chronyd(Some(&pair.srv), &sdir, &sconf, &["-u", "root"]);
     let dir = tempdir();
-    let conf = dir.join("chrony.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "server {host} port 123 iburst minpoll -4 maxpoll -4 xleave\n\
-             server {other} port 1123 iburst minpoll -4 maxpoll -4 xleave\n\
-             bindcmdaddress {}\ncmdport 0\npidfile {}\n{}",
-            dir.join("chronyd.sock").display(),
-            dir.join("chronyd.pid").display(),
-            // STD_DEV_LOGDIR: the client logs every sample there (measurements.log, one line per
-            // exchange with offset and delay: bench/results/interleaved-xdp-split-2core-20261205.py splits
-            // them into the request and reply paths).
-            std::env::var("STD_DEV_LOGDIR")
-                .map(|d| format!("logdir {d}\nlog measurements rawmeasurements\n"))
-                .unwrap_or_default()
-        ),
-    )
-    .unwrap();
-    let _client = Running(Some(
-        pair.cli
-            .command("chronyd")
-            .args(["-x", "-d", "-u", "root", "-f"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
+    let conf = format!(
+        "server {host} port 123 iburst minpoll -4 maxpoll -4 xleave\n\
+         server {other} port 1123 iburst minpoll -4 maxpoll -4 xleave\n\
+         bindcmdaddress {}\ncmdport 0\npidfile {}\n{}",
+        dir.join("chronyd.sock").display(),
+        dir.join("chronyd.pid").display(),
+        // STD_DEV_LOGDIR: the client logs every sample there (measurements.log, one line per
+        // exchange with offset and delay: bench/results/interleaved-xdp-split-2core-20261205.py splits
+        // them into the request and reply paths).
+        std::env::var("STD_DEV_LOGDIR")
+            .map(|d| format!("logdir {d}\nlog measurements rawmeasurements\n"))
+            .unwrap_or_default()
+    );
+    let _client = spawn_chronyd(Some(&pair.cli), &dir, &conf, &["-u", "root"]);
     std::thread::sleep(Duration::from_secs(10));
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {

@@ -54,28 +54,17 @@ impl Lab {
     }
 
     /// chronyd serving its host clock at `stratum` in peer `k`'s namespace, never touching the
-    /// clock (-x).
+    /// clock (-x); its config and log in the folder `chrony{k}`.
     fn chronyd_server(&self, k: usize, stratum: u8) -> Running {
-        let conf = self.dir.path().join(format!("chrony{k}.conf"));
         let d = self.dir.path().display();
-        std::fs::write(
-            &conf,
-            format!(
-                "local stratum {stratum}\nallow all\ncmdport 0\npidfile {d}/chronyd{k}.pid\n\
-                 driftfile {d}/chrony{k}.drift\nbindaddress {}\n",
-                Self::peer_address(k)
-            ),
-        )
-        .unwrap();
-        let child = self.peers[k - 1]
-            .command("chronyd")
-            .args(["-d", "-x", "-f"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chronyd");
-        Running(Some(child))
+        let conf = format!(
+            "local stratum {stratum}\nallow all\ncmdport 0\npidfile {d}/chronyd{k}.pid\n\
+             driftfile {d}/chrony{k}.drift\nbindaddress {}\n",
+            Self::peer_address(k)
+        );
+        let own = self.dir.path().join(format!("chrony{k}"));
+        std::fs::create_dir_all(&own).unwrap();
+        spawn_chronyd(Some(&self.peers[k - 1]), &own, &conf, &[])
     }
 
     /// NTPsec's ntpd in orphan mode (stratum 2 of its own, at once), never touching the clock.
