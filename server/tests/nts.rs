@@ -431,6 +431,7 @@ fn chronyc_authdata_shows_nts_with_cookies_replaced() {
 /// place): stratumd with `backend = "xdp"` on one end of a veth pair, real chronyd clients in the
 /// other namespace: one with an AES128 symmetric key, one over NTS (KE over TCP to the same
 /// namespace, the NTP exchange through the XDP program and an AF_XDP socket).
+#[cfg(feature = "xdp")]
 #[test]
 fn xdp_backend_serves_symmetric_keys_and_nts() {
     if !require(is_root(), "the xdp backend needs root (XDP, AF_XDP, network namespaces)")
