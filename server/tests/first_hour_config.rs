@@ -3,6 +3,7 @@
 
 mod common;
 
+#[cfg(feature = "xdp")]
 use std::process::Command;
 
 use common::*;

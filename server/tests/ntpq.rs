@@ -9,6 +9,7 @@
 mod common;
 
 use std::path::PathBuf;
+#[cfg(feature = "xdp")]
 use std::process::Command;
 use std::time::Duration;
 
