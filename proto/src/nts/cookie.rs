@@ -206,8 +206,8 @@ impl KeySet {
 
     /// Seals `n` (at most [`MAX_COOKIES`]) fresh cookies for `keys` with the current key into
     /// `fresh`, each with the next of `nonces`, in one pass; with `check` (a request's
-    /// authenticator under an AES-SIV-CMAC-256 client key), checks it in the same pass, where
-    /// its chain and the cookies' overlap. Returns false when the check fails (the cookies are
+    /// authenticator under an AES-SIV-CMAC-256 client key), checks it in the same pass
+    /// ([`SivKey::seal_batch_checking`]). Returns false when the check fails (the cookies are
     /// sealed all the same, and the caller drops them).
     pub fn seal_fresh(
         &self,

@@ -53,8 +53,8 @@ pub enum NtsCheck {
 /// Checks an NTS request in `packet` and seals, into `fresh`, the fresh cookies its reply will
 /// carry (one per cookie and placeholder, each with the next of `cookie_nonces`): they need only
 /// the opened cookie, so with an AES-SIV-CMAC client they are sealed in the same pass as the
-/// authenticator's check, which they would otherwise follow. The authenticator's ciphertext, if
-/// it has any, is decrypted in place (the reply overwrites it anyway).
+/// authenticator's check. The authenticator's ciphertext, if it has any, is decrypted in place
+/// (the reply overwrites it anyway).
 pub fn check_request(
     packet: &mut [u8],
     master: &KeySet,
