@@ -4,9 +4,6 @@
 //! with a counting global allocator, each reply made by stratumd's own NTS server half in a stack
 //! buffer and checked authentic.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use stratum_bench::nts::{check_load_reply, load_uid, request, NtsReplyError};
 use stratum_bench::xdp::frame::{MacAddr, RequestTemplate};
 use stratum_proto::frame::{parse_frame, FrameVerdict};
@@ -14,31 +11,9 @@ use stratum_proto::nts::server::{check_request, write_reply, FreshCookies, NtsCh
 use stratum_proto::nts::{ClientKeys, KeySet, MasterKey, AEAD_AES_SIV_CMAC_256, COOKIE_LEN};
 use stratum_proto::NtpTimestamp;
 
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call unchanged to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations() -> usize {
-    ALLOCATIONS.with(Cell::get)
-}
+#[path = "../../proto/tests/common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocations;
 
 #[test]
 fn an_nts_load_request_and_its_reply_check_do_not_allocate() {

@@ -4,25 +4,16 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use stratum_proto::server::interleaved::{Interleave, InterleavedStore};
+use stratum_proto::server::interleaved::InterleavedStore;
 use stratum_proto::server::respond::respond_with;
 use stratum_proto::{respond, NoAuth, NtpPacket, NtpTimestamp, RxMeta, ServeAll};
 
 #[path = "common/fixture.rs"]
 mod fixture;
 use fixture::snapshot;
-
-/// The server's adapter in its simplest form: straight to the shared store.
-struct Shared<'a>(&'a InterleavedStore);
-
-impl Interleave for Shared<'_> {
-    fn take(&mut self, origin: NtpTimestamp) -> Option<NtpTimestamp> {
-        self.0.take(origin).map(|s| s.transmit)
-    }
-    fn save(&mut self, receive: NtpTimestamp, transmit: NtpTimestamp) {
-        self.0.save(receive, transmit);
-    }
-}
+#[path = "common/interleave.rs"]
+mod interleave;
+use interleave::Shared;
 
 fn bench_respond(c: &mut Criterion) {
     let snap = snapshot();

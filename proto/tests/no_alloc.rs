@@ -1,41 +1,17 @@
 //! respond() must not allocate: a counting global allocator watches a few thousand requests of
 //! every kind (answered, KoD, each drop reason).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use stratum_proto::server::respond::ClientRequest;
 use stratum_proto::{
     respond, AdmissionPolicy, AdmitAction, KissCode, NoAuth, NtpPacket, NtpTimestamp, RxMeta, ServeAll, ServerSnapshot,
 };
 
-struct Counting;
-
-thread_local! {
-    // Per thread: the tests in this file run in parallel, and each counts only its own calls.
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-fn allocations() -> usize {
-    ALLOCATIONS.with(Cell::get)
-}
-
-// SAFETY: forwards every call unchanged to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // try_with: a thread's last frees and allocations may come after its locals are gone.
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocations;
+#[path = "../benches/common/interleave.rs"]
+mod interleave;
+use interleave::Shared;
 
 struct KodEveryOther(bool);
 impl AdmissionPolicy for KodEveryOther {
@@ -178,17 +154,8 @@ fn the_rate_limiter_does_not_allocate_after_new() {
 /// allocating: the store's table is allocated once, when made.
 #[test]
 fn interleaved_requests_do_not_allocate() {
-    use stratum_proto::server::interleaved::{Interleave, InterleavedStore};
+    use stratum_proto::server::interleaved::InterleavedStore;
     use stratum_proto::server::respond::respond_with;
-    struct Shared<'a>(&'a InterleavedStore);
-    impl Interleave for Shared<'_> {
-        fn take(&mut self, origin: NtpTimestamp) -> Option<NtpTimestamp> {
-            self.0.take(origin).map(|s| s.transmit)
-        }
-        fn save(&mut self, receive: NtpTimestamp, transmit: NtpTimestamp) {
-            self.0.save(receive, transmit);
-        }
-    }
     let snap = ServerSnapshot::unsynchronized(-20);
     let store = InterleavedStore::new(1024);
     let client = "203.0.113.5:123".parse().unwrap();
