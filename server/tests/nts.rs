@@ -8,6 +8,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -72,12 +73,62 @@ fn cookies_in(reply: &[u8], uid: u8) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn nts_config(port: u16, keys: &std::path::Path) -> String {
+fn nts_config(port: u16, keys: &Path) -> String {
     format!(
         "{}\n[nts]\nmaster-keys = \"{}\"\n",
         config(&[format!("127.0.0.1:{port}")], 1, "source = \"local\"\nstratum = 2"),
         keys.display()
     )
+}
+
+/// stratumd on loopback serving NTS and NTS-KE (`KeServer::start`), with what a test needs of it.
+struct KeServer {
+    server: Server,
+    /// The data plane's port (NTP).
+    port: u16,
+    ke_port: u16,
+    /// The test CA the KE server's certificate chains to, the certificate and its key.
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl KeServer {
+    /// The test CA and a certificate for 127.0.0.1 made in `certs`; the master keys in
+    /// DIR/nts.keys, `master` written there first (None: stratumd makes the file at start); a
+    /// [metrics] listener on `metrics_port` where one is given.
+    fn start(dir: &Path, certs: &Path, master: Option<KeySet>, metrics_port: Option<u16>) -> Self {
+        let (ca, cert, key) = make_certificates(certs, "127.0.0.1");
+        let keyfile = dir.join("nts.keys");
+        if let Some(master) = master {
+            std::fs::write(&keyfile, master.to_text()).unwrap();
+        }
+        let (port, ke_port) = (free_port(), free_port());
+        let mut text = format!(
+            "{}listen = \"127.0.0.1:{ke_port}\"\ncertificate = \"{}\"\nprivate-key = \"{}\"\n",
+            nts_config(port, &keyfile),
+            cert.display(),
+            key.display()
+        );
+        if let Some(metrics_port) = metrics_port {
+            text += &format!("\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
+        }
+        let server = Server::start(&text, port);
+        Self { server, port, ke_port, ca, cert, key }
+    }
+}
+
+/// `chronyd -Q -t SECONDS` (never touching the clock) once against `port` over NTS with its KE
+/// on `ke_port`, trusting `ca` (None: only the system's CAs): the offset it measured, or its log.
+fn chronyd_over_nts(seconds: &str, ca: Option<&Path>, port: u16, ke_port: u16) -> Result<f64, String> {
+    let mut cmd = std::process::Command::new("chronyd");
+    cmd.args(["-Q", "-t", seconds]);
+    if let Some(ca) = ca {
+        cmd.arg(format!("ntstrustedcerts {}", ca.display()));
+    }
+    cmd.arg(format!("server 127.0.0.1 port {port} nts ntsport {ke_port} iburst maxsamples 1"));
+    let out = cmd.output().expect("run chronyd");
+    chronyd_offset(&String::from_utf8_lossy(&out.stderr))
 }
 
 #[test]
@@ -162,19 +213,10 @@ fn the_bench_nts_client_does_the_ke_and_gets_authentic_replies() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = make_certificates(dir.path(), "127.0.0.1");
     let other = tempfile::tempdir().unwrap();
     let (other_ca, _, _) = make_certificates(other.path(), "127.0.0.1");
-    let keyfile = dir.path().join("nts.keys");
-    std::fs::write(&keyfile, KeySet::new(MasterKey { id: 5, key: [0x65; 32] }, 3).to_text()).unwrap();
-    let (port, ke_port) = (free_port(), free_port());
-    let text = format!(
-        "{}listen = \"127.0.0.1:{ke_port}\"\ncertificate = \"{}\"\nprivate-key = \"{}\"\n",
-        nts_config(port, &keyfile),
-        cert.display(),
-        key.display()
-    );
-    let mut server = Server::start(&text, port);
+    let master = KeySet::new(MasterKey { id: 5, key: [0x65; 32] }, 3);
+    let KeServer { mut server, port, ke_port, ca, .. } = KeServer::start(dir.path(), dir.path(), Some(master), None);
     let ke: SocketAddr = ([127, 0, 0, 1], ke_port).into();
     let session = stratum_bench::nts::key_exchange(ke, "127.0.0.1", &ca, Duration::from_secs(3)).expect("NTS-KE");
     assert_eq!(session.cookies.len(), 8);
@@ -208,7 +250,7 @@ fn the_bench_nts_client_does_the_ke_and_gets_authentic_replies() {
 
     // The same through `stratum-bench query --nts-ke --nts-ca`: exit 0 and the server's stratum;
     // with the other CA, exit 1 naming the KE.
-    let query = |ca: &std::path::Path| {
+    let query = |ca: &Path| {
         let (ntp, ke, ca) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{ke_port}"), ca.display().to_string());
         let args = ["stratum-bench", "query", &ntp, "--nts-ke", &ke, "--nts-ca", &ca, "--json", "--timeout", "3"];
         let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -234,20 +276,13 @@ fn an_nts_load_gets_authentic_replies() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = make_certificates(dir.path(), "127.0.0.1");
     let other = tempfile::tempdir().unwrap();
     let (other_ca, _, _) = make_certificates(other.path(), "127.0.0.1");
-    let keyfile = dir.path().join("nts.keys");
-    std::fs::write(&keyfile, KeySet::new(MasterKey { id: 6, key: [0x66; 32] }, 3).to_text()).unwrap();
-    let (port, ke_port, metrics_port) = (free_port(), free_port(), free_port());
-    let text = format!(
-        "{}listen = \"127.0.0.1:{ke_port}\"\ncertificate = \"{}\"\nprivate-key = \"{}\"\n\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
-        nts_config(port, &keyfile),
-        cert.display(),
-        key.display()
-    );
-    let mut server = Server::start(&text, port);
-    let load = |ca: &std::path::Path| {
+    let master = KeySet::new(MasterKey { id: 6, key: [0x66; 32] }, 3);
+    let metrics_port = free_port();
+    let KeServer { mut server, port, ke_port, ca, .. } =
+        KeServer::start(dir.path(), dir.path(), Some(master), Some(metrics_port));
+    let load = |ca: &Path| {
         let (target, ke, ca) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{ke_port}"), ca.display().to_string());
         let args = [
             "stratum-bench",
@@ -293,28 +328,11 @@ fn chronyd_synchronises_over_nts() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = make_certificates(dir.path(), "127.0.0.1");
-    let keyfile = dir.path().join("nts.keys");
-    std::fs::write(&keyfile, KeySet::new(MasterKey { id: 1, key: [0x61; 32] }, 3).to_text()).unwrap();
-    let (port, ke_port, metrics_port) = (free_port(), free_port(), free_port());
-    let text = format!(
-        "{}listen = \"127.0.0.1:{ke_port}\"\ncertificate = \"{}\"\nprivate-key = \"{}\"\n\n\
-         [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
-        nts_config(port, &keyfile),
-        cert.display(),
-        key.display()
-    );
-    let mut server = Server::start(&text, port);
-    let chronyd = |trust: bool| {
-        let mut cmd = std::process::Command::new("chronyd");
-        cmd.args(["-Q", "-t", "8"]);
-        if trust {
-            cmd.arg(format!("ntstrustedcerts {}", ca.display()));
-        }
-        cmd.arg(format!("server 127.0.0.1 port {port} nts ntsport {ke_port} iburst maxsamples 1"));
-        let out = cmd.output().expect("run chronyd");
-        chronyd_offset(&String::from_utf8_lossy(&out.stderr))
-    };
+    let master = KeySet::new(MasterKey { id: 1, key: [0x61; 32] }, 3);
+    let metrics_port = free_port();
+    let KeServer { mut server, port, ke_port, ca, .. } =
+        KeServer::start(dir.path(), dir.path(), Some(master), Some(metrics_port));
+    let chronyd = |trust: bool| chronyd_over_nts("8", trust.then_some(ca.as_path()), port, ke_port);
     let offset = chronyd(true).unwrap_or_else(|log| panic!("chronyd refused stratumd over NTS: {log}"));
     assert!(offset.abs() < 0.05, "offset {offset}");
     assert!(chronyd(false).is_err(), "chronyd accepted a KE server signed by a CA it does not trust");
@@ -367,17 +385,8 @@ fn chronyc_authdata_shows_nts_with_cookies_replaced() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = make_certificates(dir.path(), "127.0.0.1");
-    let keyfile = dir.path().join("nts.keys");
-    std::fs::write(&keyfile, KeySet::new(MasterKey { id: 3, key: [0x62; 32] }, 3).to_text()).unwrap();
-    let (port, ke_port) = (free_port(), free_port());
-    let text = format!(
-        "{}listen = \"127.0.0.1:{ke_port}\"\ncertificate = \"{}\"\nprivate-key = \"{}\"\n",
-        nts_config(port, &keyfile),
-        cert.display(),
-        key.display()
-    );
-    let mut server = Server::start(&text, port);
+    let master = KeySet::new(MasterKey { id: 3, key: [0x62; 32] }, 3);
+    let KeServer { mut server, port, ke_port, ca, .. } = KeServer::start(dir.path(), dir.path(), Some(master), None);
     // chronyd wants its command socket's directory closed to others.
     let sockdir = dir.path().join("run");
     std::fs::create_dir(&sockdir).unwrap();
@@ -561,26 +570,11 @@ fn sighup_reloads_the_ke_certificate() {
     let (old_dir, new_dir) = (dir.path().join("old"), dir.path().join("new"));
     std::fs::create_dir(&old_dir).unwrap();
     std::fs::create_dir(&new_dir).unwrap();
-    let (old_ca, cert, key) = make_certificates(&old_dir, "127.0.0.1");
     let (new_ca, new_cert, new_key) = make_certificates(&new_dir, "127.0.0.1");
-    let keyfile = dir.path().join("nts.keys");
-    let (port, ke_port) = (free_port(), free_port());
-    let text = format!(
-        "{}listen = \"127.0.0.1:{ke_port}\"\ncertificate = \"{}\"\nprivate-key = \"{}\"\n",
-        nts_config(port, &keyfile),
-        cert.display(),
-        key.display()
-    );
-    let mut server = Server::start(&text, port);
-    let chronyd = |ca: &std::path::Path| {
-        let out = std::process::Command::new("chronyd")
-            .args(["-Q", "-t", "6"])
-            .arg(format!("ntstrustedcerts {}", ca.display()))
-            .arg(format!("server 127.0.0.1 port {port} nts ntsport {ke_port} iburst maxsamples 1"))
-            .output()
-            .expect("run chronyd");
-        chronyd_offset(&String::from_utf8_lossy(&out.stderr))
-    };
+    // The master key file is made at start.
+    let KeServer { mut server, port, ke_port, ca: old_ca, cert, key } =
+        KeServer::start(dir.path(), &old_dir, None, None);
+    let chronyd = |ca: &Path| chronyd_over_nts("6", Some(ca), port, ke_port);
     chronyd(&old_ca).unwrap_or_else(|log| panic!("the first certificate: {log}"));
     std::fs::copy(&new_cert, &cert).unwrap();
     std::fs::copy(&new_key, &key).unwrap();
@@ -603,7 +597,7 @@ fn ntpsec_ntpd_uses_stratumd_over_nts() {
     let unpacked = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/peers/ntpsec/usr/sbin/ntpd");
     if !require(is_root(), "ntpd and stratumd on port 123 need root and network namespaces")
         || !require(
-            std::path::Path::new(unpacked).is_file() && have_tool("ip") && have_tool("openssl"),
+            Path::new(unpacked).is_file() && have_tool("ip") && have_tool("openssl"),
             "NTPsec's ntpd (scripts/test unpacks it into target/peers/ntpsec), ip or openssl is missing",
         )
     {
