@@ -76,10 +76,28 @@ fn refclock_config(listen: &str, refclock: &str, control: &Path) -> String {
     )
 }
 
+/// stratumd on a free loopback port with `refclock` (its table's body) as its refclock and its
+/// control socket in `dir` (`refclock_config`), the config text through `edit` first: the server,
+/// its port and the control socket.
+fn start_on_loopback(dir: &Path, refclock: &str, edit: impl FnOnce(String) -> String) -> (Server, u16, PathBuf) {
+    let control = dir.join("control.sock");
+    let port = free_port();
+    let text = edit(refclock_config(&format!("127.0.0.1:{port}"), refclock, &control));
+    (Server::start(&text, port), port, control)
+}
+
 /// The one refclock row of a `sources` answer, once it is selected.
 fn selected_refclock(sources: &Value) -> Option<Value> {
     let list = sources["sources"].as_array()?;
     list.iter().find(|s| s["state"] == "selected" && s["refclock"] == true).cloned()
+}
+
+/// The selected refclock's row of `sources`, waiting up to 5 s for it.
+fn wait_selected_refclock(control: &Path) -> Value {
+    let sources = wait_for(Duration::from_secs(5), "the refclock selected", control, "sources", |s| {
+        selected_refclock(s).is_some()
+    });
+    selected_refclock(&sources).unwrap()
 }
 
 /// A directory only root can enter (chronyd's command socket refuses a world-accessible one).
@@ -128,14 +146,8 @@ fn chronyc_selected(socket: &Path, refid: &str, limit: Duration) -> Vec<String> 
 fn a_sock_sender_makes_stratumd_stratum_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gps.sock");
-    let control = dir.path().join("control.sock");
-    let port = free_port();
-    let text = refclock_config(
-        &format!("127.0.0.1:{port}"),
-        &format!("driver = \"sock\"\ndevice = \"{}\"\npoll = 0", path.display()),
-        &control,
-    );
-    let mut server = Server::start(&text, port);
+    let refclock = format!("driver = \"sock\"\ndevice = \"{}\"\npoll = 0", path.display());
+    let (mut server, port, control) = start_on_loopback(dir.path(), &refclock, |text| text);
     let sender = SockSender::new().unwrap();
     let target = path.clone();
     let _feed = Feeder::every(Duration::from_millis(100), move || {
@@ -149,10 +161,7 @@ fn a_sock_sender_makes_stratumd_stratum_1() {
     });
     assert_eq!(tracking["refid"], "GPS", "{tracking}");
     assert_eq!(tracking["system_peer"], format!("sock:{}", path.display()), "{tracking}");
-    let sources = wait_for(Duration::from_secs(5), "the refclock selected", &control, "sources", |s| {
-        selected_refclock(s).is_some()
-    });
-    let row = selected_refclock(&sources).unwrap();
+    let row = wait_selected_refclock(&control);
     assert_eq!((row["address"].as_str(), row["refid"].as_str()), (Some("-"), Some("GPS")), "{row}");
     assert_eq!(row["name"], format!("sock:{}", path.display()), "{row}");
     let offset = row["last_offset_seconds"].as_f64().unwrap();
@@ -184,14 +193,8 @@ fn one_sock_sample_stream_gives_stratumd_and_chronyd_the_same_offset() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gps.sock");
-    let control = dir.path().join("control.sock");
-    let port = free_port();
-    let text = refclock_config(
-        &format!("127.0.0.1:{port}"),
-        &format!("driver = \"sock\"\ndevice = \"{}\"\npoll = 2", path.display()),
-        &control,
-    );
-    let mut server = Server::start(&text, port);
+    let refclock = format!("driver = \"sock\"\ndevice = \"{}\"\npoll = 2", path.display());
+    let (mut server, _, control) = start_on_loopback(dir.path(), &refclock, |text| text);
     let private = private_dir();
     let chrony_path = private.path().join("gps.sock");
     let (_chronyd, socket) =
@@ -273,10 +276,7 @@ fn a_gpsd_shm_segment_feeds_stratumd_and_chronyd_and_a_chronyd_client_accepts_st
     });
     assert_eq!(tracking["refid"], "GPS", "{tracking}");
     assert_eq!(tracking["system_peer"], format!("shm:{}", unit.0), "{tracking}");
-    let sources = wait_for(Duration::from_secs(5), "the refclock selected", &control, "sources", |s| {
-        selected_refclock(s).is_some()
-    });
-    let row = selected_refclock(&sources).unwrap();
+    let row = wait_selected_refclock(&control);
     assert_eq!((row["address"].as_str(), row["refid"].as_str()), (Some("-"), Some("GPS")), "{row}");
     let stratumd_offset = row["last_offset_seconds"].as_f64().unwrap();
 
@@ -393,24 +393,17 @@ fn nmea_talker(master: std::fs::File, fix: Arc<AtomicBool>) -> Feeder {
 fn an_nmea_talker_on_a_pty_makes_stratumd_stratum_1() {
     let (master_file, slave_file, slave_path) = pty();
     let dir = tempfile::tempdir().unwrap();
-    let control = dir.path().join("control.sock");
-    let port = free_port();
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let text = refclock_config(
-        &format!("127.0.0.1:{port}"),
-        &format!("driver = \"nmea\"\ndevice = \"{}\"\nbaud = 9600\noffset = 0.3\npoll = 4", slave_path.display()),
-        &control,
-    ) + &format!("\n[metrics]\nlisten = \"{metrics}\"\n");
-    let mut server = Server::start(&text, port);
+    let refclock =
+        format!("driver = \"nmea\"\ndevice = \"{}\"\nbaud = 9600\noffset = 0.3\npoll = 4", slave_path.display());
+    let (mut server, port, control) =
+        start_on_loopback(dir.path(), &refclock, |text| text + &format!("\n[metrics]\nlisten = \"{metrics}\"\n"));
     let _talker = nmea_talker_late(master_file, 0.3, 5e-3, |_, _| {});
     let tracking = wait_for(Duration::from_secs(20), "synchronised to NMEA", &control, "tracking", |t| {
         t["synchronized"] == true && t["stratum"] == 1
     });
     assert_eq!(tracking["refid"], "GPS", "{tracking}");
-    let sources = wait_for(Duration::from_secs(5), "the refclock selected", &control, "sources", |s| {
-        selected_refclock(s).is_some()
-    });
-    let row = selected_refclock(&sources).unwrap();
+    let row = wait_selected_refclock(&control);
     assert_eq!(row["name"], format!("nmea:{}", slave_path.display()), "{row}");
     // Past the first estimate (4 samples), into the poll-4 ones (16 samples each); then served
     // against host every 2 s for 30 s, each the reply of the shortest round trip of 5.
@@ -493,21 +486,16 @@ fn an_nmea_talker_on_a_pty_makes_stratumd_stratum_1() {
 fn an_nmea_fix_loss_takes_the_refclock_out_within_3_s_then_holdover_then_unsynchronised() {
     let (master_file, slave_file, slave_path) = pty();
     let dir = tempfile::tempdir().unwrap();
-    let control = dir.path().join("control.sock");
-    let port = free_port();
-    let text = refclock_config(
-        &format!("127.0.0.1:{port}"),
-        &format!("driver = \"nmea\"\ndevice = \"{}\"\nbaud = 9600\noffset = 0.05", slave_path.display()),
-        &control,
-    )
-    .replace("source = \"sync\"\n", "source = \"sync\"\nmax-holdover = \"2s\"\n");
-    let mut server = Server::start(&text, port);
+    let refclock = format!("driver = \"nmea\"\ndevice = \"{}\"\nbaud = 9600\noffset = 0.05", slave_path.display());
+    let (mut server, _, control) = start_on_loopback(dir.path(), &refclock, |text| {
+        text.replace("source = \"sync\"\n", "source = \"sync\"\nmax-holdover = \"2s\"\n")
+    });
     let fix = Arc::new(AtomicBool::new(true));
     let _talker = nmea_talker(master_file, fix.clone());
     wait_for(Duration::from_secs(20), "synchronised to NMEA", &control, "tracking", |t| {
         t["synchronized"] == true && t["stratum"] == 1 && t["refid"] == "GPS"
     });
-    wait_for(Duration::from_secs(5), "the refclock selected", &control, "sources", |s| selected_refclock(s).is_some());
+    wait_selected_refclock(&control);
 
     fix.store(false, Ordering::Relaxed);
     let lost = Instant::now();
@@ -548,17 +536,13 @@ fn an_nmea_fix_loss_hands_the_system_peer_to_an_upstream_within_3_s() {
     let mut upstreams: Vec<(Server, String)> = (0..1).map(upstream).collect();
     let (master_file, slave_file, slave_path) = pty();
     let dir = tempfile::tempdir().unwrap();
-    let control = dir.path().join("control.sock");
-    let port = free_port();
-    let mut text = refclock_config(
-        &format!("127.0.0.1:{port}"),
-        &format!("driver = \"nmea\"\ndevice = \"{}\"\noffset = 0.05\ndelay = 0.1", slave_path.display()),
-        &control,
-    );
-    for (_, address) in &upstreams {
-        text += &format!("\n[[upstream]]\naddress = \"{address}\"\niburst = true\nminpoll = -2\nmaxpoll = 0\n");
-    }
-    let mut server = Server::start(&text, port);
+    let refclock = format!("driver = \"nmea\"\ndevice = \"{}\"\noffset = 0.05\ndelay = 0.1", slave_path.display());
+    let (mut server, _, control) = start_on_loopback(dir.path(), &refclock, |mut text| {
+        for (_, address) in &upstreams {
+            text += &format!("\n[[upstream]]\naddress = \"{address}\"\niburst = true\nminpoll = -2\nmaxpoll = 0\n");
+        }
+        text
+    });
     let fix = Arc::new(AtomicBool::new(true));
     let _talker = nmea_talker(master_file, fix.clone());
     let nmea = format!("nmea:{}", slave_path.display());
