@@ -22,33 +22,24 @@
 //!
 //! Nothing allocates per packet: buffers, chains and histograms are made before the run.
 
-use std::io;
-use std::os::fd::{AsRawFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use socket2::Socket;
-use stratum_host::clock::{from_timespec, now as now_ntp};
-use stratum_host::mmsg::{self, zeroed_vec};
-use stratum_host::sockopt::set_int;
 use stratum_proto::client::numbered_transmit;
 use stratum_proto::packet::HEADER_LEN;
 use stratum_proto::NtpTimestamp;
 
 use crate::config::LoadConfig;
-use crate::engine::book::{Pacer, SendBook, BATCH, REQUEST};
-use crate::engine::socket::{open_socket, socket_drops, DRAIN};
+use crate::counts::Invalid;
+use crate::engine::book::{SendBook, BATCH};
+use crate::engine::socket::{socket_drops, Batch, Clients, Traffic, RECV_LEN};
 use crate::outcome::LoadOutcome;
 use crate::pin::pin_to;
 use crate::report::LoadReport;
 
 /// XORed into the nonce of the receive field: an origin with it marks an interleaved reply.
 const MARK: u32 = 0x8000_0000;
-const RECV_LEN: usize = 512;
-/// Room for one SCM_TIMESTAMPNS control message (and slack).
-const CONTROL_LEN: usize = 64;
 /// The calibration run: a low rate, one socket (64 chains), half a second.
 const CALIBRATION_RATE: u64 = 2_000;
 const CALIBRATION: Duration = Duration::from_millis(500);
@@ -187,176 +178,6 @@ impl InterleavedReport {
     }
 }
 
-/// 64 receive buffers with their iovecs, control buffers and mmsghdrs (pointing into the other
-/// vectors' heap storage, never reallocated).
-struct RxBatch {
-    buffers: Vec<[u8; RECV_LEN]>,
-    control: Vec<[u64; CONTROL_LEN / 8]>,
-    iov: Vec<libc::iovec>,
-    headers: Vec<libc::mmsghdr>,
-}
-
-impl RxBatch {
-    fn new() -> Self {
-        let (iov, headers) = (zeroed_vec(BATCH), zeroed_vec(BATCH));
-        let mut b =
-            Self { buffers: vec![[0; RECV_LEN]; BATCH], control: vec![[0; CONTROL_LEN / 8]; BATCH], iov, headers };
-        for i in 0..BATCH {
-            b.iov[i].iov_base = b.buffers[i].as_mut_ptr().cast();
-            b.iov[i].iov_len = RECV_LEN;
-            b.headers[i].msg_hdr.msg_iov = &mut b.iov[i];
-            b.headers[i].msg_hdr.msg_iovlen = 1;
-        }
-        b
-    }
-
-    fn receive(&mut self, fd: RawFd) -> io::Result<usize> {
-        for (h, c) in self.headers.iter_mut().zip(&mut self.control) {
-            h.msg_hdr.msg_flags = 0;
-            h.msg_hdr.msg_control = c.as_mut_ptr().cast();
-            h.msg_hdr.msg_controllen = CONTROL_LEN as _;
-            h.msg_len = 0;
-        }
-        // SAFETY: every header points at an iovec, buffer and control buffer owned by `self`,
-        // with their lengths; nothing is moved while the call runs.
-        match unsafe { mmsg::receive(fd, &mut self.headers, libc::MSG_DONTWAIT) } {
-            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => Ok(0),
-            received => received,
-        }
-    }
-
-    /// The kernel's receive stamp of datagram `i` (SCM_TIMESTAMPNS), if it came with one.
-    fn stamp(&self, i: usize) -> Option<NtpTimestamp> {
-        let hdr = &self.headers[i].msg_hdr;
-        // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
-        // msg_controllen; the timespec is read unaligned.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(hdr);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                    return Some(from_timespec(ts.tv_sec as i64, ts.tv_nsec as i64));
-                }
-                c = libc::CMSG_NXTHDR(hdr, c);
-            }
-        }
-        None
-    }
-}
-
-struct Generator {
-    sockets: Vec<Socket>,
-    poll_fds: Vec<libc::pollfd>,
-    tx_buffers: Vec<[u8; HEADER_LEN]>,
-    tx_iov: Vec<libc::iovec>,
-    tx_headers: Vec<libc::mmsghdr>,
-    rx: RxBatch,
-    book: SendBook,
-    chains: Chains,
-    start: Instant,
-}
-
-impl Generator {
-    fn new(config: &LoadConfig, one_way_ns: i64) -> anyhow::Result<Self> {
-        pin_to(config.core())?;
-        let sockets = (0..config.sockets)
-            .map(|_| {
-                let s = open_socket(config.target)?;
-                set_int(&s, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).context("SO_TIMESTAMPNS")?;
-                Ok(s)
-            })
-            .collect::<anyhow::Result<Vec<_>>>()
-            .context("cannot open the client sockets")?;
-        let poll_fds =
-            sockets.iter().map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
-        let (tx_iov, tx_headers) = (zeroed_vec(BATCH), zeroed_vec(BATCH));
-        let mut g = Self {
-            sockets,
-            poll_fds,
-            tx_buffers: vec![REQUEST; BATCH],
-            tx_iov,
-            tx_headers,
-            rx: RxBatch::new(),
-            book: SendBook::new(),
-            chains: Chains::new(BATCH * config.sockets, one_way_ns),
-            start: Instant::now(),
-        };
-        for i in 0..BATCH {
-            g.tx_iov[i].iov_base = g.tx_buffers[i].as_mut_ptr().cast();
-            g.tx_iov[i].iov_len = HEADER_LEN;
-            g.tx_headers[i].msg_hdr.msg_iov = &mut g.tx_iov[i];
-            g.tx_headers[i].msg_hdr.msg_iovlen = 1;
-        }
-        Ok(g)
-    }
-
-    fn send_batch(&mut self, socket: usize) -> io::Result<()> {
-        let base = self.book.next_seq();
-        let nonce = self.book.nonce();
-        for (i, buf) in self.tx_buffers.iter_mut().enumerate() {
-            let seq = base + i as u64;
-            buf[ORIGIN_AT..HEADER_LEN].copy_from_slice(&self.chains.request(nonce, seq, self.book.transmit_bytes(seq)));
-        }
-        self.book.start_batch(self.start.elapsed().as_nanos() as u64, now_ntp());
-        let fd = self.sockets[socket].as_raw_fd();
-        // SAFETY: every header points at a buffer and iovec owned by `self` (set up in `new`,
-        // never moved); the socket is connected.
-        let n = match unsafe { mmsg::send(fd, &mut self.tx_headers, libc::MSG_DONTWAIT) } {
-            Err(e) if mmsg::is_would_block(&e) || e.raw_os_error() == Some(libc::ECONNREFUSED) => 0,
-            sent => sent?,
-        };
-        self.book.sent(n);
-        Ok(())
-    }
-
-    fn receive_ready(&mut self, timeout: Duration) -> io::Result<()> {
-        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as _ };
-        // SAFETY: poll_fds is a live array of the length passed; `ts` outlives the call.
-        let ready = unsafe {
-            libc::ppoll(self.poll_fds.as_mut_ptr(), self.poll_fds.len() as libc::nfds_t, &ts, std::ptr::null())
-        };
-        if ready < 0 {
-            let e = io::Error::last_os_error();
-            return if e.raw_os_error() == Some(libc::EINTR) { Ok(()) } else { Err(e) };
-        }
-        for s in 0..self.poll_fds.len() {
-            if ready == 0 || self.poll_fds[s].revents == 0 {
-                continue;
-            }
-            let fd = self.poll_fds[s].fd;
-            loop {
-                let n = self.rx.receive(fd)?;
-                let now_ns = self.start.elapsed().as_nanos() as u64;
-                let now = now_ntp();
-                for i in 0..n {
-                    self.check_reply(i, now_ns, now);
-                }
-                if n < BATCH {
-                    break;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn check_reply(&mut self, i: usize, now_ns: u64, now: NtpTimestamp) {
-        let h = &self.rx.headers[i];
-        let len = h.msg_len as usize;
-        if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len != HEADER_LEN {
-            self.book.reply(Err(crate::counts::Invalid::Length), now_ns, now);
-            return;
-        }
-        let stamp = self.rx.stamp(i).unwrap_or(now);
-        let mut p = [0u8; HEADER_LEN];
-        p.copy_from_slice(&self.rx.buffers[i][..HEADER_LEN]);
-        self.chains.reply(&mut self.book, &mut p, now_ns, now, stamp);
-    }
-
-    fn report(&self, offered_rate: u64) -> InterleavedReport {
-        self.chains.report(self.book.counts.valid, offered_rate)
-    }
-}
-
 /// The simulated clients' chains and what their replies measured; shared by the engines (the
 /// request's origin, receive and transmit fields from [`request`](Self::request), each reply
 /// through [`reply`](Self::reply)). Made before the run: nothing allocates per packet.
@@ -463,44 +284,40 @@ impl Chains {
     }
 }
 
+/// The interleaved load on the socket engine's [`Clients`]: a request's fields 24..48 from its
+/// chain, each reply of 48 bytes checked and measured with our kernel receive stamp of it (the
+/// batch's T4 if it came without one).
+impl Traffic for Chains {
+    /// Sequence numbers stay below 2^31.
+    const SEQ_LIMIT: u64 = (u32::MAX >> 1) as u64;
+
+    #[inline]
+    fn fill(&mut self, book: &SendBook, _: usize, seq: u64, buf: &mut [u8; RECV_LEN]) {
+        buf[ORIGIN_AT..HEADER_LEN].copy_from_slice(&self.request(book.nonce(), seq, book.transmit_bytes(seq)));
+    }
+
+    #[inline]
+    fn check(&mut self, book: &mut SendBook, rx: &Batch, i: usize, now_ns: u64, now: NtpTimestamp) {
+        let Some(mut p) = rx.payload(i).ok().and_then(|p| <[u8; HEADER_LEN]>::try_from(p).ok()) else {
+            book.reply(Err(Invalid::Length), now_ns, now);
+            return;
+        };
+        self.reply(book, &mut p, now_ns, now, rx.stamp(i).unwrap_or(now));
+    }
+}
+
 /// Runs one interleaved load step (one generator thread; `config.cores` at most one core),
 /// subtracting `one_way_ns` from every error.
 pub fn run_step(config: &LoadConfig, one_way_ns: i64) -> anyhow::Result<(LoadReport, InterleavedReport)> {
     anyhow::ensure!(config.threads() == 1, "--interleaved runs one generator thread: give at most one core");
     let port = config.target.port();
     let server_drops_before = config.target.ip().is_loopback().then(|| socket_drops(&[port]));
-    let mut g = Generator::new(config, one_way_ns)?;
-    let local_ports: Vec<u16> =
-        g.sockets.iter().filter_map(|s| s.local_addr().ok()?.as_socket()).map(|a| a.port()).collect();
-    let pacer = Pacer::new(config.rate);
-    g.start = Instant::now();
-    let end = g.start + config.duration;
-    let mut batch_no: u64 = 0;
-    loop {
-        let now = Instant::now();
-        if now >= end || g.book.exhausted() || g.book.next_seq() + BATCH as u64 > u64::from(u32::MAX >> 1) {
-            break;
-        }
-        let due = g.start + pacer.due(batch_no);
-        if now >= due {
-            g.send_batch(batch_no as usize % config.sockets)?;
-            batch_no += 1;
-            g.receive_ready(Duration::ZERO)?;
-        } else {
-            g.receive_ready((due - now).min(end - now))?;
-        }
-    }
-    let send_elapsed = g.start.elapsed();
-    let drain_end = Instant::now() + DRAIN;
-    loop {
-        let now = Instant::now();
-        if now >= drain_end || g.book.all_answered() {
-            break;
-        }
-        g.receive_ready((drain_end - now).min(Duration::from_millis(5)))?;
-    }
-    let il = g.report(config.rate);
-    let mut outcome: LoadOutcome = g.book.finish(send_elapsed, socket_drops(&local_ports));
+    pin_to(config.core())?;
+    let mut clients = Clients::open(config, true)?;
+    let mut chains = Chains::new(BATCH * config.sockets, one_way_ns);
+    let send_elapsed = clients.run(&mut chains, config)?;
+    let il = chains.report(clients.book.counts.valid, config.rate);
+    let mut outcome: LoadOutcome = clients.finish(send_elapsed);
     outcome.server_socket_drops = server_drops_before.map(|before| socket_drops(&[port]).saturating_sub(before));
     Ok((LoadReport::new(config, "socket", &outcome), il))
 }
@@ -522,6 +339,7 @@ pub fn calibrate(config: &LoadConfig) -> anyhow::Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::book::REQUEST;
 
     /// A server's reply to `request` (fields 24..48 as sent): basic (origin = its transmit
     /// field) or interleaved (origin = its receive field), with T2 and T3.
