@@ -5,76 +5,15 @@
 //! is set.
 #![cfg(feature = "xdp")]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stratum-bench");
-
-fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(std::env::var_os("CI").is_none(), "{test}: needs root, and CI is set");
-    eprintln!("skipping {test}: needs root (network namespaces, XDP and AF_XDP)");
-    false
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
-
-/// Namespaces `gen` and `srv` joined by veth `gen_if` (10.N.M.1, fd00:5b:..::1) - `srv_if` (.2, ::2),
-/// with the simulated clients routed back to the generator.
-struct Pair {
-    gen: String,
-    srv: String,
-    gen_if: String,
-    srv_if: String,
-    v4: [String; 2],
-    v6: [String; 2],
-}
-
-impl Pair {
-    /// `tag` (one letter) tells apart the pairs of tests running at once.
-    fn new(tag: char) -> Self {
-        let n = std::process::id();
-        let (gen, srv) = (format!("sbx{tag}g{n}"), format!("sbx{tag}s{n}"));
-        let (gen_if, srv_if) = (format!("sbx{tag}g{}", n % 100_000), format!("sbx{tag}s{}", n % 100_000));
-        let (a, b) = ((n >> 8) % 200 + 20, (n + tag as u32) % 256);
-        let v4 = [format!("10.{a}.{b}.1"), format!("10.{a}.{b}.2")];
-        let v6 = [format!("fd00:5b:{n:x}:{:x}::1", tag as u32), format!("fd00:5b:{n:x}:{:x}::2", tag as u32)];
-        let pair = Self { gen, srv, gen_if, srv_if, v4, v6 };
-        for ns in [&pair.gen, &pair.srv] {
-            ip(&["netns", "add", ns]);
-        }
-        ip(&["link", "add", &pair.gen_if, "type", "veth", "peer", "name", &pair.srv_if]);
-        for (ns, dev, i) in [(&pair.gen, &pair.gen_if, 0), (&pair.srv, &pair.srv_if, 1)] {
-            ip(&["link", "set", dev, "netns", ns]);
-            ip(&["-n", ns, "addr", "add", &format!("{}/24", pair.v4[i]), "dev", dev]);
-            ip(&["-n", ns, "addr", "add", &format!("{}/64", pair.v6[i]), "dev", dev, "nodad"]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        ip(&["-n", &pair.srv, "route", "add", "10.200.0.0/16", "via", &pair.v4[0]]);
-        ip(&["-n", &pair.srv, "-6", "route", "add", "fd00:5354:c1::/64", "via", &pair.v6[0]]);
-        pair
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        for ns in [&self.gen, &self.srv] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
+use common::{require_root, responder, Pair, BIN};
 
 /// The reflector, stopped (SIGTERM) and reaped on drop.
 struct Reflector(Child);
@@ -115,31 +54,12 @@ impl Drop for Reflector {
     }
 }
 
-/// A kernel UDP responder on `addr` inside namespace `ns` (a thread that joined it): each request
-/// comes back as a server reply with origin = its transmit and T2 = T3 = now, until `stop`.
+/// A kernel UDP responder on `addr` inside namespace `ns`: each request comes back as a server
+/// reply with origin = its transmit and T2 = T3 = now, until `stop`.
 fn kernel_responder(ns: &str, addr: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-    let ns = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("the namespace's handle");
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        // SAFETY: setns with an open namespace fd; it moves only this thread.
-        assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
-        let socket = UdpSocket::bind(&addr).expect("bind the responder");
-        // Frames that arrive as XDP frames (the injector's, through GRO) become socket buffers of
-        // a page each: the default 208 KiB buffer holds fewer than one batch of 64.
-        let size: libc::c_int = 4 << 20;
-        // SAFETY: a live socket fd and a c_int option of its stated size.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "SO_RCVBUFFORCE");
-        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        ready_tx.send(()).unwrap();
+    // Frames that arrive as XDP frames (the injector's, through GRO) become socket buffers of a
+    // page each: the default 208 KiB buffer holds fewer than one batch of 64.
+    responder(ns, addr, Some(4 << 20), move |socket| {
         let (mut buf, mut answered) = ([0u8; 64], 0);
         while !stop.load(Ordering::Relaxed) {
             let Ok((48, from)) = socket.recv_from(&mut buf) else { continue };
@@ -152,9 +72,7 @@ fn kernel_responder(ns: &str, addr: String, stop: Arc<AtomicBool>) -> std::threa
             answered += u64::from(socket.send_to(&buf[..48], from).is_ok());
         }
         answered
-    });
-    ready_rx.recv_timeout(Duration::from_secs(5)).expect("the responder is ready");
-    handle
+    })
 }
 
 fn load(pair: &Pair, target: &str, rate: u32, tx: &str) -> serde_json::Value {

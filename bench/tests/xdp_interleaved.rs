@@ -5,82 +5,20 @@
 //! and the `xdp` feature; skips with a reason when not root, fails when CI is set.
 #![cfg(feature = "xdp")]
 
+mod common;
+
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stratum-bench");
-
-fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(std::env::var_os("CI").is_none(), "{test}: needs root, and CI is set");
-    eprintln!("skipping {test}: needs root (network namespaces, XDP and AF_XDP)");
-    false
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
-
-/// Namespaces `gen` and `srv` joined by veth (10.N.M.1 - .2), the simulated clients routed back
-/// to the generator (as tests/xdp_engine.rs sets them up).
-struct Pair {
-    gen: String,
-    srv: String,
-    gen_if: String,
-    v4: [String; 2],
-}
-
-impl Pair {
-    fn new() -> Self {
-        let n = std::process::id();
-        let (gen, srv) = (format!("sbxig{n}"), format!("sbxis{n}"));
-        let (gen_if, srv_if) = (format!("sbxig{}", n % 100_000), format!("sbxis{}", n % 100_000));
-        let (a, b) = ((n >> 8) % 200 + 20, (n + 7) % 256);
-        let v4 = [format!("10.{a}.{b}.1"), format!("10.{a}.{b}.2")];
-        let pair = Self { gen, srv, gen_if: gen_if.clone(), v4 };
-        for ns in [&pair.gen, &pair.srv] {
-            ip(&["netns", "add", ns]);
-        }
-        ip(&["link", "add", &gen_if, "type", "veth", "peer", "name", &srv_if]);
-        for (ns, dev, i) in [(&pair.gen, &gen_if, 0), (&pair.srv, &srv_if, 1)] {
-            ip(&["link", "set", dev, "netns", ns]);
-            ip(&["-n", ns, "addr", "add", &format!("{}/24", pair.v4[i]), "dev", dev]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        ip(&["-n", &pair.srv, "route", "add", "10.200.0.0/16", "via", &pair.v4[0]]);
-        pair
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        for ns in [&self.gen, &self.srv] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
+use common::{require_root, responder, Pair, BIN};
 
 /// An interleaved responder on `addr` in namespace `ns` (a thread that joined it), until `stop`:
 /// T2 = now with its LSB set, T3 = now with it clear, read before the send (no kernel stamp: the
 /// generator measures what it gets). Returns (replies, interleaved replies).
 fn interleaved_responder(ns: &str, addr: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, u64)> {
-    let ns = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("the namespace's handle");
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        // SAFETY: setns with an open namespace fd; it moves only this thread.
-        assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
-        let socket = std::net::UdpSocket::bind(&addr).expect("bind the responder");
-        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        ready_tx.send(()).unwrap();
+    responder(ns, addr, None, move |socket| {
         let now = || stratum_host::clock::now().to_bits();
         // Receive timestamp -> transmit time of our replies; bounded.
         let mut sent: HashMap<u64, u64> = HashMap::new();
@@ -107,9 +45,7 @@ fn interleaved_responder(ns: &str, addr: String, stop: Arc<AtomicBool>) -> std::
             }
         }
         (replies, interleaved)
-    });
-    ready_rx.recv_timeout(Duration::from_secs(5)).expect("the responder is ready");
-    handle
+    })
 }
 
 #[test]
@@ -117,7 +53,7 @@ fn the_xdp_engine_measures_the_t3_error_of_interleaved_replies() {
     if !require_root("xdp engine in interleaved mode") {
         return;
     }
-    let pair = Pair::new();
+    let pair = Pair::new('l');
     let stop = Arc::new(AtomicBool::new(false));
     let target = format!("{}:11123", pair.v4[1]);
     let responder = interleaved_responder(&pair.srv, target.clone(), stop.clone());
