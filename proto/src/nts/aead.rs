@@ -9,14 +9,7 @@
 //! 16-byte synthetic IV (the tag) first, AES-GCM-SIV its 16-byte tag last ([`Aead::TEXT_AT`]
 //! says where the text is).
 
-use aes_gcm_siv::aead::generic_array::GenericArray;
-use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
-use aes_gcm_siv::AesGcmSiv;
-
-/// GCM-SIV over the encryption-only AES-128 (it never decrypts a block): no inverse key
-/// schedules for the key-generating key nor the per-nonce encryption key.
-type Aes128GcmSiv = AesGcmSiv<aes::Aes128Enc>;
-
+use super::gcm_siv;
 use super::siv;
 
 /// Both AEADs' tag length (RFC 5297's synthetic IV, RFC 8452's tag).
@@ -87,43 +80,34 @@ impl Aead for AesSivCmac256 {
 }
 
 /// AEAD_AES_128_GCM_SIV (RFC 8452): a 16-byte key, a 12-byte nonce, the 16-byte tag after the
-/// ciphertext (as Nettle, and so chrony, lay it out). RustCrypto's `aes-gcm-siv` over the `aes`
-/// crate (AES-NI and CLMUL picked at run time), encryption-only AES; the key schedule is made
-/// per call (the per-nonce key derivation makes one anyway), on the stack.
+/// ciphertext (as Nettle, and so chrony, lay it out). proto's own composition of `aes` and
+/// `polyval` ([`gcm_siv`], AES-NI and CLMUL picked at run time), checked against RustCrypto's
+/// `aes-gcm-siv`; the key schedules are made per call (the per-nonce key derivation makes one
+/// anyway), on the stack.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AesGcmSiv128;
 
 impl Aead for AesGcmSiv128 {
     const ALGORITHM: u16 = AEAD_AES_128_GCM_SIV;
-    const KEY_LEN: usize = 16;
-    const NONCE_MIN: usize = 12;
-    const NONCE_MAX: usize = 12;
+    const KEY_LEN: usize = gcm_siv::KEY_LEN;
+    const NONCE_MIN: usize = gcm_siv::NONCE_LEN;
+    const NONCE_MAX: usize = gcm_siv::NONCE_LEN;
     const TEXT_AT: usize = 0;
 
     fn seal(key: &[u8], nonce: &[u8], ad: &[u8], buf: &mut [u8]) -> bool {
-        if nonce.len() != Self::NONCE_MAX || buf.len() < TAG_LEN {
-            return false;
-        }
-        let Ok(cipher) = Aes128GcmSiv::new_from_slice(key) else { return false };
-        let (text, tag_out) = buf.split_at_mut(buf.len() - TAG_LEN);
-        match cipher.encrypt_in_place_detached(GenericArray::from_slice(nonce), ad, text) {
-            Ok(tag) => {
-                tag_out.copy_from_slice(&tag);
-                true
-            }
-            Err(_) => false,
-        }
+        let (Ok(key), Ok(nonce)) = (key.try_into(), nonce.try_into()) else { return false };
+        let Some(at) = buf.len().checked_sub(TAG_LEN) else { return false };
+        let (text, tag_out) = buf.split_at_mut(at);
+        tag_out.copy_from_slice(&gcm_siv::seal(key, nonce, ad, text));
+        true
     }
 
     fn open(key: &[u8], nonce: &[u8], ad: &[u8], buf: &mut [u8]) -> bool {
-        if nonce.len() != Self::NONCE_MAX || buf.len() < TAG_LEN {
-            return false;
-        }
-        let Ok(cipher) = Aes128GcmSiv::new_from_slice(key) else { return false };
-        let (text, tag) = buf.split_at_mut(buf.len() - TAG_LEN);
-        cipher
-            .decrypt_in_place_detached(GenericArray::from_slice(nonce), ad, text, GenericArray::from_slice(tag))
-            .is_ok()
+        let (Ok(key), Ok(nonce)) = (key.try_into(), nonce.try_into()) else { return false };
+        let Some(at) = buf.len().checked_sub(TAG_LEN) else { return false };
+        let (text, tag) = buf.split_at_mut(at);
+        let Ok(tag) = <&[u8; TAG_LEN]>::try_from(&*tag) else { return false };
+        gcm_siv::open(key, nonce, ad, text, tag)
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod aead;
 pub mod cookie;
 pub mod ef;
+pub mod gcm_siv;
 pub mod ke;
 pub mod server;
 pub mod siv;
