@@ -101,12 +101,17 @@ fn seal_with(id: u32, key: &SivKey, keys: &ClientKeys, nonce: &[u8; NONCE_LEN], 
     out[..4].copy_from_slice(&id);
     out[4..4 + NONCE_LEN].copy_from_slice(nonce);
     let sealed = &mut out[4 + NONCE_LEN..];
-    let plaintext = &mut sealed[TAG_LEN..];
+    sealed[TAG_LEN..].copy_from_slice(&plaintext_of(keys));
+    key.seal(&id, nonce, sealed)
+}
+
+/// What a cookie seals: `algorithm (2) || 0 (2) || C2S key || S2C key`.
+fn plaintext_of(keys: &ClientKeys) -> [u8; PLAINTEXT_LEN] {
+    let mut plaintext = [0u8; PLAINTEXT_LEN];
     plaintext[..2].copy_from_slice(&keys.algorithm.to_be_bytes());
-    plaintext[2..4].fill(0);
     plaintext[4..4 + MAX_KEY_LEN].copy_from_slice(&keys.c2s);
     plaintext[4 + MAX_KEY_LEN..].copy_from_slice(&keys.s2c);
-    key.seal(&id, nonce, sealed)
+    plaintext
 }
 
 /// Opens a cookie sealed with `key`; `None` if it was not, or was changed.
@@ -217,12 +222,13 @@ impl KeySet {
         fresh: &mut FreshCookies,
         check: Option<TagCheck<'_>>,
     ) -> bool {
-        let id = self.keys[0].id.to_be_bytes();
-        let mut plaintext = [0u8; PLAINTEXT_LEN];
-        plaintext[..2].copy_from_slice(&keys.algorithm.to_be_bytes());
-        plaintext[4..4 + MAX_KEY_LEN].copy_from_slice(&keys.c2s);
-        plaintext[4 + MAX_KEY_LEN..].copy_from_slice(&keys.s2c);
         fresh.len = n.min(MAX_COOKIES);
+        // One alone: the single seal costs less than a batch's bookkeeping.
+        if check.is_none() && fresh.len == 1 {
+            return self.seal(keys, &nonces(), &mut fresh.cookies[0]);
+        }
+        let id = self.keys[0].id.to_be_bytes();
+        let plaintext = plaintext_of(keys);
         for cookie in &mut fresh.cookies[..fresh.len] {
             cookie[..4].copy_from_slice(&id);
             cookie[4..4 + NONCE_LEN].copy_from_slice(&nonces());
@@ -236,12 +242,6 @@ impl KeySet {
         };
         match check {
             Some(check) => self.prepared[0].seal_batch_checking(batch, check),
-            // One alone: the single seal costs less than a batch's bookkeeping.
-            None if fresh.len == 1 => {
-                let (head, sealed) = fresh.cookies[0].split_at_mut(4 + NONCE_LEN);
-                sealed[TAG_LEN..].copy_from_slice(&plaintext);
-                self.prepared[0].seal(&id, &head[4..], sealed)
-            }
             None => self.prepared[0].seal_batch(batch),
         }
     }

@@ -18,6 +18,8 @@ use polyval::universal_hash::UniversalHash;
 use polyval::Polyval;
 use subtle::ConstantTimeEq;
 
+use super::siv::xor_keystream;
+
 /// The key, nonce and tag lengths (RFC 8452 section 4, AES-128).
 pub const KEY_LEN: usize = 16;
 pub const NONCE_LEN: usize = 12;
@@ -81,27 +83,13 @@ impl BlockClosure for TagCtr<'_> {
         let mut counter = *self.tag;
         counter[15] |= 0x80;
         let mut n = u32::from_le_bytes([counter[0], counter[1], counter[2], counter[3]]);
-        let mut next = || {
+        xor_keystream(self.text, || {
             let mut key = counter;
             backend.proc_block((&mut key).into());
             n = n.wrapping_add(1);
             counter[..4].copy_from_slice(&n.to_le_bytes());
-            key
-        };
-        let mut chunks = self.text.chunks_exact_mut(16);
-        for chunk in &mut chunks {
-            // Whole blocks as one 128-bit xor (byte by byte costs more than the AES).
-            let mut block = [0u8; 16];
-            block.copy_from_slice(chunk);
-            let x = u128::from_ne_bytes(block) ^ u128::from_ne_bytes(next().into());
-            chunk.copy_from_slice(&x.to_ne_bytes());
-        }
-        let rest = chunks.into_remainder();
-        if !rest.is_empty() {
-            for (x, k) in rest.iter_mut().zip(next().iter()) {
-                *x ^= k;
-            }
-        }
+            u128::from_ne_bytes(key.into())
+        });
     }
 }
 

@@ -284,17 +284,27 @@ impl BlockClosure for CtrRun<'_> {
 #[inline(always)]
 fn ctr_in<B: BlockBackend<BlockSize = U16>>(backend: &mut B, iv: u128, data: &mut [u8]) {
     let mut counter = u128::from_be(iv) & !((1u128 << 63) | (1u128 << 31));
+    xor_keystream(data, || {
+        let key = enc(backend, counter.to_be());
+        counter = counter.wrapping_add(1);
+        key
+    });
+}
+
+/// Xors `data` with the keystream `next` gives a block at a time (a block in memory order),
+/// the last block cut to what is left: CTR mode's data side, for AES-SIV's counter and
+/// AES-GCM-SIV's (gcm_siv.rs).
+#[inline(always)]
+pub(super) fn xor_keystream(data: &mut [u8], mut next: impl FnMut() -> u128) {
     let mut chunks = data.chunks_exact_mut(16);
     for chunk in &mut chunks {
         // Whole blocks as one 128-bit xor (byte by byte costs five times the AES).
-        let x = block(chunk, 0) ^ enc(backend, counter.to_be());
+        let x = block(chunk, 0) ^ next();
         chunk.copy_from_slice(&x.to_ne_bytes());
-        counter = counter.wrapping_add(1);
     }
     let rest = chunks.into_remainder();
     if !rest.is_empty() {
-        let key = enc(backend, counter.to_be()).to_ne_bytes();
-        for (x, k) in rest.iter_mut().zip(key) {
+        for (x, k) in rest.iter_mut().zip(next().to_ne_bytes()) {
             *x ^= k;
         }
     }
