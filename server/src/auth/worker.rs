@@ -98,9 +98,7 @@ impl WorkerAuth {
     }
 
     fn nonce(&mut self) -> [u8; 16] {
-        let mut n = [0u8; 16];
-        self.rng.fill_bytes(&mut n);
-        n
+        random_nonce(&mut self.rng)
     }
 }
 
@@ -124,13 +122,8 @@ impl Authenticate for WorkerAuth {
 
     fn check_nts(&mut self, packet: &mut [u8]) -> NtsCheck {
         let Self { nts, rng, fresh, .. } = self;
-        let nonces = || {
-            let mut n = [0u8; 16];
-            rng.fill_bytes(&mut n);
-            n
-        };
         let check = match nts {
-            Some(keys) => check_request(packet, keys.refreshed(), fresh, nonces),
+            Some(keys) => check_request(packet, keys.refreshed(), fresh, || random_nonce(rng)),
             None => NtsCheck::NotNts,
         };
         // A NAK is what respond() sends for it (after admission, as for any request).
@@ -149,6 +142,13 @@ impl Authenticate for WorkerAuth {
         }
         reply
     }
+}
+
+/// 16 fresh bytes from the worker's CSPRNG: an NTS nonce (the reply's, or a cookie's).
+fn random_nonce(rng: &mut StdRng) -> [u8; 16] {
+    let mut n = [0u8; 16];
+    rng.fill_bytes(&mut n);
+    n
 }
 
 #[cfg(test)]
