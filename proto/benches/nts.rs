@@ -113,14 +113,16 @@ fn bench_nts(c: &mut Criterion) {
 
 /// `NTS_IR_COUNT=N` runs N one-cookie requests and nothing else, for an instruction count
 /// (`valgrind --tool=callgrind`, N and 0: the difference over N), steadier than time on a
-/// shared machine. `NTS_IR_AEAD=gcm_siv` makes the client's keys AES-128-GCM-SIV.
+/// shared machine. `NTS_IR_AEAD=gcm_siv` makes the client's keys AES-128-GCM-SIV;
+/// `NTS_IR_PLACEHOLDERS=P` asks for P more cookies (P + 1 in the reply).
 fn instruction_driver(n: u64) {
     let snap = snapshot();
     let master = master();
     let gcm = std::env::var("NTS_IR_AEAD").is_ok_and(|a| a == "gcm_siv");
     let keys = clients()[usize::from(gcm)].1.clone();
     let client: std::net::SocketAddr = "198.51.100.7:123".parse().unwrap();
-    let request = nts_request(&master, &keys, 0);
+    let placeholders = std::env::var("NTS_IR_PLACEHOLDERS").ok().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let request = nts_request(&master, &keys, placeholders);
     let mut auth = Nts::new(master);
     let mut buf = request.clone();
     for _ in 0..n {

@@ -45,6 +45,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Err(e) = stratumd::cpu::check() {
+        eprintln!("stratumd: {e}");
+        return ExitCode::FAILURE;
+    }
     let (config, name) = match &args.config {
         Some(path) => match Config::from_file(path) {
             Ok(c) => (c, path.display().to_string()),
