@@ -1,7 +1,8 @@
-//! The CPU features this build was compiled to assume (`.cargo/config.toml`: x86-64-v2, AES-NI,
-//! PCLMULQDQ), checked against the CPU it starts on. A build for a newer CPU than the one it runs
-//! on would otherwise die of SIGILL at the first instruction it lacks (NTS's first AES round, or
-//! any loop the compiler vectorised); stratumd says which features are missing and exits instead.
+//! The CPU features this build was compiled to assume (`.cargo/config.toml`: AES-NI and
+//! PCLMULQDQ; more with `-C target-cpu`), checked against the CPU it starts on. A build for a
+//! newer CPU than the one it runs on would otherwise die of SIGILL at the first instruction it
+//! lacks (NTS's first AES round, or any loop the compiler vectorised); stratumd says which
+//! features are missing and exits instead.
 //! A build without those flags (`RUSTFLAGS="-C target-cpu=x86-64"`) assumes nothing and passes.
 
 /// The compile-time features this build assumes that the running CPU lacks (empty when it can run).
