@@ -54,6 +54,21 @@ fn block(data: &[u8], i: usize) -> u128 {
     u128::from_ne_bytes(b)
 }
 
+/// The chain `x` through `blocks` (whole blocks): each xored in, then encrypted. The chain is
+/// a block in place, xored byte-wise (one vector xor), so it stays in a vector register from
+/// one encryption to the next; a u128 would go through two general registers each time.
+#[inline(always)]
+fn chain_blocks<B: BlockBackend<BlockSize = U16>>(mac: &mut B, x: u128, blocks: &[u8]) -> u128 {
+    let mut x = Block::from(x.to_ne_bytes());
+    for b in blocks.chunks_exact(16) {
+        for (x, b) in x.iter_mut().zip(b) {
+            *x ^= b;
+        }
+        mac.proc_block((&mut x).into());
+    }
+    u128::from_ne_bytes(x.into())
+}
+
 /// Blocks a CMAC chains before its last one (which takes a subkey).
 fn prefix_blocks(len: usize) -> usize {
     len.saturating_sub(1) / 16
@@ -157,10 +172,11 @@ impl Subkeys {
         sub.finish(mac, d, p, plaintext)
     }
 
-    /// The chains that do not depend on each other, in lock step (the CPU overlaps their
-    /// encryptions): each header's CMAC, folded into S2V's value `d` (from `d`), and the CMAC
-    /// chain over `free` (whole blocks of the plaintext before the 16 bytes xorend changes).
-    /// Returns the new `d` and the plaintext chain's state.
+    /// The chains that do not depend on each other: each header's CMAC, folded into S2V's
+    /// value `d` (from `d`), and the CMAC chain over `free` (whole blocks of the plaintext
+    /// before the 16 bytes xorend changes). Each chain is its own tight loop; the CPU runs the
+    /// next one's encryptions while the previous one's are still in flight. Returns the new `d`
+    /// and the plaintext chain's state.
     #[inline(always)]
     fn chains<B: BlockBackend<BlockSize = U16>>(
         &self,
@@ -170,23 +186,11 @@ impl Subkeys {
         free: &[u8],
     ) -> (u128, u128) {
         let headers = &headers[..headers.len().min(MAX_COMPONENTS)];
-        let free_n = free.len() / 16;
-        // Each header's chain takes its last block (with a subkey) at step prefix_blocks.
-        let mut steps = free_n;
-        for h in headers {
-            steps = steps.max(prefix_blocks(h.len()) + 1);
-        }
         let mut chains = [0u128; MAX_COMPONENTS];
-        let mut p = 0u128;
-        for i in 0..steps {
-            // Independent chains: the CPU overlaps these encryptions.
-            for (c, h) in chains.iter_mut().zip(headers) {
-                self.cmac_step(mac, c, h, i);
-            }
-            if i < free_n {
-                p = enc(mac, p ^ block(free, i));
-            }
+        for (c, h) in chains.iter_mut().zip(headers) {
+            self.cmac_from(mac, c, h, 0);
         }
+        let p = chain_blocks(mac, 0, free);
         for c in &chains[..headers.len()] {
             d = dbl(d) ^ c;
         }
@@ -203,6 +207,19 @@ impl Subkeys {
         } else if i == n {
             *c = enc(mac, *c ^ self.last(data));
         }
+    }
+
+    /// The steps [`cmac_step`](Self::cmac_step) would take on `c` from step `from` on, to the
+    /// chain's end: the whole blocks as one loop with no per-step branch or bounds check, then
+    /// the last block. For a chain that outlasts the ones it ran in lock step with.
+    #[inline(always)]
+    fn cmac_from<B: BlockBackend<BlockSize = U16>>(&self, mac: &mut B, c: &mut u128, data: &[u8], from: usize) {
+        let n = prefix_blocks(data.len());
+        if from > n {
+            return;
+        }
+        let x = chain_blocks(mac, *c, &data[16 * from..16 * n]);
+        *c = enc(mac, x ^ self.last(data));
     }
 
     /// S2V's last step, from the headers' `d` and the plaintext's free blocks' chain `p`.
@@ -531,7 +548,7 @@ struct SealOnly<'a, const L: usize> {
 
 impl<const L: usize> WithBackends for SealOnly<'_, L> {
     fn run<M: BlockBackend<BlockSize = U16>, C: BlockBackend<BlockSize = U16>>(mut self, mac: &mut M, ctr: &mut C) {
-        seal_batch_in(mac, ctr, &self.sub, &mut self.batch, 0, |_| {});
+        seal_batch_in(mac, ctr, &self.sub, &mut self.batch, |_| {});
     }
 }
 
@@ -570,29 +587,32 @@ where
         let SealChecking { sub, mut batch, check, matched, .. } = self.job;
         // Subkeys first: only the chains' last blocks and the end wait for them.
         let csub = Subkeys::derive(client);
-        let steps = (prefix_blocks(check.ad.len()) + 1).max(prefix_blocks(check.nonce.len()) + 1);
         let (mut ad, mut nonce) = (0u128, 0u128);
-        seal_batch_in(self.mac, self.ctr, &sub, &mut batch, steps, |i| {
+        // In lock step with the batch's chains, then what is left of the check's on its own.
+        let done = seal_batch_in(self.mac, self.ctr, &sub, &mut batch, |i| {
             csub.cmac_step(client, &mut ad, check.ad, i);
             csub.cmac_step(client, &mut nonce, check.nonce, i);
         });
+        csub.cmac_from(client, &mut ad, check.ad, done);
+        csub.cmac_from(client, &mut nonce, check.nonce, done);
         let d = dbl(dbl(csub.d0) ^ ad) ^ nonce;
         *matched = tags_match(u128::from_ne_bytes(*check.tag), csub.finish(client, d, 0, &[]));
     }
 }
 
-/// The batch's S2V chains step by step with `alongside` (another chain, `alongside_steps`
-/// long) called at each step; each message's last S2V blocks and its CTR are issued as soon
-/// as its chains end, so they too overlap with what `alongside` still has to do.
+/// The batch's S2V chains step by step with `alongside` (another chain's step) called at each
+/// step; each message's last S2V blocks and its CTR are issued as soon as its chains end, so
+/// they overlap with what the caller does next. Returns the steps taken (and given to
+/// `alongside`).
 #[inline(always)]
 fn seal_batch_in<M, C, const L: usize>(
     mac: &mut M,
     ctr: &mut C,
     sub: &Subkeys,
     batch: &mut Batch<'_, L>,
-    alongside_steps: usize,
     mut alongside: impl FnMut(usize),
-) where
+) -> usize
+where
     M: BlockBackend<BlockSize = U16>,
     C: BlockBackend<BlockSize = U16>,
 {
@@ -603,11 +623,8 @@ fn seal_batch_in<M, C, const L: usize>(
     let steps = free_n.max(prefix_blocks(ad.len()) + 1).max(prefix_blocks(nonce.len()) + 1);
     let (mut ad_chain, mut p) = (0u128, 0u128);
     let mut nonce_chains = [0u128; MAX_BATCH];
-    for i in 0..steps.max(alongside_steps) {
+    for i in 0..steps {
         alongside(i);
-        if i >= steps {
-            continue;
-        }
         sub.cmac_step(mac, &mut ad_chain, ad, i);
         for (c, s) in nonce_chains.iter_mut().zip(seals.iter()) {
             sub.cmac_step(mac, c, &s[nonce.clone()], i);
@@ -626,6 +643,7 @@ fn seal_batch_in<M, C, const L: usize>(
             }
         }
     }
+    steps
 }
 
 #[cfg(test)]
