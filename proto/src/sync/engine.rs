@@ -4,7 +4,7 @@
 //!
 //! Every time it takes is the **host clock** (the clock the sync thread reads): T1 when a request
 //! is built, T4 when its reply arrives, `now` otherwise. The served clock is the host clock plus the
-//! snapshot's [`ClockCorrection`](crate::ClockCorrection).
+//! snapshot's [`ClockCorrection`].
 //!
 //! # A disciplined host clock
 //!
