@@ -8,6 +8,7 @@
 //! logging, no configuration, no decisions about what to serve). Policy stays with the callers.
 
 pub mod clock;
+pub mod cpu;
 pub mod hugemem;
 pub mod mmsg;
 pub mod netif;

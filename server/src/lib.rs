@@ -5,7 +5,6 @@
 
 pub mod auth;
 pub mod config;
-pub mod cpu;
 pub mod dataplane;
 pub mod mgmt;
 pub mod notify;

@@ -45,8 +45,8 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Err(e) = stratumd::cpu::check() {
-        eprintln!("stratumd: {e}");
+    if let Err(e) = stratum_host::cpu::check("stratumd") {
+        eprintln!("{e}");
         return ExitCode::FAILURE;
     }
     let (config, name) = match &args.config {
