@@ -99,6 +99,7 @@ impl Subkeys {
 
     /// CMAC's last block of a message whose earlier blocks are done: full -> xor K1, else
     /// padded (0x80 then zeros) -> xor K2.
+    #[inline(always)]
     fn last(&self, data: &[u8]) -> u128 {
         let start = prefix_blocks(data.len()) * 16;
         let rest = &data[start..];
@@ -250,11 +251,20 @@ impl Subkeys {
     }
 }
 
-/// A partial block (under 16 bytes) padded with 0x80 then zeros.
+/// A partial block (under 16 bytes) padded with 0x80 then zeros. Copied in pieces of 8, 4, 2
+/// and 1 bytes, each a plain move: a copy of variable length is a call to memcpy, and around a
+/// call every AES round key held in a vector register is saved and reloaded (22 moves).
+#[inline(always)]
 fn padded(data: &[u8]) -> u128 {
     let mut b = [0u8; 16];
     let n = data.len().min(15);
-    b[..n].copy_from_slice(&data[..n]);
+    let mut at = 0;
+    for width in [8, 4, 2, 1] {
+        if n - at >= width {
+            b[at..at + width].copy_from_slice(&data[at..at + width]);
+            at += width;
+        }
+    }
     b[n] = 0x80;
     u128::from_ne_bytes(b)
 }
@@ -694,6 +704,18 @@ mod tests {
             "7bdb6e3b432667eb06f4d14bff2fbd0fcb900f2fddbe404326601965c889bf17dba77ceb094fa663b7a3f748ba8af829ea64ad544a272e9c485b62a3fd5c0d",
         );
         assert_eq!(seal_n(&key, &[&ad1, &ad2, &nonce], &plaintext), expected);
+    }
+
+    /// The piecewise copy pads every length as the plain copy does.
+    #[test]
+    fn padded_copies_every_partial_length() {
+        let data: Vec<u8> = (1..=20).collect();
+        for n in 0..16 {
+            let mut expected = [0u8; 16];
+            expected[..n].copy_from_slice(&data[..n]);
+            expected[n] = 0x80;
+            assert_eq!(padded(&data[..n]), u128::from_ne_bytes(expected), "{n} bytes");
+        }
     }
 
     /// Every length of AD, nonce and plaintext around the block boundaries against the
