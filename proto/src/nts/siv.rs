@@ -824,6 +824,18 @@ mod tests {
                     assert_eq!(got, expected, "{what}, checking");
                     assert_eq!(open(&client, ad2, nonce2, &mut tag.clone()), ok);
                 }
+                // Check chains shorter and longer than the batch's lock step (which ends at the
+                // batch's own steps; the rest of the check's chain runs after it).
+                for check_len in [0, 1, 16, 17, 40, 64, 100] {
+                    let check_ad = &data[50..50 + check_len];
+                    let mut tag = [0u8; TAG_LEN];
+                    assert!(seal(&client, check_ad, check_nonce, &mut tag));
+                    let mut got = seals;
+                    let check = TagCheck { key: &client, ad: check_ad, nonce: check_nonce, tag: &tag };
+                    let checked = sealer.seal_batch_checking(layout(ad, plaintext, sealed_at, &mut got[..n]), check);
+                    assert!(checked, "{what}, check AD {check_len}");
+                    assert_eq!(got, expected, "{what}, check AD {check_len}");
+                }
             }
         }
     }
