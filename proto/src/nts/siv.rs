@@ -218,7 +218,8 @@ impl Subkeys {
 
     /// The steps [`cmac_step`](Self::cmac_step) would take on `c` from step `from` on, to the
     /// chain's end: the whole blocks as one loop with no per-step branch or bounds check, then
-    /// the last block. For a chain that outlasts the ones it ran in lock step with.
+    /// the last block. From 0 it is the whole CMAC (S2V's own chains); later, the rest of a
+    /// chain that outlasts the ones it ran in lock step with (the tag check's).
     #[inline(always)]
     fn cmac_from<B: BlockBackend<BlockSize = U16>>(&self, mac: &mut B, c: &mut u128, data: &[u8], from: usize) {
         let n = prefix_blocks(data.len());
