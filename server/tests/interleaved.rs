@@ -402,7 +402,7 @@ fn bad_interleaved_keys_are_refused_with_their_line() {
 /// chronyd's (a loaded 2-core host is noisy). `STD_DEV_SERVER` replaces stratumd's `[server]` keys
 /// (`{host}` for its address), `STRATUMD_BIN` names the binary (e.g. target/release/stratumd),
 /// `STD_DEV_LOGDIR` a directory for the client's measurements log, `STD_DEV_XDP_OBJ` an XDP object
-/// to attach to the server's veth end.
+/// to attach to the server's veth end, `STD_DEV_CLIENT_OPTS` options for both client sources.
 #[test]
 #[ignore = "a 70 s measurement: cargo test --all-features -p stratumd --test interleaved -- --ignored --nocapture"]
 fn std_dev_of_an_xleave_client_against_stratumd_and_chronyd() {
@@ -436,9 +436,12 @@ fn std_dev_of_an_xleave_client_against_stratumd_and_chronyd() {
     );
     let _chronyd_server = spawn_chronyd(Some(&pair.srv), &sdir, &sconf, &["-u", "root"]);
     let dir = tempdir();
+    // STD_DEV_CLIENT_OPTS: more options for both of the client's sources (e.g. `asymmetry 0.0`,
+    // which turns off chronyd's correction of offsets by their delay).
+    let opts = std::env::var("STD_DEV_CLIENT_OPTS").unwrap_or_default();
     let conf = format!(
-        "server {host} port 123 iburst minpoll -4 maxpoll -4 xleave\n\
-         server {other} port 1123 iburst minpoll -4 maxpoll -4 xleave\n\
+        "server {host} port 123 iburst minpoll -4 maxpoll -4 xleave {opts}\n\
+         server {other} port 1123 iburst minpoll -4 maxpoll -4 xleave {opts}\n\
          bindcmdaddress {}\ncmdport 0\npidfile {}\n{}",
         dir.join("chronyd.sock").display(),
         dir.join("chronyd.pid").display(),
@@ -446,7 +449,7 @@ fn std_dev_of_an_xleave_client_against_stratumd_and_chronyd() {
         // exchange with offset and delay: bench/results/interleaved-xdp-split-2core-20261205.py splits
         // them into the request and reply paths).
         std::env::var("STD_DEV_LOGDIR")
-            .map(|d| format!("logdir {d}\nlog measurements rawmeasurements\n"))
+            .map(|d| format!("logdir {d}\nlog measurements rawmeasurements statistics\n"))
             .unwrap_or_default()
     );
     let _client = spawn_chronyd(Some(&pair.cli), &dir, &conf, &["-u", "root"]);
