@@ -81,9 +81,9 @@ impl Aead for AesSivCmac256 {
 
 /// AEAD_AES_128_GCM_SIV (RFC 8452): a 16-byte key, a 12-byte nonce, the 16-byte tag after the
 /// ciphertext (as Nettle, and so chrony, lay it out). proto's own composition of `aes` and
-/// `polyval` ([`gcm_siv`], AES-NI and CLMUL picked at run time), checked against RustCrypto's
-/// `aes-gcm-siv`; the key schedules are made per call (the per-nonce key derivation makes one
-/// anyway), on the stack.
+/// `polyval` ([`gcm_siv`], AES-NI and CLMUL fixed at build time by the x86-64 CPU baseline, else
+/// detected at run time), checked against RustCrypto's `aes-gcm-siv`; the key schedules are made
+/// per call (the per-nonce key derivation makes one anyway), on the stack.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AesGcmSiv128;
 
