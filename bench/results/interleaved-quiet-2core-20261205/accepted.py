@@ -1,15 +1,13 @@
 """Per source of a chronyd client's measurements log (`log measurements`): the interleaved samples
 chronyd accepted (tests ABCD all 1) and their offset sd and median, and the offset of the eighth
 with the lowest delay. Usage: python3 accepted.py measurements.log"""
-import statistics as st, sys
-rows = {}
-for line in open(sys.argv[1]):
-    f = line.split()
-    if len(f) < 15 or not f[0][0].isdigit() or f[-3] != '4I':
-        continue
-    off, d = float(f[11]) * 1e9, float(f[12]) * 1e9
-    rows.setdefault(f[2], []).append((f[7], off, d))
-for ip, r in sorted(rows.items()):
+import importlib.util, pathlib, statistics as st, sys
+# The measurements-log parser of the split script one folder up (its name is no module name).
+_split = pathlib.Path(__file__).resolve().parent.parent / "interleaved-xdp-split-2core-20261205.py"
+_spec = importlib.util.spec_from_file_location("split", _split)
+split = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(split)
+for ip, r in sorted(split.interleaved_samples(sys.argv[1]).items()):
     r = r[20:]
     acc = [x for x in r if x[0] == '1111']
     offs = [o for _, o, _ in acc]

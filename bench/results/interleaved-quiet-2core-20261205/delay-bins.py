@@ -2,15 +2,14 @@
 above the source's minimum (0-100, 100-200, 200-400 ... ns), each bin's offset mean and sd.
 Both ends read one clock, so a bin's mean is the offset error at that delay.
 Usage: python3 delay-bins.py measurements.log"""
-import statistics as st, sys
-rows = {}
-for line in open(sys.argv[1]):
-    f = line.split()
-    if len(f) < 15 or not f[0][0].isdigit() or f[-3] != '4I':
-        continue
-    rows.setdefault(f[2], []).append((float(f[11]) * 1e9, float(f[12]) * 1e9))
-for ip, r in sorted(rows.items()):
-    r = r[20:]
+import importlib.util, pathlib, statistics as st, sys
+# The measurements-log parser of the split script one folder up (its name is no module name).
+_split = pathlib.Path(__file__).resolve().parent.parent / "interleaved-xdp-split-2core-20261205.py"
+_spec = importlib.util.spec_from_file_location("split", _split)
+split = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(split)
+for ip, r in sorted(split.interleaved_samples(sys.argv[1]).items()):
+    r = [(off, d) for _, off, d in r[20:]]
     m = min(d for _, d in r)
     out = []
     for lo in (0, 100, 200, 400, 800, 1600):
